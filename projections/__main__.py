@@ -1,0 +1,5 @@
+from projections.app import build
+from services.common.service import main
+from services.common.settings import CommonSettings
+
+main("projections", CommonSettings(), build)

@@ -1,0 +1,146 @@
+"""The messages, conversations and audit views, as statements derived from each event. Pure.
+
+Events of one message arrive on several topics (requests by identity, decisions by mailbox,
+lifecycle by message), so a projection sees them in any order: every statement is an upsert that
+fills what its event knows, and a message's status only moves forward (status_rank).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from schemas.envelope import Envelope
+from schemas.events import (
+    MessageFailed,
+    MessageSent,
+    SendAccepted,
+    SendRejected,
+    SendRequested,
+)
+
+Statement = tuple[str, tuple[Any, ...]]
+
+STATUS_RANK = {
+    "received": 1,
+    "queued": 1,
+    "sent": 2,
+    "delivered": 3,
+    "failed": 4,
+    "rejected": 4,
+    "bounced": 5,
+    "complained": 6,
+}
+
+
+def upsert_message(message_id: UUID, event: Envelope, status: str | None, **columns: Any) -> Statement:
+    """Insert or update one message row with the columns this event knows."""
+    cols = {"org_id": event.org_id, "direction": "outbound", **columns}
+    if event.identity_id is not None:
+        cols["identity_id"] = event.identity_id
+    names = list(cols)
+    values = [message_id, *cols.values(), status or "queued", STATUS_RANK[status or "queued"], event.occurred_at]
+    n = len(names)
+    placeholders = ", ".join(f"${i}" for i in range(1, n + 5))
+    sets = [f"{c} = EXCLUDED.{c}" for c in names if c not in ("direction",)]
+    status_set = (
+        [
+            "status = CASE WHEN EXCLUDED.status_rank > messages.status_rank THEN EXCLUDED.status ELSE messages.status END",
+            "status_rank = greatest(messages.status_rank, EXCLUDED.status_rank)",
+        ]
+        if status
+        else []
+    )
+    sql = f"""INSERT INTO messages (id, {", ".join(names)}, status, status_rank, created_at, updated_at)
+              VALUES ({placeholders}, ${n + 4})
+              ON CONFLICT (id) DO UPDATE SET {", ".join([*sets, *status_set])},
+                  created_at = least(messages.created_at, EXCLUDED.created_at),
+                  updated_at = greatest(messages.updated_at, EXCLUDED.updated_at)"""
+    return sql, (message_id, *values[1:])
+
+
+def audit(message_id: UUID, event: Envelope) -> Statement:
+    return (
+        """INSERT INTO message_events (message_id, event_id, org_id, type, occurred_at, event)
+           VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING""",
+        (message_id, event.event_id, event.org_id, event.type, event.occurred_at, event.model_dump(mode="json")),
+    )
+
+
+def upsert_conversation(conv_id: UUID, event: Envelope, **columns: Any) -> Statement:
+    names = list(columns)
+    n = len(names)
+    sets = [f"{c} = coalesce(EXCLUDED.{c}, conversations.{c})" for c in names]
+    sql = f"""INSERT INTO conversations (id, org_id, identity_id, {", ".join(names)}, created_at, updated_at)
+              VALUES ($1, $2, $3, {", ".join(f"${i}" for i in range(4, n + 4))}, ${n + 4}, ${n + 4})
+              ON CONFLICT (id) DO UPDATE SET {", ".join(sets)},
+                  created_at = least(conversations.created_at, EXCLUDED.created_at),
+                  updated_at = greatest(conversations.updated_at, EXCLUDED.updated_at)"""
+    return sql, (conv_id, event.org_id, event.identity_id, *columns.values(), event.occurred_at)
+
+
+def statements(event: Envelope) -> list[Statement]:
+    """What one event changes in the views."""
+    out: list[Statement] = []
+    match event:
+        case SendRequested(payload=p):
+            for m in p.messages:
+                out.append(upsert_conversation(m.conv_id, event, counterpart=m.to, subject=p.content.subject))
+                out.append(
+                    upsert_message(
+                        m.message_id,
+                        event,
+                        None,
+                        conv_id=m.conv_id,
+                        to_addrs=[m.to],
+                        cc_addrs=p.content.cc,
+                        bcc_addrs=p.content.bcc,
+                        subject=p.content.subject,
+                        text_body=p.content.text,
+                        html_body=p.content.html,
+                        in_reply_to=p.content.in_reply_to,
+                        refs=p.content.references,
+                    )
+                )
+                out.append(audit(m.message_id, event))
+        case SendAccepted(payload=p):
+            out.append(upsert_conversation(p.conv_id, event, mailbox_id=p.mailbox_id))
+            out.append(
+                upsert_message(
+                    p.message_id,
+                    event,
+                    "queued",
+                    conv_id=p.conv_id,
+                    mailbox_id=p.mailbox_id,
+                    mailbox_email=p.mailbox_email,
+                    from_addr=p.from_addr,
+                    rfc_message_id=p.rfc_message_id,
+                    affinity=p.affinity,
+                )
+            )
+            out.append(audit(p.message_id, event))
+        case SendRejected(payload=p):
+            out.append(upsert_message(p.message_id, event, "rejected", reason=p.reason))
+            out.append(audit(p.message_id, event))
+        case MessageSent(payload=p):
+            reply = p.reply
+            out.append(
+                upsert_message(
+                    p.message_id, event, "sent", sent_at=event.occurred_at, smtp_code=reply.code, smtp_message=reply.message
+                )
+            )
+            out.append(audit(p.message_id, event))
+        case MessageFailed(payload=p):
+            reply = p.reply
+            out.append(
+                upsert_message(
+                    p.message_id,
+                    event,
+                    "failed",
+                    reason=p.reason,
+                    smtp_code=reply.code if reply else None,
+                    smtp_message=reply.message if reply else None,
+                )
+            )
+            out.append(audit(p.message_id, event))
+    return out

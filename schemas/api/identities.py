@@ -1,0 +1,232 @@
+"""Wire format of the identities dialect (seeds/identities-api-inboxbase.txt) and our admin routes."""
+
+from __future__ import annotations
+
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, Field, model_validator
+
+from schemas.api.common import ApiModel, EmailAddress, HeaderText, Subject, TimeZone
+
+Health = Literal["healthy", "unhealthy", "paused"]
+TlsMode = Literal["none", "starttls", "tls"]
+
+
+# --- organizations and keys ------------------------------------------------------------------------
+
+
+class CreateOrganization(ApiModel):
+    name: str = Field(min_length=1, max_length=200)
+
+
+class OrganizationCreated(BaseModel):
+    id: str
+    name: str
+    apiKey: str
+
+
+Scope = Literal["send", "read", "admin"]
+
+
+class CreateApiKey(ApiModel):
+    scopes: list[Scope] = Field(min_length=1)
+
+
+class ApiKeyCreated(BaseModel):
+    id: str
+    apiKey: str
+    scopes: list[Scope]
+
+
+# --- identities and mailboxes ----------------------------------------------------------------------
+
+
+class CreateIdentity(ApiModel):
+    handle: EmailAddress
+    dailyCap: int = Field(150, ge=0, le=1_000_000)
+    timezone: TimeZone = "UTC"
+
+
+class UpdateIdentity(ApiModel):
+    dailyCap: int | None = Field(None, ge=0, le=1_000_000)
+    timezone: TimeZone | None = None
+
+
+class Identity(BaseModel):
+    id: str
+    handle: str
+    dailyCap: int
+    timezone: str
+    createdAt: str
+    updatedAt: str
+
+
+class IdentityList(BaseModel):
+    data: list[Identity]
+
+
+class SmtpSettings(ApiModel):
+    host: HeaderText = Field(min_length=1, max_length=255)
+    port: int = Field(ge=1, le=65535)
+    tls: TlsMode = "starttls"
+    username: HeaderText | None = None
+    password: str | None = None
+
+
+class SmtpSettingsUpdate(ApiModel):
+    host: HeaderText | None = Field(None, min_length=1, max_length=255)
+    port: int | None = Field(None, ge=1, le=65535)
+    tls: TlsMode | None = None
+    username: HeaderText | None = None
+    password: str | None = None
+
+
+class SmtpSettingsOut(BaseModel):
+    """The relay as the API shows it: never the password."""
+
+    host: str
+    port: int
+    tls: TlsMode
+    username: str | None
+
+
+class CreateMailbox(ApiModel):
+    email: EmailAddress
+    smtp: SmtpSettings
+    hourlyLimit: int = Field(600, ge=0, le=1_000_000)
+    dailyLimit: int | None = Field(None, ge=0, le=10_000_000)
+
+
+class UpdateMailbox(ApiModel):
+    health: Health | None = None
+    hourlyLimit: int | None = Field(None, ge=0, le=1_000_000)
+    dailyLimit: int | None = Field(None, ge=0, le=10_000_000)
+    smtp: SmtpSettingsUpdate | None = None
+
+
+class Mailbox(BaseModel):
+    id: str
+    identity: str
+    email: str
+    smtp: SmtpSettingsOut
+    hourlyLimit: int
+    dailyLimit: int | None
+    health: Health
+    createdAt: str
+    updatedAt: str
+
+
+class MailboxList(BaseModel):
+    data: list[Mailbox]
+
+
+# --- send ------------------------------------------------------------------------------------------
+
+
+MAX_RECIPIENTS = 100
+
+
+def _one_or_many(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+Recipients = Annotated[
+    list[EmailAddress],
+    BeforeValidator(_one_or_many),
+    Field(json_schema_extra={"description": "One address, or an array: each its own message and conversation."}),
+]
+
+
+class SendRequest(ApiModel):
+    """A new conversation (`to`, `subject`, body) or a reply (`convId`, body)."""
+
+    to: Recipients | None = None
+    subject: Subject | None = None
+    text: str | None = None
+    html: str | None = None
+    inReplyTo: HeaderText | None = Field(None, max_length=998)
+    references: list[HeaderText] | None = Field(None, max_length=100)
+    convId: str | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> SendRequest:
+        if self.convId is not None:
+            if self.to is not None or self.subject is not None:
+                raise ValueError("convId is mutually exclusive with to and subject")
+        else:
+            if self.to is None or self.to == []:
+                raise ValueError("to is required for a new conversation (or pass convId to reply)")
+            if self.subject is None:
+                raise ValueError("subject is required for a new conversation")
+        if self.text is None and self.html is None:
+            raise ValueError("text or html is required")
+        recipients = self.recipients()
+        if len(recipients) > MAX_RECIPIENTS:
+            raise ValueError(f"to accepts at most {MAX_RECIPIENTS} recipients")
+        lowered = [r.lower() for r in recipients]
+        dupes = sorted({r for r in lowered if lowered.count(r) > 1})
+        if dupes:
+            raise ValueError(f"to lists {dupes[0]} more than once")
+        return self
+
+    def recipients(self) -> list[str]:
+        return list(self.to or [])
+
+
+class Account(BaseModel):
+    id: str
+    email: str
+
+
+class SendResult(BaseModel):
+    to: str
+    id: str | None = Field(None, description="The RFC 5322 Message-ID, once a mailbox is assigned.")
+    status: Literal["accepted", "queued", "rejected"]
+    convId: str | None = None
+    affinity: Literal["new", "existing", "reassigned"] | None = None
+    account: Account | None = None
+    reason: str | None = None
+
+
+class SendResponse(BaseModel):
+    accepted: int
+    rejected: int
+    remaining: int
+    dailyCap: int
+    identity: str
+    messages: list[SendResult]
+
+
+# --- conversations ---------------------------------------------------------------------------------
+
+
+class ConversationMessage(BaseModel):
+    id: str | None = Field(description="The RFC 5322 Message-ID.")
+    messageId: str
+    direction: Literal["outbound", "inbound"]
+    status: str
+    from_: str | None = Field(alias="from")
+    to: list[str]
+    cc: list[str]
+    subject: str | None
+    text: str | None
+    html: str | None
+    inReplyTo: str | None
+    references: list[str]
+    affinity: str | None
+    account: Account | None
+    reason: str | None
+    createdAt: str
+    sentAt: str | None
+
+
+class Conversation(BaseModel):
+    id: str
+    identity: str
+    counterpart: str | None
+    subject: str | None
+    account: Account | None
+    createdAt: str
+    updatedAt: str
+    messages: list[ConversationMessage]

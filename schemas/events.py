@@ -1,0 +1,359 @@
+"""Every event of the log: past-tense facts, each an Envelope with a typed payload.
+
+Events are serialised as JSON. `parse_event` reads any of them; `EVENT_TYPES` maps `type` to model.
+Bodies travel inline while they are small (the ingress bounds them); attachments will be stored once
+and referenced by sha256 so events stay well under Kafka's 1 MB default.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from schemas.envelope import Envelope
+
+Affinity = Literal["new", "existing", "reassigned"]
+RejectReason = Literal["cap_exceeded", "suppressed", "mailbox_unavailable", "invalid_recipient", "rate_limited"]
+
+
+class Payload(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Content(Payload):
+    """What the sender wrote; shared by requests and the accepted send."""
+
+    subject: str = ""
+    text: str | None = None
+    html: str | None = None
+    cc: list[str] = Field(default_factory=list)
+    bcc: list[str] = Field(default_factory=list)
+    in_reply_to: str | None = None
+    references: list[str] = Field(default_factory=list)
+
+
+class RequestedMessage(Payload):
+    """One recipient of a request: its own message and (for a new send) its own conversation."""
+
+    message_id: UUID
+    conv_id: UUID
+    to: str
+
+
+# --- requests (topic: requests, key: identity_id) ---------------------------------------------------
+
+
+class SendRequestedPayload(Payload):
+    handle: str
+    messages: list[RequestedMessage]
+    content: Content
+
+
+class ReplyRequestedPayload(Payload):
+    handle: str
+    message_id: UUID
+    conv_id: UUID
+    content: Content
+
+
+class ForwardRequestedPayload(Payload):
+    handle: str
+    message_id: UUID
+    conv_id: UUID
+    original_message_id: UUID
+    to: list[str]
+    mode: Literal["inline", "wrapped"] = "inline"
+    content: Content
+
+
+class SendRequested(Envelope):
+    type: Literal["SendRequested"] = "SendRequested"
+    payload: SendRequestedPayload
+
+
+class ReplyRequested(Envelope):
+    type: Literal["ReplyRequested"] = "ReplyRequested"
+    payload: ReplyRequestedPayload
+
+
+class ForwardRequested(Envelope):
+    type: Literal["ForwardRequested"] = "ForwardRequested"
+    payload: ForwardRequestedPayload
+
+
+# --- decisions (topic: decisions, key: mailbox_id when assigned, else identity_id) -----------------
+
+
+class SendAcceptedPayload(Payload):
+    """Everything dispatch needs to build and send the message, except the relay's secrets."""
+
+    message_id: UUID
+    conv_id: UUID
+    mailbox_id: UUID
+    mailbox_email: str
+    affinity: Affinity
+    rfc_message_id: str
+    from_addr: str
+    to: list[str]
+    content: Content
+    daily_cap: int
+    remaining: int
+
+
+class SendRejectedPayload(Payload):
+    message_id: UUID
+    conv_id: UUID | None
+    to: list[str]
+    reason: RejectReason
+    detail: str = ""
+    daily_cap: int
+    remaining: int
+
+
+class SendAccepted(Envelope):
+    type: Literal["SendAccepted"] = "SendAccepted"
+    payload: SendAcceptedPayload
+
+
+class SendRejected(Envelope):
+    type: Literal["SendRejected"] = "SendRejected"
+    payload: SendRejectedPayload
+
+
+# --- message lifecycle (topic: messages, key: message_id) ------------------------------------------
+
+
+class SmtpReply(Payload):
+    code: int
+    message: str
+
+
+class MessageSentPayload(Payload):
+    message_id: UUID
+    mailbox_id: UUID
+    rfc_message_id: str
+    relay: str
+    reply: SmtpReply
+    attempt: int = 1
+
+
+class DispatchDeferredPayload(Payload):
+    message_id: UUID
+    mailbox_id: UUID
+    attempt: int
+    next_attempt_at: datetime
+    reason: str
+    reply: SmtpReply | None = None
+
+
+class MessageFailedPayload(Payload):
+    message_id: UUID
+    mailbox_id: UUID | None = None
+    reason: str
+    reply: SmtpReply | None = None
+    attempt: int = 1
+
+
+class MessageReceivedPayload(Payload):
+    message_id: UUID
+    conv_id: UUID
+    mailbox_id: UUID | None
+    rfc_message_id: str
+    from_addr: str
+    to: list[str]
+    content: Content
+    raw_sha256: str
+
+
+class RecipientStatus(Payload):
+    message_id: UUID
+    recipient: str
+    status: str = Field(description="RFC 3463 enhanced status code, e.g. 5.1.1")
+    diagnostic: str = ""
+
+
+class MessageFlagsChangedPayload(Payload):
+    message_id: UUID
+    is_read: bool | None = None
+    is_starred: bool | None = None
+
+
+class MessageDeletedPayload(Payload):
+    message_id: UUID
+
+
+class MessageSent(Envelope):
+    type: Literal["MessageSent"] = "MessageSent"
+    payload: MessageSentPayload
+
+
+class DispatchDeferred(Envelope):
+    type: Literal["DispatchDeferred"] = "DispatchDeferred"
+    payload: DispatchDeferredPayload
+
+
+class MessageFailed(Envelope):
+    type: Literal["MessageFailed"] = "MessageFailed"
+    payload: MessageFailedPayload
+
+
+class MessageReceived(Envelope):
+    type: Literal["MessageReceived"] = "MessageReceived"
+    payload: MessageReceivedPayload
+
+
+class MessageDelivered(Envelope):
+    type: Literal["MessageDelivered"] = "MessageDelivered"
+    payload: RecipientStatus
+
+
+class MessageBounced(Envelope):
+    type: Literal["MessageBounced"] = "MessageBounced"
+    payload: RecipientStatus
+
+
+class MessageComplained(Envelope):
+    type: Literal["MessageComplained"] = "MessageComplained"
+    payload: RecipientStatus
+
+
+class MessageFlagsChanged(Envelope):
+    type: Literal["MessageFlagsChanged"] = "MessageFlagsChanged"
+    payload: MessageFlagsChangedPayload
+
+
+class MessageDeleted(Envelope):
+    type: Literal["MessageDeleted"] = "MessageDeleted"
+    payload: MessageDeletedPayload
+
+
+# --- suppressions and webhooks ---------------------------------------------------------------------
+
+
+class SuppressionAddedPayload(Payload):
+    address: str
+    reason: Literal["hard_bounce", "complaint", "unsubscribe", "manual"]
+    message_id: UUID | None = None
+
+
+class SuppressionAdded(Envelope):
+    type: Literal["SuppressionAdded"] = "SuppressionAdded"
+    payload: SuppressionAddedPayload
+
+
+class WebhookAttemptPayload(Payload):
+    endpoint_id: UUID
+    delivery_id: UUID
+    event_type: str
+    attempt: int
+    status_code: int | None
+    duration_ms: int
+    error: str = ""
+
+
+class WebhookDelivered(Envelope):
+    type: Literal["WebhookDelivered"] = "WebhookDelivered"
+    payload: WebhookAttemptPayload
+
+
+class WebhookFailed(Envelope):
+    type: Literal["WebhookFailed"] = "WebhookFailed"
+    payload: WebhookAttemptPayload
+
+
+# --- admin facts (topic: admin, key: org_id) -------------------------------------------------------
+
+
+class IdentityPayload(Payload):
+    identity_id: UUID
+    handle: str
+    daily_cap: int
+    timezone: str
+
+
+class MailboxPayload(Payload):
+    mailbox_id: UUID
+    email: str
+    hourly_limit: int
+    daily_limit: int | None
+    health: Literal["healthy", "unhealthy", "paused"]
+
+
+class MailboxHealthPayload(Payload):
+    mailbox_id: UUID
+    health: Literal["healthy", "unhealthy", "paused"]
+    previous: Literal["healthy", "unhealthy", "paused"]
+
+
+class EntityRemovedPayload(Payload):
+    id: UUID
+
+
+class IdentityCreated(Envelope):
+    type: Literal["IdentityCreated"] = "IdentityCreated"
+    payload: IdentityPayload
+
+
+class IdentityUpdated(Envelope):
+    type: Literal["IdentityUpdated"] = "IdentityUpdated"
+    payload: IdentityPayload
+
+
+class IdentityDeleted(Envelope):
+    type: Literal["IdentityDeleted"] = "IdentityDeleted"
+    payload: EntityRemovedPayload
+
+
+class MailboxAdded(Envelope):
+    type: Literal["MailboxAdded"] = "MailboxAdded"
+    payload: MailboxPayload
+
+
+class MailboxUpdated(Envelope):
+    type: Literal["MailboxUpdated"] = "MailboxUpdated"
+    payload: MailboxPayload
+
+
+class MailboxHealthChanged(Envelope):
+    type: Literal["MailboxHealthChanged"] = "MailboxHealthChanged"
+    payload: MailboxHealthPayload
+
+
+class MailboxRemoved(Envelope):
+    type: Literal["MailboxRemoved"] = "MailboxRemoved"
+    payload: EntityRemovedPayload
+
+
+ALL_EVENTS: tuple[type[Envelope], ...] = (
+    SendRequested, ReplyRequested, ForwardRequested,
+    SendAccepted, SendRejected,
+    MessageSent, DispatchDeferred, MessageFailed, MessageReceived, MessageDelivered, MessageBounced,
+    MessageComplained, MessageFlagsChanged, MessageDeleted,
+    SuppressionAdded, WebhookDelivered, WebhookFailed,
+    IdentityCreated, IdentityUpdated, IdentityDeleted,
+    MailboxAdded, MailboxUpdated, MailboxHealthChanged, MailboxRemoved,
+)  # fmt: skip
+EVENT_TYPES: dict[str, type[Envelope]] = {e.model_fields["type"].default: e for e in ALL_EVENTS}
+
+AnyEvent = Annotated[
+    SendRequested | ReplyRequested | ForwardRequested | SendAccepted | SendRejected
+    | MessageSent | DispatchDeferred | MessageFailed | MessageReceived | MessageDelivered | MessageBounced
+    | MessageComplained | MessageFlagsChanged | MessageDeleted | SuppressionAdded
+    | WebhookDelivered | WebhookFailed | IdentityCreated | IdentityUpdated | IdentityDeleted
+    | MailboxAdded | MailboxUpdated | MailboxHealthChanged | MailboxRemoved,
+    Field(discriminator="type"),
+]
+_ADAPTER: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)
+
+
+def parse_event(data: bytes | str) -> Envelope:
+    """Parse one serialised event; raises pydantic.ValidationError on anything malformed or unknown."""
+    return _ADAPTER.validate_json(data)
+
+
+def message_id_of(event: Envelope) -> UUID | None:
+    """The message an event is about, when it is about exactly one."""
+    return getattr(event.payload, "message_id", None)

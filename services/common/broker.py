@@ -1,0 +1,184 @@
+"""Kafka plumbing shared by every service: the broker, topic creation, publishing, and `subscribe`.
+
+`subscribe` is how every consumer of ours is declared. It gives each one the same contract:
+- an explicit consumer group (the handler's identity) and ack only after the handler returned
+  (NACK_ON_ERROR: a failed event is redelivered, never skipped);
+- the record parsed into its typed event, with `event_id`, `correlation_id` and `message_id` bound
+  into the log context for the handler's duration;
+- infrastructure trouble (database or broker unreachable) is retried with growing pauses, forever;
+- anything else is retried a few times and then parked on the topic's dead-letter topic, with the
+  error in its headers, so one poison record never blocks a partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Literal
+
+import asyncpg
+import structlog
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from pydantic import ValidationError
+
+from schemas.envelope import Envelope
+from schemas.events import message_id_of, parse_event
+from schemas.topics import ALL_TOPICS, Topic, key_of, topic_of
+from services.common.settings import CommonSettings
+
+log = structlog.get_logger("sendstream.broker")
+
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    KafkaError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+)
+
+
+def make_broker(settings: CommonSettings, client_id: str) -> KafkaBroker:
+    return KafkaBroker(
+        settings.kafka_bootstrap_servers,
+        client_id=client_id,
+        acks="all",
+        enable_idempotence=settings.kafka_enable_idempotence,
+        linger_ms=1,
+        logger=None,  # our `subscribe` logs every outcome with structlog; FastStream's lines would double them
+    )
+
+
+async def ensure_topics(settings: CommonSettings, topics: Iterable[Topic] = ALL_TOPICS) -> None:
+    """Create every topic (and its dead-letter topic) with its configured partition count."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        wanted: list[NewTopic] = []
+        for t in topics:
+            partitions = t.partitions or settings.kafka_partitions
+            wanted.append(NewTopic(t.name(settings.kafka_topic_prefix), partitions, settings.kafka_replication_factor))
+            wanted.append(NewTopic(t.dlq(settings.kafka_topic_prefix), 1, settings.kafka_replication_factor))
+        existing = set(await admin.list_topics())
+        missing = [t for t in wanted if t.name not in existing]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass  # another process created them first
+    finally:
+        await admin.close()
+
+
+async def publish_events(broker: KafkaBroker, settings: CommonSettings, events: Sequence[Envelope]) -> None:
+    """Publish events keyed per their topic, and return only once the broker acknowledged all of them."""
+    pending = []
+    for event in events:
+        topic = topic_of(event).name(settings.kafka_topic_prefix)
+        pending.append(
+            await broker.publish(
+                event.model_dump_json().encode(),
+                topic,
+                key=key_of(event),
+                headers={"event-type": event.type, "content-type": "application/json"},
+                correlation_id=event.correlation_id or str(event.event_id),
+                no_confirm=True,
+            )
+        )
+    if pending:
+        await asyncio.gather(*pending)
+
+
+Handler = Callable[[Envelope], Awaitable[None]]
+
+
+def subscribe(
+    broker: KafkaBroker,
+    settings: CommonSettings,
+    topics: Sequence[Topic],
+    group: str,
+    *,
+    path: Literal["sync", "background"] = "background",
+    offset_reset: Literal["earliest", "latest"] = "earliest",
+) -> Callable[[Handler], Handler]:
+    """Declare a consumer of `topics` in consumer group `group` (see the module docstring)."""
+    prefix = settings.kafka_topic_prefix
+    fetch_wait = (
+        settings.kafka_fetch_max_wait_ms_sync if path == "sync" else settings.kafka_fetch_max_wait_ms_background
+    )
+
+    def decorator(handler: Handler) -> Handler:
+        failures: dict[tuple[str, int, int], int] = {}
+
+        async def park(msg: KafkaMessage, error: BaseException) -> None:
+            record = msg.raw_message
+            source = next(t for t in topics if t.name(prefix) == record.topic)
+            await broker.publish(
+                record.value,
+                source.dlq(prefix),
+                key=record.key,
+                headers={
+                    "dlq-topic": record.topic,
+                    "dlq-partition": str(record.partition),
+                    "dlq-offset": str(record.offset),
+                    "dlq-group": group,
+                    "dlq-error": f"{type(error).__name__}: {error}"[:1000],
+                },
+            )
+            log.error("event parked on dead-letter topic", topic=record.topic, offset=record.offset, error=str(error))
+
+        @broker.subscriber(
+            *[t.name(prefix) for t in topics],
+            group_id=group,
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            auto_offset_reset=offset_reset,
+            session_timeout_ms=settings.kafka_session_timeout_ms,
+            heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+            rebalance_timeout_ms=settings.kafka_rebalance_timeout_ms,
+            fetch_max_wait_ms=fetch_wait,
+            title=f"{group}:{handler.__name__}",
+            description=handler.__doc__,
+        )
+        async def consume(msg: KafkaMessage) -> None:
+            record = msg.raw_message
+            where = (record.topic, record.partition, record.offset)
+            try:
+                event = parse_event(msg.body)
+            except ValidationError as exc:
+                await park(msg, exc)
+                return
+            mid = message_id_of(event)
+            with structlog.contextvars.bound_contextvars(
+                event_id=str(event.event_id),
+                event_type=event.type,
+                correlation_id=event.correlation_id,
+                message_id=str(mid) if mid else None,
+            ):
+                try:
+                    await handler(event)
+                except TRANSIENT_ERRORS as exc:
+                    n = failures[where] = failures.get(where, 0) + 1
+                    pause = min(settings.consumer_retry_backoff_s * 2 ** (n - 1), 30.0)
+                    log.warning("infrastructure error, event will be redelivered", attempt=n, pause_s=pause, error=repr(exc))
+                    await asyncio.sleep(pause)
+                    raise
+                except Exception as exc:
+                    n = failures[where] = failures.get(where, 0) + 1
+                    if n >= settings.consumer_max_attempts:
+                        failures.pop(where, None)
+                        log.exception("event failed on every attempt", attempts=n)
+                        await park(msg, exc)
+                        return
+                    log.warning("event failed, will be redelivered", attempt=n, exc_info=True)
+                    await asyncio.sleep(settings.consumer_retry_backoff_s)
+                    raise
+                failures.pop(where, None)
+
+        return handler
+
+    return decorator

@@ -1,0 +1,113 @@
+"""PostgreSQL: the pool, migrations, and the record that makes each consumer idempotent on `event_id`.
+
+`processed_events` is every consumer's tracking record. A consumer writes its state changes and the
+row for the event it handled in one transaction, together with the events it decided to publish.
+A redelivered event finds the row and re-publishes those same events (same `event_id`s, which
+downstream consumers drop) instead of deciding again, so a crash between commit and publish loses
+nothing and doubles nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from importlib import resources
+from uuid import UUID
+
+import asyncpg
+import structlog
+
+from schemas.envelope import Envelope
+from schemas.events import parse_event
+from services.common.settings import CommonSettings
+
+log = structlog.get_logger("sendstream.db")
+
+_MIGRATION_LOCK = 0x5E4D57  # pg_advisory_xact_lock key: one migrator at a time across processes
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(settings: CommonSettings) -> asyncpg.Pool:
+    return await asyncpg.create_pool(
+        settings.database_url,
+        min_size=settings.db_pool_min,
+        max_size=settings.db_pool_max,
+        init=_init_connection,
+    )
+
+
+async def migrate(pool: asyncpg.Pool) -> list[str]:
+    """Apply every migration in services/common/sql not yet applied, in name order; return those applied."""
+    files = sorted(
+        (f for f in resources.files("services.common.sql").iterdir() if f.name.endswith(".sql")),
+        key=lambda f: f.name,
+    )
+    applied: list[str] = []
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations")}
+        for f in files:
+            if f.name in done:
+                continue
+            await conn.execute(f.read_text())
+            await conn.execute("INSERT INTO schema_migrations (name) VALUES ($1)", f.name)
+            applied.append(f.name)
+    if applied:
+        log.info("migrations applied", migrations=applied)
+    return applied
+
+
+async def claim(conn: asyncpg.Connection, consumer: str, event_id: UUID) -> list[Envelope] | None:
+    """Inside a transaction: claim `event_id` for `consumer`.
+
+    Returns None when the event is new (the caller does its work and calls `finish`), or the events
+    recorded the first time it was handled. A concurrent claim of the same event waits on the row lock.
+    """
+    claimed = await conn.fetchval(
+        "INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING true",
+        consumer,
+        event_id,
+    )
+    if claimed:
+        return None
+    return await recorded(conn, consumer, event_id)
+
+
+async def recorded(conn: asyncpg.Connection | asyncpg.Pool, consumer: str, event_id: UUID) -> list[Envelope] | None:
+    """The events recorded when `consumer` handled `event_id`, or None if it has not."""
+    outputs = await conn.fetchval(
+        "SELECT outputs FROM processed_events WHERE consumer = $1 AND event_id = $2", consumer, event_id
+    )
+    if outputs is None:
+        return None
+    return [parse_event(json.dumps(o)) for o in outputs]
+
+
+async def finish(conn: asyncpg.Connection, consumer: str, event_id: UUID, outputs: Sequence[Envelope]) -> None:
+    """Record what handling `event_id` produced (same transaction as `claim`)."""
+    await conn.execute(
+        "UPDATE processed_events SET outputs = $3 WHERE consumer = $1 AND event_id = $2",
+        consumer,
+        event_id,
+        [o.model_dump(mode="json") for o in outputs],
+    )
+
+
+async def record(conn: asyncpg.Connection | asyncpg.Pool, consumer: str, event_id: UUID, outputs: Sequence[Envelope]) -> list[Envelope]:
+    """Record the outcome of a side effect done outside a transaction; first record wins, and is returned."""
+    row = await conn.fetchval(
+        """INSERT INTO processed_events (consumer, event_id, outputs) VALUES ($1, $2, $3)
+           ON CONFLICT (consumer, event_id) DO NOTHING RETURNING true""",
+        consumer,
+        event_id,
+        [o.model_dump(mode="json") for o in outputs],
+    )
+    if row:
+        return list(outputs)
+    return await recorded(conn, consumer, event_id) or list(outputs)

@@ -1,0 +1,48 @@
+"""How a consumer service process runs: `python -m services.<name>`.
+
+Connects to PostgreSQL (applying migrations), creates topics, registers the service's consumers on
+a broker, and runs until SIGTERM or SIGINT, then stops consuming and closes cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable
+
+import asyncpg
+import structlog
+from faststream.kafka import KafkaBroker
+
+from services.common import db
+from services.common.broker import ensure_topics, make_broker
+from services.common.logging import configure_logging
+from services.common.settings import CommonSettings
+
+Register = Callable[[KafkaBroker, CommonSettings, asyncpg.Pool], None]
+
+
+async def serve(name: str, settings: CommonSettings, register: Register) -> None:
+    log = structlog.get_logger(f"sendstream.{name}")
+    pool = await db.create_pool(settings)
+    await db.migrate(pool)
+    await ensure_topics(settings)
+    broker = make_broker(settings, client_id=name)
+    register(broker, settings, pool)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await broker.start()
+    log.info("service started")
+    try:
+        await stop.wait()
+    finally:
+        log.info("service stopping")
+        await broker.stop()
+        await pool.close()
+
+
+def main(name: str, settings: CommonSettings, register: Register) -> None:
+    configure_logging(settings.log_level, settings.log_format, service=name)
+    asyncio.run(serve(name, settings, register))

@@ -1,0 +1,90 @@
+"""Configuration: environment variables with documented, safe defaults (pydantic-settings).
+
+`KAFKA_BOOTSTRAP_SERVERS` and `DATABASE_URL` are read under their conventional names; everything else
+is prefixed `SENDSTREAM_`. When the two connection variables are absent, `make run` and the tests start
+embedded infrastructure (services/common/infra.py) and export them, with the Kafka tuning below set
+for the embedded broker.
+"""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class CommonSettings(BaseSettings):
+    """Settings every service reads."""
+
+    model_config = SettingsConfigDict(env_prefix="SENDSTREAM_", extra="ignore", populate_by_name=True)
+
+    kafka_bootstrap_servers: str = Field(
+        "127.0.0.1:9092",
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "SENDSTREAM_KAFKA_BOOTSTRAP_SERVERS"),
+        description="Kafka bootstrap servers, comma-separated.",
+    )
+    database_url: str = Field(
+        "postgresql://postgres@127.0.0.1:5432/sendstream",
+        validation_alias=AliasChoices("DATABASE_URL", "SENDSTREAM_DATABASE_URL"),
+        description="PostgreSQL connection URL.",
+    )
+    kafka_enable_idempotence: bool = Field(
+        True,
+        description="Idempotent producer. On for real Kafka; the embedded Tansu broker does not support it.",
+    )
+    kafka_topic_prefix: str = Field("sendstream", description="Prefix of every topic name.")
+    kafka_partitions: int = Field(6, ge=1, description="Partition count for topics this project creates.")
+    kafka_replication_factor: int = Field(1, ge=1, description="Replication factor for created topics.")
+    kafka_session_timeout_ms: int = Field(10000, description="Consumer group session timeout.")
+    kafka_heartbeat_interval_ms: int = Field(3000, description="Consumer group heartbeat interval.")
+    kafka_rebalance_timeout_ms: int = Field(10000, description="Consumer group rebalance timeout.")
+    kafka_fetch_max_wait_ms_sync: int = Field(
+        500,
+        description="Fetch wait on paths an HTTP request waits on (decide, decision replies). "
+        "Real Kafka answers early when data arrives; Tansu holds every fetch this long, so set it short there.",
+    )
+    kafka_fetch_max_wait_ms_background: int = Field(
+        500, description="Fetch wait for background consumers (dispatch, projections)."
+    )
+    db_pool_min: int = Field(1, ge=1, description="Minimum PostgreSQL pool size per process.")
+    db_pool_max: int = Field(10, ge=1, description="Maximum PostgreSQL pool size per process.")
+    log_level: str = Field("INFO", description="Log level.")
+    log_format: str = Field("auto", description="`json`, `console`, or `auto` (JSON unless on a terminal).")
+    consumer_retry_backoff_s: float = Field(
+        1.0, description="Pause before a failed event is redelivered (database or broker trouble)."
+    )
+    consumer_max_attempts: int = Field(
+        5, description="Attempts at one event before it is parked on the topic's dead-letter topic."
+    )
+
+
+class IngressSettings(CommonSettings):
+    """The HTTP API."""
+
+    http_host: str = Field("127.0.0.1", description="Address the HTTP API listens on.")
+    http_port: int = Field(8080, description="Port the HTTP API listens on.")
+    bootstrap_api_key: str | None = Field(
+        None,
+        description="If set, ensures an organization `default` with this admin (operator) key exists at start.",
+    )
+    decision_timeout_s: float = Field(
+        5.0, description="How long a send waits for its decision before answering 202 `queued`."
+    )
+    max_body_bytes: int = Field(
+        2 * 1024 * 1024, description="Largest accepted HTTP request body (bytes)."
+    )
+
+
+class DispatchSettings(CommonSettings):
+    """The SMTP dispatcher."""
+
+    smtp_timeout_s: float = Field(60.0, description="Timeout of one SMTP operation.")
+    smtp_hostname: str | None = Field(None, description="Name sent in EHLO; default: the machine's FQDN.")
+
+
+class LocalSettings(CommonSettings):
+    """The local launcher used by `make run` and the tests."""
+
+    data_dir: str = Field(".data", description="Where embedded PostgreSQL keeps its data.")
+    sink_port: int = Field(2526, description="Port of the local SMTP sink started by `make run`.")
+    kafka_port: int = Field(19092, description="Port of the embedded Kafka-protocol broker for `make run`.")
+    postgres_port: int = Field(55432, description="Port of the embedded PostgreSQL for `make run`.")

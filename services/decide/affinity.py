@@ -1,0 +1,149 @@
+"""The decision for a send: cap, mailbox pick (sticky recipient affinity), accept or reject. Pure.
+
+`decide_send` takes the request and a snapshot of the identity's state and returns the events to
+publish; `apply` (in app.py) derives the state changes from those same events.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from uuid import UUID
+
+from schemas.envelope import Envelope
+from schemas.events import (
+    Affinity,
+    RejectReason,
+    SendAccepted,
+    SendAcceptedPayload,
+    SendRejected,
+    SendRejectedPayload,
+    SendRequested,
+)
+
+_EPOCH = datetime.min
+
+
+@dataclass(frozen=True)
+class MailboxState:
+    id: UUID
+    email: str
+    health: str
+    hourly_limit: int
+    daily_limit: int | None
+    sent_last_hour: int = 0
+    sent_today: int = 0
+    last_used_at: datetime | None = None
+
+    @property
+    def capacity_left_today(self) -> int:
+        """What it may still send today: its daily limit, or 24 rolling hours' worth when it has none."""
+        limit = self.daily_limit if self.daily_limit is not None else self.hourly_limit * 24
+        return limit - self.sent_today
+
+    @property
+    def can_send(self) -> bool:
+        return (
+            self.health == "healthy"
+            and self.sent_last_hour < self.hourly_limit
+            and (self.daily_limit is None or self.sent_today < self.daily_limit)
+        )
+
+    def used(self, now: datetime) -> MailboxState:
+        return replace(
+            self, sent_last_hour=self.sent_last_hour + 1, sent_today=self.sent_today + 1, last_used_at=now
+        )
+
+
+@dataclass(frozen=True)
+class IdentityState:
+    identity_id: UUID
+    handle: str
+    daily_cap: int
+    used_today: int
+    mailboxes: tuple[MailboxState, ...]
+    affinity: dict[str, UUID] = field(default_factory=dict)  # lower-cased recipient -> mailbox id
+    active: bool = True
+    timezone: str = "UTC"
+
+
+def rfc_message_id(message_id: UUID, mailbox_email: str) -> str:
+    """The RFC 5322 Message-ID: unique left part, the sending mailbox's domain on the right."""
+    return f"<{message_id}@{mailbox_email.rpartition('@')[2]}>"
+
+
+def pick_mailbox(mailboxes: tuple[MailboxState, ...]) -> MailboxState | None:
+    """A healthy mailbox with room: the most capacity left today, ties to the least recently used."""
+    usable = [m for m in mailboxes if m.can_send]
+    if not usable:
+        return None
+    return min(
+        usable,
+        key=lambda m: (-m.capacity_left_today, (m.last_used_at or _EPOCH).replace(tzinfo=None), m.id),
+    )
+
+
+def decide_send(request: SendRequested, state: IdentityState, now: datetime) -> list[Envelope]:
+    """One SendAccepted or SendRejected per recipient, in request order, counting each accept."""
+    p = request.payload
+    used = state.used_today
+    mailboxes = {m.id: m for m in state.mailboxes}
+    affinity = dict(state.affinity)
+    out: list[Envelope] = []
+
+    def reject(msg_to: str, message_id: UUID, conv_id: UUID, reason: RejectReason, detail: str) -> None:
+        out.append(
+            SendRejected(
+                **request.caused(occurred_at=now),
+                payload=SendRejectedPayload(
+                    message_id=message_id,
+                    conv_id=conv_id,
+                    to=[msg_to],
+                    reason=reason,
+                    detail=detail,
+                    daily_cap=state.daily_cap,
+                    remaining=max(state.daily_cap - used, 0),
+                ),
+            )
+        )
+
+    for m in p.messages:
+        if not state.active:
+            reject(m.to, m.message_id, m.conv_id, "mailbox_unavailable", "the identity was deleted")
+            continue
+        if used >= state.daily_cap:
+            reject(m.to, m.message_id, m.conv_id, "cap_exceeded", f"daily cap of {state.daily_cap} reached")
+            continue
+        recipient = m.to.lower()
+        pinned = mailboxes.get(affinity[recipient]) if recipient in affinity else None
+        how: Affinity
+        if pinned is not None and pinned.can_send:
+            chosen, how = pinned, "existing"
+        else:
+            chosen = pick_mailbox(tuple(mailboxes.values()))
+            how = "new" if recipient not in affinity else "reassigned"
+        if chosen is None:
+            reject(m.to, m.message_id, m.conv_id, "mailbox_unavailable", "no healthy mailbox with capacity left")
+            continue
+        used += 1
+        mailboxes[chosen.id] = chosen.used(now)
+        affinity[recipient] = chosen.id
+        out.append(
+            SendAccepted(
+                **request.caused(occurred_at=now),
+                payload=SendAcceptedPayload(
+                    message_id=m.message_id,
+                    conv_id=m.conv_id,
+                    mailbox_id=chosen.id,
+                    mailbox_email=chosen.email,
+                    affinity=how,
+                    rfc_message_id=rfc_message_id(m.message_id, chosen.email),
+                    from_addr=chosen.email,
+                    to=[m.to],
+                    content=p.content,
+                    daily_cap=state.daily_cap,
+                    remaining=state.daily_cap - used,
+                ),
+            )
+        )
+    return out

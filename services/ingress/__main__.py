@@ -1,0 +1,3 @@
+from services.ingress.app import main
+
+main()

@@ -1,0 +1,81 @@
+"""The ingress: a thin aiohttp API that authenticates, validates, publishes requests and waits for decisions.
+
+It never talks SMTP. Configuration and views live in PostgreSQL; everything that happens to a
+message is an event on Kafka.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+
+import structlog
+from aiohttp import web
+
+from services.common import db
+from services.common.broker import ensure_topics, make_broker
+from services.common.logging import configure_logging
+from services.common.settings import IngressSettings
+from services.ingress.auth import authenticate, ensure_bootstrap_key
+from services.ingress.context import CONTEXT, Context
+from services.ingress.decisions import DecisionWaiter
+from services.ingress.http import add_routes, observe
+
+# Importing the route modules registers their routes.
+from services.ingress.routes import admin, identities  # noqa: F401
+
+log = structlog.get_logger("sendstream.ingress")
+
+
+async def _lifecycle(app: web.Application):
+    settings: IngressSettings = app["settings"]
+    pool = await db.create_pool(settings)
+    await db.migrate(pool)
+    await ensure_topics(settings)
+    if settings.bootstrap_api_key:
+        await ensure_bootstrap_key(pool, settings.bootstrap_api_key)
+    broker = make_broker(settings, client_id="ingress")
+    await broker.connect()
+    waiter = DecisionWaiter(settings)
+    await waiter.start()
+    app[CONTEXT] = Context(settings, pool, broker, waiter)
+    log.info("ingress ready", host=settings.http_host, port=settings.http_port)
+    yield
+    await waiter.stop()
+    await broker.stop()
+    await pool.close()
+
+
+def create_app(settings: IngressSettings) -> web.Application:
+    app = web.Application(middlewares=[observe], client_max_size=settings.max_body_bytes)
+    app["settings"] = settings
+    app.cleanup_ctx.append(_lifecycle)
+
+    async def auth(request: web.Request):
+        return await authenticate(request, request.app[CONTEXT].pool)
+
+    add_routes(app, auth)
+    return app
+
+
+async def serve(settings: IngressSettings) -> None:
+    runner = web.AppRunner(create_app(settings), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.http_host, settings.http_port, reuse_address=True)
+    await site.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        with contextlib.suppress(Exception):
+            await runner.cleanup()
+
+
+def main() -> None:
+    settings = IngressSettings()
+    configure_logging(settings.log_level, settings.log_format, service="ingress")
+    asyncio.run(serve(settings))

@@ -1,0 +1,215 @@
+"""HTTP plumbing of the ingress: the route registry, JSON errors, body validation, middlewares.
+
+Every route is declared once with `@route(...)`: method, path, required scope, body model, response
+model. The registry wires aiohttp, enforces authentication, and is what /openapi.json is built from,
+so the document cannot drift from the routes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from aiohttp import web
+from prometheus_client import Counter, Histogram
+from pydantic import BaseModel, ValidationError
+
+log = structlog.get_logger("sendstream.ingress")
+
+HTTP_REQUESTS = Counter("sendstream_http_requests_total", "HTTP requests", ["method", "route", "status"])
+HTTP_LATENCY = Histogram(
+    "sendstream_http_request_duration_seconds",
+    "HTTP request latency",
+    ["method", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+
+class ApiError(Exception):
+    """An error answered as `{"error": {"type", "message"}}` with an HTTP status."""
+
+    def __init__(self, status: int, type_: str, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.type, self.message, self.headers = status, type_, message, headers or {}
+
+
+def not_found(what: str) -> ApiError:
+    return ApiError(404, "not_found", f"{what} not found")
+
+
+def error_response(status: int, type_: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": {"type": type_, "message": message}}, status=status, headers=headers)
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line naming each offending field: `to[1]: is not a valid email address (...)`."""
+    parts = []
+    for err in exc.errors()[:3]:
+        loc = ""
+        for part in err["loc"]:
+            loc += f"[{part}]" if isinstance(part, int) else (f".{part}" if loc else str(part))
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "is not a known field"
+        elif err["type"] == "missing":
+            msg = "is required"
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(parts)
+
+
+@dataclass
+class Principal:
+    """Who is calling: the organization and the scopes of the key used."""
+
+    org_id: uuid.UUID
+    key_id: uuid.UUID
+    scopes: frozenset[str]
+    is_operator: bool
+
+    def allows(self, scope: str) -> bool:
+        return "admin" in self.scopes or scope in self.scopes
+
+
+@dataclass
+class Call:
+    """One request as a handler sees it: already authenticated and with its body validated."""
+
+    request: web.Request
+    principal: Principal | None
+    body: Any
+
+    @property
+    def app(self) -> web.Application:
+        return self.request.app
+
+    def param(self, name: str) -> str:
+        return self.request.match_info[name]
+
+    @property
+    def request_id(self) -> str:
+        return self.request["request_id"]
+
+
+Handler = Callable[[Call], Awaitable[web.StreamResponse]]
+Authenticate = Callable[[web.Request], Awaitable[Principal]]
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    method: str
+    path: str
+    handler: Handler
+    scope: str | None  # None: public
+    body: type[BaseModel] | None
+    response: type[BaseModel] | None
+    status: int
+    summary: str
+    tag: str
+    errors: tuple[int, ...]
+
+
+ROUTES: list[RouteSpec] = []
+
+
+def route(
+    method: str,
+    path: str,
+    *,
+    scope: str | None,
+    summary: str,
+    tag: str,
+    body: type[BaseModel] | None = None,
+    response: type[BaseModel] | None = None,
+    status: int = 200,
+    errors: tuple[int, ...] = (),
+) -> Callable[[Handler], Handler]:
+    def decorator(fn: Handler) -> Handler:
+        ROUTES.append(RouteSpec(method, path, fn, scope, body, response, status, summary, tag, errors))
+        return fn
+
+    return decorator
+
+
+async def parse_body(request: web.Request, model: type[BaseModel]) -> BaseModel:
+    raw = await request.read()
+    try:
+        data = json.loads(raw) if raw else None
+    except ValueError:
+        raise ApiError(400, "invalid_request", "request body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "invalid_request", "request body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ApiError(400, "invalid_request", describe_validation_error(exc)) from None
+
+
+def add_routes(app: web.Application, authenticate: Authenticate) -> None:
+    for spec in ROUTES:
+
+        async def handle(request: web.Request, spec: RouteSpec = spec) -> web.StreamResponse:
+            principal = None
+            if spec.scope is not None:
+                principal = await authenticate(request)
+                if not principal.allows(spec.scope):
+                    raise ApiError(403, "forbidden", f"this API key lacks the `{spec.scope}` scope")
+            body = await parse_body(request, spec.body) if spec.body is not None else None
+            return await spec.handler(Call(request, principal, body))
+
+        app.router.add_route(spec.method, spec.path, handle)
+
+
+def json_model(model: BaseModel, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=model.model_dump_json(by_alias=True).encode(),
+        status=status,
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+@web.middleware
+async def observe(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
+    """Request id, structured log context, JSON errors and metrics for every request."""
+    given = request.headers.get("X-Request-Id", "")
+    request["request_id"] = given if _REQUEST_ID.match(given) else str(uuid.uuid4())
+    info = request.match_info.route.resource
+    route_name = info.canonical if info is not None else "unmatched"
+    started = time.perf_counter()
+    with structlog.contextvars.bound_contextvars(correlation_id=request["request_id"]):
+        try:
+            response = await handler(request)
+        except ApiError as exc:
+            response = error_response(exc.status, exc.type, exc.message, exc.headers)
+        except web.HTTPRequestEntityTooLarge as exc:
+            response = error_response(413, "payload_too_large", f"request body exceeds {exc.max_size} bytes")
+        except web.HTTPNotFound:
+            response = error_response(404, "not_found", "route not found")
+        except web.HTTPMethodNotAllowed as exc:
+            response = error_response(405, "method_not_allowed", f"{exc.method} is not allowed here")
+        except web.HTTPException:
+            raise
+        except Exception:
+            log.exception("unhandled error", method=request.method, path=request.path)
+            response = error_response(500, "internal_error", "internal error")
+        elapsed = time.perf_counter() - started
+        response.headers["X-Request-Id"] = request["request_id"]
+        HTTP_REQUESTS.labels(request.method, route_name, str(response.status)).inc()
+        HTTP_LATENCY.labels(request.method, route_name).observe(elapsed)
+        log.info(
+            "http request",
+            method=request.method,
+            route=route_name,
+            status=response.status,
+            ms=round(elapsed * 1000, 2),
+        )
+        return response

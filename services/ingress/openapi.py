@@ -1,0 +1,62 @@
+"""/openapi.json: an OpenAPI 3.1 document built from the route registry and its pydantic models."""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from typing import Any
+
+from openapi_pydantic import OpenAPI
+from openapi_pydantic.util import PydanticSchema, construct_open_api_with_schema_class
+
+from schemas.api.common import ErrorBody
+from services.ingress.http import ROUTES
+
+_ERROR_TEXT = {
+    400: "Invalid request: the message names the field",
+    401: "Missing, invalid or revoked API key",
+    403: "The key lacks the scope",
+    404: "Not found (or owned by another organization)",
+    409: "Conflict",
+    429: "Every recipient was rejected, or a rate limit was hit",
+    503: "Broker or database unavailable; retry after Retry-After",
+}
+
+
+def _json(schema_class: type) -> dict[str, Any]:
+    return {"application/json": {"schema": PydanticSchema(schema_class=schema_class)}}
+
+
+@cache
+def openapi_document() -> dict[str, Any]:
+    paths: dict[str, dict[str, Any]] = {}
+    for spec in ROUTES:
+        op: dict[str, Any] = {
+            "summary": spec.summary,
+            "tags": [spec.tag],
+            "operationId": spec.handler.__name__,
+            "parameters": [
+                {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+                for name in re.findall(r"{(\w+)}", spec.path)
+            ],
+            "responses": {
+                str(spec.status): {"description": "Success", **({"content": _json(spec.response)} if spec.response else {})}
+            },
+        }
+        if spec.scope is not None:
+            op["security"] = [{"bearer": []}]
+            op["description"] = f"Requires an API key with the `{spec.scope}` scope (`admin` implies all)."
+        if spec.body is not None:
+            op["requestBody"] = {"required": True, "content": _json(spec.body)}
+        for code in sorted({*spec.errors, *((401, 403) if spec.scope else ())}):
+            op["responses"][str(code)] = {"description": _ERROR_TEXT.get(code, "Error"), "content": _json(ErrorBody)}
+        paths.setdefault(spec.path, {})[spec.method.lower()] = op
+    doc = OpenAPI.model_validate(
+        {
+            "openapi": "3.1.0",
+            "info": {"title": "sendstream", "version": "0.1.0", "description": "Email API for agents and sequencers."},
+            "paths": paths,
+            "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        }
+    )
+    return construct_open_api_with_schema_class(doc).model_dump(mode="json", by_alias=True, exclude_none=True)

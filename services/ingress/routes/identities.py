@@ -1,0 +1,423 @@
+"""The identities dialect (SPEC 3.1): identities, their mailbox pools, send, and conversations."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import structlog
+from aiohttp import web
+
+from schemas.api.identities import (
+    Account,
+    Conversation,
+    ConversationMessage,
+    CreateIdentity,
+    CreateMailbox,
+    Identity,
+    IdentityList,
+    Mailbox,
+    MailboxList,
+    SendRequest,
+    SendResponse,
+    SendResult,
+    SmtpSettingsOut,
+    UpdateIdentity,
+    UpdateMailbox,
+)
+from schemas.envelope import Envelope
+from schemas.events import (
+    Content,
+    EntityRemovedPayload,
+    IdentityCreated,
+    IdentityDeleted,
+    IdentityPayload,
+    IdentityUpdated,
+    MailboxAdded,
+    MailboxHealthChanged,
+    MailboxHealthPayload,
+    MailboxPayload,
+    MailboxRemoved,
+    MailboxUpdated,
+    RequestedMessage,
+    SendAccepted,
+    SendRejected,
+    SendRequested,
+    SendRequestedPayload,
+)
+from services.common import ids
+from services.common.timezones import local_day_start
+from services.ingress.context import ctx
+from services.ingress.http import ApiError, Call, json_model, not_found, route
+
+log = structlog.get_logger("sendstream.ingress.identities")
+
+
+def iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def render_identity(row: asyncpg.Record) -> Identity:
+    return Identity(
+        id=ids.render("identity", row["id"]),
+        handle=row["handle"],
+        dailyCap=row["daily_cap"],
+        timezone=row["timezone"],
+        createdAt=iso(row["created_at"]),
+        updatedAt=iso(row["updated_at"]),
+    )
+
+
+def render_mailbox(row: asyncpg.Record, handle: str) -> Mailbox:
+    return Mailbox(
+        id=ids.render("mailbox", row["id"]),
+        identity=handle,
+        email=row["email"],
+        smtp=SmtpSettingsOut(
+            host=row["smtp_host"], port=row["smtp_port"], tls=row["smtp_tls"], username=row["smtp_username"]
+        ),
+        hourlyLimit=row["hourly_limit"],
+        dailyLimit=row["daily_limit"],
+        health=row["health"],
+        createdAt=iso(row["created_at"]),
+        updatedAt=iso(row["updated_at"]),
+    )
+
+
+async def find_identity(call: Call) -> asyncpg.Record:
+    """The caller's identity named by the `handle` path parameter; 404 if absent or another org's."""
+    row = await ctx(call).pool.fetchrow(
+        """SELECT * FROM identities WHERE org_id = $1 AND lower(handle) = lower($2) AND deleted_at IS NULL""",
+        call.principal.org_id,
+        call.param("handle"),
+    )
+    if row is None:
+        raise not_found("Identity")
+    return row
+
+
+async def find_mailbox(call: Call, identity: asyncpg.Record) -> asyncpg.Record:
+    mailbox_id = ids.parse("mailbox", call.param("accId"))
+    row = mailbox_id and await ctx(call).pool.fetchrow(
+        "SELECT * FROM mailboxes WHERE id = $1 AND identity_id = $2 AND deleted_at IS NULL", mailbox_id, identity["id"]
+    )
+    if not row:
+        raise not_found("Mailbox")
+    return row
+
+
+async def announce(call: Call, event: Envelope) -> None:
+    """Publish an admin fact for audit and subscribers; the change itself is already committed."""
+    try:
+        await ctx(call).publish([event])
+    except ApiError:
+        log.error("admin fact not published", type=event.type)
+
+
+def identity_fact(row: asyncpg.Record) -> IdentityPayload:
+    return IdentityPayload(
+        identity_id=row["id"], handle=row["handle"], daily_cap=row["daily_cap"], timezone=row["timezone"]
+    )
+
+
+def mailbox_fact(row: asyncpg.Record) -> MailboxPayload:
+    return MailboxPayload(
+        mailbox_id=row["id"],
+        email=row["email"],
+        hourly_limit=row["hourly_limit"],
+        daily_limit=row["daily_limit"],
+        health=row["health"],
+    )
+
+
+# --- identities ------------------------------------------------------------------------------------
+
+
+@route("POST", "/v1/identities", scope="admin", tag="identities", summary="Create an identity",
+       body=CreateIdentity, response=Identity, status=201, errors=(400, 409))
+async def create_identity(call: Call) -> web.Response:
+    b: CreateIdentity = call.body
+    try:
+        row = await ctx(call).pool.fetchrow(
+            """INSERT INTO identities (id, org_id, handle, daily_cap, timezone) VALUES ($1, $2, $3, $4, $5)
+               RETURNING *""",
+            ids.new_id(),
+            call.principal.org_id,
+            b.handle,
+            b.dailyCap,
+            b.timezone,
+        )
+    except asyncpg.UniqueViolationError:
+        raise ApiError(409, "conflict", f"handle {b.handle} is already taken") from None
+    await announce(call, IdentityCreated(org_id=row["org_id"], identity_id=row["id"],
+                                         correlation_id=call.request_id, payload=identity_fact(row)))
+    return json_model(render_identity(row), 201)
+
+
+@route("GET", "/v1/identities", scope="read", tag="identities", summary="List identities",
+       response=IdentityList)
+async def list_identities(call: Call) -> web.Response:
+    rows = await ctx(call).pool.fetch(
+        "SELECT * FROM identities WHERE org_id = $1 AND deleted_at IS NULL ORDER BY created_at, id",
+        call.principal.org_id,
+    )
+    return json_model(IdentityList(data=[render_identity(r) for r in rows]))
+
+
+@route("GET", "/v1/identities/{handle}", scope="read", tag="identities", summary="Get an identity",
+       response=Identity, errors=(404,))
+async def get_identity(call: Call) -> web.Response:
+    return json_model(render_identity(await find_identity(call)))
+
+
+@route("PATCH", "/v1/identities/{handle}", scope="admin", tag="identities", summary="Change cap or time zone",
+       body=UpdateIdentity, response=Identity, errors=(400, 404))
+async def update_identity(call: Call) -> web.Response:
+    identity = await find_identity(call)
+    b: UpdateIdentity = call.body
+    row = await ctx(call).pool.fetchrow(
+        """UPDATE identities SET daily_cap = coalesce($2, daily_cap), timezone = coalesce($3, timezone),
+                  updated_at = now() WHERE id = $1 RETURNING *""",
+        identity["id"],
+        b.dailyCap,
+        b.timezone,
+    )
+    await announce(call, IdentityUpdated(org_id=row["org_id"], identity_id=row["id"],
+                                         correlation_id=call.request_id, payload=identity_fact(row)))
+    return json_model(render_identity(row))
+
+
+@route("DELETE", "/v1/identities/{handle}", scope="admin", tag="identities", summary="Delete an identity",
+       status=204, errors=(404,))
+async def delete_identity(call: Call) -> web.Response:
+    identity = await find_identity(call)
+    async with ctx(call).pool.acquire() as conn, conn.transaction():
+        await conn.execute("UPDATE identities SET deleted_at = now() WHERE id = $1", identity["id"])
+        await conn.execute(
+            "UPDATE mailboxes SET deleted_at = now() WHERE identity_id = $1 AND deleted_at IS NULL", identity["id"]
+        )
+    await announce(call, IdentityDeleted(org_id=identity["org_id"], identity_id=identity["id"],
+                                         correlation_id=call.request_id,
+                                         payload=EntityRemovedPayload(id=identity["id"])))
+    return web.Response(status=204)
+
+
+# --- mailboxes -------------------------------------------------------------------------------------
+
+
+@route("POST", "/v1/identities/{handle}/mailboxes", scope="admin", tag="identities",
+       summary="Add a mailbox to the identity's pool", body=CreateMailbox, response=Mailbox, status=201,
+       errors=(400, 404, 409))
+async def add_mailbox(call: Call) -> web.Response:
+    identity = await find_identity(call)
+    b: CreateMailbox = call.body
+    try:
+        row = await ctx(call).pool.fetchrow(
+            """INSERT INTO mailboxes (id, org_id, identity_id, email, smtp_host, smtp_port, smtp_tls,
+                                      smtp_username, smtp_password, hourly_limit, daily_limit)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING *""",
+            ids.new_id(),
+            identity["org_id"],
+            identity["id"],
+            b.email,
+            b.smtp.host,
+            b.smtp.port,
+            b.smtp.tls,
+            b.smtp.username,
+            b.smtp.password,
+            b.hourlyLimit,
+            b.dailyLimit,
+        )
+    except asyncpg.UniqueViolationError:
+        raise ApiError(409, "conflict", f"{b.email} is already in this identity's pool") from None
+    await announce(call, MailboxAdded(org_id=row["org_id"], identity_id=identity["id"],
+                                      correlation_id=call.request_id, payload=mailbox_fact(row)))
+    return json_model(render_mailbox(row, identity["handle"]), 201)
+
+
+@route("GET", "/v1/identities/{handle}/mailboxes", scope="read", tag="identities",
+       summary="List the identity's mailboxes", response=MailboxList, errors=(404,))
+async def list_mailboxes(call: Call) -> web.Response:
+    identity = await find_identity(call)
+    rows = await ctx(call).pool.fetch(
+        "SELECT * FROM mailboxes WHERE identity_id = $1 AND deleted_at IS NULL ORDER BY created_at, id", identity["id"]
+    )
+    return json_model(MailboxList(data=[render_mailbox(r, identity["handle"]) for r in rows]))
+
+
+@route("PATCH", "/v1/identities/{handle}/mailboxes/{accId}", scope="admin", tag="identities",
+       summary="Change a mailbox's health, limits or SMTP settings", body=UpdateMailbox, response=Mailbox,
+       errors=(400, 404))
+async def update_mailbox(call: Call) -> web.Response:
+    identity = await find_identity(call)
+    before = await find_mailbox(call, identity)
+    b: UpdateMailbox = call.body
+    smtp = b.smtp.model_dump(exclude_unset=True) if b.smtp else {}
+    fields = b.model_dump(exclude_unset=True, exclude={"smtp"})
+    row = await ctx(call).pool.fetchrow(
+        """UPDATE mailboxes SET
+              health = coalesce($2, health),
+              hourly_limit = coalesce($3, hourly_limit),
+              daily_limit = CASE WHEN $4 THEN $5 ELSE daily_limit END,
+              smtp_host = coalesce($6, smtp_host), smtp_port = coalesce($7, smtp_port),
+              smtp_tls = coalesce($8, smtp_tls),
+              smtp_username = CASE WHEN $9 THEN $10 ELSE smtp_username END,
+              smtp_password = CASE WHEN $11 THEN $12 ELSE smtp_password END,
+              updated_at = now()
+            WHERE id = $1 RETURNING *""",
+        before["id"],
+        fields.get("health"),
+        fields.get("hourlyLimit"),
+        "dailyLimit" in fields,
+        fields.get("dailyLimit"),
+        smtp.get("host"),
+        smtp.get("port"),
+        smtp.get("tls"),
+        "username" in smtp,
+        smtp.get("username"),
+        "password" in smtp,
+        smtp.get("password"),
+    )
+    common: dict[str, Any] = {"org_id": row["org_id"], "identity_id": identity["id"], "correlation_id": call.request_id}
+    if row["health"] != before["health"]:
+        await announce(call, MailboxHealthChanged(**common, payload=MailboxHealthPayload(
+            mailbox_id=row["id"], health=row["health"], previous=before["health"])))
+    await announce(call, MailboxUpdated(**common, payload=mailbox_fact(row)))
+    return json_model(render_mailbox(row, identity["handle"]))
+
+
+@route("DELETE", "/v1/identities/{handle}/mailboxes/{accId}", scope="admin", tag="identities",
+       summary="Remove a mailbox from the pool", status=204, errors=(404,))
+async def remove_mailbox(call: Call) -> web.Response:
+    identity = await find_identity(call)
+    mailbox = await find_mailbox(call, identity)
+    await ctx(call).pool.execute("UPDATE mailboxes SET deleted_at = now() WHERE id = $1", mailbox["id"])
+    await announce(call, MailboxRemoved(org_id=mailbox["org_id"], identity_id=identity["id"],
+                                        correlation_id=call.request_id,
+                                        payload=EntityRemovedPayload(id=mailbox["id"])))
+    return web.Response(status=204)
+
+
+# --- send ------------------------------------------------------------------------------------------
+
+
+async def remaining_today(call: Call, identity: asyncpg.Record) -> int:
+    day = local_day_start(datetime.now(UTC), identity["timezone"]).date()
+    used = await ctx(call).pool.fetchval(
+        "SELECT sent FROM identity_usage WHERE identity_id = $1 AND day = $2", identity["id"], day
+    )
+    return max(identity["daily_cap"] - (used or 0), 0)
+
+
+@route("POST", "/v1/identities/{handle}/send", scope="send", tag="identities",
+       summary="Send a new conversation (to, subject, body) or reply (convId, body)",
+       body=SendRequest, response=SendResponse, status=202, errors=(400, 404, 429, 503))
+async def send(call: Call) -> web.Response:
+    identity = await find_identity(call)
+    b: SendRequest = call.body
+    if b.convId is not None:
+        raise ApiError(501, "not_implemented", "replies by convId are not available yet")
+    wanted = [RequestedMessage(message_id=ids.new_id(), conv_id=ids.new_id(), to=to) for to in b.recipients()]
+    request = SendRequested(
+        org_id=identity["org_id"],
+        identity_id=identity["id"],
+        correlation_id=call.request_id,
+        payload=SendRequestedPayload(
+            handle=identity["handle"],
+            messages=wanted,
+            content=Content(
+                subject=b.subject or "",
+                text=b.text,
+                html=b.html,
+                in_reply_to=b.inReplyTo,
+                references=b.references or [],
+            ),
+        ),
+    )
+    decisions = {d.payload.message_id: d for d in await ctx(call).submit(request, expected=len(wanted))}
+    results: list[SendResult] = []
+    for m in wanted:
+        d = decisions.get(m.message_id)
+        if isinstance(d, SendAccepted):
+            p = d.payload
+            results.append(SendResult(
+                to=m.to, id=p.rfc_message_id, status="accepted", convId=ids.render("conversation", p.conv_id),
+                affinity=p.affinity, account=Account(id=ids.render("mailbox", p.mailbox_id), email=p.mailbox_email),
+            ))
+        elif isinstance(d, SendRejected):
+            results.append(SendResult(to=m.to, status="rejected", reason=d.payload.reason))
+        else:  # the decision did not come back in time; it will still be made, exactly once
+            results.append(SendResult(to=m.to, status="queued", convId=ids.render("conversation", m.conv_id)))
+    rejected = sum(r.status == "rejected" for r in results)
+    last = max(decisions.values(), key=lambda d: d.payload.daily_cap - d.payload.remaining, default=None)
+    remaining = last.payload.remaining if last else await remaining_today(call, identity)
+    response = SendResponse(
+        accepted=len(results) - rejected,
+        rejected=rejected,
+        remaining=remaining,
+        dailyCap=last.payload.daily_cap if last else identity["daily_cap"],
+        identity=identity["handle"],
+        messages=results,
+    )
+    return json_model(response, 202 if rejected < len(results) else 429)
+
+
+# --- conversations ---------------------------------------------------------------------------------
+
+
+@route("GET", "/v1/conversations/{convId}", scope="read", tag="identities",
+       summary="A conversation with its messages in order", response=Conversation, errors=(404,))
+async def get_conversation(call: Call) -> web.Response:
+    conv_id = ids.parse("conversation", call.param("convId"))
+    pool = ctx(call).pool
+    conv = conv_id and await pool.fetchrow(
+        """SELECT c.*, i.handle, m.email AS mailbox_email
+             FROM conversations c JOIN identities i ON i.id = c.identity_id
+             LEFT JOIN mailboxes m ON m.id = c.mailbox_id
+            WHERE c.id = $1 AND c.org_id = $2""",
+        conv_id,
+        call.principal.org_id,
+    )
+    if not conv:
+        raise not_found("Conversation")
+    rows = await pool.fetch("SELECT * FROM messages WHERE conv_id = $1 ORDER BY created_at, id", conv_id)
+    return json_model(Conversation(
+        id=ids.render("conversation", conv["id"]),
+        identity=conv["handle"],
+        counterpart=conv["counterpart"],
+        subject=conv["subject"],
+        account=account(conv["mailbox_id"], conv["mailbox_email"]),
+        createdAt=iso(conv["created_at"]),
+        updatedAt=iso(conv["updated_at"]),
+        messages=[render_message(r) for r in rows],
+    ))
+
+
+def account(mailbox_id: UUID | None, email: str | None) -> Account | None:
+    return Account(id=ids.render("mailbox", mailbox_id), email=email) if mailbox_id and email else None
+
+
+def render_message(r: asyncpg.Record) -> ConversationMessage:
+    return ConversationMessage.model_validate({
+        "id": r["rfc_message_id"],
+        "messageId": ids.render("message", r["id"]),
+        "direction": r["direction"],
+        "status": r["status"],
+        "from": r["from_addr"],
+        "to": r["to_addrs"],
+        "cc": r["cc_addrs"],
+        "subject": r["subject"],
+        "text": r["text_body"],
+        "html": r["html_body"],
+        "inReplyTo": r["in_reply_to"],
+        "references": r["refs"],
+        "affinity": r["affinity"],
+        "account": account(r["mailbox_id"], r["mailbox_email"]),
+        "reason": r["reason"],
+        "createdAt": iso(r["created_at"]),
+        "sentAt": iso(r["sent_at"]),
+    })

@@ -1,0 +1,158 @@
+"""`make run`: the whole system on one machine, each service its own process, stopped on Ctrl-C.
+
+Starts (or finds) the broker and PostgreSQL (services/common/infra.py), then every service as
+`python -m <module>` exactly as in production, plus a local SMTP sink. The integration tests use the
+same `Stack` to run the services they test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import structlog
+
+from services.common.infra import ensure_infra
+from services.common.logging import configure_logging
+from services.common.settings import LocalSettings
+
+log = structlog.get_logger("sendstream.local")
+
+SERVICES: dict[str, list[str]] = {
+    "ingress": ["-m", "services.ingress"],
+    "decide": ["-m", "services.decide"],
+    "dispatch": ["-m", "services.dispatch"],
+    "projections": ["-m", "projections"],
+}
+
+
+class Stack:
+    """A set of service processes sharing one environment."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path | None = None):
+        self.env = {**os.environ, **env}
+        self.log_dir = log_dir
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.args: dict[str, list[str]] = dict(SERVICES)
+
+    def start(self, name: str, args: list[str] | None = None) -> subprocess.Popen:
+        """Start `name` (a service of SERVICES, or any module given by `args`; remembered for restarts)."""
+        if args is not None:
+            self.args[name] = args
+        argv = [sys.executable, *self.args[name]]
+        out = open(self.log_dir / f"{name}.log", "ab") if self.log_dir else None  # noqa: SIM115 - owned by the child
+        proc = subprocess.Popen(argv, env=self.env, stdout=out, stderr=subprocess.STDOUT if out else None)
+        self.procs[name] = proc
+        return proc
+
+    def signal(self, name: str, sig: int) -> None:
+        proc = self.procs[name]
+        if proc.poll() is None:
+            proc.send_signal(sig)
+
+    def stop(self, name: str, timeout: float = 15) -> None:
+        proc = self.procs.pop(name, None)
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def kill(self, name: str) -> None:
+        """SIGKILL: the crash case, no chance to clean up."""
+        proc = self.procs.pop(name)
+        proc.kill()
+        proc.wait()
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        deadline = time.monotonic() + 15
+        for proc in self.procs.values():
+            try:
+                proc.wait(max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self.procs.clear()
+
+    def exited(self) -> dict[str, int]:
+        return {n: p.returncode for n, p in self.procs.items() if p.poll() is not None}
+
+
+def wait_ready(url: str, timeout: float, stack: Stack | None = None) -> None:
+    """Poll `url` (normally /readyz) until it answers 200."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        if stack and (dead := stack.exited()):
+            raise RuntimeError(f"services exited during start-up: {dead}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError as exc:
+            last = exc
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} not ready after {timeout}s (last: {last})")
+
+
+async def _run(settings: LocalSettings) -> None:
+    started = time.monotonic()
+    data = Path(settings.data_dir).resolve()
+    infra = ensure_infra(data, kafka_port=settings.kafka_port, postgres_port=settings.postgres_port)
+    log_dir = data / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    stack = Stack(infra.env, log_dir=None)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        stack.start("sink", ["-m", "services.sink", "--port", str(settings.sink_port), "--dir", str(data / "sink")])
+        for name in SERVICES:
+            stack.start(name)
+        port = os.environ.get("SENDSTREAM_HTTP_PORT", "8080")
+        await asyncio.to_thread(wait_ready, f"http://127.0.0.1:{port}/readyz", 60, stack)
+        log.info(
+            "sendstream is running",
+            api=f"http://127.0.0.1:{port}",
+            smtp_sink=f"127.0.0.1:{settings.sink_port} (messages kept in {data / 'sink'})",
+            kafka=infra.env["KAFKA_BOOTSTRAP_SERVERS"],
+            database=infra.env["DATABASE_URL"],
+            seconds_to_ready=round(time.monotonic() - started, 1),
+        )
+        while not stop.is_set():
+            for name, code in stack.exited().items():
+                log.error("service exited; restarting it", service=name, code=code)
+                stack.start(name)
+            try:
+                await asyncio.wait_for(stop.wait(), 1)
+            except TimeoutError:
+                pass
+    finally:
+        log.info("stopping")
+        stack.stop_all()
+        infra.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.parse_args()
+    settings = LocalSettings()
+    configure_logging(settings.log_level, settings.log_format, service="local")
+    asyncio.run(_run(settings))
+
+
+if __name__ == "__main__":
+    main()

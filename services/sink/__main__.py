@@ -1,0 +1,3 @@
+from services.sink.app import main
+
+main()
