@@ -39,7 +39,13 @@ def upsert_message(message_id: UUID, event: Envelope, status: str | None, **colu
     if event.identity_id is not None:
         cols["identity_id"] = event.identity_id
     names = list(cols)
-    values = [message_id, *cols.values(), status or "queued", STATUS_RANK[status or "queued"], event.occurred_at]
+    values = [
+        message_id,
+        *cols.values(),
+        status or "queued",
+        STATUS_RANK[status or "queued"],
+        event.occurred_at,
+    ]
     n = len(names)
     placeholders = ", ".join(f"${i}" for i in range(1, n + 5))
     sets = [f"{c} = EXCLUDED.{c}" for c in names if c not in ("direction",)]
@@ -63,7 +69,14 @@ def audit(message_id: UUID, event: Envelope) -> Statement:
     return (
         """INSERT INTO message_events (message_id, event_id, org_id, type, occurred_at, event)
            VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING""",
-        (message_id, event.event_id, event.org_id, event.type, event.occurred_at, event.model_dump(mode="json")),
+        (
+            message_id,
+            event.event_id,
+            event.org_id,
+            event.type,
+            event.occurred_at,
+            event.model_dump(mode="json"),
+        ),
     )
 
 
@@ -126,7 +139,12 @@ def statements(event: Envelope) -> list[Statement]:
             reply = p.reply
             out.append(
                 upsert_message(
-                    p.message_id, event, "sent", sent_at=event.occurred_at, smtp_code=reply.code, smtp_message=reply.message
+                    p.message_id,
+                    event,
+                    "sent",
+                    sent_at=event.occurred_at,
+                    smtp_code=reply.code,
+                    smtp_message=reply.message,
                 )
             )
             out.append(audit(p.message_id, event))

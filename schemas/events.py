@@ -16,7 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from schemas.envelope import Envelope
 
 Affinity = Literal["new", "existing", "reassigned"]
-RejectReason = Literal["cap_exceeded", "suppressed", "mailbox_unavailable", "invalid_recipient", "rate_limited"]
+RejectReason = Literal[
+    "cap_exceeded", "suppressed", "mailbox_unavailable", "invalid_recipient", "rate_limited"
+]
 
 
 class Payload(BaseModel):
@@ -339,11 +341,30 @@ ALL_EVENTS: tuple[type[Envelope], ...] = (
 EVENT_TYPES: dict[str, type[Envelope]] = {e.model_fields["type"].default: e for e in ALL_EVENTS}
 
 AnyEvent = Annotated[
-    SendRequested | ReplyRequested | ForwardRequested | SendAccepted | SendRejected
-    | MessageSent | DispatchDeferred | MessageFailed | MessageReceived | MessageDelivered | MessageBounced
-    | MessageComplained | MessageFlagsChanged | MessageDeleted | SuppressionAdded
-    | WebhookDelivered | WebhookFailed | IdentityCreated | IdentityUpdated | IdentityDeleted
-    | MailboxAdded | MailboxUpdated | MailboxHealthChanged | MailboxRemoved,
+    SendRequested
+    | ReplyRequested
+    | ForwardRequested
+    | SendAccepted
+    | SendRejected
+    | MessageSent
+    | DispatchDeferred
+    | MessageFailed
+    | MessageReceived
+    | MessageDelivered
+    | MessageBounced
+    | MessageComplained
+    | MessageFlagsChanged
+    | MessageDeleted
+    | SuppressionAdded
+    | WebhookDelivered
+    | WebhookFailed
+    | IdentityCreated
+    | IdentityUpdated
+    | IdentityDeleted
+    | MailboxAdded
+    | MailboxUpdated
+    | MailboxHealthChanged
+    | MailboxRemoved,
     Field(discriminator="type"),
 ]
 _ADAPTER: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)

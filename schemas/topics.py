@@ -28,7 +28,9 @@ class Topic:
 
 
 REQUESTS = Topic("requests", "identity_id", (ev.SendRequested, ev.ReplyRequested, ev.ForwardRequested))
-DECISIONS = Topic("decisions", "mailbox_id when assigned, else identity_id", (ev.SendAccepted, ev.SendRejected))
+DECISIONS = Topic(
+    "decisions", "mailbox_id when assigned, else identity_id", (ev.SendAccepted, ev.SendRejected)
+)
 MESSAGES = Topic(
     "messages",
     "message_id",

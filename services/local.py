@@ -47,7 +47,7 @@ class Stack:
         if args is not None:
             self.args[name] = args
         argv = [sys.executable, *self.args[name]]
-        out = open(self.log_dir / f"{name}.log", "ab") if self.log_dir else None  # noqa: SIM115 - owned by the child
+        out = open(self.log_dir / f"{name}.log", "ab") if self.log_dir else None
         proc = subprocess.Popen(argv, env=self.env, stdout=out, stderr=subprocess.STDOUT if out else None)
         self.procs[name] = proc
         return proc
@@ -119,7 +119,9 @@ async def _run(settings: LocalSettings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        stack.start("sink", ["-m", "services.sink", "--port", str(settings.sink_port), "--dir", str(data / "sink")])
+        stack.start(
+            "sink", ["-m", "services.sink", "--port", str(settings.sink_port), "--dir", str(data / "sink")]
+        )
         for name in SERVICES:
             stack.start(name)
         port = os.environ.get("SENDSTREAM_HTTP_PORT", "8080")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, Field, model_validator
@@ -134,7 +133,9 @@ def _one_or_many(value: Any) -> Any:
 Recipients = Annotated[
     list[EmailAddress],
     BeforeValidator(_one_or_many),
-    Field(json_schema_extra={"description": "One address, or an array: each its own message and conversation."}),
+    Field(
+        json_schema_extra={"description": "One address, or an array: each its own message and conversation."}
+    ),
 ]
 
 

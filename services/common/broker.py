@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Literal
 
@@ -62,7 +63,9 @@ async def ensure_topics(settings: CommonSettings, topics: Iterable[Topic] = ALL_
         wanted: list[NewTopic] = []
         for t in topics:
             partitions = t.partitions or settings.kafka_partitions
-            wanted.append(NewTopic(t.name(settings.kafka_topic_prefix), partitions, settings.kafka_replication_factor))
+            wanted.append(
+                NewTopic(t.name(settings.kafka_topic_prefix), partitions, settings.kafka_replication_factor)
+            )
             wanted.append(NewTopic(t.dlq(settings.kafka_topic_prefix), 1, settings.kafka_replication_factor))
         existing = set(await admin.list_topics())
         missing = [t for t in wanted if t.name not in existing]
@@ -90,8 +93,10 @@ async def publish_events(broker: KafkaBroker, settings: CommonSettings, events: 
                 no_confirm=True,
             )
         )
-    if pending:
-        await asyncio.gather(*pending)
+    # Real Kafka hands back a delivery future per record; the in-memory test broker hands back none.
+    futures = [p for p in pending if inspect.isawaitable(p)]
+    if futures:
+        await asyncio.gather(*futures)
 
 
 Handler = Callable[[Envelope], Awaitable[None]]
@@ -109,7 +114,9 @@ def subscribe(
     """Declare a consumer of `topics` in consumer group `group` (see the module docstring)."""
     prefix = settings.kafka_topic_prefix
     fetch_wait = (
-        settings.kafka_fetch_max_wait_ms_sync if path == "sync" else settings.kafka_fetch_max_wait_ms_background
+        settings.kafka_fetch_max_wait_ms_sync
+        if path == "sync"
+        else settings.kafka_fetch_max_wait_ms_background
     )
 
     def decorator(handler: Handler) -> Handler:
@@ -130,7 +137,12 @@ def subscribe(
                     "dlq-error": f"{type(error).__name__}: {error}"[:1000],
                 },
             )
-            log.error("event parked on dead-letter topic", topic=record.topic, offset=record.offset, error=str(error))
+            log.error(
+                "event parked on dead-letter topic",
+                topic=record.topic,
+                offset=record.offset,
+                error=str(error),
+            )
 
         @broker.subscriber(
             *[t.name(prefix) for t in topics],
@@ -164,7 +176,12 @@ def subscribe(
                 except TRANSIENT_ERRORS as exc:
                     n = failures[where] = failures.get(where, 0) + 1
                     pause = min(settings.consumer_retry_backoff_s * 2 ** (n - 1), 30.0)
-                    log.warning("infrastructure error, event will be redelivered", attempt=n, pause_s=pause, error=repr(exc))
+                    log.warning(
+                        "infrastructure error, event will be redelivered",
+                        attempt=n,
+                        pause_s=pause,
+                        error=repr(exc),
+                    )
                     await asyncio.sleep(pause)
                     raise
                 except Exception as exc:

@@ -26,7 +26,7 @@ log = structlog.get_logger("sendstream.db")
 _MIGRATION_LOCK = 0x5E4D57  # pg_advisory_xact_lock key: one migrator at a time across processes
 
 
-async def _init_connection(conn: asyncpg.Connection) -> None:
+async def init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
@@ -35,7 +35,7 @@ async def create_pool(settings: CommonSettings) -> asyncpg.Pool:
         settings.database_url,
         min_size=settings.db_pool_min,
         max_size=settings.db_pool_max,
-        init=_init_connection,
+        init=init_connection,
     )
 
 
@@ -76,10 +76,14 @@ async def claim(conn: asyncpg.Connection, consumer: str, event_id: UUID) -> list
     )
     if claimed:
         return None
-    return await recorded(conn, consumer, event_id)
+    return (
+        await recorded(conn, consumer, event_id) or []
+    )  # seen; a consumer that publishes nothing recorded none
 
 
-async def recorded(conn: asyncpg.Connection | asyncpg.Pool, consumer: str, event_id: UUID) -> list[Envelope] | None:
+async def recorded(
+    conn: asyncpg.Connection | asyncpg.Pool, consumer: str, event_id: UUID
+) -> list[Envelope] | None:
     """The events recorded when `consumer` handled `event_id`, or None if it has not."""
     outputs = await conn.fetchval(
         "SELECT outputs FROM processed_events WHERE consumer = $1 AND event_id = $2", consumer, event_id
@@ -89,7 +93,9 @@ async def recorded(conn: asyncpg.Connection | asyncpg.Pool, consumer: str, event
     return [parse_event(json.dumps(o)) for o in outputs]
 
 
-async def finish(conn: asyncpg.Connection, consumer: str, event_id: UUID, outputs: Sequence[Envelope]) -> None:
+async def finish(
+    conn: asyncpg.Connection, consumer: str, event_id: UUID, outputs: Sequence[Envelope]
+) -> None:
     """Record what handling `event_id` produced (same transaction as `claim`)."""
     await conn.execute(
         "UPDATE processed_events SET outputs = $3 WHERE consumer = $1 AND event_id = $2",
@@ -99,7 +105,9 @@ async def finish(conn: asyncpg.Connection, consumer: str, event_id: UUID, output
     )
 
 
-async def record(conn: asyncpg.Connection | asyncpg.Pool, consumer: str, event_id: UUID, outputs: Sequence[Envelope]) -> list[Envelope]:
+async def record(
+    conn: asyncpg.Connection | asyncpg.Pool, consumer: str, event_id: UUID, outputs: Sequence[Envelope]
+) -> list[Envelope]:
     """Record the outcome of a side effect done outside a transaction; first record wins, and is returned."""
     row = await conn.fetchval(
         """INSERT INTO processed_events (consumer, event_id, outputs) VALUES ($1, $2, $3)

@@ -69,9 +69,7 @@ class IngressSettings(CommonSettings):
     decision_timeout_s: float = Field(
         5.0, description="How long a send waits for its decision before answering 202 `queued`."
     )
-    max_body_bytes: int = Field(
-        2 * 1024 * 1024, description="Largest accepted HTTP request body (bytes)."
-    )
+    max_body_bytes: int = Field(2 * 1024 * 1024, description="Largest accepted HTTP request body (bytes).")
 
 
 class DispatchSettings(CommonSettings):

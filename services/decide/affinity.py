@@ -123,7 +123,9 @@ def decide_send(request: SendRequested, state: IdentityState, now: datetime) -> 
             chosen = pick_mailbox(tuple(mailboxes.values()))
             how = "new" if recipient not in affinity else "reassigned"
         if chosen is None:
-            reject(m.to, m.message_id, m.conv_id, "mailbox_unavailable", "no healthy mailbox with capacity left")
+            reject(
+                m.to, m.message_id, m.conv_id, "mailbox_unavailable", "no healthy mailbox with capacity left"
+            )
             continue
         used += 1
         mailboxes[chosen.id] = chosen.used(now)

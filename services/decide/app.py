@@ -29,13 +29,16 @@ log = structlog.get_logger("sendstream.decide")
 
 async def load_state(conn: asyncpg.Connection, request: SendRequested, now: datetime) -> IdentityState:
     identity = await conn.fetchrow(
-        "SELECT id, handle, daily_cap, timezone, deleted_at FROM identities WHERE id = $1", request.identity_id
+        "SELECT id, handle, daily_cap, timezone, deleted_at FROM identities WHERE id = $1",
+        request.identity_id,
     )
     if identity is None:
         return IdentityState(request.identity_id, request.payload.handle, 0, 0, (), active=False)
     day_start = local_day_start(now, identity["timezone"])
     used = await conn.fetchval(
-        "SELECT sent FROM identity_usage WHERE identity_id = $1 AND day = $2", identity["id"], day_start.date()
+        "SELECT sent FROM identity_usage WHERE identity_id = $1 AND day = $2",
+        identity["id"],
+        day_start.date(),
     )
     rows = await conn.fetch(
         """SELECT m.id, m.email, m.health, m.hourly_limit, m.daily_limit,

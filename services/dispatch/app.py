@@ -34,7 +34,9 @@ async def load_relay(pool: asyncpg.Pool, mailbox_id) -> Relay | None:
     )
     if row is None:
         return None
-    return Relay(row["smtp_host"], row["smtp_port"], row["smtp_tls"], row["smtp_username"], row["smtp_password"])
+    return Relay(
+        row["smtp_host"], row["smtp_port"], row["smtp_tls"], row["smtp_username"], row["smtp_password"]
+    )
 
 
 async def send_accepted(event: SendAccepted, pool: asyncpg.Pool, settings: DispatchSettings) -> Envelope:
@@ -45,11 +47,18 @@ async def send_accepted(event: SendAccepted, pool: asyncpg.Pool, settings: Dispa
     if relay is None:
         return MessageFailed(
             **event.caused(occurred_at=now),
-            payload=MessageFailedPayload(message_id=p.message_id, mailbox_id=p.mailbox_id, reason="mailbox removed"),
+            payload=MessageFailedPayload(
+                message_id=p.message_id, mailbox_id=p.mailbox_id, reason="mailbox removed"
+            ),
         )
     data = build_message(p, now).as_bytes()
     outcome = await deliver(
-        relay, p.from_addr, envelope_recipients(p), data, timeout=settings.smtp_timeout_s, hostname=settings.smtp_hostname
+        relay,
+        p.from_addr,
+        envelope_recipients(p),
+        data,
+        timeout=settings.smtp_timeout_s,
+        hostname=settings.smtp_hostname,
     )
     done = datetime.now(UTC)
     if outcome.kind == "sent":
@@ -67,7 +76,10 @@ async def send_accepted(event: SendAccepted, pool: asyncpg.Pool, settings: Dispa
     return MessageFailed(
         **event.caused(occurred_at=done),
         payload=MessageFailedPayload(
-            message_id=p.message_id, mailbox_id=p.mailbox_id, reason=f"{outcome.kind}: {outcome.reason}", reply=outcome.reply
+            message_id=p.message_id,
+            mailbox_id=p.mailbox_id,
+            reason=f"{outcome.kind}: {outcome.reason}",
+            reply=outcome.reply,
         ),
     )
 

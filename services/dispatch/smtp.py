@@ -39,7 +39,9 @@ def classify(error: BaseException) -> Outcome:
         return Outcome(kind, reply, "every recipient was refused")
     if isinstance(error, aiosmtplib.SMTPResponseException):
         kind = "hard" if 500 <= error.code < 600 else "soft"
-        return Outcome(kind, SmtpReply(code=error.code, message=error.message), f"relay answered {error.code}")
+        return Outcome(
+            kind, SmtpReply(code=error.code, message=error.message), f"relay answered {error.code}"
+        )
     return Outcome("soft", None, f"{type(error).__name__}: {error}")
 
 
@@ -63,4 +65,8 @@ async def deliver(
         )
     except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
         return classify(exc)
-    return Outcome("sent", SmtpReply(code=250, message=response), "accepted" if not errors else f"refused: {sorted(errors)}")
+    return Outcome(
+        "sent",
+        SmtpReply(code=250, message=response),
+        "accepted" if not errors else f"refused: {sorted(errors)}",
+    )

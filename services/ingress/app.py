@@ -26,10 +26,11 @@ from services.ingress.http import add_routes, observe
 from services.ingress.routes import admin, identities  # noqa: F401
 
 log = structlog.get_logger("sendstream.ingress")
+SETTINGS = web.AppKey("settings", IngressSettings)
 
 
 async def _lifecycle(app: web.Application):
-    settings: IngressSettings = app["settings"]
+    settings = app[SETTINGS]
     pool = await db.create_pool(settings)
     await db.migrate(pool)
     await ensure_topics(settings)
@@ -49,7 +50,7 @@ async def _lifecycle(app: web.Application):
 
 def create_app(settings: IngressSettings) -> web.Application:
     app = web.Application(middlewares=[observe], client_max_size=settings.max_body_bytes)
-    app["settings"] = settings
+    app[SETTINGS] = settings
     app.cleanup_ctx.append(_lifecycle)
 
     async def auth(request: web.Request):

@@ -25,7 +25,9 @@ def key_hash(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
 
 
-async def store_key(conn: asyncpg.Connection | asyncpg.Pool, org_id: UUID, key: str, scopes: list[str]) -> UUID:
+async def store_key(
+    conn: asyncpg.Connection | asyncpg.Pool, org_id: UUID, key: str, scopes: list[str]
+) -> UUID:
     key_id = new_id()
     await conn.execute(
         """INSERT INTO api_keys (id, org_id, key_hash, key_prefix, scopes) VALUES ($1, $2, $3, $4, $5)""",
@@ -38,7 +40,9 @@ async def store_key(conn: asyncpg.Connection | asyncpg.Pool, org_id: UUID, key: 
     return key_id
 
 
-async def create_organization(pool: asyncpg.Pool, name: str, *, is_operator: bool = False) -> tuple[UUID, str]:
+async def create_organization(
+    pool: asyncpg.Pool, name: str, *, is_operator: bool = False
+) -> tuple[UUID, str]:
     """A new organization and its first admin key (returned once, in clear)."""
     org_id, key = new_id(), new_key()
     async with pool.acquire() as conn, conn.transaction():

@@ -28,7 +28,9 @@ class Context:
             await publish_events(self.broker, self.settings, events)
         except Exception as exc:
             raise ApiError(
-                503, "unavailable", f"the event log is unavailable ({type(exc).__name__}); retry later",
+                503,
+                "unavailable",
+                f"the event log is unavailable ({type(exc).__name__}); retry later",
                 {"Retry-After": "5"},
             ) from exc
 

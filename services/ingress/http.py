@@ -43,7 +43,9 @@ def not_found(what: str) -> ApiError:
     return ApiError(404, "not_found", f"{what} not found")
 
 
-def error_response(status: int, type_: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+def error_response(
+    status: int, type_: str, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
     return web.json_response({"error": {"type": type_, "message": message}}, status=status, headers=headers)
 
 

@@ -40,7 +40,10 @@ def openapi_document() -> dict[str, Any]:
                 for name in re.findall(r"{(\w+)}", spec.path)
             ],
             "responses": {
-                str(spec.status): {"description": "Success", **({"content": _json(spec.response)} if spec.response else {})}
+                str(spec.status): {
+                    "description": "Success",
+                    **({"content": _json(spec.response)} if spec.response else {}),
+                }
             },
         }
         if spec.scope is not None:
@@ -49,12 +52,19 @@ def openapi_document() -> dict[str, Any]:
         if spec.body is not None:
             op["requestBody"] = {"required": True, "content": _json(spec.body)}
         for code in sorted({*spec.errors, *((401, 403) if spec.scope else ())}):
-            op["responses"][str(code)] = {"description": _ERROR_TEXT.get(code, "Error"), "content": _json(ErrorBody)}
+            op["responses"][str(code)] = {
+                "description": _ERROR_TEXT.get(code, "Error"),
+                "content": _json(ErrorBody),
+            }
         paths.setdefault(spec.path, {})[spec.method.lower()] = op
     doc = OpenAPI.model_validate(
         {
             "openapi": "3.1.0",
-            "info": {"title": "sendstream", "version": "0.1.0", "description": "Email API for agents and sequencers."},
+            "info": {
+                "title": "sendstream",
+                "version": "0.1.0",
+                "description": "Email API for agents and sequencers.",
+            },
             "paths": paths,
             "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
         }

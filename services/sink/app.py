@@ -25,7 +25,7 @@ class SinkHandler:
         self.directory = directory
         self.count = 0
 
-    async def handle_DATA(self, server, session, envelope) -> str:  # noqa: N802 - aiosmtpd's hook name
+    async def handle_DATA(self, server, session, envelope) -> str:
         self.count += 1
         name = f"{time.time_ns()}-{self.count}.eml"
         (self.directory / name).write_bytes(envelope.original_content or envelope.content)

@@ -15,17 +15,37 @@ from services.ingress.http import ApiError, Call, json_model, not_found, route
 from services.ingress.openapi import openapi_document
 
 
-@route("POST", "/v1/organizations", scope="admin", tag="admin", summary="Create a tenant (operator keys only)",
-       body=CreateOrganization, response=OrganizationCreated, status=201, errors=(400, 401, 403))
+@route(
+    "POST",
+    "/v1/organizations",
+    scope="admin",
+    tag="admin",
+    summary="Create a tenant (operator keys only)",
+    body=CreateOrganization,
+    response=OrganizationCreated,
+    status=201,
+    errors=(400, 401, 403),
+)
 async def create_org(call: Call) -> web.Response:
     if not call.principal.is_operator:
-        raise ApiError(403, "forbidden", "only operator keys (organization `default`) can create organizations")
+        raise ApiError(
+            403, "forbidden", "only operator keys (organization `default`) can create organizations"
+        )
     org_id, key = await create_organization(ctx(call).pool, call.body.name)
     return json_model(OrganizationCreated(id=ids.render("org", org_id), name=call.body.name, apiKey=key), 201)
 
 
-@route("POST", "/v1/api-keys", scope="admin", tag="admin", summary="Create an API key for the caller's organization",
-       body=CreateApiKey, response=ApiKeyCreated, status=201, errors=(400, 401, 403))
+@route(
+    "POST",
+    "/v1/api-keys",
+    scope="admin",
+    tag="admin",
+    summary="Create an API key for the caller's organization",
+    body=CreateApiKey,
+    response=ApiKeyCreated,
+    status=201,
+    errors=(400, 401, 403),
+)
 async def create_key(call: Call) -> web.Response:
     key = new_key()
     scopes = sorted(set(call.body.scopes))
@@ -33,8 +53,15 @@ async def create_key(call: Call) -> web.Response:
     return json_model(ApiKeyCreated(id=ids.render("key", key_id), apiKey=key, scopes=scopes), 201)
 
 
-@route("DELETE", "/v1/api-keys/{keyId}", scope="admin", tag="admin", summary="Revoke an API key",
-       status=204, errors=(401, 403, 404))
+@route(
+    "DELETE",
+    "/v1/api-keys/{keyId}",
+    scope="admin",
+    tag="admin",
+    summary="Revoke an API key",
+    status=204,
+    errors=(401, 403, 404),
+)
 async def revoke_key(call: Call) -> web.Response:
     key_id = ids.parse("key", call.param("keyId"))
     done = key_id and await ctx(call).pool.fetchval(
@@ -53,8 +80,14 @@ async def healthz(call: Call) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-@route("GET", "/readyz", scope=None, tag="operations", summary="The broker and the database are reachable",
-       errors=(503,))
+@route(
+    "GET",
+    "/readyz",
+    scope=None,
+    tag="operations",
+    summary="The broker and the database are reachable",
+    errors=(503,),
+)
 async def readyz(call: Call) -> web.Response:
     c = ctx(call)
     checks: dict[str, str] = {}
@@ -69,7 +102,9 @@ async def readyz(call: Call) -> web.Response:
     except Exception as exc:
         checks["broker"] = f"unavailable: {type(exc).__name__}"
     ready = all(v == "ok" for v in checks.values())
-    return web.json_response({"status": "ready" if ready else "not_ready", "checks": checks}, status=200 if ready else 503)
+    return web.json_response(
+        {"status": "ready" if ready else "not_ready", "checks": checks}, status=200 if ready else 503
+    )
 
 
 @route("GET", "/metrics", scope=None, tag="operations", summary="Prometheus metrics")

@@ -103,7 +103,9 @@ async def find_identity(call: Call) -> asyncpg.Record:
 async def find_mailbox(call: Call, identity: asyncpg.Record) -> asyncpg.Record:
     mailbox_id = ids.parse("mailbox", call.param("accId"))
     row = mailbox_id and await ctx(call).pool.fetchrow(
-        "SELECT * FROM mailboxes WHERE id = $1 AND identity_id = $2 AND deleted_at IS NULL", mailbox_id, identity["id"]
+        "SELECT * FROM mailboxes WHERE id = $1 AND identity_id = $2 AND deleted_at IS NULL",
+        mailbox_id,
+        identity["id"],
     )
     if not row:
         raise not_found("Mailbox")
@@ -137,8 +139,17 @@ def mailbox_fact(row: asyncpg.Record) -> MailboxPayload:
 # --- identities ------------------------------------------------------------------------------------
 
 
-@route("POST", "/v1/identities", scope="admin", tag="identities", summary="Create an identity",
-       body=CreateIdentity, response=Identity, status=201, errors=(400, 409))
+@route(
+    "POST",
+    "/v1/identities",
+    scope="admin",
+    tag="identities",
+    summary="Create an identity",
+    body=CreateIdentity,
+    response=Identity,
+    status=201,
+    errors=(400, 409),
+)
 async def create_identity(call: Call) -> web.Response:
     b: CreateIdentity = call.body
     try:
@@ -153,13 +164,21 @@ async def create_identity(call: Call) -> web.Response:
         )
     except asyncpg.UniqueViolationError:
         raise ApiError(409, "conflict", f"handle {b.handle} is already taken") from None
-    await announce(call, IdentityCreated(org_id=row["org_id"], identity_id=row["id"],
-                                         correlation_id=call.request_id, payload=identity_fact(row)))
+    await announce(
+        call,
+        IdentityCreated(
+            org_id=row["org_id"],
+            identity_id=row["id"],
+            correlation_id=call.request_id,
+            payload=identity_fact(row),
+        ),
+    )
     return json_model(render_identity(row), 201)
 
 
-@route("GET", "/v1/identities", scope="read", tag="identities", summary="List identities",
-       response=IdentityList)
+@route(
+    "GET", "/v1/identities", scope="read", tag="identities", summary="List identities", response=IdentityList
+)
 async def list_identities(call: Call) -> web.Response:
     rows = await ctx(call).pool.fetch(
         "SELECT * FROM identities WHERE org_id = $1 AND deleted_at IS NULL ORDER BY created_at, id",
@@ -168,14 +187,29 @@ async def list_identities(call: Call) -> web.Response:
     return json_model(IdentityList(data=[render_identity(r) for r in rows]))
 
 
-@route("GET", "/v1/identities/{handle}", scope="read", tag="identities", summary="Get an identity",
-       response=Identity, errors=(404,))
+@route(
+    "GET",
+    "/v1/identities/{handle}",
+    scope="read",
+    tag="identities",
+    summary="Get an identity",
+    response=Identity,
+    errors=(404,),
+)
 async def get_identity(call: Call) -> web.Response:
     return json_model(render_identity(await find_identity(call)))
 
 
-@route("PATCH", "/v1/identities/{handle}", scope="admin", tag="identities", summary="Change cap or time zone",
-       body=UpdateIdentity, response=Identity, errors=(400, 404))
+@route(
+    "PATCH",
+    "/v1/identities/{handle}",
+    scope="admin",
+    tag="identities",
+    summary="Change cap or time zone",
+    body=UpdateIdentity,
+    response=Identity,
+    errors=(400, 404),
+)
 async def update_identity(call: Call) -> web.Response:
     identity = await find_identity(call)
     b: UpdateIdentity = call.body
@@ -186,32 +220,61 @@ async def update_identity(call: Call) -> web.Response:
         b.dailyCap,
         b.timezone,
     )
-    await announce(call, IdentityUpdated(org_id=row["org_id"], identity_id=row["id"],
-                                         correlation_id=call.request_id, payload=identity_fact(row)))
+    await announce(
+        call,
+        IdentityUpdated(
+            org_id=row["org_id"],
+            identity_id=row["id"],
+            correlation_id=call.request_id,
+            payload=identity_fact(row),
+        ),
+    )
     return json_model(render_identity(row))
 
 
-@route("DELETE", "/v1/identities/{handle}", scope="admin", tag="identities", summary="Delete an identity",
-       status=204, errors=(404,))
+@route(
+    "DELETE",
+    "/v1/identities/{handle}",
+    scope="admin",
+    tag="identities",
+    summary="Delete an identity",
+    status=204,
+    errors=(404,),
+)
 async def delete_identity(call: Call) -> web.Response:
     identity = await find_identity(call)
     async with ctx(call).pool.acquire() as conn, conn.transaction():
         await conn.execute("UPDATE identities SET deleted_at = now() WHERE id = $1", identity["id"])
         await conn.execute(
-            "UPDATE mailboxes SET deleted_at = now() WHERE identity_id = $1 AND deleted_at IS NULL", identity["id"]
+            "UPDATE mailboxes SET deleted_at = now() WHERE identity_id = $1 AND deleted_at IS NULL",
+            identity["id"],
         )
-    await announce(call, IdentityDeleted(org_id=identity["org_id"], identity_id=identity["id"],
-                                         correlation_id=call.request_id,
-                                         payload=EntityRemovedPayload(id=identity["id"])))
+    await announce(
+        call,
+        IdentityDeleted(
+            org_id=identity["org_id"],
+            identity_id=identity["id"],
+            correlation_id=call.request_id,
+            payload=EntityRemovedPayload(id=identity["id"]),
+        ),
+    )
     return web.Response(status=204)
 
 
 # --- mailboxes -------------------------------------------------------------------------------------
 
 
-@route("POST", "/v1/identities/{handle}/mailboxes", scope="admin", tag="identities",
-       summary="Add a mailbox to the identity's pool", body=CreateMailbox, response=Mailbox, status=201,
-       errors=(400, 404, 409))
+@route(
+    "POST",
+    "/v1/identities/{handle}/mailboxes",
+    scope="admin",
+    tag="identities",
+    summary="Add a mailbox to the identity's pool",
+    body=CreateMailbox,
+    response=Mailbox,
+    status=201,
+    errors=(400, 404, 409),
+)
 async def add_mailbox(call: Call) -> web.Response:
     identity = await find_identity(call)
     b: CreateMailbox = call.body
@@ -234,24 +297,46 @@ async def add_mailbox(call: Call) -> web.Response:
         )
     except asyncpg.UniqueViolationError:
         raise ApiError(409, "conflict", f"{b.email} is already in this identity's pool") from None
-    await announce(call, MailboxAdded(org_id=row["org_id"], identity_id=identity["id"],
-                                      correlation_id=call.request_id, payload=mailbox_fact(row)))
+    await announce(
+        call,
+        MailboxAdded(
+            org_id=row["org_id"],
+            identity_id=identity["id"],
+            correlation_id=call.request_id,
+            payload=mailbox_fact(row),
+        ),
+    )
     return json_model(render_mailbox(row, identity["handle"]), 201)
 
 
-@route("GET", "/v1/identities/{handle}/mailboxes", scope="read", tag="identities",
-       summary="List the identity's mailboxes", response=MailboxList, errors=(404,))
+@route(
+    "GET",
+    "/v1/identities/{handle}/mailboxes",
+    scope="read",
+    tag="identities",
+    summary="List the identity's mailboxes",
+    response=MailboxList,
+    errors=(404,),
+)
 async def list_mailboxes(call: Call) -> web.Response:
     identity = await find_identity(call)
     rows = await ctx(call).pool.fetch(
-        "SELECT * FROM mailboxes WHERE identity_id = $1 AND deleted_at IS NULL ORDER BY created_at, id", identity["id"]
+        "SELECT * FROM mailboxes WHERE identity_id = $1 AND deleted_at IS NULL ORDER BY created_at, id",
+        identity["id"],
     )
     return json_model(MailboxList(data=[render_mailbox(r, identity["handle"]) for r in rows]))
 
 
-@route("PATCH", "/v1/identities/{handle}/mailboxes/{accId}", scope="admin", tag="identities",
-       summary="Change a mailbox's health, limits or SMTP settings", body=UpdateMailbox, response=Mailbox,
-       errors=(400, 404))
+@route(
+    "PATCH",
+    "/v1/identities/{handle}/mailboxes/{accId}",
+    scope="admin",
+    tag="identities",
+    summary="Change a mailbox's health, limits or SMTP settings",
+    body=UpdateMailbox,
+    response=Mailbox,
+    errors=(400, 404),
+)
 async def update_mailbox(call: Call) -> web.Response:
     identity = await find_identity(call)
     before = await find_mailbox(call, identity)
@@ -282,23 +367,47 @@ async def update_mailbox(call: Call) -> web.Response:
         "password" in smtp,
         smtp.get("password"),
     )
-    common: dict[str, Any] = {"org_id": row["org_id"], "identity_id": identity["id"], "correlation_id": call.request_id}
+    common: dict[str, Any] = {
+        "org_id": row["org_id"],
+        "identity_id": identity["id"],
+        "correlation_id": call.request_id,
+    }
     if row["health"] != before["health"]:
-        await announce(call, MailboxHealthChanged(**common, payload=MailboxHealthPayload(
-            mailbox_id=row["id"], health=row["health"], previous=before["health"])))
+        await announce(
+            call,
+            MailboxHealthChanged(
+                **common,
+                payload=MailboxHealthPayload(
+                    mailbox_id=row["id"], health=row["health"], previous=before["health"]
+                ),
+            ),
+        )
     await announce(call, MailboxUpdated(**common, payload=mailbox_fact(row)))
     return json_model(render_mailbox(row, identity["handle"]))
 
 
-@route("DELETE", "/v1/identities/{handle}/mailboxes/{accId}", scope="admin", tag="identities",
-       summary="Remove a mailbox from the pool", status=204, errors=(404,))
+@route(
+    "DELETE",
+    "/v1/identities/{handle}/mailboxes/{accId}",
+    scope="admin",
+    tag="identities",
+    summary="Remove a mailbox from the pool",
+    status=204,
+    errors=(404,),
+)
 async def remove_mailbox(call: Call) -> web.Response:
     identity = await find_identity(call)
     mailbox = await find_mailbox(call, identity)
     await ctx(call).pool.execute("UPDATE mailboxes SET deleted_at = now() WHERE id = $1", mailbox["id"])
-    await announce(call, MailboxRemoved(org_id=mailbox["org_id"], identity_id=identity["id"],
-                                        correlation_id=call.request_id,
-                                        payload=EntityRemovedPayload(id=mailbox["id"])))
+    await announce(
+        call,
+        MailboxRemoved(
+            org_id=mailbox["org_id"],
+            identity_id=identity["id"],
+            correlation_id=call.request_id,
+            payload=EntityRemovedPayload(id=mailbox["id"]),
+        ),
+    )
     return web.Response(status=204)
 
 
@@ -313,9 +422,17 @@ async def remaining_today(call: Call, identity: asyncpg.Record) -> int:
     return max(identity["daily_cap"] - (used or 0), 0)
 
 
-@route("POST", "/v1/identities/{handle}/send", scope="send", tag="identities",
-       summary="Send a new conversation (to, subject, body) or reply (convId, body)",
-       body=SendRequest, response=SendResponse, status=202, errors=(400, 404, 429, 503))
+@route(
+    "POST",
+    "/v1/identities/{handle}/send",
+    scope="send",
+    tag="identities",
+    summary="Send a new conversation (to, subject, body) or reply (convId, body)",
+    body=SendRequest,
+    response=SendResponse,
+    status=202,
+    errors=(400, 404, 429, 503),
+)
 async def send(call: Call) -> web.Response:
     identity = await find_identity(call)
     b: SendRequest = call.body
@@ -344,10 +461,16 @@ async def send(call: Call) -> web.Response:
         d = decisions.get(m.message_id)
         if isinstance(d, SendAccepted):
             p = d.payload
-            results.append(SendResult(
-                to=m.to, id=p.rfc_message_id, status="accepted", convId=ids.render("conversation", p.conv_id),
-                affinity=p.affinity, account=Account(id=ids.render("mailbox", p.mailbox_id), email=p.mailbox_email),
-            ))
+            results.append(
+                SendResult(
+                    to=m.to,
+                    id=p.rfc_message_id,
+                    status="accepted",
+                    convId=ids.render("conversation", p.conv_id),
+                    affinity=p.affinity,
+                    account=Account(id=ids.render("mailbox", p.mailbox_id), email=p.mailbox_email),
+                )
+            )
         elif isinstance(d, SendRejected):
             results.append(SendResult(to=m.to, status="rejected", reason=d.payload.reason))
         else:  # the decision did not come back in time; it will still be made, exactly once
@@ -369,8 +492,15 @@ async def send(call: Call) -> web.Response:
 # --- conversations ---------------------------------------------------------------------------------
 
 
-@route("GET", "/v1/conversations/{convId}", scope="read", tag="identities",
-       summary="A conversation with its messages in order", response=Conversation, errors=(404,))
+@route(
+    "GET",
+    "/v1/conversations/{convId}",
+    scope="read",
+    tag="identities",
+    summary="A conversation with its messages in order",
+    response=Conversation,
+    errors=(404,),
+)
 async def get_conversation(call: Call) -> web.Response:
     conv_id = ids.parse("conversation", call.param("convId"))
     pool = ctx(call).pool
@@ -385,16 +515,18 @@ async def get_conversation(call: Call) -> web.Response:
     if not conv:
         raise not_found("Conversation")
     rows = await pool.fetch("SELECT * FROM messages WHERE conv_id = $1 ORDER BY created_at, id", conv_id)
-    return json_model(Conversation(
-        id=ids.render("conversation", conv["id"]),
-        identity=conv["handle"],
-        counterpart=conv["counterpart"],
-        subject=conv["subject"],
-        account=account(conv["mailbox_id"], conv["mailbox_email"]),
-        createdAt=iso(conv["created_at"]),
-        updatedAt=iso(conv["updated_at"]),
-        messages=[render_message(r) for r in rows],
-    ))
+    return json_model(
+        Conversation(
+            id=ids.render("conversation", conv["id"]),
+            identity=conv["handle"],
+            counterpart=conv["counterpart"],
+            subject=conv["subject"],
+            account=account(conv["mailbox_id"], conv["mailbox_email"]),
+            createdAt=iso(conv["created_at"]),
+            updatedAt=iso(conv["updated_at"]),
+            messages=[render_message(r) for r in rows],
+        )
+    )
 
 
 def account(mailbox_id: UUID | None, email: str | None) -> Account | None:
@@ -402,22 +534,24 @@ def account(mailbox_id: UUID | None, email: str | None) -> Account | None:
 
 
 def render_message(r: asyncpg.Record) -> ConversationMessage:
-    return ConversationMessage.model_validate({
-        "id": r["rfc_message_id"],
-        "messageId": ids.render("message", r["id"]),
-        "direction": r["direction"],
-        "status": r["status"],
-        "from": r["from_addr"],
-        "to": r["to_addrs"],
-        "cc": r["cc_addrs"],
-        "subject": r["subject"],
-        "text": r["text_body"],
-        "html": r["html_body"],
-        "inReplyTo": r["in_reply_to"],
-        "references": r["refs"],
-        "affinity": r["affinity"],
-        "account": account(r["mailbox_id"], r["mailbox_email"]),
-        "reason": r["reason"],
-        "createdAt": iso(r["created_at"]),
-        "sentAt": iso(r["sent_at"]),
-    })
+    return ConversationMessage.model_validate(
+        {
+            "id": r["rfc_message_id"],
+            "messageId": ids.render("message", r["id"]),
+            "direction": r["direction"],
+            "status": r["status"],
+            "from": r["from_addr"],
+            "to": r["to_addrs"],
+            "cc": r["cc_addrs"],
+            "subject": r["subject"],
+            "text": r["text_body"],
+            "html": r["html_body"],
+            "inReplyTo": r["in_reply_to"],
+            "references": r["refs"],
+            "affinity": r["affinity"],
+            "account": account(r["mailbox_id"], r["mailbox_email"]),
+            "reason": r["reason"],
+            "createdAt": iso(r["created_at"]),
+            "sentAt": iso(r["sent_at"]),
+        }
+    )

@@ -1,0 +1,35 @@
+# sendstream: `make run` starts everything locally; `make test` runs the whole suite against a real
+# Kafka-protocol broker, PostgreSQL and SMTP peers. Both set themselves up on a fresh machine.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+
+# The operator key `make run` ensures exists (README walk-through). Override for anything but local use.
+SENDSTREAM_BOOTSTRAP_API_KEY ?= sk_live_localdev
+export SENDSTREAM_BOOTSTRAP_API_KEY
+
+.PHONY: install run test unit lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(PY) -m services.local
+
+test: install
+	$(PY) -m pytest
+
+unit: install
+	$(PY) -m pytest tests/unit
+
+lint: install
+	$(PY) -m ruff check .
+
+clean:
+	rm -rf $(VENV) .data .pytest_cache .ruff_cache *.egg-info

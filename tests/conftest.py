@@ -1,0 +1,227 @@
+"""Fixtures: real infrastructure for the session, services as real processes, SMTP relays on port 0.
+
+The broker and PostgreSQL come from services/common/infra.py, exactly as for `make run`:
+KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL if set, testcontainers if a Docker engine answers, otherwise
+the embedded Tansu broker and PostgreSQL. Each test gets its own organization, so tests never see
+each other's data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+import pytest_asyncio
+from aiosmtpd.controller import Controller
+
+from services.common.db import init_connection, migrate
+from services.common.infra import Infra, ensure_infra, free_port
+from services.local import Stack, wait_ready
+
+
+@pytest.fixture(scope="session")
+def infra() -> Iterator[Infra]:
+    data = Path(tempfile.mkdtemp(prefix="sendstream-test-"))
+    data.chmod(0o755)  # embedded PostgreSQL runs unprivileged when we are root
+    started = ensure_infra(data, durable=False)
+    try:
+        yield started
+    finally:
+        started.stop()
+        shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def service_env(infra: Infra) -> dict[str, str]:
+    """The environment every service process of the session runs with."""
+    return {
+        **infra.env,
+        "SENDSTREAM_KAFKA_TOPIC_PREFIX": f"test{uuid.uuid4().hex[:8]}",
+        "SENDSTREAM_BOOTSTRAP_API_KEY": "sk_live_" + secrets.token_urlsafe(24),
+        "SENDSTREAM_HTTP_PORT": str(free_port()),
+        "SENDSTREAM_DECISION_TIMEOUT_S": "10",
+        "SENDSTREAM_LOG_FORMAT": "json",
+    }
+
+
+@pytest.fixture(scope="session")
+def stack(service_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Every service, each in its own process, as in production."""
+    logs = tmp_path_factory.mktemp("logs")
+    s = Stack(service_env, log_dir=logs)
+    for name in ("ingress", "decide", "dispatch", "projections"):
+        s.start(name)
+    try:
+        wait_ready(f"http://127.0.0.1:{service_env['SENDSTREAM_HTTP_PORT']}/readyz", 90, s)
+        yield s
+    finally:
+        s.stop_all()
+        if os.environ.get("CI"):
+            for f in sorted(logs.iterdir()):  # leave the services' own words in the CI output
+                errors = [ln for ln in f.read_text(errors="replace").splitlines() if '"level": "error"' in ln]
+                if errors:
+                    print(f"--- {f.name}: {len(errors)} error lines, last:\n{errors[-1][:2000]}")
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def db(service_env: dict[str, str]) -> AsyncIterator[asyncpg.Pool]:
+    """A pool on the same database the services use, for asserting on stored state."""
+    pool = await asyncpg.create_pool(
+        service_env["DATABASE_URL"], min_size=1, max_size=4, init=init_connection
+    )
+    await migrate(pool)
+    yield pool
+    await pool.close()
+
+
+# --- HTTP ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Api:
+    """A thin client of the ingress, bound to one API key."""
+
+    session: aiohttp.ClientSession
+    base: str
+    key: str | None
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        json: Any = None,
+        *,
+        key: str | None = "default",
+        headers: dict | None = None,
+        data: bytes | None = None,
+    ) -> tuple[int, Any, aiohttp.typedefs.LooseHeaders]:
+        key = self.key if key == "default" else key
+        h = dict(headers or {})
+        if key:
+            h["Authorization"] = f"Bearer {key}"
+        async with self.session.request(method, self.base + path, json=json, data=data, headers=h) as r:
+            body = await r.read()
+            try:
+                parsed = await r.json(content_type=None) if body else None
+            except ValueError:
+                parsed = body.decode(errors="replace")
+            return r.status, parsed, r.headers
+
+    def as_key(self, key: str | None) -> Api:
+        return Api(self.session, self.base, key)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def operator(stack: Stack, service_env: dict[str, str]) -> AsyncIterator[Api]:
+    """A client holding the operator (bootstrap) key."""
+    async with aiohttp.ClientSession() as session:
+        yield Api(
+            session,
+            f"http://127.0.0.1:{service_env['SENDSTREAM_HTTP_PORT']}",
+            service_env["SENDSTREAM_BOOTSTRAP_API_KEY"],
+        )
+
+
+async def new_org(operator: Api) -> Api:
+    status, body, _ = await operator.call(
+        "POST", "/v1/organizations", {"name": f"org-{uuid.uuid4().hex[:6]}"}
+    )
+    assert status == 201, body
+    return operator.as_key(body["apiKey"])
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def api(operator: Api) -> Api:
+    """A client holding the admin key of a fresh organization."""
+    return await new_org(operator)
+
+
+# --- SMTP relays -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Received:
+    mail_from: str
+    rcpt_tos: list[str]
+    data: bytes
+
+    @property
+    def message(self) -> EmailMessage:
+        return message_from_bytes(self.data, policy=policy.default)  # type: ignore[return-value]
+
+
+@dataclass
+class Relay:
+    """A real SMTP server (aiosmtpd) on a free 127.0.0.1 port, recording every message it accepts."""
+
+    host: str
+    port: int
+    received: list[Received] = field(default_factory=list)
+    replies: list[str] = field(default_factory=list)  # scripted replies to DATA, consumed in order
+
+    def smtp_settings(self) -> dict[str, Any]:
+        return {"host": self.host, "port": self.port, "tls": "none"}
+
+    async def wait_for(self, count: int, timeout: float = 20) -> list[Received]:
+        deadline = time.monotonic() + timeout
+        while len(self.received) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"relay got {len(self.received)} messages, expected {count}")
+            await asyncio.sleep(0.02)
+        return self.received
+
+
+class _RecordingHandler:
+    def __init__(self, relay: Relay):
+        self.relay = relay
+
+    async def handle_DATA(self, server, session, envelope) -> str:
+        if self.relay.replies:
+            reply = self.relay.replies.pop(0)
+            if not reply.startswith("250"):
+                return reply
+        self.relay.received.append(
+            Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content)
+        )
+        return "250 2.0.0 OK queued"
+
+
+@pytest.fixture
+def relay() -> Iterator[Relay]:
+    # aiosmtpd's Controller probes its own port after binding, so it cannot take port 0: pick a free one.
+    r = Relay("127.0.0.1", free_port())
+    controller = Controller(_RecordingHandler(r), hostname="127.0.0.1", port=r.port)
+    controller.start()
+    try:
+        yield r
+    finally:
+        controller.stop()
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+
+
+async def eventually(probe, timeout: float = 20, interval: float = 0.05):
+    """Await `probe()` until it returns something truthy; fail with its last value after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = await probe()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s; last value: {last!r}")

@@ -1,0 +1,83 @@
+"""Operational endpoints and the admin routes of the identities dialect, on the real stack."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.common.settings import IngressSettings
+from services.ingress.app import create_app
+from tests.conftest import Api, Relay
+from tests.integration.test_send import make_identity
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
+
+
+async def test_health_and_readiness(api: Api) -> None:
+    """/healthz answers while the process is up; /readyz checks the broker and the database."""
+    assert (await api.call("GET", "/healthz", key=None))[:2] == (200, {"status": "ok"})
+    status, body, _ = await api.call("GET", "/readyz", key=None)
+    assert status == 200 and body["checks"] == {"database": "ok", "broker": "ok"}
+
+
+async def test_metrics_are_prometheus_text(api: Api) -> None:
+    """/metrics exposes request counters labelled by route."""
+    await api.call("GET", "/healthz", key=None)
+    status, text, headers = await api.call("GET", "/metrics", key=None)
+    assert status == 200 and headers["Content-Type"].startswith("text/plain")
+    assert 'sendstream_http_requests_total{method="GET",route="/healthz",status="200"}' in text
+
+
+async def test_openapi_covers_every_route(api: Api) -> None:
+    """/openapi.json is OpenAPI 3.1 and documents every route the server has, with its body schema."""
+    status, doc, _ = await api.call("GET", "/openapi.json", key=None)
+    assert status == 200 and doc["openapi"] == "3.1.0"
+    documented = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}
+    router = create_app(IngressSettings()).router
+    served = {(r.method, r.resource.canonical) for r in router.routes() if r.method != "HEAD"}
+    assert documented == served
+    send = doc["paths"]["/v1/identities/{handle}/send"]["post"]
+    assert send["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/SendRequest"
+    }
+    assert "SendResponse" in doc["components"]["schemas"]
+
+
+async def test_identity_and_mailbox_admin(api: Api, relay: Relay) -> None:
+    """Identities and mailboxes can be listed, read, changed and removed; passwords are never returned."""
+    handle, [mailbox] = await make_identity(api, relay)
+    status, body, _ = await api.call("POST", "/v1/identities", {"handle": handle})
+    assert status == 409
+
+    status, listed, _ = await api.call("GET", "/v1/identities")
+    assert [i["handle"] for i in listed["data"]] == [handle]
+    status, patched, _ = await api.call(
+        "PATCH", f"/v1/identities/{handle}", {"dailyCap": 7, "timezone": "Europe/Paris"}
+    )
+    assert status == 200 and patched["dailyCap"] == 7 and patched["timezone"] == "Europe/Paris"
+    status, body, _ = await api.call("PATCH", f"/v1/identities/{handle}", {"timezone": "Mars/Olympus"})
+    assert status == 400 and body["error"]["message"].startswith("timezone:")
+
+    status, added, _ = await api.call(
+        "POST",
+        f"/v1/identities/{handle}/mailboxes",
+        {
+            "email": "second@tryacme.test",
+            "smtp": {**relay.smtp_settings(), "username": "u", "password": "s3cret"},
+            "hourlyLimit": 50,
+            "dailyLimit": 300,
+        },
+    )
+    assert status == 201 and added["smtp"] == {**relay.smtp_settings(), "username": "u"}
+    assert "s3cret" not in str(added)
+    path = f"/v1/identities/{handle}/mailboxes/{added['id']}"
+    status, changed, _ = await api.call("PATCH", path, {"health": "paused", "dailyLimit": None})
+    assert status == 200 and changed["health"] == "paused" and changed["dailyLimit"] is None
+    assert changed["hourlyLimit"] == 50
+    status, pool, _ = await api.call("GET", f"/v1/identities/{handle}/mailboxes")
+    assert [m["email"] for m in pool["data"]] == [mailbox["email"], "second@tryacme.test"]
+    assert "s3cret" not in str(pool)
+    assert (await api.call("DELETE", path))[0] == 204
+    assert (await api.call("DELETE", path))[0] == 404
+
+    assert (await api.call("DELETE", f"/v1/identities/{handle}"))[0] == 204
+    assert (await api.call("GET", f"/v1/identities/{handle}"))[0] == 404

@@ -1,0 +1,86 @@
+"""The decide consumer: in-memory broker, real PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+import pytest
+from faststream.kafka import TestKafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+
+from schemas import topics
+from schemas.events import (
+    Content,
+    RequestedMessage,
+    SendAccepted,
+    SendRequested,
+    SendRequestedPayload,
+    parse_event,
+)
+from services.common.broker import make_broker
+from services.common.ids import new_id
+from services.common.settings import CommonSettings
+from services.decide.app import build
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+async def seed_identity(db: asyncpg.Pool, cap: int = 5) -> tuple[uuid.UUID, uuid.UUID, uuid.UUID]:
+    org, idn, acc = new_id(), new_id(), new_id()
+    await db.execute("INSERT INTO organizations (id, name) VALUES ($1, 'o')", org)
+    await db.execute(
+        "INSERT INTO identities (id, org_id, handle, daily_cap, timezone) VALUES ($1, $2, $3, $4, 'UTC')",
+        idn,
+        org,
+        f"{idn.hex}@example.test",
+        cap,
+    )
+    await db.execute(
+        """INSERT INTO mailboxes (id, org_id, identity_id, email, smtp_host, smtp_port, smtp_tls, hourly_limit)
+           VALUES ($1, $2, $3, 's@tryacme.test', '127.0.0.1', 25, 'none', 600)""",
+        acc,
+        org,
+        idn,
+    )
+    return org, idn, acc
+
+
+async def test_redelivered_request_republishes_the_same_decision(db: asyncpg.Pool, service_env: dict) -> None:
+    """A request delivered twice is decided once: same decision event_id, the cap charged once."""
+    settings = CommonSettings(
+        database_url=service_env["DATABASE_URL"], kafka_topic_prefix=f"u{uuid.uuid4().hex[:6]}"
+    )
+    broker = make_broker(settings, "test")
+    build(broker, settings, db)
+    seen: list = []
+
+    @broker.subscriber(topics.DECISIONS.name(settings.kafka_topic_prefix), group_id="probe")
+    async def probe(msg: KafkaMessage) -> None:
+        seen.append(parse_event(msg.body))
+
+    org, idn, acc = await seed_identity(db)
+    request = SendRequested(
+        org_id=org,
+        identity_id=idn,
+        payload=SendRequestedPayload(
+            handle="h@example.test",
+            messages=[RequestedMessage(message_id=new_id(), conv_id=new_id(), to="m@x.test")],
+            content=Content(subject="s", text="t"),
+        ),
+    )
+    async with TestKafkaBroker(broker) as br:
+        for _ in range(2):
+            await br.publish(
+                request.model_dump_json().encode(),
+                topics.REQUESTS.name(settings.kafka_topic_prefix),
+                key=str(idn).encode(),
+            )
+    assert len(seen) == 2 and seen[0] == seen[1]
+    assert (
+        isinstance(seen[0], SendAccepted)
+        and seen[0].payload.mailbox_id == acc
+        and seen[0].payload.remaining == 4
+    )
+    assert await db.fetchval("SELECT sent FROM identity_usage WHERE identity_id = $1", idn) == 1
+    assert await db.fetchval("SELECT count(*) FROM mailbox_sends WHERE mailbox_id = $1", acc) == 1

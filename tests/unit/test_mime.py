@@ -1,0 +1,64 @@
+"""MIME building for accepted sends."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from email import message_from_bytes, policy
+
+from schemas.events import Content, SendAcceptedPayload
+from services.common.ids import new_id
+from services.dispatch.mime import build_message, envelope_recipients
+
+
+def accepted(**content) -> SendAcceptedPayload:
+    return SendAcceptedPayload(
+        message_id=new_id(),
+        conv_id=new_id(),
+        mailbox_id=new_id(),
+        mailbox_email="s@tryacme.test",
+        affinity="new",
+        rfc_message_id="<abc@tryacme.test>",
+        from_addr="s@tryacme.test",
+        to=["m@x.test"],
+        content=Content(subject="Hello — ünïcode", **content),
+        daily_cap=10,
+        remaining=9,
+    )
+
+
+def parse(p: SendAcceptedPayload):
+    return message_from_bytes(
+        build_message(p, datetime(2026, 1, 2, tzinfo=UTC)).as_bytes(), policy=policy.default
+    )
+
+
+def test_text_and_html_become_multipart_alternative() -> None:
+    """Both bodies: multipart/alternative, plain first, with the threading and identity headers."""
+    m = parse(accepted(text="plain", html="<b>rich</b>", in_reply_to="<p@x>", references=["<o@x>", "<p@x>"]))
+    assert m.get_content_type() == "multipart/alternative"
+    assert [p.get_content_type() for p in m.iter_parts()] == ["text/plain", "text/html"]
+    assert m["Subject"] == "Hello — ünïcode" and m["Message-ID"] == "<abc@tryacme.test>"
+    assert m["In-Reply-To"] == "<p@x>" and m["References"] == "<o@x> <p@x>"
+    assert m["Date"] == "Fri, 02 Jan 2026 00:00:00 +0000"
+
+
+def test_single_body_is_a_single_part() -> None:
+    """Only html: one text/html part; only text: one text/plain part."""
+    assert parse(accepted(html="<i>x</i>")).get_content_type() == "text/html"
+    assert parse(accepted(text="x")).get_content_type() == "text/plain"
+
+
+def test_bcc_is_in_the_envelope_only() -> None:
+    """Bcc recipients receive the message but never appear in its headers; Cc does."""
+    p = accepted(text="x", cc=["c@x.test"], bcc=["hidden@x.test"])
+    m = parse(p)
+    assert "hidden@x.test" not in build_message(p, datetime.now(UTC)).as_string()
+    assert m["Cc"] == "c@x.test" and m["Bcc"] is None
+    assert envelope_recipients(p) == ["m@x.test", "c@x.test", "hidden@x.test"]
+
+
+def test_long_lines_are_wrapped_for_smtp() -> None:
+    """No line of the serialised message exceeds RFC 5322's 998 characters, with CRLF endings."""
+    raw = build_message(accepted(text="word " * 2000), datetime.now(UTC)).as_bytes()
+    assert all(len(line) <= 998 for line in raw.split(b"\r\n"))
+    assert b"\r\n" in raw
