@@ -12,8 +12,10 @@ from uuid import UUID
 
 from schemas.envelope import Envelope
 from schemas.events import (
+    Content,
     MessageFailed,
     MessageSent,
+    ReplyRequested,
     SendAccepted,
     SendRejected,
     SendRequested,
@@ -81,15 +83,26 @@ def audit(message_id: UUID, event: Envelope) -> Statement:
 
 
 def upsert_conversation(conv_id: UUID, event: Envelope, **columns: Any) -> Statement:
-    names = list(columns)
+    """Insert or update one conversation row; a column this event does not know (None) keeps its value."""
+    cols = {"org_id": event.org_id, "identity_id": event.identity_id, **columns}
+    names = list(cols)
     n = len(names)
     sets = [f"{c} = coalesce(EXCLUDED.{c}, conversations.{c})" for c in names]
-    sql = f"""INSERT INTO conversations (id, org_id, identity_id, {", ".join(names)}, created_at, updated_at)
-              VALUES ($1, $2, $3, {", ".join(f"${i}" for i in range(4, n + 4))}, ${n + 4}, ${n + 4})
+    sql = f"""INSERT INTO conversations (id, {", ".join(names)}, created_at, updated_at)
+              VALUES ($1, {", ".join(f"${i}" for i in range(2, n + 2))}, ${n + 2}, ${n + 2})
               ON CONFLICT (id) DO UPDATE SET {", ".join(sets)},
                   created_at = least(conversations.created_at, EXCLUDED.created_at),
                   updated_at = greatest(conversations.updated_at, EXCLUDED.updated_at)"""
-    return sql, (conv_id, event.org_id, event.identity_id, *columns.values(), event.occurred_at)
+    return sql, (conv_id, *cols.values(), event.occurred_at)
+
+
+def body(content: Content) -> dict[str, Any]:
+    return {
+        "text_body": content.text,
+        "html_body": content.html,
+        "cc_addrs": content.cc,
+        "bcc_addrs": content.bcc,
+    }
 
 
 def statements(event: Envelope) -> list[Statement]:
@@ -106,16 +119,17 @@ def statements(event: Envelope) -> list[Statement]:
                         None,
                         conv_id=m.conv_id,
                         to_addrs=[m.to],
-                        cc_addrs=p.content.cc,
-                        bcc_addrs=p.content.bcc,
                         subject=p.content.subject,
-                        text_body=p.content.text,
-                        html_body=p.content.html,
                         in_reply_to=p.content.in_reply_to,
                         refs=p.content.references,
+                        **body(p.content),
                     )
                 )
                 out.append(audit(m.message_id, event))
+        case ReplyRequested(payload=p):
+            out.append(upsert_conversation(p.conv_id, event))
+            out.append(upsert_message(p.message_id, event, None, conv_id=p.conv_id, **body(p.content)))
+            out.append(audit(p.message_id, event))
         case SendAccepted(payload=p):
             out.append(upsert_conversation(p.conv_id, event, mailbox_id=p.mailbox_id))
             out.append(
@@ -129,6 +143,11 @@ def statements(event: Envelope) -> list[Statement]:
                     from_addr=p.from_addr,
                     rfc_message_id=p.rfc_message_id,
                     affinity=p.affinity,
+                    to_addrs=p.to,
+                    subject=p.content.subject,
+                    in_reply_to=p.content.in_reply_to,
+                    refs=p.content.references,
+                    **body(p.content),
                 )
             )
             out.append(audit(p.message_id, event))

@@ -9,6 +9,7 @@ re-publishes the recorded decisions instead of deciding again.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from uuid import UUID
 
 import asyncpg
 import structlog
@@ -16,24 +17,27 @@ from faststream.kafka import KafkaBroker
 
 from schemas import topics
 from schemas.envelope import Envelope
-from schemas.events import SendAccepted, SendRequested
+from schemas.events import ReplyRequested, SendAccepted, SendRequested
 from services.common import db
 from services.common.broker import publish_events, subscribe
 from services.common.settings import CommonSettings
 from services.common.timezones import local_day_start
 from services.decide.affinity import IdentityState, MailboxState, decide_send
+from services.decide.replies import Thread, decide_reply
 
 CONSUMER = "decide"
 log = structlog.get_logger("sendstream.decide")
 
 
-async def load_state(conn: asyncpg.Connection, request: SendRequested, now: datetime) -> IdentityState:
+async def load_state(
+    conn: asyncpg.Connection, identity_id: UUID, recipients: list[str], now: datetime
+) -> IdentityState:
+    """The identity's cap and usage today, its mailboxes with their usage, and the recipients' pins."""
     identity = await conn.fetchrow(
-        "SELECT id, handle, daily_cap, timezone, deleted_at FROM identities WHERE id = $1",
-        request.identity_id,
+        "SELECT id, handle, daily_cap, timezone, deleted_at FROM identities WHERE id = $1", identity_id
     )
     if identity is None:
-        return IdentityState(request.identity_id, request.payload.handle, 0, 0, (), active=False)
+        return IdentityState(identity_id, "", 0, 0, (), active=False)
     day_start = local_day_start(now, identity["timezone"])
     used = await conn.fetchval(
         "SELECT sent FROM identity_usage WHERE identity_id = $1 AND day = $2",
@@ -52,11 +56,10 @@ async def load_state(conn: asyncpg.Connection, request: SendRequested, now: date
         now - timedelta(hours=1),
         day_start,
     )
-    recipients = [m.to.lower() for m in request.payload.messages]
     pins = await conn.fetch(
         "SELECT recipient, mailbox_id FROM affinity WHERE identity_id = $1 AND recipient = ANY($2::text[])",
         identity["id"],
-        recipients,
+        [r.lower() for r in recipients],
     )
     return IdentityState(
         identity_id=identity["id"],
@@ -82,6 +85,33 @@ async def load_state(conn: asyncpg.Connection, request: SendRequested, now: date
     )
 
 
+async def load_thread(conn: asyncpg.Connection, conv_id: UUID) -> Thread | None:
+    row = await conn.fetchrow("SELECT * FROM threads WHERE conv_id = $1", conv_id)
+    if row is None:
+        return None
+    return Thread(
+        row["conv_id"],
+        row["mailbox_id"],
+        row["counterpart"],
+        row["subject"],
+        row["last_rfc_message_id"],
+        tuple(row["refs"]),
+    )
+
+
+async def decide(conn: asyncpg.Connection, request: Envelope, now: datetime) -> tuple[list[Envelope], str]:
+    """Load what the request needs, decide, and return the decisions with the identity's time zone."""
+    if isinstance(request, SendRequested):
+        state = await load_state(conn, request.identity_id, [m.to for m in request.payload.messages], now)
+        return decide_send(request, state, now), state.timezone
+    if isinstance(request, ReplyRequested):
+        thread = await load_thread(conn, request.payload.conv_id)
+        state = await load_state(conn, request.identity_id, [], now)
+        return decide_reply(request, state, thread, now), state.timezone
+    log.warning("request type not handled yet", type=request.type)
+    return [], "UTC"
+
+
 async def apply(conn: asyncpg.Connection, decisions: list[Envelope], timezone: str) -> None:
     """Derive decide's state from the decisions themselves: usage, rate window, affinity, thread binding."""
     for e in decisions:
@@ -102,15 +132,15 @@ async def apply(conn: asyncpg.Connection, decisions: list[Envelope], timezone: s
             e.occurred_at,
             p.message_id,
         )
-        await conn.execute(
-            """INSERT INTO affinity (identity_id, recipient, mailbox_id, pinned_at) VALUES ($1, $2, $3, $4)
-               ON CONFLICT (identity_id, recipient) DO UPDATE SET mailbox_id = $3, pinned_at = $4
-               WHERE affinity.mailbox_id <> $3""",
-            e.identity_id,
-            recipient,
-            p.mailbox_id,
-            e.occurred_at,
-        )
+        if p.affinity != "existing":  # a new pin, or a re-pin; replies and reuse leave the pin as it is
+            await conn.execute(
+                """INSERT INTO affinity (identity_id, recipient, mailbox_id, pinned_at) VALUES ($1, $2, $3, $4)
+                   ON CONFLICT (identity_id, recipient) DO UPDATE SET mailbox_id = $3, pinned_at = $4""",
+                e.identity_id,
+                recipient,
+                p.mailbox_id,
+                e.occurred_at,
+            )
         await conn.execute(
             """INSERT INTO threads (conv_id, org_id, identity_id, mailbox_id, counterpart, subject,
                                     last_rfc_message_id, refs, updated_at)
@@ -133,17 +163,13 @@ def build(broker: KafkaBroker, settings: CommonSettings, pool: asyncpg.Pool) -> 
 
     @subscribe(broker, settings, [topics.REQUESTS], group=CONSUMER, path="sync")
     async def on_request(event: Envelope) -> None:
-        """Decide every recipient of a send request: accept with a mailbox, or reject with a reason."""
-        if not isinstance(event, SendRequested):
-            log.warning("request type not handled yet", type=event.type)
-            return
+        """Decide every recipient of a send or reply request: accept with a mailbox, or reject with a reason."""
         now = datetime.now(UTC)
         async with pool.acquire() as conn, conn.transaction():
             decisions = await db.claim(conn, CONSUMER, event.event_id)
             if decisions is None:
-                state = await load_state(conn, event, now)
-                decisions = decide_send(event, state, now)
-                await apply(conn, decisions, state.timezone)
+                decisions, timezone = await decide(conn, event, now)
+                await apply(conn, decisions, timezone)
                 await db.finish(conn, CONSUMER, event.event_id, decisions)
             else:
                 log.info("request already decided, re-publishing its decisions")

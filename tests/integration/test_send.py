@@ -74,7 +74,8 @@ async def test_send_new_conversation_end_to_end(api: Api, relay: Relay) -> None:
 
     async def sent():
         status, conv, _ = await api.call("GET", f"/v1/conversations/{m['convId']}")
-        assert status == 200, conv
+        if status == 404:  # the view is built from the log and may trail the send by a moment
+            return None
         return conv if conv["messages"][0]["status"] == "sent" else None
 
     conv = await eventually(sent)

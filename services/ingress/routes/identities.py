@@ -41,6 +41,8 @@ from schemas.events import (
     MailboxPayload,
     MailboxRemoved,
     MailboxUpdated,
+    ReplyRequested,
+    ReplyRequestedPayload,
     RequestedMessage,
     SendAccepted,
     SendRejected,
@@ -422,24 +424,11 @@ async def remaining_today(call: Call, identity: asyncpg.Record) -> int:
     return max(identity["daily_cap"] - (used or 0), 0)
 
 
-@route(
-    "POST",
-    "/v1/identities/{handle}/send",
-    scope="send",
-    tag="identities",
-    summary="Send a new conversation (to, subject, body) or reply (convId, body)",
-    body=SendRequest,
-    response=SendResponse,
-    status=202,
-    errors=(400, 404, 429, 503),
-)
-async def send(call: Call) -> web.Response:
-    identity = await find_identity(call)
-    b: SendRequest = call.body
-    if b.convId is not None:
-        raise ApiError(501, "not_implemented", "replies by convId are not available yet")
+def new_conversation_request(
+    call: Call, identity: asyncpg.Record, b: SendRequest
+) -> tuple[list[RequestedMessage], SendRequested]:
     wanted = [RequestedMessage(message_id=ids.new_id(), conv_id=ids.new_id(), to=to) for to in b.recipients()]
-    request = SendRequested(
+    return wanted, SendRequested(
         org_id=identity["org_id"],
         identity_id=identity["id"],
         correlation_id=call.request_id,
@@ -455,6 +444,52 @@ async def send(call: Call) -> web.Response:
             ),
         ),
     )
+
+
+async def reply_request(
+    call: Call, identity: asyncpg.Record, b: SendRequest
+) -> tuple[list[RequestedMessage], ReplyRequested]:
+    """A reply resolves its recipient from the conversation; one of another identity is 404."""
+    conv_id = ids.parse("conversation", b.convId)
+    thread = conv_id and await ctx(call).pool.fetchrow(
+        "SELECT conv_id, counterpart FROM threads WHERE conv_id = $1 AND identity_id = $2",
+        conv_id,
+        identity["id"],
+    )
+    if not thread:
+        raise not_found("Conversation")
+    wanted = [RequestedMessage(message_id=ids.new_id(), conv_id=conv_id, to=thread["counterpart"])]
+    return wanted, ReplyRequested(
+        org_id=identity["org_id"],
+        identity_id=identity["id"],
+        correlation_id=call.request_id,
+        payload=ReplyRequestedPayload(
+            handle=identity["handle"],
+            message_id=wanted[0].message_id,
+            conv_id=conv_id,
+            content=Content(text=b.text, html=b.html),
+        ),
+    )
+
+
+@route(
+    "POST",
+    "/v1/identities/{handle}/send",
+    scope="send",
+    tag="identities",
+    summary="Send a new conversation (to, subject, body) or reply (convId, body)",
+    body=SendRequest,
+    response=SendResponse,
+    status=202,
+    errors=(400, 404, 429, 503),
+)
+async def send(call: Call) -> web.Response:
+    identity = await find_identity(call)
+    b: SendRequest = call.body
+    if b.convId is not None:
+        wanted, request = await reply_request(call, identity, b)
+    else:
+        wanted, request = new_conversation_request(call, identity, b)
     decisions = {d.payload.message_id: d for d in await ctx(call).submit(request, expected=len(wanted))}
     results: list[SendResult] = []
     for m in wanted:

@@ -1,0 +1,97 @@
+"""The decision for a reply: the conversation's recipient, subject, threading headers and bound mailbox. Pure.
+
+A reply never switches mailbox: if the one the conversation is bound to cannot send, the reply is
+rejected, not rerouted, so the recipient keeps seeing one consistent sender.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+from schemas.envelope import Envelope
+from schemas.events import (
+    ReplyRequested,
+    SendAccepted,
+    SendAcceptedPayload,
+    SendRejected,
+    SendRejectedPayload,
+)
+from services.decide.affinity import IdentityState, rfc_message_id
+
+_REPLY_PREFIX = re.compile(r"^\s*(re|aw|sv|antw)(\[\d+\])?\s*:", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Thread:
+    conv_id: UUID
+    mailbox_id: UUID
+    counterpart: str
+    subject: str
+    last_rfc_message_id: str | None
+    refs: tuple[str, ...]
+
+
+def reply_subject(subject: str) -> str:
+    """`Re: ` once: a subject that already starts with a reply prefix is kept as it is."""
+    return subject if _REPLY_PREFIX.match(subject) else f"Re: {subject}"
+
+
+def decide_reply(
+    request: ReplyRequested, state: IdentityState, thread: Thread | None, now: datetime
+) -> list[Envelope]:
+    p = request.payload
+    used = state.used_today
+
+    def reject(reason, detail: str, to: str) -> list[Envelope]:
+        return [
+            SendRejected(
+                **request.caused(occurred_at=now),
+                payload=SendRejectedPayload(
+                    message_id=p.message_id,
+                    conv_id=p.conv_id,
+                    to=[to],
+                    reason=reason,
+                    detail=detail,
+                    daily_cap=state.daily_cap,
+                    remaining=max(state.daily_cap - used, 0),
+                ),
+            )
+        ]
+
+    if thread is None:
+        return reject("mailbox_unavailable", "the conversation has no bound mailbox", "")
+    if not state.active:
+        return reject("mailbox_unavailable", "the identity was deleted", thread.counterpart)
+    if used >= state.daily_cap:
+        return reject("cap_exceeded", f"daily cap of {state.daily_cap} reached", thread.counterpart)
+    mailbox = next((m for m in state.mailboxes if m.id == thread.mailbox_id), None)
+    if mailbox is None or not mailbox.can_send:
+        return reject("mailbox_unavailable", "the conversation's mailbox cannot send now", thread.counterpart)
+    content = p.content.model_copy(
+        update={
+            "subject": reply_subject(thread.subject),
+            "in_reply_to": thread.last_rfc_message_id,
+            "references": list(thread.refs),
+        }
+    )
+    return [
+        SendAccepted(
+            **request.caused(occurred_at=now),
+            payload=SendAcceptedPayload(
+                message_id=p.message_id,
+                conv_id=thread.conv_id,
+                mailbox_id=mailbox.id,
+                mailbox_email=mailbox.email,
+                affinity="existing",
+                rfc_message_id=rfc_message_id(p.message_id, mailbox.email),
+                from_addr=mailbox.email,
+                to=[thread.counterpart],
+                content=content,
+                daily_cap=state.daily_cap,
+                remaining=state.daily_cap - used - 1,
+            ),
+        )
+    ]
