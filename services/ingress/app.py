@@ -21,6 +21,7 @@ from services.ingress.auth import authenticate, ensure_bootstrap_key
 from services.ingress.context import CONTEXT, Context
 from services.ingress.decisions import DecisionWaiter
 from services.ingress.http import add_routes, observe
+from services.ingress.idempotency import sweep_expired
 
 # Importing the route modules registers their routes.
 from services.ingress.routes import admin, identities  # noqa: F401
@@ -41,11 +42,23 @@ async def _lifecycle(app: web.Application):
     waiter = DecisionWaiter(settings)
     await waiter.start()
     app[CONTEXT] = Context(settings, pool, broker, waiter)
+    sweeper = asyncio.create_task(_sweep_idempotency_keys(pool), name="idempotency-sweeper")
     log.info("ingress ready", host=settings.http_host, port=settings.http_port)
     yield
+    sweeper.cancel()
     await waiter.stop()
     await broker.stop()
     await pool.close()
+
+
+async def _sweep_idempotency_keys(pool, every_s: float = 600) -> None:
+    while True:
+        try:
+            if removed := await sweep_expired(pool):
+                log.info("expired idempotency keys removed", count=removed)
+        except Exception:
+            log.exception("idempotency sweep failed")
+        await asyncio.sleep(every_s)
 
 
 def create_app(settings: IngressSettings) -> web.Application:

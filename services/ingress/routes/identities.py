@@ -53,6 +53,7 @@ from services.common import ids
 from services.common.timezones import local_day_start
 from services.ingress.context import ctx
 from services.ingress.http import ApiError, Call, json_model, not_found, route
+from services.ingress.idempotency import IdSource, idempotent
 
 log = structlog.get_logger("sendstream.ingress.identities")
 
@@ -425,10 +426,14 @@ async def remaining_today(call: Call, identity: asyncpg.Record) -> int:
 
 
 def new_conversation_request(
-    call: Call, identity: asyncpg.Record, b: SendRequest
+    call: Call, identity: asyncpg.Record, b: SendRequest, new: IdSource
 ) -> tuple[list[RequestedMessage], SendRequested]:
-    wanted = [RequestedMessage(message_id=ids.new_id(), conv_id=ids.new_id(), to=to) for to in b.recipients()]
+    wanted = [
+        RequestedMessage(message_id=new(f"message:{i}"), conv_id=new(f"conversation:{i}"), to=to)
+        for i, to in enumerate(b.recipients())
+    ]
     return wanted, SendRequested(
+        event_id=new("event"),
         org_id=identity["org_id"],
         identity_id=identity["id"],
         correlation_id=call.request_id,
@@ -446,11 +451,9 @@ def new_conversation_request(
     )
 
 
-async def reply_request(
-    call: Call, identity: asyncpg.Record, b: SendRequest
-) -> tuple[list[RequestedMessage], ReplyRequested]:
-    """A reply resolves its recipient from the conversation; one of another identity is 404."""
-    conv_id = ids.parse("conversation", b.convId)
+async def find_thread(call: Call, identity: asyncpg.Record, conv: str) -> asyncpg.Record:
+    """The conversation a reply continues; one of another identity (or org) is 404."""
+    conv_id = ids.parse("conversation", conv)
     thread = conv_id and await ctx(call).pool.fetchrow(
         "SELECT conv_id, counterpart FROM threads WHERE conv_id = $1 AND identity_id = $2",
         conv_id,
@@ -458,15 +461,24 @@ async def reply_request(
     )
     if not thread:
         raise not_found("Conversation")
-    wanted = [RequestedMessage(message_id=ids.new_id(), conv_id=conv_id, to=thread["counterpart"])]
+    return thread
+
+
+def reply_request(
+    call: Call, identity: asyncpg.Record, thread: asyncpg.Record, b: SendRequest, new: IdSource
+) -> tuple[list[RequestedMessage], ReplyRequested]:
+    wanted = [
+        RequestedMessage(message_id=new("message:0"), conv_id=thread["conv_id"], to=thread["counterpart"])
+    ]
     return wanted, ReplyRequested(
+        event_id=new("event"),
         org_id=identity["org_id"],
         identity_id=identity["id"],
         correlation_id=call.request_id,
         payload=ReplyRequestedPayload(
             handle=identity["handle"],
             message_id=wanted[0].message_id,
-            conv_id=conv_id,
+            conv_id=thread["conv_id"],
             content=Content(text=b.text, html=b.html),
         ),
     )
@@ -481,16 +493,29 @@ async def reply_request(
     body=SendRequest,
     response=SendResponse,
     status=202,
-    errors=(400, 404, 429, 503),
+    errors=(400, 404, 409, 429, 503),
 )
 async def send(call: Call) -> web.Response:
     identity = await find_identity(call)
     b: SendRequest = call.body
-    if b.convId is not None:
-        wanted, request = await reply_request(call, identity, b)
-    else:
-        wanted, request = new_conversation_request(call, identity, b)
-    decisions = {d.payload.message_id: d for d in await ctx(call).submit(request, expected=len(wanted))}
+    thread = await find_thread(call, identity, b.convId) if b.convId is not None else None
+    c = ctx(call)
+
+    async def run(new: IdSource) -> web.Response:
+        if thread is not None:
+            wanted, request = reply_request(call, identity, thread, b, new)
+        else:
+            wanted, request = new_conversation_request(call, identity, b, new)
+        decisions = {d.payload.message_id: d for d in await c.submit(request, expected=len(wanted))}
+        return await send_response(call, identity, wanted, decisions)
+
+    return await idempotent(call, c.pool, c.settings.decision_timeout_s + 2, run)
+
+
+async def send_response(
+    call: Call, identity: asyncpg.Record, wanted: list[RequestedMessage], decisions: dict[UUID, Envelope]
+) -> web.Response:
+    """The seed's response: per-recipient outcome, 202 if anything was accepted, 429 if nothing was."""
     results: list[SendResult] = []
     for m in wanted:
         d = decisions.get(m.message_id)
