@@ -9,7 +9,7 @@ PY     := $(VENV)/bin/python
 SENDSTREAM_BOOTSTRAP_API_KEY ?= sk_live_localdev
 export SENDSTREAM_BOOTSTRAP_API_KEY
 
-.PHONY: install run test unit lint bench clean
+.PHONY: install run test unit lint docs bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ unit: install
 
 lint: install
 	$(PY) -m ruff check .
+
+docs: install  # regenerate the README's configuration table and deploy/env.example from the settings
+	$(PY) -m services.common.settings
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache .ruff_cache *.egg-info

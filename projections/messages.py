@@ -13,6 +13,8 @@ from uuid import UUID
 from schemas.envelope import Envelope
 from schemas.events import (
     Content,
+    DispatchDeferred,
+    DispatchRetryDue,
     MessageFailed,
     MessageSent,
     ReplyRequested,
@@ -166,6 +168,21 @@ def statements(event: Envelope) -> list[Statement]:
                     smtp_message=reply.message,
                 )
             )
+            out.append(audit(p.message_id, event))
+        case DispatchDeferred(payload=p):
+            reply = p.reply
+            out.append(
+                upsert_message(
+                    p.message_id,
+                    event,
+                    "queued",
+                    reason=f"deferred (attempt {p.attempt}): {p.reason}",
+                    smtp_code=reply.code if reply else None,
+                    smtp_message=reply.message if reply else None,
+                )
+            )
+            out.append(audit(p.message_id, event))
+        case DispatchRetryDue(payload=p):
             out.append(audit(p.message_id, event))
         case MessageFailed(payload=p):
             reply = p.reply

@@ -8,7 +8,7 @@ and referenced by sha256 so events stay well under Kafka's 1 MB default.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Union
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
@@ -118,6 +118,21 @@ class SendRejectedPayload(Payload):
 class SendAccepted(Envelope):
     type: Literal["SendAccepted"] = "SendAccepted"
     payload: SendAcceptedPayload
+
+
+class DispatchRetryDuePayload(Payload):
+    """A deferred send's next attempt has come due (published by the scheduler from a durable timer)."""
+
+    message_id: UUID
+    mailbox_id: UUID
+    attempt: int
+    first_attempt_at: datetime
+    accepted: SendAcceptedPayload
+
+
+class DispatchRetryDue(Envelope):
+    type: Literal["DispatchRetryDue"] = "DispatchRetryDue"
+    payload: DispatchRetryDuePayload
 
 
 class SendRejected(Envelope):
@@ -331,7 +346,7 @@ class MailboxRemoved(Envelope):
 
 ALL_EVENTS: tuple[type[Envelope], ...] = (
     SendRequested, ReplyRequested, ForwardRequested,
-    SendAccepted, SendRejected,
+    SendAccepted, SendRejected, DispatchRetryDue,
     MessageSent, DispatchDeferred, MessageFailed, MessageReceived, MessageDelivered, MessageBounced,
     MessageComplained, MessageFlagsChanged, MessageDeleted,
     SuppressionAdded, WebhookDelivered, WebhookFailed,
@@ -340,33 +355,7 @@ ALL_EVENTS: tuple[type[Envelope], ...] = (
 )  # fmt: skip
 EVENT_TYPES: dict[str, type[Envelope]] = {e.model_fields["type"].default: e for e in ALL_EVENTS}
 
-AnyEvent = Annotated[
-    SendRequested
-    | ReplyRequested
-    | ForwardRequested
-    | SendAccepted
-    | SendRejected
-    | MessageSent
-    | DispatchDeferred
-    | MessageFailed
-    | MessageReceived
-    | MessageDelivered
-    | MessageBounced
-    | MessageComplained
-    | MessageFlagsChanged
-    | MessageDeleted
-    | SuppressionAdded
-    | WebhookDelivered
-    | WebhookFailed
-    | IdentityCreated
-    | IdentityUpdated
-    | IdentityDeleted
-    | MailboxAdded
-    | MailboxUpdated
-    | MailboxHealthChanged
-    | MailboxRemoved,
-    Field(discriminator="type"),
-]
+AnyEvent = Annotated[Union[ALL_EVENTS], Field(discriminator="type")]  # noqa: UP007 - built from the tuple
 _ADAPTER: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)
 
 

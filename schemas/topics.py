@@ -29,7 +29,9 @@ class Topic:
 
 REQUESTS = Topic("requests", "identity_id", (ev.SendRequested, ev.ReplyRequested, ev.ForwardRequested))
 DECISIONS = Topic(
-    "decisions", "mailbox_id when assigned, else identity_id", (ev.SendAccepted, ev.SendRejected)
+    "decisions",
+    "mailbox_id when assigned, else identity_id",
+    (ev.SendAccepted, ev.SendRejected, ev.DispatchRetryDue),
 )
 MESSAGES = Topic(
     "messages",

@@ -31,6 +31,7 @@ SERVICES: dict[str, list[str]] = {
     "decide": ["-m", "services.decide"],
     "dispatch": ["-m", "services.dispatch"],
     "projections": ["-m", "projections"],
+    "scheduler": ["-m", "services.scheduler"],
 }
 
 

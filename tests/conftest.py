@@ -30,7 +30,7 @@ from aiosmtpd.controller import Controller
 
 from services.common.db import init_connection, migrate
 from services.common.infra import Infra, ensure_infra, free_port
-from services.local import Stack, wait_ready
+from services.local import SERVICES, Stack, wait_ready
 
 
 @pytest.fixture(scope="session")
@@ -55,6 +55,8 @@ def service_env(infra: Infra) -> dict[str, str]:
         "SENDSTREAM_HTTP_PORT": str(free_port()),
         "SENDSTREAM_DECISION_TIMEOUT_S": "10",
         "SENDSTREAM_LOG_FORMAT": "json",
+        "SENDSTREAM_RETRY_DELAYS_S": "[0.3, 0.6]",  # the retry schedule, shortened
+        "SENDSTREAM_RETRY_MAX_AGE_S": "3",
     }
 
 
@@ -63,7 +65,7 @@ def stack(service_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory)
     """Every service, each in its own process, as in production."""
     logs = tmp_path_factory.mktemp("logs")
     s = Stack(service_env, log_dir=logs)
-    for name in ("ingress", "decide", "dispatch", "projections"):
+    for name in SERVICES:
         s.start(name)
     try:
         wait_ready(f"http://127.0.0.1:{service_env['SENDSTREAM_HTTP_PORT']}/readyz", 90, s)

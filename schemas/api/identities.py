@@ -231,3 +231,17 @@ class Conversation(BaseModel):
     createdAt: str
     updatedAt: str
     messages: list[ConversationMessage]
+
+
+# --- audit -----------------------------------------------------------------------------------------
+
+
+class AuditEvent(BaseModel):
+    id: str = Field(description="The event's event_id.")
+    type: str
+    occurredAt: str
+    event: dict[str, Any] = Field(description="The whole event as it is on the log.")
+
+
+class AuditTrail(BaseModel):
+    data: list[AuditEvent]

@@ -107,8 +107,11 @@ async def finish(
 
 async def record(
     conn: asyncpg.Connection | asyncpg.Pool, consumer: str, event_id: UUID, outputs: Sequence[Envelope]
-) -> list[Envelope]:
-    """Record the outcome of a side effect done outside a transaction; first record wins, and is returned."""
+) -> tuple[list[Envelope], bool]:
+    """Record the outcome of a side effect done outside a transaction.
+
+    The first record wins: returns the recorded outputs and whether they are the ones given here.
+    """
     row = await conn.fetchval(
         """INSERT INTO processed_events (consumer, event_id, outputs) VALUES ($1, $2, $3)
            ON CONFLICT (consumer, event_id) DO NOTHING RETURNING true""",
@@ -117,5 +120,5 @@ async def record(
         [o.model_dump(mode="json") for o in outputs],
     )
     if row:
-        return list(outputs)
-    return await recorded(conn, consumer, event_id) or list(outputs)
+        return list(outputs), True
+    return await recorded(conn, consumer, event_id) or [], False

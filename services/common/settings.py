@@ -77,6 +77,26 @@ class DispatchSettings(CommonSettings):
 
     smtp_timeout_s: float = Field(60.0, description="Timeout of one SMTP operation.")
     smtp_hostname: str | None = Field(None, description="Name sent in EHLO; default: the machine's FQDN.")
+    smtp_pool_size: int = Field(4, ge=1, description="Idle SMTP connections kept per relay for reuse.")
+    smtp_idle_s: float = Field(
+        30.0, description="An idle SMTP connection older than this is closed, not reused."
+    )
+    retry_delays_s: list[float] = Field(
+        [60, 300, 900, 1800, 3600, 7200, 14400],
+        description="Waits before each retry of a deferred send (4xx, timeout); the last repeats.",
+    )
+    retry_max_age_s: float = Field(
+        5 * 24 * 3600, description="A send still deferred this long after its first attempt fails for good."
+    )
+
+
+class SchedulerSettings(CommonSettings):
+    """The durable-timer scheduler."""
+
+    scheduler_poll_s: float = Field(
+        0.2, description="How often the scheduler looks for due timers when idle."
+    )
+    scheduler_batch: int = Field(500, ge=1, description="Timers published per transaction.")
 
 
 class LocalSettings(CommonSettings):
@@ -105,6 +125,7 @@ def documented_settings() -> list[tuple[str, str, str, str]]:
         (CommonSettings, "all"),
         (IngressSettings, "ingress"),
         (DispatchSettings, "dispatch"),
+        (SchedulerSettings, "scheduler"),
         (LocalSettings, "make run"),
     ):
         for name, field in cls.model_fields.items():
@@ -137,7 +158,19 @@ def env_example() -> str:
     return "\n".join(out) + "\n"
 
 
-if __name__ == "__main__":
-    import sys
+def update_docs(root: str = ".") -> None:
+    """Rewrite the README's configuration table and deploy/env.example from the models (`make docs`)."""
+    import re  # noqa: PLC0415 - only this maintenance command needs it
+    from pathlib import Path  # noqa: PLC0415
 
-    print(env_example() if "--env" in sys.argv else markdown_table(), end="")
+    readme = Path(root, "README.md")
+    text = re.sub(
+        r"<!-- config -->\n.*?<!-- /config -->", lambda _: f"<!-- config -->\n{markdown_table()}<!-- /config -->",
+        readme.read_text(), flags=re.S,
+    )  # fmt: skip
+    readme.write_text(text)
+    Path(root, "deploy", "env.example").write_text(env_example())
+
+
+if __name__ == "__main__":
+    update_docs()

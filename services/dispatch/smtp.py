@@ -1,7 +1,14 @@
-"""Hand a message to a mailbox's SMTP relay and classify what came back (Sent / SoftFail / HardFail)."""
+"""Hand a message to a mailbox's SMTP relay and classify what came back (sent / soft / hard).
+
+Connections are pooled per relay: a successful transaction leaves its connection for the next
+message to the same relay; any failure discards it.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import time
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import Literal
 
@@ -30,14 +37,14 @@ class Outcome:
 
 
 def classify(error: BaseException) -> Outcome:
-    """4xx, timeouts and connection trouble are transient; 5xx is permanent."""
+    """4xx, timeouts and connection trouble are transient (soft); 5xx is permanent (hard)."""
     if isinstance(error, aiosmtplib.SMTPRecipientsRefused):
         codes = [e.code for e in error.recipients]
         kind = "hard" if codes and all(500 <= c < 600 for c in codes) else "soft"
         first = error.recipients[0] if error.recipients else None
         reply = SmtpReply(code=first.code, message=first.message) if first else None
         return Outcome(kind, reply, "every recipient was refused")
-    if isinstance(error, aiosmtplib.SMTPResponseException):
+    if isinstance(error, aiosmtplib.SMTPResponseException) and error.code > 0:
         kind = "hard" if 500 <= error.code < 600 else "soft"
         return Outcome(
             kind, SmtpReply(code=error.code, message=error.message), f"relay answered {error.code}"
@@ -45,28 +52,66 @@ def classify(error: BaseException) -> Outcome:
     return Outcome("soft", None, f"{type(error).__name__}: {error}")
 
 
-async def deliver(
-    relay: Relay, sender: str, recipients: list[str], data: bytes, *, timeout: float, hostname: str | None
-) -> Outcome:
-    """One SMTP transaction; never raises for an SMTP or network failure, returns its classification."""
-    try:
-        errors, response = await aiosmtplib.send(
-            data,
-            sender=sender,
-            recipients=recipients,
+class SmtpPool:
+    """Open SMTP connections per relay, reused while fresh."""
+
+    def __init__(self, *, timeout: float, hostname: str | None, size: int, idle_s: float):
+        self.timeout, self.hostname, self.size, self.idle_s = timeout, hostname, size, idle_s
+        self.idle: dict[Relay, list[tuple[float, aiosmtplib.SMTP]]] = defaultdict(list)
+
+    async def _connect(self, relay: Relay) -> aiosmtplib.SMTP:
+        client = aiosmtplib.SMTP(
             hostname=relay.host,
             port=relay.port,
             use_tls=relay.tls == "tls",
             start_tls=relay.tls == "starttls",
-            username=relay.username,
-            password=relay.password,
-            timeout=timeout,
-            local_hostname=hostname,
+            timeout=self.timeout,
+            local_hostname=self.hostname,
         )
-    except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-        return classify(exc)
-    return Outcome(
-        "sent",
-        SmtpReply(code=250, message=response),
-        "accepted" if not errors else f"refused: {sorted(errors)}",
-    )
+        await client.connect()
+        if relay.username:
+            await client.login(relay.username, relay.password or "")
+        return client
+
+    async def _acquire(self, relay: Relay) -> aiosmtplib.SMTP:
+        idle = self.idle[relay]
+        while idle:
+            since, client = idle.pop()
+            if client.is_connected and time.monotonic() - since < self.idle_s:
+                return client
+            await _close(client)
+        return await self._connect(relay)
+
+    async def _release(self, relay: Relay, client: aiosmtplib.SMTP) -> None:
+        if client.is_connected and len(self.idle[relay]) < self.size:
+            self.idle[relay].append((time.monotonic(), client))
+        else:
+            await _close(client)
+
+    async def deliver(self, relay: Relay, sender: str, recipients: list[str], data: bytes) -> Outcome:
+        """One SMTP transaction; never raises for an SMTP or network failure, returns its classification."""
+        client = None
+        try:
+            client = await self._acquire(relay)
+            errors, response = await client.sendmail(sender, recipients, data)
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            if client is not None:
+                await _close(client)
+            return classify(exc)
+        await self._release(relay, client)
+        refused = f"; refused: {sorted(errors)}" if errors else ""
+        return Outcome("sent", SmtpReply(code=250, message=response), f"accepted{refused}")
+
+    async def close(self) -> None:
+        for idle in self.idle.values():
+            for _, client in idle:
+                await _close(client)
+        self.idle.clear()
+
+
+async def _close(client: aiosmtplib.SMTP) -> None:
+    with contextlib.suppress(Exception):
+        if client.is_connected:
+            await client.quit()
+    with contextlib.suppress(Exception):
+        client.close()

@@ -1,0 +1,44 @@
+"""Durable timers: an event to publish at a due time, kept in PostgreSQL so no restart loses it.
+
+Every delay in the system (SMTP retries, webhook retries, scheduled sends) is one of these. The
+scheduler service publishes due timers; the event's own id is the timer's key, so scheduling the
+same event twice, or publishing it twice, changes nothing downstream.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import asyncpg
+
+from schemas.envelope import Envelope
+from schemas.events import parse_event
+
+
+async def schedule(conn: asyncpg.Connection, event: Envelope, due_at: datetime) -> None:
+    await conn.execute(
+        "INSERT INTO timers (event_id, due_at, event) VALUES ($1, $2, $3) ON CONFLICT (event_id) DO NOTHING",
+        event.event_id,
+        due_at,
+        event.model_dump(mode="json"),
+    )
+
+
+async def take_due(conn: asyncpg.Connection, limit: int) -> list[Envelope]:
+    """Inside a transaction: lock up to `limit` due timers no other scheduler holds, and return their events."""
+    rows = await conn.fetch(
+        """SELECT event_id, event FROM timers WHERE due_at <= now()
+            ORDER BY due_at LIMIT $1 FOR UPDATE SKIP LOCKED""",
+        limit,
+    )
+    return [parse_event(json.dumps(r["event"])) for r in rows]
+
+
+async def done(conn: asyncpg.Connection, events: list[Envelope]) -> None:
+    await conn.execute("DELETE FROM timers WHERE event_id = ANY($1::uuid[])", [e.event_id for e in events])
+
+
+async def next_due_in(conn: asyncpg.Connection | asyncpg.Pool) -> float | None:
+    """Seconds until the earliest timer is due (0 if overdue), or None when there is none."""
+    return await conn.fetchval("SELECT greatest(extract(epoch FROM min(due_at) - now()), 0) FROM timers")

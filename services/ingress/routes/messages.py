@@ -1,0 +1,42 @@
+"""Shared by every dialect: a message's audit trail (SPEC 3.4)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from schemas.api.identities import AuditEvent, AuditTrail
+from services.common import ids
+from services.ingress.context import ctx
+from services.ingress.http import Call, json_model, not_found, route
+from services.ingress.routes.identities import iso
+
+
+@route(
+    "GET",
+    "/v1/messages/{messageId}/events",
+    scope="read",
+    tag="messages",
+    summary="Every event of a message, in order",
+    response=AuditTrail,
+    errors=(404,),
+)
+async def message_events(call: Call) -> web.Response:
+    message_id = ids.parse("message", call.param("messageId"))
+    rows = message_id and await ctx(call).pool.fetch(
+        """SELECT event_id, type, occurred_at, event FROM message_events
+            WHERE message_id = $1 AND org_id = $2 ORDER BY occurred_at, event_id""",
+        message_id,
+        call.principal.org_id,
+    )
+    if not rows:
+        raise not_found("Message")
+    return json_model(
+        AuditTrail(
+            data=[
+                AuditEvent(
+                    id=str(r["event_id"]), type=r["type"], occurredAt=iso(r["occurred_at"]), event=r["event"]
+                )
+                for r in rows
+            ]
+        )
+    )

@@ -1,0 +1,67 @@
+"""Scheduler: publishes due durable timers (services/common/timers.py).
+
+Several schedulers may run: each locks the rows it publishes (FOR UPDATE SKIP LOCKED) and deletes them
+in the same transaction after the broker acknowledged them. A crash between publish and commit
+publishes them again, which consumers drop by `event_id`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+
+import structlog
+
+from services.common import db, timers
+from services.common.broker import ensure_topics, make_broker, publish_events
+from services.common.logging import configure_logging
+from services.common.settings import SchedulerSettings
+
+log = structlog.get_logger("sendstream.scheduler")
+
+
+async def publish_due(pool, broker, settings: SchedulerSettings) -> int:
+    async with pool.acquire() as conn, conn.transaction():
+        due = await timers.take_due(conn, settings.scheduler_batch)
+        if due:
+            await publish_events(broker, settings, due)
+            await timers.done(conn, due)
+    return len(due)
+
+
+async def serve(settings: SchedulerSettings) -> None:
+    pool = await db.create_pool(settings)
+    await db.migrate(pool)
+    await ensure_topics(settings)
+    broker = make_broker(settings, client_id="scheduler")
+    await broker.connect()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("service started")
+    try:
+        while not stop.is_set():
+            try:
+                published = await publish_due(pool, broker, settings)
+                if published:
+                    log.info("timers published", count=published)
+                    if published == settings.scheduler_batch:
+                        continue
+                wait = await timers.next_due_in(pool)
+            except Exception:
+                log.exception("publishing due timers failed; will retry")
+                wait = settings.consumer_retry_backoff_s
+            pause = settings.scheduler_poll_s if wait is None else min(float(wait), settings.scheduler_poll_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), pause)
+    finally:
+        await broker.stop()
+        await pool.close()
+
+
+def main() -> None:
+    settings = SchedulerSettings()
+    configure_logging(settings.log_level, settings.log_format, service="scheduler")
+    asyncio.run(serve(settings))

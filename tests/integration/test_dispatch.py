@@ -1,0 +1,75 @@
+"""Dispatch outcomes on the wire: deferral and retry (4xx), permanent failure (5xx), giving up."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.conftest import Api, Relay, eventually
+from tests.integration.test_send import make_identity
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
+
+
+async def send_one(api: Api, relay: Relay) -> dict:
+    handle, _ = await make_identity(api, relay)
+    status, body, _ = await api.call(
+        "POST",
+        f"/v1/identities/{handle}/send",
+        {"to": "morgan@example.test", "subject": "Hello", "text": "Hi"},
+    )
+    assert status == 202, body
+    return body["messages"][0]
+
+
+async def message_state(api: Api, sent: dict, status: str) -> dict | None:
+    code, conv, _ = await api.call("GET", f"/v1/conversations/{sent['convId']}")
+    if code != 200 or conv["messages"][0]["status"] != status:
+        return None
+    return conv["messages"][0]
+
+
+async def trail(api: Api, message: dict) -> list[str]:
+    _, events, _ = await api.call("GET", f"/v1/messages/{message['messageId']}/events")
+    return [e["type"] for e in events["data"]]
+
+
+async def test_451_then_250_is_deferred_then_delivered_once(api: Api, relay: Relay) -> None:
+    """A temporary refusal defers the send; the durable retry delivers it exactly once, same Message-ID."""
+    relay.replies = ["451 4.7.1 Greylisted, try again later"]
+    sent = await send_one(api, relay)
+    [got] = await relay.wait_for(1)
+    assert got.message["Message-ID"] == sent["id"]
+    msg = await eventually(lambda: message_state(api, sent, "sent"))
+    assert await eventually(lambda: _has(api, msg, "MessageSent"))
+    types = await trail(api, msg)
+    assert types == ["SendRequested", "SendAccepted", "DispatchDeferred", "DispatchRetryDue", "MessageSent"]
+    await asyncio.sleep(1)
+    assert len(relay.received) == 1
+
+
+async def _has(api: Api, msg: dict, event_type: str) -> bool:
+    return event_type in await trail(api, msg)
+
+
+async def test_550_fails_at_once_without_retry(api: Api, relay: Relay) -> None:
+    """A permanent refusal fails the message with the relay's reply and is never retried."""
+    relay.replies = ["550 5.1.1 No such user"]
+    sent = await send_one(api, relay)
+    msg = await eventually(lambda: message_state(api, sent, "failed"))
+    assert "550" in msg["reason"]
+    await asyncio.sleep(1.5)
+    assert relay.received == [] and relay.replies == []
+    assert await trail(api, msg) == ["SendRequested", "SendAccepted", "MessageFailed"]
+
+
+async def test_a_send_deferred_past_its_lifetime_fails(api: Api, relay: Relay) -> None:
+    """A relay that keeps answering 4xx: retried on the schedule, then failed when the lifetime (3 s here) ends."""
+    relay.replies = ["421 4.3.2 Service not available"] * 50
+    sent = await send_one(api, relay)
+    msg = await eventually(lambda: message_state(api, sent, "failed"), timeout=30)
+    assert msg["reason"].startswith("gave up after")
+    types = await trail(api, msg)
+    assert types.count("DispatchDeferred") >= 2 and types[-1] == "MessageFailed"
+    assert relay.received == []
