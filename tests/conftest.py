@@ -227,3 +227,15 @@ async def eventually(probe, timeout: float = 20, interval: float = 0.05):
             return last
         await asyncio.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s; last value: {last!r}")
+
+
+# --- measurements reported at the end of the run ---------------------------------------------------
+
+REPORT: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if REPORT:
+        terminalreporter.section("sendstream measurements")
+        for line in REPORT:
+            terminalreporter.write_line(line)
