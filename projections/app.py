@@ -1,8 +1,9 @@
 """Projections: every message-bearing event -> the messages, conversations and audit views.
 
 Each event's view changes and its tracking record (processed_events) commit in one transaction, so a
-redelivered event changes nothing twice. The views are disposable: `python -m projections --rebuild`
-empties them so that a consumer group starting from offset 0 rebuilds them from the log.
+redelivered event changes nothing twice. The views are disposable: emptying them and this consumer's
+tracking rows, then reading the log again from offset 0, rebuilds them. Events are applied a batch per
+transaction.
 """
 
 from __future__ import annotations
@@ -23,22 +24,24 @@ VIEWS = ("message_events", "messages", "conversations")
 log = structlog.get_logger("sendstream.projections")
 
 
-async def project(pool: asyncpg.Pool, event: Envelope) -> bool:
-    """Apply one event to the views; False if it had already been applied."""
-    todo = statements(event)
+async def project(pool: asyncpg.Pool, events: list[Envelope]) -> int:
+    """Apply events to the views in one transaction; returns how many were new (the rest were seen)."""
+    applied = 0
     async with pool.acquire() as conn, conn.transaction():
-        if await db.claim(conn, CONSUMER, event.event_id) is not None:
-            return False
-        for sql, args in todo:
-            await conn.execute(sql, *args)
-    return True
+        for event in events:
+            if await db.claim(conn, CONSUMER, event.event_id) is not None:
+                continue
+            for sql, args in statements(event):
+                await conn.execute(sql, *args)
+            applied += 1
+    return applied
 
 
 def build(broker: KafkaBroker, settings: CommonSettings, pool: asyncpg.Pool) -> None:
     """Register the projections consumer on `broker`."""
 
     @subscribe(broker, settings, [topics.REQUESTS, topics.DECISIONS, topics.MESSAGES], group=CONSUMER)
-    async def on_event(event: Envelope) -> None:
+    async def on_events(events: list[Envelope]) -> None:
         """Keep the message, conversation and audit views up to date."""
-        if not await project(pool, event):
-            log.debug("event already projected")
+        applied = await project(pool, events)
+        log.debug("events projected", applied=applied, seen=len(events) - applied)

@@ -1,10 +1,11 @@
 """Kafka plumbing shared by every service: the broker, topic creation, publishing, and `subscribe`.
 
 `subscribe` is how every consumer of ours is declared. It gives each one the same contract:
-- an explicit consumer group (the handler's identity) and ack only after the handler returned
-  (NACK_ON_ERROR: a failed event is redelivered, never skipped);
-- the record parsed into its typed event, with `event_id`, `correlation_id` and `message_id` bound
-  into the log context for the handler's duration;
+- an explicit consumer group (the handler's identity) and a commit only after the handler returned
+  (NACK_ON_ERROR: a failed batch is redelivered, never skipped);
+- batches: the handler gets every parsed event of one fetch, so it can commit its database work once
+  per batch (per-message commits are the pipeline's known ceiling); `bound(event)` puts an event's
+  `event_id`, `correlation_id` and `message_id` into the log context;
 - infrastructure trouble (database or broker unreachable) is retried with growing pauses, forever;
 - anything else is retried a few times and then parked on the topic's dead-letter topic, with the
   error in its headers, so one poison record never blocks a partition.
@@ -13,9 +14,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Literal
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from typing import Any, Literal
 
 import asyncpg
 import structlog
@@ -103,7 +105,20 @@ async def publish_events(broker: KafkaBroker, settings: CommonSettings, events: 
         await asyncio.gather(*futures)
 
 
-Handler = Callable[[Envelope], Awaitable[None]]
+Handler = Callable[[list[Envelope]], Awaitable[None]]
+
+
+@contextlib.contextmanager
+def bound(event: Envelope) -> Iterator[None]:
+    """Bind an event's ids into the log context (every log line of its handling carries them)."""
+    mid = message_id_of(event)
+    with structlog.contextvars.bound_contextvars(
+        event_id=str(event.event_id),
+        event_type=event.type,
+        correlation_id=event.correlation_id,
+        message_id=str(mid) if mid else None,
+    ):
+        yield
 
 
 def subscribe(
@@ -115,7 +130,12 @@ def subscribe(
     path: Literal["sync", "background"] = "background",
     offset_reset: Literal["earliest", "latest"] = "earliest",
 ) -> Callable[[Handler], Handler]:
-    """Declare a consumer of `topics` in consumer group `group` (see the module docstring)."""
+    """Declare a batch consumer of `topics` in consumer group `group` (see the module docstring).
+
+    The handler receives the parsed events of one fetch, in partition order; the batch's offsets are
+    committed only after it returns. A batch that fails for anything but infrastructure trouble is
+    retried event by event, so a poison event is isolated and parked while the others go through.
+    """
     prefix = settings.kafka_topic_prefix
     fetch_wait = (
         settings.kafka_fetch_max_wait_ms_sync
@@ -124,10 +144,9 @@ def subscribe(
     )
 
     def decorator(handler: Handler) -> Handler:
-        failures: dict[tuple[str, int, int], int] = {}
+        failures: dict[object, int] = {}
 
-        async def park(msg: KafkaMessage, error: BaseException) -> None:
-            record = msg.raw_message
+        async def park(record: Any, error: BaseException) -> None:
             source = next(t for t in topics if t.name(prefix) == record.topic)
             await broker.publish(
                 record.value,
@@ -148,9 +167,20 @@ def subscribe(
                 error=str(error),
             )
 
+        async def transient(exc: BaseException, key: object) -> None:
+            n = failures[key] = failures.get(key, 0) + 1
+            pause = min(settings.consumer_retry_backoff_s * 2 ** (n - 1), 30.0)
+            log.warning(
+                "infrastructure error, batch will be redelivered", attempt=n, pause_s=pause, error=repr(exc)
+            )
+            await asyncio.sleep(pause)
+
         @broker.subscriber(
             *[t.name(prefix) for t in topics],
             group_id=group,
+            batch=True,
+            max_records=settings.kafka_max_records,
+            batch_timeout_ms=fetch_wait,
             ack_policy=AckPolicy.NACK_ON_ERROR,
             auto_offset_reset=offset_reset,
             session_timeout_ms=settings.kafka_session_timeout_ms,
@@ -161,44 +191,45 @@ def subscribe(
             description=handler.__doc__,
         )
         async def consume(msg: KafkaMessage) -> None:
-            record = msg.raw_message
-            where = (record.topic, record.partition, record.offset)
-            try:
-                event = parse_event(msg.body)
-            except ValidationError as exc:
-                await park(msg, exc)
-                return
-            mid = message_id_of(event)
-            with structlog.contextvars.bound_contextvars(
-                event_id=str(event.event_id),
-                event_type=event.type,
-                correlation_id=event.correlation_id,
-                message_id=str(mid) if mid else None,
-            ):
+            raw = msg.raw_message
+            records = list(raw) if isinstance(raw, list | tuple) else [raw]
+            parsed: list[tuple[Any, Envelope]] = []
+            for record in records:
                 try:
-                    await handler(event)
-                except TRANSIENT_ERRORS as exc:
-                    n = failures[where] = failures.get(where, 0) + 1
-                    pause = min(settings.consumer_retry_backoff_s * 2 ** (n - 1), 30.0)
+                    parsed.append((record, parse_event(record.value)))
+                except ValidationError as exc:
+                    await park(record, exc)
+            if not parsed:
+                return
+            try:
+                await handler([e for _, e in parsed])
+                failures.pop("batch", None)
+                return
+            except TRANSIENT_ERRORS as exc:
+                await transient(exc, "batch")
+                raise
+            except Exception:
+                if len(parsed) > 1:
                     log.warning(
-                        "infrastructure error, event will be redelivered",
-                        attempt=n,
-                        pause_s=pause,
-                        error=repr(exc),
+                        "batch failed; retrying its events one by one", size=len(parsed), exc_info=True
                     )
-                    await asyncio.sleep(pause)
-                    raise
-                except Exception as exc:
-                    n = failures[where] = failures.get(where, 0) + 1
-                    if n >= settings.consumer_max_attempts:
-                        failures.pop(where, None)
+            for record, event in parsed:
+                with bound(event):
+                    try:
+                        await handler([event])
+                        failures.pop(event.event_id, None)
+                    except TRANSIENT_ERRORS as exc:
+                        await transient(exc, event.event_id)
+                        raise
+                    except Exception as exc:
+                        n = failures[event.event_id] = failures.get(event.event_id, 0) + 1
+                        if n < settings.consumer_max_attempts:
+                            log.warning("event failed, will be redelivered", attempt=n, exc_info=True)
+                            await asyncio.sleep(settings.consumer_retry_backoff_s)
+                            raise
+                        failures.pop(event.event_id, None)
                         log.exception("event failed on every attempt", attempts=n)
-                        await park(msg, exc)
-                        return
-                    log.warning("event failed, will be redelivered", attempt=n, exc_info=True)
-                    await asyncio.sleep(settings.consumer_retry_backoff_s)
-                    raise
-                failures.pop(where, None)
+                        await park(record, exc)
 
         return handler
 

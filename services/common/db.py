@@ -93,6 +93,18 @@ async def recorded(
     return [parse_event(json.dumps(o)) for o in outputs]
 
 
+async def recorded_many(
+    conn: asyncpg.Connection | asyncpg.Pool, consumer: str, event_ids: list[UUID]
+) -> dict[UUID, list[Envelope]]:
+    """`recorded` for many events at once: only those already handled appear in the result."""
+    rows = await conn.fetch(
+        "SELECT event_id, outputs FROM processed_events WHERE consumer = $1 AND event_id = ANY($2::uuid[])",
+        consumer,
+        event_ids,
+    )
+    return {r["event_id"]: [parse_event(json.dumps(o)) for o in r["outputs"] or []] for r in rows}
+
+
 async def finish(
     conn: asyncpg.Connection, consumer: str, event_id: UUID, outputs: Sequence[Envelope]
 ) -> None:

@@ -45,6 +45,7 @@ class CommonSettings(BaseSettings):
     kafka_fetch_max_wait_ms_background: int = Field(
         500, description="Fetch wait for background consumers (dispatch, projections)."
     )
+    kafka_max_records: int = Field(100, ge=1, description="Most events a consumer takes in one batch.")
     db_pool_min: int = Field(1, ge=1, description="Minimum PostgreSQL pool size per process.")
     db_pool_max: int = Field(10, ge=1, description="Maximum PostgreSQL pool size per process.")
     log_level: str = Field("INFO", description="Log level.")

@@ -19,7 +19,7 @@ from schemas import topics
 from schemas.envelope import Envelope
 from schemas.events import ReplyRequested, SendAccepted, SendRequested
 from services.common import db
-from services.common.broker import publish_events, subscribe
+from services.common.broker import bound, publish_events, subscribe
 from services.common.settings import CommonSettings
 from services.common.timezones import local_day_start
 from services.decide.affinity import IdentityState, MailboxState, decide_send
@@ -162,20 +162,20 @@ def build(broker: KafkaBroker, settings: CommonSettings, pool: asyncpg.Pool) -> 
     """Register the decide consumer on `broker`."""
 
     @subscribe(broker, settings, [topics.REQUESTS], group=CONSUMER, path="sync")
-    async def on_request(event: Envelope) -> None:
-        """Decide every recipient of a send or reply request: accept with a mailbox, or reject with a reason."""
+    async def on_requests(events: list[Envelope]) -> None:
+        """Decide every recipient of each send or reply request: accept with a mailbox, or reject with a reason."""
         now = datetime.now(UTC)
+        out: list[Envelope] = []
         async with pool.acquire() as conn, conn.transaction():
-            decisions = await db.claim(conn, CONSUMER, event.event_id)
-            if decisions is None:
-                decisions, timezone = await decide(conn, event, now)
-                await apply(conn, decisions, timezone)
-                await db.finish(conn, CONSUMER, event.event_id, decisions)
-            else:
-                log.info("request already decided, re-publishing its decisions")
-        await publish_events(broker, settings, decisions)
-        log.info(
-            "request decided",
-            accepted=sum(isinstance(d, SendAccepted) for d in decisions),
-            rejected=sum(not isinstance(d, SendAccepted) for d in decisions),
-        )
+            for event in events:
+                with bound(event):
+                    decisions = await db.claim(conn, CONSUMER, event.event_id)
+                    if decisions is None:
+                        decisions, timezone = await decide(conn, event, now)
+                        await apply(conn, decisions, timezone)
+                        await db.finish(conn, CONSUMER, event.event_id, decisions)
+                    else:
+                        log.info("request already decided, re-publishing its decisions")
+                    out.extend(decisions)
+        await publish_events(broker, settings, out)
+        log.debug("requests decided", requests=len(events), decisions=len(out))

@@ -9,7 +9,9 @@ between the relay's 250 and that record (RFC 1047); the Message-ID is the same o
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections import defaultdict
 from datetime import UTC, datetime
 from uuid import UUID
 
@@ -32,9 +34,9 @@ from schemas.events import (
     SendAcceptedPayload,
 )
 from services.common import db, timers
-from services.common.broker import publish_events, subscribe
+from services.common.broker import bound, publish_events, subscribe
 from services.common.settings import DispatchSettings
-from services.dispatch.mime import build_message, envelope_recipients
+from services.dispatch.mime import envelope_recipients, render_message
 from services.dispatch.retry import next_attempt_at
 from services.dispatch.smtp import Outcome, Relay, SmtpPool
 
@@ -42,17 +44,17 @@ CONSUMER = "dispatch"
 log = structlog.get_logger("sendstream.dispatch")
 
 
-async def load_relay(pool: asyncpg.Pool, mailbox_id: UUID) -> Relay | None:
-    row = await pool.fetchrow(
-        """SELECT smtp_host, smtp_port, smtp_tls, smtp_username, smtp_password
-             FROM mailboxes WHERE id = $1 AND deleted_at IS NULL""",
-        mailbox_id,
+async def load_relays(pool: asyncpg.Pool, mailbox_ids: set[UUID]) -> dict[UUID, Relay]:
+    """Relay settings of the mailboxes that still exist (a removed mailbox's sends fail)."""
+    rows = await pool.fetch(
+        """SELECT id, smtp_host, smtp_port, smtp_tls, smtp_username, smtp_password
+             FROM mailboxes WHERE id = ANY($1::uuid[]) AND deleted_at IS NULL""",
+        list(mailbox_ids),
     )
-    if row is None:
-        return None
-    return Relay(
-        row["smtp_host"], row["smtp_port"], row["smtp_tls"], row["smtp_username"], row["smtp_password"]
-    )
+    return {
+        r["id"]: Relay(r["smtp_host"], r["smtp_port"], r["smtp_tls"], r["smtp_username"], r["smtp_password"])
+        for r in rows
+    }
 
 
 def outcome_events(
@@ -106,44 +108,61 @@ def outcome_events(
     return [deferred], retry
 
 
+def attempt_of(event: Envelope) -> tuple[SendAcceptedPayload, int, datetime | None] | None:
+    """What to send and which attempt this is, for the events dispatch acts on."""
+    if isinstance(event, SendAccepted):
+        return event.payload, 1, None
+    if isinstance(event, DispatchRetryDue):
+        return event.payload.accepted, event.payload.attempt, event.payload.first_attempt_at
+    return None
+
+
 def build(broker: KafkaBroker, settings: DispatchSettings, pool: asyncpg.Pool) -> None:
     """Register the dispatch consumer on `broker`."""
     smtp = SmtpPool(
         timeout=settings.smtp_timeout_s, hostname=settings.smtp_hostname, size=settings.smtp_pool_size,
         idle_s=settings.smtp_idle_s,
     )  # fmt: skip
+    lanes: dict[UUID, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(settings.smtp_pool_size))
 
-    @subscribe(broker, settings, [topics.DECISIONS], group=CONSUMER)
-    async def on_decision(event: Envelope) -> None:
-        """Send each accepted message through its mailbox's relay, once; defer and retry on 4xx."""
-        if isinstance(event, SendAccepted):
-            accepted, attempt, first_at = event.payload, 1, None
-        elif isinstance(event, DispatchRetryDue):
-            accepted, attempt, first_at = (
-                event.payload.accepted,
-                event.payload.attempt,
-                event.payload.first_attempt_at,
-            )
-        else:
-            return
-        outputs = await db.recorded(pool, CONSUMER, event.event_id)
-        if outputs is None:
-            now = datetime.now(UTC)
-            relay = await load_relay(pool, accepted.mailbox_id)
-            if relay is None:
-                outcome = Outcome("hard", None, "the mailbox was removed")
-            else:
-                data = build_message(accepted, now).as_bytes()
-                outcome = await smtp.deliver(relay, accepted.from_addr, envelope_recipients(accepted), data)
-            done = datetime.now(UTC)
+    async def dispatch_one(event: Envelope, relays: dict[UUID, Relay]) -> list[Envelope]:
+        accepted, attempt, first_at = attempt_of(event)
+        with bound(event):
+            async with lanes[accepted.mailbox_id]:  # at most smtp_pool_size transactions per mailbox at once
+                now = datetime.now(UTC)
+                relay = relays.get(accepted.mailbox_id)
+                if relay is None:
+                    outcome = Outcome("hard", None, "the mailbox was removed")
+                else:
+                    data = render_message(accepted, now)
+                    outcome = await smtp.deliver(
+                        relay, accepted.from_addr, envelope_recipients(accepted), data
+                    )
             facts, retry = outcome_events(
-                event, accepted, attempt, first_at or now, outcome, str(relay), done, settings
+                event, accepted, attempt, first_at or now, outcome, str(relay), datetime.now(UTC), settings
             )
+            # Recorded at once, not at the end of the batch: the duplicate window stays one message wide.
             async with pool.acquire() as conn, conn.transaction():
                 outputs, first = await db.record(conn, CONSUMER, event.event_id, facts)
                 if first and retry is not None:
                     await timers.schedule(conn, retry, retry.occurred_at)
             log.info("dispatched", outcome=outcome.kind, attempt=attempt, reason=outcome.reason)
-        else:
-            log.info("already dispatched, re-publishing the outcome")
-        await publish_events(broker, settings, outputs)
+            return outputs
+
+    @subscribe(broker, settings, [topics.DECISIONS], group=CONSUMER)
+    async def on_decisions(events: list[Envelope]) -> None:
+        """Send each accepted message through its mailbox's relay, once; defer and retry on 4xx."""
+        todo = [e for e in events if attempt_of(e) is not None]
+        if not todo:
+            return
+        done = await db.recorded_many(pool, CONSUMER, [e.event_id for e in todo])
+        fresh = [e for e in todo if e.event_id not in done]
+        relays = await load_relays(pool, {attempt_of(e)[0].mailbox_id for e in fresh})
+        results = await asyncio.gather(*(dispatch_one(e, relays) for e in fresh), return_exceptions=True)
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r  # every other outcome of the batch is recorded; the redelivery re-publishes them
+        done.update({e.event_id: outputs for e, outputs in zip(fresh, results, strict=True)})
+        if len(done) > len(fresh):
+            log.info("re-publishing recorded outcomes", count=len(done) - len(fresh))
+        await publish_events(broker, settings, [o for e in todo for o in done[e.event_id]])

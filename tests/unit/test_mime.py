@@ -7,7 +7,7 @@ from email import message_from_bytes, policy
 
 from schemas.events import Content, SendAcceptedPayload
 from services.common.ids import new_id
-from services.dispatch.mime import build_message, envelope_recipients
+from services.dispatch.mime import envelope_recipients, render_message
 
 
 def accepted(**content) -> SendAcceptedPayload:
@@ -27,9 +27,7 @@ def accepted(**content) -> SendAcceptedPayload:
 
 
 def parse(p: SendAcceptedPayload):
-    return message_from_bytes(
-        build_message(p, datetime(2026, 1, 2, tzinfo=UTC)).as_bytes(), policy=policy.default
-    )
+    return message_from_bytes(render_message(p, datetime(2026, 1, 2, tzinfo=UTC)), policy=policy.default)
 
 
 def test_text_and_html_become_multipart_alternative() -> None:
@@ -42,6 +40,13 @@ def test_text_and_html_become_multipart_alternative() -> None:
     assert m["Date"] == "Fri, 02 Jan 2026 00:00:00 +0000"
 
 
+def test_non_ascii_body_and_subject_survive() -> None:
+    """Unicode in the subject and body reaches the recipient intact."""
+    m = parse(accepted(text="Grüße, Zoë ✓", html="<p>naïve</p>"))
+    assert m["Subject"] == "Hello — ünïcode"
+    assert [p.get_content().strip() for p in m.iter_parts()] == ["Grüße, Zoë ✓", "<p>naïve</p>"]
+
+
 def test_single_body_is_a_single_part() -> None:
     """Only html: one text/html part; only text: one text/plain part."""
     assert parse(accepted(html="<i>x</i>")).get_content_type() == "text/html"
@@ -52,13 +57,15 @@ def test_bcc_is_in_the_envelope_only() -> None:
     """Bcc recipients receive the message but never appear in its headers; Cc does."""
     p = accepted(text="x", cc=["c@x.test"], bcc=["hidden@x.test"])
     m = parse(p)
-    assert "hidden@x.test" not in build_message(p, datetime.now(UTC)).as_string()
+    assert b"hidden@x.test" not in render_message(p, datetime.now(UTC))
     assert m["Cc"] == "c@x.test" and m["Bcc"] is None
     assert envelope_recipients(p) == ["m@x.test", "c@x.test", "hidden@x.test"]
 
 
 def test_long_lines_are_wrapped_for_smtp() -> None:
     """No line of the serialised message exceeds RFC 5322's 998 characters, with CRLF endings."""
-    raw = build_message(accepted(text="word " * 2000), datetime.now(UTC)).as_bytes()
+    raw = render_message(accepted(text="word " * 2000, html="<p>" + "x" * 5000 + "</p>"), datetime.now(UTC))
     assert all(len(line) <= 998 for line in raw.split(b"\r\n"))
-    assert b"\r\n" in raw
+    assert b"\r\n" in raw and b"\n" not in raw.replace(b"\r\n", b"")
+    m = message_from_bytes(raw, policy=policy.default)
+    assert [len(p.get_content()) for p in m.iter_parts()] == [10000, 5007]
