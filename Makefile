@@ -34,5 +34,8 @@ lint: install
 docs: install  # regenerate the README's configuration table and deploy/env.example from the settings
 	$(PY) -m services.common.settings
 
+bench: install  # sustained sends and HTTP latency, with the raw Kafka and SMTP limits measured in the same run
+	$(PY) -m bench.send_pipeline
+
 clean:
 	rm -rf $(VENV) .data .pytest_cache .ruff_cache *.egg-info

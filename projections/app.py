@@ -25,15 +25,25 @@ log = structlog.get_logger("sendstream.projections")
 
 
 async def project(pool: asyncpg.Pool, events: list[Envelope]) -> int:
-    """Apply events to the views in one transaction; returns how many were new (the rest were seen)."""
-    applied = 0
+    """Apply events to the views in one transaction; returns how many were new (the rest were seen).
+
+    All events are claimed in one statement and their statements run grouped by shape with
+    executemany (pipelined). Grouping reorders statements across events, which the upserts allow:
+    they commute by design (see projections/messages.py).
+    """
     async with pool.acquire() as conn, conn.transaction():
+        pending = await db.claim_many(conn, CONSUMER, [e.event_id for e in events])
+        applied = 0
+        groups: dict[str, list[tuple]] = {}
         for event in events:
-            if await db.claim(conn, CONSUMER, event.event_id) is not None:
+            if event.event_id not in pending:
                 continue
-            for sql, args in statements(event):
-                await conn.execute(sql, *args)
+            pending.discard(event.event_id)  # an event twice in one batch is applied once
             applied += 1
+            for sql, args in statements(event):
+                groups.setdefault(sql, []).append(args)
+        for sql, rows in groups.items():
+            await conn.executemany(sql, rows)
     return applied
 
 

@@ -2,7 +2,8 @@
 
 Events of one message arrive on several topics (requests by identity, decisions by mailbox,
 lifecycle by message), so a projection sees them in any order: every statement is an upsert that
-fills what its event knows, and a message's status only moves forward (status_rank).
+fills what its event knows, and a message's status only moves forward (status_rank). The statements
+of different events commute, so a batch may run them grouped by shape in any order.
 """
 
 from __future__ import annotations
@@ -37,6 +38,11 @@ STATUS_RANK = {
 }
 
 
+# Columns that describe the current status: only an event of at least the same rank may change them,
+# so a late DispatchDeferred cannot put its reason on a message that has since failed or been sent.
+STATUS_BOUND = frozenset({"reason", "smtp_code", "smtp_message"})
+
+
 def upsert_message(message_id: UUID, event: Envelope, status: str | None, **columns: Any) -> Statement:
     """Insert or update one message row with the columns this event knows."""
     cols = {"org_id": event.org_id, "direction": "outbound", **columns}
@@ -52,7 +58,13 @@ def upsert_message(message_id: UUID, event: Envelope, status: str | None, **colu
     ]
     n = len(names)
     placeholders = ", ".join(f"${i}" for i in range(1, n + 5))
-    sets = [f"{c} = EXCLUDED.{c}" for c in names if c not in ("direction",)]
+    sets = [
+        f"{c} = CASE WHEN EXCLUDED.status_rank >= messages.status_rank THEN EXCLUDED.{c} ELSE messages.{c} END"
+        if c in STATUS_BOUND
+        else f"{c} = EXCLUDED.{c}"
+        for c in names
+        if c != "direction"
+    ]
     status_set = (
         [
             "status = CASE WHEN EXCLUDED.status_rank > messages.status_rank THEN EXCLUDED.status ELSE messages.status END",
@@ -164,6 +176,7 @@ def statements(event: Envelope) -> list[Statement]:
                     event,
                     "sent",
                     sent_at=event.occurred_at,
+                    reason=None,
                     smtp_code=reply.code,
                     smtp_message=reply.message,
                 )

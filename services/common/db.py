@@ -30,12 +30,17 @@ async def init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
+async def _keep(conn: asyncpg.Connection) -> None:
+    """Release without asyncpg's reset query: we keep no session state, and it costs a round trip per use."""
+
+
 async def create_pool(settings: CommonSettings) -> asyncpg.Pool:
     return await asyncpg.create_pool(
         settings.database_url,
         min_size=settings.db_pool_min,
         max_size=settings.db_pool_max,
         init=init_connection,
+        reset=_keep,
     )
 
 
@@ -79,6 +84,25 @@ async def claim(conn: asyncpg.Connection, consumer: str, event_id: UUID) -> list
     return (
         await recorded(conn, consumer, event_id) or []
     )  # seen; a consumer that publishes nothing recorded none
+
+
+async def claim_many(conn: asyncpg.Connection, consumer: str, event_ids: list[UUID]) -> set[UUID]:
+    """Inside a transaction: claim many events at once; returns those that were new to `consumer`."""
+    rows = await conn.fetch(
+        """INSERT INTO processed_events (consumer, event_id) SELECT $1, unnest($2::uuid[])
+           ON CONFLICT DO NOTHING RETURNING event_id""",
+        consumer,
+        list(dict.fromkeys(event_ids)),
+    )
+    return {r["event_id"] for r in rows}
+
+
+async def finish_many(conn: asyncpg.Connection, consumer: str, outputs: dict[UUID, list[Envelope]]) -> None:
+    """`finish` for many events at once."""
+    await conn.executemany(
+        "UPDATE processed_events SET outputs = $3 WHERE consumer = $1 AND event_id = $2",
+        [(consumer, event_id, [o.model_dump(mode="json") for o in out]) for event_id, out in outputs.items()],
+    )
 
 
 async def recorded(

@@ -41,4 +41,6 @@ async def done(conn: asyncpg.Connection, events: list[Envelope]) -> None:
 
 async def next_due_in(conn: asyncpg.Connection | asyncpg.Pool) -> float | None:
     """Seconds until the earliest timer is due (0 if overdue), or None when there is none."""
-    return await conn.fetchval("SELECT greatest(extract(epoch FROM min(due_at) - now()), 0) FROM timers")
+    # Not greatest(..., 0) in SQL: greatest() skips NULL, so "no timers" would read as "due now".
+    seconds = await conn.fetchval("SELECT extract(epoch FROM min(due_at) - now()) FROM timers")
+    return None if seconds is None else max(float(seconds), 0.0)

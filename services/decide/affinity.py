@@ -83,69 +83,67 @@ def pick_mailbox(mailboxes: tuple[MailboxState, ...]) -> MailboxState | None:
     )
 
 
+def advance(state: IdentityState, decisions: list[Envelope]) -> IdentityState:
+    """The identity's state after these decisions: cap used, each mailbox's usage, new pins."""
+    mailboxes = {m.id: m for m in state.mailboxes}
+    affinity = dict(state.affinity)
+    used = state.used_today
+    for d in decisions:
+        if not isinstance(d, SendAccepted):
+            continue
+        p = d.payload
+        used += 1
+        if p.mailbox_id in mailboxes:
+            mailboxes[p.mailbox_id] = mailboxes[p.mailbox_id].used(d.occurred_at)
+        if p.affinity != "existing":
+            affinity[p.to[0].lower()] = p.mailbox_id
+    return replace(state, used_today=used, mailboxes=tuple(mailboxes.values()), affinity=affinity)
+
+
 def decide_send(request: SendRequested, state: IdentityState, now: datetime) -> list[Envelope]:
     """One SendAccepted or SendRejected per recipient, in request order, counting each accept."""
     p = request.payload
-    used = state.used_today
-    mailboxes = {m.id: m for m in state.mailboxes}
-    affinity = dict(state.affinity)
     out: list[Envelope] = []
-
-    def reject(msg_to: str, message_id: UUID, conv_id: UUID, reason: RejectReason, detail: str) -> None:
-        out.append(
-            SendRejected(
-                **request.caused(occurred_at=now),
-                payload=SendRejectedPayload(
-                    message_id=message_id,
-                    conv_id=conv_id,
-                    to=[msg_to],
-                    reason=reason,
-                    detail=detail,
-                    daily_cap=state.daily_cap,
-                    remaining=max(state.daily_cap - used, 0),
-                ),
-            )
-        )
-
     for m in p.messages:
-        if not state.active:
-            reject(m.to, m.message_id, m.conv_id, "mailbox_unavailable", "the identity was deleted")
-            continue
-        if used >= state.daily_cap:
-            reject(m.to, m.message_id, m.conv_id, "cap_exceeded", f"daily cap of {state.daily_cap} reached")
-            continue
-        recipient = m.to.lower()
-        pinned = mailboxes.get(affinity[recipient]) if recipient in affinity else None
-        how: Affinity
-        if pinned is not None and pinned.can_send:
-            chosen, how = pinned, "existing"
-        else:
-            chosen = pick_mailbox(tuple(mailboxes.values()))
-            how = "new" if recipient not in affinity else "reassigned"
-        if chosen is None:
-            reject(
-                m.to, m.message_id, m.conv_id, "mailbox_unavailable", "no healthy mailbox with capacity left"
-            )
-            continue
-        used += 1
-        mailboxes[chosen.id] = chosen.used(now)
-        affinity[recipient] = chosen.id
-        out.append(
-            SendAccepted(
-                **request.caused(occurred_at=now),
-                payload=SendAcceptedPayload(
-                    message_id=m.message_id,
-                    conv_id=m.conv_id,
-                    mailbox_id=chosen.id,
-                    mailbox_email=chosen.email,
-                    affinity=how,
-                    rfc_message_id=rfc_message_id(m.message_id, chosen.email),
-                    from_addr=chosen.email,
-                    to=[m.to],
-                    content=p.content,
-                    daily_cap=state.daily_cap,
-                    remaining=state.daily_cap - used,
-                ),
-            )
-        )
+        decision = _decide_recipient(request, m.to, m.message_id, m.conv_id, state, now)
+        state = advance(state, [decision])
+        out.append(decision)
     return out
+
+
+def _decide_recipient(
+    request: SendRequested, to: str, message_id: UUID, conv_id: UUID, state: IdentityState, now: datetime
+) -> Envelope:
+    def reject(reason: RejectReason, detail: str) -> SendRejected:
+        return SendRejected(
+            **request.caused(occurred_at=now),
+            payload=SendRejectedPayload(
+                message_id=message_id, conv_id=conv_id, to=[to], reason=reason, detail=detail,
+                daily_cap=state.daily_cap, remaining=max(state.daily_cap - state.used_today, 0),
+            ),
+        )  # fmt: skip
+
+    if not state.active:
+        return reject("mailbox_unavailable", "the identity was deleted")
+    if state.used_today >= state.daily_cap:
+        return reject("cap_exceeded", f"daily cap of {state.daily_cap} reached")
+    recipient = to.lower()
+    mailboxes = {m.id: m for m in state.mailboxes}
+    pinned = mailboxes.get(state.affinity[recipient]) if recipient in state.affinity else None
+    how: Affinity
+    if pinned is not None and pinned.can_send:
+        chosen, how = pinned, "existing"
+    else:
+        chosen = pick_mailbox(state.mailboxes)
+        how = "new" if recipient not in state.affinity else "reassigned"
+    if chosen is None:
+        return reject("mailbox_unavailable", "no healthy mailbox with capacity left")
+    return SendAccepted(
+        **request.caused(occurred_at=now),
+        payload=SendAcceptedPayload(
+            message_id=message_id, conv_id=conv_id, mailbox_id=chosen.id, mailbox_email=chosen.email,
+            affinity=how, rfc_message_id=rfc_message_id(message_id, chosen.email), from_addr=chosen.email,
+            to=[to], content=request.payload.content, daily_cap=state.daily_cap,
+            remaining=state.daily_cap - state.used_today - 1,
+        ),
+    )  # fmt: skip

@@ -1,13 +1,16 @@
 """Decide: requests -> SendAccepted | SendRejected.
 
 Requests are keyed by identity, so one partition owner decides all of an identity's sends in order:
-caps and affinity need no cross-process locks. The state read, the state written and the events
-decided are committed in one transaction with the request's `event_id`; a redelivered request
-re-publishes the recorded decisions instead of deciding again.
+caps and affinity need no cross-process locks. A batch of requests is decided in one transaction:
+its state is loaded with a few set-based queries, decided in memory request by request (each sees
+the ones before it), and the state changes, the tracking rows and the decisions themselves are
+written together. A redelivered request re-publishes its recorded decisions instead of deciding again.
 """
 
 from __future__ import annotations
 
+import time
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
@@ -19,163 +22,225 @@ from schemas import topics
 from schemas.envelope import Envelope
 from schemas.events import ReplyRequested, SendAccepted, SendRequested
 from services.common import db
-from services.common.broker import bound, publish_events, subscribe
+from services.common.broker import publish_events, subscribe
 from services.common.settings import CommonSettings
 from services.common.timezones import local_day_start
-from services.decide.affinity import IdentityState, MailboxState, decide_send
+from services.decide.affinity import IdentityState, MailboxState, advance, decide_send
 from services.decide.replies import Thread, decide_reply
 
 CONSUMER = "decide"
 log = structlog.get_logger("sendstream.decide")
 
 
-async def load_state(
-    conn: asyncpg.Connection, identity_id: UUID, recipients: list[str], now: datetime
-) -> IdentityState:
-    """The identity's cap and usage today, its mailboxes with their usage, and the recipients' pins."""
-    identity = await conn.fetchrow(
-        "SELECT id, handle, daily_cap, timezone, deleted_at FROM identities WHERE id = $1", identity_id
+async def load_states(
+    conn: asyncpg.Connection, requests: list[Envelope], now: datetime
+) -> dict[UUID, IdentityState]:
+    """Each requesting identity's cap and usage today, its mailboxes with their usage, and its recipients' pins."""
+    identity_ids = list({r.identity_id for r in requests})
+    identities = await conn.fetch(
+        """SELECT i.id, i.handle, i.daily_cap, i.timezone, i.deleted_at, coalesce(u.sent, 0) AS used
+             FROM identities i LEFT JOIN identity_usage u
+               ON u.identity_id = i.id AND u.day = ($2::timestamptz AT TIME ZONE i.timezone)::date
+            WHERE i.id = ANY($1::uuid[])""",
+        identity_ids,
+        now,
     )
-    if identity is None:
-        return IdentityState(identity_id, "", 0, 0, (), active=False)
-    day_start = local_day_start(now, identity["timezone"])
-    used = await conn.fetchval(
-        "SELECT sent FROM identity_usage WHERE identity_id = $1 AND day = $2",
-        identity["id"],
-        day_start.date(),
-    )
-    rows = await conn.fetch(
-        """SELECT m.id, m.email, m.health, m.hourly_limit, m.daily_limit,
-                  count(s.*) FILTER (WHERE s.sent_at > $2) AS last_hour,
-                  count(s.*) FILTER (WHERE s.sent_at >= $3) AS today,
-                  max(s.sent_at) AS last_used
-             FROM mailboxes m LEFT JOIN mailbox_sends s ON s.mailbox_id = m.id AND s.sent_at >= least($2::timestamptz, $3::timestamptz)
-            WHERE m.identity_id = $1 AND m.deleted_at IS NULL
-            GROUP BY m.id""",
-        identity["id"],
+    mailboxes = await conn.fetch(
+        """SELECT m.id, m.identity_id, m.email, m.health, m.hourly_limit, m.daily_limit,
+                  coalesce((SELECT sum(h.sent) FROM mailbox_minutes h
+                             WHERE h.mailbox_id = m.id AND h.minute > $3), 0) AS last_hour,
+                  coalesce(d.sent, 0) AS today,
+                  (SELECT max(u.last_used_at) FROM mailbox_days u WHERE u.mailbox_id = m.id) AS last_used
+             FROM mailboxes m JOIN identities i ON i.id = m.identity_id
+             LEFT JOIN mailbox_days d ON d.mailbox_id = m.id
+                   AND d.day = ($2::timestamptz AT TIME ZONE i.timezone)::date
+            WHERE m.identity_id = ANY($1::uuid[]) AND m.deleted_at IS NULL
+            ORDER BY m.created_at, m.id""",
+        identity_ids,
+        now,
         now - timedelta(hours=1),
-        day_start,
     )
+    wanted = [
+        (r.identity_id, m.to.lower())
+        for r in requests
+        if isinstance(r, SendRequested)
+        for m in r.payload.messages
+    ]
     pins = await conn.fetch(
-        "SELECT recipient, mailbox_id FROM affinity WHERE identity_id = $1 AND recipient = ANY($2::text[])",
-        identity["id"],
-        [r.lower() for r in recipients],
+        """SELECT a.identity_id, a.recipient, a.mailbox_id
+             FROM affinity a JOIN unnest($1::uuid[], $2::text[]) AS w(identity_id, recipient)
+               ON a.identity_id = w.identity_id AND a.recipient = w.recipient""",
+        [w[0] for w in wanted],
+        [w[1] for w in wanted],
     )
-    return IdentityState(
-        identity_id=identity["id"],
-        handle=identity["handle"],
-        daily_cap=identity["daily_cap"],
-        used_today=used or 0,
-        mailboxes=tuple(
-            MailboxState(
-                id=r["id"],
-                email=r["email"],
-                health=r["health"],
-                hourly_limit=r["hourly_limit"],
-                daily_limit=r["daily_limit"],
-                sent_last_hour=r["last_hour"],
-                sent_today=r["today"],
-                last_used_at=r["last_used"],
+    states: dict[UUID, IdentityState] = {}
+    for i in identities:
+        states[i["id"]] = IdentityState(
+            identity_id=i["id"],
+            handle=i["handle"],
+            daily_cap=i["daily_cap"],
+            used_today=i["used"],
+            mailboxes=tuple(
+                MailboxState(
+                    id=m["id"],
+                    email=m["email"],
+                    health=m["health"],
+                    hourly_limit=m["hourly_limit"],
+                    daily_limit=m["daily_limit"],
+                    sent_last_hour=m["last_hour"],
+                    sent_today=m["today"],
+                    last_used_at=m["last_used"],
+                )
+                for m in mailboxes
+                if m["identity_id"] == i["id"]
+            ),
+            affinity={p["recipient"]: p["mailbox_id"] for p in pins if p["identity_id"] == i["id"]},
+            active=i["deleted_at"] is None,
+            timezone=i["timezone"],
+        )
+    return states
+
+
+async def load_threads(conn: asyncpg.Connection, conv_ids: list[UUID]) -> dict[UUID, Thread]:
+    rows = await conn.fetch("SELECT * FROM threads WHERE conv_id = ANY($1::uuid[])", conv_ids)
+    return {
+        r["conv_id"]: Thread(
+            r["conv_id"],
+            r["mailbox_id"],
+            r["counterpart"],
+            r["subject"],
+            r["last_rfc_message_id"],
+            tuple(r["refs"]),
+        )
+        for r in rows
+    }
+
+
+def thread_after(thread: Thread, decisions: list[Envelope]) -> Thread:
+    """A conversation's threading state after an accepted reply in it."""
+    for d in decisions:
+        if isinstance(d, SendAccepted):
+            rfc = d.payload.rfc_message_id
+            thread = Thread(
+                thread.conv_id,
+                thread.mailbox_id,
+                thread.counterpart,
+                thread.subject,
+                rfc,
+                (*thread.refs, rfc),
             )
-            for r in rows
-        ),
-        affinity={r["recipient"]: r["mailbox_id"] for r in pins},
-        active=identity["deleted_at"] is None,
-        timezone=identity["timezone"],
-    )
+    return thread
 
 
-async def load_thread(conn: asyncpg.Connection, conv_id: UUID) -> Thread | None:
-    row = await conn.fetchrow("SELECT * FROM threads WHERE conv_id = $1", conv_id)
-    if row is None:
-        return None
-    return Thread(
-        row["conv_id"],
-        row["mailbox_id"],
-        row["counterpart"],
-        row["subject"],
-        row["last_rfc_message_id"],
-        tuple(row["refs"]),
-    )
-
-
-async def decide(conn: asyncpg.Connection, request: Envelope, now: datetime) -> tuple[list[Envelope], str]:
-    """Load what the request needs, decide, and return the decisions with the identity's time zone."""
-    if isinstance(request, SendRequested):
-        state = await load_state(conn, request.identity_id, [m.to for m in request.payload.messages], now)
-        return decide_send(request, state, now), state.timezone
-    if isinstance(request, ReplyRequested):
-        thread = await load_thread(conn, request.payload.conv_id)
-        state = await load_state(conn, request.identity_id, [], now)
-        return decide_reply(request, state, thread, now), state.timezone
-    log.warning("request type not handled yet", type=request.type)
-    return [], "UTC"
-
-
-async def apply(conn: asyncpg.Connection, decisions: list[Envelope], timezone: str) -> None:
+async def apply(conn: asyncpg.Connection, decisions: list[Envelope], timezones: dict[UUID, str]) -> None:
     """Derive decide's state from the decisions themselves: usage, rate window, affinity, thread binding."""
+    usage: Counter[tuple[UUID, object]] = Counter()
+    minutes: Counter[tuple[UUID, datetime]] = Counter()
+    days: dict[tuple[UUID, object], tuple[int, datetime]] = {}
+    pins: dict[tuple[UUID, str], tuple[UUID, datetime]] = {}
+    threads: dict[UUID, tuple] = {}
     for e in decisions:
         if not isinstance(e, SendAccepted):
             continue
-        p = e.payload
-        recipient = p.to[0].lower()
-        day = local_day_start(e.occurred_at, timezone).date()
-        await conn.execute(
-            """INSERT INTO identity_usage (identity_id, day, sent) VALUES ($1, $2, 1)
-               ON CONFLICT (identity_id, day) DO UPDATE SET sent = identity_usage.sent + 1""",
-            e.identity_id,
-            day,
-        )
-        await conn.execute(
-            "INSERT INTO mailbox_sends (mailbox_id, sent_at, message_id) VALUES ($1, $2, $3)",
-            p.mailbox_id,
-            e.occurred_at,
-            p.message_id,
-        )
+        p, at = e.payload, e.occurred_at
+        day = local_day_start(at, timezones.get(e.identity_id, "UTC")).date()
+        usage[(e.identity_id, day)] += 1
+        minutes[(p.mailbox_id, at.replace(second=0, microsecond=0))] += 1
+        n, last = days.get((p.mailbox_id, day), (0, at))
+        days[(p.mailbox_id, day)] = (n + 1, max(last, at))
         if p.affinity != "existing":  # a new pin, or a re-pin; replies and reuse leave the pin as it is
-            await conn.execute(
-                """INSERT INTO affinity (identity_id, recipient, mailbox_id, pinned_at) VALUES ($1, $2, $3, $4)
-                   ON CONFLICT (identity_id, recipient) DO UPDATE SET mailbox_id = $3, pinned_at = $4""",
-                e.identity_id,
-                recipient,
-                p.mailbox_id,
-                e.occurred_at,
-            )
-        await conn.execute(
-            """INSERT INTO threads (conv_id, org_id, identity_id, mailbox_id, counterpart, subject,
-                                    last_rfc_message_id, refs, updated_at)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-               ON CONFLICT (conv_id) DO UPDATE SET last_rfc_message_id = $7, refs = $8, updated_at = $9""",
-            p.conv_id,
+            pins[(e.identity_id, p.to[0].lower())] = (p.mailbox_id, at)
+        refs = [*p.content.references, p.rfc_message_id]
+        threads[p.conv_id] = (
             e.org_id,
             e.identity_id,
             p.mailbox_id,
             p.to[0],
             p.content.subject,
             p.rfc_message_id,
-            [*p.content.references, p.rfc_message_id],
-            e.occurred_at,
+            refs,
+            at,
         )
+    await conn.executemany(
+        """INSERT INTO identity_usage (identity_id, day, sent) VALUES ($1, $2, $3)
+           ON CONFLICT (identity_id, day) DO UPDATE SET sent = identity_usage.sent + EXCLUDED.sent""",
+        [(i, d, n) for (i, d), n in usage.items()],
+    )
+    await conn.executemany(
+        """INSERT INTO mailbox_minutes (mailbox_id, minute, sent) VALUES ($1, $2, $3)
+           ON CONFLICT (mailbox_id, minute) DO UPDATE SET sent = mailbox_minutes.sent + EXCLUDED.sent""",
+        [(m, minute, n) for (m, minute), n in minutes.items()],
+    )
+    await conn.executemany(
+        """INSERT INTO mailbox_days (mailbox_id, day, sent, last_used_at) VALUES ($1, $2, $3, $4)
+           ON CONFLICT (mailbox_id, day) DO UPDATE SET sent = mailbox_days.sent + EXCLUDED.sent,
+               last_used_at = greatest(mailbox_days.last_used_at, EXCLUDED.last_used_at)""",
+        [(m, d, n, last) for (m, d), (n, last) in days.items()],
+    )
+    await conn.executemany(
+        """INSERT INTO affinity (identity_id, recipient, mailbox_id, pinned_at) VALUES ($1, $2, $3, $4)
+           ON CONFLICT (identity_id, recipient) DO UPDATE SET mailbox_id = $3, pinned_at = $4""",
+        [(i, r, m, at) for (i, r), (m, at) in pins.items()],
+    )
+    await conn.executemany(
+        """INSERT INTO threads (conv_id, org_id, identity_id, mailbox_id, counterpart, subject,
+                                last_rfc_message_id, refs, updated_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+           ON CONFLICT (conv_id) DO UPDATE SET last_rfc_message_id = $7, refs = $8, updated_at = $9""",
+        [(conv, *rest) for conv, rest in threads.items()],
+    )
+
+
+async def decide_batch(conn: asyncpg.Connection, events: list[Envelope], now: datetime) -> list[Envelope]:
+    """Inside a transaction: the decisions for every request of the batch, in order (recorded ones re-used)."""
+    unique = list({e.event_id: e for e in events}.values())
+    fresh_ids = await db.claim_many(conn, CONSUMER, [e.event_id for e in unique])
+    outputs = await db.recorded_many(
+        conn, CONSUMER, [e.event_id for e in unique if e.event_id not in fresh_ids]
+    )
+    if outputs:
+        log.info("requests already decided, re-publishing their decisions", count=len(outputs))
+    fresh = [e for e in unique if e.event_id in fresh_ids]
+    if fresh:
+        states = await load_states(conn, fresh, now)
+        threads = await load_threads(
+            conn, [e.payload.conv_id for e in fresh if isinstance(e, ReplyRequested)]
+        )
+        decided: dict[UUID, list[Envelope]] = {}
+        for e in fresh:
+            state = states.get(e.identity_id) or IdentityState(e.identity_id, "", 0, 0, (), active=False)
+            if isinstance(e, SendRequested):
+                decisions = decide_send(e, state, now)
+            elif isinstance(e, ReplyRequested):
+                thread = threads.get(e.payload.conv_id)
+                decisions = decide_reply(e, state, thread, now)
+                if thread is not None:
+                    threads[thread.conv_id] = thread_after(thread, decisions)
+            else:
+                log.warning("request type not handled yet", type=e.type)
+                decisions = []
+            states[e.identity_id] = advance(state, decisions)
+            decided[e.event_id] = decisions
+        await apply(
+            conn, [d for ds in decided.values() for d in ds], {i: s.timezone for i, s in states.items()}
+        )
+        await db.finish_many(conn, CONSUMER, decided)
+        outputs.update(decided)
+    return [d for e in unique for d in outputs.get(e.event_id, [])]
 
 
 def build(broker: KafkaBroker, settings: CommonSettings, pool: asyncpg.Pool) -> None:
     """Register the decide consumer on `broker`."""
+    next_sweep = 0.0
 
     @subscribe(broker, settings, [topics.REQUESTS], group=CONSUMER, path="sync")
     async def on_requests(events: list[Envelope]) -> None:
         """Decide every recipient of each send or reply request: accept with a mailbox, or reject with a reason."""
-        now = datetime.now(UTC)
-        out: list[Envelope] = []
+        nonlocal next_sweep
         async with pool.acquire() as conn, conn.transaction():
-            for event in events:
-                with bound(event):
-                    decisions = await db.claim(conn, CONSUMER, event.event_id)
-                    if decisions is None:
-                        decisions, timezone = await decide(conn, event, now)
-                        await apply(conn, decisions, timezone)
-                        await db.finish(conn, CONSUMER, event.event_id, decisions)
-                    else:
-                        log.info("request already decided, re-publishing its decisions")
-                    out.extend(decisions)
-        await publish_events(broker, settings, out)
-        log.debug("requests decided", requests=len(events), decisions=len(out))
+            decisions = await decide_batch(conn, events, datetime.now(UTC))
+        await publish_events(broker, settings, decisions)
+        log.debug("requests decided", requests=len(events), decisions=len(decisions))
+        if time.monotonic() > next_sweep:  # minute buckets older than the rolling hour are no longer read
+            next_sweep = time.monotonic() + 60
+            await pool.execute("DELETE FROM mailbox_minutes WHERE minute < now() - interval '2 hours'")

@@ -142,10 +142,13 @@ def build(broker: KafkaBroker, settings: DispatchSettings, pool: asyncpg.Pool) -
                 event, accepted, attempt, first_at or now, outcome, str(relay), datetime.now(UTC), settings
             )
             # Recorded at once, not at the end of the batch: the duplicate window stays one message wide.
-            async with pool.acquire() as conn, conn.transaction():
-                outputs, first = await db.record(conn, CONSUMER, event.event_id, facts)
-                if first and retry is not None:
-                    await timers.schedule(conn, retry, retry.occurred_at)
+            if retry is None:
+                outputs, _ = await db.record(pool, CONSUMER, event.event_id, facts)
+            else:
+                async with pool.acquire() as conn, conn.transaction():
+                    outputs, first = await db.record(conn, CONSUMER, event.event_id, facts)
+                    if first:
+                        await timers.schedule(conn, retry, retry.occurred_at)
             log.info("dispatched", outcome=outcome.kind, attempt=attempt, reason=outcome.reason)
             return outputs
 

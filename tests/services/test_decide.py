@@ -83,4 +83,5 @@ async def test_redelivered_request_republishes_the_same_decision(db: asyncpg.Poo
         and seen[0].payload.remaining == 4
     )
     assert await db.fetchval("SELECT sent FROM identity_usage WHERE identity_id = $1", idn) == 1
-    assert await db.fetchval("SELECT count(*) FROM mailbox_sends WHERE mailbox_id = $1", acc) == 1
+    assert await db.fetchval("SELECT sum(sent) FROM mailbox_minutes WHERE mailbox_id = $1", acc) == 1
+    assert await db.fetchval("SELECT sent FROM mailbox_days WHERE mailbox_id = $1", acc) == 1

@@ -1,0 +1,292 @@
+"""Sends through the whole pipeline, HTTP -> Kafka -> decide -> dispatch -> SMTP sink, against the raw limits.
+
+Measured in one run, on one machine, with the same broker, database and sink:
+  raw   aiokafka produce rate (1 KB keyed records, acks=all) and pre-serialised SMTP to the sink
+        (one connection, and as many as dispatch uses per mailbox);
+  e2e   sustained sends by concurrent HTTP clients until every one has the relay's 250, with HTTP
+        latency and accept -> SMTP 250 latency;
+  rate  HTTP latency at fixed request rates (open loop: requests start on schedule, whatever the
+        previous ones do).
+Prints each figure and its ratio to the raw limit. Usage: `make bench` or
+`python -m bench.send_pipeline --sends 3000 --rates 100,200`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiohttp
+import aiosmtplib
+import asyncpg
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from schemas.events import Content, SendAcceptedPayload
+from services.common.infra import ensure_infra, free_port, wait_for_port
+from services.common.settings import DispatchSettings
+from services.dispatch.mime import render_message
+from services.local import SERVICES, Stack, wait_ready
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(int(len(ordered) * p / 100), len(ordered) - 1)]
+
+
+def ms(values: list[float]) -> str:
+    return f"p50 {pct(values, 50) * 1000:7.1f} ms   p99 {pct(values, 99) * 1000:7.1f} ms"
+
+
+async def raw_produce_rate(bootstrap: str, n: int = 20_000) -> float:
+    """aiokafka alone: keyed 1 KB records, acks=all, fire then wait for every ack."""
+    topic = f"bench-raw-{uuid.uuid4().hex[:6]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    await admin.create_topics([NewTopic(topic, 6, 1)])
+    await admin.close()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=65536)
+    await producer.start()
+    value = b"x" * 1024
+    try:
+        started = time.perf_counter()
+        futures = [await producer.send(topic, value, key=str(i % 500).encode()) for i in range(n)]
+        await asyncio.gather(*futures)
+        return n / (time.perf_counter() - started)
+    finally:
+        await producer.stop()
+
+
+def sample_message() -> bytes:
+    p = SendAcceptedPayload(
+        message_id=uuid.uuid4(), conv_id=uuid.uuid4(), mailbox_id=uuid.uuid4(), mailbox_email="s@tryacme.test",
+        affinity="new", rfc_message_id="<bench@tryacme.test>", from_addr="s@tryacme.test", to=["lead@example.test"],
+        content=Content(subject="Quick intro", text="Hi Morgan, " * 40, html="<p>Hi Morgan</p>" * 20),
+        daily_cap=1, remaining=0,
+    )  # fmt: skip
+    return render_message(p, datetime.now(UTC))
+
+
+async def raw_smtp_rate(port: int, connections: int, n: int = 2000) -> float:
+    """Pre-serialised bytes over `connections` persistent SMTP connections to the sink."""
+    data = sample_message()
+
+    async def one_connection(count: int) -> None:
+        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False)
+        await client.connect()
+        for _ in range(count):
+            await client.sendmail("s@tryacme.test", ["lead@example.test"], data)
+        await client.quit()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one_connection(n // connections) for _ in range(connections)))
+    return (n // connections * connections) / (time.perf_counter() - started)
+
+
+class Client:
+    def __init__(self, session: aiohttp.ClientSession, base: str, key: str):
+        self.session, self.base, self.key = session, base, key
+
+    async def post(self, path: str, body: dict) -> tuple[int, dict, float]:
+        started = time.perf_counter()
+        async with self.session.post(
+            self.base + path, json=body, headers={"Authorization": f"Bearer {self.key}"}
+        ) as r:
+            out = await r.json()
+        return r.status, out, time.perf_counter() - started
+
+
+async def setup_identity(client: Client, sink_port: int) -> tuple[str, str]:
+    handle = f"bench-{uuid.uuid4().hex[:6]}@example.test"
+    status, body, _ = await client.post("/v1/identities", {"handle": handle, "dailyCap": 1_000_000})
+    assert status == 201, body
+    status, body, _ = await client.post(f"/v1/identities/{handle}/mailboxes", {
+        "email": f"sender-{uuid.uuid4().hex[:6]}@tryacme.test", "hourlyLimit": 1_000_000,
+        "smtp": {"host": "127.0.0.1", "port": sink_port, "tls": "none"},
+    })  # fmt: skip
+    assert status == 201, body
+    return handle, str(uuid.UUID(body["id"].removeprefix("acc_")))
+
+
+async def sustained(
+    client: Client, pool: asyncpg.Pool, handle: str, mailbox: str, n: int, concurrency: int
+) -> dict:
+    """n sends from `concurrency` clients as fast as they are answered; done when all have the relay's 250."""
+    latencies: list[float] = []
+    counter = iter(range(n))
+    run = uuid.uuid4().hex[:6]
+
+    async def worker() -> None:
+        for i in counter:
+            status, body, took = await client.post(
+                f"/v1/identities/{handle}/send",
+                {"to": f"lead-{run}-{i}@example.test", "subject": f"Step {i}", "text": "Hi Morgan, " * 40},
+            )
+            assert status == 202, body
+            latencies.append(took)
+
+    identity = await pool.fetchval("SELECT id FROM identities WHERE handle = $1", handle)
+    before = await sent_by(pool, mailbox)
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    http_done = time.perf_counter()
+    deadline = time.monotonic() + 180
+    while await sent_by(pool, mailbox) - before < n:
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"only {await sent_by(pool, mailbox) - before} of {n} sends reached the sink; see the logs"
+            )
+        await asyncio.sleep(0.05)
+    finished = time.perf_counter()
+    accept_to_250 = await accept_to_250_latencies(pool, identity, n)
+    return {
+        "rate": n / (finished - started),
+        "http_rate": n / (http_done - started),
+        "http": latencies,
+        "accept_to_250": accept_to_250,
+    }
+
+
+async def sent_by(pool: asyncpg.Pool, mailbox: str) -> int:
+    """Sends whose relay 250 dispatch has recorded (no projection lag in this count)."""
+    return await pool.fetchval(
+        """SELECT count(*) FROM processed_events WHERE consumer = 'dispatch'
+              AND outputs -> 0 ->> 'type' = 'MessageSent' AND outputs -> 0 -> 'payload' ->> 'mailbox_id' = $1""",
+        mailbox,
+    )
+
+
+async def accept_to_250_latencies(pool: asyncpg.Pool, identity: uuid.UUID, n: int) -> list[float]:
+    """From each SendAccepted to its MessageSent (occurred_at of both), once the audit view has them all."""
+    deadline = time.monotonic() + 120
+    rows: list = []
+    while time.monotonic() < deadline:
+        rows = await pool.fetch(
+            """SELECT extract(epoch FROM s.occurred_at - a.occurred_at) AS took
+                 FROM message_events a JOIN message_events s ON s.message_id = a.message_id
+                 JOIN messages m ON m.id = a.message_id
+                WHERE a.type = 'SendAccepted' AND s.type = 'MessageSent' AND m.identity_id = $1""",
+            identity,
+        )
+        if len(rows) >= n:
+            break
+        await asyncio.sleep(0.2)
+    return [float(r["took"]) for r in rows]
+
+
+async def fixed_rate(client: Client, handle: str, rate: int, seconds: float) -> list[float]:
+    """Open loop: a request starts every 1/rate s regardless of the others; returns their latencies."""
+    latencies: list[float] = []
+    tasks = []
+
+    async def one(i: int) -> None:
+        status, body, took = await client.post(
+            f"/v1/identities/{handle}/send", {"to": f"r{rate}-{i}@example.test", "subject": "s", "text": "t"}
+        )
+        assert status == 202, body
+        latencies.append(took)
+
+    started = time.perf_counter()
+    for i in range(int(rate * seconds)):
+        delay = started + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(i)))
+    await asyncio.gather(*tasks)
+    return latencies
+
+
+async def main(args: argparse.Namespace) -> None:
+    data = Path(tempfile.mkdtemp(prefix="sendstream-bench-"))
+    data.chmod(0o755)
+    infra = ensure_infra(data, durable=not args.no_fsync)
+    sink_port, http_port = free_port(), free_port()
+    key = "sk_live_" + secrets.token_urlsafe(16)
+    env = {
+        **infra.env,
+        "SENDSTREAM_BOOTSTRAP_API_KEY": key,
+        "SENDSTREAM_HTTP_PORT": str(http_port),
+        "SENDSTREAM_KAFKA_TOPIC_PREFIX": f"bench{uuid.uuid4().hex[:6]}",
+        "SENDSTREAM_LOG_LEVEL": "WARNING",
+    }
+    stack = Stack(env, log_dir=data)
+    stack.start("sink", ["-m", "services.sink", "--port", str(sink_port), "--discard"])
+    for name in SERVICES:
+        stack.start(name)
+    pool = None
+    try:
+        wait_for_port("127.0.0.1", sink_port, 20)
+        wait_ready(f"http://127.0.0.1:{http_port}/readyz", 90, stack)
+        pool = await asyncpg.create_pool(infra.env["DATABASE_URL"], min_size=1, max_size=2)
+        lanes = DispatchSettings().smtp_pool_size
+
+        produce = await raw_produce_rate(infra.env["KAFKA_BOOTSTRAP_SERVERS"])
+        smtp_1 = await raw_smtp_rate(sink_port, 1)
+        smtp_n = await raw_smtp_rate(sink_port, lanes)
+
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256)) as session:
+            client = Client(session, f"http://127.0.0.1:{http_port}", key)
+            org = await client.post("/v1/organizations", {"name": "bench"})
+            client = Client(session, client.base, org[1]["apiKey"])
+            handle, mailbox = await setup_identity(client, sink_port)
+            await sustained(client, pool, handle, mailbox, 200, args.concurrency)  # warm-up: caches, pools
+            e2e = await sustained(client, pool, handle, mailbox, args.sends, args.concurrency)
+            rates = {r: await fixed_rate(client, handle, r, args.seconds) for r in args.rates}
+
+        print(
+            f"\nsendstream bench on {os.cpu_count()} cores, Python {sys.version.split()[0]}, "
+            f"{'fsync off' if args.no_fsync else 'fsync on'}; sink discards; everything on this machine"
+        )
+        print("\nraw limits (same broker, same sink, this run)")
+        print(f"  aiokafka produce, 1 KB keyed, acks=all        {produce:9.0f} msg/s")
+        print(f"  SMTP pre-serialised, 1 connection             {smtp_1:9.0f} msg/s")
+        print(f"  SMTP pre-serialised, {lanes} connections            {smtp_n:9.0f} msg/s")
+        print(f"\nend to end: {args.sends} sends, {args.concurrency} concurrent HTTP clients, one mailbox")
+        print(
+            f"  HTTP -> SMTP 250 (all sent)                   {e2e['rate']:9.0f} msg/s"
+            f"   = {e2e['rate'] / smtp_n:.2f} x raw SMTP ({lanes} conn), {e2e['rate'] / smtp_1:.2f} x (1 conn),"
+            f" {e2e['rate'] / produce:.3f} x raw produce"
+        )
+        print(f"  HTTP answered (202)                           {e2e['http_rate']:9.0f} req/s")
+        print(f"  HTTP latency                                  {ms(e2e['http'])}")
+        print(
+            f"  accept -> SMTP 250                            {ms(e2e['accept_to_250'])}"
+            f"   ({len(e2e['accept_to_250'])} measured)"
+        )
+        for rate, lat in rates.items():
+            print(f"\nfixed rate {rate} req/s for {args.seconds:.0f} s (open loop)")
+            print(
+                f"  HTTP latency                                  {ms(lat)}   mean {statistics.mean(lat) * 1000:.1f} ms"
+            )
+        print(
+            "\ntargets: >= 300 sends/s end to end, HTTP p99 <= 50 ms at 100 req/s (first milestone);"
+            " 0.6 x raw SMTP and p99 <= 25 ms at 200 req/s (goal)"
+        )
+    finally:
+        if pool:
+            await pool.close()
+        stack.stop_all()
+        infra.stop()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sends", type=int, default=3000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--rates", type=lambda s: [int(x) for x in s.split(",")], default=[100, 200])
+    parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument("--no-fsync", action="store_true", help="PostgreSQL without fsync (as the tests run)")
+    asyncio.run(main(parser.parse_args()))
