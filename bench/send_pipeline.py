@@ -185,6 +185,31 @@ async def accept_to_250_latencies(pool: asyncpg.Pool, identity: uuid.UUID, n: in
     return [float(r["took"]) for r in rows]
 
 
+async def request_to_decision(pool: asyncpg.Pool, recipient_like: str) -> list[float]:
+    """From each SendRequested to its decision (occurred_at of both): the part of HTTP latency spent in Kafka and decide."""
+    rows = await pool.fetch(
+        """SELECT extract(epoch FROM a.occurred_at - r.occurred_at) AS took
+             FROM message_events r JOIN message_events a ON a.message_id = r.message_id AND a.type = 'SendAccepted'
+             JOIN messages m ON m.id = r.message_id
+            WHERE r.type = 'SendRequested' AND m.to_addrs[1] LIKE $1""",
+        recipient_like,
+    )
+    return [float(r["took"]) for r in rows]
+
+
+async def one_at_a_time(client: Client, handle: str, n: int = 50) -> list[float]:
+    """The floor: HTTP latency of sends made one after another on an otherwise idle system."""
+    latencies = []
+    for i in range(n):
+        status, body, took = await client.post(
+            f"/v1/identities/{handle}/send", {"to": f"floor-{i}@example.test", "subject": "s", "text": "t"}
+        )
+        assert status == 202, body
+        latencies.append(took)
+        await asyncio.sleep(0.02)
+    return latencies
+
+
 async def fixed_rate(client: Client, handle: str, rate: int, seconds: float) -> list[float]:
     """Open loop: a request starts every 1/rate s regardless of the others; returns their latencies."""
     latencies: list[float] = []
@@ -241,8 +266,13 @@ async def main(args: argparse.Namespace) -> None:
             client = Client(session, client.base, org[1]["apiKey"])
             handle, mailbox = await setup_identity(client, sink_port)
             await sustained(client, pool, handle, mailbox, 200, args.concurrency)  # warm-up: caches, pools
+            await asyncio.sleep(2)
+            floor = await one_at_a_time(client, handle)
             e2e = await sustained(client, pool, handle, mailbox, args.sends, args.concurrency)
             rates = {r: await fixed_rate(client, handle, r, args.seconds) for r in args.rates}
+            await asyncio.sleep(3)  # let the audit view catch up
+            decide_floor = await request_to_decision(pool, "floor-%")
+            decide_at = {r: await request_to_decision(pool, f"r{r}-%") for r in args.rates}
 
         print(
             f"\nsendstream bench on {os.cpu_count()} cores, Python {sys.version.split()[0]}, "
@@ -264,11 +294,15 @@ async def main(args: argparse.Namespace) -> None:
             f"  accept -> SMTP 250                            {ms(e2e['accept_to_250'])}"
             f"   ({len(e2e['accept_to_250'])} measured)"
         )
+        print("\none request at a time (the floor)")
+        print(f"  HTTP latency                                  {ms(floor)}")
+        print(f"  of which request -> decision                  {ms(decide_floor)}")
         for rate, lat in rates.items():
             print(f"\nfixed rate {rate} req/s for {args.seconds:.0f} s (open loop)")
             print(
                 f"  HTTP latency                                  {ms(lat)}   mean {statistics.mean(lat) * 1000:.1f} ms"
             )
+            print(f"  of which request -> decision                  {ms(decide_at[rate])}")
         print(
             "\ntargets: >= 300 sends/s end to end, HTTP p99 <= 50 ms at 100 req/s (first milestone);"
             " 0.6 x raw SMTP and p99 <= 25 ms at 200 req/s (goal)"

@@ -44,13 +44,17 @@ class Stack:
         self.procs: dict[str, subprocess.Popen] = {}
         self.args: dict[str, list[str]] = dict(SERVICES)
 
-    def start(self, name: str, args: list[str] | None = None) -> subprocess.Popen:
+    def start(
+        self, name: str, args: list[str] | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.Popen:
         """Start `name` (a service of SERVICES, or any module given by `args`; remembered for restarts)."""
         if args is not None:
             self.args[name] = args
         argv = [sys.executable, *self.args[name]]
         out = open(self.log_dir / f"{name}.log", "ab") if self.log_dir else None  # noqa: SIM115 - the child owns it
-        proc = subprocess.Popen(argv, env=self.env, stdout=out, stderr=subprocess.STDOUT if out else None)
+        proc = subprocess.Popen(
+            argv, env={**self.env, **(env or {})}, stdout=out, stderr=subprocess.STDOUT if out else None
+        )
         self.procs[name] = proc
         return proc
 

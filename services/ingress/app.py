@@ -18,6 +18,7 @@ from services.common.broker import ensure_topics, make_broker
 from services.common.logging import configure_logging
 from services.common.settings import IngressSettings
 from services.ingress.auth import authenticate, ensure_bootstrap_key
+from services.ingress.cache import Cache
 from services.ingress.context import CONTEXT, Context
 from services.ingress.decisions import DecisionWaiter
 from services.ingress.http import add_routes, observe
@@ -41,11 +42,14 @@ async def _lifecycle(app: web.Application):
     await broker.connect()
     waiter = DecisionWaiter(settings)
     await waiter.start()
-    app[CONTEXT] = Context(settings, pool, broker, waiter)
+    cache = Cache(settings.database_url)
+    await cache.start()
+    app[CONTEXT] = Context(settings, pool, broker, waiter, cache)
     sweeper = asyncio.create_task(_sweep_idempotency_keys(pool), name="idempotency-sweeper")
     log.info("ingress ready", host=settings.http_host, port=settings.http_port)
     yield
     sweeper.cancel()
+    await cache.stop()
     await waiter.stop()
     await broker.stop()
     await pool.close()
@@ -67,7 +71,8 @@ def create_app(settings: IngressSettings) -> web.Application:
     app.cleanup_ctx.append(_lifecycle)
 
     async def auth(request: web.Request):
-        return await authenticate(request, request.app[CONTEXT].pool)
+        c = request.app[CONTEXT]
+        return await authenticate(request, c.pool, c.cache)
 
     add_routes(app, auth)
     return app

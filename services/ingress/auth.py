@@ -10,6 +10,7 @@ import asyncpg
 from aiohttp import web
 
 from services.common.ids import new_id
+from services.ingress.cache import Cache
 from services.ingress.http import ApiError, Principal
 
 ALL_SCOPES = ["send", "read", "admin"]
@@ -73,17 +74,26 @@ async def ensure_bootstrap_key(pool: asyncpg.Pool, key: str) -> None:
         )
 
 
-async def authenticate(request: web.Request, pool: asyncpg.Pool) -> Principal:
+def principal_cache_key(hashed: bytes) -> str:
+    return "key:" + hashed.hex()
+
+
+async def authenticate(request: web.Request, pool: asyncpg.Pool, cache: Cache) -> Principal:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(401, "unauthorized", "missing API key: send `Authorization: Bearer <key>`")
+    hashed = key_hash(token.strip())
+    if (cached := cache.get(principal_cache_key(hashed))) is not None:
+        return cached
     row = await pool.fetchrow(
         """SELECT k.id, k.org_id, k.scopes, o.is_operator
              FROM api_keys k JOIN organizations o ON o.id = k.org_id
             WHERE k.key_hash = $1 AND k.revoked_at IS NULL""",
-        key_hash(token.strip()),
+        hashed,
     )
     if row is None:
         raise ApiError(401, "unauthorized", "invalid or revoked API key")
-    return Principal(row["org_id"], row["id"], frozenset(row["scopes"]), row["is_operator"])
+    principal = Principal(row["org_id"], row["id"], frozenset(row["scopes"]), row["is_operator"])
+    cache.put(principal_cache_key(hashed), principal)
+    return principal

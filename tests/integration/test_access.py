@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from tests.conftest import Api, Relay, new_org
+from services.common.infra import free_port
+from services.local import Stack, wait_ready
+from tests.conftest import Api, Relay, eventually, new_org
 from tests.integration.test_send import make_identity
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
@@ -128,3 +130,30 @@ async def test_non_json_body_is_400(api: Api, relay: Relay) -> None:
             "POST", f"/v1/identities/{handle}/send", data=data, headers={"Content-Type": "application/json"}
         )
         assert status == 400 and "JSON" in body["error"]["message"], body
+
+
+async def test_revocation_and_deletion_reach_every_ingress_process(
+    api: Api, relay: Relay, stack: Stack
+) -> None:
+    """Keys and identities are cached per ingress process: a change made through one is seen by another at once."""
+    port = free_port()
+    stack.start("ingress-2", ["-m", "services.ingress"], env={"SENDSTREAM_HTTP_PORT": str(port)})
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/readyz", 60)
+        other = Api(api.session, f"http://127.0.0.1:{port}", api.key)
+        _, created, _ = await api.call("POST", "/v1/api-keys", {"scopes": ["read"]})
+        handle, _ = await make_identity(api, relay)
+        for client in (api, other):  # warm both caches
+            assert (await client.as_key(created["apiKey"]).call("GET", "/v1/identities"))[0] == 200
+            assert (await client.call("GET", f"/v1/identities/{handle}"))[0] == 200
+        assert (await api.call("DELETE", f"/v1/api-keys/{created['id']}"))[0] == 204
+        assert (await api.call("DELETE", f"/v1/identities/{handle}"))[0] == 204
+
+        async def refused() -> bool:
+            key_gone = (await other.as_key(created["apiKey"]).call("GET", "/v1/identities"))[0] == 401
+            identity_gone = (await other.call("GET", f"/v1/identities/{handle}"))[0] == 404
+            return key_gone and identity_gone
+
+        await eventually(refused, timeout=1.0, interval=0.01)
+    finally:
+        stack.stop("ingress-2")

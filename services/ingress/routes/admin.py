@@ -9,7 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from schemas.api.identities import ApiKeyCreated, CreateApiKey, CreateOrganization, OrganizationCreated
 from services.common import ids
-from services.ingress.auth import create_organization, new_key, store_key
+from services.ingress.auth import create_organization, new_key, principal_cache_key, store_key
 from services.ingress.context import ctx
 from services.ingress.http import ApiError, Call, json_model, not_found, route
 from services.ingress.openapi import openapi_document
@@ -64,14 +64,15 @@ async def create_key(call: Call) -> web.Response:
 )
 async def revoke_key(call: Call) -> web.Response:
     key_id = ids.parse("key", call.param("keyId"))
-    done = key_id and await ctx(call).pool.fetchval(
+    hashed = key_id and await ctx(call).pool.fetchval(
         """UPDATE api_keys SET revoked_at = coalesce(revoked_at, now())
-            WHERE id = $1 AND org_id = $2 RETURNING true""",
+            WHERE id = $1 AND org_id = $2 RETURNING key_hash""",
         key_id,
         call.principal.org_id,
     )
-    if not done:
+    if not hashed:
         raise not_found("API key")
+    await ctx(call).cache.invalidate(ctx(call).pool, principal_cache_key(hashed))
     return web.Response(status=204)
 
 

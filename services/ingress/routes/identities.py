@@ -91,8 +91,15 @@ def render_mailbox(row: asyncpg.Record, handle: str) -> Mailbox:
     )
 
 
+def identity_cache_key(org_id: UUID, handle: str) -> str:
+    return f"identity:{org_id}:{handle.lower()}"
+
+
 async def find_identity(call: Call) -> asyncpg.Record:
     """The caller's identity named by the `handle` path parameter; 404 if absent or another org's."""
+    key = identity_cache_key(call.principal.org_id, call.param("handle"))
+    if (cached := ctx(call).cache.get(key)) is not None:
+        return cached
     row = await ctx(call).pool.fetchrow(
         """SELECT * FROM identities WHERE org_id = $1 AND lower(handle) = lower($2) AND deleted_at IS NULL""",
         call.principal.org_id,
@@ -100,7 +107,12 @@ async def find_identity(call: Call) -> asyncpg.Record:
     )
     if row is None:
         raise not_found("Identity")
+    ctx(call).cache.put(key, row)
     return row
+
+
+async def forget_identity(call: Call, row: asyncpg.Record) -> None:
+    await ctx(call).cache.invalidate(ctx(call).pool, identity_cache_key(row["org_id"], row["handle"]))
 
 
 async def find_mailbox(call: Call, identity: asyncpg.Record) -> asyncpg.Record:
@@ -223,6 +235,7 @@ async def update_identity(call: Call) -> web.Response:
         b.dailyCap,
         b.timezone,
     )
+    await forget_identity(call, row)
     await announce(
         call,
         IdentityUpdated(
@@ -252,6 +265,7 @@ async def delete_identity(call: Call) -> web.Response:
             "UPDATE mailboxes SET deleted_at = now() WHERE identity_id = $1 AND deleted_at IS NULL",
             identity["id"],
         )
+    await forget_identity(call, identity)
     await announce(
         call,
         IdentityDeleted(
