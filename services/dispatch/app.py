@@ -37,6 +37,7 @@ from services.common import db, timers
 from services.common.broker import bound, publish_events, subscribe
 from services.common.settings import DispatchSettings
 from services.dispatch.mime import envelope_recipients, render_message
+from services.dispatch.recorder import OutcomeRecorder
 from services.dispatch.retry import next_attempt_at
 from services.dispatch.smtp import Outcome, Relay, SmtpPool
 
@@ -123,6 +124,7 @@ def build(broker: KafkaBroker, settings: DispatchSettings, pool: asyncpg.Pool) -
         timeout=settings.smtp_timeout_s, hostname=settings.smtp_hostname, size=settings.smtp_pool_size,
         idle_s=settings.smtp_idle_s,
     )  # fmt: skip
+    recorder = OutcomeRecorder(pool, CONSUMER)
     lanes: dict[UUID, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(settings.smtp_pool_size))
 
     async def dispatch_one(event: Envelope, relays: dict[UUID, Relay]) -> list[Envelope]:
@@ -141,9 +143,9 @@ def build(broker: KafkaBroker, settings: DispatchSettings, pool: asyncpg.Pool) -
             facts, retry = outcome_events(
                 event, accepted, attempt, first_at or now, outcome, str(relay), datetime.now(UTC), settings
             )
-            # Recorded at once, not at the end of the batch: the duplicate window stays one message wide.
+            # Recorded at once (group-committed with its neighbours), not at the end of the batch.
             if retry is None:
-                outputs, _ = await db.record(pool, CONSUMER, event.event_id, facts)
+                outputs = await recorder.record(event.event_id, facts)
             else:
                 async with pool.acquire() as conn, conn.transaction():
                     outputs, first = await db.record(conn, CONSUMER, event.event_id, facts)
