@@ -70,6 +70,9 @@ class IngressSettings(CommonSettings):
     decision_timeout_s: float = Field(
         5.0, description="How long a send waits for its decision before answering 202 `queued`."
     )
+    publish_timeout_s: float = Field(
+        5.0, description="How long a request waits for the broker to take its event before answering 503."
+    )
     max_body_bytes: int = Field(2 * 1024 * 1024, description="Largest accepted HTTP request body (bytes).")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 import asyncpg
@@ -27,7 +28,9 @@ class Context:
     async def publish(self, events: list[Envelope]) -> None:
         """Publish, or answer 503 with Retry-After: the client must not take a failure for a success."""
         try:
-            await publish_events(self.broker, self.settings, events)
+            await asyncio.wait_for(
+                publish_events(self.broker, self.settings, events), self.settings.publish_timeout_s
+            )
         except Exception as exc:
             raise ApiError(
                 503,

@@ -20,6 +20,8 @@ from aiohttp import web
 from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, ValidationError
 
+from services.common.broker import TRANSIENT_ERRORS
+
 log = structlog.get_logger("sendstream.ingress")
 
 HTTP_REQUESTS = Counter("sendstream_http_requests_total", "HTTP requests", ["method", "route", "status"])
@@ -95,7 +97,7 @@ class Call:
 
     @property
     def request_id(self) -> str:
-        return self.request["request_id"]
+        return self.request[REQUEST_ID]
 
 
 Handler = Callable[[Call], Awaitable[web.StreamResponse]]
@@ -176,18 +178,19 @@ def json_model(model: BaseModel, status: int = 200, headers: dict[str, str] | No
     )
 
 
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+REQUEST_ID = web.RequestKey("request_id", str)
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 @web.middleware
 async def observe(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
     """Request id, structured log context, JSON errors and metrics for every request."""
     given = request.headers.get("X-Request-Id", "")
-    request["request_id"] = given if _REQUEST_ID.match(given) else str(uuid.uuid4())
+    request[REQUEST_ID] = given if _VALID_REQUEST_ID.match(given) else str(uuid.uuid4())
     info = request.match_info.route.resource
     route_name = info.canonical if info is not None else "unmatched"
     started = time.perf_counter()
-    with structlog.contextvars.bound_contextvars(correlation_id=request["request_id"]):
+    with structlog.contextvars.bound_contextvars(correlation_id=request[REQUEST_ID]):
         try:
             response = await handler(request)
         except ApiError as exc:
@@ -200,11 +203,18 @@ async def observe(request: web.Request, handler: Callable[[web.Request], Awaitab
             response = error_response(405, "method_not_allowed", f"{exc.method} is not allowed here")
         except web.HTTPException:
             raise
+        except TRANSIENT_ERRORS as exc:
+            log.warning(
+                "infrastructure unavailable", method=request.method, path=request.path, error=repr(exc)
+            )
+            response = error_response(
+                503, "unavailable", "the database or broker is unavailable; retry later", {"Retry-After": "5"}
+            )
         except Exception:
             log.exception("unhandled error", method=request.method, path=request.path)
             response = error_response(500, "internal_error", "internal error")
         elapsed = time.perf_counter() - started
-        response.headers["X-Request-Id"] = request["request_id"]
+        response.headers["X-Request-Id"] = request[REQUEST_ID]
         HTTP_REQUESTS.labels(request.method, route_name, str(response.status)).inc()
         HTTP_LATENCY.labels(request.method, route_name).observe(elapsed)
         log.info(

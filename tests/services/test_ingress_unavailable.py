@@ -1,0 +1,49 @@
+"""The ingress never answers 202 for what it could not hand to the log: 503 with Retry-After instead."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from schemas.events import Content, RequestedMessage, SendRequested, SendRequestedPayload
+from services.common.broker import make_broker
+from services.common.ids import new_id
+from services.common.infra import free_port
+from services.common.settings import IngressSettings
+from services.ingress.context import Context
+from services.ingress.decisions import DecisionWaiter
+from services.ingress.http import ApiError, observe
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+async def test_unreachable_broker_is_503_with_retry_after() -> None:
+    """A broker that cannot take the request makes the send a 503, within the publish timeout."""
+    settings = IngressSettings(kafka_bootstrap_servers=f"127.0.0.1:{free_port()}", publish_timeout_s=1.0)
+    c = Context(settings, None, make_broker(settings, "test"), DecisionWaiter(settings), None)
+    request = SendRequested(org_id=new_id(), identity_id=new_id(), payload=SendRequestedPayload(
+        handle="h@x.test", messages=[RequestedMessage(message_id=new_id(), conv_id=new_id(), to="a@x.test")],
+        content=Content(subject="s", text="t")))  # fmt: skip
+    with pytest.raises(ApiError) as info:
+        await c.submit(request, expected=1)
+    assert info.value.status == 503 and info.value.headers == {"Retry-After": "5"}
+    assert request.event_id not in c.waiter.pending
+
+
+@pytest.mark.parametrize("error", [ConnectionRefusedError(), asyncpg.CannotConnectNowError("starting up")])
+async def test_database_trouble_in_a_handler_is_503_with_retry_after(error: Exception) -> None:
+    """Infrastructure errors become a 503 the client can retry, not a 500."""
+
+    async def handler(request: web.Request) -> web.Response:
+        raise error
+
+    app = web.Application(middlewares=[observe])
+    app.router.add_post("/x", handler)
+    async with TestClient(TestServer(app)) as client:
+        r = await client.post("/x", headers={"X-Request-Id": str(uuid.uuid4())})
+        assert r.status == 503 and r.headers["Retry-After"] == "5"
+        assert (await r.json())["error"]["type"] == "unavailable"
