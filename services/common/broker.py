@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any, Literal
 
@@ -180,7 +181,9 @@ def subscribe(
             group_id=group,
             batch=True,
             max_records=settings.kafka_max_records,
-            batch_timeout_ms=fetch_wait,
+            # FastStream polls the fetched buffer for this long and then sleeps as long again when it was
+            # empty: keep it short where a waiting HTTP request depends on the next batch.
+            batch_timeout_ms=2 if path == "sync" else fetch_wait,
             ack_policy=AckPolicy.NACK_ON_ERROR,
             auto_offset_reset=offset_reset,
             session_timeout_ms=settings.kafka_session_timeout_ms,
@@ -201,9 +204,16 @@ def subscribe(
                     await park(record, exc)
             if not parsed:
                 return
+            started = time.perf_counter()
             try:
                 await handler([e for _, e in parsed])
                 failures.pop("batch", None)
+                log.debug(
+                    "batch handled",
+                    group=group,
+                    size=len(parsed),
+                    ms=round((time.perf_counter() - started) * 1000, 2),
+                )
                 return
             except TRANSIENT_ERRORS as exc:
                 await transient(exc, "batch")

@@ -121,6 +121,8 @@ async def recorded_many(
     conn: asyncpg.Connection | asyncpg.Pool, consumer: str, event_ids: list[UUID]
 ) -> dict[UUID, list[Envelope]]:
     """`recorded` for many events at once: only those already handled appear in the result."""
+    if not event_ids:
+        return {}
     rows = await conn.fetch(
         "SELECT event_id, outputs FROM processed_events WHERE consumer = $1 AND event_id = ANY($2::uuid[])",
         consumer,

@@ -102,6 +102,8 @@ async def load_states(
 
 
 async def load_threads(conn: asyncpg.Connection, conv_ids: list[UUID]) -> dict[UUID, Thread]:
+    if not conv_ids:
+        return {}
     rows = await conn.fetch("SELECT * FROM threads WHERE conv_id = ANY($1::uuid[])", conv_ids)
     return {
         r["conv_id"]: Thread(
@@ -130,6 +132,11 @@ def thread_after(thread: Thread, decisions: list[Envelope]) -> Thread:
                 (*thread.refs, rfc),
             )
     return thread
+
+
+async def _executemany(conn: asyncpg.Connection, sql: str, rows: list[tuple]) -> None:
+    if rows:  # executemany with no rows still costs a round trip
+        await conn.executemany(sql, rows)
 
 
 async def apply(conn: asyncpg.Connection, decisions: list[Envelope], timezones: dict[UUID, str]) -> None:
@@ -161,28 +168,33 @@ async def apply(conn: asyncpg.Connection, decisions: list[Envelope], timezones: 
             refs,
             at,
         )
-    await conn.executemany(
+    await _executemany(
+        conn,
         """INSERT INTO identity_usage (identity_id, day, sent) VALUES ($1, $2, $3)
            ON CONFLICT (identity_id, day) DO UPDATE SET sent = identity_usage.sent + EXCLUDED.sent""",
         [(i, d, n) for (i, d), n in usage.items()],
     )
-    await conn.executemany(
+    await _executemany(
+        conn,
         """INSERT INTO mailbox_minutes (mailbox_id, minute, sent) VALUES ($1, $2, $3)
            ON CONFLICT (mailbox_id, minute) DO UPDATE SET sent = mailbox_minutes.sent + EXCLUDED.sent""",
         [(m, minute, n) for (m, minute), n in minutes.items()],
     )
-    await conn.executemany(
+    await _executemany(
+        conn,
         """INSERT INTO mailbox_days (mailbox_id, day, sent, last_used_at) VALUES ($1, $2, $3, $4)
            ON CONFLICT (mailbox_id, day) DO UPDATE SET sent = mailbox_days.sent + EXCLUDED.sent,
                last_used_at = greatest(mailbox_days.last_used_at, EXCLUDED.last_used_at)""",
         [(m, d, n, last) for (m, d), (n, last) in days.items()],
     )
-    await conn.executemany(
+    await _executemany(
+        conn,
         """INSERT INTO affinity (identity_id, recipient, mailbox_id, pinned_at) VALUES ($1, $2, $3, $4)
            ON CONFLICT (identity_id, recipient) DO UPDATE SET mailbox_id = $3, pinned_at = $4""",
         [(i, r, m, at) for (i, r), (m, at) in pins.items()],
     )
-    await conn.executemany(
+    await _executemany(
+        conn,
         """INSERT INTO threads (conv_id, org_id, identity_id, mailbox_id, counterpart, subject,
                                 last_rfc_message_id, refs, updated_at)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
