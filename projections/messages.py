@@ -22,6 +22,7 @@ from schemas.events import (
     SendAccepted,
     SendRejected,
     SendRequested,
+    SmtpReply,
 )
 
 Statement = tuple[str, tuple[Any, ...]]
@@ -110,6 +111,10 @@ def upsert_conversation(conv_id: UUID, event: Envelope, **columns: Any) -> State
     return sql, (conv_id, *cols.values(), event.occurred_at)
 
 
+def relay_reply(reply: SmtpReply | None) -> dict[str, Any]:
+    return {"smtp_code": reply.code if reply else None, "smtp_message": reply.message if reply else None}
+
+
 def body(content: Content) -> dict[str, Any]:
     return {
         "text_body": content.text,
@@ -169,7 +174,6 @@ def statements(event: Envelope) -> list[Statement]:
             out.append(upsert_message(p.message_id, event, "rejected", reason=p.reason))
             out.append(audit(p.message_id, event))
         case MessageSent(payload=p):
-            reply = p.reply
             out.append(
                 upsert_message(
                     p.message_id,
@@ -177,36 +181,31 @@ def statements(event: Envelope) -> list[Statement]:
                     "sent",
                     sent_at=event.occurred_at,
                     reason=None,
-                    smtp_code=reply.code,
-                    smtp_message=reply.message,
+                    **relay_reply(p.reply),
                 )
             )
             out.append(audit(p.message_id, event))
         case DispatchDeferred(payload=p):
-            reply = p.reply
             out.append(
                 upsert_message(
                     p.message_id,
                     event,
                     "queued",
                     reason=f"deferred (attempt {p.attempt}): {p.reason}",
-                    smtp_code=reply.code if reply else None,
-                    smtp_message=reply.message if reply else None,
+                    **relay_reply(p.reply),
                 )
             )
             out.append(audit(p.message_id, event))
         case DispatchRetryDue(payload=p):
             out.append(audit(p.message_id, event))
         case MessageFailed(payload=p):
-            reply = p.reply
             out.append(
                 upsert_message(
                     p.message_id,
                     event,
                     "failed",
                     reason=p.reason,
-                    smtp_code=reply.code if reply else None,
-                    smtp_message=reply.message if reply else None,
+                    **relay_reply(p.reply),
                 )
             )
             out.append(audit(p.message_id, event))

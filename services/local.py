@@ -11,7 +11,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ import structlog
 
 from services.common.infra import ensure_infra
 from services.common.logging import configure_logging
+from services.common.service import stop_event
 from services.common.settings import LocalSettings
 
 log = structlog.get_logger("sendstream.local")
@@ -120,10 +120,7 @@ async def _run(settings: LocalSettings) -> None:
     log_dir = data / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     stack = Stack(infra.env, log_dir=None)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_event()
     try:
         stack.start(
             "sink", ["-m", "services.sink", "--port", str(settings.sink_port), "--dir", str(data / "sink")]

@@ -1,7 +1,8 @@
 """PostgreSQL: the pool, migrations, and the record that makes each consumer idempotent on `event_id`.
 
 `processed_events` is every consumer's tracking record. A consumer writes its state changes and the
-row for the event it handled in one transaction, together with the events it decided to publish.
+rows for the events it handled in one transaction (`claim_many`, `finish_many`), together with the
+events it decided to publish; a side effect outside a transaction records its outcome (`record`).
 A redelivered event finds the row and re-publishes those same events (same `event_id`s, which
 downstream consumers drop) instead of deciding again, so a crash between commit and publish loses
 nothing and doubles nothing.
@@ -68,24 +69,6 @@ async def migrate(pool: asyncpg.Pool) -> list[str]:
     return applied
 
 
-async def claim(conn: asyncpg.Connection, consumer: str, event_id: UUID) -> list[Envelope] | None:
-    """Inside a transaction: claim `event_id` for `consumer`.
-
-    Returns None when the event is new (the caller does its work and calls `finish`), or the events
-    recorded the first time it was handled. A concurrent claim of the same event waits on the row lock.
-    """
-    claimed = await conn.fetchval(
-        "INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING true",
-        consumer,
-        event_id,
-    )
-    if claimed:
-        return None
-    return (
-        await recorded(conn, consumer, event_id) or []
-    )  # seen; a consumer that publishes nothing recorded none
-
-
 async def claim_many(conn: asyncpg.Connection, consumer: str, event_ids: list[UUID]) -> set[UUID]:
     """Inside a transaction: claim many events at once; returns those that were new to `consumer`."""
     rows = await conn.fetch(
@@ -129,18 +112,6 @@ async def recorded_many(
         event_ids,
     )
     return {r["event_id"]: [parse_event(json.dumps(o)) for o in r["outputs"] or []] for r in rows}
-
-
-async def finish(
-    conn: asyncpg.Connection, consumer: str, event_id: UUID, outputs: Sequence[Envelope]
-) -> None:
-    """Record what handling `event_id` produced (same transaction as `claim`)."""
-    await conn.execute(
-        "UPDATE processed_events SET outputs = $3 WHERE consumer = $1 AND event_id = $2",
-        consumer,
-        event_id,
-        [o.model_dump(mode="json") for o in outputs],
-    )
 
 
 async def record(

@@ -22,6 +22,15 @@ from services.common.settings import CommonSettings
 Register = Callable[[KafkaBroker, CommonSettings, asyncpg.Pool], None]
 
 
+def stop_event() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT: how every process of ours learns to stop cleanly."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
 async def serve(name: str, settings: CommonSettings, register: Register) -> None:
     log = structlog.get_logger(f"sendstream.{name}")
     pool = await db.create_pool(settings)
@@ -29,10 +38,7 @@ async def serve(name: str, settings: CommonSettings, register: Register) -> None
     await ensure_topics(settings)
     broker = make_broker(settings, client_id=name)
     register(broker, settings, pool)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_event()
     await broker.start()
     log.info("service started")
     try:

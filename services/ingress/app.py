@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 
 import structlog
 from aiohttp import web
@@ -16,6 +15,7 @@ from aiohttp import web
 from services.common import db
 from services.common.broker import ensure_topics, make_broker
 from services.common.logging import configure_logging
+from services.common.service import stop_event
 from services.common.settings import IngressSettings
 from services.ingress.auth import authenticate, ensure_bootstrap_key
 from services.ingress.cache import Cache
@@ -83,10 +83,7 @@ async def serve(settings: IngressSettings) -> None:
     await runner.setup()
     site = web.TCPSite(runner, settings.http_host, settings.http_port, reuse_address=True)
     await site.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_event()
     try:
         await stop.wait()
     finally:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 
 import structlog
 
 from services.common import db, timers
 from services.common.broker import ensure_topics, make_broker, publish_events
 from services.common.logging import configure_logging
+from services.common.service import stop_event
 from services.common.settings import SchedulerSettings
 
 log = structlog.get_logger("sendstream.scheduler")
@@ -36,10 +36,7 @@ async def serve(settings: SchedulerSettings) -> None:
     await ensure_topics(settings)
     broker = make_broker(settings, client_id="scheduler")
     await broker.connect()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_event()
     log.info("service started")
     try:
         while not stop.is_set():

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import time
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import structlog
 from aiosmtpd.controller import Controller
 
 from services.common.logging import configure_logging
+from services.common.service import stop_event
 
 log = structlog.get_logger("sendstream.sink")
 
@@ -41,10 +41,7 @@ async def serve(host: str, port: int, directory: Path | None) -> None:
     controller = Controller(SinkHandler(directory), hostname=host, port=port)
     controller.start()
     log.info("smtp sink listening", host=host, port=port, directory=str(directory))
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_event()
     try:
         await stop.wait()
     finally:
