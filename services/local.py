@@ -19,7 +19,7 @@ from pathlib import Path
 
 import structlog
 
-from services.common.infra import ensure_infra
+from services.common.infra import die_with_parent, ensure_infra
 from services.common.logging import configure_logging
 from services.common.service import stop_event
 from services.common.settings import LocalSettings
@@ -53,7 +53,11 @@ class Stack:
         argv = [sys.executable, *self.args[name]]
         out = open(self.log_dir / f"{name}.log", "ab") if self.log_dir else None  # noqa: SIM115 - the child owns it
         proc = subprocess.Popen(
-            argv, env={**self.env, **(env or {})}, stdout=out, stderr=subprocess.STDOUT if out else None
+            argv,
+            env={**self.env, **(env or {})},
+            stdout=out,
+            stderr=subprocess.STDOUT if out else None,
+            preexec_fn=die_with_parent,
         )
         self.procs[name] = proc
         return proc

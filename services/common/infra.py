@@ -14,6 +14,7 @@ PostgreSQL refuses to run as root. As root we run it as the `postgres` user when
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import glob
 import hashlib
 import os
@@ -88,6 +89,17 @@ def docker_available() -> bool:
         return False
 
 
+def die_with_parent() -> None:
+    """preexec_fn: the child gets SIGTERM when the process that started it dies, even by SIGKILL.
+
+    Runs after subprocess has switched to the child's user (a credential change clears the setting),
+    so it holds for the unprivileged PostgreSQL too. Linux only; elsewhere it does nothing.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def _stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10) -> None:
     if proc.poll() is None:
         proc.send_signal(sig)
@@ -114,6 +126,7 @@ def start_tansu(port: int = 0, log_path: Path | None = None) -> tuple[str, Calla
         stdout=out,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        preexec_fn=die_with_parent,
     )
     wait_for_port("127.0.0.1", port, 20, proc)
     log.info("embedded broker started", bootstrap=f"127.0.0.1:{port}", pid=proc.pid)
@@ -208,6 +221,7 @@ def start_postgres(
         stdout=out,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        preexec_fn=die_with_parent,
         **as_user,
     )
     wait_for_port("127.0.0.1", port, 30, proc)
