@@ -1,8 +1,8 @@
 """PostgreSQL: the pool, migrations, and the record that makes each consumer idempotent on `event_id`.
 
 `processed_events` is every consumer's tracking record. A consumer writes its state changes and the
-rows for the events it handled in one transaction (`claim_many`, `finish_many`), together with the
-events it decided to publish; a side effect outside a transaction records its outcome (`record`).
+rows for the events it handled in one transaction (`claim_many`), together with the events it
+decided to publish; a side effect outside a transaction records its outcome (`record`).
 A redelivered event finds the row and re-publishes those same events (same `event_id`s, which
 downstream consumers drop) instead of deciding again, so a crash between commit and publish loses
 nothing and doubles nothing.
@@ -78,14 +78,6 @@ async def claim_many(conn: asyncpg.Connection, consumer: str, event_ids: list[UU
         list(dict.fromkeys(event_ids)),
     )
     return {r["event_id"] for r in rows}
-
-
-async def finish_many(conn: asyncpg.Connection, consumer: str, outputs: dict[UUID, list[Envelope]]) -> None:
-    """`finish` for many events at once."""
-    await conn.executemany(
-        "UPDATE processed_events SET outputs = $3 WHERE consumer = $1 AND event_id = $2",
-        [(consumer, event_id, [o.model_dump(mode="json") for o in out]) for event_id, out in outputs.items()],
-    )
 
 
 async def recorded(

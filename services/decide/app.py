@@ -9,6 +9,7 @@ written together. A redelivered request re-publishes its recorded decisions inst
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -134,19 +135,56 @@ def thread_after(thread: Thread, decisions: list[Envelope]) -> Thread:
     return thread
 
 
-async def _executemany(conn: asyncpg.Connection, sql: str, rows: list[tuple]) -> None:
-    if rows:  # executemany with no rows still costs a round trip
-        await conn.executemany(sql, rows)
+WRITE = """
+WITH usage AS (
+    INSERT INTO identity_usage (identity_id, day, sent)
+    SELECT * FROM unnest($1::uuid[], $2::date[], $3::int[])
+    ON CONFLICT (identity_id, day) DO UPDATE SET sent = identity_usage.sent + EXCLUDED.sent
+), minutes AS (
+    INSERT INTO mailbox_minutes (mailbox_id, minute, sent)
+    SELECT * FROM unnest($4::uuid[], $5::timestamptz[], $6::int[])
+    ON CONFLICT (mailbox_id, minute) DO UPDATE SET sent = mailbox_minutes.sent + EXCLUDED.sent
+), days AS (
+    INSERT INTO mailbox_days (mailbox_id, day, sent, last_used_at)
+    SELECT * FROM unnest($7::uuid[], $8::date[], $9::int[], $10::timestamptz[])
+    ON CONFLICT (mailbox_id, day) DO UPDATE SET sent = mailbox_days.sent + EXCLUDED.sent,
+        last_used_at = greatest(mailbox_days.last_used_at, EXCLUDED.last_used_at)
+), pins AS (
+    INSERT INTO affinity (identity_id, recipient, mailbox_id, pinned_at)
+    SELECT * FROM unnest($11::uuid[], $12::text[], $13::uuid[], $14::timestamptz[])
+    ON CONFLICT (identity_id, recipient) DO UPDATE
+        SET mailbox_id = EXCLUDED.mailbox_id, pinned_at = EXCLUDED.pinned_at
+), threads AS (
+    INSERT INTO threads (conv_id, org_id, identity_id, mailbox_id, counterpart, subject,
+                         last_rfc_message_id, refs, updated_at)
+    SELECT c, o, i, m, cp, s, l, ARRAY(SELECT jsonb_array_elements_text(r::jsonb)), u
+      FROM unnest($15::uuid[], $16::uuid[], $17::uuid[], $18::uuid[], $19::text[], $20::text[], $21::text[],
+                  $22::text[], $23::timestamptz[]) AS t(c, o, i, m, cp, s, l, r, u)
+    ON CONFLICT (conv_id) DO UPDATE SET last_rfc_message_id = EXCLUDED.last_rfc_message_id,
+        refs = EXCLUDED.refs, updated_at = EXCLUDED.updated_at
+)
+UPDATE processed_events p SET outputs = v.o::jsonb
+  FROM unnest($24::uuid[], $25::text[]) AS v(e, o)
+ WHERE p.consumer = 'decide' AND p.event_id = v.e
+"""
 
 
-async def apply(conn: asyncpg.Connection, decisions: list[Envelope], timezones: dict[UUID, str]) -> None:
-    """Derive decide's state from the decisions themselves: usage, rate window, affinity, thread binding."""
+def columns(rows: list[tuple]) -> list[list]:
+    """Rows to per-column lists, for unnest(); n empty lists when there are no rows."""
+    return [list(c) for c in zip(*rows, strict=True)]
+
+
+async def write(
+    conn: asyncpg.Connection, decided: dict[UUID, list[Envelope]], timezones: dict[UUID, str]
+) -> None:
+    """Decide's state derived from the decisions themselves (usage, rate window, affinity, thread binding),
+    and the decisions on their requests' tracking rows: one statement, each key written once."""
     usage: Counter[tuple[UUID, object]] = Counter()
     minutes: Counter[tuple[UUID, datetime]] = Counter()
     days: dict[tuple[UUID, object], tuple[int, datetime]] = {}
     pins: dict[tuple[UUID, str], tuple[UUID, datetime]] = {}
     threads: dict[UUID, tuple] = {}
-    for e in decisions:
+    for e in (d for ds in decided.values() for d in ds):
         if not isinstance(e, SendAccepted):
             continue
         p, at = e.payload, e.occurred_at
@@ -157,7 +195,7 @@ async def apply(conn: asyncpg.Connection, decisions: list[Envelope], timezones: 
         days[(p.mailbox_id, day)] = (n + 1, max(last, at))
         if p.affinity != "existing":  # a new pin, or a re-pin; replies and reuse leave the pin as it is
             pins[(e.identity_id, p.to[0].lower())] = (p.mailbox_id, at)
-        refs = [*p.content.references, p.rfc_message_id]
+        refs = json.dumps([*p.content.references, p.rfc_message_id])
         threads[p.conv_id] = (
             e.org_id,
             e.identity_id,
@@ -168,38 +206,17 @@ async def apply(conn: asyncpg.Connection, decisions: list[Envelope], timezones: 
             refs,
             at,
         )
-    await _executemany(
-        conn,
-        """INSERT INTO identity_usage (identity_id, day, sent) VALUES ($1, $2, $3)
-           ON CONFLICT (identity_id, day) DO UPDATE SET sent = identity_usage.sent + EXCLUDED.sent""",
-        [(i, d, n) for (i, d), n in usage.items()],
-    )
-    await _executemany(
-        conn,
-        """INSERT INTO mailbox_minutes (mailbox_id, minute, sent) VALUES ($1, $2, $3)
-           ON CONFLICT (mailbox_id, minute) DO UPDATE SET sent = mailbox_minutes.sent + EXCLUDED.sent""",
-        [(m, minute, n) for (m, minute), n in minutes.items()],
-    )
-    await _executemany(
-        conn,
-        """INSERT INTO mailbox_days (mailbox_id, day, sent, last_used_at) VALUES ($1, $2, $3, $4)
-           ON CONFLICT (mailbox_id, day) DO UPDATE SET sent = mailbox_days.sent + EXCLUDED.sent,
-               last_used_at = greatest(mailbox_days.last_used_at, EXCLUDED.last_used_at)""",
-        [(m, d, n, last) for (m, d), (n, last) in days.items()],
-    )
-    await _executemany(
-        conn,
-        """INSERT INTO affinity (identity_id, recipient, mailbox_id, pinned_at) VALUES ($1, $2, $3, $4)
-           ON CONFLICT (identity_id, recipient) DO UPDATE SET mailbox_id = $3, pinned_at = $4""",
-        [(i, r, m, at) for (i, r), (m, at) in pins.items()],
-    )
-    await _executemany(
-        conn,
-        """INSERT INTO threads (conv_id, org_id, identity_id, mailbox_id, counterpart, subject,
-                                last_rfc_message_id, refs, updated_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-           ON CONFLICT (conv_id) DO UPDATE SET last_rfc_message_id = $7, refs = $8, updated_at = $9""",
-        [(conv, *rest) for conv, rest in threads.items()],
+    outputs = [
+        (event_id, json.dumps([d.model_dump(mode="json") for d in ds])) for event_id, ds in decided.items()
+    ]
+    await conn.execute(
+        WRITE,
+        *(columns([(*k, n) for k, n in usage.items()]) or [[], [], []]),
+        *(columns([(*k, n) for k, n in minutes.items()]) or [[], [], []]),
+        *(columns([(*k, n, last) for k, (n, last) in days.items()]) or [[], [], [], []]),
+        *(columns([(*k, m, at) for k, (m, at) in pins.items()]) or [[], [], [], []]),
+        *(columns([(conv, *rest) for conv, rest in threads.items()]) or [[]] * 9),
+        *(columns(outputs) or [[], []]),
     )
 
 
@@ -233,10 +250,7 @@ async def decide_batch(conn: asyncpg.Connection, events: list[Envelope], now: da
                 decisions = []
             states[e.identity_id] = advance(state, decisions)
             decided[e.event_id] = decisions
-        await apply(
-            conn, [d for ds in decided.values() for d in ds], {i: s.timezone for i, s in states.items()}
-        )
-        await db.finish_many(conn, CONSUMER, decided)
+        await write(conn, decided, {i: s.timezone for i, s in states.items()})
         outputs.update(decided)
     return [d for e in unique for d in outputs.get(e.event_id, [])]
 

@@ -9,8 +9,9 @@ from collections import Counter
 
 import pytest
 
+from services.common.infra import free_port
 from services.common.settings import DispatchSettings
-from services.local import Stack
+from services.local import Stack, wait_ready
 from tests.conftest import REPORT, Api, Relay
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
@@ -108,3 +109,33 @@ async def test_sigkill_decide_mid_stream_loses_and_doubles_nothing(
     """Decide killed mid-stream: its decisions are committed with their state, so nothing is lost or doubled."""
     duplicates = await run_crash(api, relay, stack, "decide")
     assert duplicates == 0
+
+
+async def test_decision_timeout_answers_queued_and_the_send_still_happens_once(
+    api: Api, relay: Relay, stack: Stack
+) -> None:
+    """With decide down the API answers 202 `queued` (never an error), and the send goes out once decide is back."""
+    handle = await identity_for(api, relay)
+    port = free_port()
+    stack.start("ingress-fast", ["-m", "services.ingress"],
+                env={"SENDSTREAM_HTTP_PORT": str(port), "SENDSTREAM_DECISION_TIMEOUT_S": "0.3"})  # fmt: skip
+    stack.stop("decide")
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/readyz", 60)
+        fast = Api(api.session, f"http://127.0.0.1:{port}", api.key)
+        status, body, _ = await fast.call(
+            "POST",
+            f"/v1/identities/{handle}/send",
+            {"to": "later@example.test", "subject": "Queued", "text": "Hi"},
+        )
+        assert status == 202, body
+        [m] = body["messages"]
+        assert m["status"] == "queued" and m["convId"].startswith("conv_") and m["id"] is None
+        assert body["accepted"] == 1 and body["rejected"] == 0
+    finally:
+        stack.start("decide")
+        stack.stop("ingress-fast")
+    [got] = await relay.wait_for(1, timeout=30)
+    assert got.rcpt_tos == ["later@example.test"]
+    await asyncio.sleep(1)
+    assert len(relay.received) == 1
