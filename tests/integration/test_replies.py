@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from tests.conftest import Api, Relay, eventually, new_org
@@ -125,3 +127,33 @@ async def test_affinity_new_existing_reassigned_and_replies_never_reroute(api: A
     ]
     await relay.wait_for(4)
     assert len(relay.received) == 4
+
+
+async def test_mailbox_hourly_limit_moves_sends_to_another_mailbox_then_rejects(
+    api: Api, relay: Relay
+) -> None:
+    """A mailbox at its rolling-hour limit is skipped; with every mailbox at its limit the send is rejected."""
+    handle = f"hourly-{uuid.uuid4().hex[:8]}@example.test"
+    assert (await api.call("POST", "/v1/identities", {"handle": handle}))[0] == 201
+    accounts = []
+    for i in range(2):
+        status, body, _ = await api.call(
+            "POST",
+            f"/v1/identities/{handle}/mailboxes",
+            {
+                "email": f"h{i}-{uuid.uuid4().hex[:6]}@tryacme.test",
+                "smtp": relay.smtp_settings(),
+                "hourlyLimit": 2,
+            },
+        )
+        assert status == 201
+        accounts.append(body["id"])
+    used = []
+    for i in range(4):
+        status, body = await send(api, handle, {"to": f"p{i}@example.test", "subject": "s", "text": "t"})
+        assert status == 202, body
+        used.append(body["messages"][0]["account"]["id"])
+    assert sorted(used) == sorted(accounts * 2)
+    status, body = await send(api, handle, {"to": "p9@example.test", "subject": "s", "text": "t"})
+    assert status == 429 and body["messages"][0]["reason"] == "mailbox_unavailable"
+    await relay.wait_for(4)
