@@ -43,6 +43,8 @@ class Stack:
         self.log_dir = log_dir
         self.procs: dict[str, subprocess.Popen] = {}
         self.args: dict[str, list[str]] = dict(SERVICES)
+        self.envs: dict[str, dict[str, str]] = {}
+        self.metrics_ports: dict[str, int] = {}
 
     def start(
         self, name: str, args: list[str] | None = None, env: dict[str, str] | None = None
@@ -50,11 +52,13 @@ class Stack:
         """Start `name` (a service of SERVICES, or any module given by `args`; remembered for restarts)."""
         if args is not None:
             self.args[name] = args
+        if env is not None:
+            self.envs[name] = env
         argv = [sys.executable, *self.args[name]]
         out = open(self.log_dir / f"{name}.log", "ab") if self.log_dir else None  # noqa: SIM115 - the child owns it
         proc = subprocess.Popen(
             argv,
-            env={**self.env, **(env or {})},
+            env={**self.env, **self.envs.get(name, {})},
             stdout=out,
             stderr=subprocess.STDOUT if out else None,
             preexec_fn=die_with_parent,

@@ -65,8 +65,13 @@ def stack(service_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory)
     """Every service, each in its own process, as in production."""
     logs = tmp_path_factory.mktemp("logs")
     s = Stack(service_env, log_dir=logs)
+    s.metrics_ports = {}
     for name in SERVICES:
-        s.start(name)
+        if name in ("decide", "dispatch", "projections"):
+            s.metrics_ports[name] = free_port()
+            s.start(name, env={"SENDSTREAM_METRICS_PORT": str(s.metrics_ports[name])})
+        else:
+            s.start(name)
     try:
         wait_ready(f"http://127.0.0.1:{service_env['SENDSTREAM_HTTP_PORT']}/readyz", 90, s)
         yield s

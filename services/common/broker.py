@@ -27,6 +27,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
+from prometheus_client import Counter, Histogram
 from pydantic import ValidationError
 
 from schemas.envelope import Envelope
@@ -35,6 +36,18 @@ from schemas.topics import ALL_TOPICS, Topic, key_of, topic_of
 from services.common.settings import CommonSettings
 
 log = structlog.get_logger("sendstream.broker")
+
+EVENTS = Counter("sendstream_consumer_events_total", "Events handled, by consumer group", ["group"])
+BATCH_SECONDS = Histogram(
+    "sendstream_consumer_batch_seconds",
+    "Time to handle one batch, by consumer group",
+    ["group"],
+    buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+RETRIES = Counter(
+    "sendstream_consumer_retries_total", "Batches redelivered after a failure", ["group", "kind"]
+)
+PARKED = Counter("sendstream_consumer_parked_total", "Events parked on a dead-letter topic", ["group"])
 
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
@@ -170,6 +183,7 @@ def subscribe(
 
         async def transient(exc: BaseException, key: object) -> None:
             n = failures[key] = failures.get(key, 0) + 1
+            RETRIES.labels(group, "infrastructure").inc()
             pause = min(settings.consumer_retry_backoff_s * 2 ** (n - 1), 30.0)
             log.warning(
                 "infrastructure error, batch will be redelivered", attempt=n, pause_s=pause, error=repr(exc)
@@ -208,6 +222,8 @@ def subscribe(
             try:
                 await handler([e for _, e in parsed])
                 failures.pop("batch", None)
+                EVENTS.labels(group).inc(len(parsed))
+                BATCH_SECONDS.labels(group).observe(time.perf_counter() - started)
                 log.debug(
                     "batch handled",
                     group=group,
@@ -228,12 +244,14 @@ def subscribe(
                     try:
                         await handler([event])
                         failures.pop(event.event_id, None)
+                        EVENTS.labels(group).inc()
                     except TRANSIENT_ERRORS as exc:
                         await transient(exc, event.event_id)
                         raise
                     except Exception as exc:
                         n = failures[event.event_id] = failures.get(event.event_id, 0) + 1
                         if n < settings.consumer_max_attempts:
+                            RETRIES.labels(group, "event").inc()
                             log.warning("event failed, will be redelivered", attempt=n, exc_info=True)
                             await asyncio.sleep(settings.consumer_retry_backoff_s)
                             raise

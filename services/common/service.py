@@ -12,7 +12,9 @@ from collections.abc import Callable
 
 import asyncpg
 import structlog
+from aiohttp import web
 from faststream.kafka import KafkaBroker
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from services.common import db
 from services.common.broker import ensure_topics, make_broker
@@ -31,6 +33,25 @@ def stop_event() -> asyncio.Event:
     return stop
 
 
+async def serve_operations(host: str, port: int, broker: KafkaBroker) -> web.AppRunner:
+    """/healthz (the process is up and connected to the broker) and Prometheus /metrics, for probes and scraping."""
+
+    async def healthz(_: web.Request) -> web.Response:
+        ok = await broker.ping(timeout=2)
+        return web.json_response({"status": "ok" if ok else "broker unreachable"}, status=200 if ok else 503)
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port, reuse_address=True).start()
+    return runner
+
+
 async def serve(name: str, settings: CommonSettings, register: Register) -> None:
     log = structlog.get_logger(f"sendstream.{name}")
     pool = await db.create_pool(settings)
@@ -40,11 +61,18 @@ async def serve(name: str, settings: CommonSettings, register: Register) -> None
     register(broker, settings, pool)
     stop = stop_event()
     await broker.start()
-    log.info("service started")
+    operations = (
+        await serve_operations(settings.metrics_host, settings.metrics_port, broker)
+        if settings.metrics_port
+        else None
+    )
+    log.info("service started", metrics_port=settings.metrics_port)
     try:
         await stop.wait()
     finally:
         log.info("service stopping")
+        if operations:
+            await operations.cleanup()
         await broker.stop()
         await pool.close()
 

@@ -50,6 +50,14 @@ class CommonSettings(BaseSettings):
     db_pool_max: int = Field(10, ge=1, description="Maximum PostgreSQL pool size per process.")
     log_level: str = Field("INFO", description="Log level.")
     log_format: str = Field("auto", description="`json`, `console`, or `auto` (JSON unless on a terminal).")
+    metrics_port: int | None = Field(
+        None,
+        description="Consumer services serve /healthz and Prometheus /metrics on this port (unset: off). "
+        "The ingress serves both on its API port.",
+    )
+    metrics_host: str = Field(
+        "127.0.0.1", description="Address the consumer services' /healthz and /metrics bind to."
+    )
     consumer_retry_backoff_s: float = Field(
         1.0, description="Pause before a failed event is redelivered (database or broker trouble)."
     )

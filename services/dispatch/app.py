@@ -18,6 +18,7 @@ from uuid import UUID
 import asyncpg
 import structlog
 from faststream.kafka import KafkaBroker
+from prometheus_client import Counter
 
 from schemas import topics
 from schemas.envelope import Envelope
@@ -42,6 +43,7 @@ from services.dispatch.retry import next_attempt_at
 from services.dispatch.smtp import Outcome, Relay, SmtpPool
 
 CONSUMER = "dispatch"
+OUTCOMES = Counter("sendstream_dispatch_outcomes_total", "SMTP attempts by outcome", ["outcome"])
 log = structlog.get_logger("sendstream.dispatch")
 
 
@@ -151,6 +153,7 @@ def build(broker: KafkaBroker, settings: DispatchSettings, pool: asyncpg.Pool) -
                     outputs, first = await db.record(conn, CONSUMER, event.event_id, facts)
                     if first:
                         await timers.schedule(conn, retry, retry.occurred_at)
+            OUTCOMES.labels(outcome.kind).inc()
             log.info("dispatched", outcome=outcome.kind, attempt=attempt, reason=outcome.reason)
             return outputs
 

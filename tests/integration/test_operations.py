@@ -81,3 +81,28 @@ async def test_identity_and_mailbox_admin(api: Api, relay: Relay) -> None:
 
     assert (await api.call("DELETE", f"/v1/identities/{handle}"))[0] == 204
     assert (await api.call("GET", f"/v1/identities/{handle}"))[0] == 404
+
+
+async def test_consumer_services_expose_health_and_metrics(api: Api, relay: Relay, stack) -> None:
+    """Each consumer service answers /healthz and counts its batches, events and SMTP outcomes in /metrics."""
+    handle, _ = await make_identity(api, relay)
+    assert (
+        await api.call(
+            "POST", f"/v1/identities/{handle}/send", {"to": "m@example.test", "subject": "s", "text": "t"}
+        )
+    )[0] == 202
+    await relay.wait_for(1)
+    for name, port in stack.metrics_ports.items():
+        base = f"http://127.0.0.1:{port}"
+        async with api.session.get(f"{base}/healthz") as r:
+            assert r.status == 200, name
+        async with api.session.get(f"{base}/metrics") as r:
+            text = await r.text()
+        assert f'sendstream_consumer_events_total{{group="{name}"}}' in text, name
+        assert f'sendstream_consumer_batch_seconds_count{{group="{name}"}}' in text, name
+    async with api.session.get(f"http://127.0.0.1:{stack.metrics_ports['dispatch']}/metrics") as r:
+        text = await r.text()
+    sent = [
+        ln for ln in text.splitlines() if ln.startswith('sendstream_dispatch_outcomes_total{outcome="sent"}')
+    ]
+    assert sent and float(sent[0].split()[-1]) >= 1
