@@ -74,8 +74,9 @@ async def test_send_new_conversation_end_to_end(api: Api, relay: Relay) -> None:
 
     async def sent():
         status, conv, _ = await api.call("GET", f"/v1/conversations/{m['convId']}")
-        if status == 404:  # the view is built from the log and may trail the send by a moment
-            return None
+        assert status == 200, (
+            conv
+        )  # a convId the API handed out is readable at once, even before it is projected
         return conv if conv["messages"][0]["status"] == "sent" else None
 
     conv = await eventually(sent)
@@ -148,3 +149,15 @@ async def test_daily_cap_rejects_with_429_when_nothing_is_accepted(api: Api, rel
     ]
     await relay.wait_for(1)
     assert [r.rcpt_tos for r in relay.received] == [["c@example.test"]]
+
+
+async def test_a_conversation_is_readable_right_after_the_send(api: Api, relay: Relay) -> None:
+    """Read-after-write: the convId a send returns can be read at once, though the view is built from the log."""
+    handle, _ = await make_identity(api, relay)
+    for i in range(5):
+        _, body, _ = await api.call(
+            "POST", f"/v1/identities/{handle}/send", {"to": f"n{i}@example.test", "subject": "s", "text": "t"}
+        )
+        status, conv, _ = await api.call("GET", f"/v1/conversations/{body['messages'][0]['convId']}")
+        assert status == 200, conv
+        assert conv["counterpart"] == f"n{i}@example.test" and len(conv["messages"]) == 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -566,6 +568,29 @@ async def send_response(
 # --- conversations ---------------------------------------------------------------------------------
 
 
+CONVERSATION = """SELECT c.*, i.handle, m.email AS mailbox_email
+                    FROM conversations c JOIN identities i ON i.id = c.identity_id
+                    LEFT JOIN mailboxes m ON m.id = c.mailbox_id
+                   WHERE c.id = $1 AND c.org_id = $2"""
+
+
+async def read_conversation(
+    pool: asyncpg.Pool, conv_id: UUID, org_id: UUID, wait_s: float = 2.0
+) -> asyncpg.Record | None:
+    """The conversation's view row. One a send has just created (decide's `threads` knows it) may not be
+    projected yet: wait for it briefly, so a convId a client was given is always readable."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        conv = await pool.fetchrow(CONVERSATION, conv_id, org_id)
+        if conv is not None or time.monotonic() > deadline:
+            return conv
+        if not await pool.fetchval(
+            "SELECT true FROM threads WHERE conv_id = $1 AND org_id = $2", conv_id, org_id
+        ):
+            return None
+        await asyncio.sleep(0.02)
+
+
 @route(
     "GET",
     "/v1/conversations/{convId}",
@@ -578,14 +603,7 @@ async def send_response(
 async def get_conversation(call: Call) -> web.Response:
     conv_id = ids.parse("conversation", call.param("convId"))
     pool = ctx(call).pool
-    conv = conv_id and await pool.fetchrow(
-        """SELECT c.*, i.handle, m.email AS mailbox_email
-             FROM conversations c JOIN identities i ON i.id = c.identity_id
-             LEFT JOIN mailboxes m ON m.id = c.mailbox_id
-            WHERE c.id = $1 AND c.org_id = $2""",
-        conv_id,
-        call.principal.org_id,
-    )
+    conv = conv_id and await read_conversation(pool, conv_id, call.principal.org_id)
     if not conv:
         raise not_found("Conversation")
     rows = await pool.fetch("SELECT * FROM messages WHERE conv_id = $1 ORDER BY created_at, id", conv_id)
