@@ -135,8 +135,8 @@ def thread_after(thread: Thread, decisions: list[Envelope]) -> Thread:
     return thread
 
 
-WRITE = """
-WITH usage AS (
+STATE = """
+usage AS (
     INSERT INTO identity_usage (identity_id, day, sent)
     SELECT * FROM unnest($1::uuid[], $2::date[], $3::int[])
     ON CONFLICT (identity_id, day) DO UPDATE SET sent = identity_usage.sent + EXCLUDED.sent
@@ -163,9 +163,24 @@ WITH usage AS (
     ON CONFLICT (conv_id) DO UPDATE SET last_rfc_message_id = EXCLUDED.last_rfc_message_id,
         refs = EXCLUDED.refs, updated_at = EXCLUDED.updated_at
 )
+"""
+
+# Fallback path, inside the transaction that claimed the events: store the decisions on their rows.
+WRITE_CLAIMED = f"""WITH {STATE}
 UPDATE processed_events p SET outputs = v.o::jsonb
   FROM unnest($24::uuid[], $25::text[]) AS v(e, o)
  WHERE p.consumer = 'decide' AND p.event_id = v.e
+"""
+
+# Fast path, one autocommit statement: claim every event with its decisions and write the state they
+# imply; if one of them had been decided before, sendstream_abort() rolls the whole statement back.
+WRITE_NEW = f"""WITH claimed AS (
+    INSERT INTO processed_events (consumer, event_id, outputs)
+    SELECT 'decide', e, o::jsonb FROM unnest($24::uuid[], $25::text[]) AS v(e, o)
+    ON CONFLICT DO NOTHING RETURNING event_id
+), {STATE}
+SELECT CASE WHEN (SELECT count(*) FROM claimed) = cardinality($24::uuid[]) THEN true
+            ELSE sendstream_abort('a request of the batch was already decided') END
 """
 
 
@@ -175,10 +190,17 @@ def columns(rows: list[tuple]) -> list[list]:
 
 
 async def write(
-    conn: asyncpg.Connection, decided: dict[UUID, list[Envelope]], timezones: dict[UUID, str]
+    conn: asyncpg.Connection | asyncpg.Pool,
+    decided: dict[UUID, list[Envelope]],
+    timezones: dict[UUID, str],
+    *,
+    claimed: bool,
 ) -> None:
     """Decide's state derived from the decisions themselves (usage, rate window, affinity, thread binding),
-    and the decisions on their requests' tracking rows: one statement, each key written once."""
+    and the decisions on their requests' tracking rows: one statement, each key written once.
+
+    `claimed`: the rows were claimed earlier in this transaction (only the decisions are stored on them);
+    otherwise the statement claims them itself and undoes everything if one was taken (SQLSTATE SS001)."""
     usage: Counter[tuple[UUID, object]] = Counter()
     minutes: Counter[tuple[UUID, datetime]] = Counter()
     days: dict[tuple[UUID, object], tuple[int, datetime]] = {}
@@ -210,7 +232,7 @@ async def write(
         (event_id, json.dumps([d.model_dump(mode="json") for d in ds])) for event_id, ds in decided.items()
     ]
     await conn.execute(
-        WRITE,
+        WRITE_CLAIMED if claimed else WRITE_NEW,
         *(columns([(*k, n) for k, n in usage.items()]) or [[], [], []]),
         *(columns([(*k, n) for k, n in minutes.items()]) or [[], [], []]),
         *(columns([(*k, n, last) for k, (n, last) in days.items()]) or [[], [], [], []]),
@@ -220,38 +242,56 @@ async def write(
     )
 
 
-async def decide_batch(conn: asyncpg.Connection, events: list[Envelope], now: datetime) -> list[Envelope]:
-    """Inside a transaction: the decisions for every request of the batch, in order (recorded ones re-used)."""
+async def decide_fresh(
+    conn: asyncpg.Connection | asyncpg.Pool, fresh: list[Envelope], now: datetime
+) -> tuple[dict[UUID, list[Envelope]], dict[UUID, str]]:
+    """Decide requests not decided before, in order, each seeing the state the ones before it left."""
+    states = await load_states(conn, fresh, now)
+    threads = await load_threads(conn, [e.payload.conv_id for e in fresh if isinstance(e, ReplyRequested)])
+    decided: dict[UUID, list[Envelope]] = {}
+    for e in fresh:
+        state = states.get(e.identity_id) or IdentityState(e.identity_id, "", 0, 0, (), active=False)
+        if isinstance(e, SendRequested):
+            decisions = decide_send(e, state, now)
+        elif isinstance(e, ReplyRequested):
+            thread = threads.get(e.payload.conv_id)
+            decisions = decide_reply(e, state, thread, now)
+            if thread is not None:
+                threads[thread.conv_id] = thread_after(thread, decisions)
+        else:
+            log.warning("request type not handled yet", type=e.type)
+            decisions = []
+        states[e.identity_id] = advance(state, decisions)
+        decided[e.event_id] = decisions
+    return decided, {i: s.timezone for i, s in states.items()}
+
+
+async def decide_batch(pool: asyncpg.Pool, events: list[Envelope], now: datetime) -> list[Envelope]:
+    """The decisions for every request of the batch, in order, recorded with the state they change.
+
+    Usually every request is new: the batch is then decided and written in one statement. If any was
+    decided before (a redelivery), that statement undoes itself and the batch goes the careful way:
+    claim in a transaction, re-use what was recorded, decide the rest.
+    """
     unique = list({e.event_id: e for e in events}.values())
-    fresh_ids = await db.claim_many(conn, CONSUMER, [e.event_id for e in unique])
-    outputs = await db.recorded_many(
-        conn, CONSUMER, [e.event_id for e in unique if e.event_id not in fresh_ids]
-    )
-    if outputs:
-        log.info("requests already decided, re-publishing their decisions", count=len(outputs))
-    fresh = [e for e in unique if e.event_id in fresh_ids]
-    if fresh:
-        states = await load_states(conn, fresh, now)
-        threads = await load_threads(
-            conn, [e.payload.conv_id for e in fresh if isinstance(e, ReplyRequested)]
+    decided, timezones = await decide_fresh(pool, unique, now)
+    try:
+        await write(pool, decided, timezones, claimed=False)
+        return [d for e in unique for d in decided[e.event_id]]
+    except asyncpg.PostgresError as exc:
+        if exc.sqlstate != "SS001":  # raised by sendstream_abort(): some request had been decided
+            raise
+    async with pool.acquire() as conn, conn.transaction():
+        fresh_ids = await db.claim_many(conn, CONSUMER, [e.event_id for e in unique])
+        outputs = await db.recorded_many(
+            conn, CONSUMER, [e.event_id for e in unique if e.event_id not in fresh_ids]
         )
-        decided: dict[UUID, list[Envelope]] = {}
-        for e in fresh:
-            state = states.get(e.identity_id) or IdentityState(e.identity_id, "", 0, 0, (), active=False)
-            if isinstance(e, SendRequested):
-                decisions = decide_send(e, state, now)
-            elif isinstance(e, ReplyRequested):
-                thread = threads.get(e.payload.conv_id)
-                decisions = decide_reply(e, state, thread, now)
-                if thread is not None:
-                    threads[thread.conv_id] = thread_after(thread, decisions)
-            else:
-                log.warning("request type not handled yet", type=e.type)
-                decisions = []
-            states[e.identity_id] = advance(state, decisions)
-            decided[e.event_id] = decisions
-        await write(conn, decided, {i: s.timezone for i, s in states.items()})
-        outputs.update(decided)
+        log.info("requests already decided, re-publishing their decisions", count=len(outputs))
+        fresh = [e for e in unique if e.event_id in fresh_ids]
+        if fresh:
+            decided, timezones = await decide_fresh(conn, fresh, now)
+            await write(conn, decided, timezones, claimed=True)
+            outputs.update(decided)
     return [d for e in unique for d in outputs.get(e.event_id, [])]
 
 
@@ -263,8 +303,7 @@ def build(broker: KafkaBroker, settings: CommonSettings, pool: asyncpg.Pool) -> 
     async def on_requests(events: list[Envelope]) -> None:
         """Decide every recipient of each send or reply request: accept with a mailbox, or reject with a reason."""
         nonlocal next_sweep
-        async with pool.acquire() as conn, conn.transaction():
-            decisions = await decide_batch(conn, events, datetime.now(UTC))
+        decisions = await decide_batch(pool, events, datetime.now(UTC))
         await publish_events(broker, settings, decisions)
         log.debug("requests decided", requests=len(events), decisions=len(decisions))
         if time.monotonic() > next_sweep:  # minute buckets older than the rolling hour are no longer read

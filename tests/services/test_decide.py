@@ -85,3 +85,44 @@ async def test_redelivered_request_republishes_the_same_decision(db: asyncpg.Poo
     assert await db.fetchval("SELECT sent FROM identity_usage WHERE identity_id = $1", idn) == 1
     assert await db.fetchval("SELECT sum(sent) FROM mailbox_minutes WHERE mailbox_id = $1", acc) == 1
     assert await db.fetchval("SELECT sent FROM mailbox_days WHERE mailbox_id = $1", acc) == 1
+
+
+async def test_a_batch_mixing_decided_and_new_requests_counts_each_once(
+    db: asyncpg.Pool, service_env: dict
+) -> None:
+    """The one-statement fast path undoes itself when a request was decided before; nothing is counted twice."""
+    settings = CommonSettings(
+        database_url=service_env["DATABASE_URL"], kafka_topic_prefix=f"u{uuid.uuid4().hex[:6]}"
+    )
+    broker = make_broker(settings, "test")
+    build(broker, settings, db)
+    seen: list = []
+
+    @broker.subscriber(topics.DECISIONS.name(settings.kafka_topic_prefix), group_id="probe")
+    async def probe(msg: KafkaMessage) -> None:
+        seen.append(parse_event(msg.body))
+
+    org, idn, _ = await seed_identity(db)
+
+    def request(to: str) -> SendRequested:
+        return SendRequested(org_id=org, identity_id=idn, payload=SendRequestedPayload(
+            handle="h@example.test", messages=[RequestedMessage(message_id=new_id(), conv_id=new_id(), to=to)],
+            content=Content(subject="s", text="t")))  # fmt: skip
+
+    first, second = request("a@x.test"), request("b@x.test")
+    topic = topics.REQUESTS.name(settings.kafka_topic_prefix)
+    async with TestKafkaBroker(broker) as br:
+        await br.publish(first.model_dump_json().encode(), topic, key=str(idn).encode())
+        await br.publish_batch(
+            first.model_dump_json().encode(), second.model_dump_json().encode(), topic=topic
+        )
+    assert [d.payload.to for d in seen] == [["a@x.test"], ["a@x.test"], ["b@x.test"]]
+    assert seen[0] == seen[1]
+    assert [d.payload.remaining for d in seen] == [4, 4, 3]
+    assert await db.fetchval("SELECT sent FROM identity_usage WHERE identity_id = $1", idn) == 2
+    assert (
+        await db.fetchval(
+            "SELECT count(*) FROM processed_events WHERE consumer = 'decide' AND outputs IS NULL"
+        )
+        == 0
+    )
