@@ -1,10 +1,10 @@
 """Decide: requests -> SendAccepted | SendRejected.
 
 Requests are keyed by identity, so one partition owner decides all of an identity's sends in order:
-caps and affinity need no cross-process locks. A batch of requests is decided in one transaction:
-its state is loaded with a few set-based queries, decided in memory request by request (each sees
-the ones before it), and the state changes, the tracking rows and the decisions themselves are
-written together. A redelivered request re-publishes its recorded decisions instead of deciding again.
+caps and affinity need no cross-process locks. A batch's state is loaded with a few set-based
+queries, decided in memory request by request (each sees the ones before it), and the state changes,
+the tracking rows and the decisions themselves are written by one statement, atomically. A
+redelivered request re-publishes its recorded decisions instead of deciding again.
 """
 
 from __future__ import annotations
@@ -184,9 +184,9 @@ SELECT CASE WHEN (SELECT count(*) FROM claimed) = cardinality($24::uuid[]) THEN 
 """
 
 
-def columns(rows: list[tuple]) -> list[list]:
-    """Rows to per-column lists, for unnest(); n empty lists when there are no rows."""
-    return [list(c) for c in zip(*rows, strict=True)]
+def columns(rows: list[tuple], width: int) -> list[list]:
+    """Rows to per-column lists for unnest(): `width` lists, empty when there are no rows."""
+    return [list(c) for c in zip(*rows, strict=True)] or [[] for _ in range(width)]
 
 
 async def write(
@@ -233,12 +233,12 @@ async def write(
     ]
     await conn.execute(
         WRITE_CLAIMED if claimed else WRITE_NEW,
-        *(columns([(*k, n) for k, n in usage.items()]) or [[], [], []]),
-        *(columns([(*k, n) for k, n in minutes.items()]) or [[], [], []]),
-        *(columns([(*k, n, last) for k, (n, last) in days.items()]) or [[], [], [], []]),
-        *(columns([(*k, m, at) for k, (m, at) in pins.items()]) or [[], [], [], []]),
-        *(columns([(conv, *rest) for conv, rest in threads.items()]) or [[]] * 9),
-        *(columns(outputs) or [[], []]),
+        *columns([(*k, n) for k, n in usage.items()], 3),
+        *columns([(*k, n) for k, n in minutes.items()], 3),
+        *columns([(*k, n, last) for k, (n, last) in days.items()], 4),
+        *columns([(*k, m, at) for k, (m, at) in pins.items()], 4),
+        *columns([(conv, *rest) for conv, rest in threads.items()], 9),
+        *columns(outputs, 2),
     )
 
 

@@ -6,7 +6,7 @@ import uuid
 
 import asyncpg
 import pytest
-from faststream.kafka import TestKafkaBroker
+from faststream.kafka import KafkaBroker, TestKafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 
 from schemas import topics
@@ -46,42 +46,48 @@ async def seed_identity(db: asyncpg.Pool, cap: int = 5) -> tuple[uuid.UUID, uuid
     return org, idn, acc
 
 
-async def test_redelivered_request_republishes_the_same_decision(db: asyncpg.Pool, service_env: dict) -> None:
-    """A request delivered twice is decided once: same decision event_id, the cap charged once."""
-    settings = CommonSettings(
-        database_url=service_env["DATABASE_URL"], kafka_topic_prefix=f"u{uuid.uuid4().hex[:6]}"
-    )
+def decide_with_probe(db: asyncpg.Pool, service_env: dict) -> tuple[KafkaBroker, str, list]:
+    """The decide consumer on an in-memory broker with its own topics, and the decisions it publishes."""
+    prefix = f"u{uuid.uuid4().hex[:6]}"
+    settings = CommonSettings(database_url=service_env["DATABASE_URL"], kafka_topic_prefix=prefix)
     broker = make_broker(settings, "test")
     build(broker, settings, db)
     seen: list = []
 
-    @broker.subscriber(topics.DECISIONS.name(settings.kafka_topic_prefix), group_id="probe")
+    @broker.subscriber(topics.DECISIONS.name(prefix), group_id="probe")
     async def probe(msg: KafkaMessage) -> None:
         seen.append(parse_event(msg.body))
 
-    org, idn, acc = await seed_identity(db)
-    request = SendRequested(
-        org_id=org,
-        identity_id=idn,
-        payload=SendRequestedPayload(
-            handle="h@example.test",
-            messages=[RequestedMessage(message_id=new_id(), conv_id=new_id(), to="m@x.test")],
-            content=Content(subject="s", text="t"),
-        ),
+    return broker, topics.REQUESTS.name(prefix), seen
+
+
+def send_request(org: uuid.UUID, identity: uuid.UUID, to: str) -> bytes:
+    return (
+        SendRequested(
+            org_id=org,
+            identity_id=identity,
+            payload=SendRequestedPayload(
+                handle="h@example.test",
+                messages=[RequestedMessage(message_id=new_id(), conv_id=new_id(), to=to)],
+                content=Content(subject="s", text="t"),
+            ),
+        )
+        .model_dump_json()
+        .encode()
     )
+
+
+async def test_redelivered_request_republishes_the_same_decision(db: asyncpg.Pool, service_env: dict) -> None:
+    """A request delivered twice is decided once: same decision event_id, the cap charged once."""
+    broker, topic, seen = decide_with_probe(db, service_env)
+    org, idn, acc = await seed_identity(db)
+    request = send_request(org, idn, "m@x.test")
     async with TestKafkaBroker(broker) as br:
         for _ in range(2):
-            await br.publish(
-                request.model_dump_json().encode(),
-                topics.REQUESTS.name(settings.kafka_topic_prefix),
-                key=str(idn).encode(),
-            )
+            await br.publish(request, topic, key=str(idn).encode())
     assert len(seen) == 2 and seen[0] == seen[1]
-    assert (
-        isinstance(seen[0], SendAccepted)
-        and seen[0].payload.mailbox_id == acc
-        and seen[0].payload.remaining == 4
-    )
+    assert isinstance(seen[0], SendAccepted)
+    assert seen[0].payload.mailbox_id == acc and seen[0].payload.remaining == 4
     assert await db.fetchval("SELECT sent FROM identity_usage WHERE identity_id = $1", idn) == 1
     assert await db.fetchval("SELECT sum(sent) FROM mailbox_minutes WHERE mailbox_id = $1", acc) == 1
     assert await db.fetchval("SELECT sent FROM mailbox_days WHERE mailbox_id = $1", acc) == 1
@@ -91,38 +97,15 @@ async def test_a_batch_mixing_decided_and_new_requests_counts_each_once(
     db: asyncpg.Pool, service_env: dict
 ) -> None:
     """The one-statement fast path undoes itself when a request was decided before; nothing is counted twice."""
-    settings = CommonSettings(
-        database_url=service_env["DATABASE_URL"], kafka_topic_prefix=f"u{uuid.uuid4().hex[:6]}"
-    )
-    broker = make_broker(settings, "test")
-    build(broker, settings, db)
-    seen: list = []
-
-    @broker.subscriber(topics.DECISIONS.name(settings.kafka_topic_prefix), group_id="probe")
-    async def probe(msg: KafkaMessage) -> None:
-        seen.append(parse_event(msg.body))
-
+    broker, topic, seen = decide_with_probe(db, service_env)
     org, idn, _ = await seed_identity(db)
-
-    def request(to: str) -> SendRequested:
-        return SendRequested(org_id=org, identity_id=idn, payload=SendRequestedPayload(
-            handle="h@example.test", messages=[RequestedMessage(message_id=new_id(), conv_id=new_id(), to=to)],
-            content=Content(subject="s", text="t")))  # fmt: skip
-
-    first, second = request("a@x.test"), request("b@x.test")
-    topic = topics.REQUESTS.name(settings.kafka_topic_prefix)
+    first, second = send_request(org, idn, "a@x.test"), send_request(org, idn, "b@x.test")
     async with TestKafkaBroker(broker) as br:
-        await br.publish(first.model_dump_json().encode(), topic, key=str(idn).encode())
-        await br.publish_batch(
-            first.model_dump_json().encode(), second.model_dump_json().encode(), topic=topic
-        )
+        await br.publish(first, topic, key=str(idn).encode())
+        await br.publish_batch(first, second, topic=topic)
     assert [d.payload.to for d in seen] == [["a@x.test"], ["a@x.test"], ["b@x.test"]]
     assert seen[0] == seen[1]
     assert [d.payload.remaining for d in seen] == [4, 4, 3]
     assert await db.fetchval("SELECT sent FROM identity_usage WHERE identity_id = $1", idn) == 2
-    assert (
-        await db.fetchval(
-            "SELECT count(*) FROM processed_events WHERE consumer = 'decide' AND outputs IS NULL"
-        )
-        == 0
-    )
+    unfinished = "SELECT count(*) FROM processed_events WHERE consumer = 'decide' AND outputs IS NULL"
+    assert await db.fetchval(unfinished) == 0
