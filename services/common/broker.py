@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import asyncpg
 import structlog
+from aiokafka import ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from faststream import AckPolicy
@@ -122,6 +123,28 @@ async def publish_events(broker: KafkaBroker, settings: CommonSettings, events: 
 Handler = Callable[[list[Envelope]], Awaitable[None]]
 
 
+class LogRebalance(ConsumerRebalanceListener):
+    """Log every partition assignment and revocation: a rebalance pauses the whole group."""
+
+    def __init__(self, group: str):
+        self.group = group
+
+    async def on_partitions_revoked(self, revoked) -> None:
+        if revoked:
+            log.info(
+                "partitions revoked",
+                group=self.group,
+                partitions=sorted(f"{p.topic}:{p.partition}" for p in revoked),
+            )
+
+    async def on_partitions_assigned(self, assigned) -> None:
+        log.info(
+            "partitions assigned",
+            group=self.group,
+            partitions=sorted(f"{p.topic}:{p.partition}" for p in assigned),
+        )
+
+
 @contextlib.contextmanager
 def bound(event: Envelope) -> Iterator[None]:
     """Bind an event's ids into the log context (every log line of its handling carries them)."""
@@ -204,6 +227,7 @@ def subscribe(
             heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
             rebalance_timeout_ms=settings.kafka_rebalance_timeout_ms,
             fetch_max_wait_ms=fetch_wait,
+            listener=LogRebalance(group),
             title=f"{group}:{handler.__name__}",
             description=handler.__doc__,
         )
