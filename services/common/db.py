@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import timedelta
 from importlib import resources
 from uuid import UUID
 
@@ -123,3 +124,19 @@ async def record(
     if row:
         return list(outputs), True
     return await recorded(conn, consumer, event_id) or [], False
+
+
+async def forget_processed(pool: asyncpg.Pool, older_than: timedelta, chunk: int = 10_000) -> int:
+    """Delete tracking rows older than `older_than`, a chunk per statement (no long locks); returns how many."""
+    removed = 0
+    while True:
+        done = await pool.execute(
+            """DELETE FROM processed_events WHERE ctid = ANY(ARRAY(
+                   SELECT ctid FROM processed_events WHERE processed_at < now() - $1::interval LIMIT $2))""",
+            older_than,
+            chunk,
+        )
+        count = int(done.split()[-1])
+        removed += count
+        if count < chunk:
+            return removed

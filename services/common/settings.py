@@ -109,6 +109,12 @@ class SchedulerSettings(CommonSettings):
         0.2, description="How often the scheduler looks for due timers when idle."
     )
     scheduler_batch: int = Field(500, ge=1, description="Timers published per transaction.")
+    processed_retention_days: float = Field(
+        14,
+        gt=0,
+        description="How long consumers remember handled event_ids. Keep it at least the log's retention: "
+        "an event can be redelivered only while the log still holds it.",
+    )
 
 
 class LocalSettings(CommonSettings):

@@ -1,4 +1,4 @@
-"""Scheduler: publishes due durable timers (services/common/timers.py).
+"""Scheduler: publishes due durable timers (services/common/timers.py), and does hourly housekeeping.
 
 Several schedulers may run: each locks the rows it publishes (FOR UPDATE SKIP LOCKED) and deletes them
 in the same transaction after the broker acknowledged them. A crash between publish and commit
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from datetime import timedelta
 
 import structlog
 
@@ -38,8 +40,20 @@ async def serve(settings: SchedulerSettings) -> None:
     await broker.connect()
     stop = stop_event()
     log.info("service started")
+    next_cleanup = 0.0
     try:
         while not stop.is_set():
+            # Housekeeping, hourly: consumers' tracking rows past their retention.
+            if time.monotonic() > next_cleanup:
+                next_cleanup = time.monotonic() + 3600
+                try:
+                    removed = await db.forget_processed(
+                        pool, timedelta(days=settings.processed_retention_days)
+                    )
+                    if removed:
+                        log.info("old tracking rows removed", count=removed)
+                except Exception:
+                    log.exception("removing old tracking rows failed; will try again in an hour")
             try:
                 published = await publish_due(pool, broker, settings)
                 if published:
