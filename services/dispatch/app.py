@@ -128,31 +128,45 @@ def build(broker: KafkaBroker, settings: DispatchSettings, pool: asyncpg.Pool) -
     )  # fmt: skip
     recorder = OutcomeRecorder(pool, CONSUMER)
     lanes: dict[UUID, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(settings.smtp_pool_size))
+    unrecorded: dict[UUID, asyncio.Semaphore] = defaultdict(
+        lambda: asyncio.Semaphore(2 * settings.smtp_pool_size)
+    )
 
     async def dispatch_one(event: Envelope, relays: dict[UUID, Relay]) -> list[Envelope]:
         accepted, attempt, first_at = attempt_of(event)
+        mailbox = accepted.mailbox_id
         with bound(event):
-            async with lanes[accepted.mailbox_id]:  # at most smtp_pool_size transactions per mailbox at once
-                now = datetime.now(UTC)
-                relay = relays.get(accepted.mailbox_id)
-                if relay is None:
-                    outcome = Outcome("hard", None, "the mailbox was removed")
+            # `unrecorded` is held from the start of the SMTP transaction until its outcome is recorded:
+            # at most twice smtp_pool_size messages per mailbox are ever between a relay's 250 and their
+            # record, which bounds the duplicates a crash can cause. `lanes` bounds open transactions.
+            async with unrecorded[mailbox]:
+                async with lanes[mailbox]:
+                    now = datetime.now(UTC)
+                    relay = relays.get(mailbox)
+                    if relay is None:
+                        outcome = Outcome("hard", None, "the mailbox was removed")
+                    else:
+                        data = render_message(accepted, now)
+                        outcome = await smtp.deliver(
+                            relay, accepted.from_addr, envelope_recipients(accepted), data
+                        )
+                facts, retry = outcome_events(
+                    event,
+                    accepted,
+                    attempt,
+                    first_at or now,
+                    outcome,
+                    str(relay),
+                    datetime.now(UTC),
+                    settings,
+                )
+                if retry is None:  # group-committed with its neighbours' records
+                    outputs = await recorder.record(event.event_id, facts)
                 else:
-                    data = render_message(accepted, now)
-                    outcome = await smtp.deliver(
-                        relay, accepted.from_addr, envelope_recipients(accepted), data
-                    )
-            facts, retry = outcome_events(
-                event, accepted, attempt, first_at or now, outcome, str(relay), datetime.now(UTC), settings
-            )
-            # Recorded at once (group-committed with its neighbours), not at the end of the batch.
-            if retry is None:
-                outputs = await recorder.record(event.event_id, facts)
-            else:
-                async with pool.acquire() as conn, conn.transaction():
-                    outputs, first = await db.record(conn, CONSUMER, event.event_id, facts)
-                    if first:
-                        await timers.schedule(conn, retry, retry.occurred_at)
+                    async with pool.acquire() as conn, conn.transaction():
+                        outputs, first = await db.record(conn, CONSUMER, event.event_id, facts)
+                        if first:
+                            await timers.schedule(conn, retry, retry.occurred_at)
             OUTCOMES.labels(outcome.kind).inc()
             log.info("dispatched", outcome=outcome.kind, attempt=attempt, reason=outcome.reason)
             return outputs
