@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from schemas import topics
+from schemas.events import EVENT_TYPES
 from services.common.settings import IngressSettings
 from services.ingress.app import create_app
 from tests.conftest import Api, Relay
@@ -106,3 +108,13 @@ async def test_consumer_services_expose_health_and_metrics(api: Api, relay: Rela
         ln for ln in text.splitlines() if ln.startswith('sendstream_dispatch_outcomes_total{outcome="sent"}')
     ]
     assert sent and float(sent[0].split()[-1]) >= 1
+
+
+async def test_asyncapi_documents_every_topic_and_event(api: Api, service_env: dict) -> None:
+    """/asyncapi.json (FastStream's AsyncAPI 3.0) has a channel per topic and a schema for every event type."""
+    status, doc, _ = await api.call("GET", "/asyncapi.json", key=None)
+    assert status == 200 and doc["asyncapi"].startswith("3.")
+    prefix = service_env["SENDSTREAM_KAFKA_TOPIC_PREFIX"]
+    addresses = {c["address"] for c in doc["channels"].values()}
+    assert addresses == {t.name(prefix) for t in topics.ALL_TOPICS}
+    assert set(EVENT_TYPES) <= set(doc["components"]["schemas"])

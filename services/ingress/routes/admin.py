@@ -8,6 +8,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from schemas.api.identities import ApiKeyCreated, CreateApiKey, CreateOrganization, OrganizationCreated
+from schemas.asyncapi import asyncapi_document
 from services.common import ids
 from services.ingress.auth import create_organization, new_key, principal_cache_key, store_key
 from services.ingress.context import ctx
@@ -111,6 +112,13 @@ async def readyz(call: Call) -> web.Response:
 @route("GET", "/metrics", scope=None, tag="operations", summary="Prometheus metrics")
 async def metrics(call: Call) -> web.Response:
     return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+@route(
+    "GET", "/asyncapi.json", scope=None, tag="operations", summary="The event log as an AsyncAPI 3.0 document"
+)
+async def asyncapi(call: Call) -> web.Response:
+    return web.json_response(asyncapi_document(ctx(call).settings.kafka_topic_prefix))
 
 
 @route("GET", "/openapi.json", scope=None, tag="operations", summary="This API as an OpenAPI 3.1 document")
