@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import secrets
 import statistics
@@ -33,6 +34,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from schemas.events import Content, SendAcceptedPayload
 from services.common.infra import ensure_infra, free_port, wait_for_port
+from services.common.secrets import new_key
 from services.common.settings import DispatchSettings
 from services.dispatch.mime import render_message
 from services.local import SERVICES, Stack, wait_ready
@@ -244,6 +246,7 @@ async def main(args: argparse.Namespace) -> None:
         "SENDSTREAM_HTTP_PORT": str(http_port),
         "SENDSTREAM_KAFKA_TOPIC_PREFIX": f"bench{uuid.uuid4().hex[:6]}",
         "SENDSTREAM_LOG_LEVEL": "WARNING",
+        "SENDSTREAM_SECRET_KEYS": json.dumps([new_key()]),
     }
     stack = Stack(env, log_dir=data)
     stack.start("sink", ["-m", "services.sink", "--port", str(sink_port), "--discard"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -21,6 +22,7 @@ import structlog
 
 from services.common.infra import die_with_parent, ensure_infra
 from services.common.logging import configure_logging
+from services.common.secrets import new_key
 from services.common.service import stop_event
 from services.common.settings import LocalSettings
 
@@ -125,9 +127,14 @@ async def _run(settings: LocalSettings) -> None:
     started = time.monotonic()
     data = Path(settings.data_dir).resolve()
     infra = ensure_infra(data, kafka_port=settings.kafka_port, postgres_port=settings.postgres_port)
-    log_dir = data / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    stack = Stack(infra.env, log_dir=None)
+    env = {**infra.env}
+    if not os.environ.get("SENDSTREAM_SECRET_KEYS"):  # a local key for relay passwords, kept with the data
+        key_file = data / "secret.key"
+        if not key_file.exists():
+            key_file.write_text(new_key())
+            key_file.chmod(0o600)
+        env["SENDSTREAM_SECRET_KEYS"] = json.dumps([key_file.read_text().strip()])
+    stack = Stack(env, log_dir=None)
     stop = stop_event()
     try:
         stack.start(

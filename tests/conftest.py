@@ -9,6 +9,7 @@ each other's data.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 import shutil
@@ -30,6 +31,7 @@ from aiosmtpd.controller import Controller
 
 from services.common.db import init_connection, migrate
 from services.common.infra import Infra, ensure_infra, free_port
+from services.common.secrets import new_key
 from services.local import SERVICES, Stack, wait_ready
 
 
@@ -55,6 +57,7 @@ def service_env(infra: Infra) -> dict[str, str]:
         "SENDSTREAM_HTTP_PORT": str(free_port()),
         "SENDSTREAM_DECISION_TIMEOUT_S": "10",
         "SENDSTREAM_LOG_FORMAT": "json",
+        "SENDSTREAM_SECRET_KEYS": json.dumps([new_key()]),
         "SENDSTREAM_RETRY_DELAYS_S": "[0.3, 0.6]",  # the retry schedule, shortened
         "SENDSTREAM_RETRY_MAX_AGE_S": "3",
     }

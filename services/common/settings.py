@@ -50,6 +50,11 @@ class CommonSettings(BaseSettings):
     db_pool_max: int = Field(10, ge=1, description="Maximum PostgreSQL pool size per process.")
     log_level: str = Field("INFO", description="Log level.")
     log_format: str = Field("auto", description="`json`, `console`, or `auto` (JSON unless on a terminal).")
+    secret_keys: list[str] = Field(
+        default_factory=list,
+        description="Fernet keys (JSON list, newest first) that encrypt relay passwords at rest; "
+        "`make run` creates one in its data directory. Unset: passwords are stored unencrypted.",
+    )
     metrics_port: int | None = Field(
         None,
         description="Consumer services serve /healthz and Prometheus /metrics on this port (unset: off). "

@@ -36,6 +36,7 @@ from schemas.events import (
 )
 from services.common import db, timers
 from services.common.broker import bound, publish_events, subscribe
+from services.common.secrets import Secrets
 from services.common.settings import DispatchSettings
 from services.dispatch.mime import envelope_recipients, render_message
 from services.dispatch.recorder import OutcomeRecorder
@@ -47,7 +48,7 @@ OUTCOMES = Counter("sendstream_dispatch_outcomes_total", "SMTP attempts by outco
 log = structlog.get_logger("sendstream.dispatch")
 
 
-async def load_relays(pool: asyncpg.Pool, mailbox_ids: set[UUID]) -> dict[UUID, Relay]:
+async def load_relays(pool: asyncpg.Pool, mailbox_ids: set[UUID], secrets: Secrets) -> dict[UUID, Relay]:
     """Relay settings of the mailboxes that still exist (a removed mailbox's sends fail)."""
     rows = await pool.fetch(
         """SELECT id, smtp_host, smtp_port, smtp_tls, smtp_username, smtp_password
@@ -55,7 +56,13 @@ async def load_relays(pool: asyncpg.Pool, mailbox_ids: set[UUID]) -> dict[UUID, 
         list(mailbox_ids),
     )
     return {
-        r["id"]: Relay(r["smtp_host"], r["smtp_port"], r["smtp_tls"], r["smtp_username"], r["smtp_password"])
+        r["id"]: Relay(
+            r["smtp_host"],
+            r["smtp_port"],
+            r["smtp_tls"],
+            r["smtp_username"],
+            secrets.open(r["smtp_password"]),
+        )
         for r in rows
     }
 
@@ -127,6 +134,7 @@ def build(broker: KafkaBroker, settings: DispatchSettings, pool: asyncpg.Pool) -
         idle_s=settings.smtp_idle_s,
     )  # fmt: skip
     recorder = OutcomeRecorder(pool, CONSUMER)
+    secrets = Secrets(settings.secret_keys)
     lanes: dict[UUID, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(settings.smtp_pool_size))
     unrecorded: dict[UUID, asyncio.Semaphore] = defaultdict(
         lambda: asyncio.Semaphore(2 * settings.smtp_pool_size)
@@ -179,7 +187,7 @@ def build(broker: KafkaBroker, settings: DispatchSettings, pool: asyncpg.Pool) -
             return
         done = await db.recorded_many(pool, CONSUMER, [e.event_id for e in todo])
         fresh = [e for e in todo if e.event_id not in done]
-        relays = await load_relays(pool, {attempt_of(e)[0].mailbox_id for e in fresh})
+        relays = await load_relays(pool, {attempt_of(e)[0].mailbox_id for e in fresh}, secrets)
         results = await asyncio.gather(*(dispatch_one(e, relays) for e in fresh), return_exceptions=True)
         for r in results:
             if isinstance(r, BaseException):

@@ -15,6 +15,7 @@ from aiohttp import web
 from services.common import db
 from services.common.broker import ensure_topics, make_broker
 from services.common.logging import configure_logging
+from services.common.secrets import Secrets
 from services.common.service import stop_event
 from services.common.settings import IngressSettings
 from services.ingress.auth import authenticate, ensure_bootstrap_key
@@ -44,7 +45,7 @@ async def _lifecycle(app: web.Application):
     await waiter.start()
     cache = Cache(settings.database_url)
     await cache.start()
-    app[CONTEXT] = Context(settings, pool, broker, waiter, cache)
+    app[CONTEXT] = Context(settings, pool, broker, waiter, cache, Secrets(settings.secret_keys))
     sweeper = asyncio.create_task(_sweep_idempotency_keys(pool), name="idempotency-sweeper")
     log.info("ingress ready", host=settings.http_host, port=settings.http_port)
     yield

@@ -11,6 +11,7 @@ from faststream.kafka import KafkaBroker
 
 from schemas.envelope import Envelope
 from services.common.broker import publish_events
+from services.common.secrets import Secrets
 from services.common.settings import IngressSettings
 from services.ingress.cache import Cache
 from services.ingress.decisions import DecisionWaiter
@@ -24,6 +25,7 @@ class Context:
     broker: KafkaBroker
     waiter: DecisionWaiter
     cache: Cache
+    secrets: Secrets
 
     async def publish(self, events: list[Envelope]) -> None:
         """Publish, or answer 503 with Retry-After: the client must not take a failure for a success."""

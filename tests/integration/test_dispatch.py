@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
+import asyncpg
 import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
 
-from tests.conftest import Api, Relay, eventually
+from services.common.infra import free_port
+from tests.conftest import Api, Relay, _RecordingHandler, eventually
 from tests.integration.test_send import make_identity
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
@@ -73,3 +78,37 @@ async def test_a_send_deferred_past_its_lifetime_fails(api: Api, relay: Relay) -
     types = await trail(api, msg)
     assert types.count("DispatchDeferred") >= 2 and types[-1] == "MessageFailed"
     assert relay.received == []
+
+
+# The test relay takes AUTH without TLS on purpose (loopback, no certificates); aiosmtpd warns about that.
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS:UserWarning")
+async def test_relay_password_is_encrypted_at_rest_and_used_for_auth(api: Api, db: asyncpg.Pool) -> None:
+    """The mailbox password is stored encrypted, and dispatch logs in to the relay with the real one."""
+    logins: list[tuple[str, str]] = []
+
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        logins.append((auth_data.login.decode(), auth_data.password.decode()))
+        return AuthResult(success=auth_data.password == b"s3cret-relay-pw")
+
+    relay = Relay("127.0.0.1", free_port())
+    controller = Controller(_RecordingHandler(relay), hostname="127.0.0.1", port=relay.port,
+                            authenticator=authenticator, auth_require_tls=False, auth_required=True)  # fmt: skip
+    controller.start()
+    try:
+        handle = f"auth-{uuid.uuid4().hex[:8]}@example.test"
+        assert (await api.call("POST", "/v1/identities", {"handle": handle}))[0] == 201
+        status, _, _ = await api.call("POST", f"/v1/identities/{handle}/mailboxes", {
+            "email": "authed@tryacme.test",
+            "smtp": {**relay.smtp_settings(), "username": "relay-user", "password": "s3cret-relay-pw"},
+        })  # fmt: skip
+        assert status == 201
+        stored = await db.fetchval("SELECT smtp_password FROM mailboxes WHERE email = 'authed@tryacme.test'")
+        assert stored.startswith("fernet:") and "s3cret" not in stored
+        status, _, _ = await api.call(
+            "POST", f"/v1/identities/{handle}/send", {"to": "m@example.test", "subject": "s", "text": "t"}
+        )
+        assert status == 202
+        await relay.wait_for(1)
+        assert logins[-1] == ("relay-user", "s3cret-relay-pw")
+    finally:
+        controller.stop()

@@ -310,7 +310,7 @@ async def add_mailbox(call: Call) -> web.Response:
             b.smtp.port,
             b.smtp.tls,
             b.smtp.username,
-            b.smtp.password,
+            ctx(call).secrets.seal(b.smtp.password),
             b.hourlyLimit,
             b.dailyLimit,
         )
@@ -384,7 +384,7 @@ async def update_mailbox(call: Call) -> web.Response:
         "username" in smtp,
         smtp.get("username"),
         "password" in smtp,
-        smtp.get("password"),
+        ctx(call).secrets.seal(smtp.get("password")),
     )
     common: dict[str, Any] = {
         "org_id": row["org_id"],
