@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import time
+import uuid
+
 import pytest
+from aiokafka import AIOKafkaConsumer
 
 from schemas import topics
-from schemas.events import EVENT_TYPES
+from schemas.events import EVENT_TYPES, parse_event
 from services.common.settings import IngressSettings
 from services.ingress.app import create_app
 from tests.conftest import Api, Relay
@@ -118,3 +122,36 @@ async def test_asyncapi_documents_every_topic_and_event(api: Api, service_env: d
     addresses = {c["address"] for c in doc["channels"].values()}
     assert addresses == {t.name(prefix) for t in topics.ALL_TOPICS}
     assert set(EVENT_TYPES) <= set(doc["components"]["schemas"])
+
+
+async def test_admin_facts_reach_the_log_through_the_outbox(
+    api: Api, relay: Relay, service_env: dict
+) -> None:
+    """Creating an identity, adding and pausing a mailbox publish their facts (committed with the change)."""
+    handle, [mailbox] = await make_identity(api, relay)
+    assert (
+        await api.call("PATCH", f"/v1/identities/{handle}/mailboxes/{mailbox['id']}", {"health": "paused"})
+    )[0] == 200
+    identity_id = str(
+        uuid.UUID((await api.call("GET", f"/v1/identities/{handle}"))[1]["id"].removeprefix("idn_"))
+    )
+    consumer = AIOKafkaConsumer(
+        topics.ADMIN.name(service_env["SENDSTREAM_KAFKA_TOPIC_PREFIX"]),
+        bootstrap_servers=service_env["KAFKA_BOOTSTRAP_SERVERS"],
+        group_id=None,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=20,
+    )
+    await consumer.start()
+    seen: list[str] = []
+    try:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and "MailboxUpdated" not in seen:
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                for r in records:
+                    event = parse_event(r.value)
+                    if str(event.identity_id) == identity_id:
+                        seen.append(event.type)
+    finally:
+        await consumer.stop()
+    assert seen == ["IdentityCreated", "MailboxAdded", "MailboxHealthChanged", "MailboxUpdated"]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -51,7 +53,7 @@ from schemas.events import (
     SendRequested,
     SendRequestedPayload,
 )
-from services.common import ids
+from services.common import ids, timers
 from services.common.timezones import local_day_start
 from services.ingress.context import ctx
 from services.ingress.http import ApiError, Call, json_model, not_found, route
@@ -129,12 +131,22 @@ async def find_mailbox(call: Call, identity: asyncpg.Record) -> asyncpg.Record:
     return row
 
 
-async def announce(call: Call, event: Envelope) -> None:
-    """Publish an admin fact for audit and subscribers; the change itself is already committed."""
-    try:
-        await ctx(call).publish([event])
-    except ApiError:
-        log.error("admin fact not published", type=event.type)
+@contextlib.asynccontextmanager
+async def change(call: Call) -> AsyncIterator[tuple[asyncpg.Connection, list[Envelope]]]:
+    """A configuration change and the facts it announces, committed together.
+
+    The facts go out through the durable timers (due at once): the scheduler publishes them, so a
+    crash between the change and the publish loses neither.
+    """
+    facts: list[Envelope] = []
+    async with ctx(call).pool.acquire() as conn, conn.transaction():
+        yield conn, facts
+        for fact in facts:
+            await timers.schedule(conn, fact, fact.occurred_at)
+
+
+def fact_envelope(call: Call, identity_id: UUID) -> dict[str, Any]:
+    return {"org_id": call.principal.org_id, "identity_id": identity_id, "correlation_id": call.request_id}
 
 
 def identity_fact(row: asyncpg.Record) -> IdentityPayload:
@@ -170,26 +182,19 @@ def mailbox_fact(row: asyncpg.Record) -> MailboxPayload:
 async def create_identity(call: Call) -> web.Response:
     b: CreateIdentity = call.body
     try:
-        row = await ctx(call).pool.fetchrow(
-            """INSERT INTO identities (id, org_id, handle, daily_cap, timezone) VALUES ($1, $2, $3, $4, $5)
-               RETURNING *""",
-            ids.new_id(),
-            call.principal.org_id,
-            b.handle,
-            b.dailyCap,
-            b.timezone,
-        )
+        async with change(call) as (conn, facts):
+            row = await conn.fetchrow(
+                """INSERT INTO identities (id, org_id, handle, daily_cap, timezone) VALUES ($1, $2, $3, $4, $5)
+                   RETURNING *""",
+                ids.new_id(),
+                call.principal.org_id,
+                b.handle,
+                b.dailyCap,
+                b.timezone,
+            )
+            facts.append(IdentityCreated(**fact_envelope(call, row["id"]), payload=identity_fact(row)))
     except asyncpg.UniqueViolationError:
         raise ApiError(409, "conflict", f"handle {b.handle} is already taken") from None
-    await announce(
-        call,
-        IdentityCreated(
-            org_id=row["org_id"],
-            identity_id=row["id"],
-            correlation_id=call.request_id,
-            payload=identity_fact(row),
-        ),
-    )
     return json_model(render_identity(row), 201)
 
 
@@ -230,23 +235,16 @@ async def get_identity(call: Call) -> web.Response:
 async def update_identity(call: Call) -> web.Response:
     identity = await find_identity(call)
     b: UpdateIdentity = call.body
-    row = await ctx(call).pool.fetchrow(
-        """UPDATE identities SET daily_cap = coalesce($2, daily_cap), timezone = coalesce($3, timezone),
-                  updated_at = now() WHERE id = $1 RETURNING *""",
-        identity["id"],
-        b.dailyCap,
-        b.timezone,
-    )
+    async with change(call) as (conn, facts):
+        row = await conn.fetchrow(
+            """UPDATE identities SET daily_cap = coalesce($2, daily_cap), timezone = coalesce($3, timezone),
+                      updated_at = now() WHERE id = $1 RETURNING *""",
+            identity["id"],
+            b.dailyCap,
+            b.timezone,
+        )
+        facts.append(IdentityUpdated(**fact_envelope(call, row["id"]), payload=identity_fact(row)))
     await forget_identity(call, row)
-    await announce(
-        call,
-        IdentityUpdated(
-            org_id=row["org_id"],
-            identity_id=row["id"],
-            correlation_id=call.request_id,
-            payload=identity_fact(row),
-        ),
-    )
     return json_model(render_identity(row))
 
 
@@ -261,22 +259,18 @@ async def update_identity(call: Call) -> web.Response:
 )
 async def delete_identity(call: Call) -> web.Response:
     identity = await find_identity(call)
-    async with ctx(call).pool.acquire() as conn, conn.transaction():
+    async with change(call) as (conn, facts):
         await conn.execute("UPDATE identities SET deleted_at = now() WHERE id = $1", identity["id"])
         await conn.execute(
             "UPDATE mailboxes SET deleted_at = now() WHERE identity_id = $1 AND deleted_at IS NULL",
             identity["id"],
         )
+        facts.append(
+            IdentityDeleted(
+                **fact_envelope(call, identity["id"]), payload=EntityRemovedPayload(id=identity["id"])
+            )
+        )
     await forget_identity(call, identity)
-    await announce(
-        call,
-        IdentityDeleted(
-            org_id=identity["org_id"],
-            identity_id=identity["id"],
-            correlation_id=call.request_id,
-            payload=EntityRemovedPayload(id=identity["id"]),
-        ),
-    )
     return web.Response(status=204)
 
 
@@ -298,33 +292,26 @@ async def add_mailbox(call: Call) -> web.Response:
     identity = await find_identity(call)
     b: CreateMailbox = call.body
     try:
-        row = await ctx(call).pool.fetchrow(
-            """INSERT INTO mailboxes (id, org_id, identity_id, email, smtp_host, smtp_port, smtp_tls,
-                                      smtp_username, smtp_password, hourly_limit, daily_limit)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING *""",
-            ids.new_id(),
-            identity["org_id"],
-            identity["id"],
-            b.email,
-            b.smtp.host,
-            b.smtp.port,
-            b.smtp.tls,
-            b.smtp.username,
-            ctx(call).secrets.seal(b.smtp.password),
-            b.hourlyLimit,
-            b.dailyLimit,
-        )
+        async with change(call) as (conn, facts):
+            row = await conn.fetchrow(
+                """INSERT INTO mailboxes (id, org_id, identity_id, email, smtp_host, smtp_port, smtp_tls,
+                                          smtp_username, smtp_password, hourly_limit, daily_limit)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING *""",
+                ids.new_id(),
+                identity["org_id"],
+                identity["id"],
+                b.email,
+                b.smtp.host,
+                b.smtp.port,
+                b.smtp.tls,
+                b.smtp.username,
+                ctx(call).secrets.seal(b.smtp.password),
+                b.hourlyLimit,
+                b.dailyLimit,
+            )
+            facts.append(MailboxAdded(**fact_envelope(call, identity["id"]), payload=mailbox_fact(row)))
     except asyncpg.UniqueViolationError:
         raise ApiError(409, "conflict", f"{b.email} is already in this identity's pool") from None
-    await announce(
-        call,
-        MailboxAdded(
-            org_id=row["org_id"],
-            identity_id=identity["id"],
-            correlation_id=call.request_id,
-            payload=mailbox_fact(row),
-        ),
-    )
     return json_model(render_mailbox(row, identity["handle"]), 201)
 
 
@@ -362,46 +349,38 @@ async def update_mailbox(call: Call) -> web.Response:
     b: UpdateMailbox = call.body
     smtp = b.smtp.model_dump(exclude_unset=True) if b.smtp else {}
     fields = b.model_dump(exclude_unset=True, exclude={"smtp"})
-    row = await ctx(call).pool.fetchrow(
-        """UPDATE mailboxes SET
-              health = coalesce($2, health),
-              hourly_limit = coalesce($3, hourly_limit),
-              daily_limit = CASE WHEN $4 THEN $5 ELSE daily_limit END,
-              smtp_host = coalesce($6, smtp_host), smtp_port = coalesce($7, smtp_port),
-              smtp_tls = coalesce($8, smtp_tls),
-              smtp_username = CASE WHEN $9 THEN $10 ELSE smtp_username END,
-              smtp_password = CASE WHEN $11 THEN $12 ELSE smtp_password END,
-              updated_at = now()
-            WHERE id = $1 RETURNING *""",
-        before["id"],
-        fields.get("health"),
-        fields.get("hourlyLimit"),
-        "dailyLimit" in fields,
-        fields.get("dailyLimit"),
-        smtp.get("host"),
-        smtp.get("port"),
-        smtp.get("tls"),
-        "username" in smtp,
-        smtp.get("username"),
-        "password" in smtp,
-        ctx(call).secrets.seal(smtp.get("password")),
-    )
-    common: dict[str, Any] = {
-        "org_id": row["org_id"],
-        "identity_id": identity["id"],
-        "correlation_id": call.request_id,
-    }
-    if row["health"] != before["health"]:
-        await announce(
-            call,
-            MailboxHealthChanged(
-                **common,
-                payload=MailboxHealthPayload(
-                    mailbox_id=row["id"], health=row["health"], previous=before["health"]
-                ),
-            ),
+    async with change(call) as (conn, facts):
+        row = await conn.fetchrow(
+            """UPDATE mailboxes SET
+                  health = coalesce($2, health),
+                  hourly_limit = coalesce($3, hourly_limit),
+                  daily_limit = CASE WHEN $4 THEN $5 ELSE daily_limit END,
+                  smtp_host = coalesce($6, smtp_host), smtp_port = coalesce($7, smtp_port),
+                  smtp_tls = coalesce($8, smtp_tls),
+                  smtp_username = CASE WHEN $9 THEN $10 ELSE smtp_username END,
+                  smtp_password = CASE WHEN $11 THEN $12 ELSE smtp_password END,
+                  updated_at = now()
+                WHERE id = $1 RETURNING *""",
+            before["id"],
+            fields.get("health"),
+            fields.get("hourlyLimit"),
+            "dailyLimit" in fields,
+            fields.get("dailyLimit"),
+            smtp.get("host"),
+            smtp.get("port"),
+            smtp.get("tls"),
+            "username" in smtp,
+            smtp.get("username"),
+            "password" in smtp,
+            ctx(call).secrets.seal(smtp.get("password")),
         )
-    await announce(call, MailboxUpdated(**common, payload=mailbox_fact(row)))
+        envelope = fact_envelope(call, identity["id"])
+        if row["health"] != before["health"]:
+            health = MailboxHealthPayload(
+                mailbox_id=row["id"], health=row["health"], previous=before["health"]
+            )
+            facts.append(MailboxHealthChanged(**envelope, payload=health))
+        facts.append(MailboxUpdated(**envelope, payload=mailbox_fact(row)))
     return json_model(render_mailbox(row, identity["handle"]))
 
 
@@ -417,16 +396,13 @@ async def update_mailbox(call: Call) -> web.Response:
 async def remove_mailbox(call: Call) -> web.Response:
     identity = await find_identity(call)
     mailbox = await find_mailbox(call, identity)
-    await ctx(call).pool.execute("UPDATE mailboxes SET deleted_at = now() WHERE id = $1", mailbox["id"])
-    await announce(
-        call,
-        MailboxRemoved(
-            org_id=mailbox["org_id"],
-            identity_id=identity["id"],
-            correlation_id=call.request_id,
-            payload=EntityRemovedPayload(id=mailbox["id"]),
-        ),
-    )
+    async with change(call) as (conn, facts):
+        await conn.execute("UPDATE mailboxes SET deleted_at = now() WHERE id = $1", mailbox["id"])
+        facts.append(
+            MailboxRemoved(
+                **fact_envelope(call, identity["id"]), payload=EntityRemovedPayload(id=mailbox["id"])
+            )
+        )
     return web.Response(status=204)
 
 
