@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from schemas.topics import ALL_TOPICS
+from schemas.topics import ALL_TOPICS, Topic
 from services.common.settings import CommonSettings
 
 
@@ -33,10 +34,12 @@ class Parked:
         return self.headers.get("dlq-topic", "")
 
 
-async def read_parked(settings: CommonSettings, only: str | None = None) -> list[Parked]:
+async def read_parked(
+    settings: CommonSettings, only: str | None = None, topics: Sequence[Topic] = ALL_TOPICS
+) -> list[Parked]:
     """Every record on the dead-letter topics (of one source topic, if `only` names its suffix)."""
     prefix = settings.kafka_topic_prefix
-    names = [t.dlq(prefix) for t in ALL_TOPICS if only is None or t.suffix == only]
+    names = [t.dlq(prefix) for t in topics if only is None or t.suffix == only]
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None, enable_auto_commit=False
     )

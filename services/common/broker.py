@@ -123,6 +123,10 @@ async def publish_events(broker: KafkaBroker, settings: CommonSettings, events: 
 Handler = Callable[[list[Envelope]], Awaitable[None]]
 
 
+class _KnownFailure(Exception):
+    """Internal: skip the whole-batch attempt when the batch holds an event already known to fail."""
+
+
 class LogRebalance(ConsumerRebalanceListener):
     """Log every partition assignment and revocation: a rebalance pauses the whole group."""
 
@@ -244,6 +248,8 @@ def subscribe(
                 return
             started = time.perf_counter()
             try:
+                if any(e.event_id in failures for _, e in parsed):
+                    raise _KnownFailure  # a redelivery of a batch with a failing event: go one by one at once
                 await handler([e for _, e in parsed])
                 failures.pop("batch", None)
                 EVENTS.labels(group).inc(len(parsed))
@@ -258,11 +264,15 @@ def subscribe(
             except TRANSIENT_ERRORS as exc:
                 await transient(exc, "batch")
                 raise
-            except Exception:
-                if len(parsed) > 1:
-                    log.warning(
-                        "batch failed; retrying its events one by one", size=len(parsed), exc_info=True
-                    )
+            except _KnownFailure:
+                pass
+            except Exception as exc:
+                if len(parsed) == 1:  # that was this event's attempt
+                    record, event = parsed[0]
+                    with bound(event):
+                        await failed(record, event, exc)
+                    return
+                log.warning("batch failed; retrying its events one by one", size=len(parsed), exc_info=True)
             for record, event in parsed:
                 with bound(event):
                     try:
@@ -273,15 +283,19 @@ def subscribe(
                         await transient(exc, event.event_id)
                         raise
                     except Exception as exc:
-                        n = failures[event.event_id] = failures.get(event.event_id, 0) + 1
-                        if n < settings.consumer_max_attempts:
-                            RETRIES.labels(group, "event").inc()
-                            log.warning("event failed, will be redelivered", attempt=n, exc_info=True)
-                            await asyncio.sleep(settings.consumer_retry_backoff_s)
-                            raise
-                        failures.pop(event.event_id, None)
-                        log.exception("event failed on every attempt", attempts=n)
-                        await park(record, exc)
+                        await failed(record, event, exc)
+
+        async def failed(record: Any, event: Envelope, exc: BaseException) -> None:
+            """One more failed attempt at `event`: redeliver (raise) until the last attempt, then park it."""
+            n = failures[event.event_id] = failures.get(event.event_id, 0) + 1
+            if n < settings.consumer_max_attempts:
+                RETRIES.labels(group, "event").inc()
+                log.warning("event failed, will be redelivered", attempt=n, exc_info=exc)
+                await asyncio.sleep(settings.consumer_retry_backoff_s)
+                raise exc
+            failures.pop(event.event_id, None)
+            log.error("event failed on every attempt", attempts=n, exc_info=exc)
+            await park(record, exc)
 
         return handler
 
