@@ -60,6 +60,11 @@ def test_make_run_is_ready_within_60s_and_the_walkthrough_works_as_written(tmp_p
         assert '"status":"accepted"' in out and '"affinity":"new"' in out
         assert '"status":"sent"' in out, out
         assert "multipart/alternative" in out and "From: alice.chen@tryacme.test" in out
+        replies = out.split("HTTP/1.1 ")[1:]
+        assert [r.split()[0] for r in replies] == ["202", "202"]
+        assert "Idempotent-Replayed: true" not in replies[0] and "Idempotent-Replayed: true" in replies[1]
+        assert replies[0].split("\n\n", 1)[1] == replies[1].split("\n\n", 1)[1]  # text mode: CRLF read as \n
+        assert '"affinity":"existing"' in replies[0]
     finally:
         run.send_signal(signal.SIGINT)
         code = run.wait(30)
