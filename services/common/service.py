@@ -33,6 +33,11 @@ def stop_event() -> asyncio.Event:
     return stop
 
 
+def metrics_response() -> web.Response:
+    """This process's Prometheus metrics, as every /metrics of ours answers them."""
+    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
 async def serve_operations(host: str, port: int, broker: KafkaBroker) -> web.AppRunner:
     """/healthz (the process is up and connected to the broker) and Prometheus /metrics, for probes and scraping."""
 
@@ -41,7 +46,7 @@ async def serve_operations(host: str, port: int, broker: KafkaBroker) -> web.App
         return web.json_response({"status": "ok" if ok else "broker unreachable"}, status=200 if ok else 503)
 
     async def metrics(_: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return metrics_response()
 
     app = web.Application()
     app.router.add_get("/healthz", healthz)

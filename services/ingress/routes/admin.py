@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from schemas.api.identities import ApiKeyCreated, CreateApiKey, CreateOrganization, OrganizationCreated
 from schemas.asyncapi import asyncapi_document
 from services.common import ids
+from services.common.service import metrics_response
 from services.ingress.auth import create_organization, new_key, principal_cache_key, store_key
 from services.ingress.context import ctx
 from services.ingress.http import ApiError, Call, json_model, not_found, route
@@ -111,7 +111,7 @@ async def readyz(call: Call) -> web.Response:
 
 @route("GET", "/metrics", scope=None, tag="operations", summary="Prometheus metrics")
 async def metrics(call: Call) -> web.Response:
-    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    return metrics_response()
 
 
 @route(
