@@ -50,7 +50,12 @@ async def project(pool: asyncpg.Pool, events: list[Envelope]) -> int:
 def build(broker: KafkaBroker, settings: CommonSettings, pool: asyncpg.Pool) -> None:
     """Register the projections consumer on `broker`."""
 
-    @subscribe(broker, settings, [topics.REQUESTS, topics.DECISIONS, topics.MESSAGES], group=CONSUMER)
+    @subscribe(
+        broker,
+        settings,
+        [topics.REQUESTS, topics.DECISIONS, topics.MESSAGES, topics.WEBHOOKS],
+        group=CONSUMER,
+    )
     async def on_events(events: list[Envelope]) -> None:
         """Keep the message, conversation and audit views up to date."""
         applied = await project(pool, events)

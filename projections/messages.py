@@ -23,6 +23,8 @@ from schemas.events import (
     SendRejected,
     SendRequested,
     SmtpReply,
+    WebhookDelivered,
+    WebhookFailed,
 )
 
 Statement = tuple[str, tuple[Any, ...]]
@@ -209,4 +211,6 @@ def statements(event: Envelope) -> list[Statement]:
                 )
             )
             out.append(audit(p.message_id, event))
+        case WebhookDelivered(payload=p) | WebhookFailed(payload=p) if p.message_id:
+            out.append(audit(p.message_id, event))  # the message's audit trail shows its webhooks
     return out

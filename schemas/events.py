@@ -148,6 +148,16 @@ class SmtpReply(Payload):
     message: str
 
 
+class MessageSummary(Payload):
+    """Who and what an outbound message is, carried on its outcome so consumers need no lookup."""
+
+    conv_id: UUID
+    from_addr: str
+    to: list[str]
+    subject: str
+    mailbox_email: str
+
+
 class MessageSentPayload(Payload):
     message_id: UUID
     mailbox_id: UUID
@@ -155,6 +165,7 @@ class MessageSentPayload(Payload):
     relay: str
     reply: SmtpReply
     attempt: int = 1
+    summary: MessageSummary | None = None
 
 
 class DispatchDeferredPayload(Payload):
@@ -172,6 +183,7 @@ class MessageFailedPayload(Payload):
     reason: str
     reply: SmtpReply | None = None
     attempt: int = 1
+    summary: MessageSummary | None = None
 
 
 class MessageReceivedPayload(Payload):
@@ -262,13 +274,23 @@ class SuppressionAdded(Envelope):
 
 
 class WebhookAttemptPayload(Payload):
+    """One attempt at delivering one webhook to one endpoint."""
+
     endpoint_id: UUID
     delivery_id: UUID
+    message_id: UUID | None = Field(None, description="The message the webhook is about, if any.")
     event_type: str
     attempt: int
     status_code: int | None
     duration_ms: int
     error: str = ""
+    next_attempt_at: datetime | None = Field(None, description="When it is tried again; None: it is not.")
+
+
+class WebhookEndpointDisabledPayload(Payload):
+    endpoint_id: UUID
+    url: str
+    reason: str
 
 
 class WebhookDelivered(Envelope):
@@ -279,6 +301,11 @@ class WebhookDelivered(Envelope):
 class WebhookFailed(Envelope):
     type: Literal["WebhookFailed"] = "WebhookFailed"
     payload: WebhookAttemptPayload
+
+
+class WebhookEndpointDisabled(Envelope):
+    type: Literal["WebhookEndpointDisabled"] = "WebhookEndpointDisabled"
+    payload: WebhookEndpointDisabledPayload
 
 
 # --- admin facts (topic: admin, key: org_id) -------------------------------------------------------
@@ -349,7 +376,7 @@ ALL_EVENTS: tuple[type[Envelope], ...] = (
     SendAccepted, SendRejected, DispatchRetryDue,
     MessageSent, DispatchDeferred, MessageFailed, MessageReceived, MessageDelivered, MessageBounced,
     MessageComplained, MessageFlagsChanged, MessageDeleted,
-    SuppressionAdded, WebhookDelivered, WebhookFailed,
+    SuppressionAdded, WebhookDelivered, WebhookFailed, WebhookEndpointDisabled,
     IdentityCreated, IdentityUpdated, IdentityDeleted,
     MailboxAdded, MailboxUpdated, MailboxHealthChanged, MailboxRemoved,
 )  # fmt: skip

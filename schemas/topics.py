@@ -42,7 +42,9 @@ MESSAGES = Topic(
     ),
 )  # fmt: skip
 SUPPRESSIONS = Topic("suppressions", "org_id", (ev.SuppressionAdded,))
-WEBHOOKS = Topic("webhooks", "endpoint_id", (ev.WebhookDelivered, ev.WebhookFailed))
+WEBHOOKS = Topic(
+    "webhooks", "endpoint_id", (ev.WebhookDelivered, ev.WebhookFailed, ev.WebhookEndpointDisabled)
+)
 ADMIN = Topic(
     "admin",
     "org_id",

@@ -34,6 +34,7 @@ SERVICES: dict[str, list[str]] = {
     "dispatch": ["-m", "services.dispatch"],
     "projections": ["-m", "projections"],
     "scheduler": ["-m", "services.scheduler"],
+    "webhooks": ["-m", "services.webhooks"],
 }
 
 
@@ -134,6 +135,9 @@ async def _run(settings: LocalSettings) -> None:
             key_file.write_text(new_key())
             key_file.chmod(0o600)
         env["SENDSTREAM_SECRET_KEYS"] = json.dumps([key_file.read_text().strip()])
+    # Webhook receivers on this machine are what local development points at; elsewhere it is refused.
+    if "SENDSTREAM_WEBHOOK_ALLOWED_NETWORKS" not in os.environ:
+        env["SENDSTREAM_WEBHOOK_ALLOWED_NETWORKS"] = '["127.0.0.0/8", "::1/128"]'
     stack = Stack(env, log_dir=None)
     stop = stop_event()
     try:

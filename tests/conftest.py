@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import aiohttp.web
 import asyncpg
 import pytest
 import pytest_asyncio
@@ -60,6 +61,10 @@ def service_env(infra: Infra) -> dict[str, str]:
         "SENDSTREAM_SECRET_KEYS": json.dumps([new_key()]),
         "SENDSTREAM_RETRY_DELAYS_S": "[0.3, 0.6]",  # the retry schedule, shortened
         "SENDSTREAM_RETRY_MAX_AGE_S": "3",
+        "SENDSTREAM_WEBHOOK_ALLOWED_NETWORKS": '["127.0.0.0/8"]',  # receivers run on this machine
+        "SENDSTREAM_WEBHOOK_RETRY_SCHEDULE_S": "[0.3, 0.6, 0.9]",  # the webhook schedule, shortened
+        "SENDSTREAM_WEBHOOK_TIMEOUT_S": "2",
+        "SENDSTREAM_WEBHOOK_POLL_S": "0.2",
     }
 
 
@@ -70,13 +75,15 @@ def stack(service_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory)
     s = Stack(service_env, log_dir=logs)
     s.metrics_ports = {}
     for name in SERVICES:
-        if name in ("decide", "dispatch", "projections"):
+        if name in ("decide", "dispatch", "projections", "webhooks"):
             s.metrics_ports[name] = free_port()
             s.start(name, env={"SENDSTREAM_METRICS_PORT": str(s.metrics_ports[name])})
         else:
             s.start(name)
     try:
         wait_ready(f"http://127.0.0.1:{service_env['SENDSTREAM_HTTP_PORT']}/readyz", 90, s)
+        for port in s.metrics_ports.values():  # every consumer has joined its group
+            wait_ready(f"http://127.0.0.1:{port}/readyz", 90, s)
         yield s
     finally:
         s.stop_all()
@@ -220,6 +227,77 @@ def relay() -> Iterator[Relay]:
         yield r
     finally:
         controller.stop()
+
+
+# --- webhook receivers -----------------------------------------------------------------------------
+
+
+@dataclass
+class Hook:
+    """One request a webhook receiver got."""
+
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float  # time.time() on arrival
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class Receiver:
+    """A real HTTP server (aiohttp) on a free 127.0.0.1 port, recording every request per path.
+
+    Each path answers 200 unless scripted: `fail(path, [500, 500])` answers those first, `hang(path)`
+    never answers, `slow(path, s)` answers after `s` seconds.
+    """
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.got: list[Hook] = []
+        self.scripts: dict[str, list[int]] = {}
+        self.delays: dict[str, float] = {}
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def at(self, path: str) -> list[Hook]:
+        return [h for h in self.got if h.path == path]
+
+    def fail(self, path: str, statuses: list[int]) -> None:
+        self.scripts[path] = list(statuses)
+
+    def hang(self, path: str) -> None:
+        self.delays[path] = 3600
+
+    def slow(self, path: str, seconds: float) -> None:
+        self.delays[path] = seconds
+
+    async def handle(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
+        self.got.append(Hook(request.path, dict(request.headers), await request.read(), time.time()))
+        if delay := self.delays.get(request.path):
+            await asyncio.sleep(delay)
+        script = self.scripts.get(request.path)
+        return aiohttp.web.Response(status=script.pop(0) if script else 200, text="ok")
+
+    async def wait_for(self, path: str, count: int, timeout: float = 20) -> list[Hook]:
+        await eventually(lambda: asyncio.sleep(0, len(self.at(path)) >= count), timeout)
+        return self.at(path)
+
+
+@pytest_asyncio.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    r = Receiver()
+    app = aiohttp.web.Application()
+    app.router.add_route("*", "/{tail:.*}", r.handle)
+    runner = aiohttp.web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+    await runner.setup()
+    await aiohttp.web.TCPSite(runner, "127.0.0.1", r.port).start()
+    try:
+        yield r
+    finally:
+        await runner.cleanup()
 
 
 # --- helpers ---------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -35,6 +36,13 @@ def timezone_name(value: str) -> str:
     except (ZoneInfoNotFoundError, ValueError):
         raise ValueError("is not a known IANA time zone") from None
     return value
+
+
+def iso(value: datetime | None) -> str | None:
+    """Timestamps on the wire: UTC, milliseconds, `Z`."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 HeaderText = Annotated[str, AfterValidator(header_safe)]

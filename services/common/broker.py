@@ -127,11 +127,23 @@ class _KnownFailure(Exception):
     """Internal: skip the whole-batch attempt when the batch holds an event already known to fail."""
 
 
-class LogRebalance(ConsumerRebalanceListener):
-    """Log every partition assignment and revocation: a rebalance pauses the whole group."""
+LISTENERS: list[LogRebalance] = []  # every consumer of this process, for readiness
 
-    def __init__(self, group: str):
-        self.group = group
+
+class LogRebalance(ConsumerRebalanceListener):
+    """Log every partition assignment and revocation: a rebalance pauses the whole group.
+
+    With `anchor`, a partition the group has no committed offset for gets its current position
+    committed as soon as it is assigned. A group that starts at the end of the log (offset_reset
+    "latest") then starts there only once: whatever arrives while it is down is read when it is back,
+    even on a partition it had never consumed anything from.
+    """
+
+    def __init__(self, group: str, anchor: bool = False):
+        self.group, self.anchor = group, anchor
+        self.subscriber: Any = None  # once it exists; `.consumer` is its aiokafka consumer
+        self.joined = False  # a first assignment (possibly empty) has completed
+        LISTENERS.append(self)
 
     async def on_partitions_revoked(self, revoked) -> None:
         if revoked:
@@ -147,6 +159,31 @@ class LogRebalance(ConsumerRebalanceListener):
             group=self.group,
             partitions=sorted(f"{p.topic}:{p.partition}" for p in assigned),
         )
+        consumer = self.subscriber.consumer if self.anchor and self.subscriber else None
+        if consumer is not None:
+            await self.anchor_new(consumer, assigned)
+        self.joined = True
+
+    async def anchor_new(self, consumer: Any, assigned) -> None:
+        positions = {}
+        for tp in assigned:
+            if await consumer.committed(tp) is None:
+                positions[tp] = await consumer.position(tp)
+        if positions:
+            try:
+                await consumer.commit(positions)
+                log.info(
+                    "new partitions anchored at their current end",
+                    group=self.group,
+                    positions={f"{tp.topic}:{tp.partition}": o for tp, o in positions.items()},
+                )
+            except KafkaError:
+                log.exception("anchoring new partitions failed", group=self.group)
+
+
+def consumers_joined() -> bool:
+    """Every consumer of this process has joined its group (readiness: it is now reading the log)."""
+    return all(listener.joined for listener in LISTENERS)
 
 
 @contextlib.contextmanager
@@ -217,7 +254,8 @@ def subscribe(
             )
             await asyncio.sleep(pause)
 
-        @broker.subscriber(
+        listener = LogRebalance(group, anchor=offset_reset == "latest")
+        subscriber = broker.subscriber(
             *[t.name(prefix) for t in topics],
             group_id=group,
             batch=True,
@@ -231,10 +269,13 @@ def subscribe(
             heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
             rebalance_timeout_ms=settings.kafka_rebalance_timeout_ms,
             fetch_max_wait_ms=fetch_wait,
-            listener=LogRebalance(group),
+            listener=listener,
             title=f"{group}:{handler.__name__}",
             description=handler.__doc__,
         )
+        listener.subscriber = subscriber
+
+        @subscriber
         async def consume(msg: KafkaMessage) -> None:
             raw = msg.raw_message
             records = list(raw) if isinstance(raw, list | tuple) else [raw]

@@ -14,6 +14,7 @@ PREFIXES = {
     "conversation": "conv",
     "message": "msg",
     "webhook": "whk",
+    "delivery": "whd",
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Callable
+from typing import Protocol
 
 import asyncpg
 import structlog
@@ -17,11 +18,20 @@ from faststream.kafka import KafkaBroker
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from services.common import db
-from services.common.broker import ensure_topics, make_broker
+from services.common.broker import consumers_joined, ensure_topics, make_broker
 from services.common.logging import configure_logging
 from services.common.settings import CommonSettings
 
-Register = Callable[[KafkaBroker, CommonSettings, asyncpg.Pool], None]
+
+class Background(Protocol):
+    """Work a service runs beside its consumers (e.g. the webhook deliverer), started after them."""
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+
+
+# Registers a service's consumers on the broker; may hand back background work to run with them.
+Register = Callable[[KafkaBroker, CommonSettings, asyncpg.Pool], Background | None]
 
 
 def stop_event() -> asyncio.Event:
@@ -39,17 +49,24 @@ def metrics_response() -> web.Response:
 
 
 async def serve_operations(host: str, port: int, broker: KafkaBroker) -> web.AppRunner:
-    """/healthz (the process is up and connected to the broker) and Prometheus /metrics, for probes and scraping."""
+    """/healthz (up and connected to the broker), /readyz (and every consumer has joined its group) and
+    Prometheus /metrics, for probes and scraping."""
 
     async def healthz(_: web.Request) -> web.Response:
         ok = await broker.ping(timeout=2)
         return web.json_response({"status": "ok" if ok else "broker unreachable"}, status=200 if ok else 503)
+
+    async def readyz(request: web.Request) -> web.Response:
+        if not consumers_joined():
+            return web.json_response({"status": "joining consumer groups"}, status=503)
+        return await healthz(request)
 
     async def metrics(_: web.Request) -> web.Response:
         return metrics_response()
 
     app = web.Application()
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -63,9 +80,11 @@ async def serve(name: str, settings: CommonSettings, register: Register) -> None
     await db.migrate(pool)
     await ensure_topics(settings)
     broker = make_broker(settings, client_id=name)
-    register(broker, settings, pool)
+    background = register(broker, settings, pool)
     stop = stop_event()
     await broker.start()
+    if background is not None:
+        await background.start()
     operations = (
         await serve_operations(settings.metrics_host, settings.metrics_port, broker)
         if settings.metrics_port
@@ -78,6 +97,8 @@ async def serve(name: str, settings: CommonSettings, register: Register) -> None
         log.info("service stopping")
         if operations:
             await operations.cleanup()
+        if background is not None:
+            await background.stop()
         await broker.stop()
         await pool.close()
 

@@ -71,7 +71,39 @@ class CommonSettings(BaseSettings):
     )
 
 
-class IngressSettings(CommonSettings):
+class WebhookSettings(CommonSettings):
+    """Webhook endpoints (registered through the ingress) and their deliveries (the webhooks service)."""
+
+    webhook_allowed_networks: list[str] = Field(
+        default_factory=list,
+        description="Networks (JSON list of CIDRs) webhook URLs may resolve into although they are not public, "
+        'e.g. `["127.0.0.0/8"]` for a receiver on this machine. Empty: only public addresses.',
+    )
+    webhook_timeout_s: float = Field(10.0, gt=0, description="Time a webhook endpoint has to answer.")
+    webhook_retry_schedule_s: list[float] = Field(
+        [5, 300, 1800, 7200, 18000, 36000, 36000],
+        description="Waits before each retry of a failed webhook delivery; after the last it is given up.",
+    )
+    webhook_disable_after_s: float = Field(
+        5 * 24 * 3600,
+        description="An endpoint whose deliveries have failed without a success for this long is disabled.",
+    )
+    webhook_secret_grace_s: float = Field(
+        24 * 3600,
+        description="After a secret rotation, how long deliveries are also signed with the previous secret.",
+    )
+    webhook_concurrency: int = Field(64, ge=1, description="Webhook requests in flight per process.")
+    webhook_endpoint_concurrency: int = Field(
+        8,
+        ge=1,
+        description="Webhook requests in flight per endpoint per process: a slow endpoint holds no more.",
+    )
+    webhook_poll_s: float = Field(
+        1.0, gt=0, description="How often the webhooks service looks for due deliveries when not woken."
+    )
+
+
+class IngressSettings(WebhookSettings):
     """The HTTP API."""
 
     http_host: str = Field("127.0.0.1", description="Address the HTTP API listens on.")
@@ -146,6 +178,7 @@ def documented_settings() -> list[tuple[str, str, str, str]]:
     rows: dict[str, tuple[str, str, str, list[str]]] = {}
     for cls, who in (
         (CommonSettings, "all"),
+        (WebhookSettings, "ingress, webhooks"),
         (IngressSettings, "ingress"),
         (DispatchSettings, "dispatch"),
         (SchedulerSettings, "scheduler"),

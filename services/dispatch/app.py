@@ -31,6 +31,7 @@ from schemas.events import (
     MessageFailedPayload,
     MessageSent,
     MessageSentPayload,
+    MessageSummary,
     SendAccepted,
     SendAcceptedPayload,
 )
@@ -79,10 +80,14 @@ def outcome_events(
 ) -> tuple[list[Envelope], DispatchRetryDue | None]:
     """The facts an attempt's outcome publishes, and the retry to schedule if it was deferred. Pure."""
     p = accepted
+    summary = MessageSummary(
+        conv_id=p.conv_id, from_addr=p.from_addr, to=p.to, subject=p.content.subject,
+        mailbox_email=p.mailbox_email,
+    )  # fmt: skip
     if outcome.kind == "sent":
         sent = MessageSentPayload(
             message_id=p.message_id, mailbox_id=p.mailbox_id, rfc_message_id=p.rfc_message_id, relay=relay,
-            reply=outcome.reply, attempt=attempt,
+            reply=outcome.reply, attempt=attempt, summary=summary,
         )  # fmt: skip
         return [MessageSent(**event.caused(occurred_at=now), payload=sent)], None
     due = next_attempt_at(attempt, first_attempt_at, now, settings.retry_delays_s, settings.retry_max_age_s)
@@ -98,6 +103,7 @@ def outcome_events(
             reason=reason,
             reply=outcome.reply,
             attempt=attempt,
+            summary=summary,
         )
         return [MessageFailed(**event.caused(occurred_at=now), payload=failed)], None
     deferred = DispatchDeferred(

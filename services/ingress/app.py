@@ -26,7 +26,7 @@ from services.ingress.http import add_routes, observe
 from services.ingress.idempotency import sweep_expired
 
 # Importing the route modules registers their routes.
-from services.ingress.routes import admin, identities, messages  # noqa: F401
+from services.ingress.routes import admin, identities, messages, webhooks  # noqa: F401
 
 log = structlog.get_logger("sendstream.ingress")
 SETTINGS = web.AppKey("settings", IngressSettings)

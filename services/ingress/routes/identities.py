@@ -14,6 +14,7 @@ import asyncpg
 import structlog
 from aiohttp import web
 
+from schemas.api.common import iso
 from schemas.api.identities import (
     Account,
     Conversation,
@@ -60,12 +61,6 @@ from services.ingress.http import ApiError, Call, json_model, not_found, route
 from services.ingress.idempotency import IdSource, idempotent
 
 log = structlog.get_logger("sendstream.ingress.identities")
-
-
-def iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def render_identity(row: asyncpg.Record) -> Identity:
