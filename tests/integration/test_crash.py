@@ -10,9 +10,9 @@ from collections import Counter
 import pytest
 
 from services.common.infra import free_port
-from services.common.settings import DispatchSettings
+from services.common.settings import DispatchSettings, WebhookSettings
 from services.local import Stack, wait_ready
-from tests.conftest import REPORT, Api, Relay
+from tests.conftest import REPORT, Api, Receiver, Relay
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
@@ -146,3 +146,52 @@ async def test_decision_timeout_answers_queued_and_the_send_still_happens_once(
     assert got.rcpt_tos == ["later@example.test"]
     await asyncio.sleep(1)
     assert len(relay.received) == 1
+
+
+async def test_sigkill_webhooks_with_deliveries_pending_loses_none(
+    api: Api, relay: Relay, stack: Stack, receiver: Receiver
+) -> None:
+    """Webhooks killed while 200 deliveries are pending, and events keep happening while it is down:
+    after the restart every one arrives, at least once, with its webhook-id."""
+    total, slow_s = 200, 0.2
+    receiver.slow("/hooks", slow_s)  # 8 in flight at 0.2 s each: the 200 take seconds, so many are pending
+    status, _, _ = await api.call(
+        "POST", "/v1/webhooks", {"url": receiver.url("/hooks"), "events": ["message.sent"]}
+    )
+    assert status == 201
+    handle = await identity_for(api, relay)
+
+    async def send(first: int, count: int) -> None:
+        for start in range(first, first + count, 50):
+            to = [f"lead-{i}@example.test" for i in range(start, min(start + 50, first + count))]
+            status, body, _ = await api.call(
+                "POST", f"/v1/identities/{handle}/send", {"to": to, "subject": "Hi", "text": "Hi"}
+            )
+            assert status == 202 and body["accepted"] == len(to), body
+
+    await send(0, total // 2)
+    await receiver.wait_for("/hooks", 30)
+    stack.kill("webhooks")
+    killed = time.monotonic()
+    arrived_before = len(receiver.at("/hooks"))
+    await send(total // 2, total // 2)  # while it is down
+    await relay.wait_for(total, timeout=60)  # every MessageSent has happened
+    stack.start("webhooks")
+
+    def distinct() -> int:
+        return len({h.headers["webhook-id"] for h in receiver.at("/hooks")})
+
+    deadline = time.monotonic() + 90
+    while distinct() < total and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    recovered = time.monotonic() - killed
+    hooks = receiver.at("/hooks")
+    messages = {h.json["data"]["messageId"] for h in hooks}
+    duplicates = len(hooks) - distinct()
+    REPORT.append(
+        f"SIGKILL webhooks with {total - arrived_before} of {total} deliveries pending (half the events "
+        f"happening while it was down): lost {total - distinct()}, duplicates {duplicates} (requests in flight "
+        f"at the kill, sent again after their lease), all arrived {recovered:.1f}s after the kill"
+    )
+    assert distinct() == len(messages) == total
+    assert duplicates <= WebhookSettings().webhook_endpoint_concurrency  # only those in flight at the kill
