@@ -70,7 +70,11 @@ RETURNING d.id, d.endpoint_id, d.org_id, d.event_id, d.event_type, d.message_id,
 
 
 async def claim(
-    pool: asyncpg.Pool, limit: int, inflight: dict[UUID, int], per_endpoint: int, lease: timedelta
+    pool: asyncpg.Pool | asyncpg.Connection,
+    limit: int,
+    inflight: dict[UUID, int],
+    per_endpoint: int,
+    lease: timedelta,
 ) -> list[asyncpg.Record]:
     """Up to `limit` due deliveries, at most `per_endpoint` in flight per endpoint counting `inflight`.
 
