@@ -17,11 +17,13 @@ from schemas.events import parse_event
 
 
 async def schedule(conn: asyncpg.Connection, event: Envelope, due_at: datetime) -> None:
-    await conn.execute(
+    await schedule_many(conn, [event], due_at)
+
+
+async def schedule_many(conn: asyncpg.Connection, events: list[Envelope], due_at: datetime) -> None:
+    await conn.executemany(
         "INSERT INTO timers (event_id, due_at, event) VALUES ($1, $2, $3) ON CONFLICT (event_id) DO NOTHING",
-        event.event_id,
-        due_at,
-        event.model_dump(mode="json"),
+        [(e.event_id, due_at, e.model_dump(mode="json")) for e in events],
     )
 
 

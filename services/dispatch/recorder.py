@@ -8,7 +8,6 @@ milliseconds while writing many rows per round trip. The first record of an even
 
 from __future__ import annotations
 
-import asyncio
 import json
 from uuid import UUID
 
@@ -16,62 +15,38 @@ import asyncpg
 
 from schemas.envelope import Envelope
 from schemas.events import parse_event
+from services.common.batching import GroupCommit
 
 
 class OutcomeRecorder:
     def __init__(self, pool: asyncpg.Pool, consumer: str, max_delay: float = 0.002, max_items: int = 200):
-        self.pool, self.consumer, self.max_delay, self.max_items = pool, consumer, max_delay, max_items
-        self.pending: list[tuple[UUID, list[Envelope], asyncio.Future]] = []
-        self.flusher: asyncio.Task | None = None
+        self.pool, self.consumer = pool, consumer
+        self.batch = GroupCommit(self._write, max_delay, max_items)
 
     async def record(self, event_id: UUID, outputs: list[Envelope]) -> list[Envelope]:
         """Record `outputs` for `event_id` (or find what was recorded first) and return the recorded outputs."""
-        future = asyncio.get_running_loop().create_future()
-        self.pending.append((event_id, outputs, future))
-        if len(self.pending) >= self.max_items:
-            await self._flush()
-        elif self.flusher is None:
-            self.flusher = asyncio.create_task(self._flush_soon())
-        return await future
+        return await self.batch.submit((event_id, outputs))
 
-    async def _flush_soon(self) -> None:
-        await asyncio.sleep(self.max_delay)
-        self.flusher = None
-        await self._flush()
-
-    async def _flush(self) -> None:
-        batch, self.pending = self.pending, []
-        if not batch:
-            return
-        try:
-            won = {
-                r["event_id"]
-                for r in await self.pool.fetch(
-                    """INSERT INTO processed_events (consumer, event_id, outputs)
-                       SELECT $1, e, o::jsonb FROM unnest($2::uuid[], $3::text[]) AS t(e, o)
-                       ON CONFLICT (consumer, event_id) DO NOTHING RETURNING event_id""",
-                    self.consumer,
-                    [e for e, _, _ in batch],
-                    # one JSON text per row: a list of lists would be read as a two-dimensional array
-                    [json.dumps([o.model_dump(mode="json") for o in outs]) for _, outs, _ in batch],
-                )
-            }
-            lost = [e for e, _, _ in batch if e not in won]
-            earlier = {}
-            if lost:
-                rows = await self.pool.fetch(
-                    "SELECT event_id, outputs FROM processed_events WHERE consumer = $1 AND event_id = ANY($2::uuid[])",
-                    self.consumer,
-                    lost,
-                )
-                earlier = {
-                    r["event_id"]: [parse_event(json.dumps(o)) for o in r["outputs"] or []] for r in rows
-                }
-        except BaseException as exc:
-            for _, _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            raise
-        for event_id, outputs, future in batch:
-            if not future.done():
-                future.set_result(outputs if event_id in won else earlier.get(event_id, outputs))
+    async def _write(self, batch: list[tuple[UUID, list[Envelope]]]) -> list[list[Envelope]]:
+        won = {
+            r["event_id"]
+            for r in await self.pool.fetch(
+                """INSERT INTO processed_events (consumer, event_id, outputs)
+                   SELECT $1, e, o::jsonb FROM unnest($2::uuid[], $3::text[]) AS t(e, o)
+                   ON CONFLICT (consumer, event_id) DO NOTHING RETURNING event_id""",
+                self.consumer,
+                [e for e, _ in batch],
+                # one JSON text per row: a list of lists would be read as a two-dimensional array
+                [json.dumps([o.model_dump(mode="json") for o in outs]) for _, outs in batch],
+            )
+        }
+        lost = [e for e, _ in batch if e not in won]
+        earlier = {}
+        if lost:
+            rows = await self.pool.fetch(
+                "SELECT event_id, outputs FROM processed_events WHERE consumer = $1 AND event_id = ANY($2::uuid[])",
+                self.consumer,
+                lost,
+            )
+            earlier = {r["event_id"]: [parse_event(json.dumps(o)) for o in r["outputs"] or []] for r in rows}
+        return [outputs if event_id in won else earlier.get(event_id, outputs) for event_id, outputs in batch]

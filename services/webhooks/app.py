@@ -20,7 +20,8 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
@@ -42,12 +43,13 @@ from schemas.events import (
 )
 from schemas.webhooks import body, message_data, subscribed_name, webhook_type
 from services.common import db, ids, service, timers
+from services.common.batching import GroupCommit
 from services.common.broker import subscribe
 from services.common.secrets import Secrets
 from services.common.settings import WebhookSettings
 from services.webhooks import queue, signing
 from services.webhooks.egress import Egress, GuardedResolver, UnsafeDestination
-from services.webhooks.policy import after_attempt, retry_after
+from services.webhooks.policy import Step, after_attempt, retry_after
 
 CONSUMER = "webhooks"
 ATTEMPTS = Metric("sendstream_webhook_attempts_total", "Webhook delivery attempts by outcome", ["outcome"])
@@ -123,20 +125,41 @@ async def fan_out(pool: asyncpg.Pool, events: list[Envelope]) -> int:
 # --- delivery --------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """One finished attempt, to be recorded."""
+
+    row: asyncpg.Record  # the claimed delivery and its endpoint
+    started_at: datetime
+    duration_ms: int
+    status: int | None
+    error: str
+    answer: str
+    step: Step
+
+
 class Deliverer:
-    """Claims due deliveries and POSTs them, each endpoint within its own in-flight bound."""
+    """Claims due deliveries and POSTs them, each endpoint within its own in-flight bound.
+
+    Each endpoint's claimed deliveries wait in a short local line (at most its in-flight bound again)
+    so the next starts the moment one finishes; the line is topped up when it runs low, one claim for
+    many deliveries. Their lease covers the wait: twice the request timeout, and a margin.
+    """
 
     def __init__(self, pool: asyncpg.Pool, settings: WebhookSettings):
         self.pool, self.settings = pool, settings
         self.secrets = Secrets(settings.secret_keys)
         self.egress = Egress(settings.webhook_allowed_networks)
+        self.per_endpoint = settings.webhook_endpoint_concurrency
         self.inflight: Counter[UUID] = Counter()
+        self.waiting: dict[UUID, deque[asyncpg.Record]] = {}
         self.tasks: set[asyncio.Task] = set()
         self.wake = asyncio.Event()
-        self.lease = timedelta(seconds=settings.webhook_timeout_s * 1.5 + 2)
+        self.lease = timedelta(seconds=settings.webhook_timeout_s * 2 + 5)
         self.session: aiohttp.ClientSession | None = None
         self.listener: asyncpg.Connection | None = None
         self.runner: asyncio.Task | None = None
+        self.recorder: GroupCommit[Attempt, None] = GroupCommit(self.write)
 
     async def start(self) -> None:
         self.session = aiohttp.ClientSession(
@@ -154,8 +177,9 @@ class Deliverer:
             self.runner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.runner
+        self.waiting.clear()  # their leases run out and they are claimed again
         for task in list(self.tasks):
-            task.cancel()  # its lease runs out and it is tried again
+            task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         if self.listener:
             await self.listener.close()
@@ -166,8 +190,8 @@ class Deliverer:
         while True:
             self.wake.clear()
             try:
-                claimed, free = await self.claim_and_start()
-                if claimed and claimed == free:
+                claimed, room = await self.claim()
+                if claimed and claimed == room:
                     continue  # there may be more due
                 pause = self.settings.webhook_poll_s
                 due_in = await self.pool.fetchval(
@@ -182,20 +206,32 @@ class Deliverer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), pause)
 
-    async def claim_and_start(self) -> tuple[int, int]:
-        free = self.settings.webhook_concurrency - len(self.tasks)
-        if free <= 0:
+    async def claim(self) -> tuple[int, int]:
+        """Claim due deliveries into the endpoints' lines; returns (claimed, room there was)."""
+        held = Counter(self.inflight)
+        for endpoint, line in self.waiting.items():
+            held[endpoint] += len(line)
+        room = 2 * self.settings.webhook_concurrency - held.total()
+        if room <= 0:
             return 0, 0
-        busy = [(e, n) for e, n in self.inflight.items() if n > 0]
-        rows = await queue.claim(
-            self.pool, free, dict(busy), self.settings.webhook_endpoint_concurrency, self.lease
-        )
+        rows = await queue.claim(self.pool, room, dict(+held), 2 * self.per_endpoint, self.lease)
         for row in rows:
-            self.inflight[row["endpoint_id"]] += 1
-            task = asyncio.create_task(self.attempt(row))
-            self.tasks.add(task)
-            task.add_done_callback(lambda t, e=row["endpoint_id"]: self.finished(t, e))
-        return len(rows), free
+            self.waiting.setdefault(row["endpoint_id"], deque()).append(row)
+        self.start_waiting()
+        return len(rows), room
+
+    def start_waiting(self) -> None:
+        """Start waiting deliveries while their endpoint and the process have room."""
+        for endpoint, line in list(self.waiting.items()):
+            while line and self.inflight[endpoint] < self.per_endpoint:
+                if len(self.tasks) >= self.settings.webhook_concurrency:
+                    return
+                self.inflight[endpoint] += 1
+                task = asyncio.create_task(self.attempt(line.popleft()))
+                self.tasks.add(task)
+                task.add_done_callback(lambda t, e=endpoint: self.finished(t, e))
+            if not line:
+                del self.waiting[endpoint]
 
     def finished(self, task: asyncio.Task, endpoint_id: UUID) -> None:
         self.tasks.discard(task)
@@ -204,7 +240,9 @@ class Deliverer:
             del self.inflight[endpoint_id]
         if not task.cancelled() and task.exception():
             log.error("webhook attempt failed to record", exc_info=task.exception())
-        self.wake.set()
+        self.start_waiting()
+        if len(self.waiting.get(endpoint_id, ())) < self.per_endpoint // 2 + 1:
+            self.wake.set()  # its line runs low: claim more
 
     def signing_secrets(self, row: asyncpg.Record) -> list[str]:
         out = [self.secrets.open(row["secret"])]
@@ -250,88 +288,95 @@ class Deliverer:
                 status, row["attempts"], datetime.now(UTC), self.settings.webhook_retry_schedule_s, wait
             )
             ATTEMPTS.labels(step.state).inc()
-            await self.record(row, started_at, round(elapsed * 1000), status, error, answer, step)
+            await self.recorder.submit(
+                Attempt(row, started_at, round(elapsed * 1000), status, error, answer, step)
+            )
             log.info(
                 "webhook attempt", status_code=status, error=error or None, outcome=step.state,
                 ms=round(elapsed * 1000, 1),
             )  # fmt: skip
 
-    async def record(self, row, started_at, duration_ms, status, error, answer, step) -> None:
-        """The attempt, the delivery's next step, the endpoint's health and the attempt's event, together."""
-        now = datetime.now(UTC)
+    def attempt_fact(self, o: Attempt, now: datetime) -> Envelope:
+        row = o.row
         payload = WebhookAttemptPayload(
             endpoint_id=row["endpoint_id"], delivery_id=row["id"], message_id=row["message_id"],
-            event_type=row["event_type"], attempt=row["attempts"], status_code=status, duration_ms=duration_ms,
-            error=error, next_attempt_at=step.next_attempt_at,
+            event_type=row["event_type"], attempt=row["attempts"], status_code=o.status,
+            duration_ms=o.duration_ms, error=o.error, next_attempt_at=o.step.next_attempt_at,
         )  # fmt: skip
-        fact_type = WebhookDelivered if step.state == "delivered" else WebhookFailed
-        facts: list[Envelope] = [
-            fact_type(
-                event_id=uuid.uuid5(row["id"], f"attempt:{row['attempts']}"),
-                org_id=row["org_id"],
-                causation_id=row["event_id"],
-                occurred_at=now,
-                payload=payload,
-            )
-        ]
+        return (WebhookDelivered if o.step.state == "delivered" else WebhookFailed)(
+            event_id=uuid.uuid5(row["id"], f"attempt:{row['attempts']}"),
+            org_id=row["org_id"],
+            causation_id=row["event_id"],
+            occurred_at=now,
+            payload=payload,
+        )
+
+    async def write(self, batch: list[Attempt]) -> list[None]:
+        """Attempts that finished together, in one transaction: each attempt, its delivery's next step,
+        its endpoint's health and its event (through the timer outbox)."""
+        now = datetime.now(UTC)
+        facts = [self.attempt_fact(o, now) for o in batch]
         async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(
+            await conn.executemany(
                 """INSERT INTO webhook_attempts (delivery_id, attempt, started_at, duration_ms, status_code, error,
                                                   response)
                    VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING""",
-                row["id"], row["attempts"], started_at, duration_ms, status, error, answer,
+                [(o.row["id"], o.row["attempts"], o.started_at, o.duration_ms, o.status, o.error, o.answer)
+                 for o in batch],
             )  # fmt: skip
-            # Only the latest claim moves the delivery on (an expired lease may have been claimed again).
-            await conn.execute(
+            # Only the latest claim moves a delivery on (an expired lease may have been claimed again).
+            await conn.executemany(
                 """UPDATE webhook_deliveries
                       SET state = $3, next_attempt_at = $4, last_status_code = $5, last_error = $6,
                           delivered_at = CASE WHEN $3 = 'delivered' THEN now() ELSE delivered_at END
                     WHERE id = $1 AND attempts = $2 AND state = 'pending'""",
-                row["id"], row["attempts"], step.state, step.next_attempt_at, status, error,
+                [(o.row["id"], o.row["attempts"], o.step.state, o.step.next_attempt_at, o.status, o.error)
+                 for o in batch],
             )  # fmt: skip
-            disable = step.disable
-            if step.state == "delivered":
-                await conn.execute(
-                    "UPDATE webhook_endpoints SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL",
-                    row["endpoint_id"],
-                )
-            else:
-                failing_since = await conn.fetchval(
-                    """UPDATE webhook_endpoints SET failing_since = coalesce(failing_since, $2)
-                        WHERE id = $1 RETURNING failing_since""",
-                    row["endpoint_id"],
-                    started_at,
-                )
-                if (
-                    failing_since
-                    and (now - failing_since).total_seconds() > self.settings.webhook_disable_after_s
-                ):
-                    disable = disable or (
-                        f"every delivery failed for {self.settings.webhook_disable_after_s / 86400:g} days"
-                    )
-            if disable:
-                disabled = await conn.fetchval(
-                    """UPDATE webhook_endpoints SET enabled = false, disabled_reason = $2, updated_at = now()
-                        WHERE id = $1 AND enabled RETURNING true""",
-                    row["endpoint_id"],
-                    disable,
-                )
-                if disabled:
-                    log.warning("webhook endpoint disabled", reason=disable)
-                    facts.append(
-                        WebhookEndpointDisabled(
-                            event_id=uuid.uuid5(
-                                row["endpoint_id"], f"disabled:{row['id']}:{row['attempts']}"
-                            ),
-                            org_id=row["org_id"],
-                            causation_id=facts[0].event_id,
-                            payload=WebhookEndpointDisabledPayload(
-                                endpoint_id=row["endpoint_id"], url=row["url"], reason=disable
-                            ),
-                        )
-                    )
-            for fact in facts:
-                await timers.schedule(conn, fact, now)
+            healthy = sorted({o.row["endpoint_id"] for o in batch if o.step.state == "delivered"})
+            await conn.execute(
+                """UPDATE webhook_endpoints SET failing_since = NULL
+                    WHERE id = ANY($1::uuid[]) AND failing_since IS NOT NULL""",
+                healthy,
+            )
+            for o in batch:
+                if o.step.state != "delivered" and o.row["endpoint_id"] not in healthy:
+                    facts += await self.endpoint_failed(conn, o, now)
+            await timers.schedule_many(conn, facts, now)
+        return [None] * len(batch)
+
+    async def endpoint_failed(self, conn: asyncpg.Connection, o: Attempt, now: datetime) -> list[Envelope]:
+        """Note the endpoint failing; disable it on 410 or after failing too long. Returns the facts to publish."""
+        row, disable = o.row, o.step.disable
+        failing_since = await conn.fetchval(
+            "UPDATE webhook_endpoints SET failing_since = coalesce(failing_since, $2) WHERE id = $1 RETURNING failing_since",
+            row["endpoint_id"],
+            o.started_at,
+        )
+        limit = self.settings.webhook_disable_after_s
+        if not disable and failing_since and (now - failing_since).total_seconds() > limit:
+            disable = f"every delivery failed for {limit / 86400:g} days"
+        if not disable:
+            return []
+        disabled = await conn.fetchval(
+            """UPDATE webhook_endpoints SET enabled = false, disabled_reason = $2, updated_at = now()
+                WHERE id = $1 AND enabled RETURNING true""",
+            row["endpoint_id"],
+            disable,
+        )
+        if not disabled:
+            return []
+        log.warning("webhook endpoint disabled", endpoint_id=str(row["endpoint_id"]), reason=disable)
+        return [
+            WebhookEndpointDisabled(
+                event_id=uuid.uuid5(row["endpoint_id"], f"disabled:{row['id']}:{row['attempts']}"),
+                org_id=row["org_id"],
+                causation_id=row["event_id"],
+                payload=WebhookEndpointDisabledPayload(
+                    endpoint_id=row["endpoint_id"], url=row["url"], reason=disable
+                ),
+            )
+        ]
 
 
 # --- the service -----------------------------------------------------------------------------------

@@ -36,6 +36,8 @@ CREATE TABLE webhook_deliveries (
     delivered_at    timestamptz
 );
 CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at) WHERE state = 'pending';
+CREATE INDEX webhook_deliveries_endpoint_due ON webhook_deliveries (endpoint_id, next_attempt_at, seq)
+    WHERE state = 'pending';  -- a claim walks each endpoint's due deliveries in order and stops
 CREATE INDEX webhook_deliveries_order ON webhook_deliveries (endpoint_id, message_id, seq) WHERE state = 'pending';
 CREATE INDEX webhook_deliveries_endpoint ON webhook_deliveries (endpoint_id, seq DESC);
 
