@@ -9,7 +9,7 @@ PY     := $(VENV)/bin/python
 SENDSTREAM_BOOTSTRAP_API_KEY ?= sk_live_localdev
 export SENDSTREAM_BOOTSTRAP_API_KEY
 
-.PHONY: install run test unit lint docs bench clean
+.PHONY: install run test unit lint docs bench bench-webhooks clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,9 @@ docs: install  # regenerate the README's configuration table and deploy/env.exam
 
 bench: install  # sustained sends and HTTP latency, with the raw Kafka and SMTP limits measured in the same run
 	$(PY) -m bench.send_pipeline
+
+bench-webhooks: install  # webhook deliveries to a local receiver, against the raw signed-POST rate
+	$(PY) -m bench.webhooks
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache .ruff_cache *.egg-info

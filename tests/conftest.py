@@ -28,8 +28,10 @@ import aiohttp.web
 import asyncpg
 import pytest
 import pytest_asyncio
+from aiokafka import AIOKafkaConsumer
 from aiosmtpd.controller import Controller
 
+from schemas.events import parse_event
 from services.common.db import init_connection, migrate
 from services.common.infra import Infra, ensure_infra, free_port
 from services.common.secrets import new_key
@@ -313,6 +315,27 @@ async def eventually(probe, timeout: float = 20, interval: float = 0.05):
             return last
         await asyncio.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s; last value: {last!r}")
+
+
+async def events_on(service_env: dict[str, str], topic: Any, keep, done, timeout: float = 15) -> list[Any]:
+    """Read `topic` from its start (no consumer group): the events `keep(event)` selects, until `done(kept)`."""
+    consumer = AIOKafkaConsumer(
+        topic.name(service_env["SENDSTREAM_KAFKA_TOPIC_PREFIX"]),
+        bootstrap_servers=service_env["KAFKA_BOOTSTRAP_SERVERS"],
+        group_id=None,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=20,
+    )
+    await consumer.start()
+    kept: list[Any] = []
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not done(kept):
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                kept += [e for e in (parse_event(r.value) for r in records) if keep(e)]
+    finally:
+        await consumer.stop()
+    return kept
 
 
 # --- measurements reported at the end of the run ---------------------------------------------------

@@ -198,8 +198,10 @@ class Deliverer:
                     """SELECT extract(epoch FROM min(next_attempt_at) - now())
                          FROM webhook_deliveries WHERE state = 'pending'"""
                 )
-                if due_in is not None:
-                    pause = min(pause, max(float(due_in), 0.01))
+                # Due already but not claimed: waiting behind a message's earlier event, or for a busy or
+                # disabled endpoint. A finished attempt, a new delivery or the poll brings us back.
+                if due_in is not None and float(due_in) > 0:
+                    pause = min(pause, float(due_in))
             except Exception:
                 log.exception("claiming webhook deliveries failed; will retry")
                 pause = self.settings.consumer_retry_backoff_s
@@ -318,9 +320,12 @@ class Deliverer:
         facts = [self.attempt_fact(o, now) for o in batch]
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.executemany(
+                # A delivery removed meanwhile (its endpoint deleted) just has no attempt to record.
                 """INSERT INTO webhook_attempts (delivery_id, attempt, started_at, duration_ms, status_code, error,
                                                   response)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING""",
+                   SELECT $1, $2, $3, $4, $5, $6, $7
+                    WHERE EXISTS (SELECT 1 FROM webhook_deliveries WHERE id = $1 FOR KEY SHARE)
+                   ON CONFLICT DO NOTHING""",
                 [(o.row["id"], o.row["attempts"], o.started_at, o.duration_ms, o.status, o.error, o.answer)
                  for o in batch],
             )  # fmt: skip

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from schemas import topics
-from schemas.events import EVENT_TYPES, parse_event
+from schemas.events import EVENT_TYPES
 from services.common.settings import IngressSettings
 from services.ingress.app import create_app
-from tests.conftest import Api, Relay
+from tests.conftest import Api, Relay, events_on
 from tests.integration.test_send import make_identity
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
@@ -135,23 +133,13 @@ async def test_admin_facts_reach_the_log_through_the_outbox(
     identity_id = str(
         uuid.UUID((await api.call("GET", f"/v1/identities/{handle}"))[1]["id"].removeprefix("idn_"))
     )
-    consumer = AIOKafkaConsumer(
-        topics.ADMIN.name(service_env["SENDSTREAM_KAFKA_TOPIC_PREFIX"]),
-        bootstrap_servers=service_env["KAFKA_BOOTSTRAP_SERVERS"],
-        group_id=None,
-        auto_offset_reset="earliest",
-        fetch_max_wait_ms=20,
-    )
-    await consumer.start()
-    seen: list[str] = []
-    try:
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and "MailboxUpdated" not in seen:
-            for records in (await consumer.getmany(timeout_ms=200)).values():
-                for r in records:
-                    event = parse_event(r.value)
-                    if str(event.identity_id) == identity_id:
-                        seen.append(event.type)
-    finally:
-        await consumer.stop()
+    seen = [
+        e.type
+        for e in await events_on(
+            service_env,
+            topics.ADMIN,
+            lambda e: str(e.identity_id) == identity_id,
+            lambda kept: "MailboxUpdated" in [e.type for e in kept],
+        )
+    ]
     assert seen == ["IdentityCreated", "MailboxAdded", "MailboxHealthChanged", "MailboxUpdated"]

@@ -8,12 +8,14 @@ import uuid
 from collections.abc import Iterator
 from datetime import datetime
 
+import asyncpg
 import pytest
 from standardwebhooks import Webhook
 
+from schemas import topics
 from services.common.infra import free_port
 from services.local import Stack, wait_ready
-from tests.conftest import REPORT, Api, Hook, Receiver, Relay, eventually, new_org
+from tests.conftest import REPORT, Api, Hook, Receiver, Relay, events_on, eventually, new_org
 from tests.integration.test_send import make_identity
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
@@ -299,3 +301,28 @@ def strict_ingress(stack: Stack) -> Iterator[str]:
 @pytest.fixture
 def strict_api(api: Api, strict_ingress: str) -> Api:
     return Api(api.session, strict_ingress, api.key)
+
+
+async def test_an_endpoint_failing_for_days_is_disabled_and_an_event_says_so(
+    api: Api, receiver: Receiver, db: asyncpg.Pool, service_env: dict[str, str]
+) -> None:
+    receiver.fail("/failing", [500])
+    webhook = await register(api, receiver.url("/failing"), ["message.sent"])
+    endpoint_id = uuid.UUID(webhook["id"].removeprefix("whk_"))
+    await db.execute(  # its deliveries have failed, without a success, for six days
+        "UPDATE webhook_endpoints SET failing_since = now() - interval '6 days' WHERE id = $1", endpoint_id
+    )
+    assert (await api.call("POST", f"/v1/webhooks/{webhook['id']}/test"))[0] == 202
+
+    async def disabled():
+        _, body, _ = await api.call("GET", f"/v1/webhooks/{webhook['id']}")
+        return body if not body["enabled"] else None
+
+    assert "5 days" in (await eventually(disabled))["disabledReason"]
+    [fact] = await events_on(
+        service_env,
+        topics.WEBHOOKS,
+        lambda e: e.type == "WebhookEndpointDisabled" and e.payload.endpoint_id == endpoint_id,
+        bool,
+    )
+    assert fact.payload.url == webhook["url"] and "5 days" in fact.payload.reason

@@ -49,13 +49,17 @@ async def check_destination(call: Call, url: str) -> None:
         raise ApiError(400, "invalid_request", f"url: {exc}") from None
 
 
-async def find_webhook(call: Call) -> asyncpg.Record:
+async def find_webhook(call: Call, *, enabled: bool = False) -> asyncpg.Record:
+    """The caller's endpoint named by the `id` path parameter (404 if absent or another org's);
+    with `enabled`, 409 unless it is enabled."""
     webhook_id = ids.parse("webhook", call.param("id"))
     row = webhook_id and await ctx(call).pool.fetchrow(
         "SELECT * FROM webhook_endpoints WHERE id = $1 AND org_id = $2", webhook_id, call.principal.org_id
     )
     if not row:
         raise not_found("Webhook")
+    if enabled and not row["enabled"]:
+        raise ApiError(409, "conflict", "the webhook is disabled; enable it with PATCH first")
     return row
 
 
@@ -288,9 +292,7 @@ async def list_deliveries(call: Call) -> web.Response:
     errors=(404, 409),
 )
 async def retry_delivery(call: Call) -> web.Response:
-    endpoint = await find_webhook(call)
-    if not endpoint["enabled"]:
-        raise ApiError(409, "conflict", "the webhook is disabled; enable it with PATCH first")
+    endpoint = await find_webhook(call, enabled=True)
     wanted = ids.parse("delivery", call.param("deliveryId"))
     pool = ctx(call).pool
     row = wanted and await pool.fetchrow(
@@ -316,9 +318,7 @@ async def retry_delivery(call: Call) -> web.Response:
     errors=(404, 409),
 )
 async def test_webhook(call: Call) -> web.Response:
-    endpoint = await find_webhook(call)
-    if not endpoint["enabled"]:
-        raise ApiError(409, "conflict", "the webhook is disabled; enable it with PATCH first")
+    endpoint = await find_webhook(call, enabled=True)
     event_id = ids.new_id()
     data = {"webhookId": ids.render("webhook", endpoint["id"]), "requestId": call.request_id}
     new = queue.delivery_id(endpoint["id"], event_id)
