@@ -127,13 +127,23 @@ async def record(
 
 
 async def forget_processed(pool: asyncpg.Pool, older_than: timedelta, chunk: int = 10_000) -> int:
-    """Delete tracking rows older than `older_than`, a chunk per statement (no long locks); returns how many."""
+    """Delete tracking rows older than `older_than`; returns how many."""
+    return await delete_in_chunks(
+        pool, "processed_events", "processed_at < now() - $1::interval", older_than, chunk
+    )
+
+
+async def delete_in_chunks(
+    pool: asyncpg.Pool, table: str, where: str, arg: object, chunk: int = 10_000
+) -> int:
+    """Delete the rows of `table` matching `where` (one parameter, $1), a chunk per statement (no long
+    locks); returns how many."""
     removed = 0
     while True:
         done = await pool.execute(
-            """DELETE FROM processed_events WHERE ctid = ANY(ARRAY(
-                   SELECT ctid FROM processed_events WHERE processed_at < now() - $1::interval LIMIT $2))""",
-            older_than,
+            f"""DELETE FROM {table} WHERE ctid = ANY(ARRAY(
+                   SELECT ctid FROM {table} WHERE {where} LIMIT $2))""",
+            arg,
             chunk,
         )
         count = int(done.split()[-1])

@@ -146,6 +146,9 @@ class SchedulerSettings(CommonSettings):
         0.2, description="How often the scheduler looks for due timers when idle."
     )
     scheduler_batch: int = Field(500, ge=1, description="Timers published per transaction.")
+    webhook_retention_days: float = Field(
+        30, gt=0, description="How long finished webhook deliveries and their attempts stay listed."
+    )
     processed_retention_days: float = Field(
         14,
         gt=0,

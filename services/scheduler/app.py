@@ -19,6 +19,7 @@ from services.common.broker import ensure_topics, make_broker, publish_events
 from services.common.logging import configure_logging
 from services.common.service import stop_event
 from services.common.settings import SchedulerSettings
+from services.webhooks import queue
 
 log = structlog.get_logger("sendstream.scheduler")
 
@@ -43,7 +44,7 @@ async def serve(settings: SchedulerSettings) -> None:
     next_cleanup = 0.0
     try:
         while not stop.is_set():
-            # Housekeeping, hourly: consumers' tracking rows past their retention.
+            # Housekeeping, hourly: consumers' tracking rows and finished webhook deliveries past their retention.
             if time.monotonic() > next_cleanup:
                 next_cleanup = time.monotonic() + 3600
                 try:
@@ -52,6 +53,11 @@ async def serve(settings: SchedulerSettings) -> None:
                     )
                     if removed:
                         log.info("old tracking rows removed", count=removed)
+                    removed = await queue.forget_finished(
+                        pool, timedelta(days=settings.webhook_retention_days)
+                    )
+                    if removed:
+                        log.info("old webhook deliveries removed", count=removed)
                 except Exception:
                     log.exception("removing old tracking rows failed; will try again in an hour")
             try:

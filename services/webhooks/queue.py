@@ -13,6 +13,8 @@ from uuid import UUID
 
 import asyncpg
 
+from services.common.db import delete_in_chunks
+
 CHANNEL = "sendstream_webhooks"  # NOTIFY: deliveries are due now
 
 
@@ -34,6 +36,13 @@ async def insert(conn: asyncpg.Connection, rows: list[tuple]) -> None:
         *[list(col) for col in zip(*rows, strict=True)],
     )
     await wake(conn)
+
+
+async def forget_finished(pool: asyncpg.Pool, older_than: timedelta) -> int:
+    """Delete deliveries (and their attempts) delivered or given up longer ago than `older_than`."""
+    return await delete_in_chunks(
+        pool, "webhook_deliveries", "state <> 'pending' AND created_at < now() - $1::interval", older_than
+    )
 
 
 async def wake(conn: asyncpg.Connection | asyncpg.Pool) -> None:

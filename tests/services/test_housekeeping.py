@@ -9,6 +9,7 @@ import pytest
 
 from services.common import db as store
 from services.common.ids import new_id
+from services.webhooks import queue
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -28,3 +29,35 @@ async def test_tracking_rows_past_retention_are_removed_in_chunks(db: asyncpg.Po
         for r in await db.fetch("SELECT event_id FROM processed_events WHERE consumer = $1", consumer)
     }
     assert left == set(young)
+
+
+async def test_finished_webhook_deliveries_past_retention_are_removed(db: asyncpg.Pool) -> None:
+    """Delivered and failed deliveries go after the retention, with their attempts; pending ones stay."""
+    org = await db.fetchval("INSERT INTO organizations (id, name) VALUES ($1, 'h') RETURNING id", new_id())
+    endpoint = await db.fetchval(
+        """INSERT INTO webhook_endpoints (id, org_id, url, events, secret, enabled)
+           VALUES ($1, $2, 'http://192.0.2.1/', '{message.sent}', 'whsec_x', false) RETURNING id""",
+        new_id(),
+        org,
+    )
+    rows = {name: new_id() for name in ("old_delivered", "old_failed", "old_pending", "young_delivered")}
+    for name, delivery in rows.items():
+        await db.execute(
+            """INSERT INTO webhook_deliveries (id, endpoint_id, org_id, event_id, event_type, body, state,
+                                               created_at)
+               VALUES ($1, $2, $3, $4, 'message.sent', '{}', $5, now() - $6::interval)""",
+            delivery, endpoint, org, new_id(), name.split("_")[1],
+            timedelta(days=40 if name.startswith("old") else 1),
+        )  # fmt: skip
+    await db.execute(
+        "INSERT INTO webhook_attempts (delivery_id, attempt, started_at, duration_ms) VALUES ($1, 1, now(), 5)",
+        rows["old_delivered"],
+    )
+    assert await queue.forget_finished(db, timedelta(days=30)) >= 2
+    left = {
+        r["id"] for r in await db.fetch("SELECT id FROM webhook_deliveries WHERE endpoint_id = $1", endpoint)
+    }
+    assert left == {rows["old_pending"], rows["young_delivered"]}
+    assert not await db.fetchval(
+        "SELECT count(*) FROM webhook_attempts WHERE delivery_id = $1", rows["old_delivered"]
+    )
