@@ -70,21 +70,26 @@ async def fan_out(pool: asyncpg.Pool, events: list[Envelope]) -> int:
     if not relevant:
         return 0
     async with pool.acquire() as conn, conn.transaction():
+        endpoints: dict[UUID, list[asyncpg.Record]] = {}
+        for row in await conn.fetch(
+            "SELECT id, org_id, events FROM webhook_endpoints WHERE org_id = ANY($1::uuid[]) AND enabled",
+            list({e.org_id for e, _ in relevant}),
+        ):
+            endpoints.setdefault(row["org_id"], []).append(row)
+        # Events no endpoint subscribes to need no record: there is nothing to do twice.
+        relevant = [
+            (e, t)
+            for e, t in relevant
+            if any(subscribed_name(ep["events"], t) for ep in endpoints.get(e.org_id, ()))
+        ]
+        if not relevant:
+            return 0
         fresh = await db.claim_many(conn, CONSUMER, [e.event_id for e, _ in relevant])
         todo = []
         for event, webhook in relevant:
             if event.event_id in fresh:
                 fresh.discard(event.event_id)  # an event twice in one batch counts once
                 todo.append((event, webhook))
-        if not todo:
-            return 0
-        endpoints: dict[UUID, list[asyncpg.Record]] = {}
-        for row in await conn.fetch(
-            "SELECT id, org_id, events FROM webhook_endpoints WHERE org_id = ANY($1::uuid[]) AND enabled",
-            list({e.org_id for e, _ in todo}),
-        ):
-            endpoints.setdefault(row["org_id"], []).append(row)
-        todo = [(e, t) for e, t in todo if e.org_id in endpoints]
         if not todo:
             return 0
         message_ids = list({e.payload.message_id for e, _ in todo})
