@@ -13,7 +13,10 @@ import pytest
 from standardwebhooks import Webhook
 
 from schemas import topics
+from schemas.events import MessageSent, MessageSentPayload, SmtpReply
+from services.common.broker import ensure_topics, make_broker, publish_events
 from services.common.infra import free_port
+from services.common.settings import CommonSettings
 from services.local import Stack, wait_ready
 from tests.conftest import REPORT, Api, Hook, Receiver, Relay, events_on, eventually, new_org
 from tests.integration.test_send import make_identity
@@ -326,3 +329,61 @@ async def test_an_endpoint_failing_for_days_is_disabled_and_an_event_says_so(
         bool,
     )
     assert fact.payload.url == webhook["url"] and "5 days" in fact.payload.reason
+
+
+async def test_a_new_group_starts_at_the_end_and_then_never_skips(
+    api: Api,
+    receiver: Receiver,
+    stack: Stack,
+    service_env: dict[str, str],
+    db: asyncpg.Pool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The webhooks group, first created, ignores history; killed and restarted, it misses nothing,
+    even on partitions it had never read from."""
+    webhook = await register(api, receiver.url("/fresh"), ["message.sent"])
+    org = await db.fetchval(
+        "SELECT org_id FROM webhook_endpoints WHERE id = $1", uuid.UUID(webhook["id"].removeprefix("whk_"))
+    )
+    prefix = f"fresh{uuid.uuid4().hex[:8]}"  # new topics: for them the group is new
+    for name, value in {**service_env, "SENDSTREAM_KAFKA_TOPIC_PREFIX": prefix}.items():
+        monkeypatch.setenv(name, value)
+    settings = CommonSettings()
+    await ensure_topics(settings)
+    broker = make_broker(settings, client_id="test")
+    await broker.connect()
+    port = free_port()
+    env = {"SENDSTREAM_KAFKA_TOPIC_PREFIX": prefix, "SENDSTREAM_METRICS_PORT": str(port)}
+
+    async def happened(count: int) -> list[str]:
+        events = [sent_event(org) for _ in range(count)]
+        await publish_events(broker, settings, events)
+        return [f"msg_{e.payload.message_id.hex}" for e in events]
+
+    def arrived() -> set[str]:
+        return {h.json["data"]["messageId"] for h in receiver.at("/fresh")}
+
+    try:
+        history = await happened(3)
+        stack.start("webhooks-fresh", list(stack.args["webhooks"]), env=env)
+        await asyncio.to_thread(wait_ready, f"http://127.0.0.1:{port}/readyz", 60)
+        live = await happened(1)
+        await eventually(lambda: asyncio.sleep(0, set(live) <= arrived()))
+        stack.kill("webhooks-fresh")
+        while_down = await happened(12)  # keyed by message: they fall on most partitions
+        stack.start("webhooks-fresh")
+        await eventually(lambda: asyncio.sleep(0, set(while_down) <= arrived()), timeout=30)
+        assert not set(history) & arrived()
+    finally:
+        stack.stop("webhooks-fresh")
+        await broker.stop()
+
+
+def sent_event(org: uuid.UUID) -> MessageSent:
+    return MessageSent(
+        org_id=org,
+        payload=MessageSentPayload(
+            message_id=uuid.uuid4(), mailbox_id=uuid.uuid4(), rfc_message_id="<x@y.test>", relay="r:25",
+            reply=SmtpReply(code=250, message="OK"),
+        ),
+    )  # fmt: skip
