@@ -58,10 +58,11 @@ picked AS (
       CROSS JOIN LATERAL (
           SELECT d.id, d.next_attempt_at, d.seq FROM webhook_deliveries d
            WHERE d.endpoint_id = e.id AND d.state = 'pending' AND d.next_attempt_at <= now()
-             AND NOT EXISTS (  -- a message's earlier events reach this endpoint first
-                 SELECT 1 FROM webhook_deliveries p
-                  WHERE p.endpoint_id = d.endpoint_id AND p.message_id = d.message_id
-                    AND p.state = 'pending' AND p.seq < d.seq)
+             -- a message's earlier events reach this endpoint first: d must be its earliest pending one
+             -- (a subquery per row, so the (endpoint, message, seq) index answers it whatever the stats say)
+             AND (d.message_id IS NULL OR d.seq = (
+                 SELECT min(p.seq) FROM webhook_deliveries p
+                  WHERE p.endpoint_id = d.endpoint_id AND p.message_id = d.message_id AND p.state = 'pending'))
            ORDER BY d.next_attempt_at, d.seq
            LIMIT greatest($4 - coalesce(i.n, 0), 0)
            FOR UPDATE OF d SKIP LOCKED) d

@@ -51,3 +51,8 @@ CREATE TABLE webhook_attempts (
     response        text NOT NULL DEFAULT '',    -- the first bytes of the endpoint's answer
     PRIMARY KEY (delivery_id, attempt)
 );
+
+-- A queue table: every delivery is inserted, updated when claimed and when recorded. Vacuum it early so
+-- claims do not wade through dead index entries while a backlog drains.
+ALTER TABLE webhook_deliveries SET (autovacuum_vacuum_scale_factor = 0.02, autovacuum_vacuum_cost_delay = 0,
+                                    autovacuum_analyze_scale_factor = 0.05);
