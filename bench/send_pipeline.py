@@ -40,7 +40,7 @@ from services.common.infra import Infra, ensure_infra, free_port, wait_for_port
 from services.common.secrets import new_key
 from services.common.settings import DispatchSettings
 from services.dispatch.mime import render_message
-from services.local import SERVICES, Stack, wait_ready
+from services.local import Stack, wait_ready
 
 
 def pct(values: list[float], p: float) -> float:
@@ -266,9 +266,8 @@ async def running_pipeline(name: str, *, durable: bool) -> AsyncIterator[Pipelin
     }
     stack = Stack(env, log_dir=data)
     stack.start("sink", ["-m", "services.sink", "--port", str(sink_port), "--discard"])
-    for service in SERVICES:
-        stack.start(service)
     try:
+        stack.start_services(90)
         wait_for_port("127.0.0.1", sink_port, 20)
         wait_ready(f"http://127.0.0.1:{http_port}/readyz", 90, stack)
         yield Pipeline(infra, stack, sink_port, f"http://127.0.0.1:{http_port}", key)

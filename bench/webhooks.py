@@ -151,7 +151,9 @@ async def main(args: argparse.Namespace) -> None:
         f"  deliveries (first -> last arrival)             {drain_rate:9.0f} /s   = {drain_rate / raw:.2f} x raw"
     )
     print(f"  fan-out (events read -> deliveries queued)     {fan_out_rate:9.0f} /s")
-    print(f"  service start -> first delivery                {first - restarted:9.1f} s (start-up, group join)")
+    print(
+        f"  service start -> first delivery                {first - restarted:9.1f} s (start-up, group join)"
+    )
     print(f"\nlive: {args.rate} messages/s for {args.seconds:.0f} s, delivered as they happen")
     print(f"  event -> delivery                              {ms(lags)}   max {pct(lags, 100) * 1000:.0f} ms")
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import structlog
 
-from services.common.infra import die_with_parent, ensure_infra
+from services.common.infra import die_with_parent, ensure_infra, free_port
 from services.common.logging import configure_logging
 from services.common.secrets import new_key
 from services.common.service import stop_event
@@ -36,6 +36,8 @@ SERVICES: dict[str, list[str]] = {
     "scheduler": ["-m", "services.scheduler"],
     "webhooks": ["-m", "services.webhooks"],
 }
+# Services with Kafka consumers: they serve /readyz on their metrics port once every consumer has joined its group.
+CONSUMERS = ("decide", "dispatch", "projections", "webhooks")
 
 
 class Stack:
@@ -68,6 +70,20 @@ class Stack:
         )
         self.procs[name] = proc
         return proc
+
+    def start_services(self, timeout: float = 90) -> None:
+        """Every service of SERVICES: the consumers first, each with its own metrics port, and the rest
+        once all of them have joined their groups. The API then answers only when everything a request
+        causes will be read (a group that starts at the end of the log, like the webhooks', would
+        otherwise miss what happened before it joined)."""
+        for name in CONSUMERS:
+            self.metrics_ports[name] = free_port()
+            self.start(name, env={"SENDSTREAM_METRICS_PORT": str(self.metrics_ports[name])})
+        for port in self.metrics_ports.values():
+            wait_ready(f"http://127.0.0.1:{port}/readyz", timeout, self)
+        for name in SERVICES:
+            if name not in CONSUMERS:
+                self.start(name)
 
     def signal(self, name: str, sig: int) -> None:
         proc = self.procs[name]
@@ -142,16 +158,18 @@ async def _run(settings: LocalSettings) -> None:
     stop = stop_event()
     try:
         stack.start(
-            "sink", ["-m", "services.sink", "--port", str(settings.sink_port), "--dir", str(data / "sink")]
-        )
-        for name in SERVICES:
-            stack.start(name)
+            "sink",
+            ["-m", "services.sink", "--port", str(settings.sink_port), "--dir", str(data / "sink"),
+             "--webhook-port", str(settings.webhook_sink_port)],
+        )  # fmt: skip
+        await asyncio.to_thread(stack.start_services, 60)
         port = os.environ.get("SENDSTREAM_HTTP_PORT", "8080")
         await asyncio.to_thread(wait_ready, f"http://127.0.0.1:{port}/readyz", 60, stack)
         log.info(
             "sendstream is running",
             api=f"http://127.0.0.1:{port}",
             smtp_sink=f"127.0.0.1:{settings.sink_port} (messages kept in {data / 'sink'})",
+            webhook_sink=f"http://127.0.0.1:{settings.webhook_sink_port} (kept in {data / 'sink' / 'webhooks'})",
             kafka=infra.env["KAFKA_BOOTSTRAP_SERVERS"],
             database=infra.env["DATABASE_URL"],
             seconds_to_ready=round(time.monotonic() - started, 1),

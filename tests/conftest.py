@@ -35,7 +35,7 @@ from schemas.events import parse_event
 from services.common.db import init_connection, migrate
 from services.common.infra import Infra, ensure_infra, free_port
 from services.common.secrets import new_key
-from services.local import SERVICES, Stack, wait_ready
+from services.local import Stack, wait_ready
 
 
 @pytest.fixture(scope="session")
@@ -75,17 +75,9 @@ def stack(service_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory)
     """Every service, each in its own process, as in production."""
     logs = tmp_path_factory.mktemp("logs")
     s = Stack(service_env, log_dir=logs)
-    s.metrics_ports = {}
-    for name in SERVICES:
-        if name in ("decide", "dispatch", "projections", "webhooks"):
-            s.metrics_ports[name] = free_port()
-            s.start(name, env={"SENDSTREAM_METRICS_PORT": str(s.metrics_ports[name])})
-        else:
-            s.start(name)
     try:
+        s.start_services(90)
         wait_ready(f"http://127.0.0.1:{service_env['SENDSTREAM_HTTP_PORT']}/readyz", 90, s)
-        for port in s.metrics_ports.values():  # every consumer has joined its group
-            wait_ready(f"http://127.0.0.1:{port}/readyz", 90, s)
         yield s
     finally:
         s.stop_all()

@@ -162,6 +162,9 @@ class LocalSettings(CommonSettings):
 
     data_dir: str = Field(".data", description="Where embedded PostgreSQL keeps its data.")
     sink_port: int = Field(2526, description="Port of the local SMTP sink started by `make run`.")
+    webhook_sink_port: int = Field(
+        2527, description="Port of the local webhook receiver started by `make run` (keeps what it gets)."
+    )
     kafka_port: int = Field(19092, description="Port of the embedded Kafka-protocol broker for `make run`.")
     postgres_port: int = Field(55432, description="Port of the embedded PostgreSQL for `make run`.")
     pg_bin: str | None = Field(

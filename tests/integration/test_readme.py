@@ -60,6 +60,8 @@ def test_make_run_is_ready_within_60s_and_the_walkthrough_works_as_written(tmp_p
         assert '"status":"accepted"' in out and '"affinity":"new"' in out
         assert '"status":"sent"' in out, out
         assert "multipart/alternative" in out and "From: alice.chen@tryacme.test" in out
+        assert '"secret":"whsec_' in out
+        assert '"webhook-signature": "v1,' in out and '\\"type\\":\\"message.sent\\"' in out, out
         replies = out.split("HTTP/1.1 ")[1:]
         assert [r.split()[0] for r in replies] == ["202", "202"]
         assert "Idempotent-Replayed: true" not in replies[0] and "Idempotent-Replayed: true" in replies[1]
