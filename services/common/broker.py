@@ -1,7 +1,7 @@
 """Kafka plumbing shared by every service: the broker, topic creation, publishing, and `subscribe`.
 
 `subscribe` is how every consumer of ours is declared. It gives each one the same contract:
-- an explicit consumer group (the handler's identity) and a commit only after the handler returned
+- an explicit consumer group (`<topic prefix>.<name>`) and a commit only after the handler returned
   (NACK_ON_ERROR: a failed batch is redelivered, never skipped);
 - batches: the handler gets every parsed event of one fetch, so it can commit its database work once
   per batch (per-message commits are the pipeline's known ceiling); `bound(event)` puts an event's
@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import asyncpg
 import structlog
-from aiokafka import ConsumerRebalanceListener
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from faststream import AckPolicy
@@ -128,20 +128,48 @@ class _KnownFailure(Exception):
 
 
 LISTENERS: list[LogRebalance] = []  # every consumer of this process, for readiness
+STARTS_AT_END: list[tuple[str, list[str]]] = []  # (group id, topics) of the groups that start at the end
+
+
+async def anchor_groups(settings: CommonSettings) -> None:
+    """Before consuming: commit the current end of every partition a start-at-the-end group has no
+    committed offset for. Such a group then starts at the end only the first time it exists; after a
+    restart it resumes where it was, even on partitions it never read from. (Leaving it to the
+    consumer's own reset raced with its first fetch.) If the group is already running elsewhere, its
+    members have done this, and the commit is refused: nothing to do."""
+    for group_id, topic_names in STARTS_AT_END:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap_servers, group_id=group_id, enable_auto_commit=False
+        )
+        await consumer.start()
+        try:
+            await consumer.topics()  # refresh metadata so the partitions are known
+            partitions = [
+                TopicPartition(t, p)
+                for t in topic_names
+                for p in sorted(consumer.partitions_for_topic(t) or ())
+            ]
+            consumer.assign(partitions)
+            new = [tp for tp in partitions if await consumer.committed(tp) is None]
+            if new:
+                ends = await consumer.end_offsets(new)
+                await consumer.commit(ends)
+                log.info(
+                    "group anchored at the end of the log",
+                    group=group_id,
+                    positions={f"{tp.topic}:{tp.partition}": o for tp, o in ends.items()},
+                )
+        except KafkaError as exc:
+            log.info("group not anchored: it is running elsewhere", group=group_id, error=repr(exc))
+        finally:
+            await consumer.stop()
 
 
 class LogRebalance(ConsumerRebalanceListener):
-    """Log every partition assignment and revocation: a rebalance pauses the whole group.
+    """Log every partition assignment and revocation: a rebalance pauses the whole group."""
 
-    With `anchor`, a partition the group has no committed offset for gets its current position
-    committed as soon as it is assigned. A group that starts at the end of the log (offset_reset
-    "latest") then starts there only once: whatever arrives while it is down is read when it is back,
-    even on a partition it had never consumed anything from.
-    """
-
-    def __init__(self, group: str, anchor: bool = False):
-        self.group, self.anchor = group, anchor
-        self.subscriber: Any = None  # once it exists; `.consumer` is its aiokafka consumer
+    def __init__(self, group: str):
+        self.group = group
         self.joined = False  # a first assignment (possibly empty) has completed
         LISTENERS.append(self)
 
@@ -159,26 +187,7 @@ class LogRebalance(ConsumerRebalanceListener):
             group=self.group,
             partitions=sorted(f"{p.topic}:{p.partition}" for p in assigned),
         )
-        consumer = self.subscriber.consumer if self.anchor and self.subscriber else None
-        if consumer is not None:
-            await self.anchor_new(consumer, assigned)
         self.joined = True
-
-    async def anchor_new(self, consumer: Any, assigned) -> None:
-        positions = {}
-        for tp in assigned:
-            if await consumer.committed(tp) is None:
-                positions[tp] = await consumer.position(tp)
-        if positions:
-            try:
-                await consumer.commit(positions)
-                log.info(
-                    "new partitions anchored at their current end",
-                    group=self.group,
-                    positions={f"{tp.topic}:{tp.partition}": o for tp, o in positions.items()},
-                )
-            except KafkaError:
-                log.exception("anchoring new partitions failed", group=self.group)
 
 
 def consumers_joined() -> bool:
@@ -254,10 +263,11 @@ def subscribe(
             )
             await asyncio.sleep(pause)
 
-        listener = LogRebalance(group, anchor=offset_reset == "latest")
+        if offset_reset == "latest":
+            STARTS_AT_END.append((f"{prefix}.{group}", [t.name(prefix) for t in topics]))
         subscriber = broker.subscriber(
             *[t.name(prefix) for t in topics],
-            group_id=group,
+            group_id=f"{prefix}.{group}",  # deployments sharing a cluster (or a test run) never share groups
             batch=True,
             max_records=settings.kafka_max_records,
             # FastStream polls the fetched buffer for this long and then sleeps as long again when it was
@@ -269,11 +279,10 @@ def subscribe(
             heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
             rebalance_timeout_ms=settings.kafka_rebalance_timeout_ms,
             fetch_max_wait_ms=fetch_wait,
-            listener=listener,
+            listener=LogRebalance(group),
             title=f"{group}:{handler.__name__}",
             description=handler.__doc__,
         )
-        listener.subscriber = subscriber
 
         @subscriber
         async def consume(msg: KafkaMessage) -> None:

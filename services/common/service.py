@@ -18,7 +18,7 @@ from faststream.kafka import KafkaBroker
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from services.common import db
-from services.common.broker import consumers_joined, ensure_topics, make_broker
+from services.common.broker import anchor_groups, consumers_joined, ensure_topics, make_broker
 from services.common.logging import configure_logging
 from services.common.settings import CommonSettings
 
@@ -82,6 +82,7 @@ async def serve(name: str, settings: CommonSettings, register: Register) -> None
     broker = make_broker(settings, client_id=name)
     background = register(broker, settings, pool)
     stop = stop_event()
+    await anchor_groups(settings)
     await broker.start()
     if background is not None:
         await background.start()

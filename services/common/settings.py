@@ -31,7 +31,9 @@ class CommonSettings(BaseSettings):
         True,
         description="Idempotent producer. On for real Kafka; the embedded Tansu broker does not support it.",
     )
-    kafka_topic_prefix: str = Field("sendstream", description="Prefix of every topic name.")
+    kafka_topic_prefix: str = Field(
+        "sendstream", description="Prefix of every topic name and consumer group (`<prefix>.dispatch`, ...)."
+    )
     kafka_partitions: int = Field(6, ge=1, description="Partition count for topics this project creates.")
     kafka_replication_factor: int = Field(1, ge=1, description="Replication factor for created topics.")
     kafka_session_timeout_ms: int = Field(10000, description="Consumer group session timeout.")
