@@ -63,6 +63,9 @@ def service_env(infra: Infra) -> dict[str, str]:
         "SENDSTREAM_SECRET_KEYS": json.dumps([new_key()]),
         "SENDSTREAM_RETRY_DELAYS_S": "[0.3, 0.6]",  # the retry schedule, shortened
         "SENDSTREAM_RETRY_MAX_AGE_S": "3",
+        # A relay port a finished test freed may be taken by another test's server that never greets:
+        # a retry there must give up soon, or it holds dispatch's batch (see the closing note).
+        "SENDSTREAM_SMTP_TIMEOUT_S": "3",
         "SENDSTREAM_WEBHOOK_ALLOWED_NETWORKS": '["127.0.0.0/8"]',  # receivers run on this machine
         "SENDSTREAM_WEBHOOK_RETRY_SCHEDULE_S": "[0.3, 0.6, 0.9]",  # the webhook schedule, shortened
         "SENDSTREAM_WEBHOOK_TIMEOUT_S": "2",
