@@ -10,7 +10,6 @@ from datetime import datetime
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from standardwebhooks import Webhook
 
 from schemas import topics
@@ -358,7 +357,8 @@ async def test_a_new_group_starts_at_the_end_and_then_never_skips(
 
     async def happened(count: int) -> list[str]:
         events = [sent_event(org) for _ in range(count)]
-        await publish_events(broker, settings, events)
+        for event in events:  # one record per batch: Tansu reports a batch's end as its first offset + 1
+            await publish_events(broker, settings, [event])
         return [f"msg_{e.payload.message_id.hex}" for e in events]
 
     def arrived() -> set[str]:
@@ -366,7 +366,6 @@ async def test_a_new_group_starts_at_the_end_and_then_never_skips(
 
     try:
         history = await happened(3)
-        await eventually(lambda: log_end(settings, topics.MESSAGES, 3))  # Tansu shows the end a little late
         stack.start("webhooks-fresh", list(stack.args["webhooks"]), env=env)
         await asyncio.to_thread(wait_ready, f"http://127.0.0.1:{port}/readyz", 60)
         stack.kill("webhooks-fresh")  # before it has read (and committed) anything
@@ -379,21 +378,6 @@ async def test_a_new_group_starts_at_the_end_and_then_never_skips(
     finally:
         stack.stop("webhooks-fresh")
         await broker.stop()
-
-
-async def log_end(settings: CommonSettings, topic, at_least: int) -> bool:
-    """Whether the end offsets of `topic`'s partitions add up to at least `at_least`."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None)
-    await consumer.start()
-    try:
-        await consumer.topics()
-        name = topic.name(settings.kafka_topic_prefix)
-        ends = await consumer.end_offsets(
-            [TopicPartition(name, p) for p in consumer.partitions_for_topic(name)]
-        )
-        return sum(ends.values()) >= at_least
-    finally:
-        await consumer.stop()
 
 
 def sent_event(org: uuid.UUID) -> MessageSent:
