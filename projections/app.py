@@ -32,19 +32,14 @@ async def project(pool: asyncpg.Pool, events: list[Envelope]) -> int:
     they commute by design (see projections/messages.py).
     """
     async with pool.acquire() as conn, conn.transaction():
-        pending = await db.claim_many(conn, CONSUMER, [e.event_id for e in events])
-        applied = 0
+        new = await db.claim_new(conn, CONSUMER, events)
         groups: dict[str, list[tuple]] = {}
-        for event in events:
-            if event.event_id not in pending:
-                continue
-            pending.discard(event.event_id)  # an event twice in one batch is applied once
-            applied += 1
+        for event in new:
             for sql, args in statements(event):
                 groups.setdefault(sql, []).append(args)
         for sql, rows in groups.items():
             await conn.executemany(sql, rows)
-    return applied
+    return len(new)
 
 
 def build(broker: KafkaBroker, settings: CommonSettings, pool: asyncpg.Pool) -> None:

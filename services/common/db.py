@@ -81,6 +81,17 @@ async def claim_many(conn: asyncpg.Connection, consumer: str, event_ids: list[UU
     return {r["event_id"] for r in rows}
 
 
+async def claim_new(conn: asyncpg.Connection, consumer: str, events: list[Envelope]) -> list[Envelope]:
+    """Inside a transaction: claim `events`; returns those new to `consumer`, each once, in their order."""
+    pending = await claim_many(conn, consumer, [e.event_id for e in events])
+    new = []
+    for event in events:
+        if event.event_id in pending:
+            pending.discard(event.event_id)  # an event twice in one batch counts once
+            new.append(event)
+    return new
+
+
 async def recorded(
     conn: asyncpg.Connection | asyncpg.Pool, consumer: str, event_id: UUID
 ) -> list[Envelope] | None:

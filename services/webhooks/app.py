@@ -66,33 +66,26 @@ log = structlog.get_logger("sendstream.webhooks")
 
 async def fan_out(pool: asyncpg.Pool, events: list[Envelope]) -> int:
     """Create the deliveries of `events` for every subscribed endpoint; returns how many were created."""
-    relevant = [(e, t) for e in events if (t := webhook_type(e))]
+    relevant = [e for e in events if webhook_type(e)]
     if not relevant:
         return 0
     async with pool.acquire() as conn, conn.transaction():
         endpoints: dict[UUID, list[asyncpg.Record]] = {}
         for row in await conn.fetch(
             "SELECT id, org_id, events FROM webhook_endpoints WHERE org_id = ANY($1::uuid[]) AND enabled",
-            list({e.org_id for e, _ in relevant}),
+            list({e.org_id for e in relevant}),
         ):
             endpoints.setdefault(row["org_id"], []).append(row)
         # Events no endpoint subscribes to need no record: there is nothing to do twice.
         relevant = [
-            (e, t)
-            for e, t in relevant
-            if any(subscribed_name(ep["events"], t) for ep in endpoints.get(e.org_id, ()))
+            e
+            for e in relevant
+            if any(subscribed_name(ep["events"], webhook_type(e)) for ep in endpoints.get(e.org_id, ()))
         ]
-        if not relevant:
-            return 0
-        fresh = await db.claim_many(conn, CONSUMER, [e.event_id for e, _ in relevant])
-        todo = []
-        for event, webhook in relevant:
-            if event.event_id in fresh:
-                fresh.discard(event.event_id)  # an event twice in one batch counts once
-                todo.append((event, webhook))
+        todo = await db.claim_new(conn, CONSUMER, relevant) if relevant else []
         if not todo:
             return 0
-        message_ids = list({e.payload.message_id for e, _ in todo})
+        message_ids = list({e.payload.message_id for e in todo})
         stored = {
             r["id"]: dict(r)
             for r in await conn.fetch(
@@ -101,7 +94,7 @@ async def fan_out(pool: asyncpg.Pool, events: list[Envelope]) -> int:
                 message_ids,
             )
         }
-        identities = {e.identity_id for e, _ in todo} | {s["identity_id"] for s in stored.values()}
+        identities = {e.identity_id for e in todo} | {s["identity_id"] for s in stored.values()}
         handles = {
             r["id"]: r["handle"]
             for r in await conn.fetch(
@@ -109,10 +102,10 @@ async def fan_out(pool: asyncpg.Pool, events: list[Envelope]) -> int:
             )
         }
         rows = []
-        for event, webhook in todo:
+        for event in todo:
             data = None
             for endpoint in endpoints[event.org_id]:
-                name = subscribed_name(endpoint["events"], webhook)
+                name = subscribed_name(endpoint["events"], webhook_type(event))
                 if name is None:
                     continue
                 data = data or message_data(event, stored.get(event.payload.message_id), handles)
