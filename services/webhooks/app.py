@@ -45,6 +45,7 @@ from schemas.webhooks import body, message_data, subscribed_name, webhook_type
 from services.common import db, ids, service, timers
 from services.common.batching import GroupCommit
 from services.common.broker import subscribe
+from services.common.notify import Listener
 from services.common.secrets import Secrets
 from services.common.settings import WebhookSettings
 from services.webhooks import queue, signing
@@ -155,7 +156,10 @@ class Deliverer:
         self.wake = asyncio.Event()
         self.lease = timedelta(seconds=settings.webhook_timeout_s * 2 + 5)
         self.session: aiohttp.ClientSession | None = None
-        self.listener: asyncpg.Connection | None = None
+        # Woken by new or retried deliveries of any process; after a reconnect, look at once.
+        self.listener = Listener(
+            settings.database_url, queue.CHANNEL, lambda _: self.wake.set(), self.wake.set
+        )
         self.runner: asyncio.Task | None = None
         self.recorder: GroupCommit[Attempt, None] = GroupCommit(self.write)
 
@@ -166,8 +170,7 @@ class Deliverer:
             ),
             timeout=aiohttp.ClientTimeout(total=self.settings.webhook_timeout_s),
         )
-        self.listener = await asyncpg.connect(self.settings.database_url)
-        await self.listener.add_listener(queue.CHANNEL, lambda *_: self.wake.set())
+        await self.listener.start()
         self.runner = asyncio.create_task(self.run(), name="webhook-deliverer")
 
     async def stop(self) -> None:
@@ -179,8 +182,7 @@ class Deliverer:
         for task in list(self.tasks):
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
-        if self.listener:
-            await self.listener.close()
+        await self.listener.stop()
         if self.session:
             await self.session.close()
 
