@@ -91,6 +91,11 @@ def _known(event: Envelope) -> dict[str, Any]:
     return {k: v for k, v in facts.items() if v is not None}
 
 
+def carries_message(event: Envelope) -> bool:
+    """Whether the event itself carries everything `message_data` shows (no lookup needed)."""
+    return isinstance(event, MessageSent | MessageFailed) and event.payload.summary is not None
+
+
 def message_data(event: Envelope, stored: dict[str, Any] | None, handles: dict[Any, str]) -> dict[str, Any]:
     """The `data` of a message webhook: the message as the identities dialect shows it."""
     m = {**(stored or {}), **_known(event)}

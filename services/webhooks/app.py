@@ -41,7 +41,7 @@ from schemas.events import (
     WebhookEndpointDisabledPayload,
     WebhookFailed,
 )
-from schemas.webhooks import body, message_data, subscribed_name, webhook_type
+from schemas.webhooks import body, carries_message, message_data, subscribed_name, webhook_type
 from services.common import db, ids, service, timers
 from services.common.batching import GroupCommit
 from services.common.broker import subscribe
@@ -86,15 +86,16 @@ async def fan_out(pool: asyncpg.Pool, events: list[Envelope]) -> int:
         todo = await db.claim_new(conn, CONSUMER, relevant) if relevant else []
         if not todo:
             return 0
-        message_ids = list({e.payload.message_id for e in todo})
-        stored = {
-            r["id"]: dict(r)
-            for r in await conn.fetch(
+        # The messages view fills in what an event does not carry itself.
+        message_ids = list({e.payload.message_id for e in todo if not carries_message(e)})
+        stored: dict[UUID, dict] = {}
+        if message_ids:
+            found = await conn.fetch(
                 """SELECT id, identity_id, conv_id, direction, mailbox_id, mailbox_email, from_addr, to_addrs,
                           subject, rfc_message_id FROM messages WHERE id = ANY($1::uuid[])""",
                 message_ids,
             )
-        }
+            stored = {r["id"]: dict(r) for r in found}
         identities = {e.identity_id for e in todo} | {s["identity_id"] for s in stored.values()}
         handles = {
             r["id"]: r["handle"]

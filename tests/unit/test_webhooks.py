@@ -21,7 +21,7 @@ from schemas.events import (
     SendRejectedPayload,
     SmtpReply,
 )
-from schemas.webhooks import body, message_data, subscribed_name, webhook_type
+from schemas.webhooks import body, carries_message, message_data, subscribed_name, webhook_type
 from services.webhooks.egress import Egress, GuardedResolver, UnsafeDestination
 from services.webhooks.policy import after_attempt, retry_after
 from services.webhooks.signing import headers, new_secret, signature_header
@@ -117,6 +117,12 @@ def test_message_sent_data_is_the_message_as_the_identities_dialect_shows_it() -
 
 def test_what_the_event_lacks_comes_from_the_stored_message() -> None:
     event = _sent()  # an event written before outcomes carried their summary
+    assert not carries_message(event)
+    assert carries_message(
+        _sent(
+            conv_id=uuid.uuid4(), from_addr="a@x.test", to=["b@y.test"], subject="", mailbox_email="a@x.test"
+        )
+    )
     stored = {"conv_id": uuid.uuid4(), "subject": "Stored", "mailbox_email": "m@x.test", "status": "queued"}
     data = message_data(event, stored, {})
     assert data["subject"] == "Stored" and data["account"]["email"] == "m@x.test"
