@@ -10,6 +10,7 @@ import pytest
 from services.common import db as store
 from services.common.ids import new_id
 from services.webhooks import queue
+from tests.services.test_webhook_queue import endpoint as new_endpoint
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -33,13 +34,7 @@ async def test_tracking_rows_past_retention_are_removed_in_chunks(db: asyncpg.Po
 
 async def test_finished_webhook_deliveries_past_retention_are_removed(db: asyncpg.Pool) -> None:
     """Delivered and failed deliveries go after the retention, with their attempts; pending ones stay."""
-    org = await db.fetchval("INSERT INTO organizations (id, name) VALUES ($1, 'h') RETURNING id", new_id())
-    endpoint = await db.fetchval(
-        """INSERT INTO webhook_endpoints (id, org_id, url, events, secret, enabled)
-           VALUES ($1, $2, 'http://192.0.2.1/', '{message.sent}', 'whsec_x', false) RETURNING id""",
-        new_id(),
-        org,
-    )
+    endpoint, org = await new_endpoint(db, enabled=False)  # the running deliverer leaves it alone
     rows = {name: new_id() for name in ("old_delivered", "old_failed", "old_pending", "young_delivered")}
     for name, delivery in rows.items():
         await db.execute(

@@ -29,7 +29,8 @@ async def conn(db: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
             await tx.rollback()
 
 
-async def endpoint(conn: asyncpg.Connection, enabled: bool = True):
+async def endpoint(conn: asyncpg.Connection | asyncpg.Pool, enabled: bool = True):
+    """A webhook endpoint of a new organization; returns (endpoint id, organization id)."""
     org = await conn.fetchval("INSERT INTO organizations (id, name) VALUES ($1, 'q') RETURNING id", new_id())
     return await conn.fetchval(
         """INSERT INTO webhook_endpoints (id, org_id, url, events, secret, enabled)
