@@ -125,6 +125,7 @@ def start_tansu(port: int = 0, log_path: Path | None = None) -> tuple[str, Calla
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - the child owns it
     proc = subprocess.Popen(
         [binary, "broker", "--listener-url", url, "--advertised-listener-url", url],
+        env={**os.environ, "TOKIO_WORKER_THREADS": str(LocalSettings().broker_threads)},
         stdout=out,
         stderr=subprocess.STDOUT,
         start_new_session=True,
