@@ -16,6 +16,7 @@ from collections import Counter
 import aiohttp
 import asyncpg
 
+from bench.cpu import CpuMeter
 from bench.send_pipeline import fixed_rate, ms, running_pipeline, setup_identity, tenant_client
 
 
@@ -46,7 +47,8 @@ async def main(args: argparse.Namespace) -> None:
                 f"/v1/identities/{handle}/send", {"to": f"w{i}@example.test", "subject": "s", "text": "t"}
             )
         sampler = asyncio.create_task(sample_waits(pipeline.infra.env["DATABASE_URL"], samples))
-        requests = await fixed_rate(client, handle, args.rate, args.seconds)
+        with CpuMeter() as cpu:
+            requests = await fixed_rate(client, handle, args.rate, args.seconds)
         sampler.cancel()
 
     slow = [(s, s + took) for s, took in requests if took * 1000 > args.slow_ms]
@@ -59,6 +61,7 @@ async def main(args: argparse.Namespace) -> None:
             (inside if stalled else outside)[row] += 1
     print(f"{len(requests)} sends at {args.rate}/s: HTTP {ms([took for _, took in requests])}; "
           f"{len(slow)} over {args.slow_ms} ms; {n_in} samples while one was slow, {n_out} otherwise")  # fmt: skip
+    print(cpu.report(len(requests)))
     for title, counts, n in (("while slow", inside, n_in), ("otherwise", outside, n_out)):
         print(f"\nbusy backends per sample, {title} (wait type, wait event, query):")
         for row, count in counts.most_common(args.top):
