@@ -133,18 +133,27 @@ async def _records(msg: StreamMessage[Any]) -> list[Any]:
     return list(raw) if isinstance(raw, list | tuple) else [raw]
 
 
-def _wait_in_fetch(subscriber: Any) -> None:
+def _wait_in_fetch(subscriber: Any, interval_ms: int) -> None:
     """Make a batch subscriber wait for records inside aiokafka's `getmany`, which returns as soon
     as a fetch brings any. FastStream 0.7 instead polls with `batch_timeout_ms` and, after an empty
     poll, sleeps as long again: a short timeout spins (a tenth of a core per idle consumer), a long
-    one delays the first event after a quiet spell."""
+    one delays the first event after a quiet spell. With `interval_ms`, a batch starts at least that
+    long after the previous one, unless that one was full (a backlog drains at full speed); meanwhile
+    aiokafka keeps fetching into its buffer, so what arrived is taken as one batch."""
     if not callable(getattr(subscriber, "get_msg", None)):
         raise RuntimeError("FastStream's batch subscriber has no get_msg(); review _wait_in_fetch")
     max_records = subscriber.max_records
+    not_before = 0.0
 
     async def get_msg(consumer: AIOKafkaConsumer) -> tuple[Any, ...]:
+        nonlocal not_before
+        if (pause := not_before - time.monotonic()) > 0:
+            await asyncio.sleep(pause)
         fetched = await consumer.getmany(timeout_ms=500, max_records=max_records)
-        return tuple(record for records in fetched.values() for record in records)
+        batch = tuple(record for records in fetched.values() for record in records)
+        full = len(batch) >= max_records
+        not_before = 0.0 if full else time.monotonic() + interval_ms / 1000
+        return batch
 
     subscriber.get_msg = get_msg
 
@@ -307,7 +316,7 @@ def subscribe(
             title=f"{group}:{handler.__name__}",
             description=handler.__doc__,
         )
-        _wait_in_fetch(subscriber)
+        _wait_in_fetch(subscriber, 0 if path == "sync" else settings.kafka_batch_interval_ms_background)
 
         @subscriber
         async def consume(records: list[Any]) -> None:

@@ -48,6 +48,12 @@ class CommonSettings(BaseSettings):
         500, description="Fetch wait for background consumers (dispatch, projections)."
     )
     kafka_max_records: int = Field(100, ge=1, description="Most events a consumer takes in one batch.")
+    kafka_batch_interval_ms_background: int = Field(
+        50,
+        ge=0,
+        description="Background consumers take at most one batch per this interval, so a steady flow is "
+        "handled in batches, not event by event (each batch costs a fetch, a transaction and an offset commit).",
+    )
     db_pool_min: int = Field(1, ge=1, description="Minimum PostgreSQL pool size per process.")
     db_pool_max: int = Field(10, ge=1, description="Maximum PostgreSQL pool size per process.")
     log_level: str = Field("INFO", description="Log level.")
