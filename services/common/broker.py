@@ -126,11 +126,58 @@ async def publish_events(broker: KafkaBroker, settings: CommonSettings, events: 
 Handler = Callable[[list[Envelope]], Awaitable[None]]
 
 
-async def _records(msg: StreamMessage[Any]) -> list[Any]:
-    """Decoder: the batch's Kafka records themselves; `subscribe` parses each into its event once
-    (FastStream's default decoder would JSON-decode every value first, for nothing)."""
-    raw = msg.raw_message
-    return list(raw) if isinstance(raw, list | tuple) else [raw]
+async def _as_is(msg: StreamMessage[Any]) -> StreamMessage[Any]:
+    """Decoder: the message itself. `subscribe` parses each record into its event once (FastStream's
+    default decoder would JSON-decode every value first, for nothing) and acknowledges it itself."""
+    return msg
+
+
+class Offsets:
+    """The offsets of one consumer's handled batches, committed at most every `interval_s` (0: after
+    each batch). Consumers are idempotent on `event_id`, so what a crash leaves uncommitted is only
+    read again; a commit per one-event batch was a broker round trip per event on the request path.
+    Only offsets of batches that were handled are ever committed, never merely fetched ones."""
+
+    def __init__(self, group: str, interval_s: float):
+        self.group, self.interval_s = group, interval_s
+        self.pending: dict[TopicPartition, int] = {}
+        self.consumer: AIOKafkaConsumer | None = None
+        self.last = 0.0
+        self.later: asyncio.Task | None = None
+
+    async def handled(self, consumer: Any, records: Sequence[Any]) -> None:
+        if not isinstance(consumer, AIOKafkaConsumer):
+            return  # FastStream's in-memory test broker: nothing to commit
+        self.consumer = consumer
+        for r in records:
+            tp = TopicPartition(r.topic, r.partition)
+            self.pending[tp] = max(self.pending.get(tp, 0), r.offset + 1)
+        wait = self.last + self.interval_s - time.monotonic()
+        if wait <= 0:
+            await self.commit()
+        elif self.later is None:
+            self.later = asyncio.create_task(self._commit_in(wait))
+
+    async def _commit_in(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        self.later = None
+        await self.commit()
+
+    async def commit(self) -> None:
+        offsets, self.pending = self.pending, {}
+        self.last = time.monotonic()
+        if self.consumer is None:
+            return
+        ours = self.consumer.assignment()  # a revoked partition's events are now another member's to read
+        offsets = {tp: offset for tp, offset in offsets.items() if tp in ours}
+        if not offsets:
+            return
+        try:
+            await self.consumer.commit(offsets)
+        except KafkaError as exc:  # a rebalance is under way
+            log.info(
+                "offset commit failed; those events will be read again", group=self.group, error=repr(exc)
+            )
 
 
 def _wait_in_fetch(subscriber: Any, interval_ms: int) -> None:
@@ -203,12 +250,14 @@ async def anchor_groups(settings: CommonSettings) -> None:
 class LogRebalance(ConsumerRebalanceListener):
     """Log every partition assignment and revocation: a rebalance pauses the whole group."""
 
-    def __init__(self, group: str):
-        self.group = group
+    def __init__(self, group: str, offsets: Offsets | None = None):
+        self.group, self.offsets = group, offsets
         self.joined = False  # a first assignment (possibly empty) has completed
         LISTENERS.append(self)
 
     async def on_partitions_revoked(self, revoked) -> None:
+        if self.offsets:  # still a member here: hand over what was handled
+            await self.offsets.commit()
         if revoked:
             log.info(
                 "partitions revoked",
@@ -298,6 +347,7 @@ def subscribe(
             )
             await asyncio.sleep(pause)
 
+        offsets = Offsets(group, settings.kafka_commit_interval_ms / 1000)
         if offset_reset == "latest":
             STARTS_AT_END.append((f"{prefix}.{group}", [t.name(prefix) for t in topics]))
         subscriber = broker.subscriber(
@@ -305,21 +355,31 @@ def subscribe(
             group_id=f"{prefix}.{group}",  # deployments sharing a cluster (or a test run) never share groups
             batch=True,
             max_records=settings.kafka_max_records,
-            ack_policy=AckPolicy.NACK_ON_ERROR,
+            ack_policy=AckPolicy.MANUAL,  # see `consume`
             auto_offset_reset=offset_reset,
             session_timeout_ms=settings.kafka_session_timeout_ms,
             heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
             rebalance_timeout_ms=settings.kafka_rebalance_timeout_ms,
             fetch_max_wait_ms=fetch_wait,
-            listener=LogRebalance(group),
-            decoder=_records,
+            listener=LogRebalance(group, offsets),
+            decoder=_as_is,
             title=f"{group}:{handler.__name__}",
             description=handler.__doc__,
         )
         _wait_in_fetch(subscriber, 0 if path == "sync" else settings.kafka_batch_interval_ms_background)
 
         @subscriber
-        async def consume(records: list[Any]) -> None:
+        async def consume(msg: StreamMessage[Any]) -> None:
+            raw = msg.raw_message
+            records = list(raw) if isinstance(raw, list | tuple) else [raw]
+            try:
+                await handle(records)
+            except Exception:
+                await msg.nack()  # rewind each partition to the batch's first record: all of it comes again
+                raise
+            await offsets.handled(getattr(msg, "consumer", None), records)
+
+        async def handle(records: list[Any]) -> None:
             parsed: list[tuple[Any, Envelope]] = []
             for record in records:
                 try:

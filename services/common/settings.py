@@ -48,6 +48,12 @@ class CommonSettings(BaseSettings):
         500, description="Fetch wait for background consumers (dispatch, projections)."
     )
     kafka_max_records: int = Field(100, ge=1, description="Most events a consumer takes in one batch.")
+    kafka_commit_interval_ms: int = Field(
+        200,
+        ge=0,
+        description="Consumers commit the offsets of handled batches at most this often (0: after every batch). "
+        "They are idempotent on event_id, so a crash only makes them read the uncommitted events again.",
+    )
     kafka_batch_interval_ms_background: int = Field(
         50,
         ge=0,

@@ -1,0 +1,91 @@
+"""The consumer contract of `services.common.broker.subscribe`, against the real broker."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from schemas.events import MessageFailed, MessageFailedPayload
+from schemas.topics import Topic
+from services.common.broker import ensure_topics, make_broker, subscribe
+from services.common.ids import new_id
+from services.common.infra import TANSU_TUNING
+from services.common.settings import CommonSettings
+from tests.conftest import eventually
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
+
+
+async def committed(settings: CommonSettings, group: str, topic: str) -> int | None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group, partitions=[TopicPartition(topic, 0)])
+        meta = offsets.get(TopicPartition(topic, 0))
+        return meta.offset if meta is not None and meta.offset >= 0 else None
+    finally:
+        await admin.close()
+
+
+async def test_handled_batches_are_committed_and_a_restarted_consumer_resumes_after_them(
+    service_env: dict,
+) -> None:
+    """Offsets are committed only for handled batches, within the commit interval, and a consumer that
+    comes back reads only what it had not handled."""
+    tuning = {k.removeprefix("SENDSTREAM_").lower(): v for k, v in TANSU_TUNING.items()}
+    settings = CommonSettings(
+        kafka_bootstrap_servers=service_env["KAFKA_BOOTSTRAP_SERVERS"],
+        kafka_topic_prefix=f"t{uuid.uuid4().hex[:6]}",
+        **tuning,
+        kafka_commit_interval_ms=300,
+    )
+    topic = Topic("lab", "message_id", (MessageFailed,), partitions=1)
+    name = topic.name(settings.kafka_topic_prefix)
+    await ensure_topics(settings, [topic])
+    handled: list[str] = []
+
+    def consumer():
+        broker = make_broker(settings, "test")
+
+        @subscribe(broker, settings, [topic], group="lab")
+        async def handle(batch: list) -> None:
+            handled.extend(e.payload.reason for e in batch)
+
+        return broker
+
+    async def publish(broker, *reasons: str) -> None:
+        for r in reasons:
+            event = MessageFailed(
+                org_id=new_id(), payload=MessageFailedPayload(message_id=new_id(), reason=r)
+            )
+            await broker.publish(event.model_dump_json().encode(), name, key=b"same")
+
+    group = f"{settings.kafka_topic_prefix}.lab"
+
+    def handled_count(n: int):
+        async def probe() -> bool:
+            return len(handled) >= n
+
+        return probe
+
+    def committed_at(n: int):
+        async def probe() -> bool:
+            return await committed(settings, group, name) == n
+
+        return probe
+
+    async with consumer() as broker:
+        await broker.start()
+        await publish(broker, "a", "b", "c")
+        await eventually(handled_count(3), timeout=20)
+        await eventually(committed_at(3), timeout=5, interval=0.1)
+
+    async with consumer() as broker:
+        await publish(broker, "d", "e")
+        await broker.start()
+        await eventually(handled_count(5), timeout=30, interval=0.1)
+        await eventually(committed_at(5), timeout=5, interval=0.1)
+    assert handled == ["a", "b", "c", "d", "e"]  # nothing handled twice: the restart resumed at the commit
