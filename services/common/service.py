@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
 
 import asyncpg
 import structlog
@@ -104,6 +104,16 @@ async def serve(name: str, settings: CommonSettings, register: Register) -> None
         await pool.close()
 
 
+def run(main: Coroutine[Any, Any, None], settings: CommonSettings) -> None:
+    """Run a service's main coroutine on the configured event loop."""
+    if settings.event_loop == "uvloop":
+        import uvloop  # noqa: PLC0415 - not installed on Windows, where SENDSTREAM_EVENT_LOOP=asyncio
+
+        uvloop.run(main)
+    else:
+        asyncio.run(main)
+
+
 def main(name: str, settings: CommonSettings, register: Register) -> None:
     configure_logging(settings.log_level, settings.log_format, service=name)
-    asyncio.run(serve(name, settings, register))
+    run(serve(name, settings, register), settings)

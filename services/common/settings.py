@@ -8,6 +8,8 @@ for the embedded broker.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -62,6 +64,10 @@ class CommonSettings(BaseSettings):
     )
     db_pool_min: int = Field(1, ge=1, description="Minimum PostgreSQL pool size per process.")
     db_pool_max: int = Field(10, ge=1, description="Maximum PostgreSQL pool size per process.")
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        "uvloop",
+        description="Event loop: uvloop (libuv; measured to cost less CPU per message) or the standard asyncio one.",
+    )
     log_level: str = Field("INFO", description="Log level.")
     log_format: str = Field("auto", description="`json`, `console`, or `auto` (JSON unless on a terminal).")
     secret_keys: list[str] = Field(

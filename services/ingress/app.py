@@ -16,7 +16,7 @@ from services.common import db
 from services.common.broker import ensure_topics, make_broker
 from services.common.logging import configure_logging
 from services.common.secrets import Secrets
-from services.common.service import stop_event
+from services.common.service import run, stop_event
 from services.common.settings import IngressSettings
 from services.ingress.auth import authenticate, ensure_bootstrap_key
 from services.ingress.cache import Cache
@@ -95,4 +95,4 @@ async def serve(settings: IngressSettings) -> None:
 def main() -> None:
     settings = IngressSettings()
     configure_logging(settings.log_level, settings.log_format, service="ingress")
-    asyncio.run(serve(settings))
+    run(serve(settings), settings)
