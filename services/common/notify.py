@@ -32,6 +32,7 @@ class Listener:
         self.retry_s = retry_s
         self.conn: asyncpg.Connection | None = None
         self.task: asyncio.Task | None = None
+        self.listening = asyncio.Event()  # set while connected
 
     @property
     def connected(self) -> bool:
@@ -54,6 +55,7 @@ class Listener:
 
     def _lost(self, _conn: Any) -> None:
         self.conn = None
+        self.listening.clear()
         self.changed()
 
     async def _keep_listening(self) -> None:
@@ -64,6 +66,7 @@ class Listener:
                     await conn.add_listener(self.channel, self._notified)
                     conn.add_termination_listener(self._lost)
                     self.conn = conn
+                    self.listening.set()
                     self.changed()
                 except (OSError, asyncpg.PostgresError) as exc:
                     log.warning("cannot listen; will retry", channel=self.channel, error=repr(exc))

@@ -43,13 +43,18 @@ class CommonSettings(BaseSettings):
     kafka_rebalance_timeout_ms: int = Field(10000, description="Consumer group rebalance timeout.")
     kafka_fetch_max_wait_ms_sync: int = Field(
         500,
-        description="Fetch wait on paths an HTTP request waits on (decide, decision replies). "
+        description="Fetch wait on the path an HTTP request waits on (decide). "
         "Real Kafka answers early when data arrives; Tansu holds every fetch this long, so set it short there.",
     )
     kafka_fetch_max_wait_ms_background: int = Field(
         500, description="Fetch wait for background consumers (dispatch, projections)."
     )
-    kafka_max_records: int = Field(100, ge=1, description="Most events a consumer takes in one batch.")
+    kafka_max_records: int = Field(
+        100,
+        ge=1,
+        le=200,  # decide notifies the ids of a batch's requests in one NOTIFY, whose payload is under 8000 bytes
+        description="Most events a consumer takes in one batch.",
+    )
     kafka_commit_interval_ms: int = Field(
         200,
         ge=0,

@@ -165,11 +165,17 @@ usage AS (
 )
 """
 
+# Both writes notify DECIDED with the ids of the requests decided, at commit: a waiting ingress then
+# reads their decisions (services/ingress/decisions.py).
+DECIDED = "sendstream_decided"
+
 # Fallback path, inside the transaction that claimed the events: store the decisions on their rows.
-WRITE_CLAIMED = f"""WITH {STATE}
-UPDATE processed_events p SET outputs = v.o::jsonb
-  FROM unnest($24::uuid[], $25::text[]) AS v(e, o)
- WHERE p.consumer = 'decide' AND p.event_id = v.e
+WRITE_CLAIMED = f"""WITH {STATE}, stored AS (
+    UPDATE processed_events p SET outputs = v.o::jsonb
+      FROM unnest($24::uuid[], $25::text[]) AS v(e, o)
+     WHERE p.consumer = 'decide' AND p.event_id = v.e
+)
+SELECT pg_notify('{DECIDED}', array_to_string($24::uuid[], ','))
 """
 
 # Fast path, one autocommit statement: claim every event with its decisions and write the state they
@@ -180,7 +186,8 @@ WRITE_NEW = f"""WITH claimed AS (
     ON CONFLICT DO NOTHING RETURNING event_id
 ), {STATE}
 SELECT CASE WHEN (SELECT count(*) FROM claimed) = cardinality($24::uuid[]) THEN true
-            ELSE sendstream_abort('a request of the batch was already decided') END
+            ELSE sendstream_abort('a request of the batch was already decided') END,
+       pg_notify('{DECIDED}', array_to_string($24::uuid[], ','))
 """
 
 

@@ -41,7 +41,7 @@ async def _lifecycle(app: web.Application):
         await ensure_bootstrap_key(pool, settings.bootstrap_api_key)
     broker = make_broker(settings, client_id="ingress")
     await broker.connect()
-    waiter = DecisionWaiter(settings)
+    waiter = DecisionWaiter(settings, pool)
     await waiter.start()
     cache = Cache(settings.database_url)
     await cache.start()

@@ -41,9 +41,9 @@ class Context:
                 {"Retry-After": "5"},
             ) from exc
 
-    async def submit(self, request: Envelope, expected: int) -> list[Envelope]:
-        """Publish a request and wait (bounded) for its `expected` decisions; fewer on timeout."""
-        self.waiter.expect(request.event_id, expected)
+    async def submit(self, request: Envelope) -> list[Envelope]:
+        """Publish a request and wait (bounded) for its decisions; none on timeout."""
+        self.waiter.expect(request.event_id)
         try:
             await self.publish([request])
         except ApiError:

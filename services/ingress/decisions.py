@@ -1,119 +1,98 @@
 """How a send request waits for its decision.
 
-Kafka has no request/response (FastStream's `request()` only works in its test client), so every
-ingress process reads the decisions topic itself: all partitions, no consumer group (no join, no
-rebalance), from the end. It is positioned before the ingress reports ready, so a decision for a
-request published after that point is never missed. Decisions are matched to the waiting request by
-`causation_id` (the request's `event_id`).
+The decide service records each request's decisions in PostgreSQL (on the request's row of
+`processed_events`) in the transaction that claims the request, and that transaction notifies channel
+`sendstream_decided` with the ids of the requests it decided. Every ingress listens; one that is waiting
+for one of those requests reads its recorded decisions: the very record decide republishes from when a
+request is delivered to it again, so the answer is what the decisions topic carries.
+
+(Every ingress used to read the whole decisions topic instead: a second trip through the broker on the
+request path, whose fetches the embedded broker holds for their full wait.)
+
+Notifications missed while the listening connection is lost are made up for by reading what every
+waiting request has once it is back, and once more when a wait ends; a request whose decisions are not
+recorded by then is answered as queued.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from dataclasses import dataclass, field
 from uuid import UUID
 
+import asyncpg
 import structlog
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from schemas import topics
 from schemas.envelope import Envelope
-from schemas.events import parse_event
+from services.common import db
+from services.common.notify import Listener
 from services.common.settings import CommonSettings
+from services.decide.app import CONSUMER as DECIDE
+from services.decide.app import DECIDED
 
 log = structlog.get_logger("sendstream.ingress.decisions")
 
 
 @dataclass
 class Pending:
-    expected: int
     decisions: list[Envelope] = field(default_factory=list)
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class DecisionWaiter:
-    def __init__(self, settings: CommonSettings):
-        self.settings = settings
-        self.topic = topics.DECISIONS.name(settings.kafka_topic_prefix)
-        self.pending: dict[UUID, Pending] = {}
-        self.consumer: AIOKafkaConsumer | None = None
-        self.task: asyncio.Task | None = None
+    def __init__(self, settings: CommonSettings, pool: asyncpg.Pool):
+        self.pool = pool
+        self.pending: dict[str, Pending] = {}
+        self.listener = Listener(settings.database_url, DECIDED, self._heard, self._missed)
+        self.reads: set[asyncio.Task] = set()
 
-    async def start(self) -> None:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap_servers,
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="latest",
-            fetch_max_wait_ms=self.settings.kafka_fetch_max_wait_ms_sync,
-        )
-        await consumer.start()
-        self.consumer = consumer
-        await consumer.topics()  # refresh metadata so the partitions are known
-        partitions = consumer.partitions_for_topic(self.topic) or set()
-        if not partitions:
-            raise RuntimeError(f"topic {self.topic} has no partitions; were topics created?")
-        tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_end(*tps)
-        for tp in tps:
-            await consumer.position(tp)  # resolve the end offsets now, not lazily on the first fetch
-        self.task = asyncio.create_task(self._run(), name="decision-waiter")
+    async def start(self, timeout: float = 30) -> None:
+        """Listen, and return once listening: a decision made after this is heard."""
+        await self.listener.start()
+        await asyncio.wait_for(self.listener.listening.wait(), timeout)
 
     async def stop(self) -> None:
-        if self.task:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
-        if self.consumer:
-            await self.consumer.stop()
+        await self.listener.stop()
 
-    def expect(self, request_event_id: UUID, count: int) -> Pending:
-        pending = self.pending[request_event_id] = Pending(count)
-        return pending
+    def expect(self, request_event_id: UUID) -> None:
+        self.pending[str(request_event_id)] = Pending()
 
     def forget(self, request_event_id: UUID) -> None:
-        self.pending.pop(request_event_id, None)
+        self.pending.pop(str(request_event_id), None)
 
     async def wait(self, request_event_id: UUID, timeout: float) -> list[Envelope]:
-        """The decisions that arrived within `timeout` (all of them, or fewer on timeout)."""
-        pending = self.pending[request_event_id]
+        """The request's decisions, or none if they are not recorded within `timeout`."""
+        key = str(request_event_id)
+        pending = self.pending[key]
         try:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(pending.done.wait(), timeout)
+            if not pending.done.is_set():
+                with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                    await self._read([key])
             return list(pending.decisions)
         finally:
-            self.forget(request_event_id)
+            self.pending.pop(key, None)
 
-    async def _run(self) -> None:
-        assert self.consumer is not None
-        while True:
-            try:
-                batches = await self.consumer.getmany(timeout_ms=1000, max_records=1000)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("reading decisions failed; retrying")
-                await asyncio.sleep(0.5)
-                continue
-            if not self.pending:
-                continue
-            for records in batches.values():
-                for record in records:
-                    self._offer(record.value)
+    def _heard(self, payload: str) -> None:
+        ours = [key for key in payload.split(",") if key in self.pending]
+        if ours:
+            task = asyncio.create_task(self._read(ours))
+            self.reads.add(task)
+            task.add_done_callback(self._read_done)
 
-    def _offer(self, value: bytes) -> None:
-        try:
-            causation = json.loads(value).get("causation_id")
-            pending = self.pending.get(UUID(causation)) if causation else None
-            if pending is None:
-                return
-            event = parse_event(value)
-        except (ValueError, TypeError):
-            return  # not ours to judge: the decide service validated what it published
-        if all(d.event_id != event.event_id for d in pending.decisions):
-            pending.decisions.append(event)
-        if len(pending.decisions) >= pending.expected:
-            pending.done.set()
+    def _missed(self) -> None:
+        self._heard(",".join(self.pending))
+
+    def _read_done(self, task: asyncio.Task) -> None:
+        self.reads.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.warning("reading decisions failed; the request waits on", error=repr(exc))
+
+    async def _read(self, keys: list[str]) -> None:
+        recorded = await db.recorded_many(self.pool, DECIDE, [UUID(k) for k in keys])
+        for event_id, decisions in recorded.items():
+            if (pending := self.pending.get(str(event_id))) is not None and not pending.done.is_set():
+                pending.decisions = decisions
+                pending.done.set()

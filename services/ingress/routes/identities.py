@@ -493,7 +493,7 @@ async def send(call: Call) -> web.Response:
             wanted, request = reply_request(call, identity, thread, b, new)
         else:
             wanted, request = new_conversation_request(call, identity, b, new)
-        decisions = {d.payload.message_id: d for d in await c.submit(request, expected=len(wanted))}
+        decisions = {d.payload.message_id: d for d in await c.submit(request)}
         return await send_response(call, identity, wanted, decisions)
 
     return await idempotent(call, c.pool, c.settings.decision_timeout_s + 2, run)
