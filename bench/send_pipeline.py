@@ -32,9 +32,11 @@ from pathlib import Path
 import aiohttp
 import aiosmtplib
 import asyncpg
+import uvloop
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from bench.cpu import CpuMeter
 from schemas.events import Content, SendAcceptedPayload
 from services.common.infra import Infra, ensure_infra, free_port, wait_for_port
 from services.common.secrets import new_key
@@ -71,6 +73,27 @@ async def raw_produce_rate(bootstrap: str, n: int = 20_000) -> float:
         return n / (time.perf_counter() - started)
     finally:
         await producer.stop()
+
+
+def raw_fsync_latencies(directory: Path, seconds: float = 8, rate: int = 200) -> list[float]:
+    """8 KB write + fdatasync at a steady rate in PostgreSQL's data directory: what every commit waits on."""
+    path = directory / "fsync-probe"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    block, took = b"x" * 8192, []
+    try:
+        started = time.monotonic()
+        while time.monotonic() - started < seconds:
+            t = time.perf_counter()
+            os.write(fd, block)
+            os.fdatasync(fd)
+            took.append(time.perf_counter() - t)
+            if len(took) % 1000 == 0:
+                os.lseek(fd, 0, os.SEEK_SET)
+            time.sleep(max(started + len(took) / rate - time.monotonic(), 0))
+    finally:
+        os.close(fd)
+        path.unlink()
+    return took
 
 
 def sample_message() -> bytes:
@@ -241,6 +264,7 @@ async def fixed_rate(client: Client, handle: str, rate: int, seconds: float) -> 
 @dataclass
 class Pipeline:
     infra: Infra
+    data: Path
     stack: Stack
     sink_port: int
     base: str
@@ -270,7 +294,7 @@ async def running_pipeline(name: str, *, durable: bool) -> AsyncIterator[Pipelin
         stack.start_services(90)
         wait_for_port("127.0.0.1", sink_port, 20)
         wait_ready(f"http://127.0.0.1:{http_port}/readyz", 90, stack)
-        yield Pipeline(infra, stack, sink_port, f"http://127.0.0.1:{http_port}", key)
+        yield Pipeline(infra, data, stack, sink_port, f"http://127.0.0.1:{http_port}", key)
     finally:
         stack.stop_all()
         infra.stop()
@@ -294,6 +318,7 @@ async def main(args: argparse.Namespace) -> None:
             produce = await raw_produce_rate(infra.env["KAFKA_BOOTSTRAP_SERVERS"])
             smtp_1 = await raw_smtp_rate(sink_port, 1)
             smtp_n = await raw_smtp_rate(sink_port, lanes)
+            fsyncs = await asyncio.to_thread(raw_fsync_latencies, pipeline.data)
 
             async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256)) as session:
                 client = await tenant_client(session, pipeline, "bench")
@@ -304,9 +329,10 @@ async def main(args: argparse.Namespace) -> None:
                 await asyncio.sleep(2)
                 floor = await one_at_a_time(client, handle)
                 e2e = await sustained(client, pool, handle, mailbox, args.sends, args.concurrency)
-                rates = {
-                    r: [t for _, t in await fixed_rate(client, handle, r, args.seconds)] for r in args.rates
-                }
+                rates, cpu = {}, {}
+                for r in args.rates:
+                    with CpuMeter() as cpu[r]:
+                        rates[r] = [t for _, t in await fixed_rate(client, handle, r, args.seconds)]
                 await asyncio.sleep(3)  # let the audit view catch up
                 decide_floor = await request_to_decision(pool, "floor-%")
                 decide_at = {r: await request_to_decision(pool, f"r{r}-%") for r in args.rates}
@@ -321,6 +347,9 @@ async def main(args: argparse.Namespace) -> None:
         print(f"  aiokafka produce, 1 KB keyed, acks=all        {produce:9.0f} msg/s")
         print(f"  SMTP pre-serialised, 1 connection             {smtp_1:9.0f} msg/s")
         print(f"  SMTP pre-serialised, {lanes} connections            {smtp_n:9.0f} msg/s")
+        print(
+            f"  disk: 8 KB write + fdatasync, 200/s           {ms(fsyncs)}   max {max(fsyncs) * 1000:.1f} ms"
+        )
         print(f"\nend to end: {args.sends} sends, {args.concurrency} concurrent HTTP clients, one mailbox")
         print(
             f"  HTTP -> SMTP 250 (all sent)                   {e2e['rate']:9.0f} msg/s"
@@ -342,6 +371,7 @@ async def main(args: argparse.Namespace) -> None:
                 f"  HTTP latency                                  {ms(lat)}   mean {statistics.mean(lat) * 1000:.1f} ms"
             )
             print(f"  of which request -> decision                  {ms(decide_at[rate])}")
+            print(cpu[rate].report(len(lat)))
         print(
             "\ntargets: >= 300 sends/s end to end, HTTP p99 <= 50 ms at 100 req/s (first milestone);"
             " 0.6 x raw SMTP and p99 <= 25 ms at 200 req/s (goal)"
@@ -357,4 +387,4 @@ if __name__ == "__main__":
     parser.add_argument("--rates", type=lambda s: [int(x) for x in s.split(",")], default=[100, 200])
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--no-fsync", action="store_true", help="PostgreSQL without fsync (as the tests run)")
-    asyncio.run(main(parser.parse_args()))
+    uvloop.run(main(parser.parse_args()))  # the load generator's own CPU is taken from the pipeline's
