@@ -33,73 +33,68 @@ CONSUMER = "decide"
 log = structlog.get_logger("sendstream.decide")
 
 
+STATES = """
+SELECT ARRAY(
+         SELECT (i.id, i.handle, i.daily_cap, i.timezone, i.deleted_at IS NULL, coalesce(u.sent, 0))
+           FROM identities i LEFT JOIN identity_usage u
+             ON u.identity_id = i.id AND u.day = ($2::timestamptz AT TIME ZONE i.timezone)::date
+          WHERE i.id = ANY($1::uuid[])) AS identities,
+       ARRAY(
+         SELECT (m.id, m.identity_id, m.email, m.health, m.hourly_limit, m.daily_limit,
+                 coalesce((SELECT sum(h.sent) FROM mailbox_minutes h
+                            WHERE h.mailbox_id = m.id AND h.minute > $3), 0),
+                 coalesce(d.sent, 0),
+                 (SELECT max(u.last_used_at) FROM mailbox_days u WHERE u.mailbox_id = m.id))
+           FROM mailboxes m JOIN identities i ON i.id = m.identity_id
+           LEFT JOIN mailbox_days d ON d.mailbox_id = m.id
+                 AND d.day = ($2::timestamptz AT TIME ZONE i.timezone)::date
+          WHERE m.identity_id = ANY($1::uuid[]) AND m.deleted_at IS NULL
+          ORDER BY m.created_at, m.id) AS mailboxes,
+       ARRAY(
+         SELECT (a.identity_id, a.recipient, a.mailbox_id)
+           FROM affinity a JOIN unnest($4::uuid[], $5::text[]) AS w(identity_id, recipient)
+             ON a.identity_id = w.identity_id AND a.recipient = w.recipient) AS pins
+"""
+
+
 async def load_states(
-    conn: asyncpg.Connection, requests: list[Envelope], now: datetime
+    conn: asyncpg.Connection | asyncpg.Pool, requests: list[Envelope], now: datetime
 ) -> dict[UUID, IdentityState]:
-    """Each requesting identity's cap and usage today, its mailboxes with their usage, and its recipients' pins."""
-    identity_ids = list({r.identity_id for r in requests})
-    identities = await conn.fetch(
-        """SELECT i.id, i.handle, i.daily_cap, i.timezone, i.deleted_at, coalesce(u.sent, 0) AS used
-             FROM identities i LEFT JOIN identity_usage u
-               ON u.identity_id = i.id AND u.day = ($2::timestamptz AT TIME ZONE i.timezone)::date
-            WHERE i.id = ANY($1::uuid[])""",
-        identity_ids,
-        now,
-    )
-    mailboxes = await conn.fetch(
-        """SELECT m.id, m.identity_id, m.email, m.health, m.hourly_limit, m.daily_limit,
-                  coalesce((SELECT sum(h.sent) FROM mailbox_minutes h
-                             WHERE h.mailbox_id = m.id AND h.minute > $3), 0) AS last_hour,
-                  coalesce(d.sent, 0) AS today,
-                  (SELECT max(u.last_used_at) FROM mailbox_days u WHERE u.mailbox_id = m.id) AS last_used
-             FROM mailboxes m JOIN identities i ON i.id = m.identity_id
-             LEFT JOIN mailbox_days d ON d.mailbox_id = m.id
-                   AND d.day = ($2::timestamptz AT TIME ZONE i.timezone)::date
-            WHERE m.identity_id = ANY($1::uuid[]) AND m.deleted_at IS NULL
-            ORDER BY m.created_at, m.id""",
-        identity_ids,
-        now,
-        now - timedelta(hours=1),
-    )
+    """Each requesting identity's cap and usage today, its mailboxes with their usage, and its recipients'
+    pins: one round trip (this is on the path every send request waits on)."""
     wanted = [
         (r.identity_id, m.to.lower())
         for r in requests
         if isinstance(r, SendRequested)
         for m in r.payload.messages
     ]
-    pins = await conn.fetch(
-        """SELECT a.identity_id, a.recipient, a.mailbox_id
-             FROM affinity a JOIN unnest($1::uuid[], $2::text[]) AS w(identity_id, recipient)
-               ON a.identity_id = w.identity_id AND a.recipient = w.recipient""",
+    row = await conn.fetchrow(
+        STATES,
+        list({r.identity_id for r in requests}),
+        now,
+        now - timedelta(hours=1),
         [w[0] for w in wanted],
         [w[1] for w in wanted],
     )
-    states: dict[UUID, IdentityState] = {}
-    for i in identities:
-        states[i["id"]] = IdentityState(
-            identity_id=i["id"],
-            handle=i["handle"],
-            daily_cap=i["daily_cap"],
-            used_today=i["used"],
-            mailboxes=tuple(
-                MailboxState(
-                    id=m["id"],
-                    email=m["email"],
-                    health=m["health"],
-                    hourly_limit=m["hourly_limit"],
-                    daily_limit=m["daily_limit"],
-                    sent_last_hour=m["last_hour"],
-                    sent_today=m["today"],
-                    last_used_at=m["last_used"],
-                )
-                for m in mailboxes
-                if m["identity_id"] == i["id"]
-            ),
-            affinity={p["recipient"]: p["mailbox_id"] for p in pins if p["identity_id"] == i["id"]},
-            active=i["deleted_at"] is None,
-            timezone=i["timezone"],
+    mailboxes: dict[UUID, list[MailboxState]] = {}
+    for m_id, identity_id, *fields in row["mailboxes"]:
+        mailboxes.setdefault(identity_id, []).append(MailboxState(m_id, *fields))
+    pins: dict[UUID, dict[str, UUID]] = {}
+    for identity_id, recipient, mailbox_id in row["pins"]:
+        pins.setdefault(identity_id, {})[recipient] = mailbox_id
+    return {
+        i_id: IdentityState(
+            identity_id=i_id,
+            handle=handle,
+            daily_cap=daily_cap,
+            used_today=used,
+            mailboxes=tuple(mailboxes.get(i_id, ())),
+            affinity=pins.get(i_id, {}),
+            active=active,
+            timezone=timezone,
         )
-    return states
+        for i_id, handle, daily_cap, timezone, active, used in row["identities"]
+    }
 
 
 async def load_threads(conn: asyncpg.Connection, conv_ids: list[UUID]) -> dict[UUID, Thread]:
