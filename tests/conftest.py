@@ -64,8 +64,10 @@ def service_env(infra: Infra) -> dict[str, str]:
         "SENDSTREAM_RETRY_DELAYS_S": "[0.3, 0.6]",  # the retry schedule, shortened
         "SENDSTREAM_RETRY_MAX_AGE_S": "3",
         # A relay port a finished test freed may be taken by another test's server that never greets:
-        # a retry there must give up soon, or it holds dispatch's batch (see the closing note).
+        # a retry there gives up soon (it no longer holds other sends up: see SMTP_PATIENCE_S).
         "SENDSTREAM_SMTP_TIMEOUT_S": "3",
+        "SENDSTREAM_SMTP_TRANSACTION_TIMEOUT_S": "10",
+        "SENDSTREAM_SMTP_PATIENCE_S": "1",  # a batch hands sends slower than this to a lease
         "SENDSTREAM_WEBHOOK_ALLOWED_NETWORKS": '["127.0.0.0/8"]',  # receivers run on this machine
         "SENDSTREAM_WEBHOOK_RETRY_SCHEDULE_S": "[0.3, 0.6, 0.9]",  # the webhook schedule, shortened
         "SENDSTREAM_WEBHOOK_TIMEOUT_S": "2",
@@ -186,6 +188,8 @@ class Relay:
     port: int
     received: list[Received] = field(default_factory=list)
     replies: list[str] = field(default_factory=list)  # scripted replies to DATA, consumed in order
+    pauses: list[float] = field(default_factory=list)  # seconds to wait before answering DATA, in order
+    pausing: int = 0  # DATA commands now held by a pause
 
     def smtp_settings(self) -> dict[str, Any]:
         return {"host": self.host, "port": self.port, "tls": "none"}
@@ -204,6 +208,10 @@ class _RecordingHandler:
         self.relay = relay
 
     async def handle_DATA(self, server, session, envelope) -> str:
+        if self.relay.pauses:
+            self.relay.pausing += 1
+            await asyncio.sleep(self.relay.pauses.pop(0))
+            self.relay.pausing -= 1
         if self.relay.replies:
             reply = self.relay.replies.pop(0)
             if not reply.startswith("250"):

@@ -151,6 +151,15 @@ class DispatchSettings(CommonSettings):
 
     smtp_timeout_s: float = Field(60.0, description="Timeout of one SMTP operation.")
     smtp_hostname: str | None = Field(None, description="Name sent in EHLO; default: the machine's FQDN.")
+    smtp_transaction_timeout_s: float = Field(
+        300.0, gt=0, description="Longest one whole SMTP transaction may take (connect to the relay's last reply)."
+    )
+    smtp_patience_s: float = Field(
+        5.0,
+        gt=0,
+        description="How long a batch waits for its slowest SMTP transactions. Those still running are then "
+        "handed to a durable lease and finish on their own, so one slow relay never holds up other mailboxes.",
+    )
     smtp_pool_size: int = Field(4, ge=1, description="Idle SMTP connections kept per relay for reuse.")
     smtp_idle_s: float = Field(
         30.0, description="An idle SMTP connection older than this is closed, not reused."

@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import defaultdict
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Literal
 from uuid import UUID
 
 import asyncpg
@@ -133,11 +135,36 @@ def attempt_of(event: Envelope) -> tuple[SendAcceptedPayload, int, datetime | No
     return None
 
 
+@dataclass
+class Attempt:
+    """One send of a batch, and how far it got: a batch waits at most `smtp_patience_s` for its sends;
+    one still talking to its relay then goes on by itself under a lease (a durable DispatchRetryDue that
+    stands in for it should this process die), one still waiting for a connection is put back for later."""
+
+    event: Envelope
+    phase: Literal["waiting", "smtp", "recording"] = "waiting"
+    lease: DispatchRetryDue | None = None  # set when handed over: the outcome is recorded under its id
+    leased: asyncio.Event = field(default_factory=asyncio.Event)  # the lease is durable
+
+
+def lease_for(event: Envelope, due: datetime) -> DispatchRetryDue:
+    """The same attempt again at `due`, under an id derived from the event it stands in for."""
+    accepted, attempt, first_at = attempt_of(event)
+    return DispatchRetryDue(
+        **event.caused(occurred_at=due),
+        event_id=uuid.uuid5(event.event_id, "lease"),
+        payload=DispatchRetryDuePayload(
+            message_id=accepted.message_id, mailbox_id=accepted.mailbox_id, attempt=attempt,
+            first_attempt_at=first_at or event.occurred_at, accepted=accepted,
+        ),
+    )  # fmt: skip
+
+
 def build(broker: KafkaBroker, settings: DispatchSettings, pool: asyncpg.Pool) -> None:
     """Register the dispatch consumer on `broker`."""
     smtp = SmtpPool(
-        timeout=settings.smtp_timeout_s, hostname=settings.smtp_hostname, size=settings.smtp_pool_size,
-        idle_s=settings.smtp_idle_s,
+        timeout=settings.smtp_timeout_s, transaction_timeout=settings.smtp_transaction_timeout_s,
+        hostname=settings.smtp_hostname, size=settings.smtp_pool_size, idle_s=settings.smtp_idle_s,
     )  # fmt: skip
     recorder = OutcomeRecorder(pool, CONSUMER)
     secrets = Secrets(settings.secret_keys)
@@ -145,8 +172,10 @@ def build(broker: KafkaBroker, settings: DispatchSettings, pool: asyncpg.Pool) -
     unrecorded: dict[UUID, asyncio.Semaphore] = defaultdict(
         lambda: asyncio.Semaphore(2 * settings.smtp_pool_size)
     )
+    on_their_own: set[asyncio.Task] = set()  # handed-over sends finishing after their batch
 
-    async def dispatch_one(event: Envelope, relays: dict[UUID, Relay]) -> list[Envelope]:
+    async def dispatch_one(a: Attempt, relays: dict[UUID, Relay]) -> list[Envelope]:
+        event = a.event
         accepted, attempt, first_at = attempt_of(event)
         mailbox = accepted.mailbox_id
         with bound(event):
@@ -155,6 +184,7 @@ def build(broker: KafkaBroker, settings: DispatchSettings, pool: asyncpg.Pool) -
             # record, which bounds the duplicates a crash can cause. `lanes` bounds open transactions.
             async with unrecorded[mailbox]:
                 async with lanes[mailbox]:
+                    a.phase = "smtp"
                     now = datetime.now(UTC)
                     relay = relays.get(mailbox)
                     if relay is None:
@@ -164,6 +194,7 @@ def build(broker: KafkaBroker, settings: DispatchSettings, pool: asyncpg.Pool) -
                         outcome = await smtp.deliver(
                             relay, accepted.from_addr, envelope_recipients(accepted), data
                         )
+                    a.phase = "recording"
                 facts, retry = outcome_events(
                     event,
                     accepted,
@@ -174,16 +205,66 @@ def build(broker: KafkaBroker, settings: DispatchSettings, pool: asyncpg.Pool) -
                     datetime.now(UTC),
                     settings,
                 )
+                if a.lease is not None:
+                    await a.leased.wait()
+                record_as = a.lease.event_id if a.lease is not None else event.event_id
                 if retry is None:  # group-committed with its neighbours' records
-                    outputs = await recorder.record(event.event_id, facts)
+                    outputs = await recorder.record(record_as, facts)
                 else:
                     async with pool.acquire() as conn, conn.transaction():
-                        outputs, first = await db.record(conn, CONSUMER, event.event_id, facts)
+                        outputs, first = await db.record(conn, CONSUMER, record_as, facts)
                         if first:
                             await timers.schedule(conn, retry, retry.occurred_at)
             OUTCOMES.labels(outcome.kind).inc()
             log.info("dispatched", outcome=outcome.kind, attempt=attempt, reason=outcome.reason)
+            if a.lease is not None:  # its batch is gone: publish here, then the lease has nothing left to do
+                await publish_events(broker, settings, outputs)
+                await pool.execute("DELETE FROM timers WHERE event_id = $1", a.lease.event_id)
             return outputs
+
+    def finished_on_its_own(task: asyncio.Task) -> None:
+        on_their_own.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("a handed-over send did not finish; its lease completes it when due", error=repr(exc))
+
+    async def hand_over(attempts: list[Attempt], tasks: list[asyncio.Task]) -> None:
+        """Sends still running after the batch's patience: those talking to their relay finish on their
+        own (their lease falls due only after the transaction's time limit); those still waiting for a
+        connection are cancelled (nothing was sent) and come back when their lease falls due.
+
+        If the leases cannot be stored, the running sends go back to recording their outcomes as their
+        batch's, and the error is raised: the batch waits for them, then is delivered again."""
+        now = datetime.now(UTC)
+        for a, task in zip(attempts, tasks, strict=True):
+            if a.phase == "smtp":
+                a.lease = lease_for(
+                    a.event, now + timedelta(seconds=settings.smtp_transaction_timeout_s + 10)
+                )
+                on_their_own.add(task)
+                task.add_done_callback(finished_on_its_own)
+            else:
+                task.cancel()
+                a.lease = lease_for(a.event, now + timedelta(seconds=settings.smtp_timeout_s))
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                for a in attempts:
+                    _, first = await db.record(conn, CONSUMER, a.event.event_id, [])
+                    if first:
+                        await timers.schedule(conn, a.lease, a.lease.occurred_at)
+        except BaseException:
+            for a, task in zip(attempts, tasks, strict=True):
+                a.lease = None
+                a.leased.set()
+                on_their_own.discard(task)
+                task.remove_done_callback(finished_on_its_own)
+            raise
+        for a in attempts:
+            a.leased.set()
+        log.warning(
+            "slow relays: sends handed over so the batch can go on",
+            running=sum(a.phase == "smtp" for a in attempts),
+            put_back=sum(a.phase == "waiting" for a in attempts),
+        )
 
     @subscribe(broker, settings, [topics.DECISIONS], group=CONSUMER)
     async def on_decisions(events: list[Envelope]) -> None:
@@ -194,11 +275,31 @@ def build(broker: KafkaBroker, settings: DispatchSettings, pool: asyncpg.Pool) -
         done = await db.recorded_many(pool, CONSUMER, [e.event_id for e in todo])
         fresh = [e for e in todo if e.event_id not in done]
         relays = await load_relays(pool, {attempt_of(e)[0].mailbox_id for e in fresh}, secrets)
-        results = await asyncio.gather(*(dispatch_one(e, relays) for e in fresh), return_exceptions=True)
+        attempts = [Attempt(e) for e in fresh]
+        tasks = [asyncio.create_task(dispatch_one(a, relays)) for a in attempts]
+        if tasks:
+            await asyncio.wait(tasks, timeout=settings.smtp_patience_s)
+        # Decided at once, with no await between: a send's phase cannot move while this looks at it.
+        slow = [
+            (a, t) for a, t in zip(attempts, tasks, strict=True) if not t.done() and a.phase != "recording"
+        ]
+        if slow:
+            try:
+                await hand_over([a for a, _ in slow], [t for _, t in slow])
+            except BaseException:
+                await asyncio.gather(*tasks, return_exceptions=True)
+                raise
+        handed = {a.event.event_id for a, _ in slow}
+        results = await asyncio.gather(
+            *(t for a, t in zip(attempts, tasks, strict=True) if a.event.event_id not in handed),
+            return_exceptions=True,
+        )
         for r in results:
             if isinstance(r, BaseException):
                 raise r  # every other outcome of the batch is recorded; the redelivery re-publishes them
-        done.update({e.event_id: outputs for e, outputs in zip(fresh, results, strict=True)})
+        kept = [a.event for a in attempts if a.event.event_id not in handed]
+        done.update({e.event_id: outputs for e, outputs in zip(kept, results, strict=True)})
+        done.update({event_id: [] for event_id in handed})  # published by the send itself, or its lease
         if len(done) > len(fresh):
             log.info("re-publishing recorded outcomes", count=len(done) - len(fresh))
         await publish_events(broker, settings, [o for e in todo for o in done[e.event_id]])

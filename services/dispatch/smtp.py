@@ -6,6 +6,7 @@ message to the same relay; any failure discards it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections import defaultdict
@@ -55,8 +56,11 @@ def classify(error: BaseException) -> Outcome:
 class SmtpPool:
     """Open SMTP connections per relay, reused while fresh."""
 
-    def __init__(self, *, timeout: float, hostname: str | None, size: int, idle_s: float):
+    def __init__(
+        self, *, timeout: float, transaction_timeout: float, hostname: str | None, size: int, idle_s: float
+    ):
         self.timeout, self.hostname, self.size, self.idle_s = timeout, hostname, size, idle_s
+        self.transaction_timeout = transaction_timeout
         self.idle: dict[Relay, list[tuple[float, aiosmtplib.SMTP]]] = defaultdict(list)
 
     async def _connect(self, relay: Relay) -> aiosmtplib.SMTP:
@@ -89,11 +93,13 @@ class SmtpPool:
             await _close(client)
 
     async def deliver(self, relay: Relay, sender: str, recipients: list[str], data: bytes) -> Outcome:
-        """One SMTP transaction; never raises for an SMTP or network failure, returns its classification."""
+        """One SMTP transaction, within `transaction_timeout` in all; never raises for an SMTP or network
+        failure (or a relay too slow), returns its classification."""
         client = None
         try:
-            client = await self._acquire(relay)
-            errors, response = await client.sendmail(sender, recipients, data)
+            async with asyncio.timeout(self.transaction_timeout):
+                client = await self._acquire(relay)
+                errors, response = await client.sendmail(sender, recipients, data)
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             if client is not None:
                 await _close(client)

@@ -7,12 +7,13 @@ import time
 import uuid
 from collections import Counter
 
+import asyncpg
 import pytest
 
 from services.common.infra import free_port
 from services.common.settings import DispatchSettings, WebhookSettings
 from services.local import Stack, wait_ready
-from tests.conftest import REPORT, Api, Receiver, Relay
+from tests.conftest import REPORT, Api, Receiver, Relay, eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
@@ -108,6 +109,46 @@ async def test_sigkill_dispatch_mid_stream_loses_nothing(api: Api, relay: Relay,
     """
     duplicates = await run_crash(api, relay, stack, "dispatch")
     assert duplicates <= 2 * DispatchSettings().smtp_pool_size * len(KILLS_AT)
+
+
+async def test_sigkill_dispatch_while_a_slow_send_is_handed_over_loses_nothing(
+    api: Api, relay: Relay, stack: Stack, db: asyncpg.Pool
+) -> None:
+    """Dispatch dies while a send it handed to a lease still waits on a slow relay: the lease falls due
+    (the transaction time limit and a margin after the hand-over) and the send is made again."""
+    relay.pauses = [2.5]  # longer than the 1 s patience, within the 3 s SMTP timeout
+    handle = await identity_for(api, relay)
+    status, body, _ = await api.call(
+        "POST", f"/v1/identities/{handle}/send", {"to": "lease@example.test", "subject": "s", "text": "t"}
+    )
+    assert status == 202, body
+    message_id = uuid.UUID(body["messages"][0]["id"].strip("<>").split("@")[0])  # <message id@domain>
+
+    async def handed_over() -> bool:
+        return bool(await db.fetchval(
+            """SELECT count(*) FROM processed_events p JOIN message_events m ON m.event_id = p.event_id
+                WHERE p.consumer = 'dispatch' AND p.outputs = '[]'::jsonb
+                  AND m.message_id = $1 AND m.type = 'SendAccepted'""",
+            message_id,
+        ))  # fmt: skip
+
+    await eventually(handed_over, timeout=20)
+    assert relay.pausing == 1
+    stack.kill("dispatch")
+    killed = time.monotonic()
+    stack.start("dispatch")
+
+    async def sent() -> bool:
+        return await db.fetchval("SELECT status FROM messages WHERE id = $1", message_id) == "sent"
+
+    await eventually(sent, timeout=90, interval=0.5)
+    REPORT.append(
+        f"SIGKILL dispatch with a send handed over to its lease: delivered {time.monotonic() - killed:.1f}s "
+        f"after the kill; the relay took it {len(relay.received)}x (twice only if it kept the one it was "
+        "holding when dispatch died)"
+    )
+    assert 1 <= len(relay.received) <= 2
+    assert len({r.message["Message-ID"] for r in relay.received}) == 1
 
 
 async def test_sigkill_decide_mid_stream_loses_and_doubles_nothing(

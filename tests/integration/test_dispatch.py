@@ -112,3 +112,45 @@ async def test_relay_password_is_encrypted_at_rest_and_used_for_auth(api: Api, d
         assert logins[-1] == ("relay-user", "s3cret-relay-pw")
     finally:
         controller.stop()
+
+
+async def test_a_slow_relay_holds_up_no_other_mailbox_and_its_send_completes_once(
+    api: Api, relay: Relay, db: asyncpg.Pool
+) -> None:
+    """A relay that sits on DATA longer than dispatch's patience (1 s here): the send is handed to a
+    lease and the next batch goes on, so another mailbox's message arrives while the slow relay still
+    holds the first; the slow one then completes once, and its lease is gone so nothing sends it again."""
+    relay.pauses = [2.5]  # under the 3 s SMTP timeout: slow, not failed
+    slow = await send_one(api, relay)
+    await eventually(lambda: _is(relay.pausing, 1), timeout=20)  # its batch is talking to the relay
+
+    fast_relay = Relay("127.0.0.1", free_port())
+    controller = Controller(_RecordingHandler(fast_relay), hostname="127.0.0.1", port=fast_relay.port)
+    controller.start()
+    try:
+        await send_one(api, fast_relay)
+        await fast_relay.wait_for(1, timeout=20)
+        assert relay.pausing == 1 and relay.received == [], "the other mailbox waited for the slow relay"
+    finally:
+        controller.stop()
+
+    [got] = await relay.wait_for(1)
+    assert got.message["Message-ID"] == slow["id"]
+    msg = await eventually(lambda: message_state(api, slow, "sent"))
+    assert (await trail(api, msg)).count("MessageSent") == 1
+    message_id = uuid.UUID(msg["messageId"].split("_", 1)[1])
+    handed_over = await db.fetchval(
+        """SELECT count(*) FROM processed_events p JOIN message_events m ON m.event_id = p.event_id
+            WHERE p.consumer = 'dispatch' AND p.outputs = '[]'::jsonb
+              AND m.message_id = $1 AND m.type = 'SendAccepted'""",
+        message_id,
+    )
+    assert handed_over == 1  # its batch recorded it as handed over, not as sent
+    leases = "SELECT count(*) FROM timers WHERE event -> 'payload' ->> 'message_id' = $1"
+    assert await db.fetchval(leases, str(message_id)) == 0
+    await asyncio.sleep(1)
+    assert len(relay.received) == 1
+
+
+async def _is(value: int, expected: int) -> bool:
+    return value == expected
