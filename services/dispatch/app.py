@@ -160,7 +160,23 @@ def lease_for(event: Envelope, due: datetime) -> DispatchRetryDue:
     )  # fmt: skip
 
 
-def build(broker: KafkaBroker, settings: DispatchSettings, pool: asyncpg.Pool) -> None:
+@dataclass
+class LetThemFinish:
+    """On a clean stop, give the sends finishing on their own up to `grace_s` to record their outcomes
+    (what is still running then is left to its lease)."""
+
+    running: set[asyncio.Task]
+    grace_s: float
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        if self.running:
+            await asyncio.wait(set(self.running), timeout=self.grace_s)
+
+
+def build(broker: KafkaBroker, settings: DispatchSettings, pool: asyncpg.Pool) -> LetThemFinish:
     """Register the dispatch consumer on `broker`."""
     smtp = SmtpPool(
         timeout=settings.smtp_timeout_s, transaction_timeout=settings.smtp_transaction_timeout_s,
@@ -303,3 +319,5 @@ def build(broker: KafkaBroker, settings: DispatchSettings, pool: asyncpg.Pool) -
         if len(done) > len(fresh):
             log.info("re-publishing recorded outcomes", count=len(done) - len(fresh))
         await publish_events(broker, settings, [o for e in todo for o in done[e.event_id]])
+
+    return LetThemFinish(on_their_own, settings.smtp_timeout_s)
