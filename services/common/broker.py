@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import inspect
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Sequence
 from typing import Any, Literal
 
 import asyncpg
@@ -130,6 +130,10 @@ async def _as_is(msg: StreamMessage[Any]) -> StreamMessage[Any]:
     """Decoder: the message itself. `subscribe` parses each record into its event once (FastStream's
     default decoder would JSON-decode every value first, for nothing) and acknowledges it itself."""
     return msg
+
+
+def _event_type(record: Any) -> str | None:
+    return next((v.decode() for k, v in record.headers or () if k == "event-type"), None)
 
 
 class Offsets:
@@ -300,11 +304,13 @@ def subscribe(
     *,
     path: Literal["sync", "background"] = "background",
     offset_reset: Literal["earliest", "latest"] = "earliest",
+    only: Collection[str] | None = None,
 ) -> Callable[[Handler], Handler]:
     """Declare a batch consumer of `topics` in consumer group `group` (see the module docstring).
 
     The handler receives the parsed events of one fetch, in partition order; the batch's offsets are
-    committed only after it returns. A batch that fails for anything but infrastructure trouble is
+    committed only after it returns. With `only`, records whose `event-type` header names another type
+    are passed over unparsed (a record without the header is parsed). A batch that fails for anything but infrastructure trouble is
     retried event by event, so a poison event is isolated and parked while the others go through.
     """
     prefix = settings.kafka_topic_prefix
@@ -382,6 +388,8 @@ def subscribe(
         async def handle(records: list[Any]) -> None:
             parsed: list[tuple[Any, Envelope]] = []
             for record in records:
+                if only is not None and (kind := _event_type(record)) is not None and kind not in only:
+                    continue
                 try:
                     parsed.append((record, parse_event(record.value)))
                 except ValidationError as exc:

@@ -152,7 +152,9 @@ class DispatchSettings(CommonSettings):
     smtp_timeout_s: float = Field(60.0, description="Timeout of one SMTP operation.")
     smtp_hostname: str | None = Field(None, description="Name sent in EHLO; default: the machine's FQDN.")
     smtp_transaction_timeout_s: float = Field(
-        300.0, gt=0, description="Longest one whole SMTP transaction may take (connect to the relay's last reply)."
+        300.0,
+        gt=0,
+        description="Longest one whole SMTP transaction may take (connect to the relay's last reply).",
     )
     smtp_patience_s: float = Field(
         5.0,

@@ -41,7 +41,7 @@ from schemas.events import (
     WebhookEndpointDisabledPayload,
     WebhookFailed,
 )
-from schemas.webhooks import body, carries_message, message_data, subscribed_name, webhook_type
+from schemas.webhooks import WEBHOOK_TYPES, body, carries_message, message_data, subscribed_name, webhook_type
 from services.common import db, ids, service, timers
 from services.common.batching import GroupCommit
 from services.common.broker import subscribe
@@ -392,7 +392,14 @@ def build(broker: KafkaBroker, settings: WebhookSettings, pool: asyncpg.Pool) ->
     """Register the fan-out consumer on `broker`; returns the deliverer for the service to run."""
     deliverer = Deliverer(pool, settings)
 
-    @subscribe(broker, settings, [topics.DECISIONS, topics.MESSAGES], group=CONSUMER, offset_reset="latest")
+    @subscribe(
+        broker,
+        settings,
+        [topics.DECISIONS, topics.MESSAGES],
+        group=CONSUMER,
+        offset_reset="latest",
+        only={kind.__name__ for kind in WEBHOOK_TYPES},  # the rest (accepted, deferred, ...) are not parsed
+    )
     async def on_events(events: list[Envelope]) -> None:
         """Queue a signed delivery of each message event for every endpoint subscribed to it."""
         if await fan_out(pool, events):

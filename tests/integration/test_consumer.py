@@ -10,7 +10,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from schemas.events import MessageFailed, MessageFailedPayload
 from schemas.topics import Topic
-from services.common.broker import ensure_topics, make_broker, subscribe
+from services.common.broker import PARKED, ensure_topics, make_broker, subscribe
 from services.common.ids import new_id
 from services.common.infra import TANSU_TUNING
 from services.common.settings import CommonSettings
@@ -89,3 +89,42 @@ async def test_handled_batches_are_committed_and_a_restarted_consumer_resumes_af
         await eventually(handled_count(5), timeout=30, interval=0.1)
         await eventually(committed_at(5), timeout=5, interval=0.1)
     assert handled == ["a", "b", "c", "d", "e"]  # nothing handled twice: the restart resumed at the commit
+
+
+async def test_records_of_other_types_are_passed_over_unparsed(service_env: dict) -> None:
+    """With `only`, a record whose event-type header names another type is never parsed (so not parked
+    even if it would not parse); a record of a wanted type, or without the header, is handled."""
+    tuning = {k.removeprefix("SENDSTREAM_").lower(): v for k, v in TANSU_TUNING.items()}
+    settings = CommonSettings(
+        kafka_bootstrap_servers=service_env["KAFKA_BOOTSTRAP_SERVERS"],
+        kafka_topic_prefix=f"t{uuid.uuid4().hex[:6]}",
+        **tuning,
+    )
+    topic = Topic("lab", "message_id", (MessageFailed,), partitions=1)
+    name = topic.name(settings.kafka_topic_prefix)
+    await ensure_topics(settings, [topic])
+    handled: list[str] = []
+    broker = make_broker(settings, "test")
+
+    @subscribe(broker, settings, [topic], group="lab-only", only={"MessageFailed"})
+    async def handle(batch: list) -> None:
+        handled.extend(e.payload.reason for e in batch)
+
+    def failed(reason: str) -> bytes:
+        event = MessageFailed(
+            org_id=new_id(), payload=MessageFailedPayload(message_id=new_id(), reason=reason)
+        )
+        return event.model_dump_json().encode()
+
+    async with broker:
+        await broker.start()
+        await broker.publish(b"not json at all", name, key=b"k", headers={"event-type": "SendAccepted"})
+        await broker.publish(failed("wanted"), name, key=b"k", headers={"event-type": "MessageFailed"})
+        await broker.publish(failed("no header"), name, key=b"k")
+
+        async def both() -> bool:
+            return len(handled) >= 2
+
+        await eventually(both, timeout=20)
+    assert handled == ["wanted", "no header"]
+    assert PARKED.labels("lab-only")._value.get() == 0  # the unparsable record was never looked at
