@@ -1,8 +1,9 @@
 """Kafka plumbing shared by every service: the broker, topic creation, publishing, and `subscribe`.
 
 `subscribe` is how every consumer of ours is declared. It gives each one the same contract:
-- an explicit consumer group (`<topic prefix>.<name>`) and a commit only after the handler returned
-  (NACK_ON_ERROR: a failed batch is redelivered, never skipped);
+- an explicit consumer group (`<topic prefix>.<name>`); offsets are committed only for batches the
+  handler returned from, at most every `kafka_commit_interval_ms` (`Offsets`), and a failed batch is
+  rewound and delivered again, never skipped;
 - batches: the handler gets every parsed event of one fetch, so it can commit its database work once
   per batch (per-message commits are the pipeline's known ceiling); `bound(event)` puts an event's
   `event_id`, `correlation_id` and `message_id` into the log context;
@@ -68,7 +69,7 @@ def make_broker(settings: CommonSettings, client_id: str) -> KafkaBroker:
         acks="all",
         enable_idempotence=settings.kafka_enable_idempotence,
         linger_ms=1,
-        # Our handlers take the fetched records as they are (see `_records`): no dependency injection,
+        # Our handlers take the fetched message as it is (see `_as_is`): no dependency injection,
         # whose context lookups FastStream 0.7 runs in a worker thread for every batch.
         apply_types=False,
         logger=None,  # our `subscribe` logs every outcome with structlog; FastStream's lines would double them
@@ -310,8 +311,9 @@ def subscribe(
 
     The handler receives the parsed events of one fetch, in partition order; the batch's offsets are
     committed only after it returns. With `only`, records whose `event-type` header names another type
-    are passed over unparsed (a record without the header is parsed). A batch that fails for anything but infrastructure trouble is
-    retried event by event, so a poison event is isolated and parked while the others go through.
+    are passed over unparsed (a record without the header is parsed). A batch that fails for anything
+    but infrastructure trouble is retried event by event, so a poison event is isolated and parked
+    while the others go through.
     """
     prefix = settings.kafka_topic_prefix
     fetch_wait = (

@@ -5,6 +5,11 @@ next attempt, until the send's lifetime runs out), hard failure (MessageFailed).
 timer, are recorded before the offset is committed, and an event whose outcome is recorded is never
 sent again: a redelivery re-publishes the recorded outcome. The one unavoidable duplicate window is
 between the relay's 250 and that record (RFC 1047); the Message-ID is the same on every attempt.
+
+A batch waits at most `smtp_patience_s` for its sends, so a slow or silent relay holds up only its own
+mailbox (see `Attempt`): a send still in its SMTP transaction then finishes on its own under a lease,
+a durable DispatchRetryDue due only after the transaction's time limit, which makes the attempt again
+should this process die first; its outcome is recorded under the lease's id.
 """
 
 from __future__ import annotations
