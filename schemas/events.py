@@ -8,7 +8,7 @@ and referenced by sha256 so events stay well under Kafka's 1 MB default.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
@@ -389,6 +389,11 @@ _ADAPTER: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)
 def parse_event(data: bytes | str) -> Envelope:
     """Parse one serialised event; raises pydantic.ValidationError on anything malformed or unknown."""
     return _ADAPTER.validate_json(data)
+
+
+def event_from(data: dict[str, Any]) -> Envelope:
+    """An event from its JSON form already decoded (a jsonb column read back), without serialising it again."""
+    return _ADAPTER.validate_python(data)
 
 
 def message_id_of(event: Envelope) -> UUID | None:

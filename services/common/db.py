@@ -20,7 +20,7 @@ import asyncpg
 import structlog
 
 from schemas.envelope import Envelope
-from schemas.events import parse_event
+from schemas.events import event_from
 from services.common.settings import CommonSettings
 
 log = structlog.get_logger("sendstream.db")
@@ -101,7 +101,7 @@ async def recorded(
     )
     if outputs is None:
         return None
-    return [parse_event(json.dumps(o)) for o in outputs]
+    return [event_from(o) for o in outputs]
 
 
 async def recorded_many(
@@ -115,7 +115,7 @@ async def recorded_many(
         consumer,
         event_ids,
     )
-    return {r["event_id"]: [parse_event(json.dumps(o)) for o in r["outputs"] or []] for r in rows}
+    return {r["event_id"]: [event_from(o) for o in r["outputs"] or []] for r in rows}
 
 
 async def record(

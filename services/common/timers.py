@@ -7,13 +7,12 @@ same event twice, or publishing it twice, changes nothing downstream.
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 
 import asyncpg
 
 from schemas.envelope import Envelope
-from schemas.events import parse_event
+from schemas.events import event_from
 
 
 async def schedule(conn: asyncpg.Connection, event: Envelope, due_at: datetime) -> None:
@@ -34,7 +33,7 @@ async def take_due(conn: asyncpg.Connection, limit: int) -> list[Envelope]:
             ORDER BY due_at LIMIT $1 FOR UPDATE SKIP LOCKED""",
         limit,
     )
-    return [parse_event(json.dumps(r["event"])) for r in rows]
+    return [event_from(r["event"]) for r in rows]
 
 
 async def done(conn: asyncpg.Connection, events: list[Envelope]) -> None:

@@ -14,7 +14,7 @@ from uuid import UUID
 import asyncpg
 
 from schemas.envelope import Envelope
-from schemas.events import parse_event
+from schemas.events import event_from
 from services.common.batching import GroupCommit
 
 
@@ -48,5 +48,5 @@ class OutcomeRecorder:
                 self.consumer,
                 lost,
             )
-            earlier = {r["event_id"]: [parse_event(json.dumps(o)) for o in r["outputs"] or []] for r in rows}
+            earlier = {r["event_id"]: [event_from(o) for o in r["outputs"] or []] for r in rows}
         return [outputs if event_id in won else earlier.get(event_id, outputs) for event_id, outputs in batch]
