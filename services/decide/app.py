@@ -9,6 +9,7 @@ redelivered request re-publishes its recorded decisions instead of deciding agai
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections import Counter
@@ -297,9 +298,18 @@ async def decide_batch(pool: asyncpg.Pool, events: list[Envelope], now: datetime
     return [d for e in unique for d in outputs.get(e.event_id, [])]
 
 
+async def sweep_minutes(pool: asyncpg.Pool) -> None:
+    """Minute buckets older than the rolling hour are no longer read."""
+    try:
+        await pool.execute("DELETE FROM mailbox_minutes WHERE minute < now() - interval '2 hours'")
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        log.warning("could not sweep old minute buckets; next time", error=repr(exc))
+
+
 def build(broker: KafkaBroker, settings: CommonSettings, pool: asyncpg.Pool) -> None:
     """Register the decide consumer on `broker`."""
     next_sweep = 0.0
+    sweeps: set[asyncio.Task] = set()
 
     @subscribe(broker, settings, [topics.REQUESTS], group=CONSUMER, path="sync")
     async def on_requests(events: list[Envelope]) -> None:
@@ -308,6 +318,8 @@ def build(broker: KafkaBroker, settings: CommonSettings, pool: asyncpg.Pool) -> 
         decisions = await decide_batch(pool, events, datetime.now(UTC))
         await publish_events(broker, settings, decisions)
         log.debug("requests decided", requests=len(events), decisions=len(decisions))
-        if time.monotonic() > next_sweep:  # minute buckets older than the rolling hour are no longer read
+        if time.monotonic() > next_sweep:  # beside the consumer: requests need not wait for it
             next_sweep = time.monotonic() + 60
-            await pool.execute("DELETE FROM mailbox_minutes WHERE minute < now() - interval '2 hours'")
+            task = asyncio.create_task(sweep_minutes(pool))
+            sweeps.add(task)
+            task.add_done_callback(sweeps.discard)
