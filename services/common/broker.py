@@ -145,6 +145,7 @@ class Offsets:
 
     def __init__(self, group: str, interval_s: float):
         self.group, self.interval_s = group, interval_s
+        OFFSETS.append(self)
         self.pending: dict[TopicPartition, int] = {}
         self.consumer: AIOKafkaConsumer | None = None
         self.last = 0.0
@@ -169,20 +170,28 @@ class Offsets:
         await self.commit()
 
     async def commit(self) -> None:
-        offsets, self.pending = self.pending, {}
-        self.last = time.monotonic()
-        if self.consumer is None:
+        if not self.pending or self.consumer is None:
             return
         ours = self.consumer.assignment()  # a revoked partition's events are now another member's to read
-        offsets = {tp: offset for tp, offset in offsets.items() if tp in ours}
+        offsets = {tp: offset for tp, offset in self.pending.items() if tp in ours}
+        self.pending, self.last = {}, time.monotonic()
         if not offsets:
             return
         try:
             await self.consumer.commit(offsets)
-        except KafkaError as exc:  # a rebalance is under way
-            log.info(
-                "offset commit failed; those events will be read again", group=self.group, error=repr(exc)
-            )
+        except KafkaError as exc:  # a rebalance is under way: the next commit tries them again
+            log.info("offset commit failed", group=self.group, error=repr(exc))
+            for tp, offset in offsets.items():
+                self.pending[tp] = max(self.pending.get(tp, 0), offset)
+
+
+OFFSETS: list[Offsets] = []  # every consumer's, so a clean stop can commit what was handled
+
+
+async def commit_handled() -> None:
+    """On a clean stop, before the consumers close: commit what was handled and not yet committed."""
+    for offsets in OFFSETS:
+        await offsets.commit()
 
 
 def _wait_in_fetch(subscriber: Any, interval_ms: int) -> None:

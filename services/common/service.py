@@ -18,7 +18,13 @@ from faststream.kafka import KafkaBroker
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from services.common import db
-from services.common.broker import anchor_groups, consumers_joined, ensure_topics, make_broker
+from services.common.broker import (
+    anchor_groups,
+    commit_handled,
+    consumers_joined,
+    ensure_topics,
+    make_broker,
+)
 from services.common.logging import configure_logging
 from services.common.settings import CommonSettings
 
@@ -100,6 +106,7 @@ async def serve(name: str, settings: CommonSettings, register: Register) -> None
             await operations.cleanup()
         if background is not None:
             await background.stop()
+        await commit_handled()
         await broker.stop()
         await pool.close()
 

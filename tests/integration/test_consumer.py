@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
@@ -10,7 +11,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from schemas.events import MessageFailed, MessageFailedPayload
 from schemas.topics import Topic
-from services.common.broker import PARKED, ensure_topics, make_broker, subscribe
+from services.common.broker import PARKED, commit_handled, ensure_topics, make_broker, subscribe
 from services.common.ids import new_id
 from services.common.infra import TANSU_TUNING
 from services.common.settings import CommonSettings
@@ -128,3 +129,46 @@ async def test_records_of_other_types_are_passed_over_unparsed(service_env: dict
         await eventually(both, timeout=20)
     assert handled == ["wanted", "no header"]
     assert PARKED.labels("lab-only")._value.get() == 0  # the unparsable record was never looked at
+
+
+async def test_a_clean_stop_commits_what_was_handled(service_env: dict) -> None:
+    """Offsets waiting for the commit interval are committed by commit_handled() (what a service's stop
+    calls before its consumers close), so a restart reads nothing twice."""
+    tuning = {k.removeprefix("SENDSTREAM_").lower(): v for k, v in TANSU_TUNING.items()}
+    settings = CommonSettings(
+        kafka_bootstrap_servers=service_env["KAFKA_BOOTSTRAP_SERVERS"],
+        kafka_topic_prefix=f"t{uuid.uuid4().hex[:6]}",
+        **tuning,
+        kafka_commit_interval_ms=600_000,  # nothing but the first batch is committed on its own
+    )
+    topic = Topic("lab", "message_id", (MessageFailed,), partitions=1)
+    name = topic.name(settings.kafka_topic_prefix)
+    await ensure_topics(settings, [topic])
+    handled: list[str] = []
+    broker = make_broker(settings, "test")
+
+    @subscribe(broker, settings, [topic], group="lab")
+    async def handle(batch: list) -> None:
+        handled.extend(e.payload.reason for e in batch)
+
+    async def count(n: int) -> bool:
+        return len(handled) >= n
+
+    group = f"{settings.kafka_topic_prefix}.lab"
+    async with broker:
+        await broker.start()
+        for i, reason in enumerate(("a", "b", "c")):
+            event = MessageFailed(
+                org_id=new_id(), payload=MessageFailedPayload(message_id=new_id(), reason=reason)
+            )
+            await broker.publish(event.model_dump_json().encode(), name, key=b"same")
+            await eventually(lambda i=i: count(i + 1), timeout=20)  # three batches, one event each
+
+        async def committed_is(n: int) -> bool:
+            return await committed(settings, group, name) == n
+
+        await eventually(lambda: committed_is(1), timeout=5, interval=0.1)  # the first batch's, then none
+        await asyncio.sleep(0.5)
+        assert await committed(settings, group, name) == 1
+        await commit_handled()
+        await eventually(lambda: committed_is(3), timeout=5, interval=0.1)
