@@ -7,14 +7,15 @@ sent again: a redelivery re-publishes the recorded outcome. The one unavoidable 
 between the relay's 250 and that record (RFC 1047); the Message-ID is the same on every attempt.
 
 A batch waits at most `smtp_patience_s` for its sends, so a slow or silent relay holds up only its own
-mailbox (see `Attempt`): a send still in its SMTP transaction then finishes on its own under a lease,
-a durable DispatchRetryDue due only after the transaction's time limit, which makes the attempt again
-should this process die first; its outcome is recorded under the lease's id.
+mailbox (see `Attempt`): the sends not done by then finish on their own under a lease, a durable
+DispatchRetryDue that falls due only once the send can no longer be at the relay and makes the attempt
+again should this process die first; the outcome is recorded under the lease's id.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -143,13 +144,15 @@ def attempt_of(event: Envelope) -> tuple[SendAcceptedPayload, int, datetime | No
 @dataclass
 class Attempt:
     """One send of a batch, and how far it got: a batch waits at most `smtp_patience_s` for its sends;
-    one still talking to its relay then goes on by itself under a lease (a durable DispatchRetryDue that
-    stands in for it should this process die), one still waiting for a connection is put back for later."""
+    the ones not done by then go on by themselves under a lease (a durable DispatchRetryDue that stands
+    in for the send should this process die). One still waiting for a connection must start its SMTP
+    transaction by `start_by`, or it leaves the send to its lease."""
 
     event: Envelope
     phase: Literal["waiting", "smtp", "recording"] = "waiting"
     lease: DispatchRetryDue | None = None  # set when handed over: the outcome is recorded under its id
     leased: asyncio.Event = field(default_factory=asyncio.Event)  # the lease is durable
+    start_by: float | None = None  # time.monotonic() deadline to start, for a send handed over waiting
 
 
 def lease_for(event: Envelope, due: datetime) -> DispatchRetryDue:
@@ -205,6 +208,9 @@ def build(broker: KafkaBroker, settings: DispatchSettings, pool: asyncpg.Pool) -
             # record, which bounds the duplicates a crash can cause. `lanes` bounds open transactions.
             async with unrecorded[mailbox]:
                 async with lanes[mailbox]:
+                    if a.start_by is not None and time.monotonic() > a.start_by:
+                        log.warning("no connection free in time; the send's lease makes it later")
+                        return []
                     a.phase = "smtp"
                     now = datetime.now(UTC)
                     relay = relays.get(mailbox)
@@ -249,23 +255,22 @@ def build(broker: KafkaBroker, settings: DispatchSettings, pool: asyncpg.Pool) -
             log.error("a handed-over send did not finish; its lease completes it when due", error=repr(exc))
 
     async def hand_over(attempts: list[Attempt], tasks: list[asyncio.Task]) -> None:
-        """Sends still running after the batch's patience: those talking to their relay finish on their
-        own (their lease falls due only after the transaction's time limit); those still waiting for a
-        connection are cancelled (nothing was sent) and come back when their lease falls due.
+        """Sends still running after the batch's patience go on by themselves. One talking to its relay
+        has a lease due after the transaction's time limit (plus a margin); one still waiting for a
+        connection may start within that limit, and its lease falls due after twice it. So a lease
+        never falls due while its send can still be at the relay.
 
-        If the leases cannot be stored, the running sends go back to recording their outcomes as their
-        batch's, and the error is raised: the batch waits for them, then is delivered again."""
-        now = datetime.now(UTC)
+        If the leases cannot be stored, the sends go back to recording their outcomes as their batch's,
+        and the error is raised: the batch waits for them, then is delivered again."""
+        now, limit = datetime.now(UTC), settings.smtp_transaction_timeout_s
         for a, task in zip(attempts, tasks, strict=True):
             if a.phase == "smtp":
-                a.lease = lease_for(
-                    a.event, now + timedelta(seconds=settings.smtp_transaction_timeout_s + 10)
-                )
-                on_their_own.add(task)
-                task.add_done_callback(finished_on_its_own)
+                a.lease = lease_for(a.event, now + timedelta(seconds=limit + 10))
             else:
-                task.cancel()
-                a.lease = lease_for(a.event, now + timedelta(seconds=settings.smtp_timeout_s))
+                a.start_by = time.monotonic() + limit
+                a.lease = lease_for(a.event, now + timedelta(seconds=2 * limit + 10))
+            on_their_own.add(task)
+            task.add_done_callback(finished_on_its_own)
         try:
             async with pool.acquire() as conn, conn.transaction():
                 for a in attempts:
@@ -274,7 +279,7 @@ def build(broker: KafkaBroker, settings: DispatchSettings, pool: asyncpg.Pool) -
                         await timers.schedule(conn, a.lease, a.lease.occurred_at)
         except BaseException:
             for a, task in zip(attempts, tasks, strict=True):
-                a.lease = None
+                a.lease, a.start_by = None, None
                 a.leased.set()
                 on_their_own.discard(task)
                 task.remove_done_callback(finished_on_its_own)
@@ -283,8 +288,8 @@ def build(broker: KafkaBroker, settings: DispatchSettings, pool: asyncpg.Pool) -
             a.leased.set()
         log.warning(
             "slow relays: sends handed over so the batch can go on",
-            running=sum(a.phase == "smtp" for a in attempts),
-            put_back=sum(a.phase == "waiting" for a in attempts),
+            at_the_relay=sum(a.phase == "smtp" for a in attempts),
+            waiting=sum(a.phase == "waiting" for a in attempts),
         )
 
     @subscribe(broker, settings, [topics.DECISIONS], group=CONSUMER)

@@ -154,3 +154,34 @@ async def test_a_slow_relay_holds_up_no_other_mailbox_and_its_send_completes_onc
 
 async def _is(value: int, expected: int) -> bool:
     return value == expected
+
+
+async def test_sends_queued_behind_a_slow_relay_go_out_when_a_connection_frees(
+    api: Api, relay: Relay, db: asyncpg.Pool
+) -> None:
+    """Six sends to one mailbox whose relay takes 1.5 s per message, four connections at a time: the two
+    still waiting for a connection when the batch's patience runs out are handed over too, and go out as
+    soon as a connection frees, once each, with no lease ever falling due (no retry in any trail)."""
+    relay.pauses = [1.5] * 6
+    handle, _ = await make_identity(api, relay)
+    answers = await asyncio.gather(*(
+        api.call("POST", f"/v1/identities/{handle}/send", {"to": f"q{i}@example.test", "subject": "s", "text": "t"})
+        for i in range(6)
+    ))  # fmt: skip
+    assert [status for status, _, _ in answers] == [202] * 6
+    await relay.wait_for(6, timeout=30)
+    identity = await db.fetchval("SELECT id FROM identities WHERE lower(handle) = lower($1)", handle)
+
+    async def all_sent() -> bool:
+        return await db.fetchval(
+            "SELECT count(*) FROM messages WHERE identity_id = $1 AND status = 'sent'", identity
+        ) == 6  # fmt: skip
+
+    await eventually(all_sent, timeout=20)
+    retries = await db.fetchval(
+        """SELECT count(*) FROM message_events e JOIN messages m ON m.id = e.message_id
+            WHERE m.identity_id = $1 AND e.type = 'DispatchRetryDue'""",
+        identity,
+    )
+    assert retries == 0
+    assert sorted(r.rcpt_tos[0] for r in relay.received) == [f"q{i}@example.test" for i in range(6)]
