@@ -7,8 +7,9 @@ a broker, and runs until SIGTERM or SIGINT, then stops consuming and closes clea
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
 import asyncpg
@@ -34,6 +35,33 @@ class Background(Protocol):
 
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
+
+
+class Periodic:
+    """Background work: `job()` at start and then every `every_s` seconds, beside the service's main
+    work rather than inside it. A failed run is logged; the next one comes anyway."""
+
+    def __init__(self, name: str, every_s: float, job: Callable[[], Awaitable[object]]):
+        self.name, self.every_s, self.job = name, every_s, job
+        self.task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        self.task = asyncio.create_task(self._loop(), name=self.name)
+
+    async def stop(self) -> None:
+        if self.task:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+    async def _loop(self) -> None:
+        log = structlog.get_logger("sendstream.periodic")
+        while True:
+            try:
+                await self.job()
+            except Exception:
+                log.exception("periodic job failed; it runs again later", job=self.name, every_s=self.every_s)
+            await asyncio.sleep(self.every_s)
 
 
 # Registers a service's consumers on the broker; may hand back background work to run with them.

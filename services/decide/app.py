@@ -9,9 +9,7 @@ redelivered request re-publishes its recorded decisions instead of deciding agai
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
@@ -25,6 +23,7 @@ from schemas.envelope import Envelope
 from schemas.events import ReplyRequested, SendAccepted, SendRequested
 from services.common import db
 from services.common.broker import publish_events, subscribe
+from services.common.service import Periodic
 from services.common.settings import CommonSettings
 from services.common.timezones import local_day_start
 from services.decide.affinity import IdentityState, MailboxState, advance, decide_send
@@ -298,28 +297,17 @@ async def decide_batch(pool: asyncpg.Pool, events: list[Envelope], now: datetime
     return [d for e in unique for d in outputs.get(e.event_id, [])]
 
 
-async def sweep_minutes(pool: asyncpg.Pool) -> None:
-    """Minute buckets older than the rolling hour are no longer read."""
-    try:
-        await pool.execute("DELETE FROM mailbox_minutes WHERE minute < now() - interval '2 hours'")
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        log.warning("could not sweep old minute buckets; next time", error=repr(exc))
-
-
-def build(broker: KafkaBroker, settings: CommonSettings, pool: asyncpg.Pool) -> None:
-    """Register the decide consumer on `broker`."""
-    next_sweep = 0.0
-    sweeps: set[asyncio.Task] = set()
+def build(broker: KafkaBroker, settings: CommonSettings, pool: asyncpg.Pool) -> Periodic:
+    """Register the decide consumer on `broker`; what it returns sweeps old minute buckets beside it."""
 
     @subscribe(broker, settings, [topics.REQUESTS], group=CONSUMER, path="sync")
     async def on_requests(events: list[Envelope]) -> None:
         """Decide every recipient of each send or reply request: accept with a mailbox, or reject with a reason."""
-        nonlocal next_sweep
         decisions = await decide_batch(pool, events, datetime.now(UTC))
         await publish_events(broker, settings, decisions)
         log.debug("requests decided", requests=len(events), decisions=len(decisions))
-        if time.monotonic() > next_sweep:  # beside the consumer: requests need not wait for it
-            next_sweep = time.monotonic() + 60
-            task = asyncio.create_task(sweep_minutes(pool))
-            sweeps.add(task)
-            task.add_done_callback(sweeps.discard)
+
+    async def sweep_minutes() -> None:  # minute buckets older than the rolling hour are no longer read
+        await pool.execute("DELETE FROM mailbox_minutes WHERE minute < now() - interval '2 hours'")
+
+    return Periodic("minute-bucket sweep", 60, sweep_minutes)

@@ -6,7 +6,6 @@ message is an event on Kafka.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 
 import structlog
@@ -16,7 +15,7 @@ from services.common import db
 from services.common.broker import ensure_topics, make_broker
 from services.common.logging import configure_logging
 from services.common.secrets import Secrets
-from services.common.service import run, stop_event
+from services.common.service import Periodic, run, stop_event
 from services.common.settings import IngressSettings
 from services.ingress.auth import authenticate, ensure_bootstrap_key
 from services.ingress.cache import Cache
@@ -46,24 +45,20 @@ async def _lifecycle(app: web.Application):
     cache = Cache(settings.database_url)
     await cache.start()
     app[CONTEXT] = Context(settings, pool, broker, waiter, cache, Secrets(settings.secret_keys))
-    sweeper = asyncio.create_task(_sweep_idempotency_keys(pool), name="idempotency-sweeper")
+    sweeper = Periodic("idempotency-key sweep", 600, lambda: _sweep_idempotency_keys(pool))
+    await sweeper.start()
     log.info("ingress ready", host=settings.http_host, port=settings.http_port)
     yield
-    sweeper.cancel()
+    await sweeper.stop()
     await cache.stop()
     await waiter.stop()
     await broker.stop()
     await pool.close()
 
 
-async def _sweep_idempotency_keys(pool, every_s: float = 600) -> None:
-    while True:
-        try:
-            if removed := await sweep_expired(pool):
-                log.info("expired idempotency keys removed", count=removed)
-        except Exception:
-            log.exception("idempotency sweep failed")
-        await asyncio.sleep(every_s)
+async def _sweep_idempotency_keys(pool) -> None:
+    if removed := await sweep_expired(pool):
+        log.info("expired idempotency keys removed", count=removed)
 
 
 def create_app(settings: IngressSettings) -> web.Application:

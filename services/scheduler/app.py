@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from datetime import timedelta
 
 import structlog
@@ -17,7 +16,7 @@ import structlog
 from services.common import db, timers
 from services.common.broker import ensure_topics, make_broker, publish_events
 from services.common.logging import configure_logging
-from services.common.service import stop_event
+from services.common.service import Periodic, run, stop_event
 from services.common.settings import SchedulerSettings
 from services.webhooks import queue
 
@@ -40,26 +39,18 @@ async def serve(settings: SchedulerSettings) -> None:
     broker = make_broker(settings, client_id="scheduler")
     await broker.connect()
     stop = stop_event()
+
+    async def housekeeping() -> None:  # beside the timers: a long delete never holds one back
+        if removed := await db.forget_processed(pool, timedelta(days=settings.processed_retention_days)):
+            log.info("old tracking rows removed", count=removed)
+        if removed := await queue.forget_finished(pool, timedelta(days=settings.webhook_retention_days)):
+            log.info("old webhook deliveries removed", count=removed)
+
+    hourly = Periodic("housekeeping", 3600, housekeeping)
+    await hourly.start()
     log.info("service started")
-    next_cleanup = 0.0
     try:
         while not stop.is_set():
-            # Housekeeping, hourly: consumers' tracking rows and finished webhook deliveries past their retention.
-            if time.monotonic() > next_cleanup:
-                next_cleanup = time.monotonic() + 3600
-                try:
-                    removed = await db.forget_processed(
-                        pool, timedelta(days=settings.processed_retention_days)
-                    )
-                    if removed:
-                        log.info("old tracking rows removed", count=removed)
-                    removed = await queue.forget_finished(
-                        pool, timedelta(days=settings.webhook_retention_days)
-                    )
-                    if removed:
-                        log.info("old webhook deliveries removed", count=removed)
-                except Exception:
-                    log.exception("removing old tracking rows failed; will try again in an hour")
             try:
                 published = await publish_due(pool, broker, settings)
                 if published:
@@ -74,6 +65,7 @@ async def serve(settings: SchedulerSettings) -> None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), pause)
     finally:
+        await hourly.stop()
         await broker.stop()
         await pool.close()
 
@@ -81,4 +73,4 @@ async def serve(settings: SchedulerSettings) -> None:
 def main() -> None:
     settings = SchedulerSettings()
     configure_logging(settings.log_level, settings.log_format, service="scheduler")
-    asyncio.run(serve(settings))
+    run(serve(settings), settings)
