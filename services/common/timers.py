@@ -36,7 +36,7 @@ async def take_due(conn: asyncpg.Connection, limit: int) -> list[Envelope]:
     return [event_from(r["event"]) for r in rows]
 
 
-async def done(conn: asyncpg.Connection, events: list[Envelope]) -> None:
+async def done(conn: asyncpg.Connection | asyncpg.Pool, events: list[Envelope]) -> None:
     await conn.execute("DELETE FROM timers WHERE event_id = ANY($1::uuid[])", [e.event_id for e in events])
 
 

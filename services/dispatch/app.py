@@ -246,7 +246,7 @@ def build(broker: KafkaBroker, settings: DispatchSettings, pool: asyncpg.Pool) -
             log.info("dispatched", outcome=outcome.kind, attempt=attempt, reason=outcome.reason)
             if a.lease is not None:  # its batch is gone: publish here, then the lease has nothing left to do
                 await publish_events(broker, settings, outputs)
-                await pool.execute("DELETE FROM timers WHERE event_id = $1", a.lease.event_id)
+                await timers.done(pool, [a.lease])
             return outputs
 
     def finished_on_its_own(task: asyncio.Task) -> None:

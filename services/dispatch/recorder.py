@@ -14,7 +14,7 @@ from uuid import UUID
 import asyncpg
 
 from schemas.envelope import Envelope
-from schemas.events import event_from
+from services.common import db
 from services.common.batching import GroupCommit
 
 
@@ -40,13 +40,5 @@ class OutcomeRecorder:
                 [json.dumps([o.model_dump(mode="json") for o in outs]) for _, outs in batch],
             )
         }
-        lost = [e for e, _ in batch if e not in won]
-        earlier = {}
-        if lost:
-            rows = await self.pool.fetch(
-                "SELECT event_id, outputs FROM processed_events WHERE consumer = $1 AND event_id = ANY($2::uuid[])",
-                self.consumer,
-                lost,
-            )
-            earlier = {r["event_id"]: [event_from(o) for o in r["outputs"] or []] for r in rows}
+        earlier = await db.recorded_many(self.pool, self.consumer, [e for e, _ in batch if e not in won])
         return [outputs if event_id in won else earlier.get(event_id, outputs) for event_id, outputs in batch]
