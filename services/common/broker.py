@@ -2,8 +2,10 @@
 
 `subscribe` is how every consumer of ours is declared. It gives each one the same contract:
 - an explicit consumer group (`<topic prefix>.<name>`); offsets are committed only for batches the
-  handler returned from, at most every `kafka_commit_interval_ms` (`Offsets`), and a failed batch is
-  rewound and delivered again, never skipped;
+  handler finished, at most every `kafka_commit_interval_ms` (`Offsets`), and a failed batch is
+  rewound and delivered again, never skipped. A handler may return an awaitable: the batch is then
+  finished only when that completes (decide publishes its decisions once they are durable, beside
+  deciding the next batch), and offsets still advance only over finished batches, in order;
 - batches: the handler gets every parsed event of one fetch, so it can commit its database work once
   per batch (per-message commits are the pipeline's known ceiling); `bound(event)` puts an event's
   `event_id`, `correlation_id` and `message_id` into the log context;
@@ -18,6 +20,7 @@ import asyncio
 import contextlib
 import inspect
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Sequence
 from typing import Any, Literal
 
@@ -124,7 +127,8 @@ async def publish_events(broker: KafkaBroker, settings: CommonSettings, events: 
         await asyncio.gather(*futures)
 
 
-Handler = Callable[[list[Envelope]], Awaitable[None]]
+# A handler returns once its batch is handled, or returns an awaitable the batch is finished by.
+Handler = Callable[[list[Envelope]], Awaitable[Awaitable[None] | None]]
 
 
 async def _as_is(msg: StreamMessage[Any]) -> StreamMessage[Any]:
@@ -141,12 +145,14 @@ class Offsets:
     """The offsets of one consumer's handled batches, committed at most every `interval_s` (0: after
     each batch). Consumers are idempotent on `event_id`, so what a crash leaves uncommitted is only
     read again; a commit per one-event batch was a broker round trip per event on the request path.
-    Only offsets of batches that were handled are ever committed, never merely fetched ones."""
+    Only offsets of batches that were finished are ever committed, never merely fetched ones; a batch
+    finished later (`handled_when`) holds back the batches after it until it is."""
 
     def __init__(self, group: str, interval_s: float):
         self.group, self.interval_s = group, interval_s
         OFFSETS.append(self)
         self.pending: dict[TopicPartition, int] = {}
+        self.unfinished: deque[tuple[asyncio.Future, Any, Sequence[Any]]] = deque()
         self.consumer: AIOKafkaConsumer | None = None
         self.last = 0.0
         self.later: asyncio.Task | None = None
@@ -154,15 +160,50 @@ class Offsets:
     async def handled(self, consumer: Any, records: Sequence[Any]) -> None:
         if not isinstance(consumer, AIOKafkaConsumer):
             return  # FastStream's in-memory test broker: nothing to commit
+        if self.unfinished:  # an earlier batch is still finishing: this one's offsets wait for it
+            self.handled_when(asyncio.sleep(0), consumer, records)
+            return
+        self._mark(consumer, records)
+        if self.last + self.interval_s <= time.monotonic():
+            await self.commit()
+        else:
+            self._schedule()
+
+    def handled_when(self, finished: Awaitable[None], consumer: Any, records: Sequence[Any]) -> None:
+        """The batch of `records` is finished when `finished` completes; its offsets are committed then
+        (and only after every earlier batch's)."""
+        future = asyncio.ensure_future(finished)
+        self.unfinished.append((future, consumer, records))
+        future.add_done_callback(self._settle)
+
+    def _settle(self, _: asyncio.Future) -> None:
+        while self.unfinished and self.unfinished[0][0].done():
+            future, consumer, records = self.unfinished[0]
+            if future.cancelled() or future.exception() is not None:
+                # Neither this batch nor any after it is committed: they are read again after a restart.
+                log.error("batch not finished; its offsets stay uncommitted", group=self.group,
+                          error=None if future.cancelled() else repr(future.exception()))  # fmt: skip
+                return
+            self.unfinished.popleft()
+            self._mark(consumer, records)
+        self._schedule()
+
+    def _mark(self, consumer: AIOKafkaConsumer, records: Sequence[Any]) -> None:
         self.consumer = consumer
         for r in records:
             tp = TopicPartition(r.topic, r.partition)
             self.pending[tp] = max(self.pending.get(tp, 0), r.offset + 1)
-        wait = self.last + self.interval_s - time.monotonic()
-        if wait <= 0:
-            await self.commit()
-        elif self.later is None:
+
+    def _schedule(self) -> None:
+        if self.pending and self.later is None:
+            wait = max(self.last + self.interval_s - time.monotonic(), 0)
             self.later = asyncio.create_task(self._commit_in(wait))
+
+    async def finish(self, timeout: float) -> None:
+        """Wait (at most `timeout` s) for the batches still finishing, then commit what is finished."""
+        if waiting := [future for future, _, _ in self.unfinished]:
+            await asyncio.wait(waiting, timeout=timeout)
+        await self.commit()
 
     async def _commit_in(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
@@ -188,10 +229,11 @@ class Offsets:
 OFFSETS: list[Offsets] = []  # every consumer's, so a clean stop can commit what was handled
 
 
-async def commit_handled() -> None:
-    """On a clean stop, before the consumers close: commit what was handled and not yet committed."""
+async def commit_handled(timeout: float = 10) -> None:
+    """On a clean stop, before the consumers close: let the batches still finishing finish (within
+    `timeout`), and commit what was finished and not yet committed."""
     for offsets in OFFSETS:
-        await offsets.commit()
+        await offsets.finish(timeout)
 
 
 def _wait_in_fetch(subscriber: Any, interval_ms: int) -> None:
@@ -390,13 +432,20 @@ def subscribe(
             raw = msg.raw_message
             records = list(raw) if isinstance(raw, list | tuple) else [raw]
             try:
-                await handle(records)
+                later = await handle(records)
             except Exception:
                 await msg.nack()  # rewind each partition to the batch's first record: all of it comes again
                 raise
-            await offsets.handled(getattr(msg, "consumer", None), records)
+            consumer = getattr(msg, "consumer", None)
+            if later is None:
+                await offsets.handled(consumer, records)
+            elif isinstance(consumer, AIOKafkaConsumer):
+                offsets.handled_when(later, consumer, records)
+            else:  # FastStream's in-memory test broker: no offsets; the batch is done once finished
+                await later
 
-        async def handle(records: list[Any]) -> None:
+        async def handle(records: list[Any]) -> Awaitable[None] | None:
+            """Handle the batch; returns what it is finished by, if the handler finishes it later."""
             parsed: list[tuple[Any, Envelope]] = []
             for record in records:
                 if only is not None and (kind := _event_type(record)) is not None and kind not in only:
@@ -406,12 +455,12 @@ def subscribe(
                 except ValidationError as exc:
                     await park(record, exc)
             if not parsed:
-                return
+                return None
             started = time.perf_counter()
             try:
                 if any(e.event_id in failures for _, e in parsed):
                     raise _KnownFailure  # a redelivery of a batch with a failing event: go one by one at once
-                await handler([e for _, e in parsed])
+                later = await handler([e for _, e in parsed])
                 failures.pop("batch", None)
                 EVENTS.labels(group).inc(len(parsed))
                 BATCH_SECONDS.labels(group).observe(time.perf_counter() - started)
@@ -421,7 +470,7 @@ def subscribe(
                     size=len(parsed),
                     ms=round((time.perf_counter() - started) * 1000, 2),
                 )
-                return
+                return later
             except TRANSIENT_ERRORS as exc:
                 await transient(exc, "batch")
                 raise
@@ -432,12 +481,14 @@ def subscribe(
                     record, event = parsed[0]
                     with bound(event):
                         await failed(record, event, exc)
-                    return
+                    return None
                 log.warning("batch failed; retrying its events one by one", size=len(parsed), exc_info=True)
+            laters = []
             for record, event in parsed:
                 with bound(event):
                     try:
-                        await handler([event])
+                        if (later := await handler([event])) is not None:
+                            laters.append(later)
                         failures.pop(event.event_id, None)
                         EVENTS.labels(group).inc()
                     except TRANSIENT_ERRORS as exc:
@@ -445,6 +496,7 @@ def subscribe(
                         raise
                     except Exception as exc:
                         await failed(record, event, exc)
+            return asyncio.gather(*laters) if laters else None
 
         async def failed(record: Any, event: Envelope, exc: BaseException) -> None:
             """One more failed attempt at `event`: redeliver (raise) until the last attempt, then park it."""

@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import asyncpg
 import structlog
@@ -30,6 +30,7 @@ from services.common.logging import configure_logging
 from services.common.settings import CommonSettings
 
 
+@runtime_checkable
 class Background(Protocol):
     """Work a service runs beside its consumers (e.g. the webhook deliverer), started after them."""
 
@@ -65,7 +66,7 @@ class Periodic:
 
 
 # Registers a service's consumers on the broker; may hand back background work to run with them.
-Register = Callable[[KafkaBroker, CommonSettings, asyncpg.Pool], Background | None]
+Register = Callable[[KafkaBroker, CommonSettings, asyncpg.Pool], Background | Sequence[Background] | None]
 
 
 def stop_event() -> asyncio.Event:
@@ -114,11 +115,14 @@ async def serve(name: str, settings: CommonSettings, register: Register) -> None
     await db.migrate(pool)
     await ensure_topics(settings)
     broker = make_broker(settings, client_id=name)
-    background = register(broker, settings, pool)
+    registered = register(broker, settings, pool)
+    backgrounds = (
+        [] if registered is None else [registered] if isinstance(registered, Background) else registered
+    )
     stop = stop_event()
     await anchor_groups(settings)
     await broker.start()
-    if background is not None:
+    for background in backgrounds:
         await background.start()
     operations = (
         await serve_operations(settings.metrics_host, settings.metrics_port, broker)
@@ -132,9 +136,9 @@ async def serve(name: str, settings: CommonSettings, register: Register) -> None
         log.info("service stopping")
         if operations:
             await operations.cleanup()
-        if background is not None:
+        await commit_handled()  # first: a batch may be finished by background work (decide's publisher)
+        for background in backgrounds:
             await background.stop()
-        await commit_handled()
         await broker.stop()
         await pool.close()
 

@@ -5,25 +5,36 @@ caps and affinity need no cross-process locks. A batch's state is loaded with a 
 queries, decided in memory request by request (each sees the ones before it), and the state changes,
 the tracking rows and the decisions themselves are written by one statement, atomically. A
 redelivered request re-publishes its recorded decisions instead of deciding again.
+
+That statement commits without waiting for the WAL flush (synchronous_commit off), and notifies the
+waiting ingress at once: a send request never waits on the disk. Nothing acts on a decision before
+it is durable, though: `DurablePublisher` publishes decisions, and lets their requests' offsets be
+committed, only after a commit that does wait for the flush (`durability_barriers`), beside the
+deciding of the next batches. Decisions a database crash lost before that are recorded again, as
+they were answered, before they are published.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
-from collections import Counter
+from collections import Counter, deque
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 import asyncpg
 import structlog
 from faststream.kafka import KafkaBroker
+from prometheus_client import Gauge
 
 from schemas import topics
 from schemas.envelope import Envelope
 from schemas.events import ReplyRequested, SendAccepted, SendRequested
 from services.common import db
-from services.common.broker import publish_events, subscribe
-from services.common.service import Periodic
+from services.common.broker import TRANSIENT_ERRORS, publish_events, subscribe
+from services.common.service import Background, Periodic
 from services.common.settings import CommonSettings
 from services.common.timezones import local_day_start
 from services.decide.affinity import IdentityState, MailboxState, advance, decide_send
@@ -31,6 +42,10 @@ from services.decide.replies import Thread, decide_reply
 
 CONSUMER = "decide"
 log = structlog.get_logger("sendstream.decide")
+
+UNPUBLISHED = Gauge(
+    "sendstream_decide_unpublished_requests", "Decided requests whose decisions wait to be published"
+)
 
 
 STATES = """
@@ -175,6 +190,7 @@ SELECT pg_notify('{DECIDED}', array_to_string($24::uuid[], ','))
 
 # Fast path, one autocommit statement: claim every event with its decisions and write the state they
 # imply; if one of them had been decided before, sendstream_abort() rolls the whole statement back.
+# Its commit does not wait for the WAL flush (see the module docstring).
 WRITE_NEW = f"""WITH claimed AS (
     INSERT INTO processed_events (consumer, event_id, outputs)
     SELECT 'decide', e, o::jsonb FROM unnest($24::uuid[], $25::text[]) AS v(e, o)
@@ -182,7 +198,17 @@ WRITE_NEW = f"""WITH claimed AS (
 ), {STATE}
 SELECT CASE WHEN (SELECT count(*) FROM claimed) = cardinality($24::uuid[]) THEN true
             ELSE sendstream_abort('a request of the batch was already decided') END,
+       set_config('synchronous_commit', 'off', true),
        pg_notify('{DECIDED}', array_to_string($24::uuid[], ','))
+"""
+
+# A commit that waits for the WAL flush (the server's own setting) and so makes every earlier commit
+# durable; it returns which of the given requests have their decisions recorded.
+BARRIER = """WITH mark AS (
+    INSERT INTO durability_barriers (consumer, at) VALUES ('decide', now())
+    ON CONFLICT (consumer) DO UPDATE SET at = EXCLUDED.at
+)
+SELECT ARRAY(SELECT event_id FROM processed_events WHERE consumer = 'decide' AND event_id = ANY($1::uuid[]))
 """
 
 
@@ -268,7 +294,19 @@ async def decide_fresh(
     return decided, {i: s.timezone for i, s in states.items()}
 
 
-async def decide_batch(pool: asyncpg.Pool, events: list[Envelope], now: datetime) -> list[Envelope]:
+@dataclass
+class Decided:
+    """A batch's decisions by request, in the requests' order, with the time zones their state is kept in."""
+
+    outputs: dict[UUID, list[Envelope]]
+    timezones: dict[UUID, str]
+
+    @property
+    def decisions(self) -> list[Envelope]:
+        return [d for ds in self.outputs.values() for d in ds]
+
+
+async def decide_batch(pool: asyncpg.Pool, events: list[Envelope], now: datetime) -> Decided:
     """The decisions for every request of the batch, in order, recorded with the state they change.
 
     Usually every request is new: the batch is then decided and written in one statement. If any was
@@ -279,7 +317,7 @@ async def decide_batch(pool: asyncpg.Pool, events: list[Envelope], now: datetime
     decided, timezones = await decide_fresh(pool, unique, now)
     try:
         await write(pool, decided, timezones, claimed=False)
-        return [d for e in unique for d in decided[e.event_id]]
+        return Decided(decided, timezones)
     except asyncpg.PostgresError as exc:
         if exc.sqlstate != "SS001":  # raised by sendstream_abort(): some request had been decided
             raise
@@ -294,20 +332,111 @@ async def decide_batch(pool: asyncpg.Pool, events: list[Envelope], now: datetime
             decided, timezones = await decide_fresh(conn, fresh, now)
             await write(conn, decided, timezones, claimed=True)
             outputs.update(decided)
-    return [d for e in unique for d in outputs.get(e.event_id, [])]
+    return Decided({e.event_id: outputs.get(e.event_id, []) for e in unique}, timezones)
 
 
-def build(broker: KafkaBroker, settings: CommonSettings, pool: asyncpg.Pool) -> Periodic:
-    """Register the decide consumer on `broker`; what it returns sweeps old minute buckets beside it."""
+async def record_again(pool: asyncpg.Pool, batch: Decided, lost: list[UUID]) -> None:
+    """Record the decisions of `lost` requests once more, as they were made (and answered), with the
+    state they imply; a request recorded meanwhile (decided by another owner after a rebalance)
+    keeps that record, and it is what gets published."""
+    async with pool.acquire() as conn, conn.transaction():
+        fresh = await db.claim_many(conn, CONSUMER, lost)
+        await write(conn, {i: batch.outputs[i] for i in lost if i in fresh}, batch.timezones, claimed=True)
+        batch.outputs.update(await db.recorded_many(conn, CONSUMER, [i for i in lost if i not in fresh]))
+
+
+class DurablePublisher:
+    """Publishes decide's decisions once they are durable, in the order they were decided.
+
+    Each decided batch is queued; one task takes everything queued, makes it durable with one
+    flushing commit (`BARRIER`), records again whatever a database crash lost, publishes, and
+    completes the batches, whose offsets may then be committed. Trouble is retried, forever, with
+    growing pauses: the batches wait (and their offsets with them); a restart delivers them again.
+    At most `limit` requests wait, so a stuck publisher stops deciding rather than piles up."""
+
+    def __init__(self, broker: KafkaBroker, settings: CommonSettings, pool: asyncpg.Pool, limit: int = 2000):
+        self.broker, self.settings, self.pool, self.limit = broker, settings, pool, limit
+        self.queue: deque[tuple[Decided, asyncio.Future]] = deque()
+        self.queued = 0
+        self.wake = asyncio.Event()
+        self.task: asyncio.Task | None = None
+
+    async def submit(self, batch: Decided) -> asyncio.Future:
+        """Queue a batch; returns the future it is published by."""
+        while self.queued >= self.limit and self.queue:
+            await asyncio.shield(self.queue[0][1])
+        if self.task is None or self.task.done():
+            self.task = asyncio.create_task(self._run(), name="decide publisher")
+        future = asyncio.get_running_loop().create_future()
+        self.queue.append((batch, future))
+        self.queued += len(batch.outputs)
+        UNPUBLISHED.set(self.queued)
+        self.wake.set()
+        return future
+
+    async def start(self) -> None:
+        pass  # started by the first batch
+
+    async def stop(self) -> None:
+        """After the consumer's last commit: what is still queued is delivered again after a restart."""
+        if self.task:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+    async def _run(self) -> None:
+        attempt = 0
+        while True:
+            if not self.queue:
+                self.wake.clear()
+                await self.wake.wait()
+                continue
+            group = list(self.queue)
+            try:
+                await self._publish([batch for batch, _ in group])
+            except Exception as exc:
+                attempt += 1
+                pause = min(self.settings.consumer_retry_backoff_s * 2 ** (attempt - 1), 30.0)
+                level = log.warning if isinstance(exc, TRANSIENT_ERRORS) else log.error
+                level(
+                    "decisions not yet published; trying again",
+                    attempt=attempt,
+                    pause_s=pause,
+                    error=repr(exc),
+                )
+                await asyncio.sleep(pause)
+                continue
+            attempt = 0
+            for batch, future in group:
+                self.queue.popleft()
+                self.queued -= len(batch.outputs)
+                if not future.done():
+                    future.set_result(None)
+            UNPUBLISHED.set(self.queued)
+
+    async def _publish(self, batches: list[Decided]) -> None:
+        recorded = set(await self.pool.fetchval(BARRIER, [i for b in batches for i in b.outputs]))
+        for batch in batches:
+            if lost := [i for i in batch.outputs if i not in recorded]:
+                log.warning("decisions lost by the database before they were durable; recording them again",
+                            requests=len(lost))  # fmt: skip
+                await record_again(self.pool, batch, lost)
+        await publish_events(self.broker, self.settings, [d for b in batches for d in b.decisions])
+
+
+def build(broker: KafkaBroker, settings: CommonSettings, pool: asyncpg.Pool) -> list[Background]:
+    """Register the decide consumer on `broker`; what it returns runs beside it: the publisher of its
+    decisions, and the sweep of old minute buckets."""
+    publisher = DurablePublisher(broker, settings, pool)
 
     @subscribe(broker, settings, [topics.REQUESTS], group=CONSUMER, path="sync")
-    async def on_requests(events: list[Envelope]) -> None:
+    async def on_requests(events: list[Envelope]) -> asyncio.Future:
         """Decide every recipient of each send or reply request: accept with a mailbox, or reject with a reason."""
-        decisions = await decide_batch(pool, events, datetime.now(UTC))
-        await publish_events(broker, settings, decisions)
-        log.debug("requests decided", requests=len(events), decisions=len(decisions))
+        batch = await decide_batch(pool, events, datetime.now(UTC))
+        log.debug("requests decided", requests=len(events), decisions=len(batch.decisions))
+        return await publisher.submit(batch)
 
     async def sweep_minutes() -> None:  # minute buckets older than the rolling hour are no longer read
         await pool.execute("DELETE FROM mailbox_minutes WHERE minute < now() - interval '2 hours'")
 
-    return Periodic("minute-bucket sweep", 60, sweep_minutes)
+    return [publisher, Periodic("minute-bucket sweep", 60, sweep_minutes)]

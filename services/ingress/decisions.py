@@ -4,7 +4,9 @@ The decide service records each request's decisions in PostgreSQL (on the reques
 `processed_events`) in the transaction that claims the request, and that transaction notifies channel
 `sendstream_decided` with the ids of the requests it decided. Every ingress listens; one that is waiting
 for one of those requests reads its recorded decisions: the very record decide republishes from when a
-request is delivered to it again, so the answer is what the decisions topic carries.
+request is delivered to it again, so the answer is what the decisions topic carries. (That commit does
+not wait for the WAL flush, so the answer does not wait on the disk; decide publishes the decisions only
+once they are durable: services/decide/app.py.)
 
 (Every ingress used to read the whole decisions topic instead: a second trip through the broker on the
 request path, whose fetches the embedded broker holds for their full wait.)

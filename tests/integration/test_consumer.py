@@ -172,3 +172,48 @@ async def test_a_clean_stop_commits_what_was_handled(service_env: dict) -> None:
         assert await committed(settings, group, name) == 1
         await commit_handled()
         await eventually(lambda: committed_is(3), timeout=5, interval=0.1)
+
+
+async def test_a_batch_finished_later_holds_back_its_offsets_and_those_after_it(service_env: dict) -> None:
+    """A handler may hand back what finishes its batch (decide publishes once its decisions are durable).
+    Offsets then advance only over finished batches, in order: a later batch finishing first commits
+    nothing until the earlier one has finished."""
+    tuning = {k.removeprefix("SENDSTREAM_").lower(): v for k, v in TANSU_TUNING.items()}
+    settings = CommonSettings(
+        kafka_bootstrap_servers=service_env["KAFKA_BOOTSTRAP_SERVERS"],
+        kafka_topic_prefix=f"t{uuid.uuid4().hex[:6]}",
+        **tuning,
+        kafka_commit_interval_ms=0,
+    )
+    topic = Topic("lab", "message_id", (MessageFailed,), partitions=1)
+    name = topic.name(settings.kafka_topic_prefix)
+    await ensure_topics(settings, [topic])
+    finishing: dict[str, asyncio.Future] = {}
+    broker = make_broker(settings, "test")
+
+    @subscribe(broker, settings, [topic], group="lab-later")
+    async def handle(batch: list) -> asyncio.Future:
+        future = asyncio.get_running_loop().create_future()
+        for e in batch:
+            finishing[e.payload.reason] = future
+        return future
+
+    group = f"{settings.kafka_topic_prefix}.lab-later"
+
+    async def committed_is(n: int | None) -> bool:
+        return await committed(settings, group, name) == n
+
+    async with broker:
+        await broker.start()
+        for reason in ("a", "b"):
+            event = MessageFailed(
+                org_id=new_id(), payload=MessageFailedPayload(message_id=new_id(), reason=reason)
+            )
+            await broker.publish(event.model_dump_json().encode(), name, key=b"same")
+            await eventually(lambda r=reason: asyncio.sleep(0, r in finishing), timeout=20)
+        assert finishing["a"] is not finishing["b"]  # two batches
+        finishing["b"].set_result(None)
+        await asyncio.sleep(0.5)
+        assert await committed(settings, group, name) is None  # "a" is not finished: nothing is committed
+        finishing["a"].set_result(None)
+        await eventually(lambda: committed_is(2), timeout=5, interval=0.1)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
+from datetime import UTC, datetime
 
 import asyncpg
 import pytest
@@ -21,7 +23,7 @@ from schemas.events import (
 from services.common.broker import make_broker
 from services.common.ids import new_id
 from services.common.settings import CommonSettings
-from services.decide.app import build
+from services.decide.app import DurablePublisher, build, decide_batch
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -46,8 +48,9 @@ async def seed_identity(db: asyncpg.Pool, cap: int = 5) -> tuple[uuid.UUID, uuid
     return org, idn, acc
 
 
-def decide_with_probe(db: asyncpg.Pool, service_env: dict) -> tuple[KafkaBroker, str, list]:
-    """The decide consumer on an in-memory broker with its own topics, and the decisions it publishes."""
+def decide_with_probe(db: asyncpg.Pool, service_env: dict) -> tuple[KafkaBroker, str, list, CommonSettings]:
+    """The decide consumer on an in-memory broker with its own topics, the decisions it publishes, and
+    its settings."""
     prefix = f"u{uuid.uuid4().hex[:6]}"
     settings = CommonSettings(database_url=service_env["DATABASE_URL"], kafka_topic_prefix=prefix)
     broker = make_broker(settings, "test")
@@ -58,7 +61,7 @@ def decide_with_probe(db: asyncpg.Pool, service_env: dict) -> tuple[KafkaBroker,
     async def probe(body: dict) -> None:  # our broker hands handlers the decoded body as it is
         seen.append(parse_event(json.dumps(body)))
 
-    return broker, topics.REQUESTS.name(prefix), seen
+    return broker, topics.REQUESTS.name(prefix), seen, settings
 
 
 def send_request(org: uuid.UUID, identity: uuid.UUID, to: str) -> bytes:
@@ -79,7 +82,7 @@ def send_request(org: uuid.UUID, identity: uuid.UUID, to: str) -> bytes:
 
 async def test_redelivered_request_republishes_the_same_decision(db: asyncpg.Pool, service_env: dict) -> None:
     """A request delivered twice is decided once: same decision event_id, the cap charged once."""
-    broker, topic, seen = decide_with_probe(db, service_env)
+    broker, topic, seen, _ = decide_with_probe(db, service_env)
     org, idn, acc = await seed_identity(db)
     request = send_request(org, idn, "m@x.test")
     async with TestKafkaBroker(broker) as br:
@@ -97,7 +100,7 @@ async def test_a_batch_mixing_decided_and_new_requests_counts_each_once(
     db: asyncpg.Pool, service_env: dict
 ) -> None:
     """The one-statement fast path undoes itself when a request was decided before; nothing is counted twice."""
-    broker, topic, seen = decide_with_probe(db, service_env)
+    broker, topic, seen, _ = decide_with_probe(db, service_env)
     org, idn, _ = await seed_identity(db)
     first, second = send_request(org, idn, "a@x.test"), send_request(org, idn, "b@x.test")
     async with TestKafkaBroker(broker) as br:
@@ -109,3 +112,40 @@ async def test_a_batch_mixing_decided_and_new_requests_counts_each_once(
     assert await db.fetchval("SELECT sent FROM identity_usage WHERE identity_id = $1", idn) == 2
     unfinished = "SELECT count(*) FROM processed_events WHERE consumer = 'decide' AND outputs IS NULL"
     assert await db.fetchval(unfinished) == 0
+
+
+async def test_decisions_a_database_crash_lost_are_recorded_again_as_answered(
+    db: asyncpg.Pool, service_env: dict
+) -> None:
+    """decide's write does not wait for the WAL flush (the ingress answers from it at once); a crash of
+    the database before the flush loses the record and the state it changed. The publisher makes the
+    decisions durable before publishing them, and records lost ones again, as they were answered."""
+    broker, _, seen, settings = decide_with_probe(db, service_env)
+    publisher = DurablePublisher(broker, settings, db)
+    org, idn, acc = await seed_identity(db)
+    request = parse_event(send_request(org, idn, "Lead@x.test"))
+    async with TestKafkaBroker(broker):
+        batch = await decide_batch(db, [request], datetime.now(UTC))
+        [answered] = batch.decisions
+        # What a crash before the flush leaves: neither the decision's record nor the state it changed.
+        await db.execute(
+            "DELETE FROM processed_events WHERE consumer = 'decide' AND event_id = $1", request.event_id
+        )
+        for table in ("identity_usage", "affinity"):
+            await db.execute(f"DELETE FROM {table} WHERE identity_id = $1", idn)
+        await db.execute("DELETE FROM mailbox_days WHERE mailbox_id = $1", acc)
+        await asyncio.wait_for(await publisher.submit(batch), 10)
+        await publisher.stop()
+    assert seen == [answered]  # published as the ingress answered it
+    recorded = await db.fetchval(
+        "SELECT outputs FROM processed_events WHERE consumer = 'decide' AND event_id = $1", request.event_id
+    )
+    assert [parse_event(json.dumps(o)) for o in recorded] == [answered]
+    assert await db.fetchval("SELECT sent FROM identity_usage WHERE identity_id = $1", idn) == 1
+    assert await db.fetchval("SELECT sent FROM mailbox_days WHERE mailbox_id = $1", acc) == 1
+    assert (
+        await db.fetchval(
+            "SELECT mailbox_id FROM affinity WHERE identity_id = $1 AND recipient = 'lead@x.test'", idn
+        )
+        == acc
+    )
