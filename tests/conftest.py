@@ -56,6 +56,9 @@ def service_env(infra: Infra) -> dict[str, str]:
     return {
         **infra.env,
         "SENDSTREAM_KAFKA_TOPIC_PREFIX": f"test{uuid.uuid4().hex[:8]}",
+        # Several partitions, as in production (the local stack uses one): a consumer's offsets, order
+        # and restarts are exercised across partitions.
+        "SENDSTREAM_KAFKA_PARTITIONS": "6",
         "SENDSTREAM_BOOTSTRAP_API_KEY": "sk_live_" + secrets.token_urlsafe(24),
         "SENDSTREAM_HTTP_PORT": str(free_port()),
         "SENDSTREAM_DECISION_TIMEOUT_S": "10",

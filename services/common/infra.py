@@ -38,14 +38,17 @@ from services.common.settings import LocalSettings
 log = structlog.get_logger("sendstream.infra")
 
 # Consumer tuning for the embedded broker (research/stack.md sections 1 and 8): Tansu waits out the
-# whole session timeout on a re-join, and holds every fetch for the full fetch_max_wait_ms.
+# whole session timeout on a re-join, and holds every fetch for the full fetch_max_wait_ms, however
+# soon data arrives, so decide's hold is short. Each partition in a fetch costs it CPU, and the local
+# stack runs one process per service, which more partitions would not speed up: one per topic.
 TANSU_TUNING = {
     "SENDSTREAM_KAFKA_ENABLE_IDEMPOTENCE": "false",
     "SENDSTREAM_KAFKA_SESSION_TIMEOUT_MS": "2000",
     "SENDSTREAM_KAFKA_HEARTBEAT_INTERVAL_MS": "300",
     "SENDSTREAM_KAFKA_REBALANCE_TIMEOUT_MS": "200",
-    "SENDSTREAM_KAFKA_FETCH_MAX_WAIT_MS_SYNC": "10",
+    "SENDSTREAM_KAFKA_FETCH_MAX_WAIT_MS_SYNC": "5",
     "SENDSTREAM_KAFKA_FETCH_MAX_WAIT_MS_BACKGROUND": "50",
+    "SENDSTREAM_KAFKA_PARTITIONS": "1",
 }
 
 

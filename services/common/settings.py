@@ -146,6 +146,18 @@ class IngressSettings(WebhookSettings):
     max_body_bytes: int = Field(2 * 1024 * 1024, description="Largest accepted HTTP request body (bytes).")
 
 
+class DecideSettings(CommonSettings):
+    """The decide service."""
+
+    decide_publish_interval_ms: int = Field(
+        20,
+        ge=0,
+        description="decide makes its decisions durable and publishes them at most this often, so a steady "
+        "flow of requests costs a flush and a produce per interval, not per request. The API's answers do not "
+        "wait for it; dispatch gets each decision up to this much later.",
+    )
+
+
 class DispatchSettings(CommonSettings):
     """The SMTP dispatcher."""
 
@@ -232,6 +244,7 @@ def documented_settings() -> list[tuple[str, str, str, str]]:
         (CommonSettings, "all"),
         (WebhookSettings, "ingress, webhooks"),
         (IngressSettings, "ingress"),
+        (DecideSettings, "decide"),
         (DispatchSettings, "dispatch"),
         (SchedulerSettings, "scheduler"),
         (LocalSettings, "make run"),

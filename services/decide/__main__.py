@@ -1,5 +1,5 @@
 from services.common.service import main
-from services.common.settings import CommonSettings
+from services.common.settings import DecideSettings
 from services.decide.app import build
 
-main("decide", CommonSettings(), build)
+main("decide", DecideSettings(), build)

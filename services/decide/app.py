@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections import Counter, deque
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -35,7 +36,7 @@ from schemas.events import ReplyRequested, SendAccepted, SendRequested
 from services.common import db
 from services.common.broker import TRANSIENT_ERRORS, publish_events, subscribe
 from services.common.service import Background, Periodic
-from services.common.settings import CommonSettings
+from services.common.settings import DecideSettings
 from services.common.timezones import local_day_start
 from services.decide.affinity import IdentityState, MailboxState, advance, decide_send
 from services.decide.replies import Thread, decide_reply
@@ -350,11 +351,12 @@ class DurablePublisher:
 
     Each decided batch is queued; one task takes everything queued, makes it durable with one
     flushing commit (`BARRIER`), records again whatever a database crash lost, publishes, and
-    completes the batches, whose offsets may then be committed. Trouble is retried, forever, with
+    completes the batches, whose offsets may then be committed; it does so at most every
+    `decide_publish_interval_ms`. Trouble is retried, forever, with
     growing pauses: the batches wait (and their offsets with them); a restart delivers them again.
     At most `limit` requests wait, so a stuck publisher stops deciding rather than piles up."""
 
-    def __init__(self, broker: KafkaBroker, settings: CommonSettings, pool: asyncpg.Pool, limit: int = 2000):
+    def __init__(self, broker: KafkaBroker, settings: DecideSettings, pool: asyncpg.Pool, limit: int = 2000):
         self.broker, self.settings, self.pool, self.limit = broker, settings, pool, limit
         self.queue: deque[tuple[Decided, asyncio.Future]] = deque()
         self.queued = 0
@@ -385,12 +387,15 @@ class DurablePublisher:
                 await self.task
 
     async def _run(self) -> None:
-        attempt = 0
+        attempt, interval, last = 0, self.settings.decide_publish_interval_ms / 1000, 0.0
         while True:
             if not self.queue:
                 self.wake.clear()
                 await self.wake.wait()
                 continue
+            if (pause := last + interval - time.monotonic()) > 0:
+                await asyncio.sleep(pause)
+            last = time.monotonic()
             group = list(self.queue)
             try:
                 await self._publish([batch for batch, _ in group])
@@ -424,7 +429,7 @@ class DurablePublisher:
         await publish_events(self.broker, self.settings, [d for b in batches for d in b.decisions])
 
 
-def build(broker: KafkaBroker, settings: CommonSettings, pool: asyncpg.Pool) -> list[Background]:
+def build(broker: KafkaBroker, settings: DecideSettings, pool: asyncpg.Pool) -> list[Background]:
     """Register the decide consumer on `broker`; what it returns runs beside it: the publisher of its
     decisions, and the sweep of old minute buckets."""
     publisher = DurablePublisher(broker, settings, pool)

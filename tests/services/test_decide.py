@@ -22,7 +22,7 @@ from schemas.events import (
 )
 from services.common.broker import make_broker
 from services.common.ids import new_id
-from services.common.settings import CommonSettings
+from services.common.settings import DecideSettings
 from services.decide.app import DurablePublisher, build, decide_batch
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -48,11 +48,11 @@ async def seed_identity(db: asyncpg.Pool, cap: int = 5) -> tuple[uuid.UUID, uuid
     return org, idn, acc
 
 
-def decide_with_probe(db: asyncpg.Pool, service_env: dict) -> tuple[KafkaBroker, str, list, CommonSettings]:
+def decide_with_probe(db: asyncpg.Pool, service_env: dict) -> tuple[KafkaBroker, str, list, DecideSettings]:
     """The decide consumer on an in-memory broker with its own topics, the decisions it publishes, and
     its settings."""
     prefix = f"u{uuid.uuid4().hex[:6]}"
-    settings = CommonSettings(database_url=service_env["DATABASE_URL"], kafka_topic_prefix=prefix)
+    settings = DecideSettings(database_url=service_env["DATABASE_URL"], kafka_topic_prefix=prefix)
     broker = make_broker(settings, "test")
     build(broker, settings, db)
     seen: list = []
