@@ -149,6 +149,10 @@ class Attempt:
     transaction by `start_by`, or it leaves the send to its lease."""
 
     event: Envelope
+    # Shared by the batch's sends: the error that kept one of them from recording its outcome. Once
+    # set, no other send of the batch starts: its 250 could not be recorded either, and would be
+    # repeated when the batch comes again.
+    record_failed: list[BaseException] = field(default_factory=list)
     phase: Literal["waiting", "smtp", "recording"] = "waiting"
     lease: DispatchRetryDue | None = None  # set when handed over: the outcome is recorded under its id
     leased: asyncio.Event = field(default_factory=asyncio.Event)  # the lease is durable
@@ -211,6 +215,8 @@ def build(broker: KafkaBroker, settings: DispatchSettings, pool: asyncpg.Pool) -
                     if a.start_by is not None and time.monotonic() > a.start_by:
                         log.warning("no connection free in time; the send's lease makes it later")
                         return []
+                    if a.record_failed:
+                        raise a.record_failed[0]
                     a.phase = "smtp"
                     now = datetime.now(UTC)
                     relay = relays.get(mailbox)
@@ -235,13 +241,17 @@ def build(broker: KafkaBroker, settings: DispatchSettings, pool: asyncpg.Pool) -
                 if a.lease is not None:
                     await a.leased.wait()
                 record_as = a.lease.event_id if a.lease is not None else event.event_id
-                if retry is None:  # group-committed with its neighbours' records
-                    outputs = await recorder.record(record_as, facts)
-                else:
-                    async with pool.acquire() as conn, conn.transaction():
-                        outputs, first = await db.record(conn, CONSUMER, record_as, facts)
-                        if first:
-                            await timers.schedule(conn, retry, retry.occurred_at)
+                try:
+                    if retry is None:  # group-committed with its neighbours' records
+                        outputs = await recorder.record(record_as, facts)
+                    else:
+                        async with pool.acquire() as conn, conn.transaction():
+                            outputs, first = await db.record(conn, CONSUMER, record_as, facts)
+                            if first:
+                                await timers.schedule(conn, retry, retry.occurred_at)
+                except Exception as exc:
+                    a.record_failed.append(exc)
+                    raise
             OUTCOMES.labels(outcome.kind).inc()
             log.info("dispatched", outcome=outcome.kind, attempt=attempt, reason=outcome.reason)
             if a.lease is not None:  # its batch is gone: publish here, then the lease has nothing left to do
@@ -301,7 +311,8 @@ def build(broker: KafkaBroker, settings: DispatchSettings, pool: asyncpg.Pool) -
         done = await db.recorded_many(pool, CONSUMER, [e.event_id for e in todo])
         fresh = [e for e in todo if e.event_id not in done]
         relays = await load_relays(pool, {attempt_of(e)[0].mailbox_id for e in fresh}, secrets)
-        attempts = [Attempt(e) for e in fresh]
+        record_failed: list[BaseException] = []
+        attempts = [Attempt(e, record_failed) for e in fresh]
         tasks = [asyncio.create_task(dispatch_one(a, relays)) for a in attempts]
         if tasks:
             await asyncio.wait(tasks, timeout=settings.smtp_patience_s)
