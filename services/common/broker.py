@@ -127,6 +127,11 @@ async def publish_events(broker: KafkaBroker, settings: CommonSettings, events: 
         await asyncio.gather(*futures)
 
 
+def retry_pause(settings: CommonSettings, attempt: int) -> float:
+    """How long to wait before the `attempt`-th retry after infrastructure trouble: doubling, at most 30 s."""
+    return min(settings.consumer_retry_backoff_s * 2 ** (attempt - 1), 30.0)
+
+
 # A handler returns once its batch is handled, or returns an awaitable the batch is finished by.
 Handler = Callable[[list[Envelope]], Awaitable[Awaitable[None] | None]]
 
@@ -161,7 +166,9 @@ class Offsets:
         if not isinstance(consumer, AIOKafkaConsumer):
             return  # FastStream's in-memory test broker: nothing to commit
         if self.unfinished:  # an earlier batch is still finishing: this one's offsets wait for it
-            self.handled_when(asyncio.sleep(0), consumer, records)
+            finished = asyncio.get_running_loop().create_future()
+            finished.set_result(None)
+            self.handled_when(finished, consumer, records)
             return
         self._mark(consumer, records)
         if self.last + self.interval_s <= time.monotonic():
@@ -400,7 +407,7 @@ def subscribe(
         async def transient(exc: BaseException, key: object) -> None:
             n = failures[key] = failures.get(key, 0) + 1
             RETRIES.labels(group, "infrastructure").inc()
-            pause = min(settings.consumer_retry_backoff_s * 2 ** (n - 1), 30.0)
+            pause = retry_pause(settings, n)
             log.warning(
                 "infrastructure error, batch will be redelivered", attempt=n, pause_s=pause, error=repr(exc)
             )

@@ -34,7 +34,7 @@ from schemas import topics
 from schemas.envelope import Envelope
 from schemas.events import ReplyRequested, SendAccepted, SendRequested
 from services.common import db
-from services.common.broker import TRANSIENT_ERRORS, publish_events, subscribe
+from services.common.broker import TRANSIENT_ERRORS, publish_events, retry_pause, subscribe
 from services.common.service import Background, Periodic
 from services.common.settings import DecideSettings
 from services.common.timezones import local_day_start
@@ -349,12 +349,12 @@ async def record_again(pool: asyncpg.Pool, batch: Decided, lost: list[UUID]) -> 
 class DurablePublisher:
     """Publishes decide's decisions once they are durable, in the order they were decided.
 
-    Each decided batch is queued; one task takes everything queued, makes it durable with one
-    flushing commit (`BARRIER`), records again whatever a database crash lost, publishes, and
-    completes the batches, whose offsets may then be committed; it does so at most every
-    `decide_publish_interval_ms`. Trouble is retried, forever, with
-    growing pauses: the batches wait (and their offsets with them); a restart delivers them again.
-    At most `limit` requests wait, so a stuck publisher stops deciding rather than piles up."""
+    Each decided batch is queued. One task, at most every `decide_publish_interval_ms`, takes
+    everything queued, makes it durable with one flushing commit (`BARRIER`), records again whatever
+    a database crash lost, publishes, and completes the batches, whose offsets may then be committed.
+    Trouble is retried, forever, with growing pauses: the batches wait (and their offsets with them);
+    a restart delivers them again. At most `limit` requests wait, so a stuck publisher stops
+    deciding rather than piles up."""
 
     def __init__(self, broker: KafkaBroker, settings: DecideSettings, pool: asyncpg.Pool, limit: int = 2000):
         self.broker, self.settings, self.pool, self.limit = broker, settings, pool, limit
@@ -401,7 +401,7 @@ class DurablePublisher:
                 await self._publish([batch for batch, _ in group])
             except Exception as exc:
                 attempt += 1
-                pause = min(self.settings.consumer_retry_backoff_s * 2 ** (attempt - 1), 30.0)
+                pause = retry_pause(self.settings, attempt)
                 level = log.warning if isinstance(exc, TRANSIENT_ERRORS) else log.error
                 level(
                     "decisions not yet published; trying again",

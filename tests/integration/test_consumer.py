@@ -31,21 +31,26 @@ async def committed(settings: CommonSettings, group: str, topic: str) -> int | N
         await admin.close()
 
 
+async def lab_topic(service_env: dict, **overrides: object) -> tuple[CommonSettings, Topic, str]:
+    """Settings tuned as the services' are for the test broker (with `overrides`), and a fresh
+    one-partition topic with its full name."""
+    tuning = {k.removeprefix("SENDSTREAM_").lower(): v for k, v in TANSU_TUNING.items()}
+    settings = CommonSettings(
+        kafka_bootstrap_servers=service_env["KAFKA_BOOTSTRAP_SERVERS"],
+        kafka_topic_prefix=f"t{uuid.uuid4().hex[:6]}",
+        **{**tuning, **overrides},
+    )
+    topic = Topic("lab", "message_id", (MessageFailed,), partitions=1)
+    await ensure_topics(settings, [topic])
+    return settings, topic, topic.name(settings.kafka_topic_prefix)
+
+
 async def test_handled_batches_are_committed_and_a_restarted_consumer_resumes_after_them(
     service_env: dict,
 ) -> None:
     """Offsets are committed only for handled batches, within the commit interval, and a consumer that
     comes back reads only what it had not handled."""
-    tuning = {k.removeprefix("SENDSTREAM_").lower(): v for k, v in TANSU_TUNING.items()}
-    settings = CommonSettings(
-        kafka_bootstrap_servers=service_env["KAFKA_BOOTSTRAP_SERVERS"],
-        kafka_topic_prefix=f"t{uuid.uuid4().hex[:6]}",
-        **tuning,
-        kafka_commit_interval_ms=300,
-    )
-    topic = Topic("lab", "message_id", (MessageFailed,), partitions=1)
-    name = topic.name(settings.kafka_topic_prefix)
-    await ensure_topics(settings, [topic])
+    settings, topic, name = await lab_topic(service_env, kafka_commit_interval_ms=300)
     handled: list[str] = []
 
     def consumer():
@@ -95,15 +100,7 @@ async def test_handled_batches_are_committed_and_a_restarted_consumer_resumes_af
 async def test_records_of_other_types_are_passed_over_unparsed(service_env: dict) -> None:
     """With `only`, a record whose event-type header names another type is never parsed (so not parked
     even if it would not parse); a record of a wanted type, or without the header, is handled."""
-    tuning = {k.removeprefix("SENDSTREAM_").lower(): v for k, v in TANSU_TUNING.items()}
-    settings = CommonSettings(
-        kafka_bootstrap_servers=service_env["KAFKA_BOOTSTRAP_SERVERS"],
-        kafka_topic_prefix=f"t{uuid.uuid4().hex[:6]}",
-        **tuning,
-    )
-    topic = Topic("lab", "message_id", (MessageFailed,), partitions=1)
-    name = topic.name(settings.kafka_topic_prefix)
-    await ensure_topics(settings, [topic])
+    settings, topic, name = await lab_topic(service_env)
     handled: list[str] = []
     broker = make_broker(settings, "test")
 
@@ -134,16 +131,8 @@ async def test_records_of_other_types_are_passed_over_unparsed(service_env: dict
 async def test_a_clean_stop_commits_what_was_handled(service_env: dict) -> None:
     """Offsets waiting for the commit interval are committed by commit_handled() (what a service's stop
     calls before its consumers close), so a restart reads nothing twice."""
-    tuning = {k.removeprefix("SENDSTREAM_").lower(): v for k, v in TANSU_TUNING.items()}
-    settings = CommonSettings(
-        kafka_bootstrap_servers=service_env["KAFKA_BOOTSTRAP_SERVERS"],
-        kafka_topic_prefix=f"t{uuid.uuid4().hex[:6]}",
-        **tuning,
-        kafka_commit_interval_ms=600_000,  # nothing but the first batch is committed on its own
-    )
-    topic = Topic("lab", "message_id", (MessageFailed,), partitions=1)
-    name = topic.name(settings.kafka_topic_prefix)
-    await ensure_topics(settings, [topic])
+    # nothing but the first batch is committed on its own
+    settings, topic, name = await lab_topic(service_env, kafka_commit_interval_ms=600_000)
     handled: list[str] = []
     broker = make_broker(settings, "test")
 
@@ -178,16 +167,7 @@ async def test_a_batch_finished_later_holds_back_its_offsets_and_those_after_it(
     """A handler may hand back what finishes its batch (decide publishes once its decisions are durable).
     Offsets then advance only over finished batches, in order: a later batch finishing first commits
     nothing until the earlier one has finished."""
-    tuning = {k.removeprefix("SENDSTREAM_").lower(): v for k, v in TANSU_TUNING.items()}
-    settings = CommonSettings(
-        kafka_bootstrap_servers=service_env["KAFKA_BOOTSTRAP_SERVERS"],
-        kafka_topic_prefix=f"t{uuid.uuid4().hex[:6]}",
-        **tuning,
-        kafka_commit_interval_ms=0,
-    )
-    topic = Topic("lab", "message_id", (MessageFailed,), partitions=1)
-    name = topic.name(settings.kafka_topic_prefix)
-    await ensure_topics(settings, [topic])
+    settings, topic, name = await lab_topic(service_env, kafka_commit_interval_ms=0)
     finishing: dict[str, asyncio.Future] = {}
     broker = make_broker(settings, "test")
 
