@@ -33,10 +33,11 @@ import aiohttp
 import aiosmtplib
 import asyncpg
 import uvloop
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench.cpu import CpuMeter
+from schemas import topics
 from schemas.events import Content, SendAcceptedPayload
 from services.common.infra import Infra, ensure_infra, free_port, wait_for_port
 from services.common.secrets import new_key
@@ -54,6 +55,19 @@ def pct(values: list[float], p: float) -> float:
 
 def ms(values: list[float]) -> str:
     return f"p50 {pct(values, 50) * 1000:7.1f} ms   p99 {pct(values, 99) * 1000:7.1f} ms"
+
+
+async def records_in(bootstrap: str, topic: str) -> int:
+    """How many records a topic's log holds: the embedded broker's fetches cost more as it grows
+    (`python -m bench.broker_growth`), so each phase says what it ran on."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        await consumer.topics()  # metadata, so the topic's partitions are known
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        return sum((await consumer.end_offsets(partitions)).values())
+    finally:
+        await consumer.stop()
 
 
 async def raw_produce_rate(bootstrap: str, n: int = 20_000) -> float:
@@ -329,8 +343,10 @@ async def main(args: argparse.Namespace) -> None:
                 await asyncio.sleep(2)
                 floor = await one_at_a_time(client, handle)
                 e2e = await sustained(client, pool, handle, mailbox, args.sends, args.concurrency)
-                rates, cpu = {}, {}
+                requests_topic = topics.REQUESTS.name(pipeline.stack.env["SENDSTREAM_KAFKA_TOPIC_PREFIX"])
+                rates, cpu, logged = {}, {}, {}
                 for r in args.rates:
+                    logged[r] = await records_in(infra.env["KAFKA_BOOTSTRAP_SERVERS"], requests_topic)
                     with CpuMeter() as cpu[r]:
                         rates[r] = [t for _, t in await fixed_rate(client, handle, r, args.seconds)]
                 await asyncio.sleep(3)  # let the audit view catch up
@@ -366,7 +382,10 @@ async def main(args: argparse.Namespace) -> None:
         print(f"  HTTP latency                                  {ms(floor)}")
         print(f"  of which request -> decision                  {ms(decide_floor)}")
         for rate, lat in rates.items():
-            print(f"\nfixed rate {rate} req/s for {args.seconds:.0f} s (open loop)")
+            print(
+                f"\nfixed rate {rate} req/s for {args.seconds:.0f} s (open loop; "
+                f"the requests log held {logged[rate]} records at the start)"
+            )
             print(
                 f"  HTTP latency                                  {ms(lat)}   mean {statistics.mean(lat) * 1000:.1f} ms"
             )
