@@ -35,6 +35,7 @@ from schemas.envelope import Envelope
 from schemas.events import ReplyRequested, SendAccepted, SendRequested
 from services.common import db
 from services.common.broker import TRANSIENT_ERRORS, publish_events, retry_pause, subscribe
+from services.common.decided import CHANNEL, notifications
 from services.common.service import Background, Periodic
 from services.common.settings import DecideSettings
 from services.common.timezones import local_day_start
@@ -176,9 +177,9 @@ usage AS (
 )
 """
 
-# Both writes notify DECIDED with the ids of the requests decided, at commit: a waiting ingress then
-# reads their decisions (services/ingress/decisions.py).
-DECIDED = "sendstream_decided"
+# Both writes notify the waiting ingress of the answers of the requests decided, at commit
+# (services/common/decided.py: the payloads are $26).
+NOTIFY = f"(SELECT count(pg_notify('{CHANNEL}', p)) FROM unnest($26::text[]) AS p)"
 
 # Fallback path, inside the transaction that claimed the events: store the decisions on their rows.
 WRITE_CLAIMED = f"""WITH {STATE}, stored AS (
@@ -186,7 +187,7 @@ WRITE_CLAIMED = f"""WITH {STATE}, stored AS (
       FROM unnest($24::uuid[], $25::text[]) AS v(e, o)
      WHERE p.consumer = 'decide' AND p.event_id = v.e
 )
-SELECT pg_notify('{DECIDED}', array_to_string($24::uuid[], ','))
+SELECT {NOTIFY}
 """
 
 # Fast path, one autocommit statement: claim every event with its decisions and write the state they
@@ -200,7 +201,7 @@ WRITE_NEW = f"""WITH claimed AS (
 SELECT CASE WHEN (SELECT count(*) FROM claimed) = cardinality($24::uuid[]) THEN true
             ELSE sendstream_abort('a request of the batch was already decided') END,
        set_config('synchronous_commit', 'off', true),
-       pg_notify('{DECIDED}', array_to_string($24::uuid[], ','))
+       {NOTIFY}
 """
 
 # A commit that waits for the WAL flush (the server's own setting) and so makes every earlier commit
@@ -268,6 +269,7 @@ async def write(
         *columns([(*k, m, at) for k, (m, at) in pins.items()], 4),
         *columns([(conv, *rest) for conv, rest in threads.items()], 9),
         *columns(outputs, 2),
+        notifications(decided),
     )
 
 

@@ -11,6 +11,7 @@ from faststream.kafka import KafkaBroker
 
 from schemas.envelope import Envelope
 from services.common.broker import publish_events
+from services.common.decided import Answer
 from services.common.secrets import Secrets
 from services.common.settings import IngressSettings
 from services.ingress.cache import Cache
@@ -41,8 +42,8 @@ class Context:
                 {"Retry-After": "5"},
             ) from exc
 
-    async def submit(self, request: Envelope) -> list[Envelope]:
-        """Publish a request and wait (bounded) for its decisions; none on timeout."""
+    async def submit(self, request: Envelope) -> list[Answer]:
+        """Publish a request and wait (bounded) for the answers of its decisions; none on timeout."""
         self.waiter.expect(request.event_id)
         try:
             await self.publish([request])

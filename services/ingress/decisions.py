@@ -2,11 +2,12 @@
 
 The decide service records each request's decisions in PostgreSQL (on the request's row of
 `processed_events`) in the transaction that claims the request, and that transaction notifies channel
-`sendstream_decided` with the ids of the requests it decided. Every ingress listens; one that is waiting
-for one of those requests reads its recorded decisions: the very record decide republishes from when a
-request is delivered to it again, so the answer is what the decisions topic carries. (That commit does
-not wait for the WAL flush, so the answer does not wait on the disk; decide publishes the decisions only
-once they are durable: services/decide/app.py.)
+`sendstream_decided` with the answers of the requests it decided (services/common/decided.py). Every
+ingress listens; one that is waiting for one of those requests answers from the notification, or, for
+a request named without its answers, reads its recorded decisions: the very record decide republishes
+from when a request is delivered to it again, so the answer is what the decisions topic carries. (That
+commit does not wait for the WAL flush, so the answer does not wait on the disk; decide publishes the
+decisions only once they are durable: services/decide/app.py.)
 
 (Every ingress used to read the whole decisions topic instead: a second trip through the broker on the
 request path, whose fetches the embedded broker holds for their full wait.)
@@ -26,19 +27,18 @@ from uuid import UUID
 import asyncpg
 import structlog
 
-from schemas.envelope import Envelope
 from services.common import db
+from services.common.decided import CHANNEL, Answer, heard
 from services.common.notify import Listener
 from services.common.settings import CommonSettings
 from services.decide.app import CONSUMER as DECIDE
-from services.decide.app import DECIDED
 
 log = structlog.get_logger("sendstream.ingress.decisions")
 
 
 @dataclass
 class Pending:
-    decisions: list[Envelope] = field(default_factory=list)
+    answers: list[Answer] = field(default_factory=list)
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -46,7 +46,7 @@ class DecisionWaiter:
     def __init__(self, settings: CommonSettings, pool: asyncpg.Pool):
         self.pool = pool
         self.pending: dict[str, Pending] = {}
-        self.listener = Listener(settings.database_url, DECIDED, self._heard, self._missed)
+        self.listener = Listener(settings.database_url, CHANNEL, self._heard, self._missed)
         self.reads: set[asyncio.Task] = set()
 
     async def start(self, timeout: float = 30) -> None:
@@ -63,8 +63,8 @@ class DecisionWaiter:
     def forget(self, request_event_id: UUID) -> None:
         self.pending.pop(str(request_event_id), None)
 
-    async def wait(self, request_event_id: UUID, timeout: float) -> list[Envelope]:
-        """The request's decisions, or none if they are not recorded within `timeout`."""
+    async def wait(self, request_event_id: UUID, timeout: float) -> list[Answer]:
+        """The answers of the request's decisions, or none if they are not recorded within `timeout`."""
         key = str(request_event_id)
         pending = self.pending[key]
         try:
@@ -73,19 +73,36 @@ class DecisionWaiter:
             if not pending.done.is_set():
                 with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
                     await self._read([key])
-            return list(pending.decisions)
+            return list(pending.answers)
         finally:
             self.pending.pop(key, None)
 
     def _heard(self, payload: str) -> None:
-        ours = [key for key in payload.split(",") if key in self.pending]
-        if ours:
-            task = asyncio.create_task(self._read(ours))
-            self.reads.add(task)
-            task.add_done_callback(self._read_done)
+        try:
+            notified = heard(payload)
+        except ValueError as exc:  # not from a decide of this version: read what is waited for
+            log.warning("unreadable decision notification; reading the decisions", error=repr(exc))
+            notified = dict.fromkeys(self.pending)
+        unread = []
+        for key, answers in notified.items():
+            if (pending := self.pending.get(key)) is None or pending.done.is_set():
+                continue
+            if answers is None:  # too many to notify: read them
+                unread.append(key)
+            else:
+                pending.answers = answers
+                pending.done.set()
+        if unread:
+            self._start_read(unread)
 
     def _missed(self) -> None:
-        self._heard(",".join(self.pending))
+        if self.pending:
+            self._start_read(list(self.pending))
+
+    def _start_read(self, keys: list[str]) -> None:
+        task = asyncio.create_task(self._read(keys))
+        self.reads.add(task)
+        task.add_done_callback(self._read_done)
 
     def _read_done(self, task: asyncio.Task) -> None:
         self.reads.discard(task)
@@ -96,5 +113,5 @@ class DecisionWaiter:
         recorded = await db.recorded_many(self.pool, DECIDE, [UUID(k) for k in keys])
         for event_id, decisions in recorded.items():
             if (pending := self.pending.get(str(event_id))) is not None and not pending.done.is_set():
-                pending.decisions = decisions
+                pending.answers = [Answer.of(d) for d in decisions]
                 pending.done.set()

@@ -1,4 +1,5 @@
-"""How a send request hears its decision: decide's commit notifies, the ingress reads what was recorded."""
+"""How a send request hears its decision: decide's commit notifies the answers; the ingress reads what was
+recorded for a request notified without them, or when it missed the notification."""
 
 from __future__ import annotations
 
@@ -8,21 +9,33 @@ import uuid
 import asyncpg
 import pytest
 
-from schemas.events import MessageFailed, MessageFailedPayload
+from schemas.events import SendRejected, SendRejectedPayload
+from services.common.decided import CHANNEL, Answer, notifications
 from services.common.ids import new_id
 from services.common.settings import CommonSettings
-from services.decide.app import CONSUMER, DECIDED
+from services.decide.app import CONSUMER
 from services.ingress.decisions import DecisionWaiter
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
-def a_decision() -> MessageFailed:  # any event will do: the waiter hands back what decide recorded
-    return MessageFailed(org_id=new_id(), payload=MessageFailedPayload(message_id=new_id(), reason="r"))
+def a_decision() -> SendRejected:
+    payload = SendRejectedPayload(
+        message_id=new_id(), conv_id=None, to=["a@x.test"], reason="cap_exceeded", daily_cap=5, remaining=0
+    )
+    return SendRejected(org_id=new_id(), payload=payload)
 
 
-async def record(db: asyncpg.Pool, request: uuid.UUID, decision: MessageFailed, *, notify: bool) -> None:
-    """What decide's write does: the decisions on the request's row and, at commit, the notification."""
+async def record(
+    db: asyncpg.Pool,
+    request: uuid.UUID,
+    decision: SendRejected,
+    *,
+    notify: bool,
+    payloads: list[str] | None = None,
+) -> None:
+    """What decide's write does: the decisions on the request's row and, at commit, the notification
+    (`payloads`, or those decide would send)."""
     async with db.acquire() as conn, conn.transaction():
         await conn.execute(
             "INSERT INTO processed_events (consumer, event_id, outputs) VALUES ($1, $2, $3)",
@@ -31,7 +44,8 @@ async def record(db: asyncpg.Pool, request: uuid.UUID, decision: MessageFailed, 
             [decision.model_dump(mode="json")],
         )
         if notify:
-            await conn.execute("SELECT pg_notify($1, $2)", DECIDED, f"{uuid.uuid4()},{request}")
+            for payload in payloads or notifications({new_id(): [a_decision()], request: [decision]}):
+                await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
 
 
 async def test_a_notified_decision_is_read_at_once(db: asyncpg.Pool, service_env: dict) -> None:
@@ -43,7 +57,7 @@ async def test_a_notified_decision_is_read_at_once(db: asyncpg.Pool, service_env
         started = time.monotonic()
         await record(db, request, decision, notify=True)
         [got] = await waiter.wait(request, timeout=10)
-        assert got.event_id == decision.event_id and time.monotonic() - started < 5
+        assert got == Answer.of(decision) and time.monotonic() - started < 5
         assert waiter.pending == {}
     finally:
         await waiter.stop()
@@ -58,7 +72,7 @@ async def test_a_missed_notification_is_made_up_for_when_the_wait_ends(
     waiter.expect(request)
     await record(db, request, decision, notify=False)
     [got] = await waiter.wait(request, timeout=0.2)
-    assert got.event_id == decision.event_id
+    assert got == Answer.of(decision)
 
 
 async def test_no_recorded_decision_within_the_timeout_is_no_answer(
@@ -68,3 +82,18 @@ async def test_no_recorded_decision_within_the_timeout_is_no_answer(
     request = new_id()
     waiter.expect(request)
     assert await waiter.wait(request, timeout=0.2) == []
+
+
+async def test_a_request_notified_without_its_answers_is_read(db: asyncpg.Pool, service_env: dict) -> None:
+    """A request whose answers do not fit in a notification is named alone: the ingress reads its record."""
+    waiter = DecisionWaiter(CommonSettings(database_url=service_env["DATABASE_URL"]), db)
+    await waiter.start()
+    try:
+        request, decision = new_id(), a_decision()
+        waiter.expect(request)
+        started = time.monotonic()
+        await record(db, request, decision, notify=True, payloads=[f'{{"{request}": null}}'])
+        [got] = await waiter.wait(request, timeout=10)
+        assert got == Answer.of(decision) and time.monotonic() - started < 5  # read at once, not at the end
+    finally:
+        await waiter.stop()

@@ -49,12 +49,11 @@ from schemas.events import (
     ReplyRequested,
     ReplyRequestedPayload,
     RequestedMessage,
-    SendAccepted,
-    SendRejected,
     SendRequested,
     SendRequestedPayload,
 )
 from services.common import ids, timers
+from services.common.decided import Answer
 from services.common.timezones import local_day_start
 from services.ingress.context import ctx
 from services.ingress.http import ApiError, Call, json_model, not_found, route
@@ -493,43 +492,42 @@ async def send(call: Call) -> web.Response:
             wanted, request = reply_request(call, identity, thread, b, new)
         else:
             wanted, request = new_conversation_request(call, identity, b, new)
-        decisions = {d.payload.message_id: d for d in await c.submit(request)}
+        decisions = {a.message_id: a for a in await c.submit(request)}
         return await send_response(call, identity, wanted, decisions)
 
     return await idempotent(call, c.pool, c.settings.decision_timeout_s + 2, run)
 
 
 async def send_response(
-    call: Call, identity: asyncpg.Record, wanted: list[RequestedMessage], decisions: dict[UUID, Envelope]
+    call: Call, identity: asyncpg.Record, wanted: list[RequestedMessage], decisions: dict[UUID, Answer]
 ) -> web.Response:
     """The seed's response: per-recipient outcome, 202 if anything was accepted, 429 if nothing was."""
     results: list[SendResult] = []
     for m in wanted:
-        d = decisions.get(m.message_id)
-        if isinstance(d, SendAccepted):
-            p = d.payload
+        a = decisions.get(m.message_id)
+        if a is not None and a.type == "SendAccepted":
             results.append(
                 SendResult(
                     to=m.to,
-                    id=p.rfc_message_id,
+                    id=a.rfc_message_id,
                     status="accepted",
-                    convId=ids.render("conversation", p.conv_id),
-                    affinity=p.affinity,
-                    account=Account(id=ids.render("mailbox", p.mailbox_id), email=p.mailbox_email),
+                    convId=ids.render("conversation", a.conv_id),
+                    affinity=a.affinity,
+                    account=Account(id=ids.render("mailbox", a.mailbox_id), email=a.mailbox_email),
                 )
             )
-        elif isinstance(d, SendRejected):
-            results.append(SendResult(to=m.to, status="rejected", reason=d.payload.reason))
+        elif a is not None:
+            results.append(SendResult(to=m.to, status="rejected", reason=a.reason))
         else:  # the decision did not come back in time; it will still be made, exactly once
             results.append(SendResult(to=m.to, status="queued", convId=ids.render("conversation", m.conv_id)))
     rejected = sum(r.status == "rejected" for r in results)
-    last = max(decisions.values(), key=lambda d: d.payload.daily_cap - d.payload.remaining, default=None)
-    remaining = last.payload.remaining if last else await remaining_today(call, identity)
+    last = max(decisions.values(), key=lambda a: a.daily_cap - a.remaining, default=None)
+    remaining = last.remaining if last else await remaining_today(call, identity)
     response = SendResponse(
         accepted=len(results) - rejected,
         rejected=rejected,
         remaining=remaining,
-        dailyCap=last.payload.daily_cap if last else identity["daily_cap"],
+        dailyCap=last.daily_cap if last else identity["daily_cap"],
         identity=identity["handle"],
         messages=results,
     )
