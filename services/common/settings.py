@@ -52,7 +52,6 @@ class CommonSettings(BaseSettings):
     kafka_max_records: int = Field(
         100,
         ge=1,
-        le=200,  # decide notifies the ids of a batch's requests in one NOTIFY, whose payload is under 8000 bytes
         description="Most events a consumer takes in one batch.",
     )
     kafka_commit_interval_ms: int = Field(
