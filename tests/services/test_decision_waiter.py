@@ -48,19 +48,28 @@ async def record(
                 await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
 
 
-async def test_a_notified_decision_is_read_at_once(db: asyncpg.Pool, service_env: dict) -> None:
+async def answer_when_notified(
+    db: asyncpg.Pool, service_env: dict, payloads: list[str] | None = None
+) -> None:
+    """A listening waiter gets the decision recorded and notified (with `payloads`, or decide's) at once."""
     waiter = DecisionWaiter(CommonSettings(database_url=service_env["DATABASE_URL"]), db)
     await waiter.start()
     try:
         request, decision = new_id(), a_decision()
         waiter.expect(request)
         started = time.monotonic()
-        await record(db, request, decision, notify=True)
+        await record(
+            db, request, decision, notify=True, payloads=payloads and [p.format(request) for p in payloads]
+        )
         [got] = await waiter.wait(request, timeout=10)
-        assert got == Answer.of(decision) and time.monotonic() - started < 5
+        assert got == Answer.of(decision) and time.monotonic() - started < 5  # at once, not at the end
         assert waiter.pending == {}
     finally:
         await waiter.stop()
+
+
+async def test_a_notified_decision_is_answered_at_once(db: asyncpg.Pool, service_env: dict) -> None:
+    await answer_when_notified(db, service_env)
 
 
 async def test_a_missed_notification_is_made_up_for_when_the_wait_ends(
@@ -86,14 +95,4 @@ async def test_no_recorded_decision_within_the_timeout_is_no_answer(
 
 async def test_a_request_notified_without_its_answers_is_read(db: asyncpg.Pool, service_env: dict) -> None:
     """A request whose answers do not fit in a notification is named alone: the ingress reads its record."""
-    waiter = DecisionWaiter(CommonSettings(database_url=service_env["DATABASE_URL"]), db)
-    await waiter.start()
-    try:
-        request, decision = new_id(), a_decision()
-        waiter.expect(request)
-        started = time.monotonic()
-        await record(db, request, decision, notify=True, payloads=[f'{{"{request}": null}}'])
-        [got] = await waiter.wait(request, timeout=10)
-        assert got == Answer.of(decision) and time.monotonic() - started < 5  # read at once, not at the end
-    finally:
-        await waiter.stop()
+    await answer_when_notified(db, service_env, payloads=['{{"{}": null}}'])
