@@ -16,6 +16,8 @@ from typing import Any
 import asyncpg
 import structlog
 
+from services.common.service import cancel
+
 log = structlog.get_logger("sendstream.notify")
 
 
@@ -42,10 +44,7 @@ class Listener:
         self.task = asyncio.create_task(self._keep_listening(), name=f"listen-{self.channel}")
 
     async def stop(self) -> None:
-        if self.task:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+        await cancel(self.task)
         if self.conn is not None:
             with contextlib.suppress(Exception):
                 await self.conn.close()

@@ -38,6 +38,14 @@ class Background(Protocol):
     async def stop(self) -> None: ...
 
 
+async def cancel(task: asyncio.Task | None) -> None:
+    """Cancel `task` (if there is one) and wait until it has ended."""
+    if task:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 class Periodic:
     """Background work: `job()` at start and then every `every_s` seconds, beside the service's main
     work rather than inside it. A failed run is logged; the next one comes anyway."""
@@ -50,10 +58,7 @@ class Periodic:
         self.task = asyncio.create_task(self._loop(), name=self.name)
 
     async def stop(self) -> None:
-        if self.task:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+        await cancel(self.task)
 
     async def _loop(self) -> None:
         log = structlog.get_logger("sendstream.periodic")

@@ -17,7 +17,6 @@ they were answered, before they are published.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 from collections import Counter, deque
@@ -36,7 +35,7 @@ from schemas.events import ReplyRequested, SendAccepted, SendRequested
 from services.common import db
 from services.common.broker import TRANSIENT_ERRORS, publish_events, retry_pause, subscribe
 from services.common.decided import CHANNEL, notifications
-from services.common.service import Background, Periodic
+from services.common.service import Background, Periodic, cancel
 from services.common.settings import DecideSettings
 from services.common.timezones import local_day_start
 from services.decide.affinity import IdentityState, MailboxState, advance, decide_send
@@ -383,10 +382,7 @@ class DurablePublisher:
 
     async def stop(self) -> None:
         """After the consumer's last commit: what is still queued is delivered again after a restart."""
-        if self.task:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+        await cancel(self.task)
 
     async def _run(self) -> None:
         attempt, interval, last = 0, self.settings.decide_publish_interval_ms / 1000, 0.0

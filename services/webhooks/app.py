@@ -175,10 +175,7 @@ class Deliverer:
         self.runner = asyncio.create_task(self.run(), name="webhook-deliverer")
 
     async def stop(self) -> None:
-        if self.runner:
-            self.runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.runner
+        await service.cancel(self.runner)
         self.waiting.clear()  # their leases run out and they are claimed again
         for task in list(self.tasks):
             task.cancel()
