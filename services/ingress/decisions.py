@@ -90,8 +90,7 @@ class DecisionWaiter:
             if answers is None:  # too many to notify: read them
                 unread.append(key)
             else:
-                pending.answers = answers
-                pending.done.set()
+                self._answer(key, answers)
         if unread:
             self._start_read(unread)
 
@@ -112,6 +111,10 @@ class DecisionWaiter:
     async def _read(self, keys: list[str]) -> None:
         recorded = await db.recorded_many(self.pool, DECIDE, [UUID(k) for k in keys])
         for event_id, decisions in recorded.items():
-            if (pending := self.pending.get(str(event_id))) is not None and not pending.done.is_set():
-                pending.answers = [Answer.of(d) for d in decisions]
-                pending.done.set()
+            self._answer(str(event_id), [Answer.of(d) for d in decisions])
+
+    def _answer(self, key: str, answers: list[Answer]) -> None:
+        """The answers of a request still waited for (a request answered already keeps its answer)."""
+        if (pending := self.pending.get(key)) is not None and not pending.done.is_set():
+            pending.answers = answers
+            pending.done.set()
