@@ -368,7 +368,8 @@ def subscribe(
     """Declare a batch consumer of `topics` in consumer group `group` (see the module docstring).
 
     The handler receives the parsed events of one fetch, in partition order; the batch's offsets are
-    committed only after it returns. With `only`, records whose `event-type` header names another type
+    committed only once it is finished: when the handler returns, or, if it returns an awaitable,
+    when that completes. With `only`, records whose `event-type` header names another type
     are passed over unparsed (a record without the header is parsed). A batch that fails for anything
     but infrastructure trouble is retried event by event, so a poison event is isolated and parked
     while the others go through.

@@ -49,11 +49,7 @@ class CommonSettings(BaseSettings):
     kafka_fetch_max_wait_ms_background: int = Field(
         500, description="Fetch wait for background consumers (dispatch, projections)."
     )
-    kafka_max_records: int = Field(
-        100,
-        ge=1,
-        description="Most events a consumer takes in one batch.",
-    )
+    kafka_max_records: int = Field(100, ge=1, description="Most events a consumer takes in one batch.")
     kafka_commit_interval_ms: int = Field(
         200,
         ge=0,
