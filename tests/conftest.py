@@ -16,7 +16,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -226,15 +226,30 @@ class _RecordingHandler:
 
 
 @pytest.fixture
-def relay() -> Iterator[Relay]:
-    # aiosmtpd's Controller probes its own port after binding, so it cannot take port 0: pick a free one.
-    r = Relay("127.0.0.1", free_port())
-    controller = Controller(_RecordingHandler(r), hostname="127.0.0.1", port=r.port)
-    controller.start()
+def relay_factory() -> Iterator[Callable[..., Relay]]:
+    """Starts as many relays as a test asks for; all stop when it ends."""
+    controllers: list[Controller] = []
+
+    def start(*, smtputf8: bool = True) -> Relay:
+        # aiosmtpd's Controller probes its own port after binding, so it cannot take port 0: pick a free one.
+        r = Relay("127.0.0.1", free_port())
+        controller = Controller(
+            _RecordingHandler(r), hostname="127.0.0.1", port=r.port, enable_SMTPUTF8=smtputf8
+        )
+        controller.start()
+        controllers.append(controller)
+        return r
+
     try:
-        yield r
+        yield start
     finally:
-        controller.stop()
+        for controller in controllers:
+            controller.stop()
+
+
+@pytest.fixture
+def relay(relay_factory: Callable[..., Relay]) -> Relay:
+    return relay_factory()
 
 
 # --- webhook receivers -----------------------------------------------------------------------------

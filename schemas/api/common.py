@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -9,24 +10,40 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-FORBIDDEN_IN_HEADERS = ("\r", "\n", "\0")
+# Anything that lands in a mail header: every C0 control (tab included), DEL, NEL and the Unicode line
+# and paragraph separators. With none of them a value cannot start a header line of its own, whatever
+# a mail library downstream does with it.
+_UNSAFE_IN_HEADERS = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]")
+
+# RFC 5321 4.5.3.1: a local part of at most 64 octets, a path of at most 256 (254 between the brackets).
+MAX_LOCAL_PART = 64
+MAX_ADDRESS = 254
 
 
 def header_safe(value: str) -> str:
     """Anything that lands in a mail header must not be able to break the header block."""
-    if any(c in value for c in FORBIDDEN_IN_HEADERS):
-        raise ValueError("must not contain CR, LF or NUL characters")
+    if m := _UNSAFE_IN_HEADERS.search(value):
+        raise ValueError(
+            f"must not contain control characters or line separators (U+{ord(m.group()):04X} at {m.start()})"
+        )
     return value
 
 
 def email_address(value: str) -> str:
-    """A single bare address (no display name), syntax-checked; the domain is lower-cased."""
+    """A single bare address (no display name), syntax-checked, within RFC 5321's lengths; the domain
+    is lower-cased and shown in Unicode (dispatch sends it as IDNA)."""
     header_safe(value)
     try:
         # test_environment: no DNS lookups, and RFC 2606 `.test` domains are allowed (local set-ups, tests).
         result = validate_email(value, check_deliverability=False, test_environment=True)
     except EmailNotValidError as exc:
         raise ValueError(f"is not a valid email address ({exc})") from None
+    if len(result.local_part.encode()) > MAX_LOCAL_PART:
+        raise ValueError(
+            f"is not a valid email address (the part before the @ exceeds {MAX_LOCAL_PART} octets)"
+        )
+    if len((result.ascii_email or result.normalized).encode()) > MAX_ADDRESS:
+        raise ValueError(f"is not a valid email address (longer than {MAX_ADDRESS} octets)")
     return result.normalized
 
 
@@ -49,12 +66,14 @@ HeaderText = Annotated[str, AfterValidator(header_safe)]
 EmailAddress = Annotated[str, AfterValidator(email_address)]
 TimeZone = Annotated[str, AfterValidator(timezone_name)]
 Subject = Annotated[str, Field(max_length=998), AfterValidator(header_safe)]
+MessageIdText = Annotated[str, Field(min_length=1, max_length=998), AfterValidator(header_safe)]
 
 
 class ApiModel(BaseModel):
-    """Request bodies: unknown fields are an error naming the field, not silently dropped."""
+    """Request bodies: unknown fields are an error naming the field, not silently dropped; no type is
+    coerced into another (`false` is not a number, `"yes"` is not a boolean)."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+    model_config = ConfigDict(extra="forbid", strict=True, str_strip_whitespace=False)
 
 
 class ErrorDetail(BaseModel):

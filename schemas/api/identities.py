@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, Field, model_validator
 
-from schemas.api.common import ApiModel, EmailAddress, HeaderText, Subject, TimeZone
+from schemas.api.common import ApiModel, EmailAddress, HeaderText, MessageIdText, Subject, TimeZone
 
 Health = Literal["healthy", "unhealthy", "paused"]
 TlsMode = Literal["none", "starttls", "tls"]
@@ -146,8 +146,8 @@ class SendRequest(ApiModel):
     subject: Subject | None = None
     text: str | None = None
     html: str | None = None
-    inReplyTo: HeaderText | None = Field(None, max_length=998)
-    references: list[HeaderText] | None = Field(None, max_length=100)
+    inReplyTo: MessageIdText | None = None
+    references: list[MessageIdText] | None = Field(None, max_length=100)
     convId: str | None = None
 
     @model_validator(mode="after")

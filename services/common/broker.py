@@ -9,9 +9,12 @@
 - batches: the handler gets every parsed event of one fetch, so it can commit its database work once
   per batch (per-message commits are the pipeline's known ceiling); `bound(event)` puts an event's
   `event_id`, `correlation_id` and `message_id` into the log context;
-- infrastructure trouble (database or broker unreachable) is retried with growing pauses, forever;
-- anything else is retried a few times and then parked on the topic's dead-letter topic, with the
-  error in its headers, so one poison record never blocks a partition.
+- infrastructure trouble (database or broker unreachable) is retried with growing pauses, forever,
+  and shows as the consumer being stuck (services/common/progress.py);
+- anything else is one event's problem: that event is retried a few times in place and then parked,
+  once, on the topic's dead-letter topic with the error in its headers, and the partition moves on.
+  A handler that can tell a permanent failure (a message no relay will take) records it as that
+  message's outcome instead of raising.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import asyncio
 import contextlib
 import inspect
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Sequence
 from typing import Any, Literal
 
@@ -28,7 +31,15 @@ import asyncpg
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    InvalidTopicError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+    TopicAlreadyExistsError,
+    TopicAuthorizationFailedError,
+    UnsupportedVersionError,
+)
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.message import StreamMessage
@@ -38,6 +49,7 @@ from pydantic import ValidationError
 from schemas.envelope import Envelope
 from schemas.events import message_id_of, parse_event
 from schemas.topics import ALL_TOPICS, Topic, key_of, topic_of
+from services.common.progress import Progress
 from services.common.settings import CommonSettings
 
 log = structlog.get_logger("sendstream.broker")
@@ -63,6 +75,28 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
 )
+# Refusals of one record or one request that no retry changes.
+PERMANENT_KAFKA_ERRORS: tuple[type[BaseException], ...] = (
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+    InvalidTopicError,
+    TopicAuthorizationFailedError,
+    UnsupportedVersionError,
+)
+
+
+class EventTooLarge(ValueError):
+    """An event whose JSON exceeds `max_event_bytes`: no broker would take it, so it is never sent."""
+
+    def __init__(self, event: Envelope, size: int, limit: int):
+        super().__init__(f"{event.type} {event.event_id} is {size} bytes; at most {limit} fit in one event")
+        self.size, self.limit = size, limit
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Trouble a retry can fix (the database or broker unreachable, busy or timing out), as opposed to a
+    refusal that would come back the same every time (a record too large, a byte the database refuses)."""
+    return isinstance(exc, TRANSIENT_ERRORS) and not isinstance(exc, PERMANENT_KAFKA_ERRORS)
 
 
 def make_broker(settings: CommonSettings, client_id: str) -> KafkaBroker:
@@ -106,14 +140,24 @@ async def ensure_topics(settings: CommonSettings, topics: Iterable[Topic] = ALL_
         await admin.close()
 
 
-async def publish_events(broker: KafkaBroker, settings: CommonSettings, events: Sequence[Envelope]) -> None:
-    """Publish events keyed per their topic, and return only once the broker acknowledged all of them."""
+async def publish_events(
+    broker: KafkaBroker, settings: CommonSettings, events: Sequence[Envelope], limit: int | None = None
+) -> None:
+    """Publish events keyed per their topic, and return only once the broker acknowledged all of them.
+
+    Raises EventTooLarge, before anything is sent, if one of them exceeds `limit` bytes (default
+    `max_event_bytes`)."""
+    limit = limit or settings.max_event_bytes
+    values = [event.model_dump_json().encode() for event in events]
+    for event, value in zip(events, values, strict=True):
+        if len(value) > limit:
+            raise EventTooLarge(event, len(value), limit)
     pending = []
-    for event in events:
+    for event, value in zip(events, values, strict=True):
         topic = topic_of(event).name(settings.kafka_topic_prefix)
         pending.append(
             await broker.publish(
-                event.model_dump_json().encode(),
+                value,
                 topic,
                 key=key_of(event),
                 headers={"event-type": event.type, "content-type": "application/json"},
@@ -159,7 +203,7 @@ class Offsets:
         self.pending: dict[TopicPartition, int] = {}
         self.unfinished: deque[tuple[asyncio.Future, Any, Sequence[Any]]] = deque()
         self.consumer: AIOKafkaConsumer | None = None
-        self.last = 0.0
+        self.last = float("-inf")  # time.monotonic() starts near 0 on a freshly booted machine
         self.later: asyncio.Task | None = None
 
     async def handled(self, consumer: Any, records: Sequence[Any]) -> None:
@@ -227,10 +271,12 @@ class Offsets:
             return
         try:
             await self.consumer.commit(offsets)
-        except KafkaError as exc:  # a rebalance is under way: the next commit tries them again
-            log.info("offset commit failed", group=self.group, error=repr(exc))
+        except KafkaError as exc:  # a rebalance is under way: try them again shortly
+            log.info("offset commit failed; trying again", group=self.group, error=repr(exc))
             for tp, offset in offsets.items():
                 self.pending[tp] = max(self.pending.get(tp, 0), offset)
+            if self.later is None:
+                self.later = asyncio.create_task(self._commit_in(min(self.interval_s, 1.0)))
 
 
 OFFSETS: list[Offsets] = []  # every consumer's, so a clean stop can commit what was handled
@@ -266,10 +312,6 @@ def _wait_in_fetch(subscriber: Any, interval_ms: int) -> None:
         return batch
 
     subscriber.get_msg = get_msg
-
-
-class _KnownFailure(Exception):
-    """Internal: skip the whole-batch attempt when the batch holds an event already known to fail."""
 
 
 LISTENERS: list[LogRebalance] = []  # every consumer of this process, for readiness
@@ -382,7 +424,11 @@ def subscribe(
     )
 
     def decorator(handler: Handler) -> Handler:
-        failures: dict[object, int] = {}
+        progress = Progress(f"consumer {group}")
+        pauses = 0  # consecutive batches redelivered after infrastructure trouble
+        # Records parked already (topic, partition, offset): a batch redelivered after infrastructure
+        # trouble passes over them instead of parking them again.
+        parked: OrderedDict[tuple[str, int, int], None] = OrderedDict()
 
         async def park(record: Any, error: BaseException) -> None:
             source = next(t for t in topics if t.name(prefix) == record.topic)
@@ -398,6 +444,10 @@ def subscribe(
                     "dlq-error": f"{type(error).__name__}: {error}"[:1000],
                 },
             )
+            PARKED.labels(group).inc()
+            parked[(record.topic, record.partition, record.offset)] = None
+            while len(parked) > 10_000:
+                parked.popitem(last=False)
             log.error(
                 "event parked on dead-letter topic",
                 topic=record.topic,
@@ -405,12 +455,18 @@ def subscribe(
                 error=str(error),
             )
 
-        async def transient(exc: BaseException, key: object) -> None:
-            n = failures[key] = failures.get(key, 0) + 1
+        async def transient(exc: BaseException) -> None:
+            """Infrastructure trouble: pause, growing, then the batch is delivered again (the caller raises)."""
+            nonlocal pauses
+            pauses += 1
+            progress.failed(exc)
             RETRIES.labels(group, "infrastructure").inc()
-            pause = retry_pause(settings, n)
+            pause = retry_pause(settings, pauses)
             log.warning(
-                "infrastructure error, batch will be redelivered", attempt=n, pause_s=pause, error=repr(exc)
+                "infrastructure error, batch will be redelivered",
+                attempt=pauses,
+                pause_s=pause,
+                error=repr(exc),
             )
             await asyncio.sleep(pause)
 
@@ -453,9 +509,16 @@ def subscribe(
                 await later
 
         async def handle(records: list[Any]) -> Awaitable[None] | None:
-            """Handle the batch; returns what it is finished by, if the handler finishes it later."""
+            """Handle the batch; returns what it is finished by, if the handler finishes it later.
+
+            Only infrastructure trouble raises (the batch is rewound and delivered again). Anything
+            else is one event's problem: the batch is retried event by event, each failing event up
+            to `consumer_max_attempts` times in place, then parked, once, and the partition moves on."""
+            nonlocal pauses
             parsed: list[tuple[Any, Envelope]] = []
             for record in records:
+                if (record.topic, record.partition, record.offset) in parked:
+                    continue
                 if only is not None and (kind := _event_type(record)) is not None and kind not in only:
                     continue
                 try:
@@ -466,57 +529,49 @@ def subscribe(
                 return None
             started = time.perf_counter()
             try:
-                if any(e.event_id in failures for _, e in parsed):
-                    raise _KnownFailure  # a redelivery of a batch with a failing event: go one by one at once
                 later = await handler([e for _, e in parsed])
-                failures.pop("batch", None)
-                EVENTS.labels(group).inc(len(parsed))
-                BATCH_SECONDS.labels(group).observe(time.perf_counter() - started)
-                log.debug(
-                    "batch handled",
-                    group=group,
-                    size=len(parsed),
-                    ms=round((time.perf_counter() - started) * 1000, 2),
-                )
-                return later
-            except TRANSIENT_ERRORS as exc:
-                await transient(exc, "batch")
-                raise
-            except _KnownFailure:
-                pass
             except Exception as exc:
-                if len(parsed) == 1:  # that was this event's attempt
-                    record, event = parsed[0]
-                    with bound(event):
-                        await failed(record, event, exc)
-                    return None
+                if is_transient(exc):
+                    await transient(exc)
+                    raise
+                progress.failed(exc)
                 log.warning("batch failed; retrying its events one by one", size=len(parsed), exc_info=True)
+                return await one_by_one(parsed)
+            pauses = 0
+            progress.moved()
+            EVENTS.labels(group).inc(len(parsed))
+            BATCH_SECONDS.labels(group).observe(time.perf_counter() - started)
+            log.debug(
+                "batch handled",
+                group=group,
+                size=len(parsed),
+                ms=round((time.perf_counter() - started) * 1000, 2),
+            )
+            return later
+
+        async def one_by_one(parsed: list[tuple[Any, Envelope]]) -> Awaitable[None] | None:
             laters = []
             for record, event in parsed:
                 with bound(event):
-                    try:
-                        if (later := await handler([event])) is not None:
-                            laters.append(later)
-                        failures.pop(event.event_id, None)
-                        EVENTS.labels(group).inc()
-                    except TRANSIENT_ERRORS as exc:
-                        await transient(exc, event.event_id)
-                        raise
-                    except Exception as exc:
-                        await failed(record, event, exc)
+                    for attempt in range(1, settings.consumer_max_attempts + 1):
+                        try:
+                            if (later := await handler([event])) is not None:
+                                laters.append(later)
+                            EVENTS.labels(group).inc()
+                            break
+                        except Exception as exc:
+                            if is_transient(exc):
+                                await transient(exc)
+                                raise
+                            if attempt < settings.consumer_max_attempts:
+                                RETRIES.labels(group, "event").inc()
+                                log.warning("event failed, trying again", attempt=attempt, exc_info=exc)
+                                await asyncio.sleep(settings.consumer_retry_backoff_s)
+                                continue
+                            log.error("event failed on every attempt", attempts=attempt, exc_info=exc)
+                            await park(record, exc)
+            progress.moved()  # the partition moves on
             return asyncio.gather(*laters) if laters else None
-
-        async def failed(record: Any, event: Envelope, exc: BaseException) -> None:
-            """One more failed attempt at `event`: redeliver (raise) until the last attempt, then park it."""
-            n = failures[event.event_id] = failures.get(event.event_id, 0) + 1
-            if n < settings.consumer_max_attempts:
-                RETRIES.labels(group, "event").inc()
-                log.warning("event failed, will be redelivered", attempt=n, exc_info=exc)
-                await asyncio.sleep(settings.consumer_retry_backoff_s)
-                raise exc
-            failures.pop(event.event_id, None)
-            log.error("event failed on every attempt", attempts=n, exc_info=exc)
-            await park(record, exc)
 
         return handler
 

@@ -27,6 +27,7 @@ from services.common.broker import (
     make_broker,
 )
 from services.common.logging import configure_logging
+from services.common.progress import stuck
 from services.common.settings import CommonSettings
 
 
@@ -88,9 +89,9 @@ def metrics_response() -> web.Response:
     return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-async def serve_operations(host: str, port: int, broker: KafkaBroker) -> web.AppRunner:
-    """/healthz (up and connected to the broker), /readyz (and every consumer has joined its group) and
-    Prometheus /metrics, for probes and scraping."""
+async def serve_operations(host: str, port: int, broker: KafkaBroker, stuck_after_s: float) -> web.AppRunner:
+    """/healthz (up and connected to the broker), /readyz (and every consumer has joined its group, and
+    none of its consumers or publishers is stuck) and Prometheus /metrics, for probes and scraping."""
 
     async def healthz(_: web.Request) -> web.Response:
         ok = await broker.ping(timeout=2)
@@ -99,6 +100,8 @@ async def serve_operations(host: str, port: int, broker: KafkaBroker) -> web.App
     async def readyz(request: web.Request) -> web.Response:
         if not consumers_joined():
             return web.json_response({"status": "joining consumer groups"}, status=503)
+        if problems := stuck(stuck_after_s):
+            return web.json_response({"status": "stuck", "stuck": problems}, status=503)
         return await healthz(request)
 
     async def metrics(_: web.Request) -> web.Response:
@@ -130,7 +133,7 @@ async def serve(name: str, settings: CommonSettings, register: Register) -> None
     for background in backgrounds:
         await background.start()
     operations = (
-        await serve_operations(settings.metrics_host, settings.metrics_port, broker)
+        await serve_operations(settings.metrics_host, settings.metrics_port, broker, settings.stuck_after_s)
         if settings.metrics_port
         else None
     )

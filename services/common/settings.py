@@ -8,6 +8,7 @@ for the embedded broker.
 
 from __future__ import annotations
 
+import json
 from typing import Literal
 
 from pydantic import AliasChoices, Field
@@ -89,6 +90,19 @@ class CommonSettings(BaseSettings):
     consumer_max_attempts: int = Field(
         5, description="Attempts at one event before it is parked on the topic's dead-letter topic."
     )
+    stuck_after_s: float = Field(
+        30.0,
+        gt=0,
+        description="A consumer or publisher failing this long without a success makes its service's "
+        "/readyz answer 503 (and shows in sendstream_stuck_seconds).",
+    )
+    max_event_bytes: int = Field(
+        1_000_000,
+        ge=65_536,
+        description="Largest event any service publishes (its JSON value). Keep it under the brokers' "
+        "message.max.bytes and the producer's max_request_size (1 MiB by default); the API refuses a "
+        "request whose events would not fit with 413.",
+    )
 
 
 class WebhookSettings(CommonSettings):
@@ -138,7 +152,12 @@ class IngressSettings(WebhookSettings):
     publish_timeout_s: float = Field(
         5.0, description="How long a request waits for the broker to take its event before answering 503."
     )
-    max_body_bytes: int = Field(2 * 1024 * 1024, description="Largest accepted HTTP request body (bytes).")
+    max_body_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        description="Largest accepted HTTP request body (bytes); larger is 413. A send must also fit in one "
+        "event (SENDSTREAM_MAX_EVENT_BYTES, less what the pipeline adds), or it is 413 too.",
+    )
 
 
 class DecideSettings(CommonSettings):
@@ -232,6 +251,17 @@ def _env_name(cls: type[BaseSettings], name: str, field) -> str:
     return (cls.model_config.get("env_prefix") or "") + name.upper()
 
 
+def _as_env_value(default: object) -> str:
+    """A default as the environment variable would spell it ("" for none): what env.example can set as is."""
+    if default is None:
+        return ""
+    if isinstance(default, bool):
+        return str(default).lower()
+    if isinstance(default, list | dict):
+        return json.dumps(default)
+    return str(default)
+
+
 def documented_settings() -> list[tuple[str, str, str, str]]:
     """(variable, default, description, services) for every setting, in declaration order."""
     rows: dict[str, tuple[str, str, str, list[str]]] = {}
@@ -247,14 +277,12 @@ def documented_settings() -> list[tuple[str, str, str, str]]:
         for name, field in cls.model_fields.items():
             env = _env_name(cls, name, field)
             if env not in rows:
-                default = (
-                    ""
-                    if field.default is None
-                    else str(field.default).lower()
-                    if isinstance(field.default, bool)
-                    else str(field.default)
+                rows[env] = (
+                    env,
+                    _as_env_value(field.get_default(call_default_factory=True)),
+                    field.description or "",
+                    [who],
                 )
-                rows[env] = (env, default, field.description or "", [who])
     return [(env, default, desc, ", ".join(who)) for env, default, desc, who in rows.values()]
 
 

@@ -33,8 +33,9 @@ from schemas import topics
 from schemas.envelope import Envelope
 from schemas.events import ReplyRequested, SendAccepted, SendRequested
 from services.common import db
-from services.common.broker import TRANSIENT_ERRORS, publish_events, retry_pause, subscribe
+from services.common.broker import is_transient, publish_events, retry_pause, subscribe
 from services.common.decided import CHANNEL, notifications
+from services.common.progress import Progress
 from services.common.service import Background, Periodic, cancel
 from services.common.settings import DecideSettings
 from services.common.timezones import local_day_start
@@ -363,6 +364,7 @@ class DurablePublisher:
         self.queued = 0
         self.wake = asyncio.Event()
         self.task: asyncio.Task | None = None
+        self.progress = Progress("decide publisher")
 
     async def submit(self, batch: Decided) -> asyncio.Future:
         """Queue a batch; returns the future it is published by."""
@@ -399,8 +401,9 @@ class DurablePublisher:
                 await self._publish([batch for batch, _ in group])
             except Exception as exc:
                 attempt += 1
+                self.progress.failed(exc)
                 pause = retry_pause(self.settings, attempt)
-                level = log.warning if isinstance(exc, TRANSIENT_ERRORS) else log.error
+                level = log.warning if is_transient(exc) else log.error
                 level(
                     "decisions not yet published; trying again",
                     attempt=attempt,
@@ -410,6 +413,7 @@ class DurablePublisher:
                 await asyncio.sleep(pause)
                 continue
             attempt = 0
+            self.progress.moved()
             for batch, future in group:
                 self.queue.popleft()
                 self.queued -= len(batch.outputs)

@@ -34,6 +34,17 @@ class Thread:
     refs: tuple[str, ...]
 
 
+MAX_REFERENCES = 20
+
+
+def trimmed_references(refs: tuple[str, ...] | list[str]) -> list[str]:
+    """A long thread's References: its first message and the latest ones (RFC 5322 3.6.4 lets a reply
+    drop ids; keeping the root and the recent tail is what mail clients do), so neither the header nor
+    the events grow with the thread."""
+    refs = list(refs)
+    return refs if len(refs) <= MAX_REFERENCES else [refs[0], *refs[-(MAX_REFERENCES - 1) :]]
+
+
 def reply_subject(subject: str) -> str:
     """`Re: ` once: a subject that already starts with a reply prefix is kept as it is."""
     return subject if _REPLY_PREFIX.match(subject) else f"Re: {subject}"
@@ -74,7 +85,7 @@ def decide_reply(
         update={
             "subject": reply_subject(thread.subject),
             "in_reply_to": thread.last_rfc_message_id,
-            "references": list(thread.refs),
+            "references": trimmed_references(thread.refs),
         }
     )
     return [

@@ -47,7 +47,13 @@ from services.common import db, timers
 from services.common.broker import bound, publish_events, subscribe
 from services.common.secrets import Secrets
 from services.common.settings import DispatchSettings
-from services.dispatch.mime import envelope_recipients, render_message
+from services.dispatch.mime import (
+    UnsendableMessage,
+    envelope_recipients,
+    needs_smtputf8,
+    render_message,
+    wire_address,
+)
 from services.dispatch.recorder import OutcomeRecorder
 from services.dispatch.retry import next_attempt_at
 from services.dispatch.smtp import Outcome, Relay, SmtpPool
@@ -202,6 +208,17 @@ def build(broker: KafkaBroker, settings: DispatchSettings, pool: asyncpg.Pool) -
     )
     on_their_own: set[asyncio.Task] = set()  # handed-over sends finishing after their batch
 
+    async def send(relay: Relay, accepted: SendAcceptedPayload, now: datetime) -> Outcome:
+        """Render and hand over one message; a message that cannot be rendered or addressed as it is
+        fails for good (a retry would fail the same way), and the partition moves on."""
+        try:
+            data = render_message(accepted, now)
+            sender, recipients = wire_address(accepted.from_addr), envelope_recipients(accepted)
+        except UnsendableMessage as exc:
+            return Outcome("hard", None, f"the message cannot be sent: {exc}")
+        utf8 = needs_smtputf8([sender, *recipients])
+        return await smtp.deliver(relay, sender, recipients, data, smtputf8=utf8)
+
     async def dispatch_one(a: Attempt, relays: dict[UUID, Relay]) -> list[Envelope]:
         event = a.event
         accepted, attempt, first_at = attempt_of(event)
@@ -223,10 +240,7 @@ def build(broker: KafkaBroker, settings: DispatchSettings, pool: asyncpg.Pool) -
                     if relay is None:
                         outcome = Outcome("hard", None, "the mailbox was removed")
                     else:
-                        data = render_message(accepted, now)
-                        outcome = await smtp.deliver(
-                            relay, accepted.from_addr, envelope_recipients(accepted), data
-                        )
+                        outcome = await send(relay, accepted, now)
                     a.phase = "recording"
                 facts, retry = outcome_events(
                     event,

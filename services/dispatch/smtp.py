@@ -38,7 +38,10 @@ class Outcome:
 
 
 def classify(error: BaseException) -> Outcome:
-    """4xx, timeouts and connection trouble are transient (soft); 5xx is permanent (hard)."""
+    """4xx, timeouts and connection trouble are transient (soft); 5xx, and a message this relay can
+    never take (it lacks SMTPUTF8 for a non-ASCII address), are permanent (hard)."""
+    if isinstance(error, aiosmtplib.SMTPNotSupported):
+        return Outcome("hard", None, f"the relay cannot take this message: {error}")
     if isinstance(error, aiosmtplib.SMTPRecipientsRefused):
         codes = [e.code for e in error.recipients]
         kind = "hard" if codes and all(500 <= c < 600 for c in codes) else "soft"
@@ -92,18 +95,26 @@ class SmtpPool:
         else:
             await _close(client)
 
-    async def deliver(self, relay: Relay, sender: str, recipients: list[str], data: bytes) -> Outcome:
+    async def deliver(
+        self, relay: Relay, sender: str, recipients: list[str], data: bytes, *, smtputf8: bool = False
+    ) -> Outcome:
         """One SMTP transaction, within `transaction_timeout` in all; never raises for an SMTP or network
-        failure (or a relay too slow), returns its classification."""
+        failure (or a relay too slow), returns its classification. `smtputf8`: the envelope holds a
+        non-ASCII address, which only a relay offering SMTPUTF8 takes (hard failure otherwise)."""
         client = None
         try:
             async with asyncio.timeout(self.transaction_timeout):
                 client = await self._acquire(relay)
-                errors, response = await client.sendmail(sender, recipients, data)
+                options = ["SMTPUTF8"] if smtputf8 else None
+                errors, response = await client.sendmail(sender, recipients, data, mail_options=options)
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             if client is not None:
                 await _close(client)
             return classify(exc)
+        except ValueError as exc:  # an address aiosmtplib refuses to put on the wire: no retry changes it
+            if client is not None:
+                await _close(client)
+            return Outcome("hard", None, f"the message cannot be sent: {exc}")
         await self._release(relay, client)
         refused = f"; refused: {sorted(errors)}" if errors else ""
         return Outcome("sent", SmtpReply(code=250, message=response), f"accepted{refused}")

@@ -21,7 +21,7 @@ from services.ingress.auth import authenticate, ensure_bootstrap_key
 from services.ingress.cache import Cache
 from services.ingress.context import CONTEXT, Context
 from services.ingress.decisions import DecisionWaiter
-from services.ingress.http import add_routes, observe
+from services.ingress.http import MAX_BODY, add_routes, observe
 from services.ingress.idempotency import sweep_expired
 
 # Importing the route modules registers their routes.
@@ -64,6 +64,7 @@ async def _sweep_idempotency_keys(pool) -> None:
 def create_app(settings: IngressSettings) -> web.Application:
     app = web.Application(middlewares=[observe], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
+    app[MAX_BODY] = settings.max_body_bytes
     app.cleanup_ctx.append(_lifecycle)
 
     async def auth(request: web.Request):

@@ -20,7 +20,7 @@ from aiohttp import web
 from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, ValidationError
 
-from services.common.broker import TRANSIENT_ERRORS
+from services.common.broker import is_transient
 
 log = structlog.get_logger("sendstream.ingress")
 
@@ -140,14 +140,63 @@ def route(
     return decorator
 
 
+MAX_JSON_DEPTH = 32
+MAX_BODY = web.AppKey("max_body", int)
+
+
+def _check_text(value: str, where: str) -> None:
+    """NUL (which PostgreSQL cannot store) and lone surrogates (which no UTF-8 encoder takes) are refused
+    in every string of a body; they could only fail later, where the client no longer hears of it."""
+    if "\0" in value:
+        raise ApiError(400, "invalid_request", f"{where}: must not contain NUL characters (U+0000)")
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise ApiError(
+                400, "invalid_request", f"{where}: contains an unpaired surrogate (not valid Unicode)"
+            ) from None
+
+
+def check_json(value: Any, where: str = "", depth: int = 0) -> None:
+    """Every string of a parsed body is storable text, and the body nests at most MAX_JSON_DEPTH deep."""
+    if depth > MAX_JSON_DEPTH:
+        raise ApiError(400, "invalid_request", f"request body nests deeper than {MAX_JSON_DEPTH} levels")
+    if isinstance(value, str):
+        _check_text(value, where or "request body")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check_text(k, f"{where}.{k}" if where else "field name")
+            check_json(v, f"{where}.{k}" if where else k, depth + 1)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            check_json(v, f"{where}[{i}]", depth + 1)
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The raw body, or 413 (as JSON, naming the limit) when it exceeds the configured maximum."""
+    limit = request.app[MAX_BODY]
+    if (request.content_length or 0) > limit:
+        raise ApiError(413, "payload_too_large", f"request body exceeds the limit of {limit} bytes")
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise ApiError(413, "payload_too_large", f"request body exceeds the limit of {limit} bytes") from None
+
+
 async def parse_body(request: web.Request, model: type[BaseModel]) -> BaseModel:
-    raw = await request.read()
+    raw = await read_body(request)
     try:
         data = json.loads(raw) if raw else None
+    except RecursionError:
+        raise ApiError(
+            400, "invalid_request", f"request body nests deeper than {MAX_JSON_DEPTH} levels"
+        ) from None
     except ValueError:
         raise ApiError(400, "invalid_request", "request body is not valid JSON") from None
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_request", "request body must be a JSON object")
+    check_json(data)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -195,24 +244,37 @@ async def observe(request: web.Request, handler: Callable[[web.Request], Awaitab
             response = await handler(request)
         except ApiError as exc:
             response = error_response(exc.status, exc.type, exc.message, exc.headers)
-        except web.HTTPRequestEntityTooLarge as exc:
-            response = error_response(413, "payload_too_large", f"request body exceeds {exc.max_size} bytes")
+        except web.HTTPRequestEntityTooLarge:
+            limit = request.app[MAX_BODY]
+            response = error_response(
+                413, "payload_too_large", f"request body exceeds the limit of {limit} bytes"
+            )
         except web.HTTPNotFound:
             response = error_response(404, "not_found", "route not found")
         except web.HTTPMethodNotAllowed as exc:
-            response = error_response(405, "method_not_allowed", f"{exc.method} is not allowed here")
+            allowed = ", ".join(sorted(exc.allowed_methods))
+            response = error_response(
+                405,
+                "method_not_allowed",
+                f"{exc.method} is not allowed here (allowed: {allowed})",
+                {"Allow": allowed},
+            )
         except web.HTTPException:
             raise
-        except TRANSIENT_ERRORS as exc:
-            log.warning(
-                "infrastructure unavailable", method=request.method, path=request.path, error=repr(exc)
-            )
-            response = error_response(
-                503, "unavailable", "the database or broker is unavailable; retry later", {"Retry-After": "5"}
-            )
-        except Exception:
-            log.exception("unhandled error", method=request.method, path=request.path)
-            response = error_response(500, "internal_error", "internal error")
+        except Exception as exc:
+            if is_transient(exc):
+                log.warning(
+                    "infrastructure unavailable", method=request.method, path=request.path, error=repr(exc)
+                )
+                response = error_response(
+                    503,
+                    "unavailable",
+                    "the database or broker is unavailable; retry later",
+                    {"Retry-After": "5"},
+                )
+            else:
+                log.exception("unhandled error", method=request.method, path=request.path)
+                response = error_response(500, "internal_error", "internal error")
         elapsed = time.perf_counter() - started
         response.headers["X-Request-Id"] = request[REQUEST_ID]
         HTTP_REQUESTS.labels(request.method, route_name, str(response.status)).inc()

@@ -20,6 +20,43 @@ from aiohttp.resolver import DefaultResolver
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
+# IANA's special-purpose registries (RFC 6890 and later), whole: the standard library's tables differ
+# between Python versions, and an address in any of these ranges is no public endpoint.
+_SPECIAL_V4 = (
+    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
+    "192.0.0.0/24", "192.0.2.0/24", "192.31.196.0/24", "192.52.193.0/24", "192.88.99.0/24",
+    "192.168.0.0/16", "192.175.48.0/24", "198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24",
+    "224.0.0.0/4", "240.0.0.0/4",
+)  # fmt: skip
+_SPECIAL_V6 = (
+    "::/96", "::ffff:0:0/96", "::ffff:0:0:0/96", "64:ff9b::/96", "64:ff9b:1::/48", "100::/64",
+    "2001::/23", "2001:db8::/32", "2002::/16", "3fff::/20", "5f00::/16", "fc00::/7", "fe80::/10",
+    "fec0::/10", "ff00::/8",
+)  # fmt: skip
+SPECIAL_PURPOSE: dict[int, tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]] = {
+    4: tuple(ipaddress.IPv4Network(n) for n in _SPECIAL_V4),
+    6: tuple(ipaddress.IPv6Network(n) for n in _SPECIAL_V6),
+}
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_TRANSLATED = ipaddress.IPv6Network("::ffff:0:0:0/96")
+_COMPATIBLE = ipaddress.IPv6Network("::/96")
+
+
+def embedded_ipv4(ip: IPAddress) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one stands for, if it embeds one."""
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return None
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped  # ::ffff:a.b.c.d
+    if ip.sixtofour is not None:
+        return ip.sixtofour  # 2002:aabb:ccdd::/48
+    if ip.teredo is not None:
+        return ip.teredo[1]  # 2001::/32, the client's address
+    if ip in _NAT64 or ip in _TRANSLATED or (ip in _COMPATIBLE and int(ip) > 1):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
 class UnsafeDestination(OSError):
     """A URL that is malformed, or leads to an address webhooks may not reach."""
 
@@ -29,15 +66,17 @@ class Egress:
         self.allowed = tuple(ipaddress.ip_network(n, strict=False) for n in allowed_networks)
 
     def permits(self, ip: IPAddress) -> bool:
-        """Public unicast addresses, and any address inside an allowed network."""
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
+        """Public unicast addresses, and any address inside an allowed network. An IPv6 address that
+        embeds an IPv4 one (mapped, compatible, translated, NAT64, 6to4, Teredo) is judged as that address."""
+        ip = embedded_ipv4(ip) or ip
         if any(ip.version == n.version and ip in n for n in self.allowed):
             return True
-        return ip.is_global and not ip.is_multicast
+        return ip.is_global and not ip.is_multicast and not any(ip in n for n in SPECIAL_PURPOSE[ip.version])
 
     async def check_url(self, url: str) -> None:
         """Raise UnsafeDestination unless `url` is http(s) and every address of its host is permitted."""
+        if url != url.strip() or any(c.isspace() or c == "\\" or not c.isprintable() for c in url):
+            raise UnsafeDestination("must not contain spaces, backslashes or control characters")
         try:
             parts = urlsplit(url)
             port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -48,6 +87,8 @@ class Egress:
         host = parts.hostname
         if not host:
             raise UnsafeDestination("has no host")
+        if parts.port == 0:
+            raise UnsafeDestination("port 0 cannot be connected to")
         try:
             infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except OSError:

@@ -13,7 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from services.common.settings import env_example, markdown_table
+from services.common.settings import (
+    DecideSettings,
+    DispatchSettings,
+    IngressSettings,
+    LocalSettings,
+    SchedulerSettings,
+    env_example,
+    markdown_table,
+)
 from services.local import wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,6 +34,21 @@ def test_configuration_table_and_env_example_are_current() -> None:
     """The README's table and deploy/env.example are exactly what the settings models generate."""
     assert markdown_table() in README
     assert (ROOT / "deploy" / "env.example").read_text() == env_example()
+
+
+def test_env_example_values_load_as_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every value deploy/env.example sets, copied into the environment as it is, is read back by the
+    settings as that setting's default (so a copied env.example runs exactly like no configuration)."""
+    lines = (ROOT / "deploy" / "env.example").read_text().splitlines()
+    values = dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+    assert len(values) > 30
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    for cls in (IngressSettings, DecideSettings, DispatchSettings, SchedulerSettings, LocalSettings):
+        loaded = cls()
+        for name, field in cls.model_fields.items():
+            expected = field.get_default(call_default_factory=True)
+            assert getattr(loaded, name) == expected, (cls.__name__, name, getattr(loaded, name), expected)
 
 
 def test_make_run_is_ready_within_60s_and_the_walkthrough_works_as_written(tmp_path: Path) -> None:

@@ -237,7 +237,10 @@ def cursor_of(seq: int) -> str:
 def seq_of(cursor: str) -> int:
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        return int(text.removeprefix("seq:"))
+        seq = int(text.removeprefix("seq:"))
+        if not 0 <= seq < 2**63:
+            raise ValueError(seq)
+        return seq
     except ValueError:
         raise ApiError(400, "invalid_request", "cursor: is not a cursor this API returned") from None
 
