@@ -15,7 +15,8 @@ from faststream.kafka import KafkaBroker
 from projections.messages import statements
 from schemas import topics
 from schemas.envelope import Envelope
-from services.common import db
+from schemas.events import MessageFailed, MessageSent, SendRejected
+from services.common import db, redrive
 from services.common.broker import subscribe
 from services.common.settings import CommonSettings
 
@@ -39,6 +40,10 @@ async def project(pool: asyncpg.Pool, events: list[Envelope]) -> int:
                 groups.setdefault(sql, []).append(args)
         for sql, rows in groups.items():
             await conn.executemany(sql, rows)
+        if ended := [
+            e.payload.message_id for e in new if isinstance(e, MessageSent | MessageFailed | SendRejected)
+        ]:
+            await conn.execute(redrive.SETTLE, ended)  # nothing is on its way for them any more
     return len(new)
 
 

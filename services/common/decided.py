@@ -19,6 +19,7 @@ from schemas.envelope import Envelope
 from schemas.events import Affinity, RejectReason
 
 CHANNEL = "sendstream_decided"
+DECIDER = "decide"  # decide's consumer name: its group, and its records in processed_events
 LIMIT = 7900  # bytes of one payload; PostgreSQL refuses 8000 and more
 
 

@@ -59,6 +59,8 @@ class Infra:
 
     env: dict[str, str] = field(default_factory=dict)
     stops: list[Callable[[], None]] = field(default_factory=list)
+    # The broker was started here with memory storage: its log is new, whatever the database remembers.
+    fresh_log: bool = False
 
     def stop(self) -> None:
         for stop in reversed(self.stops):
@@ -205,6 +207,7 @@ def start_postgres(
     if user is not None and not _reachable_by_others(data_dir.parent):
         digest = hashlib.sha256(str(data_dir).encode()).hexdigest()[:12]
         data_dir = Path(tempfile.gettempdir()) / f"sendstream-pgdata-{digest}"
+    _wait_for_previous(data_dir)
     bin_dir = _usable_bin_dir(find_pg_bin(), user)
     as_user = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []} if user else {}
     data_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -245,6 +248,30 @@ def start_postgres(
     log.info("embedded postgres started", port=port, data_dir=str(data_dir), pid=proc.pid)
     # SIGINT is PostgreSQL's "fast" shutdown: roll back open transactions and stop cleanly.
     return f"postgresql://postgres@127.0.0.1:{port}/sendstream", lambda: _stop_process(proc, signal.SIGINT)
+
+
+def _wait_for_previous(data_dir: Path, timeout: float = 60) -> None:
+    """A server still running on this data directory (the previous `make run`, stopping after Ctrl-C):
+    wait for it to finish, or say clearly what holds the directory."""
+    pid_file = data_dir / "postmaster.pid"
+    deadline, said = time.monotonic() + timeout, False
+    while pid_file.exists():
+        try:
+            pid = int(pid_file.read_text().split()[0])
+            os.kill(pid, 0)
+        except (ValueError, IndexError, ProcessLookupError, FileNotFoundError):
+            return  # a stale file from a crash: PostgreSQL recovers from it on start
+        except PermissionError:
+            pass  # alive, and not ours to signal
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"PostgreSQL (pid {pid}) is still running on {data_dir} after {timeout:.0f}s: "
+                "stop the other sendstream first"
+            )
+        if not said:
+            log.warning("a previous PostgreSQL is still stopping on this data directory; waiting", pid=pid)
+            said = True
+        time.sleep(0.2)
 
 
 def _wait_accepting(bin_dir: Path, port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
@@ -288,6 +315,7 @@ def ensure_infra(
             infra.stops.append(stop)
             infra.env["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
             infra.env.update(TANSU_TUNING)
+            infra.fresh_log = True
 
         if os.environ.get("DATABASE_URL"):
             infra.env["DATABASE_URL"] = os.environ["DATABASE_URL"]

@@ -90,6 +90,12 @@ class CommonSettings(BaseSettings):
     consumer_max_attempts: int = Field(
         5, description="Attempts at one event before it is parked on the topic's dead-letter topic."
     )
+    redrive_after_s: float = Field(
+        300.0,
+        gt=0,
+        description="A message that makes no progress for this long (a record lost on the way, a broker "
+        "that lost its log) has its next event published again, then after twice as long, up to an hour.",
+    )
     stuck_after_s: float = Field(
         30.0,
         gt=0,

@@ -43,7 +43,7 @@ from schemas.events import (
     SendAccepted,
     SendAcceptedPayload,
 )
-from services.common import db, timers
+from services.common import db, redrive, timers
 from services.common.broker import bound, publish_events, subscribe
 from services.common.secrets import Secrets
 from services.common.settings import DispatchSettings
@@ -208,6 +208,13 @@ def build(broker: KafkaBroker, settings: DispatchSettings, pool: asyncpg.Pool) -
     )
     on_their_own: set[asyncio.Task] = set()  # handed-over sends finishing after their batch
 
+    async def schedule(conn: asyncpg.Connection, event: DispatchRetryDue) -> None:
+        """A later attempt (a retry, a lease): a durable timer, and what the message waits for now, should
+        its event be lost once published (services/common/redrive.py)."""
+        await timers.schedule(conn, event, event.occurred_at)
+        after = timedelta(seconds=settings.redrive_after_s)
+        await redrive.watch(conn, event.payload.message_id, event, event.occurred_at + after)
+
     async def send(relay: Relay, accepted: SendAcceptedPayload, now: datetime) -> Outcome:
         """Render and hand over one message; a message that cannot be rendered or addressed as it is
         fails for good (a retry would fail the same way), and the partition moves on."""
@@ -262,7 +269,7 @@ def build(broker: KafkaBroker, settings: DispatchSettings, pool: asyncpg.Pool) -
                         async with pool.acquire() as conn, conn.transaction():
                             outputs, first = await db.record(conn, CONSUMER, record_as, facts)
                             if first:
-                                await timers.schedule(conn, retry, retry.occurred_at)
+                                await schedule(conn, retry)
                 except Exception as exc:
                     a.record_failed.append(exc)
                     raise
@@ -300,7 +307,7 @@ def build(broker: KafkaBroker, settings: DispatchSettings, pool: asyncpg.Pool) -
                 for a in attempts:
                     _, first = await db.record(conn, CONSUMER, a.event.event_id, [])
                     if first:
-                        await timers.schedule(conn, a.lease, a.lease.occurred_at)
+                        await schedule(conn, a.lease)
         except BaseException:
             for a, task in zip(attempts, tasks, strict=True):
                 a.lease, a.start_by = None, None

@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from uuid import UUID
 
 import asyncpg
+import structlog
 from aiohttp import web
 from faststream.exceptions import IncorrectState
 from faststream.kafka import KafkaBroker
 
 from schemas.envelope import Envelope
+from services.common import redrive
 from services.common.broker import PERMANENT_KAFKA_ERRORS, EventTooLarge, is_transient, publish_events
-from services.common.decided import Answer
+from services.common.decided import DECIDER, Answer
 from services.common.secrets import Secrets
 from services.common.settings import IngressSettings
 from services.ingress.cache import Cache
 from services.ingress.decisions import DecisionWaiter
 from services.ingress.http import ApiError, Call
+
+log = structlog.get_logger("sendstream.ingress")
 
 # Room left in every event for what the pipeline adds to a request's content in the events derived
 # from it (mailbox, Message-ID, addresses, at most 20 thread references: services/decide/replies.py).
@@ -64,15 +69,26 @@ class Context:
                 {"Retry-After": "5"},
             ) from exc
 
-    async def submit(self, request: Envelope) -> list[Answer]:
-        """Publish a request and wait (bounded) for the answers of its decisions; none on timeout."""
+    async def submit(self, request: Envelope, message_ids: list[UUID]) -> list[Answer]:
+        """Publish a request and wait (bounded) for the answers of its decisions; none on timeout.
+
+        A request answered before it was decided (`queued`) is watched until it is: should its event be
+        lost with the log, it is published again (services/common/redrive.py)."""
         self.waiter.expect(request.event_id)
         try:
             await self.publish([request])
         except ApiError:
             self.waiter.forget(request.event_id)
             raise
-        return await self.waiter.wait(request.event_id, self.settings.decision_timeout_s)
+        answers = await self.waiter.wait(request.event_id, self.settings.decision_timeout_s)
+        if len(answers) < len(message_ids):
+            try:
+                await redrive.watch_undecided(
+                    self.pool, request, message_ids, self.settings.redrive_after_s, DECIDER
+                )
+            except Exception as exc:  # the request is on the log: answer as queued all the same
+                log.error("could not watch an undecided request", error=repr(exc))
+        return answers
 
 
 CONTEXT = web.AppKey("context", Context)

@@ -28,10 +28,9 @@ import asyncpg
 import structlog
 
 from services.common import db
-from services.common.decided import CHANNEL, Answer, heard
+from services.common.decided import CHANNEL, DECIDER, Answer, heard
 from services.common.notify import Listener
 from services.common.settings import CommonSettings
-from services.decide.app import CONSUMER as DECIDE
 
 log = structlog.get_logger("sendstream.ingress.decisions")
 
@@ -109,7 +108,7 @@ class DecisionWaiter:
             log.warning("reading decisions failed; the request waits on", error=repr(exc))
 
     async def _read(self, keys: list[str]) -> None:
-        recorded = await db.recorded_many(self.pool, DECIDE, [UUID(k) for k in keys])
+        recorded = await db.recorded_many(self.pool, DECIDER, [UUID(k) for k in keys])
         for event_id, decisions in recorded.items():
             self._answer(str(event_id), [Answer.of(d) for d in decisions])
 

@@ -1,4 +1,5 @@
-"""Scheduler: publishes due durable timers (services/common/timers.py), and does hourly housekeeping.
+"""Scheduler: publishes due durable timers (services/common/timers.py), re-publishes the next event of
+messages that made no progress (services/common/redrive.py), and does hourly housekeeping.
 
 Several schedulers may run: each locks the rows it publishes (FOR UPDATE SKIP LOCKED) and deletes them
 in the same transaction after the broker acknowledged them. A crash between publish and commit
@@ -13,7 +14,7 @@ from datetime import timedelta
 
 import structlog
 
-from services.common import db, timers
+from services.common import db, redrive, timers
 from services.common.broker import ensure_topics, make_broker, publish_events
 from services.common.logging import configure_logging
 from services.common.service import Periodic, run, stop_event
@@ -32,6 +33,22 @@ async def publish_due(pool, broker, settings: SchedulerSettings) -> int:
     return len(due)
 
 
+async def redrive_overdue(pool, broker, settings: SchedulerSettings) -> int:
+    """Publish again the next event of every message that made no progress (services/common/redrive.py)."""
+    total = 0
+    while True:
+        async with pool.acquire() as conn, conn.transaction():
+            due = await redrive.redrive_due(conn, settings.redrive_after_s, settings.scheduler_batch)
+            if due:
+                await publish_events(broker, settings, due)
+        total += len(due)
+        if len(due) < settings.scheduler_batch:
+            break
+    if total:
+        log.warning("messages made no progress; their next events were published again", count=total)
+    return total
+
+
 async def serve(settings: SchedulerSettings) -> None:
     pool = await db.create_pool(settings)
     await db.migrate(pool)
@@ -48,6 +65,10 @@ async def serve(settings: SchedulerSettings) -> None:
 
     hourly = Periodic("housekeeping", 3600, housekeeping)
     await hourly.start()
+    redrives = Periodic(
+        "redrive", min(5.0, settings.redrive_after_s / 4), lambda: redrive_overdue(pool, broker, settings)
+    )
+    await redrives.start()
     log.info("service started")
     try:
         while not stop.is_set():
@@ -65,6 +86,7 @@ async def serve(settings: SchedulerSettings) -> None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), pause)
     finally:
+        await redrives.stop()
         await hourly.stop()
         await broker.stop()
         await pool.close()

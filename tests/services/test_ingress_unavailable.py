@@ -29,7 +29,7 @@ async def test_unreachable_broker_is_503_with_retry_after() -> None:
         handle="h@x.test", messages=[RequestedMessage(message_id=new_id(), conv_id=new_id(), to="a@x.test")],
         content=Content(subject="s", text="t")))  # fmt: skip
     with pytest.raises(ApiError) as info:
-        await c.submit(request)
+        await c.submit(request, [m.message_id for m in request.payload.messages])
     assert info.value.status == 503 and info.value.headers == {"Retry-After": "5"}
     assert str(request.event_id) not in c.waiter.pending
 

@@ -492,7 +492,7 @@ async def send(call: Call) -> web.Response:
             wanted, request = reply_request(call, identity, thread, b, new)
         else:
             wanted, request = new_conversation_request(call, identity, b, new)
-        decisions = {a.message_id: a for a in await c.submit(request)}
+        decisions = {a.message_id: a for a in await c.submit(request, [m.message_id for m in wanted])}
         return await send_response(call, identity, wanted, decisions)
 
     return await idempotent(call, c.pool, c.settings.decision_timeout_s + 2, run)

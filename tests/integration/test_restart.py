@@ -1,0 +1,168 @@
+"""An accepted send survives a restart of the local stack, whose broker keeps its log in memory.
+
+Each test runs its own broker (the embedded Tansu, memory storage, as `make run` starts it) and its own
+durable PostgreSQL, sends 200 messages that are answered 202 while dispatch is stopped (so all of them
+are in flight), loses the log, and checks that every one of them reaches the relay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from services.common.infra import TANSU_TUNING, free_port, start_postgres, start_tansu
+from services.local import Stack, requeue_in_flight, wait_ready
+from tests.conftest import REPORT, Api, Relay, new_org
+from tests.integration.test_crash import identity_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
+
+TOTAL = 200
+
+
+@dataclass
+class Local:
+    """A stack of its own: broker, PostgreSQL, services."""
+
+    env: dict[str, str]
+    stack: Stack
+    kafka_port: int
+    data: Path
+    stop_broker: Callable[[], None]
+
+    def start_broker(self) -> None:
+        _, self.stop_broker = start_tansu(self.kafka_port, self.data / "tansu.log")
+
+    def start_services(self) -> None:
+        self.stack.start_services(90)
+        wait_ready(f"http://127.0.0.1:{self.env['SENDSTREAM_HTTP_PORT']}/readyz", 90, self.stack)
+
+
+@asynccontextmanager
+async def local_stack(
+    service_env: dict, tmp_path_factory: pytest.TempPathFactory, **extra: str
+) -> AsyncIterator[Local]:
+    data = tmp_path_factory.mktemp("restart")
+    data.chmod(0o755)  # embedded PostgreSQL runs unprivileged when we are root
+    url, stop_pg = start_postgres(data / "pg", free_port(), durable=True, log_path=data / "postgres.log")
+    kafka_port = free_port()
+    bootstrap, stop_broker = start_tansu(kafka_port, data / "tansu.log")
+    env = {
+        **service_env,
+        **TANSU_TUNING,
+        "DATABASE_URL": url,
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "SENDSTREAM_KAFKA_TOPIC_PREFIX": f"restart{uuid.uuid4().hex[:6]}",
+        "SENDSTREAM_HTTP_PORT": str(free_port()),
+        "SENDSTREAM_DECISION_TIMEOUT_S": "2",
+        **extra,
+    }
+    local = Local(
+        env, Stack(env, log_dir=tmp_path_factory.mktemp("restart-logs")), kafka_port, data, stop_broker
+    )
+    try:
+        local.start_services()
+        yield local
+    finally:
+        local.stack.stop_all()
+        local.stop_broker()
+        stop_pg()
+
+
+async def send_many(api: Api, handle: str, first: int, count: int) -> list[dict]:
+    """`count` sends (recipients lead-<first>... ), 16 at a time; each must be answered 202."""
+    answers: list[dict] = []
+    todo = list(range(first, first + count))
+
+    async def worker() -> None:
+        while todo:
+            i = todo.pop(0)
+            status, body, _ = await api.call(
+                "POST",
+                f"/v1/identities/{handle}/send",
+                {"to": f"lead-{i}@example.test", "subject": f"Step {i}", "text": "Hi"},
+                headers={"Idempotency-Key": f"restart-{i}"},
+            )
+            assert status == 202, body
+            answers.append(body["messages"][0])
+
+    await asyncio.gather(*(worker() for _ in range(16)))
+    return answers
+
+
+async def delivered(relay: Relay, timeout: float) -> tuple[int, int]:
+    """(distinct messages the relay got, duplicates), once all TOTAL arrived or `timeout` passed."""
+    deadline = time.monotonic() + timeout
+    while len({r.rcpt_tos[0] for r in relay.received}) < TOTAL and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    per_message = Counter(r.message["Message-ID"] for r in relay.received)
+    return len({r.rcpt_tos[0] for r in relay.received}), sum(n - 1 for n in per_message.values())
+
+
+async def test_whole_stack_stopped_and_started_delivers_every_accepted_send(
+    service_env: dict, relay: Relay, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """200 sends answered 202 (150 decided, 50 answered `queued` while decide was down), nothing yet
+    sent; every process stopped, the broker's log with them; all started again as `make run` does:
+    all 200 are delivered."""
+    async with local_stack(service_env, tmp_path_factory) as local:
+        async with aiohttp.ClientSession() as session:
+            base = f"http://127.0.0.1:{local.env['SENDSTREAM_HTTP_PORT']}"
+            api = await new_org(Api(session, base, local.env["SENDSTREAM_BOOTSTRAP_API_KEY"]))
+            handle = await identity_for(api, relay)
+            local.stack.stop("dispatch")
+            answers = await send_many(api, handle, 0, 150)
+            local.stack.stop("decide")
+            answers += await send_many(api, handle, 150, 50)
+        statuses = Counter(a["status"] for a in answers)
+        assert statuses == {"accepted": 150, "queued": 50}, statuses
+        assert relay.received == []
+
+        local.stack.stop_all()
+        local.stop_broker()
+        restarted = time.monotonic()
+        local.start_broker()
+        in_flight = await requeue_in_flight(local.env["DATABASE_URL"])  # what `make run` does at start
+        local.start_services()
+        count, duplicates = await delivered(relay, 90)
+    REPORT.append(
+        f"whole stack stopped and started with {TOTAL} sends in flight ({in_flight} re-driven): "
+        f"lost {TOTAL - count}, duplicates {duplicates}, all delivered {time.monotonic() - restarted:.1f}s "
+        "after the restart began"
+    )
+    assert count == TOTAL and duplicates == 0
+
+
+async def test_broker_alone_killed_and_restarted_delivers_every_accepted_send(
+    service_env: dict, relay: Relay, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """200 sends answered 202 and waiting for dispatch; the broker alone SIGKILLed and started again
+    empty while every service runs on: the messages that made no progress are re-driven, all 200 arrive."""
+    async with local_stack(service_env, tmp_path_factory, SENDSTREAM_REDRIVE_AFTER_S="3") as local:
+        async with aiohttp.ClientSession() as session:
+            base = f"http://127.0.0.1:{local.env['SENDSTREAM_HTTP_PORT']}"
+            api = await new_org(Api(session, base, local.env["SENDSTREAM_BOOTSTRAP_API_KEY"]))
+            handle = await identity_for(api, relay)
+            local.stack.stop("dispatch")
+            answers = await send_many(api, handle, 0, TOTAL)
+        assert Counter(a["status"] for a in answers) == {"accepted": TOTAL}
+
+        local.stop_broker()  # SIGTERM would let it finish; the log is gone either way
+        killed = time.monotonic()
+        local.start_broker()
+        local.stack.start("dispatch")
+        count, duplicates = await delivered(relay, 120)
+    REPORT.append(
+        f"broker alone restarted with {TOTAL} sends in flight: lost {TOTAL - count}, duplicates {duplicates}, "
+        f"all delivered {time.monotonic() - killed:.1f}s after the restart (re-driven after 3 s without progress)"
+    )
+    assert count == TOTAL and duplicates == 0
