@@ -8,7 +8,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.common.ids import new_id
+from schemas.ids import new_id
 
 
 def utcnow() -> datetime:

@@ -11,6 +11,7 @@ import json
 from datetime import datetime
 from typing import Any
 
+from schemas import ids
 from schemas.api.common import iso
 from schemas.envelope import Envelope
 from schemas.events import (
@@ -23,7 +24,6 @@ from schemas.events import (
     RecipientStatus,
     SendRejected,
 )
-from services.common import ids
 
 # event type -> (webhook type, the message status it reports)
 WEBHOOK_TYPES: dict[type[Envelope], tuple[str, str]] = {

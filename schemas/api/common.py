@@ -62,11 +62,25 @@ def iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-HeaderText = Annotated[str, AfterValidator(header_safe)]
-EmailAddress = Annotated[str, AfterValidator(email_address)]
-TimeZone = Annotated[str, AfterValidator(timezone_name)]
-Subject = Annotated[str, Field(max_length=998), AfterValidator(header_safe)]
-MessageIdText = Annotated[str, Field(min_length=1, max_length=998), AfterValidator(header_safe)]
+# What the API document says of header-bound text (header_safe enforces it, with a clearer message).
+HEADER_SAFE_PATTERN = "^[^\\u0000-\\u001f\\u007f\\u0085\\u2028\\u2029]*$"
+_HEADER_SAFE_DOC = {"pattern": HEADER_SAFE_PATTERN}
+
+HeaderText = Annotated[str, AfterValidator(header_safe), Field(json_schema_extra=_HEADER_SAFE_DOC)]
+EmailAddress = Annotated[
+    str,
+    AfterValidator(email_address),
+    Field(max_length=MAX_ADDRESS, json_schema_extra={"format": "email", **_HEADER_SAFE_DOC}),
+]
+TimeZone = Annotated[
+    str, AfterValidator(timezone_name), Field(json_schema_extra={"description": "An IANA time zone."})
+]
+Subject = Annotated[
+    str, Field(max_length=998, json_schema_extra=_HEADER_SAFE_DOC), AfterValidator(header_safe)
+]
+MessageIdText = Annotated[
+    str, Field(min_length=1, max_length=998, json_schema_extra=_HEADER_SAFE_DOC), AfterValidator(header_safe)
+]
 
 
 class ApiModel(BaseModel):

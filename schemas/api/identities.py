@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, TypeAdapter, WithJsonSchema, model_validator
 
 from schemas.api.common import ApiModel, EmailAddress, HeaderText, MessageIdText, Subject, TimeZone
 
@@ -130,12 +130,16 @@ def _one_or_many(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
 
+def _recipients_schema() -> dict[str, Any]:
+    one = TypeAdapter(EmailAddress).json_schema()
+    return {
+        "description": "One address, or an array of them: each its own message and conversation.",
+        "anyOf": [one, {"type": "array", "items": one, "minItems": 1, "maxItems": MAX_RECIPIENTS}],
+    }
+
+
 Recipients = Annotated[
-    list[EmailAddress],
-    BeforeValidator(_one_or_many),
-    Field(
-        json_schema_extra={"description": "One address, or an array: each its own message and conversation."}
-    ),
+    list[EmailAddress], BeforeValidator(_one_or_many), WithJsonSchema(_recipients_schema())
 ]
 
 

@@ -9,7 +9,7 @@ from uuid import UUID
 import asyncpg
 from aiohttp import web
 
-from services.common.ids import new_id
+from schemas.ids import new_id
 from services.ingress.cache import Cache
 from services.ingress.http import ApiError, Principal
 

@@ -116,6 +116,8 @@ class RouteSpec:
     summary: str
     tag: str
     errors: tuple[int, ...]
+    idempotent: bool  # takes an Idempotency-Key header
+    answers: dict[int, type[BaseModel]]  # error statuses whose body is not the error shape
 
 
 ROUTES: list[RouteSpec] = []
@@ -132,9 +134,26 @@ def route(
     response: type[BaseModel] | None = None,
     status: int = 200,
     errors: tuple[int, ...] = (),
+    idempotent: bool = False,
+    answers: dict[int, type[BaseModel]] | None = None,
 ) -> Callable[[Handler], Handler]:
     def decorator(fn: Handler) -> Handler:
-        ROUTES.append(RouteSpec(method, path, fn, scope, body, response, status, summary, tag, errors))
+        ROUTES.append(
+            RouteSpec(
+                method,
+                path,
+                fn,
+                scope,
+                body,
+                response,
+                status,
+                summary,
+                tag,
+                errors,
+                idempotent,
+                answers or {},
+            )
+        )
         return fn
 
     return decorator

@@ -24,7 +24,7 @@ from datetime import timedelta
 import asyncpg
 from aiohttp import web
 
-from services.common.ids import new_id
+from schemas.ids import new_id
 from services.ingress.http import ApiError, Call
 
 KEY_TTL = timedelta(hours=24)

@@ -18,8 +18,18 @@ _ERROR_TEXT = {
     403: "The key lacks the scope",
     404: "Not found (or owned by another organization)",
     409: "Conflict",
+    413: "The body, or the message it makes, is larger than the limit the message names",
     429: "Every recipient was rejected, or a rate limit was hit",
     503: "Broker or database unavailable; retry after Retry-After",
+}
+
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "The same key with the same request replays the first answer (`Idempotent-Replayed: true`); "
+    "with another request it is 409. Keys live 24 hours, per organization.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x20-\\x7e]+$"},
 }
 
 
@@ -36,8 +46,11 @@ def openapi_document() -> dict[str, Any]:
             "tags": [spec.tag],
             "operationId": spec.handler.__name__,
             "parameters": [
-                {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-                for name in re.findall(r"{(\w+)}", spec.path)
+                *(
+                    {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+                    for name in re.findall(r"{(\w+)}", spec.path)
+                ),
+                *([IDEMPOTENCY_KEY] if spec.idempotent else []),
             ],
             "responses": {
                 str(spec.status): {
@@ -51,10 +64,11 @@ def openapi_document() -> dict[str, Any]:
             op["description"] = f"Requires an API key with the `{spec.scope}` scope (`admin` implies all)."
         if spec.body is not None:
             op["requestBody"] = {"required": True, "content": _json(spec.body)}
-        for code in sorted({*spec.errors, *((401, 403) if spec.scope else ())}):
+        body_errors = (400, 413) if spec.body is not None or spec.idempotent else ()
+        for code in sorted({*spec.errors, *body_errors, *((401, 403) if spec.scope else ())}):
             op["responses"][str(code)] = {
                 "description": _ERROR_TEXT.get(code, "Error"),
-                "content": _json(ErrorBody),
+                "content": _json(spec.answers.get(code, ErrorBody)),
             }
         paths.setdefault(spec.path, {})[spec.method.lower()] = op
     doc = OpenAPI.model_validate(

@@ -19,7 +19,7 @@ from services.common.broker import ensure_topics, make_broker, publish_events
 from services.common.logging import configure_logging
 from services.common.service import Periodic, run, stop_event
 from services.common.settings import SchedulerSettings
-from services.webhooks import queue
+from services.common.webhooks import queue
 
 log = structlog.get_logger("sendstream.scheduler")
 

@@ -32,7 +32,7 @@ from faststream.kafka import KafkaBroker
 from prometheus_client import Counter as Metric
 from prometheus_client import Histogram
 
-from schemas import topics
+from schemas import ids, topics
 from schemas.envelope import Envelope
 from schemas.events import (
     WebhookAttemptPayload,
@@ -42,14 +42,14 @@ from schemas.events import (
     WebhookFailed,
 )
 from schemas.webhooks import WEBHOOK_TYPES, body, carries_message, message_data, subscribed_name, webhook_type
-from services.common import db, ids, service, timers
+from services.common import db, service, timers
 from services.common.batching import GroupCommit
 from services.common.broker import subscribe
 from services.common.notify import Listener
 from services.common.secrets import Secrets
 from services.common.settings import WebhookSettings
-from services.webhooks import queue, signing
-from services.webhooks.egress import Egress, GuardedResolver, UnsafeDestination
+from services.common.webhooks import queue, signing
+from services.common.webhooks.egress import Egress, GuardedResolver, UnsafeDestination
 from services.webhooks.policy import Step, after_attempt, retry_after
 
 CONSUMER = "webhooks"

@@ -10,9 +10,9 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from schemas.events import MessageFailed, MessageFailedPayload
+from schemas.ids import new_id
 from schemas.topics import Topic
 from services.common.broker import PARKED, commit_handled, ensure_topics, make_broker, subscribe
-from services.common.ids import new_id
 from services.common.infra import TANSU_TUNING
 from services.common.settings import CommonSettings
 from tests.conftest import eventually

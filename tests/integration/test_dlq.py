@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaProducer
 
 from schemas import topics
 from schemas.events import Content, RequestedMessage, SendRequested, SendRequestedPayload
-from services.common.ids import new_id
+from schemas.ids import new_id
 from services.common.settings import CommonSettings
 from services.dlq import read_parked, replay
 from tests.conftest import Api, Relay, eventually

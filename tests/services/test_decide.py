@@ -20,8 +20,8 @@ from schemas.events import (
     SendRequestedPayload,
     parse_event,
 )
+from schemas.ids import new_id
 from services.common.broker import make_broker
-from services.common.ids import new_id
 from services.common.settings import DecideSettings
 from services.decide.app import DurablePublisher, build, decide_batch
 

@@ -10,8 +10,8 @@ import asyncpg
 import pytest
 
 from schemas.events import SendRejected, SendRejectedPayload
+from schemas.ids import new_id
 from services.common.decided import CHANNEL, Answer, notifications
-from services.common.ids import new_id
 from services.common.settings import CommonSettings
 from services.decide.app import CONSUMER
 from services.ingress.decisions import DecisionWaiter

@@ -9,8 +9,8 @@ import asyncpg
 import pytest
 
 from schemas.events import MessageFailed, MessageFailedPayload
+from schemas.ids import new_id
 from services.common import db as store
-from services.common.ids import new_id
 from services.dispatch.recorder import OutcomeRecorder
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

@@ -10,8 +10,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from schemas.events import Content, RequestedMessage, SendRequested, SendRequestedPayload
+from schemas.ids import new_id
 from services.common.broker import make_broker
-from services.common.ids import new_id
 from services.common.infra import free_port
 from services.common.settings import IngressSettings
 from services.ingress.context import Context

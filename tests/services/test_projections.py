@@ -19,7 +19,7 @@ from schemas.events import (
     SendRequestedPayload,
     SmtpReply,
 )
-from services.common.ids import new_id
+from schemas.ids import new_id
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -11,8 +11,8 @@ from datetime import timedelta
 import asyncpg
 import pytest
 
-from services.common.ids import new_id
-from services.webhooks import queue
+from schemas.ids import new_id
+from services.common.webhooks import queue
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 HOUR = timedelta(hours=1)

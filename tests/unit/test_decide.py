@@ -13,7 +13,7 @@ from schemas.events import (
     SendRequested,
     SendRequestedPayload,
 )
-from services.common.ids import new_id
+from schemas.ids import new_id
 from services.decide.affinity import IdentityState, MailboxState, decide_send, pick_mailbox, rfc_message_id
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 from schemas.events import SendRejected, SendRejectedPayload
+from schemas.ids import new_id
 from services.common.decided import Answer, notifications
-from services.common.ids import new_id
 
 
 def a_decision() -> SendRejected:

@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from schemas import topics
+from schemas import ids, topics
 from schemas.events import ALL_EVENTS, EVENT_TYPES, MessageSent, MessageSentPayload, SmtpReply, parse_event
-from services.common import ids
-from services.common.ids import new_id
+from schemas.ids import new_id
 
 
 def test_every_event_type_has_one_topic() -> None:

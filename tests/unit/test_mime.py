@@ -5,9 +5,17 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
 
+import pytest
+
 from schemas.events import Content, SendAcceptedPayload
-from services.common.ids import new_id
-from services.dispatch.mime import envelope_recipients, render_message
+from schemas.ids import new_id
+from services.dispatch.mime import (
+    UnsendableMessage,
+    envelope_recipients,
+    needs_smtputf8,
+    render_message,
+    wire_address,
+)
 
 
 def accepted(**content) -> SendAcceptedPayload:
@@ -69,3 +77,21 @@ def test_long_lines_are_wrapped_for_smtp() -> None:
     assert b"\r\n" in raw and b"\n" not in raw.replace(b"\r\n", b"")
     m = message_from_bytes(raw, policy=policy.default)
     assert [len(p.get_content()) for p in m.iter_parts()] == [10000, 5007]
+
+
+def test_idn_domains_go_out_as_idna_and_utf8_local_parts_need_smtputf8() -> None:
+    p = accepted(text="x", cc=["zoë@bücher.test"]).model_copy(update={"to": ["ana@bücher.test"]})
+    m = parse(p)
+    assert m["To"] == "ana@xn--bcher-kva.test"
+    assert envelope_recipients(p) == ["ana@xn--bcher-kva.test", "zoë@xn--bcher-kva.test"]
+    assert needs_smtputf8(envelope_recipients(p)) and not needs_smtputf8(["ana@xn--bcher-kva.test"])
+    assert wire_address("a@example.test") == "a@example.test"
+
+
+@pytest.mark.parametrize("bad", ["S\x0cReply-To : x@evil.test", "S\u2028Bcc: x", "S\x00", "S\tT"])
+def test_a_header_value_with_a_control_character_is_unsendable(bad: str) -> None:
+    """The API refuses them; an event from anywhere else still cannot add a header line."""
+    with pytest.raises(UnsendableMessage):
+        render_message(accepted(text="x").model_copy(update={"rfc_message_id": bad}), datetime.now(UTC))
+    with pytest.raises(UnsendableMessage):
+        render_message(accepted(text="x", references=["<a@b>", bad]), datetime.now(UTC))

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from schemas.events import Content, ReplyRequested, ReplyRequestedPayload, SendAccepted, SendRejected
-from services.common.ids import new_id
+from schemas.ids import new_id
 from services.decide.affinity import IdentityState, MailboxState
 from services.decide.replies import Thread, decide_reply, reply_subject
 

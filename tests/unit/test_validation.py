@@ -23,9 +23,11 @@ def test_reply_and_new_conversation_shapes() -> None:
     ]
 
 
-@pytest.mark.parametrize("bad", ["a\r\nb", "a\nb", "a\rb", "a\x00b"])
+@pytest.mark.parametrize(
+    "bad", ["a\r\nb", "a\nb", "a\rb", "a\x00b", "a\x0bb", "a\x0cb", "a\x1cb", "a\x7fb", "a\u2028b", "a\tb"]
+)
 def test_header_breaking_characters_are_refused(bad: str) -> None:
-    """CR, LF and NUL are refused in header-bound fields and the message names the field."""
+    """Control characters and line separators are refused in header-bound fields; the message names the field."""
     assert error_of(to="a@example.test", subject=bad, text="x").startswith("subject: must not contain")
     assert error_of(to="a@example.test", subject="s", text="x", inReplyTo=bad).startswith("inReplyTo:")
     assert error_of(to="a@example.test", subject="s", text="x", references=["<a@b>", bad]).startswith(

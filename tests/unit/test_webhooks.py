@@ -22,9 +22,9 @@ from schemas.events import (
     SmtpReply,
 )
 from schemas.webhooks import body, carries_message, message_data, subscribed_name, webhook_type
-from services.webhooks.egress import Egress, GuardedResolver, UnsafeDestination
+from services.common.webhooks.egress import Egress, GuardedResolver, UnsafeDestination
+from services.common.webhooks.signing import headers, new_secret, signature_header
 from services.webhooks.policy import after_attempt, retry_after
-from services.webhooks.signing import headers, new_secret, signature_header
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 SCHEDULE = [5, 300, 1800]
@@ -177,6 +177,20 @@ def test_which_events_become_which_webhooks() -> None:
         ("fc00::1", False),
         ("::ffff:127.0.0.1", False),
         ("ff02::1", False),
+        # IPv6 forms that embed an IPv4 address are judged as that address
+        ("64:ff9b::a00:1", False),  # NAT64 of 10.0.0.1
+        ("64:ff9b::808:808", True),  # NAT64 of 8.8.8.8
+        ("64:ff9b:1::a00:1", False),  # local-use NAT64
+        ("2002:a00:1::", False),  # 6to4 of 10.0.0.1
+        ("::10.0.0.1", False),  # IPv4-compatible
+        ("::ffff:0:a00:1", False),  # IPv4-translated
+        ("2001:0:4136:e378:8000:63bf:3fff:fdd2", False),  # Teredo
+        ("::ffff:8.8.8.8", True),
+        # special-purpose ranges the standard library's tables may miss
+        ("192.0.0.192", False),
+        ("198.18.0.1", False),
+        ("100::1", False),
+        ("2001:db8::1", False),
     ],
 )
 def test_only_public_unicast_addresses_are_permitted(address: str, allowed: bool) -> None:
@@ -187,6 +201,16 @@ def test_an_allowed_network_is_permitted() -> None:
     egress = Egress(["127.0.0.0/8"])
     assert egress.permits(ipaddress.ip_address("127.0.0.1"))
     assert not egress.permits(ipaddress.ip_address("10.0.0.1"))
+
+
+@pytest.mark.parametrize(
+    "url",
+    [" http://8.8.8.8/h", "http://8.8.8.8/h ", "http://8.8.8.8:0/h", "http://8.8.8.8\\@127.0.0.1/", "http://8.8.8.8/a b",
+     "ftp://8.8.8.8/", "http:///h"],
+)  # fmt: skip
+async def test_url_shapes_that_can_never_deliver_are_refused(url: str) -> None:
+    with pytest.raises(UnsafeDestination):
+        await Egress().check_url(url)
 
 
 async def test_the_resolver_refuses_what_the_egress_rules_refuse() -> None:

@@ -6,9 +6,9 @@ import asyncio
 
 from aiohttp import web
 
+from schemas import ids
 from schemas.api.identities import ApiKeyCreated, CreateApiKey, CreateOrganization, OrganizationCreated
 from schemas.asyncapi import asyncapi_document
-from services.common import ids
 from services.common.service import metrics_response
 from services.ingress.auth import create_organization, new_key, principal_cache_key, store_key
 from services.ingress.context import ctx

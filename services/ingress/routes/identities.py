@@ -14,6 +14,7 @@ import asyncpg
 import structlog
 from aiohttp import web
 
+from schemas import ids
 from schemas.api.common import iso
 from schemas.api.identities import (
     Account,
@@ -52,7 +53,7 @@ from schemas.events import (
     SendRequested,
     SendRequestedPayload,
 )
-from services.common import ids, timers
+from services.common import timers
 from services.common.decided import Answer
 from services.common.timezones import local_day_start
 from services.ingress.context import ctx
@@ -479,7 +480,9 @@ def reply_request(
     body=SendRequest,
     response=SendResponse,
     status=202,
-    errors=(400, 404, 409, 429, 503),
+    errors=(400, 404, 409, 413, 429, 503),
+    idempotent=True,
+    answers={429: SendResponse},  # every recipient rejected: the same body as 202
 )
 async def send(call: Call) -> web.Response:
     identity = await find_identity(call)

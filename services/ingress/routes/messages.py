@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from schemas import ids
 from schemas.api.common import iso
 from schemas.api.identities import AuditEvent, AuditTrail
-from services.common import ids
 from services.ingress.context import ctx
 from services.ingress.http import Call, json_model, not_found, route
 

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 from aiohttp import web
 
+from schemas import ids
 from schemas.api.common import iso
 from schemas.api.webhooks import (
     CreateWebhook,
@@ -22,11 +23,10 @@ from schemas.api.webhooks import (
     WebhookList,
 )
 from schemas.webhooks import TEST_TYPE, body
-from services.common import ids
+from services.common.webhooks import queue, signing
+from services.common.webhooks.egress import Egress, UnsafeDestination
 from services.ingress.context import ctx
 from services.ingress.http import ApiError, Call, json_model, not_found, route
-from services.webhooks import queue, signing
-from services.webhooks.egress import Egress, UnsafeDestination
 
 
 def render_webhook(row: asyncpg.Record) -> dict:

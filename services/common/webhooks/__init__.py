@@ -1,0 +1,1 @@
+"""What the webhooks service and the ingress share: the delivery queue, signing, and the SSRF guard."""
