@@ -17,7 +17,7 @@ from schemas.envelope import Envelope
 
 Affinity = Literal["new", "existing", "reassigned"]
 RejectReason = Literal[
-    "cap_exceeded", "suppressed", "mailbox_unavailable", "invalid_recipient", "rate_limited"
+    "cap_exceeded", "suppressed", "mailbox_unavailable", "invalid_recipient", "rate_limited", "unprocessable"
 ]
 
 

@@ -178,6 +178,8 @@ def retry_pause(settings: CommonSettings, attempt: int) -> float:
 
 # A handler returns once its batch is handled, or returns an awaitable the batch is finished by.
 Handler = Callable[[list[Envelope]], Awaitable[Awaitable[None] | None]]
+# Records the terminal outcome of an event the handler fails on every time (like a handler's result).
+Poisoned = Callable[[Envelope, BaseException], Awaitable[Awaitable[None] | None]]
 
 
 async def _as_is(msg: StreamMessage[Any]) -> StreamMessage[Any]:
@@ -406,6 +408,7 @@ def subscribe(
     path: Literal["sync", "background"] = "background",
     offset_reset: Literal["earliest", "latest"] = "earliest",
     only: Collection[str] | None = None,
+    on_poison: Poisoned | None = None,
 ) -> Callable[[Handler], Handler]:
     """Declare a batch consumer of `topics` in consumer group `group` (see the module docstring).
 
@@ -413,8 +416,9 @@ def subscribe(
     committed only once it is finished: when the handler returns, or, if it returns an awaitable,
     when that completes. With `only`, records whose `event-type` header names another type
     are passed over unparsed (a record without the header is parsed). A batch that fails for anything
-    but infrastructure trouble is retried event by event, so a poison event is isolated and parked
-    while the others go through.
+    but infrastructure trouble is retried event by event, so a poison event is isolated while the
+    others go through; `on_poison` then records its terminal outcome (the message is rejected or
+    failed, visibly), and an event it cannot settle either is parked.
     """
     prefix = settings.kafka_topic_prefix
     fetch_wait = (
@@ -549,6 +553,19 @@ def subscribe(
             )
             return later
 
+        async def poisoned(record: Any, event: Envelope, exc: BaseException) -> Awaitable[None] | None:
+            """An event that failed on every attempt: the handler's own terminal outcome for it (a
+            rejected or failed message the client hears of), or else the dead-letter topic."""
+            if on_poison is not None:
+                try:
+                    return await on_poison(event, exc)
+                except Exception as error:
+                    if is_transient(error):
+                        raise
+                    log.error("no outcome could be recorded for the event; parking it", exc_info=error)
+            await park(record, exc)
+            return None
+
         async def one_by_one(parsed: list[tuple[Any, Envelope]]) -> Awaitable[None] | None:
             laters = []
             for record, event in parsed:
@@ -569,7 +586,8 @@ def subscribe(
                                 await asyncio.sleep(settings.consumer_retry_backoff_s)
                                 continue
                             log.error("event failed on every attempt", attempts=attempt, exc_info=exc)
-                            await park(record, exc)
+                            if (later := await poisoned(record, event, exc)) is not None:
+                                laters.append(later)
             progress.moved()  # the partition moves on
             return asyncio.gather(*laters) if laters else None
 

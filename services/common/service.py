@@ -98,10 +98,10 @@ async def serve_operations(host: str, port: int, broker: KafkaBroker, stuck_afte
         return web.json_response({"status": "ok" if ok else "broker unreachable"}, status=200 if ok else 503)
 
     async def readyz(request: web.Request) -> web.Response:
-        if not consumers_joined():
-            return web.json_response({"status": "joining consumer groups"}, status=503)
         if problems := stuck(stuck_after_s):
             return web.json_response({"status": "stuck", "stuck": problems}, status=503)
+        if not consumers_joined():
+            return web.json_response({"status": "joining consumer groups"}, status=503)
         return await healthz(request)
 
     async def metrics(_: web.Request) -> web.Response:

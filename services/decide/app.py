@@ -31,7 +31,7 @@ from prometheus_client import Gauge
 
 from schemas import topics
 from schemas.envelope import Envelope
-from schemas.events import ReplyRequested, SendAccepted, SendRequested
+from schemas.events import ReplyRequested, SendAccepted, SendRejected, SendRejectedPayload, SendRequested
 from services.common import db
 from services.common.broker import is_transient, publish_events, retry_pause, subscribe
 from services.common.decided import CHANNEL, DECIDER, notifications
@@ -309,6 +309,31 @@ async def decide_fresh(
     return decided, {i: s.timezone for i, s in states.items()}
 
 
+def rejections(request: Envelope, detail: str) -> list[Envelope]:
+    """Every message of a request rejected as `unprocessable`."""
+    p = request.payload
+    wanted = (
+        [(m.message_id, m.conv_id, m.to) for m in p.messages]
+        if isinstance(request, SendRequested)
+        else [(p.message_id, p.conv_id, "")]
+    )
+    return [
+        SendRejected(
+            **request.caused(),
+            payload=SendRejectedPayload(
+                message_id=message_id,
+                conv_id=conv_id,
+                to=[to] if to else [],
+                reason="unprocessable",
+                detail=detail,
+                daily_cap=0,
+                remaining=0,
+            ),
+        )
+        for message_id, conv_id, to in wanted
+    ]
+
+
 @dataclass
 class Decided:
     """A batch's decisions by request, in the requests' order, with the time zones their state is kept in."""
@@ -451,7 +476,19 @@ def build(broker: KafkaBroker, settings: DecideSettings, pool: asyncpg.Pool) -> 
     decisions, and the sweep of old minute buckets."""
     publisher = DurablePublisher(broker, settings, pool)
 
-    @subscribe(broker, settings, [topics.REQUESTS], group=CONSUMER, path="sync")
+    async def unprocessable(event: Envelope, exc: BaseException) -> asyncio.Future:
+        """A request decide fails on every time is rejected, the error as its detail: the waiting client
+        and the log hear of it, its messages end, and its partition moves on."""
+        batch = Decided({event.event_id: rejections(event, f"{type(exc).__name__}: {exc}"[:500])}, {})
+        try:
+            await write(pool, batch.outputs, {}, claimed=False, watch_s=settings.redrive_after_s)
+        except asyncpg.PostgresError as error:
+            if error.sqlstate != "SS001":  # not "decided meanwhile": no outcome can be recorded
+                raise
+            batch = Decided(await db.recorded_many(pool, CONSUMER, [event.event_id]), {})
+        return await publisher.submit(batch)
+
+    @subscribe(broker, settings, [topics.REQUESTS], group=CONSUMER, path="sync", on_poison=unprocessable)
     async def on_requests(events: list[Envelope]) -> asyncio.Future:
         """Decide every recipient of each send or reply request: accept with a mailbox, or reject with a reason."""
         batch = await decide_batch(pool, events, datetime.now(UTC), settings.redrive_after_s)

@@ -323,7 +323,20 @@ def build(broker: KafkaBroker, settings: DispatchSettings, pool: asyncpg.Pool) -
             waiting=sum(a.phase == "waiting" for a in attempts),
         )
 
-    @subscribe(broker, settings, [topics.DECISIONS], group=CONSUMER)
+    async def unsendable(event: Envelope, exc: BaseException) -> None:
+        """A send dispatch fails on every time fails for good, the error as its reason, so the message
+        ends visibly and the partition moves on (anything else that fails so is parked)."""
+        if (attempt := attempt_of(event)) is None:
+            raise exc
+        accepted, number, first_at = attempt
+        now = datetime.now(UTC)
+        outcome = Outcome(
+            "hard", None, f"dispatch could not process the message: {type(exc).__name__}: {exc}"[:500]
+        )
+        facts, _ = outcome_events(event, accepted, number, first_at or now, outcome, "", now, settings)
+        await publish_events(broker, settings, await recorder.record(event.event_id, facts))
+
+    @subscribe(broker, settings, [topics.DECISIONS], group=CONSUMER, on_poison=unsendable)
     async def on_decisions(events: list[Envelope]) -> None:
         """Send each accepted message through its mailbox's relay, once; defer and retry on 4xx."""
         todo = [e for e in events if attempt_of(e) is not None]

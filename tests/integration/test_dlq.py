@@ -120,3 +120,50 @@ async def test_a_failing_event_is_retried_then_parked_while_its_batch_goes_throu
     # consumer_max_attempts (3) on its own before it is parked, plus one try inside the whole batch if the
     # broker first handed it over together with the others (how records are batched is the broker's choice).
     assert attempts.count("poison") in (3, 4) and {"ok-1", "ok-2"} <= set(attempts)
+
+
+async def test_a_failing_event_with_an_outcome_handler_is_settled_not_parked(service_env: dict) -> None:
+    """With `on_poison`, an event failing on every attempt gets its terminal outcome from it, once, and
+    is not parked; the rest of its partition goes through."""
+    from faststream.kafka import KafkaBroker  # noqa: PLC0415 - this test builds its own consumer
+
+    from schemas.events import MessageFailed, MessageFailedPayload  # noqa: PLC0415
+    from schemas.topics import Topic  # noqa: PLC0415
+    from services.common.broker import ensure_topics, subscribe  # noqa: PLC0415
+
+    settings = settings_for(service_env).model_copy(
+        update={"kafka_topic_prefix": f"t{uuid.uuid4().hex[:6]}", "consumer_retry_backoff_s": 0.05,
+                "consumer_max_attempts": 2}
+    )  # fmt: skip
+    topic = Topic("lab", "message_id", (MessageFailed,), partitions=1)
+    await ensure_topics(settings, [topic])
+    handled: list[str] = []
+    settled: list[tuple[str, str]] = []
+    broker = KafkaBroker(settings.kafka_bootstrap_servers, logger=None)
+
+    async def settle(event, exc: BaseException) -> None:
+        settled.append((event.payload.reason, str(exc)))
+
+    @subscribe(broker, settings, [topic], group="lab", on_poison=settle)
+    async def handle(batch: list) -> None:
+        for e in batch:
+            if e.payload.reason == "poison":
+                raise ValueError("cannot handle this one")
+            handled.append(e.payload.reason)
+
+    async with broker:
+        await broker.start()
+        for reason in ("ok-1", "poison", "ok-2"):
+            event = MessageFailed(
+                org_id=new_id(), payload=MessageFailedPayload(message_id=new_id(), reason=reason)
+            )
+            await broker.publish(
+                event.model_dump_json().encode(), topic.name(settings.kafka_topic_prefix), key=b"k"
+            )
+
+        async def done():
+            return {"ok-1", "ok-2"} <= set(handled) and settled
+
+        await eventually(done, timeout=30, interval=0.1)
+    assert settled == [("poison", "cannot handle this one")]
+    assert [p for p in await read_parked(settings, topics=[topic]) if b"poison" in p.value] == []

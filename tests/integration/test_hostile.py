@@ -333,3 +333,45 @@ async def test_unsafe_webhook_urls_are_refused_on_create_and_patch(api: Api, rec
         assert status == 400 and body["error"]["message"].startswith("url:"), (url, body)
         status, body, _ = await api.call("PATCH", f"/v1/webhooks/{hook['id']}", {"url": url})
         assert status == 400 and body["error"]["message"].startswith("url:"), (url, body)
+
+
+async def test_a_request_decide_cannot_store_is_rejected_visibly_and_the_partition_moves_on(
+    api: Api, relay: Relay, db, service_env: dict
+) -> None:
+    """A request written straight to the log (not through the API) with a byte PostgreSQL refuses: decide
+    fails on it every time, then rejects it `unprocessable` with the error, instead of parking or
+    retrying forever; the identity's next send goes out."""
+    from aiokafka import AIOKafkaProducer  # noqa: PLC0415 - this test writes to the log directly
+
+    from schemas import topics  # noqa: PLC0415
+    from schemas.events import Content, RequestedMessage, SendRejected, SendRequested, SendRequestedPayload  # noqa: PLC0415
+    from schemas.ids import new_id  # noqa: PLC0415
+    from tests.conftest import events_on  # noqa: PLC0415
+
+    handle, _ = await make_identity(api, relay)
+    identity = await db.fetchrow("SELECT id, org_id FROM identities WHERE handle = $1", handle)
+    request = SendRequested(org_id=identity["org_id"], identity_id=identity["id"], payload=SendRequestedPayload(
+        handle=handle, messages=[RequestedMessage(message_id=new_id(), conv_id=new_id(), to="p@example.test")],
+        content=Content(subject="nul \x00 here", text="t")))  # fmt: skip
+    producer = AIOKafkaProducer(bootstrap_servers=service_env["KAFKA_BOOTSTRAP_SERVERS"])
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            topics.REQUESTS.name(service_env["SENDSTREAM_KAFKA_TOPIC_PREFIX"]),
+            request.model_dump_json().encode(),
+            key=str(identity["id"]).encode(),
+        )
+    finally:
+        await producer.stop()
+    [rejected] = await events_on(
+        service_env,
+        topics.DECISIONS,
+        lambda e: isinstance(e, SendRejected) and e.causation_id == request.event_id,
+        lambda kept: len(kept) == 1,
+        timeout=30,
+    )
+    assert rejected.payload.reason == "unprocessable" and "0x00" in rejected.payload.detail, rejected
+    status, body, _ = await send(api, handle, {"to": "next@example.test", "subject": "after", "text": "t"})
+    assert status == 202, body
+    [got] = await relay.wait_for(1)
+    assert got.message["Subject"] == "after"
