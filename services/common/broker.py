@@ -11,10 +11,11 @@
   `event_id`, `correlation_id` and `message_id` into the log context;
 - infrastructure trouble (database or broker unreachable) is retried with growing pauses, forever,
   and shows as the consumer being stuck (services/common/progress.py);
-- anything else is one event's problem: that event is retried a few times in place and then parked,
-  once, on the topic's dead-letter topic with the error in its headers, and the partition moves on.
-  A handler that can tell a permanent failure (a message no relay will take) records it as that
-  message's outcome instead of raising.
+- anything else is one event's problem: that event is retried a few times in place, then given its
+  terminal outcome by the consumer's `on_poison` (its message rejected or failed, visibly) or else
+  parked, once, on the topic's dead-letter topic with the error in its headers; the partition moves
+  on. A handler that can tell a permanent failure itself (a message no relay will take) records it as
+  that message's outcome instead of raising.
 """
 
 from __future__ import annotations
@@ -517,7 +518,8 @@ def subscribe(
 
             Only infrastructure trouble raises (the batch is rewound and delivered again). Anything
             else is one event's problem: the batch is retried event by event, each failing event up
-            to `consumer_max_attempts` times in place, then parked, once, and the partition moves on."""
+            to `consumer_max_attempts` times in place, then settled by `on_poison` or parked, once,
+            and the partition moves on."""
             nonlocal pauses
             parsed: list[tuple[Any, Envelope]] = []
             for record in records:

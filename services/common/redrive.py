@@ -23,6 +23,7 @@ from prometheus_client import Counter
 
 from schemas.envelope import Envelope
 from schemas.events import event_from
+from services.common.decided import DECIDER
 
 REDRIVEN = Counter(
     "sendstream_redriven_total", "Overdue events re-published for messages that made no progress"
@@ -44,7 +45,7 @@ async def watch(
 
 
 async def watch_undecided(
-    pool: asyncpg.Pool, request: Envelope, message_ids: Iterable[UUID], after_s: float, decider: str
+    pool: asyncpg.Pool, request: Envelope, message_ids: Iterable[UUID], after_s: float
 ) -> None:
     """A request answered before it was decided: re-publish it if it is still undecided after `after_s`
     (a request decided meanwhile has its decisions watched by the decider already)."""
@@ -56,7 +57,7 @@ async def watch_undecided(
         list(message_ids),
         request.model_dump(mode="json"),
         after_s,
-        decider,
+        DECIDER,
         request.event_id,
     )
 

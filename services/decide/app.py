@@ -346,9 +346,7 @@ class Decided:
         return [d for ds in self.outputs.values() for d in ds]
 
 
-async def decide_batch(
-    pool: asyncpg.Pool, events: list[Envelope], now: datetime, watch_s: float = 300.0
-) -> Decided:
+async def decide_batch(pool: asyncpg.Pool, events: list[Envelope], now: datetime, watch_s: float) -> Decided:
     """The decisions for every request of the batch, in order, recorded with the state they change.
 
     Usually every request is new: the batch is then decided and written in one statement. If any was

@@ -15,7 +15,7 @@ from faststream.kafka import KafkaBroker
 from schemas.envelope import Envelope
 from services.common import redrive
 from services.common.broker import PERMANENT_KAFKA_ERRORS, EventTooLarge, is_transient, publish_events
-from services.common.decided import DECIDER, Answer
+from services.common.decided import Answer
 from services.common.secrets import Secrets
 from services.common.settings import IngressSettings
 from services.ingress.cache import Cache
@@ -83,9 +83,7 @@ class Context:
         answers = await self.waiter.wait(request.event_id, self.settings.decision_timeout_s)
         if len(answers) < len(message_ids):
             try:
-                await redrive.watch_undecided(
-                    self.pool, request, message_ids, self.settings.redrive_after_s, DECIDER
-                )
+                await redrive.watch_undecided(self.pool, request, message_ids, self.settings.redrive_after_s)
             except Exception as exc:  # the request is on the log: answer as queued all the same
                 log.error("could not watch an undecided request", error=repr(exc))
         return answers
