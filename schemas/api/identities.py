@@ -6,7 +6,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, Field, TypeAdapter, WithJsonSchema, model_validator
 
+from schemas import ids
 from schemas.api.common import ApiModel, EmailAddress, HeaderText, MessageIdText, Subject, TimeZone
+from schemas.commands import Outcome
 
 Health = Literal["healthy", "unhealthy", "paused"]
 TlsMode = Literal["none", "starttls", "tls"]
@@ -201,6 +203,34 @@ class SendResponse(BaseModel):
     dailyCap: int
     identity: str
     messages: list[SendResult]
+
+
+def send_response(outcome: Outcome, handle: str) -> tuple[SendResponse, int]:
+    """The seed's answer to a send: each recipient's outcome; 202 if anything was accepted (or is still
+    queued), 429 if every recipient was rejected."""
+    results = []
+    for m in outcome.messages:
+        if m.state == "accepted":
+            account = Account(id=ids.render("mailbox", m.mailbox_id), email=m.mailbox_email)
+            results.append(
+                SendResult(
+                    to=m.to, id=m.rfc_message_id, status="accepted", convId=ids.render("conversation", m.conv_id),
+                    affinity=m.affinity, account=account,
+                )
+            )  # fmt: skip
+        elif m.state == "rejected":
+            results.append(SendResult(to=m.to, status="rejected", reason=m.reason))
+        else:
+            results.append(SendResult(to=m.to, status="queued", convId=ids.render("conversation", m.conv_id)))
+    response = SendResponse(
+        accepted=len(results) - outcome.rejected,
+        rejected=outcome.rejected,
+        remaining=outcome.remaining,
+        dailyCap=outcome.daily_cap,
+        identity=handle,
+        messages=results,
+    )
+    return response, 202 if outcome.rejected < len(results) else 429
 
 
 # --- conversations ---------------------------------------------------------------------------------

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from uuid import UUID
 
 import asyncpg
 import structlog
@@ -13,9 +12,7 @@ from faststream.exceptions import IncorrectState
 from faststream.kafka import KafkaBroker
 
 from schemas.envelope import Envelope
-from services.common import redrive
 from services.common.broker import PERMANENT_KAFKA_ERRORS, EventTooLarge, is_transient, publish_events
-from services.common.decided import Answer
 from services.common.secrets import Secrets
 from services.common.settings import IngressSettings
 from services.ingress.cache import Cache
@@ -68,25 +65,6 @@ class Context:
                 f"the event log is unavailable ({type(exc).__name__}); retry later",
                 {"Retry-After": "5"},
             ) from exc
-
-    async def submit(self, request: Envelope, message_ids: list[UUID]) -> list[Answer]:
-        """Publish a request and wait (bounded) for the answers of its decisions; none on timeout.
-
-        A request answered before it was decided (`queued`) is watched until it is: should its event be
-        lost with the log, it is published again (services/common/redrive.py)."""
-        self.waiter.expect(request.event_id)
-        try:
-            await self.publish([request])
-        except ApiError:
-            self.waiter.forget(request.event_id)
-            raise
-        answers = await self.waiter.wait(request.event_id, self.settings.decision_timeout_s)
-        if len(answers) < len(message_ids):
-            try:
-                await redrive.watch_undecided(self.pool, request, message_ids, self.settings.redrive_after_s)
-            except Exception as exc:  # the request is on the log: answer as queued all the same
-                log.error("could not watch an undecided request", error=repr(exc))
-        return answers
 
 
 CONTEXT = web.AppKey("context", Context)

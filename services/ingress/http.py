@@ -21,6 +21,7 @@ from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, ValidationError
 
 from services.common.broker import is_transient
+from services.ingress.core.errors import NotFound
 
 log = structlog.get_logger("sendstream.ingress")
 
@@ -118,6 +119,7 @@ class RouteSpec:
     errors: tuple[int, ...]
     idempotent: bool  # takes an Idempotency-Key header
     answers: dict[int, type[BaseModel]]  # error statuses whose body is not the error shape
+    nouns: dict[str, str]  # the dialect's word for each kind of thing the core may not find
 
 
 ROUTES: list[RouteSpec] = []
@@ -136,24 +138,12 @@ def route(
     errors: tuple[int, ...] = (),
     idempotent: bool = False,
     answers: dict[int, type[BaseModel]] | None = None,
+    nouns: dict[str, str] | None = None,
 ) -> Callable[[Handler], Handler]:
     def decorator(fn: Handler) -> Handler:
-        ROUTES.append(
-            RouteSpec(
-                method,
-                path,
-                fn,
-                scope,
-                body,
-                response,
-                status,
-                summary,
-                tag,
-                errors,
-                idempotent,
-                answers or {},
-            )
-        )
+        spec = RouteSpec(method, path, fn, scope, body, response, status, summary, tag, errors, idempotent,
+                         answers or {}, nouns or {})  # fmt: skip
+        ROUTES.append(spec)
         return fn
 
     return decorator
@@ -232,7 +222,11 @@ def add_routes(app: web.Application, authenticate: Authenticate) -> None:
                 if not principal.allows(spec.scope):
                     raise ApiError(403, "forbidden", f"this API key lacks the `{spec.scope}` scope")
             body = await parse_body(request, spec.body) if spec.body is not None else None
-            return await spec.handler(Call(request, principal, body))
+            try:
+                return await spec.handler(Call(request, principal, body))
+            except NotFound as exc:  # the dialect words it: "Identity not found", "Inbox not found"
+                noun = spec.nouns.get(exc.kind, exc.kind.capitalize())
+                raise ApiError(404, "not_found", f"{noun} not found") from None
 
         app.router.add_route(spec.method, spec.path, handle)
 

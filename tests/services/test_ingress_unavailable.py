@@ -9,14 +9,17 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from schemas.commands import NewSend
 from schemas.events import Content, RequestedMessage, SendRequested, SendRequestedPayload
 from schemas.ids import new_id
 from services.common.broker import make_broker
 from services.common.infra import free_port
 from services.common.settings import IngressSettings
 from services.ingress.context import Context
+from services.ingress.core.send import submit
 from services.ingress.decisions import DecisionWaiter
 from services.ingress.http import ApiError, observe
+from services.ingress.idempotency import IdSource
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -28,10 +31,12 @@ async def test_unreachable_broker_is_503_with_retry_after() -> None:
     request = SendRequested(org_id=new_id(), identity_id=new_id(), payload=SendRequestedPayload(
         handle="h@x.test", messages=[RequestedMessage(message_id=new_id(), conv_id=new_id(), to="a@x.test")],
         content=Content(subject="s", text="t")))  # fmt: skip
+    identity = {"id": request.identity_id, "org_id": request.org_id, "handle": "h@x.test", "daily_cap": 10}
+    command = NewSend(identity_id=request.identity_id, to=["a@x.test"], content=request.payload.content)
     with pytest.raises(ApiError) as info:
-        await c.submit(request, [m.message_id for m in request.payload.messages])
+        await submit(c, command, identity, IdSource(), "corr")
     assert info.value.status == 503 and info.value.headers == {"Retry-After": "5"}
-    assert str(request.event_id) not in c.waiter.pending
+    assert c.waiter.pending == {}
 
 
 @pytest.mark.parametrize("error", [ConnectionRefusedError(), asyncpg.CannotConnectNowError("starting up")])

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -28,11 +27,12 @@ from schemas.api.identities import (
     MailboxList,
     SendRequest,
     SendResponse,
-    SendResult,
     SmtpSettingsOut,
     UpdateIdentity,
     UpdateMailbox,
+    send_response,
 )
+from schemas.commands import Command, NewSend, Reply
 from schemas.envelope import Envelope
 from schemas.events import (
     Content,
@@ -47,16 +47,11 @@ from schemas.events import (
     MailboxPayload,
     MailboxRemoved,
     MailboxUpdated,
-    ReplyRequested,
-    ReplyRequestedPayload,
-    RequestedMessage,
-    SendRequested,
-    SendRequestedPayload,
 )
 from services.common import timers
-from services.common.decided import Answer
-from services.common.timezones import local_day_start
 from services.ingress.context import ctx
+from services.ingress.core import directory
+from services.ingress.core.send import submit
 from services.ingress.http import ApiError, Call, json_model, not_found, route
 from services.ingress.idempotency import IdSource, idempotent
 
@@ -90,28 +85,13 @@ def render_mailbox(row: asyncpg.Record, handle: str) -> Mailbox:
     )
 
 
-def identity_cache_key(org_id: UUID, handle: str) -> str:
-    return f"identity:{org_id}:{handle.lower()}"
-
-
 async def find_identity(call: Call) -> asyncpg.Record:
     """The caller's identity named by the `handle` path parameter; 404 if absent or another org's."""
-    key = identity_cache_key(call.principal.org_id, call.param("handle"))
-    if (cached := ctx(call).cache.get(key)) is not None:
-        return cached
-    row = await ctx(call).pool.fetchrow(
-        """SELECT * FROM identities WHERE org_id = $1 AND lower(handle) = lower($2) AND deleted_at IS NULL""",
-        call.principal.org_id,
-        call.param("handle"),
-    )
-    if row is None:
-        raise not_found("Identity")
-    ctx(call).cache.put(key, row)
-    return row
+    return await directory.find_identity(ctx(call), call.principal.org_id, call.param("handle"))
 
 
 async def forget_identity(call: Call, row: asyncpg.Record) -> None:
-    await ctx(call).cache.invalidate(ctx(call).pool, identity_cache_key(row["org_id"], row["handle"]))
+    await directory.forget_identity(ctx(call), row)
 
 
 async def find_mailbox(call: Call, identity: asyncpg.Record) -> asyncpg.Record:
@@ -404,73 +384,6 @@ async def remove_mailbox(call: Call) -> web.Response:
 # --- send ------------------------------------------------------------------------------------------
 
 
-async def remaining_today(call: Call, identity: asyncpg.Record) -> int:
-    day = local_day_start(datetime.now(UTC), identity["timezone"]).date()
-    used = await ctx(call).pool.fetchval(
-        "SELECT sent FROM identity_usage WHERE identity_id = $1 AND day = $2", identity["id"], day
-    )
-    return max(identity["daily_cap"] - (used or 0), 0)
-
-
-def new_conversation_request(
-    call: Call, identity: asyncpg.Record, b: SendRequest, new: IdSource
-) -> tuple[list[RequestedMessage], SendRequested]:
-    wanted = [
-        RequestedMessage(message_id=new(f"message:{i}"), conv_id=new(f"conversation:{i}"), to=to)
-        for i, to in enumerate(b.recipients())
-    ]
-    return wanted, SendRequested(
-        event_id=new("event"),
-        org_id=identity["org_id"],
-        identity_id=identity["id"],
-        correlation_id=call.request_id,
-        payload=SendRequestedPayload(
-            handle=identity["handle"],
-            messages=wanted,
-            content=Content(
-                subject=b.subject or "",
-                text=b.text,
-                html=b.html,
-                in_reply_to=b.inReplyTo,
-                references=b.references or [],
-            ),
-        ),
-    )
-
-
-async def find_thread(call: Call, identity: asyncpg.Record, conv: str) -> asyncpg.Record:
-    """The conversation a reply continues; one of another identity (or org) is 404."""
-    conv_id = ids.parse("conversation", conv)
-    thread = conv_id and await ctx(call).pool.fetchrow(
-        "SELECT conv_id, counterpart FROM threads WHERE conv_id = $1 AND identity_id = $2",
-        conv_id,
-        identity["id"],
-    )
-    if not thread:
-        raise not_found("Conversation")
-    return thread
-
-
-def reply_request(
-    call: Call, identity: asyncpg.Record, thread: asyncpg.Record, b: SendRequest, new: IdSource
-) -> tuple[list[RequestedMessage], ReplyRequested]:
-    wanted = [
-        RequestedMessage(message_id=new("message:0"), conv_id=thread["conv_id"], to=thread["counterpart"])
-    ]
-    return wanted, ReplyRequested(
-        event_id=new("event"),
-        org_id=identity["org_id"],
-        identity_id=identity["id"],
-        correlation_id=call.request_id,
-        payload=ReplyRequestedPayload(
-            handle=identity["handle"],
-            message_id=wanted[0].message_id,
-            conv_id=thread["conv_id"],
-            content=Content(text=b.text, html=b.html),
-        ),
-    )
-
-
 @route(
     "POST",
     "/v1/identities/{handle}/send",
@@ -485,56 +398,33 @@ def reply_request(
     answers={429: SendResponse},  # every recipient rejected: the same body as 202
 )
 async def send(call: Call) -> web.Response:
+    c = ctx(call)
     identity = await find_identity(call)
     b: SendRequest = call.body
-    thread = await find_thread(call, identity, b.convId) if b.convId is not None else None
-    c = ctx(call)
+    cmd: Command
+    if b.convId is not None:
+        thread = await directory.find_thread(c, identity, b.convId)
+        cmd = Reply(
+            identity_id=identity["id"], conv_id=thread["conv_id"], to=thread["counterpart"],
+            content=Content(text=b.text, html=b.html),
+        )  # fmt: skip
+    else:
+        content = Content(
+            subject=b.subject or "",
+            text=b.text,
+            html=b.html,
+            in_reply_to=b.inReplyTo,
+            references=b.references or [],
+        )
+        cmd = NewSend(identity_id=identity["id"], to=b.recipients(), content=content)
 
     async def run(new: IdSource) -> web.Response:
-        if thread is not None:
-            wanted, request = reply_request(call, identity, thread, b, new)
-        else:
-            wanted, request = new_conversation_request(call, identity, b, new)
-        decisions = {a.message_id: a for a in await c.submit(request, [m.message_id for m in wanted])}
-        return await send_response(call, identity, wanted, decisions)
+        response, status = send_response(
+            await submit(c, cmd, identity, new, call.request_id), identity["handle"]
+        )
+        return json_model(response, status)
 
     return await idempotent(call, c.pool, c.settings.decision_timeout_s + 2, run)
-
-
-async def send_response(
-    call: Call, identity: asyncpg.Record, wanted: list[RequestedMessage], decisions: dict[UUID, Answer]
-) -> web.Response:
-    """The seed's response: per-recipient outcome, 202 if anything was accepted, 429 if nothing was."""
-    results: list[SendResult] = []
-    for m in wanted:
-        a = decisions.get(m.message_id)
-        if a is not None and a.type == "SendAccepted":
-            results.append(
-                SendResult(
-                    to=m.to,
-                    id=a.rfc_message_id,
-                    status="accepted",
-                    convId=ids.render("conversation", a.conv_id),
-                    affinity=a.affinity,
-                    account=Account(id=ids.render("mailbox", a.mailbox_id), email=a.mailbox_email),
-                )
-            )
-        elif a is not None:
-            results.append(SendResult(to=m.to, status="rejected", reason=a.reason))
-        else:  # the decision did not come back in time; it will still be made, exactly once
-            results.append(SendResult(to=m.to, status="queued", convId=ids.render("conversation", m.conv_id)))
-    rejected = sum(r.status == "rejected" for r in results)
-    last = max(decisions.values(), key=lambda a: a.daily_cap - a.remaining, default=None)
-    remaining = last.remaining if last else await remaining_today(call, identity)
-    response = SendResponse(
-        accepted=len(results) - rejected,
-        rejected=rejected,
-        remaining=remaining,
-        dailyCap=last.daily_cap if last else identity["daily_cap"],
-        identity=identity["handle"],
-        messages=results,
-    )
-    return json_model(response, 202 if rejected < len(results) else 429)
 
 
 # --- conversations ---------------------------------------------------------------------------------

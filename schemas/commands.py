@@ -1,0 +1,59 @@
+"""What every dialect's send request becomes: dialect-neutral commands, carried out by the ingress core
+(services/ingress/core/send.py). A dialect resolves its own ids (a conversation, a message it replies
+to) before it builds one, so the core and decide never see wire ids."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+from uuid import UUID
+
+from schemas.events import Affinity, Content, Payload, RejectReason
+
+
+class NewSend(Payload):
+    """New conversations from an identity: each address of `to` its own message and conversation."""
+
+    identity_id: UUID
+    to: list[str]
+    content: Content
+
+
+class Reply(Payload):
+    """A reply in a conversation, to its counterpart, from the mailbox it is bound to (decide resolves
+    the subject, `In-Reply-To` and `References`)."""
+
+    identity_id: UUID
+    conv_id: UUID
+    to: str  # the conversation's counterpart
+    content: Content
+
+
+Command = NewSend | Reply
+
+
+# --- what became of a command: every dialect renders its answer from this -------------------------
+
+
+@dataclass(frozen=True)
+class MessageOutcome:
+    message_id: UUID
+    conv_id: UUID
+    to: str
+    state: Literal["accepted", "rejected", "queued"]  # queued: its decision did not come back in time
+    reason: RejectReason | None = None
+    rfc_message_id: str | None = None
+    affinity: Affinity | None = None
+    mailbox_id: UUID | None = None
+    mailbox_email: str | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    messages: list[MessageOutcome]
+    daily_cap: int
+    remaining: int  # what is left of the daily cap after this request
+
+    @property
+    def rejected(self) -> int:
+        return sum(m.state == "rejected" for m in self.messages)

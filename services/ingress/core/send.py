@@ -1,0 +1,78 @@
+"""Carrying out a send command: the request event, publishing it, waiting (bounded) for decide, the
+outcome. The only place that does, for every dialect.
+
+Every id a request creates derives from the `IdSource` under fixed labels ("event", "message:{i}",
+"conversation:{i}"), so a retry with the same Idempotency-Key, through any dialect, repeats them and
+the consumers drop the copy.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+import structlog
+
+from schemas.commands import Command, NewSend
+from schemas.envelope import Envelope
+from schemas.events import (
+    ReplyRequested,
+    ReplyRequestedPayload,
+    RequestedMessage,
+    SendRequested,
+    SendRequestedPayload,
+)
+from services.common import redrive
+from services.ingress.context import Context
+from services.ingress.core import directory
+from services.ingress.core.outcome import Outcome, outcome_of
+from services.ingress.idempotency import IdSource
+
+log = structlog.get_logger("sendstream.ingress.send")
+
+
+def request_event(
+    cmd: Command, identity: asyncpg.Record, new: IdSource, correlation_id: str
+) -> tuple[list[RequestedMessage], Envelope]:
+    """The messages a command asks for, and the *Requested event that asks for them. Pure."""
+    common = {
+        "event_id": new("event"),
+        "org_id": identity["org_id"],
+        "identity_id": identity["id"],
+        "correlation_id": correlation_id,
+    }
+    if isinstance(cmd, NewSend):
+        wanted = [
+            RequestedMessage(message_id=new(f"message:{i}"), conv_id=new(f"conversation:{i}"), to=to)
+            for i, to in enumerate(cmd.to)
+        ]
+        payload = SendRequestedPayload(handle=identity["handle"], messages=wanted, content=cmd.content)
+        return wanted, SendRequested(**common, payload=payload)
+    wanted = [RequestedMessage(message_id=new("message:0"), conv_id=cmd.conv_id, to=cmd.to)]
+    payload = ReplyRequestedPayload(
+        handle=identity["handle"], message_id=wanted[0].message_id, conv_id=cmd.conv_id, content=cmd.content
+    )
+    return wanted, ReplyRequested(**common, payload=payload)
+
+
+async def submit(
+    c: Context, cmd: Command, identity: asyncpg.Record, new: IdSource, correlation_id: str
+) -> Outcome:
+    """Publish the command's request and wait (at most `decision_timeout_s`) for decide's answers.
+
+    A request answered before it was decided (`queued`) is watched until it is: should its event be
+    lost with the log, it is published again (services/common/redrive.py)."""
+    wanted, request = request_event(cmd, identity, new, correlation_id)
+    message_ids = [m.message_id for m in wanted]
+    c.waiter.expect(request.event_id)
+    try:
+        await c.publish([request])
+    except BaseException:
+        c.waiter.forget(request.event_id)
+        raise
+    answers = await c.waiter.wait(request.event_id, c.settings.decision_timeout_s)
+    if len(answers) < len(message_ids):
+        try:
+            await redrive.watch_undecided(c.pool, request, message_ids, c.settings.redrive_after_s)
+        except Exception as exc:  # the request is on the log: answer as queued all the same
+            log.error("could not watch an undecided request", error=repr(exc))
+    remaining = None if answers else await directory.remaining_today(c, identity)
+    return outcome_of(wanted, answers, identity["daily_cap"], remaining)
