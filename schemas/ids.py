@@ -10,12 +10,16 @@ PREFIXES = {
     "org": "org",
     "key": "key",
     "identity": "idn",
+    "inbox": "inbox",  # the inboxes dialect's name for an identity (SPEC 2)
     "mailbox": "acc",
     "conversation": "conv",
+    "thread": "thread",  # the inboxes dialect's name for a conversation
     "message": "msg",
     "webhook": "whk",
     "delivery": "whd",
 }
+# Kinds that name the same entity: an id rendered by one dialect is accepted by the others.
+SAME = {"identity": ("inbox",), "inbox": ("identity",), "conversation": ("thread",), "thread": ("conversation",)}
 
 
 def new_id() -> uuid.UUID:
@@ -29,10 +33,13 @@ def render(kind: str, value: uuid.UUID) -> str:
 
 
 def parse(kind: str, text: str) -> uuid.UUID | None:
-    """Accept `conv_<32 hex>`, a bare UUID in any standard form, or return None if it is neither."""
-    prefix = PREFIXES[kind] + "_"
-    if text.startswith(prefix):
-        text = text[len(prefix) :]
+    """Accept `conv_<32 hex>` (or the prefix any dialect gives the same entity: `thread_…`), a bare
+    UUID in any standard form, or return None if it is neither."""
+    for other in (kind, *SAME.get(kind, ())):
+        prefix = PREFIXES[other] + "_"
+        if text.startswith(prefix):
+            text = text[len(prefix) :]
+            break
     try:
         return uuid.UUID(text)
     except ValueError:

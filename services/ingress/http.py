@@ -21,7 +21,7 @@ from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, ValidationError
 
 from services.common.broker import is_transient
-from services.ingress.core.errors import NotFound
+from services.ingress.core.errors import Conflict, NotFound
 
 log = structlog.get_logger("sendstream.ingress")
 
@@ -227,6 +227,8 @@ def add_routes(app: web.Application, authenticate: Authenticate) -> None:
             except NotFound as exc:  # the dialect words it: "Identity not found", "Inbox not found"
                 noun = spec.nouns.get(exc.kind, exc.kind.capitalize())
                 raise ApiError(404, "not_found", f"{noun} not found") from None
+            except Conflict as exc:
+                raise ApiError(409, "conflict", str(exc)) from None
 
         app.router.add_route(spec.method, spec.path, handle)
 

@@ -1,17 +1,32 @@
-"""Finding what a request names, for the caller's organization only: identities (cached per process),
-the conversation a reply continues, and what an identity has left of its daily cap."""
+"""Identities and their accounts for every dialect: finding what a request names, for the caller's
+organization only (identities cached per process), the conversation a reply continues, what an identity
+has left of its daily cap; and creating and removing them, each change announced by its facts."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 from uuid import UUID
 
 import asyncpg
 
 from schemas import ids
+from schemas.envelope import Envelope
+from schemas.events import (
+    EntityRemovedPayload,
+    IdentityCreated,
+    IdentityDeleted,
+    IdentityPayload,
+    MailboxAdded,
+    MailboxPayload,
+)
+from services.common import timers
 from services.common.timezones import local_day_start
 from services.ingress.context import Context
-from services.ingress.core.errors import NotFound
+from services.ingress.core.errors import Conflict, NotFound
 
 
 def identity_cache_key(org_id: UUID, handle: str) -> str:
@@ -60,3 +75,155 @@ async def remaining_today(c: Context, identity: asyncpg.Record) -> int:
         "SELECT sent FROM identity_usage WHERE identity_id = $1 AND day = $2", identity["id"], day
     )
     return max(identity["daily_cap"] - (used or 0), 0)
+
+
+# --- changes: identities and their accounts (the backing mailboxes) ---------------------------------
+
+
+@dataclass(frozen=True)
+class NewAccount:
+    """A backing mailbox to add to an identity's pool: its address and SMTP relay."""
+
+    email: str
+    smtp_host: str
+    smtp_port: int
+    smtp_tls: str
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    hourly_limit: int = 600
+    daily_limit: int | None = None
+
+
+@contextlib.asynccontextmanager
+async def change(c: Context) -> AsyncIterator[tuple[asyncpg.Connection, list[Envelope]]]:
+    """A configuration change and the facts it announces, committed together.
+
+    The facts go out through the durable timers (due at once): the scheduler publishes them, so a
+    crash between the change and the publish loses neither."""
+    facts: list[Envelope] = []
+    async with c.pool.acquire() as conn, conn.transaction():
+        yield conn, facts
+        for fact in facts:
+            await timers.schedule(conn, fact, fact.occurred_at)
+
+
+def fact_envelope(identity: asyncpg.Record, correlation_id: str) -> dict[str, Any]:
+    return {"org_id": identity["org_id"], "identity_id": identity["id"], "correlation_id": correlation_id}
+
+
+def identity_fact(row: asyncpg.Record) -> IdentityPayload:
+    return IdentityPayload(
+        identity_id=row["id"], handle=row["handle"], daily_cap=row["daily_cap"], timezone=row["timezone"]
+    )
+
+
+def account_fact(row: asyncpg.Record) -> MailboxPayload:
+    return MailboxPayload(
+        mailbox_id=row["id"],
+        email=row["email"],
+        hourly_limit=row["hourly_limit"],
+        daily_limit=row["daily_limit"],
+        health=row["health"],
+    )
+
+
+async def _insert_account(
+    c: Context, conn: asyncpg.Connection, identity: asyncpg.Record, account: NewAccount, correlation_id: str,
+    facts: list[Envelope],
+) -> asyncpg.Record:  # fmt: skip
+    try:
+        async with conn.transaction():  # a savepoint: the conflict is reported, the transaction goes on
+            row = await conn.fetchrow(
+                """INSERT INTO mailboxes (id, org_id, identity_id, email, smtp_host, smtp_port, smtp_tls,
+                                          smtp_username, smtp_password, hourly_limit, daily_limit)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING *""",
+                ids.new_id(), identity["org_id"], identity["id"], account.email, account.smtp_host,
+                account.smtp_port, account.smtp_tls, account.smtp_username, c.secrets.seal(account.smtp_password),
+                account.hourly_limit, account.daily_limit,
+            )  # fmt: skip
+    except asyncpg.UniqueViolationError:
+        raise Conflict(f"{account.email} is already in this identity's pool") from None
+    facts.append(MailboxAdded(**fact_envelope(identity, correlation_id), payload=account_fact(row)))
+    return row
+
+
+async def create_identity(
+    c: Context,
+    org_id: UUID,
+    handle: str,
+    *,
+    daily_cap: int,
+    timezone: str,
+    correlation_id: str,
+    name: str | None = None,
+    accounts: Sequence[NewAccount] = (),
+) -> tuple[asyncpg.Record, list[asyncpg.Record]]:
+    """A new identity (every dialect's sender: an identity, an inbox, a mailbox) with its first accounts,
+    announced with IdentityCreated and MailboxAdded. Conflict if the handle is taken."""
+    try:
+        async with change(c) as (conn, facts):
+            identity = await conn.fetchrow(
+                """INSERT INTO identities (id, org_id, handle, daily_cap, timezone, name)
+                   VALUES ($1, $2, $3, $4, $5, $6) RETURNING *""",
+                ids.new_id(), org_id, handle, daily_cap, timezone, name,
+            )  # fmt: skip
+            facts.append(
+                IdentityCreated(**fact_envelope(identity, correlation_id), payload=identity_fact(identity))
+            )
+            rows = [await _insert_account(c, conn, identity, a, correlation_id, facts) for a in accounts]
+    except asyncpg.UniqueViolationError:
+        raise Conflict(f"handle {handle} is already taken") from None
+    return identity, rows
+
+
+async def add_account(
+    c: Context, identity: asyncpg.Record, account: NewAccount, correlation_id: str
+) -> asyncpg.Record:
+    """Another account in the identity's pool; Conflict if its address is in the pool already."""
+    async with change(c) as (conn, facts):
+        return await _insert_account(c, conn, identity, account, correlation_id, facts)
+
+
+async def delete_identity(c: Context, identity: asyncpg.Record, correlation_id: str) -> None:
+    """The identity and its pool are gone for every dialect (their messages stay readable by id)."""
+    async with change(c) as (conn, facts):
+        await conn.execute("UPDATE identities SET deleted_at = now() WHERE id = $1", identity["id"])
+        await conn.execute(
+            "UPDATE mailboxes SET deleted_at = now() WHERE identity_id = $1 AND deleted_at IS NULL",
+            identity["id"],
+        )
+        facts.append(
+            IdentityDeleted(
+                **fact_envelope(identity, correlation_id), payload=EntityRemovedPayload(id=identity["id"])
+            )
+        )
+    await forget_identity(c, identity)
+
+
+async def find_identity_by_id(c: Context, org_id: UUID, identity_id: UUID | None) -> asyncpg.Record:
+    """The organization's identity with this id; NotFound if absent, deleted or another organization's."""
+    row = identity_id and await c.pool.fetchrow(
+        "SELECT * FROM identities WHERE id = $1 AND org_id = $2 AND deleted_at IS NULL", identity_id, org_id
+    )
+    if not row:
+        raise NotFound("identity")
+    return row
+
+
+async def list_identities(c: Context, org_id: UUID) -> list[asyncpg.Record]:
+    return await c.pool.fetch(
+        "SELECT * FROM identities WHERE org_id = $1 AND deleted_at IS NULL ORDER BY created_at, id", org_id
+    )
+
+
+async def accounts_of(c: Context, identity_ids: list[UUID]) -> dict[UUID, list[asyncpg.Record]]:
+    """The live accounts of these identities, oldest first."""
+    rows = await c.pool.fetch(
+        """SELECT * FROM mailboxes WHERE identity_id = ANY($1::uuid[]) AND deleted_at IS NULL
+            ORDER BY created_at, id""",
+        identity_ids,
+    )
+    out: dict[UUID, list[asyncpg.Record]] = {i: [] for i in identity_ids}
+    for r in rows:
+        out[r["identity_id"]].append(r)
+    return out

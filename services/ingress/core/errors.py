@@ -10,3 +10,7 @@ class NotFound(Exception):
     def __init__(self, kind: str):
         super().__init__(f"{kind} not found")
         self.kind = kind
+
+
+class Conflict(Exception):
+    """What a request would create exists already (a handle, an address in a pool): 409."""

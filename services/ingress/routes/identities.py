@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator
-from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -33,26 +30,19 @@ from schemas.api.identities import (
     send_response,
 )
 from schemas.commands import Command, NewSend, Reply
-from schemas.envelope import Envelope
 from schemas.events import (
     Content,
     EntityRemovedPayload,
-    IdentityCreated,
-    IdentityDeleted,
-    IdentityPayload,
     IdentityUpdated,
-    MailboxAdded,
     MailboxHealthChanged,
     MailboxHealthPayload,
-    MailboxPayload,
     MailboxRemoved,
     MailboxUpdated,
 )
-from services.common import timers
 from services.ingress.context import ctx
 from services.ingress.core import directory
 from services.ingress.core.send import submit
-from services.ingress.http import ApiError, Call, json_model, not_found, route
+from services.ingress.http import Call, json_model, not_found, route
 from services.ingress.idempotency import IdSource, idempotent
 
 log = structlog.get_logger("sendstream.ingress.identities")
@@ -106,40 +96,6 @@ async def find_mailbox(call: Call, identity: asyncpg.Record) -> asyncpg.Record:
     return row
 
 
-@contextlib.asynccontextmanager
-async def change(call: Call) -> AsyncIterator[tuple[asyncpg.Connection, list[Envelope]]]:
-    """A configuration change and the facts it announces, committed together.
-
-    The facts go out through the durable timers (due at once): the scheduler publishes them, so a
-    crash between the change and the publish loses neither.
-    """
-    facts: list[Envelope] = []
-    async with ctx(call).pool.acquire() as conn, conn.transaction():
-        yield conn, facts
-        for fact in facts:
-            await timers.schedule(conn, fact, fact.occurred_at)
-
-
-def fact_envelope(call: Call, identity_id: UUID) -> dict[str, Any]:
-    return {"org_id": call.principal.org_id, "identity_id": identity_id, "correlation_id": call.request_id}
-
-
-def identity_fact(row: asyncpg.Record) -> IdentityPayload:
-    return IdentityPayload(
-        identity_id=row["id"], handle=row["handle"], daily_cap=row["daily_cap"], timezone=row["timezone"]
-    )
-
-
-def mailbox_fact(row: asyncpg.Record) -> MailboxPayload:
-    return MailboxPayload(
-        mailbox_id=row["id"],
-        email=row["email"],
-        hourly_limit=row["hourly_limit"],
-        daily_limit=row["daily_limit"],
-        health=row["health"],
-    )
-
-
 # --- identities ------------------------------------------------------------------------------------
 
 
@@ -156,20 +112,10 @@ def mailbox_fact(row: asyncpg.Record) -> MailboxPayload:
 )
 async def create_identity(call: Call) -> web.Response:
     b: CreateIdentity = call.body
-    try:
-        async with change(call) as (conn, facts):
-            row = await conn.fetchrow(
-                """INSERT INTO identities (id, org_id, handle, daily_cap, timezone) VALUES ($1, $2, $3, $4, $5)
-                   RETURNING *""",
-                ids.new_id(),
-                call.principal.org_id,
-                b.handle,
-                b.dailyCap,
-                b.timezone,
-            )
-            facts.append(IdentityCreated(**fact_envelope(call, row["id"]), payload=identity_fact(row)))
-    except asyncpg.UniqueViolationError:
-        raise ApiError(409, "conflict", f"handle {b.handle} is already taken") from None
+    row, _ = await directory.create_identity(
+        ctx(call), call.principal.org_id, b.handle, daily_cap=b.dailyCap, timezone=b.timezone,
+        correlation_id=call.request_id,
+    )  # fmt: skip
     return json_model(render_identity(row), 201)
 
 
@@ -177,10 +123,7 @@ async def create_identity(call: Call) -> web.Response:
     "GET", "/v1/identities", scope="read", tag="identities", summary="List identities", response=IdentityList
 )
 async def list_identities(call: Call) -> web.Response:
-    rows = await ctx(call).pool.fetch(
-        "SELECT * FROM identities WHERE org_id = $1 AND deleted_at IS NULL ORDER BY created_at, id",
-        call.principal.org_id,
-    )
+    rows = await directory.list_identities(ctx(call), call.principal.org_id)
     return json_model(IdentityList(data=[render_identity(r) for r in rows]))
 
 
@@ -210,7 +153,7 @@ async def get_identity(call: Call) -> web.Response:
 async def update_identity(call: Call) -> web.Response:
     identity = await find_identity(call)
     b: UpdateIdentity = call.body
-    async with change(call) as (conn, facts):
+    async with directory.change(ctx(call)) as (conn, facts):
         row = await conn.fetchrow(
             """UPDATE identities SET daily_cap = coalesce($2, daily_cap), timezone = coalesce($3, timezone),
                       updated_at = now() WHERE id = $1 RETURNING *""",
@@ -218,7 +161,11 @@ async def update_identity(call: Call) -> web.Response:
             b.dailyCap,
             b.timezone,
         )
-        facts.append(IdentityUpdated(**fact_envelope(call, row["id"]), payload=identity_fact(row)))
+        facts.append(
+            IdentityUpdated(
+                **directory.fact_envelope(row, call.request_id), payload=directory.identity_fact(row)
+            )
+        )
     await forget_identity(call, row)
     return json_model(render_identity(row))
 
@@ -233,19 +180,7 @@ async def update_identity(call: Call) -> web.Response:
     errors=(404,),
 )
 async def delete_identity(call: Call) -> web.Response:
-    identity = await find_identity(call)
-    async with change(call) as (conn, facts):
-        await conn.execute("UPDATE identities SET deleted_at = now() WHERE id = $1", identity["id"])
-        await conn.execute(
-            "UPDATE mailboxes SET deleted_at = now() WHERE identity_id = $1 AND deleted_at IS NULL",
-            identity["id"],
-        )
-        facts.append(
-            IdentityDeleted(
-                **fact_envelope(call, identity["id"]), payload=EntityRemovedPayload(id=identity["id"])
-            )
-        )
-    await forget_identity(call, identity)
+    await directory.delete_identity(ctx(call), await find_identity(call), call.request_id)
     return web.Response(status=204)
 
 
@@ -266,27 +201,12 @@ async def delete_identity(call: Call) -> web.Response:
 async def add_mailbox(call: Call) -> web.Response:
     identity = await find_identity(call)
     b: CreateMailbox = call.body
-    try:
-        async with change(call) as (conn, facts):
-            row = await conn.fetchrow(
-                """INSERT INTO mailboxes (id, org_id, identity_id, email, smtp_host, smtp_port, smtp_tls,
-                                          smtp_username, smtp_password, hourly_limit, daily_limit)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING *""",
-                ids.new_id(),
-                identity["org_id"],
-                identity["id"],
-                b.email,
-                b.smtp.host,
-                b.smtp.port,
-                b.smtp.tls,
-                b.smtp.username,
-                ctx(call).secrets.seal(b.smtp.password),
-                b.hourlyLimit,
-                b.dailyLimit,
-            )
-            facts.append(MailboxAdded(**fact_envelope(call, identity["id"]), payload=mailbox_fact(row)))
-    except asyncpg.UniqueViolationError:
-        raise ApiError(409, "conflict", f"{b.email} is already in this identity's pool") from None
+    account = directory.NewAccount(
+        email=b.email, smtp_host=b.smtp.host, smtp_port=b.smtp.port, smtp_tls=b.smtp.tls,
+        smtp_username=b.smtp.username, smtp_password=b.smtp.password, hourly_limit=b.hourlyLimit,
+        daily_limit=b.dailyLimit,
+    )  # fmt: skip
+    row = await directory.add_account(ctx(call), identity, account, call.request_id)
     return json_model(render_mailbox(row, identity["handle"]), 201)
 
 
@@ -324,7 +244,7 @@ async def update_mailbox(call: Call) -> web.Response:
     b: UpdateMailbox = call.body
     smtp = b.smtp.model_dump(exclude_unset=True) if b.smtp else {}
     fields = b.model_dump(exclude_unset=True, exclude={"smtp"})
-    async with change(call) as (conn, facts):
+    async with directory.change(ctx(call)) as (conn, facts):
         row = await conn.fetchrow(
             """UPDATE mailboxes SET
                   health = coalesce($2, health),
@@ -349,13 +269,13 @@ async def update_mailbox(call: Call) -> web.Response:
             "password" in smtp,
             ctx(call).secrets.seal(smtp.get("password")),
         )
-        envelope = fact_envelope(call, identity["id"])
+        envelope = directory.fact_envelope(identity, call.request_id)
         if row["health"] != before["health"]:
             health = MailboxHealthPayload(
                 mailbox_id=row["id"], health=row["health"], previous=before["health"]
             )
             facts.append(MailboxHealthChanged(**envelope, payload=health))
-        facts.append(MailboxUpdated(**envelope, payload=mailbox_fact(row)))
+        facts.append(MailboxUpdated(**envelope, payload=directory.account_fact(row)))
     return json_model(render_mailbox(row, identity["handle"]))
 
 
@@ -371,11 +291,12 @@ async def update_mailbox(call: Call) -> web.Response:
 async def remove_mailbox(call: Call) -> web.Response:
     identity = await find_identity(call)
     mailbox = await find_mailbox(call, identity)
-    async with change(call) as (conn, facts):
+    async with directory.change(ctx(call)) as (conn, facts):
         await conn.execute("UPDATE mailboxes SET deleted_at = now() WHERE id = $1", mailbox["id"])
         facts.append(
             MailboxRemoved(
-                **fact_envelope(call, identity["id"]), payload=EntityRemovedPayload(id=mailbox["id"])
+                **directory.fact_envelope(identity, call.request_id),
+                payload=EntityRemovedPayload(id=mailbox["id"]),
             )
         )
     return web.Response(status=204)
