@@ -19,7 +19,12 @@ PREFIXES = {
     "delivery": "whd",
 }
 # Kinds that name the same entity: an id rendered by one dialect is accepted by the others.
-SAME = {"identity": ("inbox",), "inbox": ("identity",), "conversation": ("thread",), "thread": ("conversation",)}
+SAME = {
+    "identity": ("inbox",),
+    "inbox": ("identity",),
+    "conversation": ("thread",),
+    "thread": ("conversation",),
+}
 
 
 def new_id() -> uuid.UUID:

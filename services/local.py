@@ -173,6 +173,15 @@ async def _run(settings: LocalSettings) -> None:
     # Webhook receivers on this machine are what local development points at; elsewhere it is refused.
     if "SENDSTREAM_WEBHOOK_ALLOWED_NETWORKS" not in os.environ:
         env["SENDSTREAM_WEBHOOK_ALLOWED_NETWORKS"] = '["127.0.0.0/8", "::1/128"]'
+    # Inboxes created with only a name (as the inboxes dialect's own clients do) send through the sink.
+    if "SENDSTREAM_INBOX_DEFAULT_RELAY" not in os.environ:
+        env["SENDSTREAM_INBOX_DEFAULT_RELAY"] = json.dumps(
+            {"host": "127.0.0.1", "port": settings.sink_port, "tls": "none"}
+        )
+    env.setdefault(
+        "SENDSTREAM_INBOX_DEFAULT_DOMAIN",
+        os.environ.get("SENDSTREAM_INBOX_DEFAULT_DOMAIN", "sendstream.localhost"),
+    )
     stack = Stack(env, log_dir=None)
     stop = stop_event()
     try:

@@ -51,7 +51,19 @@ def infra() -> Iterator[Infra]:
 
 
 @pytest.fixture(scope="session")
-def service_env(infra: Infra) -> dict[str, str]:
+def default_relay() -> Iterator[Relay]:
+    """The operator's default relay of the session: where an inbox created without `smtp` sends."""
+    r = Relay("127.0.0.1", free_port())
+    controller = Controller(_RecordingHandler(r), hostname="127.0.0.1", port=r.port)
+    controller.start()
+    try:
+        yield r
+    finally:
+        controller.stop()
+
+
+@pytest.fixture(scope="session")
+def service_env(infra: Infra, default_relay: Relay) -> dict[str, str]:
     """The environment every service process of the session runs with."""
     return {
         **infra.env,
@@ -75,6 +87,8 @@ def service_env(infra: Infra) -> dict[str, str]:
         "SENDSTREAM_WEBHOOK_RETRY_SCHEDULE_S": "[0.3, 0.6, 0.9]",  # the webhook schedule, shortened
         "SENDSTREAM_WEBHOOK_TIMEOUT_S": "2",
         "SENDSTREAM_WEBHOOK_POLL_S": "0.2",
+        "SENDSTREAM_INBOX_DEFAULT_DOMAIN": "inboxes.example.test",
+        "SENDSTREAM_INBOX_DEFAULT_RELAY": json.dumps(default_relay.smtp_settings()),
     }
 
 

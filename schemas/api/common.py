@@ -96,4 +96,22 @@ class ErrorDetail(BaseModel):
 
 
 class ErrorBody(BaseModel):
+    """The identities dialect's (and the operator routes') error: `{"error": {"type", "message"}}`."""
+
     error: ErrorDetail
+
+    @classmethod
+    def of(cls, type_: str, message: str) -> ErrorBody:
+        return cls(error=ErrorDetail(type=type_, message=message))
+
+
+class FlatErrorBody(BaseModel):
+    """The inboxes dialect's error: `{"error", "message"}`, the message at the top where its clients
+    read it ("Inbox not found")."""
+
+    error: str
+    message: str
+
+    @classmethod
+    def of(cls, type_: str, message: str) -> FlatErrorBody:
+        return cls(error=type_, message=message)

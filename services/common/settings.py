@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -143,6 +143,16 @@ class WebhookSettings(CommonSettings):
     )
 
 
+class DefaultRelay(BaseModel):
+    """An SMTP relay given as JSON in the environment."""
+
+    host: str
+    port: int = Field(ge=1, le=65535)
+    tls: Literal["none", "starttls", "tls"] = "starttls"
+    username: str | None = None
+    password: str | None = None
+
+
 class IngressSettings(WebhookSettings):
     """The HTTP API."""
 
@@ -163,6 +173,16 @@ class IngressSettings(WebhookSettings):
         ge=1024,
         description="Largest accepted HTTP request body (bytes); larger is 413. A send must also fit in one "
         "event (SENDSTREAM_MAX_EVENT_BYTES, less what the pipeline adds), or it is 413 too.",
+    )
+    inbox_default_relay: DefaultRelay | None = Field(
+        None,
+        description='The relay (JSON: `{"host", "port", "tls", "username", "password"}`) of an inbox created '
+        "without `smtp`. Unset: `smtp` is required. `make run` sets its local sink.",
+    )
+    inbox_default_domain: str | None = Field(
+        None,
+        description="Domain of the address an inbox created without `email` gets. Unset: `email` is required. "
+        "`make run` sets `sendstream.localhost`.",
     )
 
 

@@ -20,6 +20,7 @@ from aiohttp import web
 from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, ValidationError
 
+from schemas.api.common import ErrorBody, FlatErrorBody
 from services.common.broker import is_transient
 from services.ingress.core.errors import Conflict, NotFound
 
@@ -47,9 +48,15 @@ def not_found(what: str) -> ApiError:
 
 
 def error_response(
-    status: int, type_: str, message: str, headers: dict[str, str] | None = None
+    status: int,
+    type_: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    shape: type[ErrorBody] | type[FlatErrorBody] = ErrorBody,
 ) -> web.Response:
-    return web.json_response({"error": {"type": type_, "message": message}}, status=status, headers=headers)
+    """Every error answer, in one place: the route's dialect picks the shape."""
+    body = shape.of(type_, message).model_dump_json().encode()
+    return web.Response(body=body, status=status, content_type="application/json", headers=headers)
 
 
 def describe_validation_error(exc: ValidationError) -> str:
@@ -120,6 +127,7 @@ class RouteSpec:
     idempotent: bool  # takes an Idempotency-Key header
     answers: dict[int, type[BaseModel]]  # error statuses whose body is not the error shape
     nouns: dict[str, str]  # the dialect's word for each kind of thing the core may not find
+    error_body: type[ErrorBody] | type[FlatErrorBody]  # the dialect's error shape
 
 
 ROUTES: list[RouteSpec] = []
@@ -139,10 +147,11 @@ def route(
     idempotent: bool = False,
     answers: dict[int, type[BaseModel]] | None = None,
     nouns: dict[str, str] | None = None,
+    error_body: type[ErrorBody] | type[FlatErrorBody] = ErrorBody,
 ) -> Callable[[Handler], Handler]:
     def decorator(fn: Handler) -> Handler:
         spec = RouteSpec(method, path, fn, scope, body, response, status, summary, tag, errors, idempotent,
-                         answers or {}, nouns or {})  # fmt: skip
+                         answers or {}, nouns or {}, error_body)  # fmt: skip
         ROUTES.append(spec)
         return fn
 
@@ -216,6 +225,12 @@ def add_routes(app: web.Application, authenticate: Authenticate) -> None:
     for spec in ROUTES:
 
         async def handle(request: web.Request, spec: RouteSpec = spec) -> web.StreamResponse:
+            try:
+                return await answer(request, spec)
+            except ApiError as exc:
+                return error_response(exc.status, exc.type, exc.message, exc.headers, spec.error_body)
+
+        async def answer(request: web.Request, spec: RouteSpec) -> web.StreamResponse:
             principal = None
             if spec.scope is not None:
                 principal = await authenticate(request)

@@ -9,7 +9,6 @@ from typing import Any
 from openapi_pydantic import OpenAPI
 from openapi_pydantic.util import PydanticSchema, construct_open_api_with_schema_class
 
-from schemas.api.common import ErrorBody
 from services.ingress.http import ROUTES
 
 _ERROR_TEXT = {
@@ -68,7 +67,7 @@ def openapi_document() -> dict[str, Any]:
         for code in sorted({*spec.errors, *body_errors, *((401, 403) if spec.scope else ())}):
             op["responses"][str(code)] = {
                 "description": _ERROR_TEXT.get(code, "Error"),
-                "content": _json(spec.answers.get(code, ErrorBody)),
+                "content": _json(spec.answers.get(code, spec.error_body)),
             }
         paths.setdefault(spec.path, {})[spec.method.lower()] = op
     doc = OpenAPI.model_validate(

@@ -1,0 +1,107 @@
+"""The inboxes dialect's inboxes (SPEC 3.2) on the real stack, and the seed's own client against them."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+
+import pytest
+
+from tests.conftest import Api, Relay, new_org
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
+
+INBOX_ID = re.compile(r"inbox_[0-9a-f]{32}")
+
+
+async def test_an_inbox_with_its_own_address_and_relay_is_an_identity_with_a_pool_of_one(
+    api: Api, relay: Relay
+) -> None:
+    email = f"support-{uuid.uuid4().hex[:6]}@agents.example.test"
+    status, inbox, _ = await api.call(
+        "POST", "/v1/inboxes", {"email": email, "name": "Support bot", "smtp": relay.smtp_settings()}
+    )
+    assert status == 201, inbox
+    assert INBOX_ID.fullmatch(inbox["id"]) and inbox["organizationId"].startswith("org_")
+    assert (inbox["name"], inbox["email"]) == ("Support bot", email)
+    assert inbox["createdAt"].endswith("Z") and inbox["updatedAt"].endswith("Z")
+
+    assert (await api.call("GET", f"/v1/inboxes/{inbox['id']}"))[1] == inbox
+    _, listed, _ = await api.call("GET", "/v1/inboxes")
+    assert isinstance(listed, list) and inbox in listed
+
+    # the same entity in the identities dialect: its handle, and one mailbox of the inbox's address
+    status, identity, _ = await api.call("GET", f"/v1/identities/{email}")
+    assert status == 200 and identity["id"].removeprefix("idn_") == inbox["id"].removeprefix("inbox_")
+    _, pool, _ = await api.call("GET", f"/v1/identities/{email}/mailboxes")
+    [mailbox] = pool["data"]
+    assert mailbox["email"] == email and mailbox["smtp"]["port"] == relay.port
+
+
+async def test_an_inbox_with_only_a_name_gets_the_default_domain_and_relay(
+    api: Api, default_relay: Relay
+) -> None:
+    status, inbox, _ = await api.call("POST", "/v1/inboxes", {"name": "Sales Agent #2"})
+    assert status == 201, inbox
+    assert re.fullmatch(r"sales-agent-2-[0-9a-f]{6}@inboxes\.example\.test", inbox["email"]), inbox
+    _, pool, _ = await api.call("GET", f"/v1/identities/{inbox['email']}/mailboxes")
+    assert [m["smtp"]["port"] for m in pool["data"]] == [default_relay.port]
+    status, again, _ = await api.call("POST", "/v1/inboxes", {})
+    assert status == 201 and again["email"].startswith("inbox-") and again["name"] is None
+
+
+async def test_an_identity_created_in_the_identities_dialect_is_an_inbox(api: Api) -> None:
+    handle = f"agent-{uuid.uuid4().hex[:6]}@example.test"
+    assert (await api.call("POST", "/v1/identities", {"handle": handle}))[0] == 201
+    _, listed, _ = await api.call("GET", "/v1/inboxes")
+    assert handle in [i["email"] for i in listed]
+
+
+async def test_missing_foreign_and_deleted_inboxes_are_404_with_the_seeds_string(
+    api: Api, operator: Api
+) -> None:
+    other = await new_org(operator)
+    _, theirs, _ = await other.call("POST", "/v1/inboxes", {"name": "theirs"})
+    for inbox_id in (theirs["id"], "inbox_" + uuid.uuid4().hex, "not-an-id"):
+        status, body, _ = await api.call("GET", f"/v1/inboxes/{inbox_id}")
+        assert status == 404 and body == {"error": "not_found", "message": "Inbox not found"}, body
+        assert (await api.call("DELETE", f"/v1/inboxes/{inbox_id}"))[0] == 404
+
+    status, gone, _ = await other.call("DELETE", f"/v1/inboxes/{theirs['id']}")
+    assert status == 200 and gone == theirs
+    assert (await other.call("GET", f"/v1/inboxes/{theirs['id']}"))[0] == 404
+    assert theirs["email"] not in [i["email"] for i in (await other.call("GET", "/v1/inboxes"))[1]]
+
+
+async def test_bad_inbox_requests_are_400_and_a_taken_address_409_in_the_dialects_shape(api: Api) -> None:
+    status, body, _ = await api.call("POST", "/v1/inboxes", {"email": "not-an-address"})
+    assert status == 400 and body["error"] == "invalid_request" and body["message"].startswith("email:"), body
+    status, body, _ = await api.call("POST", "/v1/inboxes", {"name": "x", "extra": 1})
+    assert status == 400 and body["message"].startswith("extra:"), body
+    _, first, _ = await api.call("POST", "/v1/inboxes", {"name": "dup"})
+    status, body, _ = await api.call("POST", "/v1/inboxes", {"email": first["email"]})
+    assert status == 409 and body["error"] == "conflict", body
+
+
+async def test_the_seeds_own_client_manages_inboxes_unchanged(api: Api) -> None:
+    """sendook-mcp (PyPI), written for the seed's API, pointed at sendstream: its inbox tools work."""
+    import sendook_mcp  # noqa: PLC0415 - configured below, as its environment variables would
+
+    sendook_mcp.API_BASE_URL, sendook_mcp.API_KEY = api.base, api.key
+    created = json.loads(
+        await sendook_mcp.sendook_create_inbox(sendook_mcp.CreateInboxInput(name="MCP agent"))
+    )
+    assert created["success"] and created["inbox"]["email"].endswith("@inboxes.example.test"), created
+    inbox_id = created["inbox"]["id"]
+
+    listed = json.loads(
+        await sendook_mcp.sendook_list_inboxes(sendook_mcp.ListInboxesInput(response_format="json"))
+    )
+    assert inbox_id in [i["id"] for i in listed["inboxes"]]
+    got = json.loads(await sendook_mcp.sendook_get_inbox(sendook_mcp.InboxIdInput(inbox_id=inbox_id)))
+    assert got["inbox"] == created["inbox"]
+    deleted = json.loads(await sendook_mcp.sendook_delete_inbox(sendook_mcp.InboxIdInput(inbox_id=inbox_id)))
+    assert deleted["success"] and deleted["deleted_inbox"]["id"] == inbox_id
+    missing = await sendook_mcp.sendook_get_inbox(sendook_mcp.InboxIdInput(inbox_id=inbox_id))
+    assert missing.startswith("Error: Resource not found - Inbox not found"), missing
