@@ -132,14 +132,18 @@ def statements(event: Envelope) -> list[Statement]:
     match event:
         case SendRequested(payload=p):
             for m in p.messages:
-                out.append(upsert_conversation(m.conv_id, event, counterpart=m.to, subject=p.content.subject))
+                out.append(
+                    upsert_conversation(
+                        m.conv_id, event, counterpart=m.counterpart, subject=p.content.subject
+                    )
+                )
                 out.append(
                     upsert_message(
                         m.message_id,
                         event,
                         None,
                         conv_id=m.conv_id,
-                        to_addrs=[m.to],
+                        to_addrs=m.to,
                         subject=p.content.subject,
                         in_reply_to=p.content.in_reply_to,
                         refs=p.content.references,

@@ -12,10 +12,12 @@ from schemas.events import Affinity, Content, Payload, RejectReason
 
 
 class NewSend(Payload):
-    """New conversations from an identity: each address of `to` its own message and conversation."""
+    """New conversations from an identity: each entry of `messages` (its `To` addresses) one message in a
+    conversation of its own. The identities dialect sends one message per address; the inboxes dialect
+    one message to all of them, with the `content`'s Cc and Bcc."""
 
     identity_id: UUID
-    to: list[str]
+    messages: list[list[str]]
     content: Content
 
 
@@ -39,7 +41,7 @@ Command = NewSend | Reply
 class MessageOutcome:
     message_id: UUID
     conv_id: UUID
-    to: str
+    to: list[str]
     state: Literal["accepted", "rejected", "queued"]  # queued: its decision did not come back in time
     reason: RejectReason | None = None
     rfc_message_id: str | None = None

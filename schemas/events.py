@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal, Union
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
 
 from schemas.envelope import Envelope
 
@@ -35,14 +35,32 @@ class Content(Payload):
     bcc: list[str] = Field(default_factory=list)
     in_reply_to: str | None = None
     references: list[str] = Field(default_factory=list)
+    labels: list[str] = Field(default_factory=list)  # the sender's own tags (inboxes dialect); never sent
+
+
+def _listed(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
 
 
 class RequestedMessage(Payload):
-    """One recipient of a request: its own message and (for a new send) its own conversation."""
+    """One message of a request, to its `To` addresses (the first is its counterpart: the conversation's
+    and affinity's key), in (for a new send) its own conversation. The request's Cc and Bcc go with
+    every message of it (`Content`): only one-message requests have them."""
 
     message_id: UUID
     conv_id: UUID
-    to: str
+    to: Annotated[
+        list[str], BeforeValidator(_listed), Field(min_length=1)
+    ]  # one address: events before lists
+
+    @property
+    def counterpart(self) -> str:
+        return self.to[0]
+
+
+def recipient_count(to: list[str], content: Content) -> int:
+    """What a message counts against caps and limits: every recipient, Cc and Bcc included."""
+    return len(to) + len(content.cc) + len(content.bcc)
 
 
 # --- requests (topic: requests, key: identity_id) ---------------------------------------------------

@@ -214,14 +214,16 @@ def send_response(outcome: Outcome, handle: str) -> tuple[SendResponse, int]:
             account = Account(id=ids.render("mailbox", m.mailbox_id), email=m.mailbox_email)
             results.append(
                 SendResult(
-                    to=m.to, id=m.rfc_message_id, status="accepted", convId=ids.render("conversation", m.conv_id),
+                    to=m.to[0], id=m.rfc_message_id, status="accepted", convId=ids.render("conversation", m.conv_id),
                     affinity=m.affinity, account=account,
                 )
             )  # fmt: skip
         elif m.state == "rejected":
-            results.append(SendResult(to=m.to, status="rejected", reason=m.reason))
+            results.append(SendResult(to=m.to[0], status="rejected", reason=m.reason))
         else:
-            results.append(SendResult(to=m.to, status="queued", convId=ids.render("conversation", m.conv_id)))
+            results.append(
+                SendResult(to=m.to[0], status="queued", convId=ids.render("conversation", m.conv_id))
+            )
     response = SendResponse(
         accepted=len(results) - outcome.rejected,
         rejected=outcome.rejected,

@@ -6,11 +6,16 @@ address (SPEC 2): an identity created in either dialect is visible in both. Erro
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field, RootModel
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, RootModel, model_validator
 
 from schemas import ids
-from schemas.api.common import ApiModel, EmailAddress, HeaderText, iso
-from schemas.api.identities import SmtpSettings
+from schemas.api.common import ApiModel, EmailAddress, HeaderText, Subject, iso
+from schemas.api.identities import MAX_RECIPIENTS, SmtpSettings
+from schemas.commands import MessageOutcome
+from schemas.events import Content
 
 NOUNS = {"identity": "Inbox", "message": "Message", "conversation": "Thread"}
 
@@ -45,4 +50,86 @@ def inbox_out(identity) -> Inbox:  # an identities row
         email=identity["handle"],
         createdAt=iso(identity["created_at"]),
         updatedAt=iso(identity["updated_at"]),
+    )
+
+
+# --- messages --------------------------------------------------------------------------------------
+
+Label = Annotated[str, Field(min_length=1, max_length=100)]
+
+
+class SendMessage(ApiModel):
+    """One message to every address of `to`, `cc` and `bcc` (Bcc only in the envelope, never a header)."""
+
+    to: list[EmailAddress] = Field(min_length=1)
+    cc: list[EmailAddress] = Field(default_factory=list)
+    bcc: list[EmailAddress] = Field(default_factory=list)
+    subject: Subject
+    text: str
+    html: str
+    labels: list[Label] = Field(default_factory=list, max_length=50)
+
+    @model_validator(mode="after")
+    def _recipients(self) -> SendMessage:
+        every = [a.lower() for a in (*self.to, *self.cc, *self.bcc)]
+        if len(every) > MAX_RECIPIENTS:
+            raise ValueError(f"to, cc and bcc take at most {MAX_RECIPIENTS} recipients in all")
+        if dupes := sorted({a for a in every if every.count(a) > 1}):
+            raise ValueError(f"{dupes[0]} is listed more than once in to, cc and bcc")
+        return self
+
+
+SeedStatus = Literal["sent", "received", "delivered", "bounced", "complained", "rejected"]
+
+
+class Message(BaseModel):
+    """The seed's message object."""
+
+    id: str
+    organizationId: str
+    inboxId: str
+    threadId: str
+    fromInboxId: str | None
+    from_: str = Field(alias="from")
+    to: list[str]
+    cc: list[str]
+    bcc: list[str]
+    subject: str
+    text: str | None
+    html: str | None
+    labels: list[str]
+    attachments: list[Any]
+    externalMessageId: str | None = Field(description="The RFC 5322 Message-ID.")
+    status: SeedStatus
+    reason: str | None = Field(None, description="Ours: why a `rejected` message was not sent.")
+    createdAt: str
+    updatedAt: str
+
+    model_config = {"populate_by_name": True}
+
+
+def sent_message(m: MessageOutcome, inbox: Any, content: Content, at: datetime) -> Message:
+    """A message the inbox just sent, as the send and reply routes answer it. The seed has no `queued`:
+    a message accepted (or still being decided) shows `sent`, one refused `rejected`."""
+    inbox_id = ids.render("inbox", inbox["id"])
+    return Message(
+        id=ids.render("message", m.message_id),
+        organizationId=ids.render("org", inbox["org_id"]),
+        inboxId=inbox_id,
+        threadId=ids.render("thread", m.conv_id),
+        fromInboxId=inbox_id,
+        from_=m.mailbox_email or inbox["handle"],
+        to=m.to,
+        cc=content.cc,
+        bcc=content.bcc,
+        subject=content.subject,
+        text=content.text,
+        html=content.html,
+        labels=content.labels,
+        attachments=[],
+        externalMessageId=m.rfc_message_id,
+        status="rejected" if m.state == "rejected" else "sent",
+        reason=m.reason,
+        createdAt=iso(at),
+        updatedAt=iso(at),
     )

@@ -14,11 +14,13 @@ from schemas.envelope import Envelope
 from schemas.events import (
     Affinity,
     RejectReason,
+    RequestedMessage,
     SendAccepted,
     SendAcceptedPayload,
     SendRejected,
     SendRejectedPayload,
     SendRequested,
+    recipient_count,
 )
 
 _EPOCH = datetime.min
@@ -41,17 +43,20 @@ class MailboxState:
         limit = self.daily_limit if self.daily_limit is not None else self.hourly_limit * 24
         return limit - self.sent_today
 
-    @property
-    def can_send(self) -> bool:
+    def can_take(self, recipients: int = 1) -> bool:
+        """Healthy, with room for a message to this many recipients in its rolling hour and its day."""
         return (
             self.health == "healthy"
-            and self.sent_last_hour < self.hourly_limit
-            and (self.daily_limit is None or self.sent_today < self.daily_limit)
+            and self.sent_last_hour + recipients <= self.hourly_limit
+            and (self.daily_limit is None or self.sent_today + recipients <= self.daily_limit)
         )
 
-    def used(self, now: datetime) -> MailboxState:
+    def used(self, now: datetime, recipients: int = 1) -> MailboxState:
         return replace(
-            self, sent_last_hour=self.sent_last_hour + 1, sent_today=self.sent_today + 1, last_used_at=now
+            self,
+            sent_last_hour=self.sent_last_hour + recipients,
+            sent_today=self.sent_today + recipients,
+            last_used_at=now,
         )
 
 
@@ -72,9 +77,9 @@ def rfc_message_id(message_id: UUID, mailbox_email: str) -> str:
     return f"<{message_id}@{mailbox_email.rpartition('@')[2]}>"
 
 
-def pick_mailbox(mailboxes: tuple[MailboxState, ...]) -> MailboxState | None:
+def pick_mailbox(mailboxes: tuple[MailboxState, ...], recipients: int = 1) -> MailboxState | None:
     """A healthy mailbox with room: the most capacity left today, ties to the least recently used."""
-    usable = [m for m in mailboxes if m.can_send]
+    usable = [m for m in mailboxes if m.can_take(recipients)]
     if not usable:
         return None
     return min(
@@ -92,58 +97,62 @@ def advance(state: IdentityState, decisions: list[Envelope]) -> IdentityState:
         if not isinstance(d, SendAccepted):
             continue
         p = d.payload
-        used += 1
+        n = recipient_count(p.to, p.content)
+        used += n
         if p.mailbox_id in mailboxes:
-            mailboxes[p.mailbox_id] = mailboxes[p.mailbox_id].used(d.occurred_at)
+            mailboxes[p.mailbox_id] = mailboxes[p.mailbox_id].used(d.occurred_at, n)
         if p.affinity != "existing":
             affinity[p.to[0].lower()] = p.mailbox_id
     return replace(state, used_today=used, mailboxes=tuple(mailboxes.values()), affinity=affinity)
 
 
 def decide_send(request: SendRequested, state: IdentityState, now: datetime) -> list[Envelope]:
-    """One SendAccepted or SendRejected per recipient, in request order, counting each accept."""
-    p = request.payload
+    """One SendAccepted or SendRejected per message, in request order, each seeing the ones before it."""
     out: list[Envelope] = []
-    for m in p.messages:
-        decision = _decide_recipient(request, m.to, m.message_id, m.conv_id, state, now)
+    for m in request.payload.messages:
+        decision = _decide_message(request, m, state, now)
         state = advance(state, [decision])
         out.append(decision)
     return out
 
 
-def _decide_recipient(
-    request: SendRequested, to: str, message_id: UUID, conv_id: UUID, state: IdentityState, now: datetime
+def _decide_message(
+    request: SendRequested, m: RequestedMessage, state: IdentityState, now: datetime
 ) -> Envelope:
+    """A message counts every recipient against the identity's cap and its mailbox's limits; its
+    counterpart (first `To`) keys the affinity."""
+    n = recipient_count(m.to, request.payload.content)
+
     def reject(reason: RejectReason, detail: str) -> SendRejected:
         return SendRejected(
             **request.caused(occurred_at=now),
             payload=SendRejectedPayload(
-                message_id=message_id, conv_id=conv_id, to=[to], reason=reason, detail=detail,
+                message_id=m.message_id, conv_id=m.conv_id, to=m.to, reason=reason, detail=detail,
                 daily_cap=state.daily_cap, remaining=max(state.daily_cap - state.used_today, 0),
             ),
         )  # fmt: skip
 
     if not state.active:
         return reject("mailbox_unavailable", "the identity was deleted")
-    if state.used_today >= state.daily_cap:
+    if state.used_today + n > state.daily_cap:
         return reject("cap_exceeded", f"daily cap of {state.daily_cap} reached")
-    recipient = to.lower()
-    mailboxes = {m.id: m for m in state.mailboxes}
+    recipient = m.counterpart.lower()
+    mailboxes = {mb.id: mb for mb in state.mailboxes}
     pinned = mailboxes.get(state.affinity[recipient]) if recipient in state.affinity else None
     how: Affinity
-    if pinned is not None and pinned.can_send:
+    if pinned is not None and pinned.can_take(n):
         chosen, how = pinned, "existing"
     else:
-        chosen = pick_mailbox(state.mailboxes)
+        chosen = pick_mailbox(state.mailboxes, n)
         how = "new" if recipient not in state.affinity else "reassigned"
     if chosen is None:
         return reject("mailbox_unavailable", "no healthy mailbox with capacity left")
     return SendAccepted(
         **request.caused(occurred_at=now),
         payload=SendAcceptedPayload(
-            message_id=message_id, conv_id=conv_id, mailbox_id=chosen.id, mailbox_email=chosen.email,
-            affinity=how, rfc_message_id=rfc_message_id(message_id, chosen.email), from_addr=chosen.email,
-            to=[to], content=request.payload.content, daily_cap=state.daily_cap,
-            remaining=state.daily_cap - state.used_today - 1,
+            message_id=m.message_id, conv_id=m.conv_id, mailbox_id=chosen.id, mailbox_email=chosen.email,
+            affinity=how, rfc_message_id=rfc_message_id(m.message_id, chosen.email), from_addr=chosen.email,
+            to=m.to, content=request.payload.content, daily_cap=state.daily_cap,
+            remaining=state.daily_cap - state.used_today - n,
         ),
     )  # fmt: skip

@@ -31,7 +31,14 @@ from prometheus_client import Gauge
 
 from schemas import topics
 from schemas.envelope import Envelope
-from schemas.events import ReplyRequested, SendAccepted, SendRejected, SendRejectedPayload, SendRequested
+from schemas.events import (
+    ReplyRequested,
+    SendAccepted,
+    SendRejected,
+    SendRejectedPayload,
+    SendRequested,
+    recipient_count,
+)
 from services.common import db
 from services.common.broker import is_transient, publish_events, retry_pause, subscribe
 from services.common.decided import CHANNEL, DECIDER, notifications
@@ -80,7 +87,7 @@ async def load_states(
     """Each requesting identity's cap and usage today, its mailboxes with their usage, and its recipients'
     pins: one round trip (this is on the path every send request waits on)."""
     wanted = [
-        (r.identity_id, m.to.lower())
+        (r.identity_id, m.counterpart.lower())
         for r in requests
         if isinstance(r, SendRequested)
         for m in r.payload.messages
@@ -246,11 +253,12 @@ async def write(
         if not isinstance(e, SendAccepted):
             continue
         p, at = e.payload, e.occurred_at
+        n = recipient_count(p.to, p.content)  # caps and limits count every recipient
         day = local_day_start(at, timezones.get(e.identity_id, "UTC")).date()
-        usage[(e.identity_id, day)] += 1
-        minutes[(p.mailbox_id, at.replace(second=0, microsecond=0))] += 1
-        n, last = days.get((p.mailbox_id, day), (0, at))
-        days[(p.mailbox_id, day)] = (n + 1, max(last, at))
+        usage[(e.identity_id, day)] += n
+        minutes[(p.mailbox_id, at.replace(second=0, microsecond=0))] += n
+        sent, last = days.get((p.mailbox_id, day), (0, at))
+        days[(p.mailbox_id, day)] = (sent + n, max(last, at))
         if p.affinity != "existing":  # a new pin, or a re-pin; replies and reuse leave the pin as it is
             pins[(e.identity_id, p.to[0].lower())] = (p.mailbox_id, at)
         refs = json.dumps([*p.content.references, p.rfc_message_id])
@@ -315,7 +323,7 @@ def rejections(request: Envelope, detail: str) -> list[Envelope]:
     wanted = (
         [(m.message_id, m.conv_id, m.to) for m in p.messages]
         if isinstance(request, SendRequested)
-        else [(p.message_id, p.conv_id, "")]
+        else [(p.message_id, p.conv_id, [])]
     )
     return [
         SendRejected(
@@ -323,7 +331,7 @@ def rejections(request: Envelope, detail: str) -> list[Envelope]:
             payload=SendRejectedPayload(
                 message_id=message_id,
                 conv_id=conv_id,
-                to=[to] if to else [],
+                to=to,
                 reason="unprocessable",
                 detail=detail,
                 daily_cap=0,

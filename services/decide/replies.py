@@ -79,7 +79,7 @@ def decide_reply(
     if used >= state.daily_cap:
         return reject("cap_exceeded", f"daily cap of {state.daily_cap} reached", thread.counterpart)
     mailbox = next((m for m in state.mailboxes if m.id == thread.mailbox_id), None)
-    if mailbox is None or not mailbox.can_send:
+    if mailbox is None or not mailbox.can_take(1):
         return reject("mailbox_unavailable", "the conversation's mailbox cannot send now", thread.counterpart)
     content = p.content.model_copy(
         update={

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import uuid
@@ -105,3 +106,54 @@ async def test_the_seeds_own_client_manages_inboxes_unchanged(api: Api) -> None:
     assert deleted["success"] and deleted["deleted_inbox"]["id"] == inbox_id
     missing = await sendook_mcp.sendook_get_inbox(sendook_mcp.InboxIdInput(inbox_id=inbox_id))
     assert missing.startswith("Error: Resource not found - Inbox not found"), missing
+
+
+MESSAGE_FIELDS = {"id", "organizationId", "inboxId", "threadId", "fromInboxId", "from", "to", "cc", "bcc", "subject",
+                  "text", "html", "labels", "attachments", "externalMessageId", "status", "reason", "createdAt",
+                  "updatedAt"}  # fmt: skip
+
+
+async def test_a_send_to_to_cc_and_bcc_is_one_message_and_counts_every_recipient(
+    api: Api, relay: Relay
+) -> None:
+    """One message: a Cc header, no Bcc header anywhere, every address in the envelope; the cap counts 4."""
+    email = f"sales-{uuid.uuid4().hex[:6]}@agents.example.test"
+    _, inbox, _ = await api.call("POST", "/v1/inboxes", {"email": email, "smtp": relay.smtp_settings()})
+    body = {"to": ["a@example.test", "b@example.test"], "cc": ["c@example.test"], "bcc": ["hidden@example.test"],
+            "subject": "Quarterly numbers", "text": "Numbers attached.", "html": "<p>Numbers attached.</p>",
+            "labels": ["finance"]}  # fmt: skip
+    status, message, _ = await api.call("POST", f"/v1/inboxes/{inbox['id']}/messages/send", body)
+    assert status == 200, message
+    assert set(message) == MESSAGE_FIELDS
+    assert message["id"].startswith("msg_") and message["threadId"].startswith("thread_")
+    assert message["inboxId"] == message["fromInboxId"] == inbox["id"] and message["from"] == email
+    assert (message["to"], message["cc"], message["bcc"]) == (body["to"], body["cc"], body["bcc"])
+    assert message["status"] == "sent" and message["labels"] == ["finance"] and message["attachments"] == []
+    assert re.fullmatch(r"<[0-9a-f-]{36}@agents\.example\.test>", message["externalMessageId"])
+
+    [got] = await relay.wait_for(1)
+    await asyncio.sleep(0.3)
+    assert len(relay.received) == 1  # one message, not one per recipient
+    assert sorted(got.rcpt_tos) == sorted([*body["to"], *body["cc"], *body["bcc"]])
+    head = got.data.split(b"\r\n\r\n", 1)[0]
+    assert got.message["To"] == "a@example.test, b@example.test" and got.message["Cc"] == "c@example.test"
+    assert b"hidden@example.test" not in got.data and b"\r\nBcc:" not in head
+    assert got.message["Message-ID"] == message["externalMessageId"]
+
+    # every recipient counted against the identity's daily cap (150): 4, then 1 more
+    status, after, _ = await api.call(
+        "POST", f"/v1/identities/{email}/send", {"to": "z@example.test", "subject": "s", "text": "t"}
+    )
+    assert status == 202 and after["remaining"] == 150 - 4 - 1, after
+
+
+async def test_inbox_send_errors_in_the_seeds_words(api: Api, relay: Relay) -> None:
+    _, inbox, _ = await api.call("POST", "/v1/inboxes", {"name": "errs", "smtp": relay.smtp_settings()})
+    base = {"to": ["a@example.test"], "subject": "s", "text": "t", "html": "<p>t</p>"}
+    status, body, _ = await api.call("POST", f"/v1/inboxes/inbox_{uuid.uuid4().hex}/messages/send", base)
+    assert status == 404 and body == {"error": "not_found", "message": "Inbox not found"}
+    for bad, field in (({"to": []}, "to"), ({"to": ["x"]}, "to[0]"), ({"cc": ["a@example.test"]}, "listed more"),
+                       ({"subject": "a\nb"}, "subject")):  # fmt: skip
+        status, body, _ = await api.call("POST", f"/v1/inboxes/{inbox['id']}/messages/send", {**base, **bad})
+        assert status == 400 and field in body["message"], body
+    assert relay.received == []

@@ -32,7 +32,9 @@ async def test_unreachable_broker_is_503_with_retry_after() -> None:
         handle="h@x.test", messages=[RequestedMessage(message_id=new_id(), conv_id=new_id(), to="a@x.test")],
         content=Content(subject="s", text="t")))  # fmt: skip
     identity = {"id": request.identity_id, "org_id": request.org_id, "handle": "h@x.test", "daily_cap": 10}
-    command = NewSend(identity_id=request.identity_id, to=["a@x.test"], content=request.payload.content)
+    command = NewSend(
+        identity_id=request.identity_id, messages=[["a@x.test"]], content=request.payload.content
+    )
     with pytest.raises(ApiError) as info:
         await submit(c, command, identity, IdSource(), "corr")
     assert info.value.status == 503 and info.value.headers == {"Retry-After": "5"}

@@ -130,3 +130,39 @@ def test_message_id_uses_mailbox_domain() -> None:
     """The RFC Message-ID is unique and on the sending mailbox's domain."""
     mid = new_id()
     assert rfc_message_id(mid, "alice.chen@tryacme.com") == f"<{mid}@tryacme.com>"
+
+
+def one_message(to: list[str], cc: list[str] = (), bcc: list[str] = ()) -> SendRequested:
+    return SendRequested(org_id=ORG, identity_id=IDN, payload=SendRequestedPayload(
+        handle="alice@example.test", messages=[RequestedMessage(message_id=new_id(), conv_id=new_id(), to=to)],
+        content=Content(subject="Hi", text="x", cc=list(cc), bcc=list(bcc))))  # fmt: skip
+
+
+def test_one_message_to_many_counts_every_recipient_against_the_cap() -> None:
+    """To, Cc and Bcc all count: 4 recipients fit a cap with 4 left, not one with 3 left."""
+    a = mailbox("a@tryacme.test")
+    req = one_message(["m@x.test", "n@x.test"], cc=["c@x.test"], bcc=["b@x.test"])
+    [d] = decide_send(req, state(a, cap=10, used=6), NOW)
+    assert isinstance(d, SendAccepted) and d.payload.remaining == 0
+    assert d.payload.to == ["m@x.test", "n@x.test"] and d.payload.affinity == "new"
+    [r] = decide_send(req, state(a, cap=10, used=7), NOW)
+    assert isinstance(r, SendRejected) and r.payload.reason == "cap_exceeded"
+    assert r.payload.to == ["m@x.test", "n@x.test"]
+
+
+def test_a_mailbox_needs_room_for_every_recipient_of_a_message() -> None:
+    """The rolling hour counts recipients: a mailbox with room for 2 cannot take a message to 3."""
+    small = mailbox("small@tryacme.test", hourly_limit=10, sent_last_hour=8)
+    big = mailbox("big@tryacme.test", hourly_limit=10, sent_last_hour=0)
+    [d] = decide_send(one_message(["m@x.test"], cc=["c@x.test", "e@x.test"]), state(small, big), NOW)
+    assert isinstance(d, SendAccepted) and d.payload.mailbox_id == big.id
+    [r] = decide_send(one_message(["m@x.test"], cc=["c@x.test", "e@x.test"]), state(small), NOW)
+    assert isinstance(r, SendRejected) and r.payload.reason == "mailbox_unavailable"
+
+
+def test_a_requested_message_read_from_before_lists_has_its_one_address() -> None:
+    """Events written when a message had one `to` string still parse."""
+    m = RequestedMessage.model_validate(
+        {"message_id": str(new_id()), "conv_id": str(new_id()), "to": "m@x.test"}
+    )
+    assert m.to == ["m@x.test"] and m.counterpart == "m@x.test"

@@ -21,13 +21,15 @@ def test_a_new_send_asks_for_one_message_and_conversation_per_recipient_with_der
     """Ids come from the idempotency seed under fixed labels, so a retry repeats them exactly."""
     seed = uuid.uuid4()
     cmd = NewSend(
-        identity_id=IDENTITY["id"], to=["a@x.test", "b@x.test"], content=Content(subject="s", text="t")
+        identity_id=IDENTITY["id"],
+        messages=[["a@x.test"], ["b@x.test"]],
+        content=Content(subject="s", text="t"),
     )
     wanted, event = request_event(cmd, IDENTITY, IdSource(seed), "req-1")
     again, same = request_event(cmd, IDENTITY, IdSource(seed), "req-1")
     assert isinstance(event, SendRequested) and event.payload.messages == wanted == again
     assert event.event_id == same.event_id == uuid.uuid5(seed, "event")
-    assert [m.to for m in wanted] == ["a@x.test", "b@x.test"]
+    assert [m.to for m in wanted] == [["a@x.test"], ["b@x.test"]]
     assert wanted[1].message_id == uuid.uuid5(seed, "message:1")
     assert wanted[1].conv_id == uuid.uuid5(seed, "conversation:1")
     assert event.correlation_id == "req-1" and event.payload.handle == "agent@example.test"
@@ -38,13 +40,15 @@ def test_a_reply_asks_for_one_message_in_its_conversation() -> None:
     cmd = Reply(identity_id=IDENTITY["id"], conv_id=conv, to="lead@x.test", content=Content(text="t"))
     [m], event = request_event(cmd, IDENTITY, IdSource(uuid.uuid4()), "req-2")
     assert isinstance(event, ReplyRequested)
-    assert m.conv_id == event.payload.conv_id == conv and m.to == "lead@x.test"
+    assert m.conv_id == event.payload.conv_id == conv and m.to == ["lead@x.test"]
     assert event.payload.message_id == m.message_id
 
 
 def wanted_three():
     cmd = NewSend(
-        identity_id=IDENTITY["id"], to=["a@x.test", "b@x.test", "c@x.test"], content=Content(text="t")
+        identity_id=IDENTITY["id"],
+        messages=[["a@x.test"], ["b@x.test"], ["c@x.test"]],
+        content=Content(text="t"),
     )
     return request_event(cmd, IDENTITY, IdSource(), "r")[0]
 
@@ -75,3 +79,12 @@ def test_with_no_answer_the_usage_read_by_the_caller_is_used_and_all_rejected_is
                 for m in (a, b, c)]  # fmt: skip
     response, status = send_response(outcome_of([a, b, c], rejected, 150, None), "agent@example.test")
     assert status == 429 and response.accepted == 0 and response.dailyCap == 5 and response.remaining == 0
+
+
+def test_one_message_to_many_recipients_is_one_requested_message() -> None:
+    """The inboxes dialect's send: one message, one conversation, every To address on it."""
+    cmd = NewSend(identity_id=IDENTITY["id"], messages=[["a@x.test", "b@x.test"]],
+                  content=Content(subject="s", text="t", cc=["c@x.test"], bcc=["d@x.test"]))  # fmt: skip
+    [m], event = request_event(cmd, IDENTITY, IdSource(), "r")
+    assert m.to == ["a@x.test", "b@x.test"] and m.counterpart == "a@x.test"
+    assert event.payload.content.cc == ["c@x.test"] and event.payload.content.bcc == ["d@x.test"]

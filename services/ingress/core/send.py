@@ -42,11 +42,11 @@ def request_event(
     if isinstance(cmd, NewSend):
         wanted = [
             RequestedMessage(message_id=new(f"message:{i}"), conv_id=new(f"conversation:{i}"), to=to)
-            for i, to in enumerate(cmd.to)
+            for i, to in enumerate(cmd.messages)
         ]
         payload = SendRequestedPayload(handle=identity["handle"], messages=wanted, content=cmd.content)
         return wanted, SendRequested(**common, payload=payload)
-    wanted = [RequestedMessage(message_id=new("message:0"), conv_id=cmd.conv_id, to=cmd.to)]
+    wanted = [RequestedMessage(message_id=new("message:0"), conv_id=cmd.conv_id, to=[cmd.to])]
     payload = ReplyRequestedPayload(
         handle=identity["handle"], message_id=wanted[0].message_id, conv_id=cmd.conv_id, content=cmd.content
     )

@@ -337,7 +337,7 @@ async def send(call: Call) -> web.Response:
             in_reply_to=b.inReplyTo,
             references=b.references or [],
         )
-        cmd = NewSend(identity_id=identity["id"], to=b.recipients(), content=content)
+        cmd = NewSend(identity_id=identity["id"], messages=[[to] for to in b.recipients()], content=content)
 
     async def run(new: IdSource) -> web.Response:
         response, status = send_response(

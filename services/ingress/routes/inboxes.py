@@ -1,19 +1,33 @@
-"""The inboxes dialect (SPEC 3.2): inboxes over the core's identities. Messages, threads and search
-come with the rest of the message core (issue 11)."""
+"""The inboxes dialect (SPEC 3.2): inboxes over the core's identities, and sending from them through
+the core's send command. Replies, reading, threads and search come with the rest of the message core."""
 
 from __future__ import annotations
 
 import re
 import secrets
+from datetime import UTC, datetime
 
 from aiohttp import web
 
 from schemas import ids
 from schemas.api.common import FlatErrorBody
-from schemas.api.inboxes import NOUNS, CreateInbox, Inbox, InboxList, inbox_out
+from schemas.api.inboxes import (
+    NOUNS,
+    CreateInbox,
+    Inbox,
+    InboxList,
+    Message,
+    SendMessage,
+    inbox_out,
+    sent_message,
+)
+from schemas.commands import NewSend
+from schemas.events import Content
 from services.ingress.context import ctx
 from services.ingress.core import directory
+from services.ingress.core.send import submit
 from services.ingress.http import ApiError, Call, json_model, route
+from services.ingress.idempotency import IdSource, idempotent
 
 DIALECT = {"tag": "inboxes", "nouns": NOUNS, "error_body": FlatErrorBody}
 DAILY_CAP = 150  # SPEC 2's default for an identity
@@ -78,3 +92,22 @@ async def delete_inbox(call: Call) -> web.Response:
     inbox = await find_inbox(call)
     await directory.delete_identity(ctx(call), inbox, call.request_id)
     return json_model(inbox_out(inbox))
+
+
+@route(
+    "POST", "/v1/inboxes/{inboxId}/messages/send", scope="send",
+    summary="Send one message to every address of to, cc and bcc (a new thread)", body=SendMessage,
+    response=Message, errors=(400, 404, 409, 413, 503), idempotent=True, **DIALECT,
+)  # fmt: skip
+async def send_message(call: Call) -> web.Response:
+    c = ctx(call)
+    inbox = await find_inbox(call)
+    b: SendMessage = call.body
+    content = Content(subject=b.subject, text=b.text, html=b.html, cc=b.cc, bcc=b.bcc, labels=b.labels)
+    cmd = NewSend(identity_id=inbox["id"], messages=[b.to], content=content)
+
+    async def run(new: IdSource) -> web.Response:
+        [m] = (await submit(c, cmd, inbox, new, call.request_id)).messages
+        return json_model(sent_message(m, inbox, content, datetime.now(UTC)))
+
+    return await idempotent(call, c.pool, c.settings.decision_timeout_s + 2, run)
