@@ -123,6 +123,7 @@ def body(content: Content) -> dict[str, Any]:
         "html_body": content.html,
         "cc_addrs": content.cc,
         "bcc_addrs": content.bcc,
+        "labels": content.labels,
     }
 
 

@@ -90,7 +90,8 @@ class Message(BaseModel):
     inboxId: str
     threadId: str
     fromInboxId: str | None
-    from_: str = Field(alias="from")
+    from_: str | None = Field(alias="from")
+    toInboxId: str | None = None
     to: list[str]
     cc: list[str]
     bcc: list[str]
@@ -132,4 +133,72 @@ def sent_message(m: MessageOutcome, inbox: Any, content: Content, at: datetime) 
         reason=m.reason,
         createdAt=iso(at),
         updatedAt=iso(at),
+    )
+
+
+class MessageList(RootModel[list[Message]]):
+    """`GET …/messages` answers a bare array."""
+
+
+class ReplyMessage(ApiModel):
+    text: str
+    html: str
+
+
+class Thread(BaseModel):
+    id: str
+    organizationId: str
+    inboxId: str
+    subject: str | None
+    messages: list[Message]
+    createdAt: str
+    updatedAt: str
+
+
+class ThreadList(RootModel[list[Thread]]):
+    """`GET …/threads` answers a bare array, most recently active first."""
+
+
+# The core's statuses in the seed's set (SPEC 2): it has no `queued` nor `failed`.
+SEED_STATUS: dict[str, SeedStatus] = {
+    "queued": "sent", "sent": "sent", "delivered": "delivered", "bounced": "bounced",
+    "complained": "complained", "failed": "rejected", "rejected": "rejected", "received": "received",
+}  # fmt: skip
+
+
+def message_out(row: Any) -> Message:
+    """A message of the messages view (services/common/views.py) as the seed shows it."""
+    inbox_id = ids.render("inbox", row["identity_id"])
+    return Message(
+        id=ids.render("message", row["id"]),
+        organizationId=ids.render("org", row["org_id"]),
+        inboxId=inbox_id,
+        threadId=ids.render("thread", row["conv_id"]),
+        fromInboxId=inbox_id if row["direction"] == "outbound" else None,
+        from_=row["from_addr"] or (row["inbox_address"] if row["direction"] == "outbound" else None),
+        to=row["to_addrs"],
+        cc=row["cc_addrs"],
+        bcc=row["bcc_addrs"],
+        subject=row["subject"] or "",
+        text=row["text_body"],
+        html=row["html_body"],
+        labels=row["labels"],
+        attachments=[],
+        externalMessageId=row["rfc_message_id"],
+        status=SEED_STATUS[row["status"]],
+        reason=row["reason"],
+        createdAt=iso(row["created_at"]),
+        updatedAt=iso(row["updated_at"]),
+    )
+
+
+def thread_out(conv: Any, rows: list[Any]) -> Thread:
+    return Thread(
+        id=ids.render("thread", conv["id"]),
+        organizationId=ids.render("org", conv["org_id"]),
+        inboxId=ids.render("inbox", conv["identity_id"]),
+        subject=conv["subject"],
+        messages=[message_out(r) for r in rows],
+        createdAt=iso(conv["created_at"]),
+        updatedAt=iso(conv["updated_at"]),
     )

@@ -6,7 +6,6 @@ rejected, not rerouted, so the recipient keeps seeing one consistent sender.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
@@ -19,9 +18,8 @@ from schemas.events import (
     SendRejected,
     SendRejectedPayload,
 )
+from schemas.replies import reply_subject, trimmed_references
 from services.decide.affinity import IdentityState, rfc_message_id
-
-_REPLY_PREFIX = re.compile(r"^\s*(re|aw|sv|antw)(\[\d+\])?\s*:", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -32,22 +30,6 @@ class Thread:
     subject: str
     last_rfc_message_id: str | None
     refs: tuple[str, ...]
-
-
-MAX_REFERENCES = 20
-
-
-def trimmed_references(refs: tuple[str, ...] | list[str]) -> list[str]:
-    """A long thread's References: its first message and the latest ones (RFC 5322 3.6.4 lets a reply
-    drop ids; keeping the root and the recent tail is what mail clients do), so neither the header nor
-    the events grow with the thread."""
-    refs = list(refs)
-    return refs if len(refs) <= MAX_REFERENCES else [refs[0], *refs[-(MAX_REFERENCES - 1) :]]
-
-
-def reply_subject(subject: str) -> str:
-    """`Re: ` once: a subject that already starts with a reply prefix is kept as it is."""
-    return subject if _REPLY_PREFIX.match(subject) else f"Re: {subject}"
 
 
 def decide_reply(

@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from tests.conftest import Api, Relay, new_org
+from tests.conftest import Api, Relay, eventually, new_org
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
@@ -110,7 +110,7 @@ async def test_the_seeds_own_client_manages_inboxes_unchanged(api: Api) -> None:
 
 MESSAGE_FIELDS = {"id", "organizationId", "inboxId", "threadId", "fromInboxId", "from", "to", "cc", "bcc", "subject",
                   "text", "html", "labels", "attachments", "externalMessageId", "status", "reason", "createdAt",
-                  "updatedAt"}  # fmt: skip
+                  "updatedAt", "toInboxId"}  # fmt: skip
 
 
 async def test_a_send_to_to_cc_and_bcc_is_one_message_and_counts_every_recipient(
@@ -157,3 +157,155 @@ async def test_inbox_send_errors_in_the_seeds_words(api: Api, relay: Relay) -> N
         status, body, _ = await api.call("POST", f"/v1/inboxes/{inbox['id']}/messages/send", {**base, **bad})
         assert status == 400 and field in body["message"], body
     assert relay.received == []
+
+
+async def new_inbox(api: Api, relay: Relay) -> dict:
+    email = f"desk-{uuid.uuid4().hex[:6]}@agents.example.test"
+    status, inbox, _ = await api.call("POST", "/v1/inboxes", {"email": email, "smtp": relay.smtp_settings()})
+    assert status == 201, inbox
+    return inbox
+
+
+async def send_from(api: Api, inbox: dict, to: str, subject: str, text: str) -> dict:
+    status, message, _ = await api.call(
+        "POST", f"/v1/inboxes/{inbox['id']}/messages/send",
+        {"to": [to], "subject": subject, "text": text, "html": f"<p>{text}</p>"},
+    )  # fmt: skip
+    assert status == 200 and message["status"] == "sent", message
+    return message
+
+
+async def listed(api: Api, inbox: dict, query: str | None = None) -> list[dict]:
+    path = f"/v1/inboxes/{inbox['id']}/messages" + (f"?query={query}" if query is not None else "")
+    status, body, _ = await api.call("GET", path)
+    assert status == 200 and isinstance(body, list), body
+    return body
+
+
+async def test_search_finds_by_subject_text_and_sender_and_nothing_else(
+    api: Api, operator: Api, relay: Relay
+) -> None:
+    inbox = await new_inbox(api, relay)
+    first = await send_from(api, inbox, "ana@example.test", "Quarterly numbers", "the pipeline grew")
+    second = await send_from(api, inbox, "bo@example.test", "Lunch on Friday", "bring the quarterly deck")
+    await eventually(lambda: _count(api, inbox, 2), timeout=10)
+
+    assert [m["id"] for m in await listed(api, inbox)] == [second["id"], first["id"]]  # newest first
+    assert [m["id"] for m in await listed(api, inbox, "quarterly")] == [
+        first["id"],
+        second["id"],
+    ]  # subject first
+    assert [m["id"] for m in await listed(api, inbox, "pipeline")] == [first["id"]]  # a word of the text
+    assert [m["id"] for m in await listed(api, inbox, "quart")] == [
+        first["id"],
+        second["id"],
+    ]  # last word: prefix
+    assert [m["id"] for m in await listed(api, inbox, "friday lunch")] == [second["id"]]
+    assert {m["id"] for m in await listed(api, inbox, inbox["email"].split("@")[0])} == {
+        first["id"],
+        second["id"],
+    }
+    assert await listed(api, inbox, "absentword") == []
+    assert await listed(api, inbox, "!!!") == []
+
+    other = await new_org(operator)
+    _, theirs, _ = await other.call("POST", "/v1/inboxes", {"name": "other", "smtp": relay.smtp_settings()})
+    await send_from(other, theirs, "x@example.test", "Quarterly numbers", "theirs")
+    await eventually(lambda: _count(other, theirs, 1), timeout=10)
+    assert {m["inboxId"] for m in await listed(api, inbox, "quarterly")} == {inbox["id"]}
+    status, body, _ = await api.call("GET", f"/v1/inboxes/{theirs['id']}/messages?query=quarterly")
+    assert status == 404 and body["message"] == "Inbox not found"
+
+
+async def _count(api: Api, inbox: dict, n: int) -> bool:
+    """At least `n` messages of the inbox are in the view, decided (with their sender and Message-ID)."""
+    return len([m for m in await listed(api, inbox) if m["externalMessageId"]]) >= n
+
+
+async def test_get_a_message_whole_and_another_inboxs_message_is_404(api: Api, relay: Relay) -> None:
+    inbox, other = await new_inbox(api, relay), await new_inbox(api, relay)
+    sent = await send_from(api, inbox, "ana@example.test", "Hello", "Hi Ana")
+
+    async def whole():
+        status, m, _ = await api.call("GET", f"/v1/inboxes/{inbox['id']}/messages/{sent['id']}")
+        return status == 200 and m
+
+    message = await eventually(whole, timeout=10)
+    assert set(message) == MESSAGE_FIELDS
+    assert (message["subject"], message["text"], message["html"]) == ("Hello", "Hi Ana", "<p>Hi Ana</p>")
+    assert message["threadId"] == sent["threadId"] and message["from"] == inbox["email"]
+    status, body, _ = await api.call("GET", f"/v1/inboxes/{other['id']}/messages/{sent['id']}")
+    assert status == 404 and body == {"error": "not_found", "message": "Message not found"}
+
+
+async def test_a_reply_threads_to_the_original_recipient_from_the_same_inbox(api: Api, relay: Relay) -> None:
+    inbox = await new_inbox(api, relay)
+    sent = await send_from(api, inbox, "ana@example.test", "Proposal", "Here it is")
+    [original] = await relay.wait_for(1)
+    await eventually(lambda: _count(api, inbox, 1), timeout=10)
+    for _ in range(2):  # a reply to the reply's subject still has one "Re:"
+        status, reply, _ = await api.call(
+            "POST",
+            f"/v1/inboxes/{inbox['id']}/messages/{sent['id']}/reply",
+            {"text": "Any news?", "html": "<p>Any news?</p>"},
+        )
+        assert status == 200, reply
+        assert reply["threadId"] == sent["threadId"] and reply["inboxId"] == inbox["id"]
+        assert reply["to"] == ["ana@example.test"] and reply["subject"] == "Re: Proposal", reply
+    received = await relay.wait_for(3)
+    first_reply = received[1].message
+    assert (
+        first_reply["Subject"] == "Re: Proposal"
+        and first_reply["In-Reply-To"] == original.message["Message-ID"]
+    )
+    assert original.message["Message-ID"] in first_reply["References"]
+    assert first_reply["From"] == inbox["email"]
+
+    async def thread_of_three():
+        status, thread, _ = await api.call("GET", f"/v1/inboxes/{inbox['id']}/threads/{sent['threadId']}")
+        decided = status == 200 and [m for m in thread["messages"] if m["externalMessageId"]]
+        return decided and len(decided) == 3 and thread  # all three decided (and so with their subjects)
+
+    thread = await eventually(thread_of_three, timeout=10)
+    assert thread["id"] == sent["threadId"] and thread["subject"] == "Proposal"
+    assert [m["subject"] for m in thread["messages"]] == ["Proposal", "Re: Proposal", "Re: Proposal"]
+    _, threads, _ = await api.call("GET", f"/v1/inboxes/{inbox['id']}/threads")
+    assert [t["id"] for t in threads] == [sent["threadId"]]
+    status, body, _ = await api.call("GET", f"/v1/inboxes/{inbox['id']}/threads/thread_{uuid.uuid4().hex}")
+    assert status == 404 and body["message"] == "Thread not found"
+    status, body, _ = await api.call(
+        "POST", f"/v1/inboxes/{inbox['id']}/messages/msg_{uuid.uuid4().hex}/reply", {"text": "t", "html": "h"}
+    )
+    assert status == 404 and body["message"] == "Message not found"
+
+
+async def test_the_seeds_own_client_sends_replies_reads_searches_and_browses_threads(
+    api: Api, relay: Relay
+) -> None:
+    """sendook-mcp's message and thread tools against sendstream, unchanged."""
+    import sendook_mcp  # noqa: PLC0415 - configured below, as its environment variables would
+
+    sendook_mcp.API_BASE_URL, sendook_mcp.API_KEY = api.base, api.key
+    inbox = await new_inbox(api, relay)
+    sent = json.loads(await sendook_mcp.sendook_send_message(sendook_mcp.SendMessageInput(
+        inbox_id=inbox["id"], to=["lead@example.test"], subject="Pilot next week", text="Shall we start Monday?",
+        cc=["boss@example.test"], labels=["pilot"])))  # fmt: skip
+    assert sent["success"], sent
+    await eventually(lambda: _count(api, inbox, 1), timeout=10)
+    replied = json.loads(await sendook_mcp.sendook_reply_to_message(sendook_mcp.ReplyToMessageInput(
+        inbox_id=inbox["id"], message_id=sent["message_id"], text="Following up.")))  # fmt: skip
+    assert replied["success"] and replied["reply_message_id"].startswith("msg_"), replied
+    await eventually(lambda: _count(api, inbox, 2), timeout=10)
+
+    found = json.loads(await sendook_mcp.sendook_list_messages(sendook_mcp.ListMessagesInput(
+        inbox_id=inbox["id"], query="pilot", response_format="json")))  # fmt: skip
+    assert sent["message_id"] in [m["id"] for m in found["messages"]], found
+    got = json.loads(await sendook_mcp.sendook_get_message(sendook_mcp.GetMessageInput(
+        inbox_id=inbox["id"], message_id=sent["message_id"], response_format="json")))  # fmt: skip
+    assert json.dumps(got).count("Shall we start Monday?") >= 1, got
+    threads = json.loads(await sendook_mcp.sendook_list_threads(sendook_mcp.ListThreadsInput(
+        inbox_id=inbox["id"], response_format="json")))  # fmt: skip
+    [thread] = threads["threads"]
+    one = json.loads(await sendook_mcp.sendook_get_thread(sendook_mcp.GetThreadInput(
+        inbox_id=inbox["id"], thread_id=thread["id"], response_format="json")))  # fmt: skip
+    assert [m["subject"] for m in one["thread"]["messages"]] == ["Pilot next week", "Re: Pilot next week"]

@@ -8,8 +8,9 @@ import pytest
 
 from schemas.events import Content, ReplyRequested, ReplyRequestedPayload, SendAccepted, SendRejected
 from schemas.ids import new_id
+from schemas.replies import reply_subject
 from services.decide.affinity import IdentityState, MailboxState
-from services.decide.replies import Thread, decide_reply, reply_subject
+from services.decide.replies import Thread, decide_reply
 
 NOW = datetime(2026, 11, 22, tzinfo=UTC)
 

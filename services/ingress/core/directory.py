@@ -59,7 +59,7 @@ async def find_thread(c: Context, identity: asyncpg.Record, conv: str) -> asyncp
     another organization, is NotFound."""
     conv_id = ids.parse("conversation", conv)
     thread = conv_id and await c.pool.fetchrow(
-        "SELECT conv_id, counterpart FROM threads WHERE conv_id = $1 AND identity_id = $2",
+        "SELECT conv_id, counterpart, subject FROM threads WHERE conv_id = $1 AND identity_id = $2",
         conv_id,
         identity["id"],
     )

@@ -1,5 +1,5 @@
-"""The inboxes dialect (SPEC 3.2): inboxes over the core's identities, and sending from them through
-the core's send command. Replies, reading, threads and search come with the rest of the message core."""
+"""The inboxes dialect (SPEC 3.2): inboxes over the core's identities; send and reply through the core's
+send command; messages, search and threads read from the message views (services/common/views.py)."""
 
 from __future__ import annotations
 
@@ -17,14 +17,23 @@ from schemas.api.inboxes import (
     Inbox,
     InboxList,
     Message,
+    MessageList,
+    ReplyMessage,
     SendMessage,
+    Thread,
+    ThreadList,
     inbox_out,
+    message_out,
     sent_message,
+    thread_out,
 )
-from schemas.commands import NewSend
+from schemas.commands import NewSend, Reply
 from schemas.events import Content
+from schemas.replies import reply_subject
+from services.common import views
 from services.ingress.context import ctx
 from services.ingress.core import directory
+from services.ingress.core.errors import NotFound
 from services.ingress.core.send import submit
 from services.ingress.http import ApiError, Call, json_model, route
 from services.ingress.idempotency import IdSource, idempotent
@@ -111,3 +120,86 @@ async def send_message(call: Call) -> web.Response:
         return json_model(sent_message(m, inbox, content, datetime.now(UTC)))
 
     return await idempotent(call, c.pool, c.settings.decision_timeout_s + 2, run)
+
+
+def limit_of(call: Call, default: int) -> int:
+    text = call.request.query.get("limit", str(default))
+    if not text.isdigit() or not 1 <= int(text) <= 100:
+        raise ApiError(400, "invalid_request", "limit: must be a whole number from 1 to 100")
+    return int(text)
+
+
+@route(
+    "GET", "/v1/inboxes/{inboxId}/messages", scope="read", response=MessageList, errors=(400, 404),
+    summary="The inbox's messages, newest first; `query` searches subject, text and sender (best first; "
+    "the last word matches as a prefix); `limit` 1-100, default 100", **DIALECT,
+)  # fmt: skip
+async def list_messages(call: Call) -> web.Response:
+    inbox = await find_inbox(call)
+    rows = await views.inbox_messages(
+        ctx(call).pool, inbox["org_id"], inbox["id"], call.request.query.get("query"), limit_of(call, 100)
+    )
+    return json_model(MessageList([message_out(r) for r in rows]))
+
+
+async def find_message(call: Call, inbox) -> object:
+    row = await views.inbox_message(
+        ctx(call).pool, inbox["org_id"], inbox["id"], ids.parse("message", call.param("messageId"))
+    )
+    if row is None:
+        raise NotFound("message")
+    return row
+
+
+@route(
+    "GET", "/v1/inboxes/{inboxId}/messages/{messageId}", scope="read", summary="A message, whole",
+    response=Message, errors=(404,), **DIALECT,
+)  # fmt: skip
+async def get_message(call: Call) -> web.Response:
+    return json_model(message_out(await find_message(call, await find_inbox(call))))
+
+
+@route(
+    "POST", "/v1/inboxes/{inboxId}/messages/{messageId}/reply", scope="send",
+    summary="Reply to a message: to its conversation's counterpart, `Re:` once, in its thread, from this inbox",
+    body=ReplyMessage, response=Message, errors=(400, 404, 409, 413, 503), idempotent=True, **DIALECT,
+)  # fmt: skip
+async def reply_to_message(call: Call) -> web.Response:
+    c = ctx(call)
+    inbox = await find_inbox(call)
+    original = await find_message(call, inbox)
+    thread = await directory.find_thread(c, inbox, str(original["conv_id"]))
+    b: ReplyMessage = call.body
+    content = Content(text=b.text, html=b.html)
+    cmd = Reply(identity_id=inbox["id"], conv_id=thread["conv_id"], to=thread["counterpart"], content=content)
+    shown = content.model_copy(update={"subject": reply_subject(thread["subject"])})
+
+    async def run(new: IdSource) -> web.Response:
+        [m] = (await submit(c, cmd, inbox, new, call.request_id)).messages
+        return json_model(sent_message(m, inbox, shown, datetime.now(UTC)))
+
+    return await idempotent(call, c.pool, c.settings.decision_timeout_s + 2, run)
+
+
+@route(
+    "GET", "/v1/inboxes/{inboxId}/threads", scope="read", response=ThreadList, errors=(400, 404),
+    summary="The inbox's threads with their messages, most recently active first (`limit` 1-100, default 50)",
+    **DIALECT,
+)  # fmt: skip
+async def list_threads(call: Call) -> web.Response:
+    inbox = await find_inbox(call)
+    found = await views.inbox_threads(ctx(call).pool, inbox["org_id"], inbox["id"], limit=limit_of(call, 50))
+    return json_model(ThreadList([thread_out(conv, rows) for conv, rows in found]))
+
+
+@route(
+    "GET", "/v1/inboxes/{inboxId}/threads/{threadId}", scope="read", summary="A thread with its messages in order",
+    response=Thread, errors=(404,), **DIALECT,
+)  # fmt: skip
+async def get_thread(call: Call) -> web.Response:
+    inbox = await find_inbox(call)
+    conv_id = ids.parse("thread", call.param("threadId"))
+    found = conv_id and await views.inbox_threads(ctx(call).pool, inbox["org_id"], inbox["id"], conv_id)
+    if not found:
+        raise NotFound("conversation")
+    return json_model(thread_out(*found[0]))

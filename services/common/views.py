@@ -1,0 +1,77 @@
+"""Reads of the message views (the projections' tables) that every dialect renders from: an inbox's
+messages (newest first, or ranked by a full-text query), one message, its threads. The only place
+that knows the views' layout for these reads."""
+
+from __future__ import annotations
+
+import re
+from uuid import UUID
+
+import asyncpg
+
+_MESSAGES = (
+    """SELECT m.*, i.handle AS inbox_address FROM messages m JOIN identities i ON i.id = m.identity_id"""
+)
+
+
+def search_query(text: str) -> str | None:
+    """A tsquery for what a user typed: every word must match, the last one as a prefix (so a query
+    typed as far as "quart" finds "quarterly"). None when it holds no word at all."""
+    words = re.findall(r"\w+", text.lower())
+    if not words:
+        return None
+    return " & ".join([*words[:-1], f"{words[-1]}:*"])
+
+
+async def inbox_messages(
+    pool: asyncpg.Pool, org_id: UUID, identity_id: UUID, query: str | None = None, limit: int = 100
+) -> list[asyncpg.Record]:
+    """The identity's messages, newest first; with `query`, those matching it, best first (subject over
+    sender over text), then newest. A query without a word matches nothing."""
+    if query is None or not query.strip():
+        return await pool.fetch(
+            f"""{_MESSAGES} WHERE m.org_id = $1 AND m.identity_id = $2
+                ORDER BY m.created_at DESC, m.id DESC LIMIT $3""",
+            org_id, identity_id, limit,
+        )  # fmt: skip
+    tsquery = search_query(query)
+    if tsquery is None:
+        return []
+    return await pool.fetch(
+        f"""{_MESSAGES}, to_tsquery('simple', $3) AS q
+             WHERE m.org_id = $1 AND m.identity_id = $2 AND m.search @@ q
+             ORDER BY ts_rank(m.search, q) DESC, m.created_at DESC, m.id DESC LIMIT $4""",
+        org_id, identity_id, tsquery, limit,
+    )  # fmt: skip
+
+
+async def inbox_message(
+    pool: asyncpg.Pool, org_id: UUID, identity_id: UUID, message_id: UUID | None
+) -> asyncpg.Record | None:
+    if message_id is None:
+        return None
+    return await pool.fetchrow(
+        f"{_MESSAGES} WHERE m.id = $1 AND m.org_id = $2 AND m.identity_id = $3",
+        message_id,
+        org_id,
+        identity_id,
+    )
+
+
+async def inbox_threads(
+    pool: asyncpg.Pool, org_id: UUID, identity_id: UUID, conv_id: UUID | None = None, limit: int = 50
+) -> list[tuple[asyncpg.Record, list[asyncpg.Record]]]:
+    """The identity's conversations, most recently active first (or the one `conv_id`), each with its
+    messages in order."""
+    convs = await pool.fetch(
+        """SELECT * FROM conversations WHERE org_id = $1 AND identity_id = $2 AND ($3::uuid IS NULL OR id = $3)
+            ORDER BY updated_at DESC, id DESC LIMIT $4""",
+        org_id, identity_id, conv_id, limit,
+    )  # fmt: skip
+    rows = await pool.fetch(
+        f"{_MESSAGES} WHERE m.conv_id = ANY($1::uuid[]) ORDER BY m.created_at, m.id", [c["id"] for c in convs]
+    )
+    by_conv: dict[UUID, list[asyncpg.Record]] = {c["id"]: [] for c in convs}
+    for r in rows:
+        by_conv[r["conv_id"]].append(r)
+    return [(c, by_conv[c["id"]]) for c in convs]
