@@ -179,6 +179,12 @@ class IngressSettings(WebhookSettings):
         description='The relay (JSON: `{"host", "port", "tls", "username", "password"}`) of an inbox created '
         "without `smtp`. Unset: `smtp` is required. `make run` sets its local sink.",
     )
+    inbox_sends_per_hour: int = Field(
+        100,
+        ge=1,
+        description="Sends and replies of the inboxes dialect an organization may make in a rolling hour "
+        "(then 429 with Retry-After), counted across every ingress process.",
+    )
     inbox_default_domain: str | None = Field(
         None,
         description="Domain of the address an inbox created without `email` gets. Unset: `email` is required. "

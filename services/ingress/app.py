@@ -20,6 +20,7 @@ from services.common.settings import IngressSettings
 from services.ingress.auth import authenticate, ensure_bootstrap_key
 from services.ingress.cache import Cache
 from services.ingress.context import CONTEXT, Context
+from services.ingress.core import ratelimit
 from services.ingress.decisions import DecisionWaiter
 from services.ingress.http import MAX_BODY, add_routes, observe
 from services.ingress.idempotency import sweep_expired
@@ -45,7 +46,7 @@ async def _lifecycle(app: web.Application):
     cache = Cache(settings.database_url)
     await cache.start()
     app[CONTEXT] = Context(settings, pool, broker, waiter, cache, Secrets(settings.secret_keys))
-    sweeper = Periodic("idempotency-key sweep", 600, lambda: _sweep_idempotency_keys(pool))
+    sweeper = Periodic("expired keys and counts sweep", 600, lambda: _sweep_expired(pool))
     await sweeper.start()
     log.info("ingress ready", host=settings.http_host, port=settings.http_port)
     yield
@@ -56,9 +57,10 @@ async def _lifecycle(app: web.Application):
     await pool.close()
 
 
-async def _sweep_idempotency_keys(pool) -> None:
+async def _sweep_expired(pool) -> None:
     if removed := await sweep_expired(pool):
         log.info("expired idempotency keys removed", count=removed)
+    await ratelimit.sweep(pool)
 
 
 def create_app(settings: IngressSettings) -> web.Application:

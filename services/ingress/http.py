@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from schemas.api.common import ErrorBody, FlatErrorBody
 from services.common.broker import is_transient
-from services.ingress.core.errors import Conflict, NotFound
+from services.ingress.core.errors import Conflict, NotFound, RateLimited
 
 log = structlog.get_logger("sendstream.ingress")
 
@@ -244,6 +244,10 @@ def add_routes(app: web.Application, authenticate: Authenticate) -> None:
                 raise ApiError(404, "not_found", f"{noun} not found") from None
             except Conflict as exc:
                 raise ApiError(409, "conflict", str(exc)) from None
+            except RateLimited as exc:
+                raise ApiError(
+                    429, "rate_limited", str(exc), {"Retry-After": str(exc.retry_after_s)}
+                ) from None
 
         app.router.add_route(spec.method, spec.path, handle)
 

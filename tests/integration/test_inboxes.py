@@ -309,3 +309,42 @@ async def test_the_seeds_own_client_sends_replies_reads_searches_and_browses_thr
     one = json.loads(await sendook_mcp.sendook_get_thread(sendook_mcp.GetThreadInput(
         inbox_id=inbox["id"], thread_id=thread["id"], response_format="json")))  # fmt: skip
     assert [m["subject"] for m in one["thread"]["messages"]] == ["Pilot next week", "Re: Pilot next week"]
+
+
+async def test_the_101st_send_in_an_hour_is_429_across_two_ingress_processes(
+    api: Api, operator: Api, relay: Relay, stack, service_env: dict
+) -> None:
+    """Sends and replies share 100 an hour per organization, counted across processes; a replay of an
+    answered request costs nothing; another organization is not held back."""
+    from services.common.infra import free_port  # noqa: PLC0415
+    from services.local import wait_ready  # noqa: PLC0415
+
+    port = free_port()
+    stack.start("ingress-b", ["-m", "services.ingress"], env={"SENDSTREAM_HTTP_PORT": str(port)})
+    try:
+        await asyncio.to_thread(wait_ready, f"http://127.0.0.1:{port}/readyz", 60, stack)
+        other_process = Api(api.session, f"http://127.0.0.1:{port}", api.key)
+        inbox = await new_inbox(api, relay)
+        body = {"to": ["r@example.test"], "subject": "s", "text": "t", "html": "<p>t</p>"}
+        path = f"/v1/inboxes/{inbox['id']}/messages/send"
+
+        async def one(i: int) -> int:
+            client = api if i % 2 else other_process
+            return (await client.call("POST", path, body, headers={"Idempotency-Key": f"rl-{i}"}))[0]
+
+        statuses = []
+        for start in range(0, 100, 20):
+            statuses += await asyncio.gather(*(one(i) for i in range(start, start + 20)))
+        assert statuses == [200] * 100
+        for client in (api, other_process):
+            status, error, headers = await client.call("POST", path, body)
+            assert status == 429 and error["error"] == "rate_limited", error
+            assert 1 <= int(headers["Retry-After"]) <= 3600 and "100 requests per hour" in error["message"]
+        status, _, headers = await other_process.call("POST", path, body, headers={"Idempotency-Key": "rl-7"})
+        assert status == 200 and headers["Idempotent-Replayed"] == "true"  # a replay is not a new send
+
+        theirs = await new_org(operator)
+        their_inbox = await new_inbox(theirs, relay)
+        assert (await theirs.call("POST", f"/v1/inboxes/{their_inbox['id']}/messages/send", body))[0] == 200
+    finally:
+        stack.stop("ingress-b")

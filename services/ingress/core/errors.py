@@ -14,3 +14,11 @@ class NotFound(Exception):
 
 class Conflict(Exception):
     """What a request would create exists already (a handle, an address in a pool): 409."""
+
+
+class RateLimited(Exception):
+    """Too many requests for now: 429 with Retry-After."""
+
+    def __init__(self, message: str, retry_after_s: int):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

@@ -32,7 +32,7 @@ from schemas.events import Content
 from schemas.replies import reply_subject
 from services.common import views
 from services.ingress.context import ctx
-from services.ingress.core import directory
+from services.ingress.core import directory, ratelimit
 from services.ingress.core.errors import NotFound
 from services.ingress.core.send import submit
 from services.ingress.http import ApiError, Call, json_model, route
@@ -40,6 +40,7 @@ from services.ingress.idempotency import IdSource, idempotent
 
 DIALECT = {"tag": "inboxes", "nouns": NOUNS, "error_body": FlatErrorBody}
 DAILY_CAP = 150  # SPEC 2's default for an identity
+SENDS = "inboxes.send"  # sends and replies share the organization's hourly budget
 
 
 def generated_address(name: str | None, domain: str) -> str:
@@ -106,7 +107,7 @@ async def delete_inbox(call: Call) -> web.Response:
 @route(
     "POST", "/v1/inboxes/{inboxId}/messages/send", scope="send",
     summary="Send one message to every address of to, cc and bcc (a new thread)", body=SendMessage,
-    response=Message, errors=(400, 404, 409, 413, 503), idempotent=True, **DIALECT,
+    response=Message, errors=(400, 404, 409, 413, 429, 503), idempotent=True, **DIALECT,
 )  # fmt: skip
 async def send_message(call: Call) -> web.Response:
     c = ctx(call)
@@ -115,7 +116,8 @@ async def send_message(call: Call) -> web.Response:
     content = Content(subject=b.subject, text=b.text, html=b.html, cc=b.cc, bcc=b.bcc, labels=b.labels)
     cmd = NewSend(identity_id=inbox["id"], messages=[b.to], content=content)
 
-    async def run(new: IdSource) -> web.Response:
+    async def run(new: IdSource) -> web.Response:  # inside the key: a replay spends no budget
+        await ratelimit.admit(c.pool, inbox["org_id"], SENDS, c.settings.inbox_sends_per_hour)
         [m] = (await submit(c, cmd, inbox, new, call.request_id)).messages
         return json_model(sent_message(m, inbox, content, datetime.now(UTC)))
 
@@ -162,7 +164,7 @@ async def get_message(call: Call) -> web.Response:
 @route(
     "POST", "/v1/inboxes/{inboxId}/messages/{messageId}/reply", scope="send",
     summary="Reply to a message: to its conversation's counterpart, `Re:` once, in its thread, from this inbox",
-    body=ReplyMessage, response=Message, errors=(400, 404, 409, 413, 503), idempotent=True, **DIALECT,
+    body=ReplyMessage, response=Message, errors=(400, 404, 409, 413, 429, 503), idempotent=True, **DIALECT,
 )  # fmt: skip
 async def reply_to_message(call: Call) -> web.Response:
     c = ctx(call)
@@ -175,6 +177,7 @@ async def reply_to_message(call: Call) -> web.Response:
     shown = content.model_copy(update={"subject": reply_subject(thread["subject"])})
 
     async def run(new: IdSource) -> web.Response:
+        await ratelimit.admit(c.pool, inbox["org_id"], SENDS, c.settings.inbox_sends_per_hour)
         [m] = (await submit(c, cmd, inbox, new, call.request_id)).messages
         return json_model(sent_message(m, inbox, shown, datetime.now(UTC)))
 

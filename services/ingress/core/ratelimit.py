@@ -1,0 +1,43 @@
+"""Per-organization request limits over a rolling window, shared by every ingress process: the counts
+are PostgreSQL rows by minute, and one organization's admissions are serialized by a transaction-level
+advisory lock, so two processes can never both admit the last request."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from uuid import UUID
+
+import asyncpg
+
+from services.ingress.core.errors import RateLimited
+
+ADMIT = """
+WITH lock AS (SELECT pg_advisory_xact_lock($4)),
+     used AS (SELECT coalesce(sum(count), 0) AS n, min(minute) AS oldest FROM request_counts, lock
+               WHERE org_id = $1 AND bucket = $2 AND minute > now() - make_interval(secs => $3))
+SELECT n, extract(epoch FROM oldest + make_interval(secs => $3) - now()) AS free_in FROM used
+"""
+COUNT = """
+INSERT INTO request_counts (org_id, bucket, minute, count) VALUES ($1, $2, date_trunc('minute', now()), 1)
+ON CONFLICT (org_id, bucket, minute) DO UPDATE SET count = request_counts.count + 1
+"""
+
+
+async def admit(pool: asyncpg.Pool, org_id: UUID, bucket: str, limit: int, window_s: int = 3600) -> None:
+    """Count one request of `org_id` for `bucket`, or raise RateLimited (with when to retry) if `limit`
+    requests were admitted within the last `window_s` seconds."""
+    async with pool.acquire() as conn, conn.transaction():
+        lock = int.from_bytes(hashlib.sha256(f"{org_id}/{bucket}".encode()).digest()[:8], "big", signed=True)
+        used, free_in = await conn.fetchrow(ADMIT, org_id, bucket, window_s, lock)
+        if used >= limit:
+            retry = max(1, math.ceil(float(free_in or window_s)))
+            raise RateLimited(f"Rate limit exceeded ({limit} requests per hour)", retry)
+        await conn.execute(COUNT, org_id, bucket)
+
+
+async def sweep(pool: asyncpg.Pool, window_s: int = 3600) -> int:
+    done = await pool.execute(
+        "DELETE FROM request_counts WHERE minute < now() - make_interval(secs => $1)", 2 * window_s
+    )
+    return int(done.split()[-1])
