@@ -104,24 +104,31 @@ async def delete_inbox(call: Call) -> web.Response:
     return json_model(inbox_out(inbox))
 
 
+async def send_one(call: Call, inbox, cmd: NewSend | Reply, shown: Content) -> web.Response:
+    """Carry out a one-message send or reply under the request's Idempotency-Key, within the
+    organization's hourly budget (counted inside the key: a replay spends none), and answer the message
+    as sent (`shown`: its content as the recipient gets it)."""
+    c = ctx(call)
+
+    async def run(new: IdSource) -> web.Response:
+        await ratelimit.admit(c.pool, inbox["org_id"], SENDS, c.settings.inbox_sends_per_hour)
+        [m] = (await submit(c, cmd, inbox, new, call.request_id)).messages
+        return json_model(sent_message(m, inbox, shown, datetime.now(UTC)))
+
+    return await idempotent(call, c.pool, c.settings.decision_timeout_s + 2, run)
+
+
 @route(
     "POST", "/v1/inboxes/{inboxId}/messages/send", scope="send",
     summary="Send one message to every address of to, cc and bcc (a new thread)", body=SendMessage,
     response=Message, errors=(400, 404, 409, 413, 429, 503), idempotent=True, **DIALECT,
 )  # fmt: skip
 async def send_message(call: Call) -> web.Response:
-    c = ctx(call)
     inbox = await find_inbox(call)
     b: SendMessage = call.body
     content = Content(subject=b.subject, text=b.text, html=b.html, cc=b.cc, bcc=b.bcc, labels=b.labels)
     cmd = NewSend(identity_id=inbox["id"], messages=[b.to], content=content)
-
-    async def run(new: IdSource) -> web.Response:  # inside the key: a replay spends no budget
-        await ratelimit.admit(c.pool, inbox["org_id"], SENDS, c.settings.inbox_sends_per_hour)
-        [m] = (await submit(c, cmd, inbox, new, call.request_id)).messages
-        return json_model(sent_message(m, inbox, content, datetime.now(UTC)))
-
-    return await idempotent(call, c.pool, c.settings.decision_timeout_s + 2, run)
+    return await send_one(call, inbox, cmd, content)
 
 
 def limit_of(call: Call, default: int) -> int:
@@ -174,14 +181,9 @@ async def reply_to_message(call: Call) -> web.Response:
     b: ReplyMessage = call.body
     content = Content(text=b.text, html=b.html)
     cmd = Reply(identity_id=inbox["id"], conv_id=thread["conv_id"], to=thread["counterpart"], content=content)
-    shown = content.model_copy(update={"subject": reply_subject(thread["subject"])})
-
-    async def run(new: IdSource) -> web.Response:
-        await ratelimit.admit(c.pool, inbox["org_id"], SENDS, c.settings.inbox_sends_per_hour)
-        [m] = (await submit(c, cmd, inbox, new, call.request_id)).messages
-        return json_model(sent_message(m, inbox, shown, datetime.now(UTC)))
-
-    return await idempotent(call, c.pool, c.settings.decision_timeout_s + 2, run)
+    return await send_one(
+        call, inbox, cmd, content.model_copy(update={"subject": reply_subject(thread["subject"])})
+    )
 
 
 @route(
