@@ -1,9 +1,9 @@
 """Nothing on its way out is lost with the log: each message's next event is kept in PostgreSQL until
 the message reaches an end, and re-published when it is overdue (migration 008_redrives.sql).
 
-- `watch`: the step that makes a message's next event records it, with when it is overdue; decide does
-  it inside its own statement (services/decide/app.py), dispatch with a retry or a lease, the ingress
-  for a request it answered before it was decided;
+- `watch`: the step that makes a message's next event records it, with when it is overdue: decide's
+  publisher for the sends it accepted, before publishing them (services/decide/app.py), dispatch with a
+  retry or a lease, the ingress for a request it answered before it was decided;
 - `settle`: the projections remove it once the message is sent, failed or rejected;
 - `redrive_due`: the scheduler re-publishes what is overdue, under the same event_id, waiting longer
   after each attempt; every consumer is idempotent on event_id, so a re-drive of something that was
@@ -42,6 +42,20 @@ async def watch(
         event.model_dump(mode="json"),
         due_at,
     )
+
+
+async def watch_many(pool: asyncpg.Pool, accepted: list[Envelope], after_s: float) -> None:
+    """Watch each newly accepted send (decide's publisher, before it publishes them): a message that
+    already has a watch keeps it (it can only be a later step's)."""
+    if accepted:
+        await pool.execute(
+            """INSERT INTO redrives (message_id, event, due_at)
+               SELECT m, e, now() + make_interval(secs => $3) FROM unnest($1::uuid[], $2::jsonb[]) AS w(m, e)
+               ON CONFLICT (message_id) DO NOTHING""",
+            [d.payload.message_id for d in accepted],
+            [d.model_dump(mode="json") for d in accepted],
+            after_s,
+        )
 
 
 async def watch_undecided(

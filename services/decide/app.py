@@ -39,7 +39,7 @@ from schemas.events import (
     SendRequested,
     recipient_count,
 )
-from services.common import db
+from services.common import db, redrive
 from services.common.broker import is_transient, publish_events, retry_pause, subscribe
 from services.common.decided import CHANNEL, DECIDER, notifications
 from services.common.progress import Progress
@@ -173,10 +173,6 @@ usage AS (
     SELECT * FROM unnest($11::uuid[], $12::text[], $13::uuid[], $14::timestamptz[])
     ON CONFLICT (identity_id, recipient) DO UPDATE
         SET mailbox_id = EXCLUDED.mailbox_id, pinned_at = EXCLUDED.pinned_at
-), watched AS (  -- each accepted send until it is sent (services/common/redrive.py)
-    INSERT INTO redrives (message_id, event, due_at)
-    SELECT m, e::jsonb, now() + make_interval(secs => $27) FROM unnest($28::uuid[], $29::text[]) AS w(m, e)
-    ON CONFLICT (message_id) DO UPDATE SET event = EXCLUDED.event, due_at = EXCLUDED.due_at, attempts = 0
 ), threads AS (
     INSERT INTO threads (conv_id, org_id, identity_id, mailbox_id, counterpart, subject,
                          last_rfc_message_id, refs, updated_at)
@@ -236,11 +232,9 @@ async def write(
     timezones: dict[UUID, str],
     *,
     claimed: bool,
-    watch_s: float,
 ) -> None:
     """Decide's state derived from the decisions themselves (usage, rate window, affinity, thread binding),
-    the decisions on their requests' tracking rows, and each accepted send watched until it is sent
-    (re-published if it makes no progress for `watch_s`): one statement, each key written once.
+    and the decisions on their requests' tracking rows: one statement, each key written once.
 
     `claimed`: the rows were claimed earlier in this transaction (only the decisions are stored on them);
     otherwise the statement claims them itself and undoes everything if one was taken (SQLSTATE SS001)."""
@@ -272,13 +266,9 @@ async def write(
             refs,
             at,
         )
-    outputs, watched = [], []
-    for event_id, ds in decided.items():
-        texts = [json.dumps(d.model_dump(mode="json")) for d in ds]
-        outputs.append((event_id, f"[{', '.join(texts)}]"))
-        watched += [
-            (d.payload.message_id, t) for d, t in zip(ds, texts, strict=True) if isinstance(d, SendAccepted)
-        ]
+    outputs = [
+        (event_id, json.dumps([d.model_dump(mode="json") for d in ds])) for event_id, ds in decided.items()
+    ]
     await conn.execute(
         WRITE_CLAIMED if claimed else WRITE_NEW,
         *columns([(*k, n) for k, n in usage.items()], 3),
@@ -288,8 +278,6 @@ async def write(
         *columns([(conv, *rest) for conv, rest in threads.items()], 9),
         *columns(outputs, 2),
         notifications(decided),
-        watch_s,
-        *columns(watched, 2),
     )
 
 
@@ -344,17 +332,19 @@ def rejections(request: Envelope, detail: str) -> list[Envelope]:
 
 @dataclass
 class Decided:
-    """A batch's decisions by request, in the requests' order, with the time zones their state is kept in."""
+    """A batch's decisions by request, in the requests' order, with the time zones their state is kept in;
+    `fresh`: the requests decided now (the others' decisions were recorded before and are published again)."""
 
     outputs: dict[UUID, list[Envelope]]
     timezones: dict[UUID, str]
+    fresh: frozenset[UUID] = frozenset()
 
     @property
     def decisions(self) -> list[Envelope]:
         return [d for ds in self.outputs.values() for d in ds]
 
 
-async def decide_batch(pool: asyncpg.Pool, events: list[Envelope], now: datetime, watch_s: float) -> Decided:
+async def decide_batch(pool: asyncpg.Pool, events: list[Envelope], now: datetime) -> Decided:
     """The decisions for every request of the batch, in order, recorded with the state they change.
 
     Usually every request is new: the batch is then decided and written in one statement. If any was
@@ -364,8 +354,8 @@ async def decide_batch(pool: asyncpg.Pool, events: list[Envelope], now: datetime
     unique = list({e.event_id: e for e in events}.values())
     decided, timezones = await decide_fresh(pool, unique, now)
     try:
-        await write(pool, decided, timezones, claimed=False, watch_s=watch_s)
-        return Decided(decided, timezones)
+        await write(pool, decided, timezones, claimed=False)
+        return Decided(decided, timezones, frozenset(decided))
     except asyncpg.PostgresError as exc:
         if exc.sqlstate != "SS001":  # raised by sendstream_abort(): some request had been decided
             raise
@@ -378,19 +368,19 @@ async def decide_batch(pool: asyncpg.Pool, events: list[Envelope], now: datetime
         fresh = [e for e in unique if e.event_id in fresh_ids]
         if fresh:
             decided, timezones = await decide_fresh(conn, fresh, now)
-            await write(conn, decided, timezones, claimed=True, watch_s=watch_s)
+            await write(conn, decided, timezones, claimed=True)
             outputs.update(decided)
-    return Decided({e.event_id: outputs.get(e.event_id, []) for e in unique}, timezones)
+    return Decided({e.event_id: outputs.get(e.event_id, []) for e in unique}, timezones, frozenset(fresh_ids))
 
 
-async def record_again(pool: asyncpg.Pool, batch: Decided, lost: list[UUID], watch_s: float) -> None:
+async def record_again(pool: asyncpg.Pool, batch: Decided, lost: list[UUID]) -> None:
     """Record the decisions of `lost` requests once more, as they were made (and answered), with the
     state they imply; a request recorded meanwhile (decided by another owner after a rebalance)
     keeps that record, and it is what gets published."""
     async with pool.acquire() as conn, conn.transaction():
         fresh = await db.claim_many(conn, CONSUMER, lost)
         chosen = {i: batch.outputs[i] for i in lost if i in fresh}
-        await write(conn, chosen, batch.timezones, claimed=True, watch_s=watch_s)
+        await write(conn, chosen, batch.timezones, claimed=True)
         batch.outputs.update(await db.recorded_many(conn, CONSUMER, [i for i in lost if i not in fresh]))
 
 
@@ -473,7 +463,13 @@ class DurablePublisher:
             if lost := [i for i in batch.outputs if i not in recorded]:
                 log.warning("decisions lost by the database before they were durable; recording them again",
                             requests=len(lost))  # fmt: skip
-                await record_again(self.pool, batch, lost, self.settings.redrive_after_s)
+                await record_again(self.pool, batch, lost)
+        # Each accepted send decided now is watched until it is sent (services/common/redrive.py), before
+        # anything can act on it, and off the path a send request waits on.
+        accepted = [
+            d for b in batches for i in b.fresh for d in b.outputs.get(i, ()) if isinstance(d, SendAccepted)
+        ]
+        await redrive.watch_many(self.pool, accepted, self.settings.redrive_after_s)
         await publish_events(self.broker, self.settings, [d for b in batches for d in b.decisions])
 
 
@@ -487,7 +483,7 @@ def build(broker: KafkaBroker, settings: DecideSettings, pool: asyncpg.Pool) -> 
         and the log hear of it, its messages end, and its partition moves on."""
         batch = Decided({event.event_id: rejections(event, f"{type(exc).__name__}: {exc}"[:500])}, {})
         try:
-            await write(pool, batch.outputs, {}, claimed=False, watch_s=settings.redrive_after_s)
+            await write(pool, batch.outputs, {}, claimed=False)
         except asyncpg.PostgresError as error:
             if error.sqlstate != "SS001":  # not "decided meanwhile": no outcome can be recorded
                 raise
@@ -497,7 +493,7 @@ def build(broker: KafkaBroker, settings: DecideSettings, pool: asyncpg.Pool) -> 
     @subscribe(broker, settings, [topics.REQUESTS], group=CONSUMER, path="sync", on_poison=unprocessable)
     async def on_requests(events: list[Envelope]) -> asyncio.Future:
         """Decide every recipient of each send or reply request: accept with a mailbox, or reject with a reason."""
-        batch = await decide_batch(pool, events, datetime.now(UTC), settings.redrive_after_s)
+        batch = await decide_batch(pool, events, datetime.now(UTC))
         log.debug("requests decided", requests=len(events), decisions=len(batch.decisions))
         return await publisher.submit(batch)
 

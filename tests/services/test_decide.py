@@ -125,7 +125,7 @@ async def test_decisions_a_database_crash_lost_are_recorded_again_as_answered(
     org, idn, acc = await seed_identity(db)
     request = parse_event(send_request(org, idn, "Lead@x.test"))
     async with TestKafkaBroker(broker):
-        batch = await decide_batch(db, [request], datetime.now(UTC), watch_s=300)
+        batch = await decide_batch(db, [request], datetime.now(UTC))
         [answered] = batch.decisions
         # What a crash before the flush leaves: neither the decision's record nor the state it changed.
         await db.execute(
