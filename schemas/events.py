@@ -38,6 +38,14 @@ class Content(Payload):
     labels: list[str] = Field(default_factory=list)  # the sender's own tags (inboxes dialect); never sent
 
 
+class BlobRef(Payload):
+    """Bytes kept in the blob store (services/common/blobs.py), as events refer to them: never the bytes."""
+
+    sha256: str = Field(pattern="^[0-9a-f]{64}$")
+    size: int = Field(ge=0)
+    content_type: str
+
+
 def _listed(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
