@@ -178,10 +178,8 @@ async def _run(settings: LocalSettings) -> None:
         env["SENDSTREAM_INBOX_DEFAULT_RELAY"] = json.dumps(
             {"host": "127.0.0.1", "port": settings.sink_port, "tls": "none"}
         )
-    env.setdefault(
-        "SENDSTREAM_INBOX_DEFAULT_DOMAIN",
-        os.environ.get("SENDSTREAM_INBOX_DEFAULT_DOMAIN", "sendstream.localhost"),
-    )
+    if "SENDSTREAM_INBOX_DEFAULT_DOMAIN" not in os.environ:
+        env["SENDSTREAM_INBOX_DEFAULT_DOMAIN"] = "sendstream.localhost"
     stack = Stack(env, log_dir=None)
     stop = stop_event()
     try:

@@ -7,7 +7,15 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, Field, TypeAdapter, WithJsonSchema, model_validator
 
 from schemas import ids
-from schemas.api.common import ApiModel, EmailAddress, HeaderText, MessageIdText, Subject, TimeZone
+from schemas.api.common import (
+    DEFAULT_DAILY_CAP,
+    ApiModel,
+    EmailAddress,
+    HeaderText,
+    MessageIdText,
+    Subject,
+    TimeZone,
+)
 from schemas.commands import Outcome
 
 Health = Literal["healthy", "unhealthy", "paused"]
@@ -45,7 +53,7 @@ class ApiKeyCreated(BaseModel):
 
 class CreateIdentity(ApiModel):
     handle: EmailAddress
-    dailyCap: int = Field(150, ge=0, le=1_000_000)
+    dailyCap: int = Field(DEFAULT_DAILY_CAP, ge=0, le=1_000_000)
     timezone: TimeZone = "UTC"
 
 

@@ -75,26 +75,32 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_port_free(port: int, what: str, timeout: float = 30) -> None:
-    """A fixed port still held (the previous `make run`, stopping after Ctrl-C): wait for it to be let go,
-    or say clearly what is in the way."""
+def _wait_while(busy: Callable[[], bool], what: str, timeout: float) -> None:
+    """Wait while `busy()` (something the previous `make run`, stopping after Ctrl-C, still holds), saying
+    so once; after `timeout`, say clearly what is in the way."""
     deadline, said = time.monotonic() + timeout, False
-    while True:
-        with socket.socket() as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                s.bind(("127.0.0.1", port))
-                return
-            except OSError:
-                pass
+    while busy():
         if time.monotonic() > deadline:
-            raise RuntimeError(
-                f"port {port} for {what} is still in use after {timeout:.0f}s: is another sendstream running?"
-            )
+            raise RuntimeError(f"{what} after {timeout:.0f}s: is another sendstream running?")
         if not said:
-            log.warning("a previous process still holds the port; waiting", port=port, service=what)
+            log.warning("waiting for a previous process to let go", holder=what)
             said = True
         time.sleep(0.2)
+
+
+def _port_held(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def wait_port_free(port: int, what: str, timeout: float = 30) -> None:
+    """A fixed port still held: wait for it to be let go, or say clearly what is in the way."""
+    _wait_while(lambda: _port_held(port), f"port {port} for {what} is still in use", timeout)
 
 
 def wait_for_port(host: str, port: int, timeout: float, proc: subprocess.Popen | None = None) -> None:
@@ -276,28 +282,21 @@ def start_postgres(
     return f"postgresql://postgres@127.0.0.1:{port}/sendstream", lambda: _stop_process(proc, signal.SIGINT)
 
 
+def _server_running(data_dir: Path) -> bool:
+    """A PostgreSQL server is alive on this data directory (a stale pid file from a crash is not one:
+    PostgreSQL recovers from it on start)."""
+    try:
+        os.kill(int((data_dir / "postmaster.pid").read_text().split()[0]), 0)
+    except (ValueError, IndexError, ProcessLookupError, FileNotFoundError):
+        return False
+    except PermissionError:
+        pass  # alive, and not ours to signal
+    return True
+
+
 def _wait_for_previous(data_dir: Path, timeout: float = 60) -> None:
-    """A server still running on this data directory (the previous `make run`, stopping after Ctrl-C):
-    wait for it to finish, or say clearly what holds the directory."""
-    pid_file = data_dir / "postmaster.pid"
-    deadline, said = time.monotonic() + timeout, False
-    while pid_file.exists():
-        try:
-            pid = int(pid_file.read_text().split()[0])
-            os.kill(pid, 0)
-        except (ValueError, IndexError, ProcessLookupError, FileNotFoundError):
-            return  # a stale file from a crash: PostgreSQL recovers from it on start
-        except PermissionError:
-            pass  # alive, and not ours to signal
-        if time.monotonic() > deadline:
-            raise RuntimeError(
-                f"PostgreSQL (pid {pid}) is still running on {data_dir} after {timeout:.0f}s: "
-                "stop the other sendstream first"
-            )
-        if not said:
-            log.warning("a previous PostgreSQL is still stopping on this data directory; waiting", pid=pid)
-            said = True
-        time.sleep(0.2)
+    """A server still running on this data directory: wait for it to finish, or say so clearly."""
+    _wait_while(lambda: _server_running(data_dir), f"PostgreSQL is still running on {data_dir}", timeout)
 
 
 def _wait_accepting(bin_dir: Path, port: int, proc: subprocess.Popen, timeout: float = 30) -> None:

@@ -150,8 +150,11 @@ def route(
     error_body: type[ErrorBody] | type[FlatErrorBody] = ErrorBody,
 ) -> Callable[[Handler], Handler]:
     def decorator(fn: Handler) -> Handler:
-        spec = RouteSpec(method, path, fn, scope, body, response, status, summary, tag, errors, idempotent,
-                         answers or {}, nouns or {}, error_body)  # fmt: skip
+        spec = RouteSpec(
+            method=method, path=path, handler=fn, scope=scope, body=body, response=response, status=status,
+            summary=summary, tag=tag, errors=errors, idempotent=idempotent, answers=answers or {},
+            nouns=nouns or {}, error_body=error_body,
+        )  # fmt: skip
         ROUTES.append(spec)
         return fn
 
@@ -191,15 +194,28 @@ def check_json(value: Any, where: str = "", depth: int = 0) -> None:
             check_json(v, f"{where}[{i}]", depth + 1)
 
 
+def body_too_large(request: web.Request) -> ApiError:
+    return ApiError(
+        413, "payload_too_large", f"request body exceeds the limit of {request.app[MAX_BODY]} bytes"
+    )
+
+
 async def read_body(request: web.Request) -> bytes:
     """The raw body, or 413 (as JSON, naming the limit) when it exceeds the configured maximum."""
-    limit = request.app[MAX_BODY]
-    if (request.content_length or 0) > limit:
-        raise ApiError(413, "payload_too_large", f"request body exceeds the limit of {limit} bytes")
+    if (request.content_length or 0) > request.app[MAX_BODY]:
+        raise body_too_large(request)
     try:
         return await request.read()
     except web.HTTPRequestEntityTooLarge:
-        raise ApiError(413, "payload_too_large", f"request body exceeds the limit of {limit} bytes") from None
+        raise body_too_large(request) from None
+
+
+def query_limit(call: Call, default: int) -> int:
+    """The `limit` query parameter of a listing: a whole number from 1 to 100."""
+    text = call.request.query.get("limit", str(default))
+    if not text.isdigit() or not 1 <= int(text) <= 100:
+        raise ApiError(400, "invalid_request", "limit: must be an integer from 1 to 100")
+    return int(text)
 
 
 async def parse_body(request: web.Request, model: type[BaseModel]) -> BaseModel:
@@ -279,10 +295,8 @@ async def observe(request: web.Request, handler: Callable[[web.Request], Awaitab
         except ApiError as exc:
             response = error_response(exc.status, exc.type, exc.message, exc.headers)
         except web.HTTPRequestEntityTooLarge:
-            limit = request.app[MAX_BODY]
-            response = error_response(
-                413, "payload_too_large", f"request body exceeds the limit of {limit} bytes"
-            )
+            exc = body_too_large(request)
+            response = error_response(exc.status, exc.type, exc.message)
         except web.HTTPNotFound:
             response = error_response(404, "not_found", "route not found")
         except web.HTTPMethodNotAllowed as exc:

@@ -54,10 +54,9 @@ async def forget_identity(c: Context, row: asyncpg.Record) -> None:
     await c.cache.invalidate(c.pool, identity_cache_key(row["org_id"], row["handle"]))
 
 
-async def find_thread(c: Context, identity: asyncpg.Record, conv: str) -> asyncpg.Record:
-    """The conversation a reply continues (its id in any accepted form); one of another identity, or
-    another organization, is NotFound."""
-    conv_id = ids.parse("conversation", conv)
+async def find_thread(c: Context, identity: asyncpg.Record, conv_id: UUID | None) -> asyncpg.Record:
+    """The conversation a reply continues; none (an id that did not parse), or one of another identity
+    or organization, is NotFound."""
     thread = conv_id and await c.pool.fetchrow(
         "SELECT conv_id, counterpart, subject FROM threads WHERE conv_id = $1 AND identity_id = $2",
         conv_id,

@@ -10,6 +10,7 @@ from uuid import UUID
 
 import asyncpg
 
+from services.common import db
 from services.ingress.core.errors import RateLimited
 
 ADMIT = """
@@ -37,7 +38,7 @@ async def admit(pool: asyncpg.Pool, org_id: UUID, bucket: str, limit: int, windo
 
 
 async def sweep(pool: asyncpg.Pool, window_s: int = 3600) -> int:
-    done = await pool.execute(
-        "DELETE FROM request_counts WHERE minute < now() - make_interval(secs => $1)", 2 * window_s
+    """Forget counts that left the window long ago; returns how many."""
+    return await db.delete_in_chunks(
+        pool, "request_counts", "minute < now() - make_interval(secs => $1::double precision)", 2 * window_s
     )
-    return int(done.split()[-1])

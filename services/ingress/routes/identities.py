@@ -324,7 +324,7 @@ async def send(call: Call) -> web.Response:
     b: SendRequest = call.body
     cmd: Command
     if b.convId is not None:
-        thread = await directory.find_thread(c, identity, b.convId)
+        thread = await directory.find_thread(c, identity, ids.parse("conversation", b.convId))
         cmd = Reply(
             identity_id=identity["id"], conv_id=thread["conv_id"], to=thread["counterpart"],
             content=Content(text=b.text, html=b.html),

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from schemas import ids
-from schemas.api.common import FlatErrorBody
+from schemas.api.common import DEFAULT_DAILY_CAP, FlatErrorBody
 from schemas.api.inboxes import (
     NOUNS,
     CreateInbox,
@@ -35,11 +35,10 @@ from services.ingress.context import ctx
 from services.ingress.core import directory, ratelimit
 from services.ingress.core.errors import NotFound
 from services.ingress.core.send import submit
-from services.ingress.http import ApiError, Call, json_model, route
+from services.ingress.http import ApiError, Call, json_model, query_limit, route
 from services.ingress.idempotency import IdSource, idempotent
 
 DIALECT = {"tag": "inboxes", "nouns": NOUNS, "error_body": FlatErrorBody}
-DAILY_CAP = 150  # SPEC 2's default for an identity
 SENDS = "inboxes.send"  # sends and replies share the organization's hourly budget
 
 
@@ -74,7 +73,7 @@ async def create_inbox(call: Call) -> web.Response:
         smtp_username=relay.username, smtp_password=relay.password,
     )  # fmt: skip
     identity, _ = await directory.create_identity(
-        ctx(call), call.principal.org_id, email, daily_cap=DAILY_CAP, timezone="UTC", name=b.name,
+        ctx(call), call.principal.org_id, email, daily_cap=DEFAULT_DAILY_CAP, timezone="UTC", name=b.name,
         accounts=[account], correlation_id=call.request_id,
     )  # fmt: skip
     return json_model(inbox_out(identity), 201)
@@ -131,13 +130,6 @@ async def send_message(call: Call) -> web.Response:
     return await send_one(call, inbox, cmd, content)
 
 
-def limit_of(call: Call, default: int) -> int:
-    text = call.request.query.get("limit", str(default))
-    if not text.isdigit() or not 1 <= int(text) <= 100:
-        raise ApiError(400, "invalid_request", "limit: must be a whole number from 1 to 100")
-    return int(text)
-
-
 @route(
     "GET", "/v1/inboxes/{inboxId}/messages", scope="read", response=MessageList, errors=(400, 404),
     summary="The inbox's messages, newest first; `query` searches subject, text and sender (best first; "
@@ -146,7 +138,7 @@ def limit_of(call: Call, default: int) -> int:
 async def list_messages(call: Call) -> web.Response:
     inbox = await find_inbox(call)
     rows = await views.inbox_messages(
-        ctx(call).pool, inbox["org_id"], inbox["id"], call.request.query.get("query"), limit_of(call, 100)
+        ctx(call).pool, inbox["org_id"], inbox["id"], call.request.query.get("query"), query_limit(call, 100)
     )
     return json_model(MessageList([message_out(r) for r in rows]))
 
@@ -177,7 +169,7 @@ async def reply_to_message(call: Call) -> web.Response:
     c = ctx(call)
     inbox = await find_inbox(call)
     original = await find_message(call, inbox)
-    thread = await directory.find_thread(c, inbox, str(original["conv_id"]))
+    thread = await directory.find_thread(c, inbox, original["conv_id"])
     b: ReplyMessage = call.body
     content = Content(text=b.text, html=b.html)
     cmd = Reply(identity_id=inbox["id"], conv_id=thread["conv_id"], to=thread["counterpart"], content=content)
@@ -193,7 +185,9 @@ async def reply_to_message(call: Call) -> web.Response:
 )  # fmt: skip
 async def list_threads(call: Call) -> web.Response:
     inbox = await find_inbox(call)
-    found = await views.inbox_threads(ctx(call).pool, inbox["org_id"], inbox["id"], limit=limit_of(call, 50))
+    found = await views.inbox_threads(
+        ctx(call).pool, inbox["org_id"], inbox["id"], limit=query_limit(call, 50)
+    )
     return json_model(ThreadList([thread_out(conv, rows) for conv, rows in found]))
 
 

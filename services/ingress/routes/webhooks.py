@@ -26,7 +26,7 @@ from schemas.webhooks import TEST_TYPE, body
 from services.common.webhooks import queue, signing
 from services.common.webhooks.egress import Egress, UnsafeDestination
 from services.ingress.context import ctx
-from services.ingress.http import ApiError, Call, json_model, not_found, route
+from services.ingress.http import ApiError, Call, json_model, not_found, query_limit, route
 
 
 def render_webhook(row: asyncpg.Record) -> dict:
@@ -257,12 +257,7 @@ def seq_of(cursor: str) -> int:
 async def list_deliveries(call: Call) -> web.Response:
     row = await find_webhook(call)
     q = call.request.query
-    try:
-        limit = int(q.get("limit", "50"))
-    except ValueError:
-        limit = 0
-    if not 1 <= limit <= 100:
-        raise ApiError(400, "invalid_request", "limit: must be an integer from 1 to 100")
+    limit = query_limit(call, 50)
     before = seq_of(q["cursor"]) if q.get("cursor") else None
     pool = ctx(call).pool
     rows = await pool.fetch(
