@@ -69,10 +69,20 @@ class Infra:
         self.stops.clear()
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on now, and one this process has not handed out before: ports are picked
+    before they are bound (by another process), so without that two callers could get the same one, and
+    a service would answer on another's port (seen: a consumer's /readyz where the API was expected)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def _wait_while(busy: Callable[[], bool], what: str, timeout: float) -> None:
