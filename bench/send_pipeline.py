@@ -40,9 +40,9 @@ from bench.cpu import CpuMeter
 from schemas import topics
 from schemas.events import Content, SendAcceptedPayload
 from services.common.infra import Infra, ensure_infra, free_port, wait_for_port
+from services.common.mime import render_message
 from services.common.secrets import new_key
 from services.common.settings import DispatchSettings
-from services.dispatch.mime import render_message
 from services.local import Stack, wait_ready
 
 

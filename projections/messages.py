@@ -124,6 +124,8 @@ def body(content: Content) -> dict[str, Any]:
         "cc_addrs": content.cc,
         "bcc_addrs": content.bcc,
         "labels": content.labels,
+        "attachments": [a.model_dump(mode="json") for a in content.attachments],
+        "dialect": content.dialect,
     }
 
 
@@ -189,6 +191,7 @@ def statements(event: Envelope) -> list[Statement]:
                     sent_at=event.occurred_at,
                     reason=None,
                     **relay_reply(p.reply),
+                    **({"raw_sha256": p.raw.sha256} if p.raw else {}),
                 )
             )
             out.append(audit(p.message_id, event))

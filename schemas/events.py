@@ -1,8 +1,9 @@
 """Every event of the log: past-tense facts, each an Envelope with a typed payload.
 
 Events are serialised as JSON. `parse_event` reads any of them; `EVENT_TYPES` maps `type` to model.
-Bodies travel inline while they are small (the ingress bounds them); attachments will be stored once
-and referenced by sha256 so events stay well under Kafka's 1 MB default.
+Bodies travel inline while they are small (the ingress bounds them); attachments and raw MIME are
+stored once in the blob store (services/common/blobs.py) and referenced by sha256, so events stay well
+under Kafka's 1 MB default.
 """
 
 from __future__ import annotations
@@ -25,6 +26,23 @@ class Payload(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+Dialect = Literal["identities", "inboxes", "mailboxes"]
+
+
+class BlobRef(Payload):
+    """Bytes kept in the blob store (services/common/blobs.py), as events refer to them: never the bytes."""
+
+    sha256: str = Field(pattern="^[0-9a-f]{64}$")
+    size: int = Field(ge=0)
+    content_type: str
+
+
+class Attachment(BlobRef):
+    """A file sent with a message: its name and the blob of its bytes."""
+
+    filename: str
+
+
 class Content(Payload):
     """What the sender wrote; shared by requests and the accepted send."""
 
@@ -36,14 +54,9 @@ class Content(Payload):
     in_reply_to: str | None = None
     references: list[str] = Field(default_factory=list)
     labels: list[str] = Field(default_factory=list)  # the sender's own tags (inboxes dialect); never sent
-
-
-class BlobRef(Payload):
-    """Bytes kept in the blob store (services/common/blobs.py), as events refer to them: never the bytes."""
-
-    sha256: str = Field(pattern="^[0-9a-f]{64}$")
-    size: int = Field(ge=0)
-    content_type: str
+    attachments: list[Attachment] = Field(default_factory=list)
+    # The API dialect the request came through: its webhooks show the message as that dialect does.
+    dialect: Dialect = "identities"
 
 
 def _listed(value: Any) -> Any:
@@ -182,6 +195,7 @@ class MessageSummary(Payload):
     to: list[str]
     subject: str
     mailbox_email: str
+    dialect: Dialect = "identities"
 
 
 class MessageSentPayload(Payload):
@@ -192,6 +206,9 @@ class MessageSentPayload(Payload):
     reply: SmtpReply
     attempt: int = 1
     summary: MessageSummary | None = None
+    raw: BlobRef | None = Field(
+        None, description="The message exactly as the relay took it (message/rfc822)."
+    )
 
 
 class DispatchDeferredPayload(Payload):

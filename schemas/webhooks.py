@@ -1,7 +1,8 @@
 """Which events become webhooks, under which names, and the body each one carries. Pure.
 
-Body: `{"type", "timestamp", "data"}`, where `data` is the message as the identities dialect shows it
-(`messageId`, `id` = RFC Message-ID, `convId`, `identity`, `account`, `status`, …). What the event
+Body: `{"type", "timestamp", "data"}`, where `data` is the message as the dialect it was sent through
+shows it: the identities dialect's (`messageId`, `id` = RFC Message-ID, `convId`, `identity`, `account`,
+`status`, …), or the inboxes dialect's message object (the seed's `message.sent`). What the event
 carries wins; what it lacks comes from the messages view (`stored`), when that has the message.
 """
 
@@ -13,6 +14,7 @@ from typing import Any
 
 from schemas import ids
 from schemas.api.common import iso
+from schemas.api.inboxes import message_out
 from schemas.envelope import Envelope
 from schemas.events import (
     MessageBounced,
@@ -70,7 +72,7 @@ def _known(event: Envelope) -> dict[str, Any]:
                 s = p.summary
                 facts |= {
                     "conv_id": s.conv_id, "from_addr": s.from_addr, "to_addrs": s.to, "subject": s.subject,
-                    "mailbox_email": s.mailbox_email,
+                    "mailbox_email": s.mailbox_email, "dialect": s.dialect,
                 }  # fmt: skip
             if p.reply:
                 facts["smtp"] = {"code": p.reply.code, "message": p.reply.message}
@@ -91,14 +93,42 @@ def _known(event: Envelope) -> dict[str, Any]:
     return {k: v for k, v in facts.items() if v is not None}
 
 
+# What the identities dialect's data takes from the messages view.
+_IDENTITIES_COLUMNS = frozenset(
+    {"identity_id", "conv_id", "direction", "mailbox_id", "mailbox_email", "from_addr", "to_addrs", "subject",
+     "rfc_message_id"}
+)  # fmt: skip
+
+
 def carries_message(event: Envelope) -> bool:
-    """Whether the event itself carries everything `message_data` shows (no lookup needed)."""
-    return isinstance(event, MessageSent | MessageFailed) and event.payload.summary is not None
+    """Whether the event itself carries everything `message_data` shows (no lookup needed): the outcome
+    of an identities send does; the inboxes dialect shows the whole message (bodies, labels, files)."""
+    return (
+        isinstance(event, MessageSent | MessageFailed)
+        and event.payload.summary is not None
+        and event.payload.summary.dialect == "identities"
+    )
+
+
+def _inboxes_data(event: Envelope, m: dict[str, Any]) -> dict[str, Any]:
+    """The inboxes dialect's message object, from what is known of the message (the view may not have
+    it yet: then what the event carries, the rest empty)."""
+    row = {
+        "org_id": event.org_id, "identity_id": event.identity_id, "conv_id": None, "direction": "outbound",
+        "from_addr": None, "inbox_address": None, "to_addrs": [], "cc_addrs": [], "bcc_addrs": [],
+        "subject": "", "text_body": None, "html_body": None, "labels": [], "attachments": [],
+        "rfc_message_id": None, "reason": None, "created_at": event.occurred_at,
+        "updated_at": event.occurred_at, **m,
+    }  # fmt: skip
+    return message_out(row).model_dump(mode="json", by_alias=True)
 
 
 def message_data(event: Envelope, stored: dict[str, Any] | None, handles: dict[Any, str]) -> dict[str, Any]:
-    """The `data` of a message webhook: the message as the identities dialect shows it."""
-    m = {**(stored or {}), **_known(event)}
+    """The `data` of a message webhook: the message as the dialect it was sent through shows it."""
+    known = _known(event)
+    if (stored or {}).get("dialect", known.get("dialect")) == "inboxes":
+        return _inboxes_data(event, {**(stored or {}), **known})
+    m = {**{k: v for k, v in (stored or {}).items() if k in _IDENTITIES_COLUMNS}, **known}
     mailbox, email = m.get("mailbox_id"), m.get("mailbox_email")
     data: dict[str, Any] = {
         "messageId": ids.render("message", m["id"]),

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from datetime import UTC, datetime
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError, validate_email
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+
+from schemas.limits import FILENAME_MAX
 
 # Anything that lands in a mail header: every C0 control (tab included), DEL, NEL and the Unicode line
 # and paragraph separators. With none of them a value cannot start a header line of its own, whatever
@@ -82,6 +86,44 @@ Subject = Annotated[
 ]
 MessageIdText = Annotated[
     str, Field(min_length=1, max_length=998, json_schema_extra=_HEADER_SAFE_DOC), AfterValidator(header_safe)
+]
+
+
+def base64_bytes(value: object) -> bytes:
+    """Standard base64 (RFC 4648), line breaks allowed, into the bytes it encodes."""
+    if not isinstance(value, str):
+        raise ValueError("must be a base64 string")
+    try:
+        return base64.b64decode("".join(value.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("is not valid base64") from None
+
+
+def filename(value: str) -> str:
+    """A file's name as it goes into a MIME header: no path, no control character."""
+    header_safe(value)
+    if "/" in value or "\\" in value or value in {".", ".."}:
+        raise ValueError("must be a file name, without a path")
+    return value
+
+
+Base64Content = Annotated[
+    bytes,
+    BeforeValidator(base64_bytes),
+    WithJsonSchema(
+        {"type": "string", "contentEncoding": "base64", "description": "The file's bytes, base64."}
+    ),
+]
+FileName = Annotated[
+    str,
+    Field(min_length=1, max_length=FILENAME_MAX, json_schema_extra=_HEADER_SAFE_DOC),
+    AfterValidator(filename),
+]
+# A bare media type (RFC 6838 names, no parameters), lower-cased: `application/pdf`.
+MediaType = Annotated[
+    str,
+    Field(max_length=255, pattern=r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*$"),
+    AfterValidator(str.lower),
 ]
 
 

@@ -6,16 +6,27 @@ address (SPEC 2): an identity created in either dialect is visible in both. Erro
 
 from __future__ import annotations
 
+import base64
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, RootModel, model_validator
 
 from schemas import ids
-from schemas.api.common import ApiModel, EmailAddress, HeaderText, Subject, iso
+from schemas.api.common import (
+    ApiModel,
+    Base64Content,
+    EmailAddress,
+    FileName,
+    HeaderText,
+    MediaType,
+    Subject,
+    iso,
+)
 from schemas.api.identities import MAX_RECIPIENTS, SmtpSettings
 from schemas.commands import MessageOutcome
-from schemas.events import Content
+from schemas.events import Attachment, Content
+from schemas.limits import ATTACHMENTS_MAX_COUNT
 
 NOUNS = {"identity": "Inbox", "message": "Message", "conversation": "Thread"}
 
@@ -58,6 +69,15 @@ def inbox_out(identity) -> Inbox:  # an identities row
 Label = Annotated[str, Field(min_length=1, max_length=100)]
 
 
+class AttachmentUpload(ApiModel):
+    """A file to send: 25 MB of files per message at most, and the composed message 10 MB; executables
+    and scripts are refused (400 naming the file), as is a `contentType` the bytes contradict."""
+
+    content: Base64Content
+    name: FileName
+    contentType: MediaType = Field("application/octet-stream", description="The file's media type.")
+
+
 class SendMessage(ApiModel):
     """One message to every address of `to`, `cc` and `bcc` (Bcc only in the envelope, never a header)."""
 
@@ -68,6 +88,7 @@ class SendMessage(ApiModel):
     text: str
     html: str
     labels: list[Label] = Field(default_factory=list, max_length=50)
+    attachments: list[AttachmentUpload] = Field(default_factory=list, max_length=ATTACHMENTS_MAX_COUNT)
 
     @model_validator(mode="after")
     def _recipients(self) -> SendMessage:
@@ -77,6 +98,28 @@ class SendMessage(ApiModel):
         if dupes := sorted({a for a in every if every.count(a) > 1}):
             raise ValueError(f"{dupes[0]} is listed more than once in to, cc and bcc")
         return self
+
+
+class MessageAttachment(BaseModel):
+    """A file of a message: `content` (base64) when one message is read whole, not in lists."""
+
+    name: str
+    contentType: str
+    size: int
+    content: str | None = None
+
+
+def attachments_out(attachments: list[Any], files: dict[str, bytes] | None = None) -> list[MessageAttachment]:
+    """Attachments as stored (events' or the view's), with their bytes from `files` by sha256 if given."""
+    out = []
+    for a in attachments:
+        a = a if isinstance(a, Attachment) else Attachment.model_validate(a)
+        data = files.get(a.sha256) if files is not None else None
+        content = base64.b64encode(data).decode() if data is not None else None
+        out.append(
+            MessageAttachment(name=a.filename, contentType=a.content_type, size=a.size, content=content)
+        )
+    return out
 
 
 SeedStatus = Literal["sent", "received", "delivered", "bounced", "complained", "rejected"]
@@ -99,7 +142,7 @@ class Message(BaseModel):
     text: str | None
     html: str | None
     labels: list[str]
-    attachments: list[Any]
+    attachments: list[MessageAttachment]
     externalMessageId: str | None = Field(description="The RFC 5322 Message-ID.")
     status: SeedStatus
     reason: str | None = Field(None, description="Ours: why a `rejected` message was not sent.")
@@ -127,7 +170,7 @@ def sent_message(m: MessageOutcome, inbox: Any, content: Content, at: datetime) 
         text=content.text,
         html=content.html,
         labels=content.labels,
-        attachments=[],
+        attachments=attachments_out(content.attachments),
         externalMessageId=m.rfc_message_id,
         status="rejected" if m.state == "rejected" else "sent",
         reason=m.reason,
@@ -166,8 +209,9 @@ SEED_STATUS: dict[str, SeedStatus] = {
 }  # fmt: skip
 
 
-def message_out(row: Any) -> Message:
-    """A message of the messages view (services/common/views.py) as the seed shows it."""
+def message_out(row: Any, files: dict[str, bytes] | None = None) -> Message:
+    """A message of the messages view (services/common/views.py) as the seed shows it; with `files`
+    (its attachments' bytes), whole."""
     inbox_id = ids.render("inbox", row["identity_id"])
     return Message(
         id=ids.render("message", row["id"]),
@@ -183,7 +227,7 @@ def message_out(row: Any) -> Message:
         text=row["text_body"],
         html=row["html_body"],
         labels=row["labels"],
-        attachments=[],
+        attachments=attachments_out(row["attachments"], files),
         externalMessageId=row["rfc_message_id"],
         status=SEED_STATUS[row["status"]],
         reason=row["reason"],

@@ -2,19 +2,25 @@
 size, type), so events stay small however large an attachment or a raw message is.
 
 `BlobStore` is what writers (the ingress for attachments, dispatch for raw MIME) and readers use;
-`PostgresBlobs` is the default backend: it needs nothing beside the database every service already
-has and works for any number of processes on any number of machines. Puts are idempotent (the same
-bytes are the same blob), and every read is checked against its hash.
+`blob_store` gives the configured backend (`SENDSTREAM_BLOB_STORE`):
+- `PostgresBlobs`, the default: it needs nothing beside the database every service already has and
+  works for any number of processes on any number of machines;
+- `S3Blobs`, any S3-compatible object store (AWS S3, MinIO, Ceph, R2...), for volumes the database
+  should not carry: objects named `<prefix><sha256>`.
+Puts are idempotent (the same bytes are the same blob), and every read is checked against its hash.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-from typing import Protocol
+from contextlib import AsyncExitStack
+from typing import Any, Protocol
 
 import asyncpg
 
 from schemas.events import BlobRef
+from services.common.settings import CommonSettings
 
 
 class BlobMissing(LookupError):
@@ -28,6 +34,8 @@ class BlobCorrupt(ValueError):
 class BlobStore(Protocol):
     async def put(self, data: bytes, content_type: str) -> BlobRef: ...
     async def get(self, sha256: str) -> bytes: ...
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
 
 
 def ref_of(data: bytes, content_type: str) -> BlobRef:
@@ -44,6 +52,12 @@ class PostgresBlobs:
     def __init__(self, pool: asyncpg.Pool):
         self.pool = pool
 
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
     async def put(self, data: bytes, content_type: str) -> BlobRef:
         ref = ref_of(data, content_type)
         await self.pool.execute(
@@ -59,3 +73,61 @@ class PostgresBlobs:
         if data is None:
             raise BlobMissing(sha256)
         return checked(sha256, data)
+
+
+class S3Blobs:
+    """Blobs as objects of one bucket, through aiobotocore (the `s3` extra). The bucket must exist.
+
+    The client opens on first use (or at `start`, which also checks the bucket and the keys)."""
+
+    def __init__(self, settings: CommonSettings):
+        self.settings = settings
+        self._client: Any = None
+        self._stack = AsyncExitStack()
+        self._opening = asyncio.Lock()
+
+    async def client(self) -> Any:
+        async with self._opening:
+            if self._client is None:
+                # Imported here: only deployments that keep blobs in S3 install the `s3` extra.
+                from aiobotocore.session import get_session  # noqa: PLC0415
+
+                s = self.settings
+                self._client = await self._stack.enter_async_context(
+                    get_session().create_client(
+                        "s3", endpoint_url=s.s3_endpoint_url, region_name=s.s3_region,
+                        aws_access_key_id=s.s3_access_key_id, aws_secret_access_key=s.s3_secret_access_key,
+                    )
+                )  # fmt: skip
+            return self._client
+
+    def _key(self, sha256: str) -> str:
+        return self.settings.s3_prefix + sha256
+
+    async def start(self) -> None:
+        await (await self.client()).head_bucket(Bucket=self.settings.s3_bucket)  # fail at start, not mid-send
+
+    async def stop(self) -> None:
+        await self._stack.aclose()
+        self._client = None
+
+    async def put(self, data: bytes, content_type: str) -> BlobRef:
+        ref = ref_of(data, content_type)
+        await (await self.client()).put_object(
+            Bucket=self.settings.s3_bucket, Key=self._key(ref.sha256), Body=data
+        )
+        return ref
+
+    async def get(self, sha256: str) -> bytes:
+        s3 = await self.client()
+        try:
+            answer = await s3.get_object(Bucket=self.settings.s3_bucket, Key=self._key(sha256))
+        except s3.exceptions.NoSuchKey:
+            raise BlobMissing(sha256) from None
+        async with answer["Body"] as stream:
+            return checked(sha256, await stream.read())
+
+
+def blob_store(settings: CommonSettings, pool: asyncpg.Pool) -> BlobStore:
+    """The configured blob store (`start` it to check it is reachable; `stop` it when done)."""
+    return S3Blobs(settings) if settings.blob_store == "s3" else PostgresBlobs(pool)

@@ -109,6 +109,22 @@ class CommonSettings(BaseSettings):
         "message.max.bytes and the producer's max_request_size (1 MiB by default); the API refuses a "
         "request whose events would not fit with 413.",
     )
+    blob_store: Literal["postgres", "s3"] = Field(
+        "postgres",
+        description="Where attachments and raw messages are kept: `postgres` (the database, nothing else to "
+        "run) or `s3` (any S3-compatible store; install the `s3` extra and set the `SENDSTREAM_S3_*` settings).",
+    )
+    s3_endpoint_url: str | None = Field(
+        None, description="The S3-compatible endpoint (MinIO, Ceph, R2...); unset: AWS S3."
+    )
+    s3_bucket: str = Field("sendstream-blobs", description="The bucket blobs are kept in; it must exist.")
+    s3_prefix: str = Field("blobs/", description="Prefix of every blob's object name (then its sha256).")
+    s3_region: str = Field("us-east-1", description="The S3 region.")
+    s3_access_key_id: str | None = Field(
+        None,
+        description="S3 access key; unset: the AWS default credential chain (environment, profile, role).",
+    )
+    s3_secret_access_key: str | None = Field(None, description="S3 secret key, with `s3_access_key_id`.")
 
 
 class WebhookSettings(CommonSettings):

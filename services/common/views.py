@@ -9,6 +9,8 @@ from uuid import UUID
 
 import asyncpg
 
+from services.common.blobs import BlobStore
+
 _MESSAGES = (
     """SELECT m.*, i.handle AS inbox_address FROM messages m JOIN identities i ON i.id = m.identity_id"""
 )
@@ -58,6 +60,14 @@ async def inbox_message(
     )
 
 
+async def messages_by_id(
+    conn: asyncpg.Connection | asyncpg.Pool, message_ids: list[UUID]
+) -> dict[UUID, dict]:
+    """Messages by id, whichever identity and organization they belong to (for the webhooks of events)."""
+    rows = await conn.fetch(f"{_MESSAGES} WHERE m.id = ANY($1::uuid[])", message_ids)
+    return {r["id"]: dict(r) for r in rows}
+
+
 async def inbox_threads(
     pool: asyncpg.Pool, org_id: UUID, identity_id: UUID, conv_id: UUID | None = None, limit: int = 50
 ) -> list[tuple[asyncpg.Record, list[asyncpg.Record]]]:
@@ -75,3 +85,8 @@ async def inbox_threads(
     for r in rows:
         by_conv[r["conv_id"]].append(r)
     return [(c, by_conv[c["id"]]) for c in convs]
+
+
+async def files_of(blobs: BlobStore, row: asyncpg.Record) -> dict[str, bytes]:
+    """The bytes of a message's attachments, by sha256."""
+    return {a["sha256"]: await blobs.get(a["sha256"]) for a in row["attachments"]}

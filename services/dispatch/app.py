@@ -31,6 +31,7 @@ from prometheus_client import Counter
 from schemas import topics
 from schemas.envelope import Envelope
 from schemas.events import (
+    BlobRef,
     DispatchDeferred,
     DispatchDeferredPayload,
     DispatchRetryDue,
@@ -44,16 +45,17 @@ from schemas.events import (
     SendAcceptedPayload,
 )
 from services.common import db, redrive, timers
+from services.common.blobs import BlobCorrupt, BlobMissing, BlobStore, blob_store
 from services.common.broker import bound, publish_events, subscribe
-from services.common.secrets import Secrets
-from services.common.settings import DispatchSettings
-from services.dispatch.mime import (
+from services.common.mime import (
     UnsendableMessage,
     envelope_recipients,
     needs_smtputf8,
     render_message,
     wire_address,
 )
+from services.common.secrets import Secrets
+from services.common.settings import DispatchSettings
 from services.dispatch.recorder import OutcomeRecorder
 from services.dispatch.retry import next_attempt_at
 from services.dispatch.smtp import Outcome, Relay, SmtpPool
@@ -91,17 +93,19 @@ def outcome_events(
     relay: str,
     now: datetime,
     settings: DispatchSettings,
+    raw: BlobRef | None = None,
 ) -> tuple[list[Envelope], DispatchRetryDue | None]:
-    """The facts an attempt's outcome publishes, and the retry to schedule if it was deferred. Pure."""
+    """The facts an attempt's outcome publishes (`raw`: the message as sent), and the retry to schedule
+    if it was deferred. Pure."""
     p = accepted
     summary = MessageSummary(
         conv_id=p.conv_id, from_addr=p.from_addr, to=p.to, subject=p.content.subject,
-        mailbox_email=p.mailbox_email,
+        mailbox_email=p.mailbox_email, dialect=p.content.dialect,
     )  # fmt: skip
     if outcome.kind == "sent":
         sent = MessageSentPayload(
             message_id=p.message_id, mailbox_id=p.mailbox_id, rfc_message_id=p.rfc_message_id, relay=relay,
-            reply=outcome.reply, attempt=attempt, summary=summary,
+            reply=outcome.reply, attempt=attempt, summary=summary, raw=raw,
         )  # fmt: skip
         return [MessageSent(**event.caused(occurred_at=now), payload=sent)], None
     due = next_attempt_at(attempt, first_attempt_at, now, settings.retry_delays_s, settings.retry_max_age_s)
@@ -194,7 +198,9 @@ class LetThemFinish:
             await asyncio.wait(set(self.running), timeout=self.grace_s)
 
 
-def build(broker: KafkaBroker, settings: DispatchSettings, pool: asyncpg.Pool) -> LetThemFinish:
+def build(
+    broker: KafkaBroker, settings: DispatchSettings, pool: asyncpg.Pool
+) -> tuple[LetThemFinish, BlobStore]:
     """Register the dispatch consumer on `broker`."""
     smtp = SmtpPool(
         timeout=settings.smtp_timeout_s, transaction_timeout=settings.smtp_transaction_timeout_s,
@@ -202,6 +208,7 @@ def build(broker: KafkaBroker, settings: DispatchSettings, pool: asyncpg.Pool) -
     )  # fmt: skip
     recorder = OutcomeRecorder(pool, CONSUMER)
     secrets = Secrets(settings.secret_keys)
+    blobs = blob_store(settings, pool)
     lanes: dict[UUID, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(settings.smtp_pool_size))
     unrecorded: dict[UUID, asyncio.Semaphore] = defaultdict(
         lambda: asyncio.Semaphore(2 * settings.smtp_pool_size)
@@ -215,16 +222,22 @@ def build(broker: KafkaBroker, settings: DispatchSettings, pool: asyncpg.Pool) -
         after = timedelta(seconds=settings.redrive_after_s)
         await redrive.watch(conn, event.payload.message_id, event, event.occurred_at + after)
 
-    async def send(relay: Relay, accepted: SendAcceptedPayload, now: datetime) -> Outcome:
-        """Render and hand over one message; a message that cannot be rendered or addressed as it is
-        fails for good (a retry would fail the same way), and the partition moves on."""
+    async def send(
+        relay: Relay, accepted: SendAcceptedPayload, now: datetime
+    ) -> tuple[Outcome, BlobRef | None]:
+        """Render, keep (in the blob store, before the relay has it: raw MIME is the record of what was
+        sent) and hand over one message. A message that cannot be rendered or addressed as it is, or
+        whose attachments are gone, fails for good (a retry would fail the same way), and the partition
+        moves on."""
         try:
-            data = render_message(accepted, now)
+            files = {a.sha256: await blobs.get(a.sha256) for a in accepted.content.attachments}
+            data = render_message(accepted, now, files)
             sender, recipients = wire_address(accepted.from_addr), envelope_recipients(accepted)
-        except UnsendableMessage as exc:
-            return Outcome("hard", None, f"the message cannot be sent: {exc}")
+        except (UnsendableMessage, BlobMissing, BlobCorrupt) as exc:
+            return Outcome("hard", None, f"the message cannot be sent: {type(exc).__name__}: {exc}"), None
+        raw = await blobs.put(data, "message/rfc822")
         utf8 = needs_smtputf8([sender, *recipients])
-        return await smtp.deliver(relay, sender, recipients, data, smtputf8=utf8)
+        return await smtp.deliver(relay, sender, recipients, data, smtputf8=utf8), raw
 
     async def dispatch_one(a: Attempt, relays: dict[UUID, Relay]) -> list[Envelope]:
         event = a.event
@@ -243,11 +256,11 @@ def build(broker: KafkaBroker, settings: DispatchSettings, pool: asyncpg.Pool) -
                         raise a.record_failed[0]
                     a.phase = "smtp"
                     now = datetime.now(UTC)
-                    relay = relays.get(mailbox)
+                    relay, raw = relays.get(mailbox), None
                     if relay is None:
                         outcome = Outcome("hard", None, "the mailbox was removed")
                     else:
-                        outcome = await send(relay, accepted, now)
+                        outcome, raw = await send(relay, accepted, now)
                     a.phase = "recording"
                 facts, retry = outcome_events(
                     event,
@@ -258,6 +271,7 @@ def build(broker: KafkaBroker, settings: DispatchSettings, pool: asyncpg.Pool) -
                     str(relay),
                     datetime.now(UTC),
                     settings,
+                    raw,
                 )
                 if a.lease is not None:
                     await a.leased.wait()
@@ -375,4 +389,4 @@ def build(broker: KafkaBroker, settings: DispatchSettings, pool: asyncpg.Pool) -
             log.info("re-publishing recorded outcomes", count=len(done) - len(fresh))
         await publish_events(broker, settings, [o for e in todo for o in done[e.event_id]])
 
-    return LetThemFinish(on_their_own, settings.smtp_timeout_s)
+    return LetThemFinish(on_their_own, settings.smtp_timeout_s), blobs

@@ -12,6 +12,7 @@ import structlog
 from aiohttp import web
 
 from services.common import db
+from services.common.blobs import blob_store
 from services.common.broker import ensure_topics, make_broker
 from services.common.logging import configure_logging
 from services.common.secrets import Secrets
@@ -45,12 +46,15 @@ async def _lifecycle(app: web.Application):
     await waiter.start()
     cache = Cache(settings.database_url)
     await cache.start()
-    app[CONTEXT] = Context(settings, pool, broker, waiter, cache, Secrets(settings.secret_keys))
+    blobs = blob_store(settings, pool)
+    await blobs.start()
+    app[CONTEXT] = Context(settings, pool, broker, waiter, cache, Secrets(settings.secret_keys), blobs)
     sweeper = Periodic("expired keys and counts sweep", 600, lambda: _sweep_expired(pool))
     await sweeper.start()
     log.info("ingress ready", host=settings.http_host, port=settings.http_port)
     yield
     await sweeper.stop()
+    await blobs.stop()
     await cache.stop()
     await waiter.stop()
     await broker.stop()

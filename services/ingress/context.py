@@ -12,6 +12,7 @@ from faststream.exceptions import IncorrectState
 from faststream.kafka import KafkaBroker
 
 from schemas.envelope import Envelope
+from services.common.blobs import BlobStore
 from services.common.broker import PERMANENT_KAFKA_ERRORS, EventTooLarge, is_transient, publish_events
 from services.common.secrets import Secrets
 from services.common.settings import IngressSettings
@@ -34,6 +35,7 @@ class Context:
     waiter: DecisionWaiter
     cache: Cache
     secrets: Secrets
+    blobs: BlobStore
 
     async def publish(self, events: list[Envelope]) -> None:
         """Publish, or answer 413 for a request whose events cannot fit in the log, or 503 with

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from schemas.api.common import ErrorBody, FlatErrorBody
 from services.common.broker import is_transient
-from services.ingress.core.errors import Conflict, NotFound, RateLimited
+from services.ingress.core.errors import Conflict, Invalid, NotFound, RateLimited
 
 log = structlog.get_logger("sendstream.ingress")
 
@@ -95,6 +95,7 @@ class Call:
     request: web.Request
     principal: Principal | None
     body: Any
+    raw: bytes = b""  # the body as sent (read once: the request's stream is consumed)
 
     @property
     def app(self) -> web.Application:
@@ -128,6 +129,7 @@ class RouteSpec:
     answers: dict[int, type[BaseModel]]  # error statuses whose body is not the error shape
     nouns: dict[str, str]  # the dialect's word for each kind of thing the core may not find
     error_body: type[ErrorBody] | type[FlatErrorBody]  # the dialect's error shape
+    extra_body: int  # bytes this route's body may have beyond the configured limit (attached files)
 
 
 ROUTES: list[RouteSpec] = []
@@ -148,12 +150,13 @@ def route(
     answers: dict[int, type[BaseModel]] | None = None,
     nouns: dict[str, str] | None = None,
     error_body: type[ErrorBody] | type[FlatErrorBody] = ErrorBody,
+    extra_body: int = 0,
 ) -> Callable[[Handler], Handler]:
     def decorator(fn: Handler) -> Handler:
         spec = RouteSpec(
             method=method, path=path, handler=fn, scope=scope, body=body, response=response, status=status,
             summary=summary, tag=tag, errors=errors, idempotent=idempotent, answers=answers or {},
-            nouns=nouns or {}, error_body=error_body,
+            nouns=nouns or {}, error_body=error_body, extra_body=extra_body,
         )  # fmt: skip
         ROUTES.append(spec)
         return fn
@@ -194,20 +197,22 @@ def check_json(value: Any, where: str = "", depth: int = 0) -> None:
             check_json(v, f"{where}[{i}]", depth + 1)
 
 
-def body_too_large(request: web.Request) -> ApiError:
-    return ApiError(
-        413, "payload_too_large", f"request body exceeds the limit of {request.app[MAX_BODY]} bytes"
-    )
+def body_too_large(limit: int) -> ApiError:
+    return ApiError(413, "payload_too_large", f"request body exceeds the limit of {limit} bytes")
 
 
-async def read_body(request: web.Request) -> bytes:
-    """The raw body, or 413 (as JSON, naming the limit) when it exceeds the configured maximum."""
-    if (request.content_length or 0) > request.app[MAX_BODY]:
-        raise body_too_large(request)
-    try:
-        return await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise body_too_large(request) from None
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The raw body, or 413 (as JSON, naming the limit) as soon as it exceeds `limit`: a body is never
+    buffered past its route's limit, declared length or not."""
+    if (request.content_length or 0) > limit:
+        raise body_too_large(limit)
+    chunks, size = [], 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise body_too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def query_limit(call: Call, default: int) -> int:
@@ -218,8 +223,7 @@ def query_limit(call: Call, default: int) -> int:
     return int(text)
 
 
-async def parse_body(request: web.Request, model: type[BaseModel]) -> BaseModel:
-    raw = await read_body(request)
+def parse_body(raw: bytes, model: type[BaseModel]) -> BaseModel:
     try:
         data = json.loads(raw) if raw else None
     except RecursionError:
@@ -252,14 +256,19 @@ def add_routes(app: web.Application, authenticate: Authenticate) -> None:
                 principal = await authenticate(request)
                 if not principal.allows(spec.scope):
                     raise ApiError(403, "forbidden", f"this API key lacks the `{spec.scope}` scope")
-            body = await parse_body(request, spec.body) if spec.body is not None else None
+            raw, body = b"", None
+            if spec.body is not None:
+                raw = await read_body(request, request.app[MAX_BODY] + spec.extra_body)
+                body = parse_body(raw, spec.body)
             try:
-                return await spec.handler(Call(request, principal, body))
+                return await spec.handler(Call(request, principal, body, raw))
             except NotFound as exc:  # the dialect words it: "Identity not found", "Inbox not found"
                 noun = spec.nouns.get(exc.kind, exc.kind.capitalize())
                 raise ApiError(404, "not_found", f"{noun} not found") from None
             except Conflict as exc:
                 raise ApiError(409, "conflict", str(exc)) from None
+            except Invalid as exc:
+                raise ApiError(400, "invalid_request", str(exc)) from None
             except RateLimited as exc:
                 raise ApiError(
                     429, "rate_limited", str(exc), {"Retry-After": str(exc.retry_after_s)}
@@ -295,7 +304,7 @@ async def observe(request: web.Request, handler: Callable[[web.Request], Awaitab
         except ApiError as exc:
             response = error_response(exc.status, exc.type, exc.message, exc.headers)
         except web.HTTPRequestEntityTooLarge:
-            exc = body_too_large(request)
+            exc = body_too_large(request.app[MAX_BODY])
             response = error_response(exc.status, exc.type, exc.message)
         except web.HTTPNotFound:
             response = error_response(404, "not_found", "route not found")

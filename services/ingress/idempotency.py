@@ -104,7 +104,7 @@ async def idempotent(
     if key is None:
         return await run(IdSource())
     org_id = call.principal.org_id
-    fp = fingerprint(call.request, await call.request.read())
+    fp = fingerprint(call.request, call.raw)
     hold = wait + 5  # how long one attempt may hold the key before a retry may take over
     deadline = time.monotonic() + wait
     while True:

@@ -42,7 +42,7 @@ from schemas.events import (
     WebhookFailed,
 )
 from schemas.webhooks import WEBHOOK_TYPES, body, carries_message, message_data, subscribed_name, webhook_type
-from services.common import db, service, timers
+from services.common import db, service, timers, views
 from services.common.batching import GroupCommit
 from services.common.broker import subscribe
 from services.common.notify import Listener
@@ -88,14 +88,7 @@ async def fan_out(pool: asyncpg.Pool, events: list[Envelope]) -> int:
             return 0
         # The messages view fills in what an event does not carry itself.
         message_ids = list({e.payload.message_id for e in todo if not carries_message(e)})
-        stored: dict[UUID, dict] = {}
-        if message_ids:
-            found = await conn.fetch(
-                """SELECT id, identity_id, conv_id, direction, mailbox_id, mailbox_email, from_addr, to_addrs,
-                          subject, rfc_message_id FROM messages WHERE id = ANY($1::uuid[])""",
-                message_ids,
-            )
-            stored = {r["id"]: dict(r) for r in found}
+        stored = await views.messages_by_id(conn, message_ids) if message_ids else {}
         identities = {e.identity_id for e in todo} | {s["identity_id"] for s in stored.values()}
         handles = {
             r["id"]: r["handle"]

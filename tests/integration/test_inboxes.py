@@ -8,8 +8,9 @@ import re
 import uuid
 
 import pytest
+from standardwebhooks import Webhook
 
-from tests.conftest import Api, Relay, eventually, new_org
+from tests.conftest import Api, Receiver, Relay, eventually, new_org
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
@@ -348,3 +349,43 @@ async def test_the_101st_send_in_an_hour_is_429_across_two_ingress_processes(
         assert (await theirs.call("POST", f"/v1/inboxes/{their_inbox['id']}/messages/send", body))[0] == 200
     finally:
         stack.stop("ingress-b")
+
+
+async def test_message_sent_webhooks_show_the_message_as_the_inboxes_dialect_does(
+    api: Api, relay: Relay, receiver: Receiver
+) -> None:
+    """The seed's `message.sent`, for a send and for a reply: `data` is the message object of this dialect
+    (the identities dialect's sends keep their own shape: tests/integration/test_webhooks.py)."""
+    status, hook, _ = await api.call(
+        "POST", "/v1/webhooks", {"url": receiver.url("/inboxes"), "events": ["message.sent"]}
+    )
+    assert status == 201, hook
+    inbox = await new_inbox(api, relay)
+    body = {"to": ["ana@example.test"], "cc": ["bo@example.test"], "subject": "Terms", "text": "See terms.",
+            "html": "<p>See terms.</p>", "labels": ["deal"],
+            "attachments": [{"name": "terms.txt", "contentType": "text/plain", "content": "VGVybXM="}]}  # fmt: skip
+    status, sent, _ = await api.call("POST", f"/v1/inboxes/{inbox['id']}/messages/send", body)
+    assert status == 200, sent
+    [first] = await receiver.wait_for("/inboxes", 1)
+    payload = Webhook(hook["secret"]).verify(first.body, first.headers)
+    assert payload["type"] == "message.sent"
+    data = payload["data"]
+    assert set(data) == MESSAGE_FIELDS
+    assert {k: data[k] for k in ("id", "inboxId", "threadId", "from", "to", "cc", "subject", "externalMessageId")} == {
+        k: sent[k] for k in ("id", "inboxId", "threadId", "from", "to", "cc", "subject", "externalMessageId")
+    }  # fmt: skip
+    assert (data["status"], data["text"], data["labels"]) == ("sent", "See terms.", ["deal"])
+    assert [(a["name"], a["size"]) for a in data["attachments"]] == [("terms.txt", 5)]
+
+    await eventually(lambda: _count(api, inbox, 1), timeout=10)
+    status, reply, _ = await api.call(
+        "POST",
+        f"/v1/inboxes/{inbox['id']}/messages/{sent['id']}/reply",
+        {"text": "Any news?", "html": "<p>?</p>"},
+    )
+    assert status == 200, reply
+    [_, second] = await receiver.wait_for("/inboxes", 2)
+    data = Webhook(hook["secret"]).verify(second.body, second.headers)["data"]
+    assert (data["id"], data["threadId"], data["subject"], data["status"]) == (
+        reply["id"], sent["threadId"], "Re: Terms", "sent"
+    )  # fmt: skip

@@ -1,39 +1,111 @@
-"""The blob store's PostgreSQL backend, on real PostgreSQL: content-addressed, stored once, checked on read."""
+"""The blob store's two backends against real servers: PostgreSQL, and an S3-compatible server (moto's,
+started here as its own process). Content-addressed, stored once, checked on read, the same behaviour
+behind one interface."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import asyncpg
 import pytest
+import pytest_asyncio
 
-from services.common.blobs import BlobCorrupt, BlobMissing, PostgresBlobs
+from services.common.blobs import BlobCorrupt, BlobMissing, BlobStore, PostgresBlobs, S3Blobs, blob_store
+from services.common.infra import free_port, wait_for_port
+from services.common.settings import CommonSettings
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
-async def test_the_same_bytes_are_one_blob_named_by_their_hash(db: asyncpg.Pool) -> None:
-    blobs = PostgresBlobs(db)
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3-compatible HTTP server (moto's), in its own process."""
+    port = free_port()
+    server = Path(sys.executable).parent / "moto_server"
+    proc = subprocess.Popen(
+        [str(server), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port("127.0.0.1", port, 30, proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def s3_settings(endpoint: str, bucket: str) -> CommonSettings:
+    return CommonSettings(
+        blob_store="s3", s3_endpoint_url=endpoint, s3_bucket=bucket, s3_access_key_id="test",
+        s3_secret_access_key="test", s3_prefix="blobs/",
+    )  # fmt: skip
+
+
+@pytest_asyncio.fixture(loop_scope="session", params=["postgres", "s3"])
+async def store(request, db: asyncpg.Pool, s3_endpoint: str) -> AsyncIterator[BlobStore]:
+    if request.param == "postgres":
+        yield PostgresBlobs(db)
+        return
+    settings = s3_settings(endpoint=s3_endpoint, bucket=f"blobs-{os.urandom(4).hex()}")
+    s3 = S3Blobs(settings)
+    await (await s3.client()).create_bucket(Bucket=settings.s3_bucket)
+    await s3.start()
+    yield s3
+    await s3.stop()
+
+
+async def test_the_same_bytes_are_one_blob_named_by_their_hash(store: BlobStore) -> None:
     data = os.urandom(3 * 1024 * 1024)  # an attachment-sized blob
-    ref = await blobs.put(data, "application/pdf")
+    ref = await store.put(data, "application/pdf")
     assert (ref.sha256, ref.size, ref.content_type) == (
         hashlib.sha256(data).hexdigest(),
         len(data),
         "application/pdf",
     )
-    assert await blobs.put(data, "application/octet-stream") == ref.model_copy(
-        update={"content_type": "application/octet-stream"}
-    )
-    assert await db.fetchval("SELECT count(*) FROM blobs WHERE sha256 = $1", bytes.fromhex(ref.sha256)) == 1
-    assert await blobs.get(ref.sha256) == data
+    again = await store.put(data, "application/octet-stream")
+    assert again == ref.model_copy(update={"content_type": "application/octet-stream"})
+    assert await store.get(ref.sha256) == data
 
 
-async def test_a_missing_or_altered_blob_is_refused(db: asyncpg.Pool) -> None:
-    blobs = PostgresBlobs(db)
+async def test_a_missing_blob_is_refused(store: BlobStore) -> None:
     with pytest.raises(BlobMissing):
-        await blobs.get(hashlib.sha256(os.urandom(8)).hexdigest())
-    ref = await blobs.put(b"original bytes", "text/plain")
+        await store.get(hashlib.sha256(os.urandom(8)).hexdigest())
+
+
+async def test_postgres_keeps_one_row_per_blob_and_refuses_altered_bytes(db: asyncpg.Pool) -> None:
+    blobs = PostgresBlobs(db)
+    data = os.urandom(1000)
+    ref = await blobs.put(data, "text/plain")
+    await blobs.put(data, "text/plain")
+    assert await db.fetchval("SELECT count(*) FROM blobs WHERE sha256 = $1", bytes.fromhex(ref.sha256)) == 1
     await db.execute("UPDATE blobs SET data = 'tampered' WHERE sha256 = $1", bytes.fromhex(ref.sha256))
     with pytest.raises(BlobCorrupt):
         await blobs.get(ref.sha256)
+
+
+async def test_s3_objects_are_named_by_hash_and_altered_bytes_refused(s3_endpoint: str) -> None:
+    settings = s3_settings(s3_endpoint, f"blobs-{os.urandom(4).hex()}")
+    s3 = blob_store(settings, None)
+    assert isinstance(s3, S3Blobs)
+    client = await s3.client()
+    await client.create_bucket(Bucket=settings.s3_bucket)
+    ref = await s3.put(b"original bytes", "text/plain")
+    listed = await client.list_objects_v2(Bucket=settings.s3_bucket)
+    assert [o["Key"] for o in listed["Contents"]] == [f"blobs/{ref.sha256}"]
+    await client.put_object(Bucket=settings.s3_bucket, Key=f"blobs/{ref.sha256}", Body=b"tampered")
+    with pytest.raises(BlobCorrupt):
+        await s3.get(ref.sha256)
+    await s3.stop()
+
+
+async def test_s3_start_fails_plainly_when_the_bucket_is_missing(s3_endpoint: str) -> None:
+    s3 = S3Blobs(s3_settings(s3_endpoint, "no-such-bucket"))
+    with pytest.raises(Exception, match=r"404|Not Found|NoSuchBucket"):
+        await s3.start()
+    await s3.stop()

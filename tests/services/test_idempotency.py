@@ -17,8 +17,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 def call_with_key(key: str, org: uuid.UUID, body: bytes = b'{"a": 1}') -> Call:
     request = make_mocked_request("POST", "/v1/x", headers={"Idempotency-Key": key})
-    request._read_bytes = body  # what aiohttp caches after reading the body
-    return Call(request, Principal(org, uuid.uuid4(), frozenset({"send"}), False), None)
+    return Call(request, Principal(org, uuid.uuid4(), frozenset({"send"}), False), None, body)
 
 
 async def test_retry_after_a_failed_attempt_repeats_the_same_ids(db: asyncpg.Pool) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from schemas.events import Content, SendAcceptedPayload
 from schemas.ids import new_id
-from services.dispatch.mime import (
+from services.common.mime import (
     UnsendableMessage,
     envelope_recipients,
     needs_smtputf8,

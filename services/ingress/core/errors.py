@@ -22,3 +22,8 @@ class RateLimited(Exception):
     def __init__(self, message: str, retry_after_s: int):
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class Invalid(Exception):
+    """A request the core refuses as it is (an attachment that must not be sent): 400 with the message,
+    which names the offending field."""

@@ -22,7 +22,7 @@ from schemas.events import (
 )
 from services.common import redrive
 from services.ingress.context import Context
-from services.ingress.core import directory
+from services.ingress.core import attachments, directory
 from services.ingress.core.outcome import Outcome, outcome_of
 from services.ingress.idempotency import IdSource
 
@@ -54,13 +54,21 @@ def request_event(
 
 
 async def submit(
-    c: Context, cmd: Command, identity: asyncpg.Record, new: IdSource, correlation_id: str
+    c: Context,
+    cmd: Command,
+    identity: asyncpg.Record,
+    new: IdSource,
+    correlation_id: str,
+    files: dict[str, bytes] | None = None,
 ) -> Outcome:
-    """Publish the command's request and wait (at most `decision_timeout_s`) for decide's answers.
+    """Store the command's attached files (`files`: their bytes by hash), publish its request and wait
+    (at most `decision_timeout_s`) for decide's answers.
 
     A request answered before it was decided (`queued`) is watched until it is: should its event be
     lost with the log, it is published again (services/common/redrive.py)."""
     wanted, request = request_event(cmd, identity, new, correlation_id)
+    if files:
+        await attachments.store(c.blobs, cmd.content.attachments, files)
     message_ids = [m.message_id for m in wanted]
     c.waiter.expect(request.event_id)
     try:

@@ -29,10 +29,11 @@ from schemas.api.inboxes import (
 )
 from schemas.commands import NewSend, Reply
 from schemas.events import Content
+from schemas.limits import ATTACHMENTS_BODY
 from schemas.replies import reply_subject
 from services.common import views
 from services.ingress.context import ctx
-from services.ingress.core import directory, ratelimit
+from services.ingress.core import attachments, directory, ratelimit
 from services.ingress.core.errors import NotFound
 from services.ingress.core.send import submit
 from services.ingress.http import ApiError, Call, json_model, query_limit, route
@@ -103,7 +104,9 @@ async def delete_inbox(call: Call) -> web.Response:
     return json_model(inbox_out(inbox))
 
 
-async def send_one(call: Call, inbox, cmd: NewSend | Reply, shown: Content) -> web.Response:
+async def send_one(
+    call: Call, inbox, cmd: NewSend | Reply, shown: Content, files: dict[str, bytes] | None = None
+) -> web.Response:
     """Carry out a one-message send or reply under the request's Idempotency-Key, within the
     organization's hourly budget (counted inside the key: a replay spends none), and answer the message
     as sent (`shown`: its content as the recipient gets it)."""
@@ -111,7 +114,7 @@ async def send_one(call: Call, inbox, cmd: NewSend | Reply, shown: Content) -> w
 
     async def run(new: IdSource) -> web.Response:
         await ratelimit.admit(c.pool, inbox["org_id"], SENDS, c.settings.inbox_sends_per_hour)
-        [m] = (await submit(c, cmd, inbox, new, call.request_id)).messages
+        [m] = (await submit(c, cmd, inbox, new, call.request_id, files)).messages
         return json_model(sent_message(m, inbox, shown, datetime.now(UTC)))
 
     return await idempotent(call, c.pool, c.settings.decision_timeout_s + 2, run)
@@ -120,14 +123,22 @@ async def send_one(call: Call, inbox, cmd: NewSend | Reply, shown: Content) -> w
 @route(
     "POST", "/v1/inboxes/{inboxId}/messages/send", scope="send",
     summary="Send one message to every address of to, cc and bcc (a new thread)", body=SendMessage,
-    response=Message, errors=(400, 404, 409, 413, 429, 503), idempotent=True, **DIALECT,
+    response=Message, errors=(400, 404, 409, 413, 429, 503), idempotent=True,
+    extra_body=ATTACHMENTS_BODY, **DIALECT,
 )  # fmt: skip
 async def send_message(call: Call) -> web.Response:
     inbox = await find_inbox(call)
     b: SendMessage = call.body
-    content = Content(subject=b.subject, text=b.text, html=b.html, cc=b.cc, bcc=b.bcc, labels=b.labels)
+    content = Content(
+        subject=b.subject, text=b.text, html=b.html, cc=b.cc, bcc=b.bcc, labels=b.labels, dialect="inboxes"
+    )  # fmt: skip
+    uploads = [
+        attachments.Upload(f"attachments[{i}]", a.name, a.contentType, a.content)
+        for i, a in enumerate(b.attachments)
+    ]
+    content, files = attachments.attach(content, uploads, inbox["handle"], b.to)
     cmd = NewSend(identity_id=inbox["id"], messages=[b.to], content=content)
-    return await send_one(call, inbox, cmd, content)
+    return await send_one(call, inbox, cmd, content, files)
 
 
 @route(
@@ -157,7 +168,8 @@ async def find_message(call: Call, inbox) -> object:
     response=Message, errors=(404,), **DIALECT,
 )  # fmt: skip
 async def get_message(call: Call) -> web.Response:
-    return json_model(message_out(await find_message(call, await find_inbox(call))))
+    row = await find_message(call, await find_inbox(call))
+    return json_model(message_out(row, await views.files_of(ctx(call).blobs, row)))
 
 
 @route(
@@ -171,7 +183,7 @@ async def reply_to_message(call: Call) -> web.Response:
     original = await find_message(call, inbox)
     thread = await directory.find_thread(c, inbox, original["conv_id"])
     b: ReplyMessage = call.body
-    content = Content(text=b.text, html=b.html)
+    content = Content(text=b.text, html=b.html, dialect="inboxes")
     cmd = Reply(identity_id=inbox["id"], conv_id=thread["conv_id"], to=thread["counterpart"], content=content)
     return await send_one(
         call, inbox, cmd, content.model_copy(update={"subject": reply_subject(thread["subject"])})

@@ -9,13 +9,20 @@ Addresses go out with their domain in IDNA (ASCII) form. A non-ASCII local part 
 offers SMTPUTF8 (RFC 6531): `needs_smtputf8` tells dispatch to ask for it. Every header value is
 checked once more for control characters (the API refuses them; an event from anywhere else must not
 be able to add a header line either): `UnsendableMessage` is a permanent failure of that message.
+
+Attachments make the message multipart/mixed: the body first, then each file base64-encoded with its
+name in `Content-Disposition` (RFC 2231 `filename*=utf-8''…` when the name is not ASCII) and in the
+`name` parameter of its `Content-Type` for older clients.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import datetime
 from email.header import Header
+from email.mime.application import MIMEApplication
+from email.mime.base import MIMEBase
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.policy import compat32
@@ -23,7 +30,7 @@ from email.utils import format_datetime
 
 import idna
 
-from schemas.events import SendAcceptedPayload
+from schemas.events import Attachment, Content, SendAcceptedPayload
 
 _WIRE = compat32.clone(linesep="\r\n")
 _UNSAFE_IN_HEADERS = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]")
@@ -54,39 +61,75 @@ def _part(body: str, subtype: str) -> MIMEText:
     return MIMEText(body, subtype, "us-ascii" if plain else "utf-8")
 
 
-def _header(value: str) -> str | Header:
+def _safe(value: str) -> str:
     if m := _UNSAFE_IN_HEADERS.search(value):
         raise UnsendableMessage(f"a header value holds a control character (U+{ord(m.group()):04X})")
-    return value if value.isascii() else Header(value, "utf-8")
+    return value
+
+
+def _header(value: str) -> str | Header:
+    return value if _safe(value).isascii() else Header(value, "utf-8")
 
 
 def _addresses(addresses: list[str]) -> str | Header:
     return _header(", ".join(wire_address(a) for a in addresses))
 
 
-def render_message(p: SendAcceptedPayload, date: datetime) -> bytes:
-    """text and html become a multipart/alternative; Bcc never appears in the headers."""
-    text, html = p.content.text, p.content.html
+def _file(attachment: Attachment, data: bytes) -> MIMEBase:
+    part = MIMEApplication(data)  # base64; the real type is set below
+    maintype, _, subtype = attachment.content_type.partition("/")
+    part.set_type(f"{maintype}/{subtype}" if subtype else "application/octet-stream")
+    name = _safe(attachment.filename)
+    filename = name if name.isascii() else ("utf-8", "", name)  # RFC 2231
+    part.set_param("name", filename)
+    part.add_header("Content-Disposition", "attachment", filename=filename)
+    return part
+
+
+def _body(content: Content) -> MIMEBase:
+    text, html = content.text, content.html
     if text is not None and html is not None:
         msg = MIMEMultipart("alternative")
         msg.attach(_part(text, "plain"))
         msg.attach(_part(html, "html"))
-    elif html is not None:
-        msg = _part(html, "html")
-    else:
-        msg = _part(text or "", "plain")
-    msg["From"] = _addresses([p.from_addr])
-    msg["To"] = _addresses(p.to)
-    if p.content.cc:
-        msg["Cc"] = _addresses(p.content.cc)
-    msg["Subject"] = _header(p.content.subject)
+        return msg
+    if html is not None:
+        return _part(html, "html")
+    return _part(text or "", "plain")
+
+
+def compose(
+    from_addr: str,
+    to: list[str],
+    content: Content,
+    rfc_message_id: str,
+    date: datetime,
+    files: Mapping[str, bytes] | None = None,
+) -> bytes:
+    """The message as the relay gets it. text and html become a multipart/alternative; attachments (their
+    bytes in `files` by sha256) a multipart/mixed around it; Bcc never appears in the headers."""
+    msg = _body(content)
+    if content.attachments:
+        body, msg = msg, MIMEMultipart("mixed")
+        msg.attach(body)
+        for a in content.attachments:
+            msg.attach(_file(a, (files or {})[a.sha256]))
+    msg["From"] = _addresses([from_addr])
+    msg["To"] = _addresses(to)
+    if content.cc:
+        msg["Cc"] = _addresses(content.cc)
+    msg["Subject"] = _header(content.subject)
     msg["Date"] = format_datetime(date)
-    msg["Message-ID"] = _header(p.rfc_message_id)
-    if p.content.in_reply_to:
-        msg["In-Reply-To"] = _header(p.content.in_reply_to)
-    if p.content.references:
-        msg["References"] = _header(" ".join(p.content.references))
+    msg["Message-ID"] = _header(rfc_message_id)
+    if content.in_reply_to:
+        msg["In-Reply-To"] = _header(content.in_reply_to)
+    if content.references:
+        msg["References"] = _header(" ".join(content.references))
     return msg.as_bytes(policy=_WIRE)
+
+
+def render_message(p: SendAcceptedPayload, date: datetime, files: Mapping[str, bytes] | None = None) -> bytes:
+    return compose(p.from_addr, p.to, p.content, p.rfc_message_id, date, files)
 
 
 def envelope_recipients(p: SendAcceptedPayload) -> list[str]:

@@ -1,0 +1,138 @@
+"""Files a caller attaches to a message, for every dialect: checked, then stored once in the blob store.
+
+Refused, each with a 400 naming the file (`Invalid`): a blocked type (by its name's extension, its
+declared type, or what its bytes are: an executable stays one under any name), a declared type its
+bytes contradict (where the bytes can tell: puremagic's signatures), and a set over the limits of
+schemas/limits.py (25 MB of files; 10 MB for the whole message as composed for the relay).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import puremagic
+
+from schemas.events import Attachment, Content
+from schemas.limits import BLOCKED_EXTENSIONS, BLOCKED_TYPES, CALLER_ATTACHMENTS_MAX, FINAL_MIME_MAX, MB
+from services.common.blobs import BlobStore, ref_of
+from services.common.mime import UnsendableMessage, compose
+from services.ingress.core.errors import Invalid
+
+# Formats built on ZIP: their bytes read as a ZIP archive (or as whichever ZIP-based format the
+# signatures guess first), so any of them matches any other.
+_ZIP_BASED = ("application/zip", "application/epub+zip", "application/java-archive")
+_ZIP_FAMILY = ("openxmlformats", "opendocument", "+zip", "ms-xpsdocument", "zip")
+_GENERIC = {"application/octet-stream", "binary/octet-stream", "application/unknown"}
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One attached file as a dialect received it; `field` names it in errors (`attachments[2]`)."""
+
+    field: str
+    filename: str
+    content_type: str
+    data: bytes
+
+    @property
+    def named(self) -> str:
+        return f"{self.field} ({self.filename})"
+
+
+def _sniffed(data: bytes) -> list[str]:
+    """The content types the bytes may be, most likely first (empty when they cannot tell)."""
+    try:
+        found = puremagic.magic_string(data[:8192])
+    except (puremagic.PureError, ValueError):
+        return []
+    return [m.mime_type for m in found if m.mime_type]
+
+
+def _zip_family(content_type: str) -> bool:
+    return any(marker in content_type for marker in _ZIP_FAMILY)
+
+
+def _same_kind(declared: str, sniffed: list[str]) -> bool:
+    if declared in sniffed or declared in _GENERIC:
+        return True
+    if _zip_family(declared) and any(_zip_family(s) or s in _ZIP_BASED for s in sniffed):
+        return True
+    # Types with several names (image/jpg, image/x-png, audio/mp3): compare what follows the last x-.
+    bare = declared.split("/")[-1].removeprefix("x-")
+    return any(s.split("/")[0] == declared.split("/")[0] and bare in s for s in sniffed)
+
+
+def check_file(upload: Upload) -> None:
+    """Refuse one file that must not be sent: blocked, or not what it says it is."""
+    extension = upload.filename.rpartition(".")[2].lower() if "." in upload.filename else ""
+    if extension in BLOCKED_EXTENSIONS:
+        raise Invalid(f"{upload.named}: files of type .{extension} are blocked")
+    if upload.content_type in BLOCKED_TYPES:
+        raise Invalid(f"{upload.named}: files of type {upload.content_type} are blocked")
+    sniffed = _sniffed(upload.data)
+    if blocked := next((s for s in sniffed if s in BLOCKED_TYPES), None):
+        raise Invalid(f"{upload.named}: the content is an executable ({blocked}); such files are blocked")
+    if sniffed and not _same_kind(upload.content_type, sniffed):
+        raise Invalid(f"{upload.named}: contentType is {upload.content_type} but the content is {sniffed[0]}")
+
+
+def check(uploads: list[Upload]) -> None:
+    """Refuse a set of files that must not be sent: any file `check_file` refuses, or more than
+    CALLER_ATTACHMENTS_MAX bytes in all (naming the file that crosses it)."""
+    total = 0
+    for upload in uploads:
+        check_file(upload)
+        total += len(upload.data)
+        if total > CALLER_ATTACHMENTS_MAX:
+            raise Invalid(
+                f"{upload.named}: the attachments come to more than {CALLER_ATTACHMENTS_MAX // MB} MB "
+                f"({total} bytes with this file)"
+            )
+
+
+def attachments_of(uploads: list[Upload]) -> tuple[list[Attachment], dict[str, bytes]]:
+    """What the events carry for the files (names and blob references, never the bytes), and the
+    bytes by hash."""
+    found = [
+        (Attachment(filename=u.filename, **ref_of(u.data, u.content_type).model_dump()), u) for u in uploads
+    ]
+    return [a for a, _ in found], {a.sha256: u.data for a, u in found}
+
+
+def check_composed(from_addr: str, to: list[str], content: Content, files: dict[str, bytes]) -> None:
+    """Refuse a message that would be over FINAL_MIME_MAX once composed (base64 makes files a third
+    larger): composed here as dispatch will, with a Message-ID of the same length."""
+    if not content.attachments:
+        return
+    placeholder = f"<{'0' * 36}@{from_addr.rpartition('@')[2]}>"
+    try:
+        size = len(compose(from_addr, to, content, placeholder, datetime.now(UTC), files))
+    except UnsendableMessage as exc:
+        raise Invalid(f"attachments: {exc}") from None
+    if size > FINAL_MIME_MAX:
+        largest = max(content.attachments, key=lambda a: a.size)
+        raise Invalid(
+            f"attachments ({largest.filename}): the message would be {size} bytes once composed, over the "
+            f"{FINAL_MIME_MAX // MB} MB limit of outgoing mail (attachments grow by a third in transit)"
+        )
+
+
+def attach(
+    content: Content, uploads: list[Upload], from_addr: str, to: list[str]
+) -> tuple[Content, dict[str, bytes]]:
+    """The content with the files attached, and their bytes by hash for `store`; refused (`Invalid`)
+    if a file or the composed message must not be sent."""
+    if not uploads:
+        return content, {}
+    check(uploads)
+    attachments, files = attachments_of(uploads)
+    content = content.model_copy(update={"attachments": attachments})
+    check_composed(from_addr, to, content, files)
+    return content, files
+
+
+async def store(blobs: BlobStore, attachments: list[Attachment], files: dict[str, bytes]) -> None:
+    """Keep the files' bytes (a retry stores nothing new: the store is content-addressed)."""
+    for a in attachments:
+        await blobs.put(files[a.sha256], a.content_type)
