@@ -16,7 +16,8 @@ from projections.messages import statements
 from schemas import topics
 from schemas.envelope import Envelope
 from schemas.events import MessageFailed, MessageSent, SendRejected
-from services.common import db, redrive
+from services.common import bodies, db, redrive
+from services.common.blobs import BlobStore, blob_store
 from services.common.broker import subscribe
 from services.common.settings import CommonSettings
 
@@ -25,18 +26,19 @@ VIEWS = ("message_events", "messages", "conversations")
 log = structlog.get_logger("sendstream.projections")
 
 
-async def project(pool: asyncpg.Pool, events: list[Envelope]) -> int:
+async def project(pool: asyncpg.Pool, events: list[Envelope], blobs: BlobStore | None = None) -> int:
     """Apply events to the views in one transaction; returns how many were new (the rest were seen).
 
     All events are claimed in one statement and their statements run grouped by shape with
     executemany (pipelined). Grouping reorders statements across events, which the upserts allow:
     they commute by design (see projections/messages.py).
     """
+    texts = await bodies.texts_of(blobs, events) if blobs is not None else {}  # bodies in the blob store
     async with pool.acquire() as conn, conn.transaction():
         new = await db.claim_new(conn, CONSUMER, events)
         groups: dict[str, list[tuple]] = {}
         for event in new:
-            for sql, args in statements(event):
+            for sql, args in statements(event, texts):
                 groups.setdefault(sql, []).append(args)
         for sql, rows in groups.items():
             await conn.executemany(sql, rows)
@@ -47,8 +49,9 @@ async def project(pool: asyncpg.Pool, events: list[Envelope]) -> int:
     return len(new)
 
 
-def build(broker: KafkaBroker, settings: CommonSettings, pool: asyncpg.Pool) -> None:
+def build(broker: KafkaBroker, settings: CommonSettings, pool: asyncpg.Pool) -> BlobStore:
     """Register the projections consumer on `broker`."""
+    blobs = blob_store(settings, pool)
 
     @subscribe(
         broker,
@@ -58,5 +61,7 @@ def build(broker: KafkaBroker, settings: CommonSettings, pool: asyncpg.Pool) -> 
     )
     async def on_events(events: list[Envelope]) -> None:
         """Keep the message, conversation and audit views up to date."""
-        applied = await project(pool, events)
+        applied = await project(pool, events, blobs)
         log.debug("events projected", applied=applied, seen=len(events) - applied)
+
+    return blobs

@@ -8,6 +8,7 @@ of different events commute, so a batch may run them grouped by shape in any ord
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 from uuid import UUID
 
@@ -117,10 +118,11 @@ def relay_reply(reply: SmtpReply | None) -> dict[str, Any]:
     return {"smtp_code": reply.code if reply else None, "smtp_message": reply.message if reply else None}
 
 
-def body(content: Content) -> dict[str, Any]:
+def body(content: Content, texts: Mapping[str, str]) -> dict[str, Any]:
+    """The view's columns for what the sender wrote; `texts`: the bodies kept in the blob store."""
     return {
-        "text_body": content.text,
-        "html_body": content.html,
+        "text_body": texts[content.text_blob.sha256] if content.text_blob else content.text,
+        "html_body": texts[content.html_blob.sha256] if content.html_blob else content.html,
         "cc_addrs": content.cc,
         "bcc_addrs": content.bcc,
         "labels": content.labels,
@@ -129,8 +131,9 @@ def body(content: Content) -> dict[str, Any]:
     }
 
 
-def statements(event: Envelope) -> list[Statement]:
-    """What one event changes in the views."""
+def statements(event: Envelope, texts: Mapping[str, str] | None = None) -> list[Statement]:
+    """What one event changes in the views (`texts`: the bodies it refers to in the blob store)."""
+    texts = texts or {}
     out: list[Statement] = []
     match event:
         case SendRequested(payload=p):
@@ -150,13 +153,13 @@ def statements(event: Envelope) -> list[Statement]:
                         subject=p.content.subject,
                         in_reply_to=p.content.in_reply_to,
                         refs=p.content.references,
-                        **body(p.content),
+                        **body(p.content, texts),
                     )
                 )
                 out.append(audit(m.message_id, event))
         case ReplyRequested(payload=p):
             out.append(upsert_conversation(p.conv_id, event))
-            out.append(upsert_message(p.message_id, event, None, conv_id=p.conv_id, **body(p.content)))
+            out.append(upsert_message(p.message_id, event, None, conv_id=p.conv_id, **body(p.content, texts)))
             out.append(audit(p.message_id, event))
         case SendAccepted(payload=p):
             out.append(upsert_conversation(p.conv_id, event, mailbox_id=p.mailbox_id))
@@ -175,7 +178,7 @@ def statements(event: Envelope) -> list[Statement]:
                     subject=p.content.subject,
                     in_reply_to=p.content.in_reply_to,
                     refs=p.content.references,
-                    **body(p.content),
+                    **body(p.content, texts),
                 )
             )
             out.append(audit(p.message_id, event))

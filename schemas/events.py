@@ -44,11 +44,15 @@ class Attachment(BlobRef):
 
 
 class Content(Payload):
-    """What the sender wrote; shared by requests and the accepted send."""
+    """What the sender wrote; shared by requests and the accepted send. A body too large to travel in
+    events is in the blob store (`text_blob`, `html_blob`; then `text`, `html` are None): consumers that
+    need it read it back (services/common/bodies.py)."""
 
     subject: str = ""
     text: str | None = None
     html: str | None = None
+    text_blob: BlobRef | None = None
+    html_blob: BlobRef | None = None
     cc: list[str] = Field(default_factory=list)
     bcc: list[str] = Field(default_factory=list)
     in_reply_to: str | None = None
@@ -57,6 +61,10 @@ class Content(Payload):
     attachments: list[Attachment] = Field(default_factory=list)
     # The API dialect the request came through: its webhooks show the message as that dialect does.
     dialect: Dialect = "identities"
+
+    @property
+    def offloaded(self) -> bool:
+        return self.text_blob is not None or self.html_blob is not None
 
 
 def _listed(value: Any) -> Any:

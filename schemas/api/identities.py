@@ -15,6 +15,7 @@ from schemas.api.common import (
     MessageIdText,
     Subject,
     TimeZone,
+    iso,
 )
 from schemas.commands import Outcome
 
@@ -275,6 +276,36 @@ class Conversation(BaseModel):
     createdAt: str
     updatedAt: str
     messages: list[ConversationMessage]
+
+
+def account_out(mailbox_id: Any, email: str | None) -> Account | None:
+    return Account(id=ids.render("mailbox", mailbox_id), email=email) if mailbox_id and email else None
+
+
+def conversation_message_out(r: Any) -> ConversationMessage:
+    """A message of the messages view (services/common/views.py) as this dialect shows it."""
+    return ConversationMessage.model_validate(
+        {
+            "id": r["rfc_message_id"], "messageId": ids.render("message", r["id"]), "direction": r["direction"],
+            "status": r["status"], "from": r["from_addr"], "to": r["to_addrs"], "cc": r["cc_addrs"],
+            "subject": r["subject"], "text": r["text_body"], "html": r["html_body"], "inReplyTo": r["in_reply_to"],
+            "references": r["refs"], "affinity": r["affinity"], "account": account_out(r["mailbox_id"], r["mailbox_email"]),
+            "reason": r["reason"], "createdAt": iso(r["created_at"]), "sentAt": iso(r["sent_at"]),
+        }
+    )  # fmt: skip
+
+
+def conversation_out(conv: Any, rows: list[Any]) -> Conversation:
+    return Conversation(
+        id=ids.render("conversation", conv["id"]),
+        identity=conv["handle"],
+        counterpart=conv["counterpart"],
+        subject=conv["subject"],
+        account=account_out(conv["mailbox_id"], conv["mailbox_email"]),
+        createdAt=iso(conv["created_at"]),
+        updatedAt=iso(conv["updated_at"]),
+        messages=[conversation_message_out(r) for r in rows],
+    )
 
 
 # --- audit -----------------------------------------------------------------------------------------

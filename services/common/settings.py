@@ -184,6 +184,12 @@ class IngressSettings(WebhookSettings):
     publish_timeout_s: float = Field(
         5.0, description="How long a request waits for the broker to take its event before answering 503."
     )
+    body_inline_max_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        description="A message body (text or html) larger than this is kept in the blob store and referenced "
+        "from events, instead of travelling in them.",
+    )
     max_body_bytes: int = Field(
         1024 * 1024,
         ge=1024,

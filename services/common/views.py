@@ -4,7 +4,9 @@ that knows the views' layout for these reads."""
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 from uuid import UUID
 
 import asyncpg
@@ -58,6 +60,33 @@ async def inbox_message(
         org_id,
         identity_id,
     )
+
+
+async def conversation(
+    pool: asyncpg.Pool, org_id: UUID, conv_id: UUID, wait_s: float = 2.0
+) -> tuple[asyncpg.Record, list[asyncpg.Record]] | None:
+    """A conversation (with its identity's handle and its mailbox's address) and its messages in order.
+    One a send has just created (decide's `threads` knows it) may not be projected yet: wait for it
+    briefly, so a convId a client was given is always readable."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        conv = await pool.fetchrow(
+            """SELECT c.*, i.handle, m.email AS mailbox_email
+                 FROM conversations c JOIN identities i ON i.id = c.identity_id
+                 LEFT JOIN mailboxes m ON m.id = c.mailbox_id
+                WHERE c.id = $1 AND c.org_id = $2""",
+            conv_id,
+            org_id,
+        )
+        if conv is not None:
+            break
+        if time.monotonic() > deadline or not await pool.fetchval(
+            "SELECT true FROM threads WHERE conv_id = $1 AND org_id = $2", conv_id, org_id
+        ):
+            return None
+        await asyncio.sleep(0.02)
+    rows = await pool.fetch(f"{_MESSAGES} WHERE m.conv_id = $1 ORDER BY m.created_at, m.id", conv_id)
+    return conv, rows
 
 
 async def messages_by_id(

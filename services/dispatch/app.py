@@ -44,7 +44,7 @@ from schemas.events import (
     SendAccepted,
     SendAcceptedPayload,
 )
-from services.common import db, redrive, timers
+from services.common import bodies, db, redrive, timers
 from services.common.blobs import BlobCorrupt, BlobMissing, BlobStore, blob_store
 from services.common.broker import bound, publish_events, subscribe
 from services.common.mime import (
@@ -231,6 +231,10 @@ def build(
         moves on."""
         try:
             files = {a.sha256: await blobs.get(a.sha256) for a in accepted.content.attachments}
+            if accepted.content.offloaded:
+                accepted = accepted.model_copy(
+                    update={"content": await bodies.inline(blobs, accepted.content)}
+                )
             data = render_message(accepted, now, files)
             sender, recipients = wire_address(accepted.from_addr), envelope_recipients(accepted)
         except (UnsendableMessage, BlobMissing, BlobCorrupt) as exc:

@@ -138,3 +138,38 @@ async def test_refused_attachments_are_400_naming_the_file_and_nothing_is_sent(
     await asyncio.sleep(1)
     assert relay.received == []
     assert (await api.call("GET", f"/v1/inboxes/{inbox['id']}/messages"))[1] == []
+
+
+async def test_large_bodies_travel_as_blob_references_and_arrive_whole(
+    api: Api, relay: Relay, db: asyncpg.Pool
+) -> None:
+    """Bodies over SENDSTREAM_BODY_INLINE_MAX_BYTES (64 KiB) are stored once and referenced from the
+    events; the relay, the message view and search see them whole."""
+    inbox = await new_inbox(api, relay)
+    text = "zanzibarquartz " + "Lorem ipsum dolor sit amet. " * 12_000  # ~330 KB
+    html = "<p>" + "Grüße " * 40_000 + "</p>"  # ~290 KB, not ASCII
+    body = {"to": ["ana@example.test"], "subject": "Long read", "text": text, "html": html}
+    status, sent, _ = await api.call("POST", f"/v1/inboxes/{inbox['id']}/messages/send", body)
+    assert status == 200 and sent["text"] == text, sent.get("message")
+
+    [got] = await relay.wait_for(1)
+    assert got.message.get_body(("plain",)).get_content() == text
+    assert got.message.get_body(("html",)).get_content() == html
+
+    message_id = uuid.UUID(sent["id"].removeprefix("msg_"))
+    requested = await db.fetchval(
+        "SELECT event FROM message_events WHERE message_id = $1 AND type = 'SendRequested'", message_id
+    )
+    content = requested["payload"]["content"]
+    assert content["text"] is None and content["html"] is None
+    assert content["text_blob"]["sha256"] == hashlib.sha256(text.encode()).hexdigest()
+    assert content["html_blob"]["size"] == len(html.encode())
+
+    async def whole() -> dict | None:
+        status, m, _ = await api.call("GET", f"/v1/inboxes/{inbox['id']}/messages/{sent['id']}")
+        return m if status == 200 and m["externalMessageId"] else None
+
+    message = await eventually(whole, timeout=10)
+    assert (message["text"], message["html"]) == (text, html)
+    _, found, _ = await api.call("GET", f"/v1/inboxes/{inbox['id']}/messages?query=zanzibarquartz")
+    assert [m["id"] for m in found] == [sent["id"]]

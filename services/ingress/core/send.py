@@ -20,7 +20,7 @@ from schemas.events import (
     SendRequested,
     SendRequestedPayload,
 )
-from services.common import redrive
+from services.common import bodies, redrive
 from services.ingress.context import Context
 from services.ingress.core import attachments, directory
 from services.ingress.core.outcome import Outcome, outcome_of
@@ -61,14 +61,17 @@ async def submit(
     correlation_id: str,
     files: dict[str, bytes] | None = None,
 ) -> Outcome:
-    """Store the command's attached files (`files`: their bytes by hash), publish its request and wait
-    (at most `decision_timeout_s`) for decide's answers.
+    """Store the command's attached files (`files`: their bytes by hash) and its large bodies, publish
+    its request and wait (at most `decision_timeout_s`) for decide's answers.
 
     A request answered before it was decided (`queued`) is watched until it is: should its event be
     lost with the log, it is published again (services/common/redrive.py)."""
-    wanted, request = request_event(cmd, identity, new, correlation_id)
     if files:
         await attachments.store(c.blobs, cmd.content.attachments, files)
+    content = await bodies.offload(c.blobs, cmd.content, c.settings.body_inline_max_bytes)
+    wanted, request = request_event(
+        cmd.model_copy(update={"content": content}), identity, new, correlation_id
+    )
     message_ids = [m.message_id for m in wanted]
     c.waiter.expect(request.event_id)
     try:

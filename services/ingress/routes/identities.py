@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from uuid import UUID
-
 import asyncpg
 import structlog
 from aiohttp import web
@@ -13,9 +9,7 @@ from aiohttp import web
 from schemas import ids
 from schemas.api.common import iso
 from schemas.api.identities import (
-    Account,
     Conversation,
-    ConversationMessage,
     CreateIdentity,
     CreateMailbox,
     Identity,
@@ -27,6 +21,7 @@ from schemas.api.identities import (
     SmtpSettingsOut,
     UpdateIdentity,
     UpdateMailbox,
+    conversation_out,
     send_response,
 )
 from schemas.commands import Command, NewSend, Reply
@@ -39,6 +34,7 @@ from schemas.events import (
     MailboxRemoved,
     MailboxUpdated,
 )
+from services.common import views
 from services.ingress.context import ctx
 from services.ingress.core import directory
 from services.ingress.core.send import submit
@@ -351,29 +347,6 @@ async def send(call: Call) -> web.Response:
 # --- conversations ---------------------------------------------------------------------------------
 
 
-CONVERSATION = """SELECT c.*, i.handle, m.email AS mailbox_email
-                    FROM conversations c JOIN identities i ON i.id = c.identity_id
-                    LEFT JOIN mailboxes m ON m.id = c.mailbox_id
-                   WHERE c.id = $1 AND c.org_id = $2"""
-
-
-async def read_conversation(
-    pool: asyncpg.Pool, conv_id: UUID, org_id: UUID, wait_s: float = 2.0
-) -> asyncpg.Record | None:
-    """The conversation's view row. One a send has just created (decide's `threads` knows it) may not be
-    projected yet: wait for it briefly, so a convId a client was given is always readable."""
-    deadline = time.monotonic() + wait_s
-    while True:
-        conv = await pool.fetchrow(CONVERSATION, conv_id, org_id)
-        if conv is not None or time.monotonic() > deadline:
-            return conv
-        if not await pool.fetchval(
-            "SELECT true FROM threads WHERE conv_id = $1 AND org_id = $2", conv_id, org_id
-        ):
-            return None
-        await asyncio.sleep(0.02)
-
-
 @route(
     "GET",
     "/v1/conversations/{convId}",
@@ -385,48 +358,7 @@ async def read_conversation(
 )
 async def get_conversation(call: Call) -> web.Response:
     conv_id = ids.parse("conversation", call.param("convId"))
-    pool = ctx(call).pool
-    conv = conv_id and await read_conversation(pool, conv_id, call.principal.org_id)
-    if not conv:
+    found = conv_id and await views.conversation(ctx(call).pool, call.principal.org_id, conv_id)
+    if not found:
         raise not_found("Conversation")
-    rows = await pool.fetch("SELECT * FROM messages WHERE conv_id = $1 ORDER BY created_at, id", conv_id)
-    return json_model(
-        Conversation(
-            id=ids.render("conversation", conv["id"]),
-            identity=conv["handle"],
-            counterpart=conv["counterpart"],
-            subject=conv["subject"],
-            account=account(conv["mailbox_id"], conv["mailbox_email"]),
-            createdAt=iso(conv["created_at"]),
-            updatedAt=iso(conv["updated_at"]),
-            messages=[render_message(r) for r in rows],
-        )
-    )
-
-
-def account(mailbox_id: UUID | None, email: str | None) -> Account | None:
-    return Account(id=ids.render("mailbox", mailbox_id), email=email) if mailbox_id and email else None
-
-
-def render_message(r: asyncpg.Record) -> ConversationMessage:
-    return ConversationMessage.model_validate(
-        {
-            "id": r["rfc_message_id"],
-            "messageId": ids.render("message", r["id"]),
-            "direction": r["direction"],
-            "status": r["status"],
-            "from": r["from_addr"],
-            "to": r["to_addrs"],
-            "cc": r["cc_addrs"],
-            "subject": r["subject"],
-            "text": r["text_body"],
-            "html": r["html_body"],
-            "inReplyTo": r["in_reply_to"],
-            "references": r["refs"],
-            "affinity": r["affinity"],
-            "account": account(r["mailbox_id"], r["mailbox_email"]),
-            "reason": r["reason"],
-            "createdAt": iso(r["created_at"]),
-            "sentAt": iso(r["sent_at"]),
-        }
-    )
+    return json_model(conversation_out(*found))
