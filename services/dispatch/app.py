@@ -225,10 +225,10 @@ def build(
     async def send(
         relay: Relay, accepted: SendAcceptedPayload, now: datetime
     ) -> tuple[Outcome, BlobRef | None]:
-        """Render, keep (in the blob store, before the relay has it: raw MIME is the record of what was
-        sent) and hand over one message. A message that cannot be rendered or addressed as it is, or
-        whose attachments are gone, fails for good (a retry would fail the same way), and the partition
-        moves on."""
+        """Render, hand over and keep one message: its raw MIME goes to the blob store while the relay
+        takes it (should the store fail, the outcome is recorded without it rather than the message
+        sent twice). A message that cannot be rendered or addressed as it is, or whose attachments are
+        gone, fails for good (a retry would fail the same way), and the partition moves on."""
         try:
             files = {a.sha256: await blobs.get(a.sha256) for a in accepted.content.attachments}
             if accepted.content.offloaded:
@@ -239,9 +239,17 @@ def build(
             sender, recipients = wire_address(accepted.from_addr), envelope_recipients(accepted)
         except (UnsendableMessage, BlobMissing, BlobCorrupt) as exc:
             return Outcome("hard", None, f"the message cannot be sent: {type(exc).__name__}: {exc}"), None
-        raw = await blobs.put(data, "message/rfc822")
-        utf8 = needs_smtputf8([sender, *recipients])
-        return await smtp.deliver(relay, sender, recipients, data, smtputf8=utf8), raw
+        keeping = asyncio.create_task(blobs.put(data, "message/rfc822"))  # beside the SMTP transaction
+        try:
+            outcome = await smtp.deliver(
+                relay, sender, recipients, data, smtputf8=needs_smtputf8([sender, *recipients])
+            )
+        finally:
+            await asyncio.wait([keeping])
+        if keeping.exception() is not None:  # the outcome is recorded all the same: it must not be repeated
+            log.error("the raw message could not be kept", error=repr(keeping.exception()))
+            return outcome, None
+        return outcome, keeping.result()
 
     async def dispatch_one(a: Attempt, relays: dict[UUID, Relay]) -> list[Envelope]:
         event = a.event

@@ -4,6 +4,7 @@ behind one interface."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import subprocess
@@ -109,3 +110,12 @@ async def test_s3_start_fails_plainly_when_the_bucket_is_missing(s3_endpoint: st
     with pytest.raises(Exception, match=r"404|Not Found|NoSuchBucket"):
         await s3.start()
     await s3.stop()
+
+
+async def test_puts_arriving_together_are_each_kept_once(store: BlobStore) -> None:
+    """Concurrent puts (dispatch keeping many raw messages at once; the PostgreSQL backend writes them
+    in one statement), the same bytes among them, all come back."""
+    blobs = [os.urandom(2000) for _ in range(20)]
+    refs = await asyncio.gather(*(store.put(b, "message/rfc822") for b in [*blobs, *blobs[:5]]))
+    assert [r.sha256 for r in refs] == [hashlib.sha256(b).hexdigest() for b in [*blobs, *blobs[:5]]]
+    assert [await store.get(r.sha256) for r in refs[:20]] == blobs
