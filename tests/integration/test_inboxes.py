@@ -268,7 +268,9 @@ async def test_a_reply_threads_to_the_original_recipient_from_the_same_inbox(api
         return decided and len(decided) == 3 and thread  # all three decided (and so with their subjects)
 
     thread = await eventually(thread_of_three, timeout=10)
+    assert set(thread) == {"id", "organizationId", "inboxId", "subject", "messages", "createdAt", "updatedAt"}
     assert thread["id"] == sent["threadId"] and thread["subject"] == "Proposal"
+    assert thread["inboxId"] == inbox["id"] and thread["organizationId"] == inbox["organizationId"]
     assert [m["subject"] for m in thread["messages"]] == ["Proposal", "Re: Proposal", "Re: Proposal"]
     _, threads, _ = await api.call("GET", f"/v1/inboxes/{inbox['id']}/threads")
     assert [t["id"] for t in threads] == [sent["threadId"]]
