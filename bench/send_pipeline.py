@@ -301,6 +301,7 @@ async def running_pipeline(name: str, *, durable: bool) -> AsyncIterator[Pipelin
         **infra.env,
         "SENDSTREAM_BOOTSTRAP_API_KEY": key,
         "SENDSTREAM_HTTP_PORT": str(http_port),
+        "SENDSTREAM_INBOUND_PORT": str(free_port()),
         "SENDSTREAM_KAFKA_TOPIC_PREFIX": f"{name}{uuid.uuid4().hex[:6]}",
         "SENDSTREAM_LOG_LEVEL": os.environ.get("SENDSTREAM_LOG_LEVEL", "WARNING"),
         "SENDSTREAM_SECRET_KEYS": json.dumps([new_key()]),

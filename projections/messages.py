@@ -17,7 +17,9 @@ from schemas.events import (
     Content,
     DispatchDeferred,
     DispatchRetryDue,
+    MessageArrived,
     MessageFailed,
+    MessageReceived,
     MessageSent,
     ReplyRequested,
     SendAccepted,
@@ -222,6 +224,26 @@ def statements(event: Envelope, texts: Mapping[str, str] | None = None) -> list[
                 )
             )
             out.append(audit(p.message_id, event))
+        case MessageArrived(payload=p):
+            out.append(audit(p.message.message_id, event))
+        case MessageReceived(payload=p):
+            m, new = p.message, p.new_conversation
+            out.append(
+                upsert_conversation(
+                    p.conv_id, event, mailbox_id=p.mailbox_id, counterpart=m.from_addr if new else None,
+                    subject=m.content.subject if new else None,
+                )
+            )  # fmt: skip
+            out.append(
+                upsert_message(
+                    m.message_id, event, "received", direction="inbound", conv_id=p.conv_id,
+                    mailbox_id=p.mailbox_id, mailbox_email=p.mailbox_email, from_addr=m.from_addr,
+                    to_addrs=m.to, subject=m.content.subject, rfc_message_id=m.rfc_message_id,
+                    in_reply_to=m.content.in_reply_to, refs=m.content.references, raw_sha256=m.raw.sha256,
+                    auto_reply=m.auto_reply, **body(m.content, texts),
+                )
+            )  # fmt: skip
+            out.append(audit(m.message_id, event))
         case WebhookDelivered(payload=p) | WebhookFailed(payload=p) if p.message_id:
             out.append(audit(p.message_id, event))  # the message's audit trail shows its webhooks
     return out

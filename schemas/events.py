@@ -237,15 +237,43 @@ class MessageFailedPayload(Payload):
     summary: MessageSummary | None = None
 
 
+class ArrivedMessage(Payload):
+    """A message as it arrived for one identity: what the inbound service read from its raw form."""
+
+    message_id: UUID
+    rfc_message_id: str
+    from_addr: str
+    to: list[str]  # its To addresses (Cc in the content)
+    recipients: list[str] = Field(description="The envelope recipients it was delivered to here.")
+    content: Content  # subject, bodies, Cc, In-Reply-To, References, attachments
+    raw: BlobRef
+    auto_reply: bool = False
+
+
+class MessageArrivedPayload(Payload):
+    """Mail accepted for an identity (its handle, or an address of its pool: `mailbox_id`), kept, not yet
+    threaded. `conv_id` is the conversation it replies to when its references name one of the
+    identity's messages, else the id of the new conversation it starts."""
+
+    message: ArrivedMessage
+    conv_id: UUID
+    mailbox_id: UUID | None = None
+
+
+class MessageArrived(Envelope):
+    type: Literal["MessageArrived"] = "MessageArrived"
+    payload: MessageArrivedPayload
+
+
 class MessageReceivedPayload(Payload):
+    """An arrived message threaded into its conversation, bound to the conversation's mailbox."""
+
     message_id: UUID
     conv_id: UUID
     mailbox_id: UUID | None
-    rfc_message_id: str
-    from_addr: str
-    to: list[str]
-    content: Content
-    raw_sha256: str
+    mailbox_email: str | None = None
+    new_conversation: bool
+    message: ArrivedMessage
 
 
 class RecipientStatus(Payload):
@@ -423,7 +451,7 @@ class MailboxRemoved(Envelope):
 
 
 ALL_EVENTS: tuple[type[Envelope], ...] = (
-    SendRequested, ReplyRequested, ForwardRequested,
+    SendRequested, ReplyRequested, ForwardRequested, MessageArrived,
     SendAccepted, SendRejected, DispatchRetryDue,
     MessageSent, DispatchDeferred, MessageFailed, MessageReceived, MessageDelivered, MessageBounced,
     MessageComplained, MessageFlagsChanged, MessageDeleted,

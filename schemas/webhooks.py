@@ -83,10 +83,13 @@ def _known(event: Envelope) -> dict[str, Any]:
         case SendRejected():
             facts |= {"conv_id": p.conv_id, "to_addrs": p.to, "reason": p.reason}
         case MessageReceived():
+            m = p.message
             facts |= {
                 "direction": "inbound", "conv_id": p.conv_id, "mailbox_id": p.mailbox_id,
-                "rfc_message_id": p.rfc_message_id, "from_addr": p.from_addr, "to_addrs": p.to,
-                "subject": p.content.subject,
+                "mailbox_email": p.mailbox_email, "rfc_message_id": m.rfc_message_id, "from_addr": m.from_addr,
+                "to_addrs": m.to, "cc_addrs": m.content.cc, "subject": m.content.subject,
+                "text_body": m.content.text, "html_body": m.content.html, "dialect": m.content.dialect,
+                "attachments": [a.model_dump(mode="json") for a in m.content.attachments],
             }  # fmt: skip
     if isinstance(p, RecipientStatus):
         facts |= {"recipient": p.recipient, "statusCode": p.status, "diagnostic": p.diagnostic}

@@ -37,6 +37,7 @@ SERVICES: dict[str, list[str]] = {
     "projections": ["-m", "projections"],
     "scheduler": ["-m", "services.scheduler"],
     "webhooks": ["-m", "services.webhooks"],
+    "inbound": ["-m", "services.inbound"],
 }
 # Services with Kafka consumers: they serve /readyz on their metrics port once every consumer has joined its group.
 CONSUMERS = ("decide", "dispatch", "projections", "webhooks")
@@ -195,6 +196,7 @@ async def _run(settings: LocalSettings) -> None:
             "sendstream is running",
             api=f"http://127.0.0.1:{port}",
             smtp_sink=f"127.0.0.1:{settings.sink_port} (messages kept in {data / 'sink'})",
+            inbound_smtp=f"127.0.0.1:{os.environ.get('SENDSTREAM_INBOUND_PORT', '2525')} (mail for hosted addresses)",
             webhook_sink=f"http://127.0.0.1:{settings.webhook_sink_port} (kept in {data / 'sink' / 'webhooks'})",
             kafka=infra.env["KAFKA_BOOTSTRAP_SERVERS"],
             database=infra.env["DATABASE_URL"],

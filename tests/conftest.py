@@ -73,6 +73,8 @@ def service_env(infra: Infra, default_relay: Relay) -> dict[str, str]:
         "SENDSTREAM_KAFKA_PARTITIONS": "6",
         "SENDSTREAM_BOOTSTRAP_API_KEY": "sk_live_" + secrets.token_urlsafe(24),
         "SENDSTREAM_HTTP_PORT": str(free_port()),
+        "SENDSTREAM_INBOUND_PORT": str(free_port()),
+        "SENDSTREAM_INBOUND_MAX_MESSAGE_BYTES": str(5 * 1024 * 1024),
         "SENDSTREAM_DECISION_TIMEOUT_S": "10",
         "SENDSTREAM_LOG_FORMAT": "json",
         "SENDSTREAM_SECRET_KEYS": json.dumps([new_key()]),

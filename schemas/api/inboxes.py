@@ -219,6 +219,7 @@ def message_out(row: Any, files: dict[str, bytes] | None = None) -> Message:
         inboxId=inbox_id,
         threadId=ids.render("thread", row["conv_id"]),
         fromInboxId=inbox_id if row["direction"] == "outbound" else None,
+        toInboxId=inbox_id if row["direction"] == "inbound" else None,
         from_=row["from_addr"] or (row["inbox_address"] if row["direction"] == "outbound" else None),
         to=row["to_addrs"],
         cc=row["cc_addrs"],

@@ -23,6 +23,9 @@ DECIDER = "decide"  # decide's consumer name: its group, and its records in proc
 LIMIT = 7900  # bytes of one payload; PostgreSQL refuses 8000 and more
 
 
+ANSWERED = ("SendAccepted", "SendRejected")
+
+
 class Answer(BaseModel):
     """One decision as the ingress answers it."""
 
@@ -51,7 +54,10 @@ def notifications(outputs: dict[UUID, list[Envelope]]) -> list[str]:
     entries: list[str] = []
     size = 2
     for request_id, decisions in outputs.items():
-        answers = json.dumps([Answer.of(d).model_dump(mode="json", exclude_none=True) for d in decisions])
+        answered = [d for d in decisions if d.type in ANSWERED]  # what a send or reply request waits for
+        if not answered and decisions:
+            continue
+        answers = json.dumps([Answer.of(d).model_dump(mode="json", exclude_none=True) for d in answered])
         entry = f'"{request_id}":{answers}'
         if len(entry.encode()) + 2 > LIMIT:
             entry = f'"{request_id}":null'

@@ -109,6 +109,12 @@ class CommonSettings(BaseSettings):
         "message.max.bytes and the producer's max_request_size (1 MiB by default); the API refuses a "
         "request whose events would not fit with 413.",
     )
+    body_inline_max_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        description="A message body (text or html) larger than this is kept in the blob store and referenced "
+        "from events, instead of travelling in them.",
+    )
     blob_store: Literal["postgres", "s3"] = Field(
         "postgres",
         description="Where attachments and raw messages are kept: `postgres` (the database, nothing else to "
@@ -184,12 +190,6 @@ class IngressSettings(WebhookSettings):
     publish_timeout_s: float = Field(
         5.0, description="How long a request waits for the broker to take its event before answering 503."
     )
-    body_inline_max_bytes: int = Field(
-        64 * 1024,
-        ge=1024,
-        description="A message body (text or html) larger than this is kept in the blob store and referenced "
-        "from events, instead of travelling in them.",
-    )
     max_body_bytes: int = Field(
         1024 * 1024,
         ge=1024,
@@ -253,6 +253,35 @@ class DispatchSettings(CommonSettings):
     retry_max_age_s: float = Field(
         5 * 24 * 3600, description="A send still deferred this long after its first attempt fails for good."
     )
+
+
+class InboundSettings(CommonSettings):
+    """The inbound SMTP server: mail for hosted identities and mailboxes."""
+
+    inbound_host: str = Field("127.0.0.1", description="Address the inbound SMTP server listens on.")
+    inbound_port: int = Field(2525, description="Port of the inbound SMTP server.")
+    inbound_hostname: str | None = Field(
+        None, description="Name the inbound server greets with; default: the machine's FQDN."
+    )
+    inbound_max_message_bytes: int = Field(
+        35 * 1024 * 1024,
+        ge=1024,
+        description="Largest message accepted (larger: 552 at DATA, or at MAIL by SIZE).",
+    )
+    inbound_max_recipients: int = Field(
+        100,
+        ge=1,
+        description="Most recipients of one message (beyond: 452 at RCPT, the client sends the rest later).",
+    )
+    inbound_timeout_s: float = Field(
+        300.0,
+        gt=0,
+        description="A client that sends nothing for this long is disconnected (RFC 5321 4.5.3.2).",
+    )
+    inbound_tls_cert: str | None = Field(
+        None, description="PEM certificate (with its chain) that enables STARTTLS; with `inbound_tls_key`."
+    )
+    inbound_tls_key: str | None = Field(None, description="PEM private key of `inbound_tls_cert`.")
 
 
 class SchedulerSettings(CommonSettings):

@@ -32,6 +32,8 @@ from prometheus_client import Gauge
 from schemas import topics
 from schemas.envelope import Envelope
 from schemas.events import (
+    MessageArrived,
+    MessageReceived,
     ReplyRequested,
     SendAccepted,
     SendRejected,
@@ -47,6 +49,7 @@ from services.common.service import Background, Periodic, cancel
 from services.common.settings import DecideSettings
 from services.common.timezones import local_day_start
 from services.decide.affinity import IdentityState, MailboxState, advance, decide_send
+from services.decide.received import receive, thread_after_received
 from services.decide.replies import Thread, decide_reply
 
 CONSUMER = DECIDER
@@ -91,6 +94,10 @@ async def load_states(
         for r in requests
         if isinstance(r, SendRequested)
         for m in r.payload.messages
+    ] + [
+        (r.identity_id, r.payload.message.from_addr.lower())
+        for r in requests
+        if isinstance(r, MessageArrived)
     ]
     row = await conn.fetchrow(
         STATES,
@@ -244,6 +251,14 @@ async def write(
     pins: dict[tuple[UUID, str], tuple[UUID, datetime]] = {}
     threads: dict[UUID, tuple] = {}
     for e in (d for ds in decided.values() for d in ds):
+        if isinstance(e, MessageReceived) and e.payload.mailbox_id is not None:
+            # A conversation it starts is bound to its mailbox; in any, the next reply answers it.
+            m = e.payload.message
+            refs = json.dumps([*m.content.references, m.rfc_message_id])
+            threads[e.payload.conv_id] = (
+                e.org_id, e.identity_id, e.payload.mailbox_id, m.from_addr, m.content.subject,
+                m.rfc_message_id, refs, e.occurred_at,
+            )  # fmt: skip
         if not isinstance(e, SendAccepted):
             continue
         p, at = e.payload, e.occurred_at
@@ -286,7 +301,9 @@ async def decide_fresh(
 ) -> tuple[dict[UUID, list[Envelope]], dict[UUID, str]]:
     """Decide requests not decided before, in order, each seeing the state the ones before it left."""
     states = await load_states(conn, fresh, now)
-    threads = await load_threads(conn, [e.payload.conv_id for e in fresh if isinstance(e, ReplyRequested)])
+    threads = await load_threads(
+        conn, [e.payload.conv_id for e in fresh if isinstance(e, ReplyRequested | MessageArrived)]
+    )
     decided: dict[UUID, list[Envelope]] = {}
     for e in fresh:
         state = states.get(e.identity_id) or IdentityState(e.identity_id, "", 0, 0, (), active=False)
@@ -297,6 +314,10 @@ async def decide_fresh(
             decisions = decide_reply(e, state, thread, now)
             if thread is not None:
                 threads[thread.conv_id] = thread_after(thread, decisions)
+        elif isinstance(e, MessageArrived):
+            decisions = receive(e, state, threads.get(e.payload.conv_id), now)
+            if (thread := thread_after_received(threads.get(e.payload.conv_id), decisions)) is not None:
+                threads[thread.conv_id] = thread
         else:
             log.warning("request type not handled yet", type=e.type)
             decisions = []
@@ -480,7 +501,10 @@ def build(broker: KafkaBroker, settings: DecideSettings, pool: asyncpg.Pool) -> 
 
     async def unprocessable(event: Envelope, exc: BaseException) -> asyncio.Future:
         """A request decide fails on every time is rejected, the error as its detail: the waiting client
-        and the log hear of it, its messages end, and its partition moves on."""
+        and the log hear of it, its messages end, and its partition moves on. Mail that arrived has no
+        one to answer: it is parked on the dead-letter topic, to be looked at and replayed."""
+        if isinstance(event, MessageArrived):
+            raise exc
         batch = Decided({event.event_id: rejections(event, f"{type(exc).__name__}: {exc}"[:500])}, {})
         try:
             await write(pool, batch.outputs, {}, claimed=False)

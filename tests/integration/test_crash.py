@@ -259,6 +259,7 @@ async def test_sigkill_postgresql_mid_stream_loses_nothing(
         "DATABASE_URL": url,
         "SENDSTREAM_KAFKA_TOPIC_PREFIX": f"pgcrash{uuid.uuid4().hex[:6]}",
         "SENDSTREAM_HTTP_PORT": str(free_port()),
+        "SENDSTREAM_INBOUND_PORT": str(free_port()),
     }
     stack = Stack(env, log_dir=logs)
     try:

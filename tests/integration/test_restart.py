@@ -63,6 +63,7 @@ async def local_stack(
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "SENDSTREAM_KAFKA_TOPIC_PREFIX": f"restart{uuid.uuid4().hex[:6]}",
         "SENDSTREAM_HTTP_PORT": str(free_port()),
+        "SENDSTREAM_INBOUND_PORT": str(free_port()),
         "SENDSTREAM_DECISION_TIMEOUT_S": "2",
         **extra,
     }

@@ -16,6 +16,7 @@ import asyncpg
 from schemas import ids
 from schemas.envelope import Envelope
 from schemas.events import (
+    Dialect,
     EntityRemovedPayload,
     IdentityCreated,
     IdentityDeleted,
@@ -156,15 +157,16 @@ async def create_identity(
     correlation_id: str,
     name: str | None = None,
     accounts: Sequence[NewAccount] = (),
+    dialect: Dialect = "identities",
 ) -> tuple[asyncpg.Record, list[asyncpg.Record]]:
     """A new identity (every dialect's sender: an identity, an inbox, a mailbox) with its first accounts,
     announced with IdentityCreated and MailboxAdded. Conflict if the handle is taken."""
     try:
         async with change(c) as (conn, facts):
             identity = await conn.fetchrow(
-                """INSERT INTO identities (id, org_id, handle, daily_cap, timezone, name)
-                   VALUES ($1, $2, $3, $4, $5, $6) RETURNING *""",
-                ids.new_id(), org_id, handle, daily_cap, timezone, name,
+                """INSERT INTO identities (id, org_id, handle, daily_cap, timezone, name, dialect)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *""",
+                ids.new_id(), org_id, handle, daily_cap, timezone, name, dialect,
             )  # fmt: skip
             facts.append(
                 IdentityCreated(**fact_envelope(identity, correlation_id), payload=identity_fact(identity))

@@ -75,7 +75,7 @@ async def create_inbox(call: Call) -> web.Response:
     )  # fmt: skip
     identity, _ = await directory.create_identity(
         ctx(call), call.principal.org_id, email, daily_cap=DEFAULT_DAILY_CAP, timezone="UTC", name=b.name,
-        accounts=[account], correlation_id=call.request_id,
+        accounts=[account], correlation_id=call.request_id, dialect="inboxes",
     )  # fmt: skip
     return json_model(inbox_out(identity), 201)
 

@@ -1,0 +1,238 @@
+"""Inbound SMTP: mail for every hosted identity and mailbox address, kept, then on the log.
+
+An aiosmtpd server (default 127.0.0.1:2525; STARTTLS when given a certificate). It refuses unknown
+recipients at RCPT (550), more than `inbound_max_recipients` (452), messages over
+`inbound_max_message_bytes` (552), and disconnects idle clients. It answers 250 to DATA only once the
+raw bytes (and each attachment) are in the blob store and a `MessageArrived` per receiving identity
+is on the log (acks=all); anything failing before that is a 451, and the sender's MTA tries again.
+
+A message delivered twice (a client that never heard our 250) is the same bytes: the same blob, and
+events with the same ids, which every consumer drops the second time. Decide then threads each
+arrival into its conversation (services/decide/received.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import uuid
+from dataclasses import dataclass
+from uuid import UUID
+
+import asyncpg
+import structlog
+from aiosmtpd.smtp import SMTP, Session
+from aiosmtpd.smtp import Envelope as SmtpEnvelope
+from faststream.kafka import KafkaBroker
+from prometheus_client import Counter
+
+from schemas.events import ArrivedMessage, Attachment, Content, MessageArrived, MessageArrivedPayload
+from services.common import bodies, db
+from services.common.blobs import BlobStore, blob_store
+from services.common.broker import ensure_topics, make_broker, publish_events
+from services.common.logging import configure_logging
+from services.common.service import run, stop_event
+from services.common.settings import InboundSettings
+from services.inbound.parse import Parsed, parse
+
+log = structlog.get_logger("sendstream.inbound")
+RECEIVED = Counter("sendstream_inbound_messages_total", "Inbound SMTP transactions by outcome", ["outcome"])
+_IDS = uuid.UUID("5b0c7e0e-61a4-4c0e-9d7e-2f3b8c1a9e55")  # namespace of the ids derived from a message
+
+
+@dataclass(frozen=True)
+class Target:
+    """Who an address delivers to: an identity (by its handle, or an account of its pool)."""
+
+    identity_id: UUID
+    org_id: UUID
+    mailbox_id: UUID | None
+    dialect: str
+
+
+TARGETS = """
+SELECT i.id AS identity_id, i.org_id, NULL::uuid AS mailbox_id, i.dialect, true AS by_handle
+  FROM identities i WHERE lower(i.handle) = lower($1) AND i.deleted_at IS NULL
+UNION ALL
+SELECT m.identity_id, m.org_id, m.id, i.dialect, false
+  FROM mailboxes m JOIN identities i ON i.id = m.identity_id
+ WHERE lower(m.email) = lower($1) AND m.deleted_at IS NULL AND i.deleted_at IS NULL
+"""
+
+
+async def targets_of(pool: asyncpg.Pool, address: str) -> list[Target]:
+    """The identities mail to `address` is for. A handle is one identity's (handles are unique); an
+    address that is no handle reaches every identity with an account of that address."""
+    rows = await pool.fetch(TARGETS, address)
+    by_handle = {r["identity_id"] for r in rows if r["by_handle"]}
+    found: dict[UUID, Target] = {}
+    for r in rows:
+        if by_handle and r["identity_id"] not in by_handle:
+            continue
+        known = found.get(r["identity_id"])
+        if known is None or (known.mailbox_id is None and r["mailbox_id"] is not None):
+            found[r["identity_id"]] = Target(r["identity_id"], r["org_id"], r["mailbox_id"], r["dialect"])
+    return list(found.values())
+
+
+# The conversation a message answers: decide's thread state first (written before any message of
+# ours goes out, so a reply can never outrun it), then the messages view (a long thread's references
+# keep only its root and latest messages).
+THREAD = """
+SELECT conv_id FROM (
+    SELECT conv_id, 0 AS source, (last_rfc_message_id = ANY($3::text[])) AS latest, updated_at AS at
+      FROM threads WHERE refs && $3::text[] AND org_id = $1 AND identity_id = $2
+    UNION ALL
+    SELECT conv_id, 1, false, created_at FROM messages
+     WHERE org_id = $1 AND identity_id = $2 AND rfc_message_id = ANY($3::text[]) AND conv_id IS NOT NULL
+) found ORDER BY source, latest DESC, at DESC LIMIT 1
+"""
+
+
+class Intake:
+    """Keeps a received message and puts its arrival on the log, once per receiving identity."""
+
+    def __init__(self, settings: InboundSettings, pool: asyncpg.Pool, broker: KafkaBroker, blobs: BlobStore):
+        self.settings, self.pool, self.broker, self.blobs = settings, pool, broker, blobs
+
+    async def content_of(self, parsed: Parsed) -> Content:
+        attachments = []
+        for f in parsed.files:
+            ref = await self.blobs.put(f.data, f.content_type)
+            attachments.append(Attachment(filename=f.filename, **ref.model_dump()))
+        content = Content(
+            subject=parsed.subject, text=parsed.text, html=parsed.html, cc=parsed.cc,
+            in_reply_to=parsed.in_reply_to, references=parsed.references, attachments=attachments,
+        )  # fmt: skip
+        return await bodies.offload(self.blobs, content, self.settings.body_inline_max_bytes)
+
+    async def arrival(
+        self, target: Target, recipients: list[str], parsed: Parsed, content: Content, raw_sha: str, raw
+    ) -> MessageArrived:
+        key = f"{raw_sha}:{target.identity_id}"
+        conv_id = await self.pool.fetchval(THREAD, target.org_id, target.identity_id, parsed.answers)
+        message = ArrivedMessage(
+            message_id=uuid.uuid5(_IDS, f"message:{key}"), rfc_message_id=parsed.rfc_message_id,
+            from_addr=parsed.from_addr, to=parsed.to, recipients=recipients,
+            content=content.model_copy(update={"dialect": target.dialect}), raw=raw, auto_reply=parsed.auto_reply,
+        )  # fmt: skip
+        return MessageArrived(
+            event_id=uuid.uuid5(_IDS, f"arrival:{key}"),
+            org_id=target.org_id,
+            identity_id=target.identity_id,
+            correlation_id=f"smtp:{raw_sha[:16]}",
+            payload=MessageArrivedPayload(
+                message=message,
+                conv_id=conv_id or uuid.uuid5(_IDS, f"conversation:{key}"),
+                mailbox_id=target.mailbox_id,
+            ),
+        )
+
+    async def keep(self, data: bytes, mail_from: str, recipients: dict[str, list[Target]]) -> str:
+        """Store `data` and publish its arrivals; returns the queue id the 250 names."""
+        raw = await self.blobs.put(data, "message/rfc822")
+        parsed = parse(data, mail_from)
+        content = await self.content_of(parsed)
+        by_identity: dict[UUID, tuple[Target, list[str]]] = {}
+        for address, targets in recipients.items():
+            for t in targets:
+                by_identity.setdefault(t.identity_id, (t, []))[1].append(address)
+        events = [
+            await self.arrival(t, addresses, parsed, content, raw.sha256, raw)
+            for t, addresses in by_identity.values()
+        ]
+        await publish_events(self.broker, self.settings, events)
+        log.info(
+            "message received", rfc_message_id=parsed.rfc_message_id, identities=len(events),
+            message_ids=[str(e.payload.message.message_id) for e in events], size=len(data),
+        )  # fmt: skip
+        return raw.sha256[:16]
+
+
+class Handler:
+    """aiosmtpd's hooks: recipients checked at RCPT, the message kept at DATA."""
+
+    def __init__(self, settings: InboundSettings, pool: asyncpg.Pool, intake: Intake):
+        self.settings, self.pool, self.intake = settings, pool, intake
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: SmtpEnvelope, address: str, rcpt_options: list[str]
+    ) -> str:
+        if len(envelope.rcpt_tos) >= self.settings.inbound_max_recipients:
+            return "452 4.5.3 Too many recipients"
+        try:
+            targets = await targets_of(self.pool, address)
+        except Exception as exc:
+            log.warning("recipient lookup failed", error=repr(exc))
+            return "451 4.3.0 Temporary failure, try again later"
+        if not targets:
+            RECEIVED.labels("unknown_recipient").inc()
+            return f"550 5.1.1 <{address}>: no such mailbox here"
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.append(rcpt_options)
+        session.targets = {**getattr(session, "targets", {}), address: targets}  # type: ignore[attr-defined]
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: SmtpEnvelope) -> str:
+        known: dict[str, list[Target]] = getattr(session, "targets", {})
+        recipients = {a: known[a] for a in envelope.rcpt_tos if a in known}
+        try:
+            queued = await self.intake.keep(
+                envelope.original_content or b"", envelope.mail_from or "", recipients
+            )
+        except Exception as exc:
+            RECEIVED.labels("failed").inc()
+            log.error("a received message could not be kept; the client is told to retry", error=repr(exc))
+            return "451 4.3.0 Temporary failure, try again later"
+        finally:
+            session.targets = {}  # type: ignore[attr-defined]
+        RECEIVED.labels("accepted").inc()
+        return f"250 2.0.0 OK: queued as {queued}"
+
+
+def tls_context(settings: InboundSettings) -> ssl.SSLContext | None:
+    if not settings.inbound_tls_cert:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(settings.inbound_tls_cert, settings.inbound_tls_key)
+    return context
+
+
+async def serve(settings: InboundSettings) -> None:
+    pool = await db.create_pool(settings)
+    await db.migrate(pool)
+    await ensure_topics(settings)
+    broker = make_broker(settings, client_id="inbound")
+    await broker.connect()
+    blobs = blob_store(settings, pool)
+    await blobs.start()
+    handler = Handler(settings, pool, Intake(settings, pool, broker, blobs))
+    tls = tls_context(settings)
+
+    def protocol() -> SMTP:
+        return SMTP(
+            handler, hostname=settings.inbound_hostname, data_size_limit=settings.inbound_max_message_bytes,
+            timeout=settings.inbound_timeout_s, tls_context=tls, enable_SMTPUTF8=True, ident="sendstream",
+        )  # fmt: skip
+
+    server = await asyncio.get_running_loop().create_server(
+        protocol, settings.inbound_host, settings.inbound_port, reuse_address=True
+    )
+    stop = stop_event()
+    log.info(
+        "inbound SMTP listening", host=settings.inbound_host, port=settings.inbound_port, starttls=bool(tls)
+    )
+    try:
+        await stop.wait()
+    finally:
+        server.close()
+        await server.wait_closed()
+        await blobs.stop()
+        await broker.stop()
+        await pool.close()
+
+
+def main() -> None:
+    settings = InboundSettings()
+    configure_logging(settings.log_level, settings.log_format, service="inbound")
+    run(serve(settings), settings)

@@ -1,0 +1,190 @@
+"""Receiving mail on the real stack: a real SMTP client (aiosmtplib) hands mail to the inbound service;
+replies thread into their conversations in both dialects, fire `message.received`, and the next reply
+threads onto them; unknown recipients and oversize messages are refused in SMTP terms."""
+
+from __future__ import annotations
+
+import uuid
+from email.message import EmailMessage
+from email.utils import make_msgid
+
+import aiosmtplib
+import pytest
+import pytest_asyncio
+from standardwebhooks import Webhook
+
+from services.common.infra import wait_for_port
+from tests.conftest import Api, Receiver, Relay, eventually
+from tests.integration.test_send import make_identity
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def inbound(stack, service_env: dict[str, str]) -> int:
+    """The port of the stack's inbound SMTP server, once it listens."""
+    port = int(service_env["SENDSTREAM_INBOUND_PORT"])
+    wait_for_port("127.0.0.1", port, 60)
+    return port
+
+
+def reply_to(original: EmailMessage, sender: str, to: str, text: str) -> EmailMessage:
+    """A reply as a mail client writes one: Re:, In-Reply-To and References to the original."""
+    m = EmailMessage()
+    m["From"], m["To"] = f"Ana Lima <{sender}>", to
+    m["Subject"] = "Re: " + original["Subject"]
+    m["Message-ID"] = make_msgid(domain="client.example.test")
+    m["In-Reply-To"] = original["Message-ID"]
+    m["References"] = original["Message-ID"]
+    m.set_content(
+        f"{text}\n\nOn Monday you wrote:\n> {original.get_body(('plain',)).get_content().strip()}\n"
+    )
+    return m
+
+
+async def deliver(port: int, message: EmailMessage, sender: str, recipients: list[str]) -> None:
+    await aiosmtplib.send(message, hostname="127.0.0.1", port=port, sender=sender, recipients=recipients)
+
+
+async def test_a_reply_joins_its_inbox_thread_fires_message_received_and_the_next_reply_answers_it(
+    api: Api, relay: Relay, receiver: Receiver, inbound: int
+) -> None:
+    status, hook, _ = await api.call(
+        "POST", "/v1/webhooks", {"url": receiver.url("/received"), "events": ["message.received"]}
+    )
+    assert status == 201, hook
+    email = f"desk-{uuid.uuid4().hex[:6]}@agents.example.test"
+    _, inbox, _ = await api.call("POST", "/v1/inboxes", {"email": email, "smtp": relay.smtp_settings()})
+    status, sent, _ = await api.call(
+        "POST", f"/v1/inboxes/{inbox['id']}/messages/send",
+        {"to": ["ana@example.test"], "subject": "Pilot", "text": "Shall we start?", "html": "<p>Shall we start?</p>"},
+    )  # fmt: skip
+    assert status == 200, sent
+    [original] = await relay.wait_for(1)
+
+    answer = reply_to(original.message, "ana@example.test", email, "Yes, Monday works.")
+    await deliver(inbound, answer, "ana@example.test", [email])
+
+    async def received() -> dict | None:
+        _, listed, _ = await api.call("GET", f"/v1/inboxes/{inbox['id']}/messages")
+        return next((m for m in listed if m["status"] == "received"), None)
+
+    got = await eventually(received, timeout=15)
+    assert got["threadId"] == sent["threadId"] and got["toInboxId"] == inbox["id"]
+    assert got["fromInboxId"] is None and got["from"] == "ana@example.test" and got["to"] == [email]
+    assert got["subject"] == "Re: Pilot" and got["text"].startswith("Yes, Monday works.")
+    assert got["externalMessageId"] == answer["Message-ID"]
+
+    # the same conversation in the identities dialect: the reply, inbound and received, after ours
+    conv_id = "conv_" + sent["threadId"].removeprefix("thread_")
+    _, conversation, _ = await api.call("GET", f"/v1/conversations/{conv_id}")
+    assert [(m["direction"], m["status"]) for m in conversation["messages"]] == [
+        ("outbound", "sent"), ("inbound", "received")
+    ]  # fmt: skip
+    assert conversation["messages"][1]["id"] == answer["Message-ID"]
+
+    [hook_request] = await receiver.wait_for("/received", 1)
+    payload = Webhook(hook["secret"]).verify(hook_request.body, hook_request.headers)
+    assert payload["type"] == "message.received"
+    assert (payload["data"]["id"], payload["data"]["status"], payload["data"]["threadId"]) == (
+        got["id"], "received", sent["threadId"]
+    )  # fmt: skip
+
+    # the agent's next reply answers the inbound message, from the inbox, in the same thread
+    status, reply, _ = await api.call(
+        "POST", f"/v1/inboxes/{inbox['id']}/messages/{got['id']}/reply", {"text": "Great.", "html": "<p>Great.</p>"}
+    )  # fmt: skip
+    assert status == 200 and reply["threadId"] == sent["threadId"], reply
+    [_, ours] = await relay.wait_for(2)
+    assert ours.message["In-Reply-To"] == answer["Message-ID"]
+    assert answer["Message-ID"] in ours.message["References"]
+    assert original.message["Message-ID"] in ours.message["References"]
+    assert ours.message["Subject"] == "Re: Pilot" and ours.message["From"] == email
+    assert ours.rcpt_tos == ["ana@example.test"]
+
+
+async def test_a_reply_to_a_pool_send_is_bound_to_its_mailbox_and_the_conv_reply_threads_onto_it(
+    api: Api, relay: Relay, inbound: int
+) -> None:
+    handle, _ = await make_identity(api, relay, mailboxes=2)
+    status, body, _ = await api.call(
+        "POST", f"/v1/identities/{handle}/send", {"to": "morgan@example.test", "subject": "Intro", "text": "Hello"}
+    )  # fmt: skip
+    assert status == 202, body
+    [message] = body["messages"]
+    [original] = await relay.wait_for(1)
+    used = message["account"]["email"]
+
+    answer = reply_to(original.message, "morgan@example.test", used, "Tell me more.")
+    await deliver(inbound, answer, "morgan@example.test", [used])
+
+    async def conversation() -> dict | None:
+        _, conv, _ = await api.call("GET", f"/v1/conversations/{message['convId']}")
+        return conv if len(conv["messages"]) == 2 else None
+
+    conv = await eventually(conversation, timeout=15)
+    inbound_message = conv["messages"][1]
+    assert (inbound_message["direction"], inbound_message["status"]) == ("inbound", "received")
+    assert inbound_message["account"]["email"] == used and inbound_message["from"] == "morgan@example.test"
+
+    status, body, _ = await api.call(
+        "POST", f"/v1/identities/{handle}/send", {"convId": message["convId"], "text": "Here is more."}
+    )
+    assert status == 202, body
+    [_, ours] = await relay.wait_for(2)
+    assert ours.message["From"] == used and ours.message["In-Reply-To"] == answer["Message-ID"]
+    assert ours.message["Subject"] == "Re: Intro"
+
+
+async def test_mail_that_answers_nothing_starts_a_thread_the_inbox_can_reply_in(
+    api: Api, relay: Relay, inbound: int
+) -> None:
+    email = f"hello-{uuid.uuid4().hex[:6]}@agents.example.test"
+    _, inbox, _ = await api.call("POST", "/v1/inboxes", {"email": email, "smtp": relay.smtp_settings()})
+    first = EmailMessage()
+    first["From"], first["To"], first["Subject"] = "lead@example.test", email.upper(), "Pricing question"
+    first["Message-ID"] = make_msgid(domain="example.test")
+    first.set_content("How much for 10 seats?")
+    first.add_attachment(b"%PDF-1.7\nquote", maintype="application", subtype="pdf", filename="rfq.pdf")
+    await deliver(inbound, first, "lead@example.test", [email.upper()])
+
+    async def thread() -> dict | None:
+        _, threads, _ = await api.call("GET", f"/v1/inboxes/{inbox['id']}/threads")
+        return threads[0] if threads else None
+
+    t = await eventually(thread, timeout=15)
+    [received] = t["messages"]
+    assert (received["status"], received["from"], received["subject"]) == (
+        "received", "lead@example.test", "Pricing question"
+    )  # fmt: skip
+    assert [(a["name"], a["contentType"]) for a in received["attachments"]] == [
+        ("rfq.pdf", "application/pdf")
+    ]
+    status, reply, _ = await api.call(
+        "POST", f"/v1/inboxes/{inbox['id']}/messages/{received['id']}/reply", {"text": "$90.", "html": "<p>$90.</p>"}
+    )  # fmt: skip
+    assert status == 200 and reply["threadId"] == t["id"], reply
+    [ours] = await relay.wait_for(1)
+    assert ours.rcpt_tos == ["lead@example.test"] and ours.message["Subject"] == "Re: Pricing question"
+    assert ours.message["In-Reply-To"] == first["Message-ID"]
+
+
+async def test_unknown_recipients_are_550_and_oversize_mail_552(api: Api, relay: Relay, inbound: int) -> None:
+    email = f"known-{uuid.uuid4().hex[:6]}@agents.example.test"
+    await api.call("POST", "/v1/inboxes", {"email": email, "smtp": relay.smtp_settings()})
+    client = aiosmtplib.SMTP(hostname="127.0.0.1", port=inbound)
+    await client.connect()
+    try:
+        await client.mail("x@example.test")
+        with pytest.raises(aiosmtplib.SMTPRecipientRefused) as refused:
+            await client.rcpt("nobody-here@agents.example.test")
+        assert refused.value.code == 550
+        await client.rset()
+        big = EmailMessage()
+        big["From"], big["To"], big["Subject"] = "x@example.test", email, "big"
+        big.set_content("x" * (6 * 1024 * 1024))  # over the tests' 5 MiB limit
+        with pytest.raises(aiosmtplib.SMTPResponseException) as too_big:
+            await client.send_message(big, sender="x@example.test", recipients=[email])
+        assert too_big.value.code == 552
+    finally:
+        client.close()
