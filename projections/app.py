@@ -22,7 +22,7 @@ from services.common.broker import subscribe
 from services.common.settings import CommonSettings
 
 CONSUMER = "projections"
-VIEWS = ("message_events", "messages", "conversations")
+VIEWS = ("message_events", "messages", "conversations", "suppressions")
 log = structlog.get_logger("sendstream.projections")
 
 
@@ -56,7 +56,7 @@ def build(broker: KafkaBroker, settings: CommonSettings, pool: asyncpg.Pool) -> 
     @subscribe(
         broker,
         settings,
-        [topics.REQUESTS, topics.DECISIONS, topics.MESSAGES, topics.WEBHOOKS],
+        [topics.REQUESTS, topics.DECISIONS, topics.MESSAGES, topics.WEBHOOKS, topics.SUPPRESSIONS],
         group=CONSUMER,
     )
     async def on_events(events: list[Envelope]) -> None:

@@ -18,6 +18,9 @@ from schemas.events import (
     DispatchDeferred,
     DispatchRetryDue,
     MessageArrived,
+    MessageBounced,
+    MessageComplained,
+    MessageDelivered,
     MessageFailed,
     MessageReceived,
     MessageSent,
@@ -26,6 +29,8 @@ from schemas.events import (
     SendRejected,
     SendRequested,
     SmtpReply,
+    SuppressionAdded,
+    SuppressionRemoved,
     WebhookDelivered,
     WebhookFailed,
 )
@@ -114,6 +119,23 @@ def upsert_conversation(conv_id: UUID, event: Envelope, **columns: Any) -> State
                   created_at = least(conversations.created_at, EXCLUDED.created_at),
                   updated_at = greatest(conversations.updated_at, EXCLUDED.updated_at)"""
     return sql, (conv_id, *cols.values(), event.occurred_at)
+
+
+# One statement for adding and removing, so that they commute: only a later change moves a row; an
+# address suppressed already keeps its first cause.
+SUPPRESS = """
+INSERT INTO suppressions (org_id, address, active, reason, message_id, event_id, cause_id, created_at, changed_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)
+ON CONFLICT (org_id, address) DO UPDATE SET
+    active = EXCLUDED.active,
+    reason = CASE WHEN suppressions.active AND EXCLUDED.active THEN suppressions.reason ELSE EXCLUDED.reason END,
+    message_id = CASE WHEN suppressions.active AND EXCLUDED.active THEN suppressions.message_id ELSE EXCLUDED.message_id END,
+    event_id = CASE WHEN suppressions.active AND EXCLUDED.active THEN suppressions.event_id ELSE EXCLUDED.event_id END,
+    cause_id = CASE WHEN suppressions.active AND EXCLUDED.active THEN suppressions.cause_id ELSE EXCLUDED.cause_id END,
+    created_at = CASE WHEN suppressions.active AND EXCLUDED.active THEN suppressions.created_at ELSE EXCLUDED.created_at END,
+    changed_at = EXCLUDED.changed_at
+WHERE suppressions.changed_at < EXCLUDED.changed_at
+"""
 
 
 def relay_reply(reply: SmtpReply | None) -> dict[str, Any]:
@@ -244,6 +266,23 @@ def statements(event: Envelope, texts: Mapping[str, str] | None = None) -> list[
                 )
             )  # fmt: skip
             out.append(audit(m.message_id, event))
+        case MessageBounced(payload=p) | MessageComplained(payload=p) | MessageDelivered(payload=p):
+            status = {"MessageBounced": "bounced", "MessageComplained": "complained"}.get(
+                event.type, "delivered"
+            )
+            detail = f"{p.recipient}: {p.status} {p.diagnostic}".strip()
+            out.append(
+                upsert_message(p.message_id, event, status, reason=detail if status != "delivered" else None)
+            )
+            out.append(audit(p.message_id, event))
+        case SuppressionAdded(payload=p):
+            out.append((SUPPRESS, (event.org_id, p.address, True, p.reason, p.message_id, event.event_id,
+                                   event.causation_id, event.occurred_at)))  # fmt: skip
+            if p.message_id:
+                out.append(audit(p.message_id, event))
+        case SuppressionRemoved(payload=p):
+            out.append((SUPPRESS, (event.org_id, p.address, False, "manual", None, event.event_id, None,
+                                   event.occurred_at)))  # fmt: skip
         case WebhookDelivered(payload=p) | WebhookFailed(payload=p) if p.message_id:
             out.append(audit(p.message_id, event))  # the message's audit trail shows its webhooks
     return out

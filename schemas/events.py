@@ -341,15 +341,30 @@ class MessageDeleted(Envelope):
 # --- suppressions and webhooks ---------------------------------------------------------------------
 
 
+SuppressionReason = Literal["hard_bounce", "complaint", "unsubscribe", "manual"]
+
+
 class SuppressionAddedPayload(Payload):
-    address: str
-    reason: Literal["hard_bounce", "complaint", "unsubscribe", "manual"]
+    """An address of the organization's that must not be mailed any more; its cause is the event this
+    one was caused by (causation_id: the bounce, the complaint...) and the message it was about."""
+
+    address: str  # lower-cased
+    reason: SuppressionReason
     message_id: UUID | None = None
+
+
+class SuppressionRemovedPayload(Payload):
+    address: str
 
 
 class SuppressionAdded(Envelope):
     type: Literal["SuppressionAdded"] = "SuppressionAdded"
     payload: SuppressionAddedPayload
+
+
+class SuppressionRemoved(Envelope):
+    type: Literal["SuppressionRemoved"] = "SuppressionRemoved"
+    payload: SuppressionRemovedPayload
 
 
 class WebhookAttemptPayload(Payload):
@@ -455,7 +470,7 @@ ALL_EVENTS: tuple[type[Envelope], ...] = (
     SendAccepted, SendRejected, DispatchRetryDue,
     MessageSent, DispatchDeferred, MessageFailed, MessageReceived, MessageDelivered, MessageBounced,
     MessageComplained, MessageFlagsChanged, MessageDeleted,
-    SuppressionAdded, WebhookDelivered, WebhookFailed, WebhookEndpointDisabled,
+    SuppressionAdded, SuppressionRemoved, WebhookDelivered, WebhookFailed, WebhookEndpointDisabled,
     IdentityCreated, IdentityUpdated, IdentityDeleted,
     MailboxAdded, MailboxUpdated, MailboxHealthChanged, MailboxRemoved,
 )  # fmt: skip

@@ -43,7 +43,7 @@ MESSAGES = Topic(
         ev.MessageBounced, ev.MessageComplained, ev.MessageFlagsChanged, ev.MessageDeleted,
     ),
 )  # fmt: skip
-SUPPRESSIONS = Topic("suppressions", "org_id", (ev.SuppressionAdded,))
+SUPPRESSIONS = Topic("suppressions", "org_id", (ev.SuppressionAdded, ev.SuppressionRemoved))
 WEBHOOKS = Topic(
     "webhooks", "endpoint_id", (ev.WebhookDelivered, ev.WebhookFailed, ev.WebhookEndpointDisabled)
 )

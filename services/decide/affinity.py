@@ -70,6 +70,12 @@ class IdentityState:
     affinity: dict[str, UUID] = field(default_factory=dict)  # lower-cased recipient -> mailbox id
     active: bool = True
     timezone: str = "UTC"
+    suppressed: frozenset[str] = (
+        frozenset()
+    )  # lower-cased addresses of this request's that must not be mailed
+
+    def first_suppressed(self, addresses: list[str]) -> str | None:
+        return next((a for a in addresses if a.lower() in self.suppressed), None)
 
 
 def rfc_message_id(message_id: UUID, mailbox_email: str) -> str:
@@ -134,6 +140,9 @@ def _decide_message(
 
     if not state.active:
         return reject("mailbox_unavailable", "the identity was deleted")
+    c = request.payload.content
+    if suppressed := state.first_suppressed([*m.to, *c.cc, *c.bcc]):
+        return reject("suppressed", f"{suppressed} is on the organization's suppression list")
     if state.used_today + n > state.daily_cap:
         return reject("cap_exceeded", f"daily cap of {state.daily_cap} reached")
     recipient = m.counterpart.lower()

@@ -80,15 +80,25 @@ SELECT ARRAY(
        ARRAY(
          SELECT (a.identity_id, a.recipient, a.mailbox_id)
            FROM affinity a JOIN unnest($4::uuid[], $5::text[]) AS w(identity_id, recipient)
-             ON a.identity_id = w.identity_id AND a.recipient = w.recipient) AS pins
+             ON a.identity_id = w.identity_id AND a.recipient = w.recipient) AS pins,
+       ARRAY(
+         SELECT (s.org_id, s.address)
+           FROM suppressions s JOIN unnest($6::uuid[], $7::text[]) AS w(org_id, address)
+             ON s.org_id = w.org_id AND s.address = w.address
+          WHERE s.active) AS suppressed
 """
 
 
 async def load_states(
-    conn: asyncpg.Connection | asyncpg.Pool, requests: list[Envelope], now: datetime
+    conn: asyncpg.Connection | asyncpg.Pool,
+    requests: list[Envelope],
+    now: datetime,
+    threads: dict[UUID, Thread] | None = None,
 ) -> dict[UUID, IdentityState]:
-    """Each requesting identity's cap and usage today, its mailboxes with their usage, and its recipients'
-    pins: one round trip (this is on the path every send request waits on)."""
+    """Each requesting identity's cap and usage today, its mailboxes with their usage, its recipients'
+    pins, and which of its recipients are suppressed: one round trip (this is on the path every send
+    request waits on)."""
+    threads = threads or {}
     wanted = [
         (r.identity_id, m.counterpart.lower())
         for r in requests
@@ -99,6 +109,7 @@ async def load_states(
         for r in requests
         if isinstance(r, MessageArrived)
     ]
+    mailed = {(r.org_id, a.lower()) for r in requests for a in recipients_of(r, threads)}
     row = await conn.fetchrow(
         STATES,
         list({r.identity_id for r in requests}),
@@ -106,7 +117,13 @@ async def load_states(
         now - timedelta(hours=1),
         [w[0] for w in wanted],
         [w[1] for w in wanted],
+        [m[0] for m in mailed],
+        [m[1] for m in mailed],
     )
+    suppressed: dict[UUID, set[str]] = {}
+    for org_id, address in row["suppressed"]:
+        suppressed.setdefault(org_id, set()).add(address)
+    org_of = {r.identity_id: r.org_id for r in requests}
     mailboxes: dict[UUID, list[MailboxState]] = {}
     for m_id, identity_id, *fields in row["mailboxes"]:
         mailboxes.setdefault(identity_id, []).append(MailboxState(m_id, *fields))
@@ -123,6 +140,7 @@ async def load_states(
             affinity=pins.get(i_id, {}),
             active=active,
             timezone=timezone,
+            suppressed=frozenset(suppressed.get(org_of.get(i_id), ())),
         )
         for i_id, handle, daily_cap, timezone, active, used in row["identities"]
     }
@@ -143,6 +161,16 @@ async def load_threads(conn: asyncpg.Connection, conv_ids: list[UUID]) -> dict[U
         )
         for r in rows
     }
+
+
+def recipients_of(request: Envelope, threads: dict[UUID, Thread]) -> list[str]:
+    """Every address a request would mail (a reply: its conversation's counterpart)."""
+    if isinstance(request, SendRequested):
+        c = request.payload.content
+        return [a for m in request.payload.messages for a in (*m.to, *c.cc, *c.bcc)]
+    if isinstance(request, ReplyRequested) and (thread := threads.get(request.payload.conv_id)):
+        return [thread.counterpart]
+    return []
 
 
 def thread_after(thread: Thread, decisions: list[Envelope]) -> Thread:
@@ -300,10 +328,10 @@ async def decide_fresh(
     conn: asyncpg.Connection | asyncpg.Pool, fresh: list[Envelope], now: datetime
 ) -> tuple[dict[UUID, list[Envelope]], dict[UUID, str]]:
     """Decide requests not decided before, in order, each seeing the state the ones before it left."""
-    states = await load_states(conn, fresh, now)
     threads = await load_threads(
         conn, [e.payload.conv_id for e in fresh if isinstance(e, ReplyRequested | MessageArrived)]
     )
+    states = await load_states(conn, fresh, now, threads)
     decided: dict[UUID, list[Envelope]] = {}
     for e in fresh:
         state = states.get(e.identity_id) or IdentityState(e.identity_id, "", 0, 0, (), active=False)

@@ -58,6 +58,12 @@ def decide_reply(
         return reject("mailbox_unavailable", "the conversation has no bound mailbox", "")
     if not state.active:
         return reject("mailbox_unavailable", "the identity was deleted", thread.counterpart)
+    if state.first_suppressed([thread.counterpart]):
+        return reject(
+            "suppressed",
+            f"{thread.counterpart} is on the organization's suppression list",
+            thread.counterpart,
+        )
     if used >= state.daily_cap:
         return reject("cap_exceeded", f"daily cap of {state.daily_cap} reached", thread.counterpart)
     mailbox = next((m for m in state.mailboxes if m.id == thread.mailbox_id), None)

@@ -14,9 +14,11 @@ arrival into its conversation (services/decide/received.py).
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from uuid import UUID
 
 import asyncpg
@@ -26,7 +28,22 @@ from aiosmtpd.smtp import Envelope as SmtpEnvelope
 from faststream.kafka import KafkaBroker
 from prometheus_client import Counter
 
-from schemas.events import ArrivedMessage, Attachment, Content, MessageArrived, MessageArrivedPayload
+from schemas.envelope import Envelope
+from schemas.events import (
+    ArrivedMessage,
+    Attachment,
+    Content,
+    DispatchDeferred,
+    DispatchDeferredPayload,
+    MessageArrived,
+    MessageArrivedPayload,
+    MessageBounced,
+    MessageComplained,
+    MessageDelivered,
+    RecipientStatus,
+    SuppressionAdded,
+    SuppressionAddedPayload,
+)
 from services.common import bodies, db
 from services.common.blobs import BlobStore, blob_store
 from services.common.broker import ensure_topics, make_broker, publish_events
@@ -34,6 +51,7 @@ from services.common.logging import configure_logging
 from services.common.service import run, stop_event
 from services.common.settings import InboundSettings
 from services.inbound.parse import Parsed, parse
+from services.inbound.reports import Report
 
 log = structlog.get_logger("sendstream.inbound")
 RECEIVED = Counter("sendstream_inbound_messages_total", "Inbound SMTP transactions by outcome", ["outcome"])
@@ -89,6 +107,19 @@ SELECT conv_id FROM (
 """
 
 
+# The message of ours a report is about. Our Message-IDs are `<message_id@domain>`; decide's thread
+# state knows them before the message goes out (a report can come back before the views have it).
+_OUR_MESSAGE_ID = re.compile(r"^<([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})@")
+ORIGINAL = """
+SELECT $3::uuid AS id, org_id, identity_id, mailbox_id FROM threads
+ WHERE $3::uuid IS NOT NULL AND refs && ARRAY[$2::text] AND org_id = ANY($1::uuid[])
+UNION ALL
+SELECT id, org_id, identity_id, mailbox_id FROM messages
+ WHERE org_id = ANY($1::uuid[]) AND rfc_message_id = $2 AND direction = 'outbound'
+LIMIT 1
+"""
+
+
 class Intake:
     """Keeps a received message and puts its arrival on the log, once per receiving identity."""
 
@@ -128,10 +159,66 @@ class Intake:
             ),
         )
 
+    async def report_events(self, report: Report, orgs: set[UUID], raw_sha: str) -> list[Envelope] | None:
+        """What a delivery or feedback report about one of our messages says happened to it (None: it is
+        about no message of these organizations, and is received as any other mail). A recipient that
+        failed for good (5.x.x) or complained is suppressed, with the report's event as the cause."""
+        ours = _OUR_MESSAGE_ID.match(report.original_message_id or "")
+        original = await self.pool.fetchrow(
+            ORIGINAL, list(orgs), report.original_message_id, uuid.UUID(ours.group(1)) if ours else None
+        )
+        if original is None:
+            return None
+        common = {
+            "org_id": original["org_id"], "identity_id": original["identity_id"],
+            "correlation_id": f"smtp:{raw_sha[:16]}",
+        }  # fmt: skip
+        events: list[Envelope] = []
+        for r in report.recipients:
+            key = f"{raw_sha}:{original['id']}:{r.recipient}"
+            status = RecipientStatus(
+                message_id=original["id"], recipient=r.recipient, status=r.status, diagnostic=r.diagnostic
+            )
+            if r.outcome == "delayed":
+                if original["mailbox_id"] is not None:
+                    events.append(DispatchDeferred(**common, event_id=uuid.uuid5(_IDS, f"delay:{key}"),
+                        payload=DispatchDeferredPayload(
+                            message_id=original["id"], mailbox_id=original["mailbox_id"], attempt=0,
+                            next_attempt_at=datetime.now(UTC),
+                            reason=f"the recipient's server reports a delay for {r.recipient}: {r.status} {r.diagnostic}",
+                        )))  # fmt: skip
+                continue
+            kind = {"failed": MessageBounced, "complained": MessageComplained, "delivered": MessageDelivered}
+            outcome = kind[r.outcome](
+                **common, event_id=uuid.uuid5(_IDS, f"{r.outcome}:{key}"), payload=status
+            )
+            events.append(outcome)
+            reason = (
+                "complaint"
+                if r.outcome == "complained"
+                else "hard_bounce"
+                if r.status.startswith("5")
+                else None
+            )
+            if r.outcome != "delivered" and reason:
+                events.append(SuppressionAdded(
+                    **common, event_id=uuid.uuid5(_IDS, f"suppress:{key}"), causation_id=outcome.event_id,
+                    payload=SuppressionAddedPayload(address=r.recipient, reason=reason, message_id=original["id"]),
+                ))  # fmt: skip
+        return events
+
     async def keep(self, data: bytes, mail_from: str, recipients: dict[str, list[Target]]) -> str:
-        """Store `data` and publish its arrivals; returns the queue id the 250 names."""
+        """Store `data` and publish its arrivals (or, for a report about one of our messages, what it
+        reports); returns the queue id the 250 names."""
         raw = await self.blobs.put(data, "message/rfc822")
         parsed = parse(data, mail_from)
+        if parsed.report and parsed.report.original_message_id:
+            orgs = {t.org_id for targets in recipients.values() for t in targets}
+            if (events := await self.report_events(parsed.report, orgs, raw.sha256)) is not None:
+                await publish_events(self.broker, self.settings, events)
+                log.info("report received", kind=parsed.report.kind, about=parsed.report.original_message_id,
+                         events=[e.type for e in events])  # fmt: skip
+                return raw.sha256[:16]
         content = await self.content_of(parsed)
         by_identity: dict[UUID, tuple[Target, list[str]]] = {}
         for address, targets in recipients.items():

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 
+from services.inbound.reports import Report, read_report
+
 _MSG_ID = re.compile(r"<[^<>\s]+>")
 _CONTROL = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]+")
 # Auto-Submitted (RFC 3834) and the headers vacation responders and Exchange set.
@@ -38,6 +40,7 @@ class Parsed:
     references: list[str]
     auto_reply: bool
     files: list[File] = field(default_factory=list)
+    report: Report | None = None  # a delivery status notification or a feedback report
 
     @property
     def answers(self) -> list[str]:
@@ -113,4 +116,5 @@ def parse(raw: bytes, envelope_from: str = "") -> Parsed:
         references=_MSG_ID.findall(_header(msg, "References")),
         auto_reply=_auto_reply(msg),
         files=_files(msg),
+        report=read_report(msg),
     )

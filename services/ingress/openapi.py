@@ -64,9 +64,9 @@ def openapi_document() -> dict[str, Any]:
         if spec.body is not None:
             op["requestBody"] = {"required": True, "content": _json(spec.body)}
         body_errors = (400, 413) if spec.body is not None or spec.idempotent else ()
-        for code in sorted({*spec.errors, *body_errors, *((401, 403) if spec.scope else ())}):
+        for code in sorted({*spec.errors, *spec.answers, *body_errors, *((401, 403) if spec.scope else ())}):
             op["responses"][str(code)] = {
-                "description": _ERROR_TEXT.get(code, "Error"),
+                "description": "Success" if code < 300 else _ERROR_TEXT.get(code, "Error"),
                 "content": _json(spec.answers.get(code, spec.error_body)),
             }
         paths.setdefault(spec.path, {})[spec.method.lower()] = op

@@ -14,8 +14,9 @@ import pytest_asyncio
 from standardwebhooks import Webhook
 
 from services.common.infra import wait_for_port
-from tests.conftest import Api, Receiver, Relay, eventually
+from tests.conftest import Api, Receiver, Relay, eventually, new_org
 from tests.integration.test_send import make_identity
+from tests.unit.test_reports import FAILED, arf, dsn
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
@@ -42,8 +43,11 @@ def reply_to(original: EmailMessage, sender: str, to: str, text: str) -> EmailMe
     return m
 
 
-async def deliver(port: int, message: EmailMessage, sender: str, recipients: list[str]) -> None:
-    await aiosmtplib.send(message, hostname="127.0.0.1", port=port, sender=sender, recipients=recipients)
+async def deliver(port: int, message: EmailMessage | bytes, sender: str, recipients: list[str]) -> None:
+    """Hand a message over as an MTA does (`sender` "" is the null return path of reports)."""
+    async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port) as client:
+        data = message if isinstance(message, bytes) else message.as_bytes()
+        await client.sendmail(sender, recipients, data)
 
 
 async def test_a_reply_joins_its_inbox_thread_fires_message_received_and_the_next_reply_answers_it(
@@ -188,3 +192,137 @@ async def test_unknown_recipients_are_550_and_oversize_mail_552(api: Api, relay:
         assert too_big.value.code == 552
     finally:
         client.close()
+
+
+async def suppressions(api: Api) -> dict[str, dict]:
+    _, listed, _ = await api.call("GET", "/v1/suppressions")
+    return {s["address"]: s for s in listed["data"]}
+
+
+async def test_a_bounce_marks_the_message_and_suppresses_only_the_failed_recipient(
+    api: Api, relay: Relay, receiver: Receiver, inbound: int
+) -> None:
+    status, hook, _ = await api.call(
+        "POST", "/v1/webhooks", {"url": receiver.url("/bounced"), "events": ["message.bounced"]}
+    )
+    email = f"bouncy-{uuid.uuid4().hex[:6]}@agents.example.test"
+    _, inbox, _ = await api.call("POST", "/v1/inboxes", {"email": email, "smtp": relay.smtp_settings()})
+    gone, kept = f"gone-{uuid.uuid4().hex[:6]}@example.test", f"kept-{uuid.uuid4().hex[:6]}@example.test"
+    status, sent, _ = await api.call(
+        "POST", f"/v1/inboxes/{inbox['id']}/messages/send",
+        {"to": [gone, kept], "subject": "Intro", "text": "Hello", "html": "<p>Hello</p>"},
+    )  # fmt: skip
+    assert status == 200, sent
+    [original] = await relay.wait_for(1)
+
+    bounce = dsn(original.message["Message-ID"], FAILED.replace("gone@example.test", gone))
+    await deliver(inbound, bounce, "", [email])
+
+    async def bounced() -> dict | None:
+        _, m, _ = await api.call("GET", f"/v1/inboxes/{inbox['id']}/messages/{sent['id']}")
+        return m if m["status"] == "bounced" else None
+
+    message = await eventually(bounced, timeout=15)
+    assert gone in message["reason"] and "5.1.1" in message["reason"]
+    entries = await eventually(lambda: suppressions(api), timeout=10)
+    assert gone in entries and kept not in entries
+    entry = entries[gone]
+    assert (entry["reason"], entry["messageId"]) == ("hard_bounce", sent["id"])
+    _, trail, _ = await api.call("GET", f"/v1/messages/{sent['id']}/events")
+    causes = {e["id"]: e["type"] for e in trail["data"]}
+    assert (
+        causes[entry["causeEventId"]] == "MessageBounced" and causes[entry["eventId"]] == "SuppressionAdded"
+    )
+
+    [hook_request] = await receiver.wait_for("/bounced", 1)
+    data = Webhook(hook["secret"]).verify(hook_request.body, hook_request.headers)["data"]
+    assert (data["id"], data["status"]) == (sent["id"], "bounced")
+    _, listed, _ = await api.call("GET", f"/v1/inboxes/{inbox['id']}/messages")
+    assert [m["id"] for m in listed] == [sent["id"]]  # the report is no message of the inbox
+
+    # the next send to the failed recipient is rejected; to the other one it goes out
+    status, again, _ = await api.call(
+        "POST", f"/v1/inboxes/{inbox['id']}/messages/send",
+        {"to": [gone], "subject": "Again", "text": "Hello?", "html": "<p>Hello?</p>"},
+    )  # fmt: skip
+    assert (status, again["status"], again["reason"]) == (200, "rejected", "suppressed"), again
+    status, other, _ = await api.call(
+        "POST", f"/v1/inboxes/{inbox['id']}/messages/send",
+        {"to": [kept], "subject": "Again", "text": "Hello?", "html": "<p>Hello?</p>"},
+    )  # fmt: skip
+    assert other["status"] == "sent"
+
+
+async def test_a_complaint_suppresses_and_an_out_of_office_reply_does_not(
+    api: Api, relay: Relay, inbound: int
+) -> None:
+    handle, [mailbox] = await make_identity(api, relay)
+    lead = f"lead-{uuid.uuid4().hex[:6]}@example.test"
+    _, body, _ = await api.call(
+        "POST", f"/v1/identities/{handle}/send", {"to": lead, "subject": "Intro", "text": "Hello"}
+    )
+    [message] = body["messages"]
+    [original] = await relay.wait_for(1)
+
+    ooo = EmailMessage()
+    ooo["From"], ooo["To"], ooo["Subject"] = lead, mailbox["email"], "Out of office: Intro"
+    ooo["Auto-Submitted"], ooo["In-Reply-To"] = "auto-replied", original.message["Message-ID"]
+    ooo["Message-ID"] = make_msgid(domain="example.test")
+    ooo.set_content("I am away until Monday.")
+    await deliver(inbound, ooo, "", [mailbox["email"]])
+
+    async def conversation_of(n: int) -> dict | None:
+        _, conv, _ = await api.call("GET", f"/v1/conversations/{message['convId']}")
+        return conv if len(conv["messages"]) == n else None
+
+    conv = await eventually(lambda: conversation_of(2), timeout=15)
+    assert [m["status"] for m in conv["messages"]] == ["sent", "received"]
+    assert lead not in await suppressions(api)
+
+    complaint = arf(original.message["Message-ID"]).replace(b"kept@example.test", lead.encode())
+    await deliver(inbound, complaint, "", [mailbox["email"]])
+    entry = await eventually(lambda: _found(api, lead), timeout=15)
+    assert entry["reason"] == "complaint"
+    conv = await eventually(lambda: conversation_of(2), timeout=5)
+    assert conv["messages"][0]["status"] == "complained"
+
+    _, body, _ = await api.call(
+        "POST", f"/v1/identities/{handle}/send", {"to": lead, "subject": "Again", "text": "Hello?"}
+    )
+    [rejected] = body["messages"]
+    assert (rejected["status"], rejected["reason"]) == ("rejected", "suppressed")
+
+
+async def test_the_suppression_list_by_hand(api: Api, operator: Api, relay: Relay) -> None:
+    address = f"manual-{uuid.uuid4().hex[:6]}@example.test"
+    status, entry, _ = await api.call("POST", "/v1/suppressions", {"address": address.upper()})
+    assert status == 201 and (entry["address"], entry["reason"]) == (address, "manual"), entry
+    got = await eventually(lambda: _found(api, address), timeout=10)
+    assert got["eventId"] == entry["eventId"]
+    assert (await api.call("POST", "/v1/suppressions", {"address": address}))[0] == 200  # already there
+    other = await new_org(operator)
+    assert (await other.call("GET", f"/v1/suppressions/{address}"))[0] == 404  # another organization's
+    handle, _ = await make_identity(api, relay)
+    _, body, _ = await api.call(
+        "POST", f"/v1/identities/{handle}/send", {"to": address, "subject": "s", "text": "t"}
+    )
+    assert body["messages"][0]["reason"] == "suppressed"
+
+    assert (await api.call("DELETE", f"/v1/suppressions/{address}"))[0] == 204
+    await eventually(lambda: _gone(api, address), timeout=10)
+    assert (await api.call("DELETE", f"/v1/suppressions/{address}"))[0] == 404
+    _, body, _ = await api.call(
+        "POST", f"/v1/identities/{handle}/send", {"to": address, "subject": "s", "text": "t"}
+    )
+    assert body["messages"][0]["status"] == "accepted"
+    status, body, _ = await api.call("POST", "/v1/suppressions", {"address": "not an address"})
+    assert status == 400 and body["error"]["message"].startswith("address:")
+
+
+async def _found(api: Api, address: str) -> dict | None:
+    status, body, _ = await api.call("GET", f"/v1/suppressions/{address}")
+    return body if status == 200 else None
+
+
+async def _gone(api: Api, address: str) -> bool:
+    return (await api.call("GET", f"/v1/suppressions/{address}"))[0] == 404
