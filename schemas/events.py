@@ -59,6 +59,7 @@ class Content(Payload):
     references: list[str] = Field(default_factory=list)
     labels: list[str] = Field(default_factory=list)  # the sender's own tags (inboxes dialect); never sent
     attachments: list[Attachment] = Field(default_factory=list)
+    unsubscribe: bool = False  # carry one-click List-Unsubscribe (RFC 8058)
     # The API dialect the request came through: its webhooks show the message as that dialect does.
     dialect: Dialect = "identities"
 

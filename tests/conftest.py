@@ -65,6 +65,7 @@ def default_relay() -> Iterator[Relay]:
 @pytest.fixture(scope="session")
 def service_env(infra: Infra, default_relay: Relay) -> dict[str, str]:
     """The environment every service process of the session runs with."""
+    http_port = free_port()
     return {
         **infra.env,
         "SENDSTREAM_KAFKA_TOPIC_PREFIX": f"test{uuid.uuid4().hex[:8]}",
@@ -72,7 +73,8 @@ def service_env(infra: Infra, default_relay: Relay) -> dict[str, str]:
         # and restarts are exercised across partitions.
         "SENDSTREAM_KAFKA_PARTITIONS": "6",
         "SENDSTREAM_BOOTSTRAP_API_KEY": "sk_live_" + secrets.token_urlsafe(24),
-        "SENDSTREAM_HTTP_PORT": str(free_port()),
+        "SENDSTREAM_HTTP_PORT": str(http_port),
+        "SENDSTREAM_PUBLIC_BASE_URL": f"http://127.0.0.1:{http_port}",
         "SENDSTREAM_INBOUND_PORT": str(free_port()),
         "SENDSTREAM_INBOUND_MAX_MESSAGE_BYTES": str(5 * 1024 * 1024),
         "SENDSTREAM_DECISION_TIMEOUT_S": "10",

@@ -164,6 +164,10 @@ class SendRequest(ApiModel):
     inReplyTo: MessageIdText | None = None
     references: list[MessageIdText] | None = Field(None, max_length=100)
     convId: str | None = None
+    unsubscribe: bool = Field(
+        False,
+        description="Carry one-click List-Unsubscribe (RFC 8058): following it suppresses the recipient.",
+    )
 
     @model_validator(mode="after")
     def _shape(self) -> SendRequest:

@@ -105,6 +105,7 @@ def compose(
     rfc_message_id: str,
     date: datetime,
     files: Mapping[str, bytes] | None = None,
+    extra_headers: Mapping[str, str] | None = None,
 ) -> bytes:
     """The message as the relay gets it. text and html become a multipart/alternative; attachments (their
     bytes in `files` by sha256) a multipart/mixed around it; Bcc never appears in the headers."""
@@ -125,11 +126,18 @@ def compose(
         msg["In-Reply-To"] = _header(content.in_reply_to)
     if content.references:
         msg["References"] = _header(" ".join(content.references))
+    for name, value in (extra_headers or {}).items():
+        msg[name] = _header(value)
     return msg.as_bytes(policy=_WIRE)
 
 
-def render_message(p: SendAcceptedPayload, date: datetime, files: Mapping[str, bytes] | None = None) -> bytes:
-    return compose(p.from_addr, p.to, p.content, p.rfc_message_id, date, files)
+def render_message(
+    p: SendAcceptedPayload,
+    date: datetime,
+    files: Mapping[str, bytes] | None = None,
+    extra_headers: Mapping[str, str] | None = None,
+) -> bytes:
+    return compose(p.from_addr, p.to, p.content, p.rfc_message_id, date, files, extra_headers)
 
 
 def envelope_recipients(p: SendAcceptedPayload) -> list[str]:

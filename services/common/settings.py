@@ -115,6 +115,15 @@ class CommonSettings(BaseSettings):
         description="A message body (text or html) larger than this is kept in the blob store and referenced "
         "from events, instead of travelling in them.",
     )
+    public_base_url: str = Field(
+        "http://127.0.0.1:8080",
+        description="Where the API is reached from outside: one-click unsubscribe links point here.",
+    )
+    unsubscribe_secret: str | None = Field(
+        None,
+        description="Secret of one-click unsubscribe tokens; unset: derived from the first of `secret_keys`. "
+        "With neither, sends carry no List-Unsubscribe.",
+    )
     blob_store: Literal["postgres", "s3"] = Field(
         "postgres",
         description="Where attachments and raw messages are kept: `postgres` (the database, nothing else to "

@@ -44,7 +44,7 @@ from schemas.events import (
     SendAccepted,
     SendAcceptedPayload,
 )
-from services.common import bodies, db, redrive, timers
+from services.common import bodies, db, redrive, timers, unsubscribe
 from services.common.blobs import BlobCorrupt, BlobMissing, BlobStore, blob_store
 from services.common.broker import bound, publish_events, subscribe
 from services.common.mime import (
@@ -235,7 +235,12 @@ def build(
                 accepted = accepted.model_copy(
                     update={"content": await bodies.inline(blobs, accepted.content)}
                 )
-            data = render_message(accepted, now, files)
+            extra = (
+                unsubscribe.headers(settings, accepted.message_id, accepted.mailbox_email)
+                if accepted.content.unsubscribe
+                else None
+            )
+            data = render_message(accepted, now, files, extra)
             sender, recipients = wire_address(accepted.from_addr), envelope_recipients(accepted)
         except (UnsendableMessage, BlobMissing, BlobCorrupt) as exc:
             return Outcome("hard", None, f"the message cannot be sent: {type(exc).__name__}: {exc}"), None

@@ -44,7 +44,7 @@ from schemas.events import (
     SuppressionAdded,
     SuppressionAddedPayload,
 )
-from services.common import bodies, db
+from services.common import bodies, db, unsubscribe
 from services.common.blobs import BlobStore, blob_store
 from services.common.broker import ensure_topics, make_broker, publish_events
 from services.common.logging import configure_logging
@@ -109,6 +109,7 @@ SELECT conv_id FROM (
 
 # The message of ours a report is about. Our Message-IDs are `<message_id@domain>`; decide's thread
 # state knows them before the message goes out (a report can come back before the views have it).
+_UNSUBSCRIBE = re.compile(r"^\s*unsubscribe\s+([A-Za-z0-9_-]{40,64})\s*$", re.IGNORECASE)
 _OUR_MESSAGE_ID = re.compile(r"^<([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})@")
 ORIGINAL = """
 SELECT $3::uuid AS id, org_id, identity_id, mailbox_id FROM threads
@@ -212,26 +213,32 @@ class Intake:
         reports); returns the queue id the 250 names."""
         raw = await self.blobs.put(data, "message/rfc822")
         parsed = parse(data, mail_from)
-        if parsed.report and parsed.report.original_message_id:
-            orgs = {t.org_id for targets in recipients.values() for t in targets}
-            if (events := await self.report_events(parsed.report, orgs, raw.sha256)) is not None:
-                await publish_events(self.broker, self.settings, events)
-                log.info("report received", kind=parsed.report.kind, about=parsed.report.original_message_id,
-                         events=[e.type for e in events])  # fmt: skip
+        orgs = {t.org_id for targets in recipients.values() for t in targets}
+        if (asked := _UNSUBSCRIBE.match(parsed.subject)) and (key := unsubscribe.key_of(self.settings)):
+            event = await unsubscribe.follow(self.pool, key, asked.group(1))
+            if event is not None and event.org_id in orgs:  # the List-Unsubscribe mailto of one of ours
+                await publish_events(self.broker, self.settings, [event])
+                log.info("unsubscribed by mail", message_id=str(event.payload.message_id))
                 return raw.sha256[:16]
+        report = parsed.report if parsed.report and parsed.report.original_message_id else None
+        if report and (events := await self.report_events(report, orgs, raw.sha256)) is not None:
+            await publish_events(self.broker, self.settings, events)
+            log.info("report received", kind=report.kind, about=report.original_message_id,
+                     events=[e.type for e in events])  # fmt: skip
+            return raw.sha256[:16]
         content = await self.content_of(parsed)
         by_identity: dict[UUID, tuple[Target, list[str]]] = {}
         for address, targets in recipients.items():
             for t in targets:
                 by_identity.setdefault(t.identity_id, (t, []))[1].append(address)
-        events = [
+        arrivals = [
             await self.arrival(t, addresses, parsed, content, raw.sha256, raw)
             for t, addresses in by_identity.values()
         ]
-        await publish_events(self.broker, self.settings, events)
+        await publish_events(self.broker, self.settings, arrivals)
         log.info(
-            "message received", rfc_message_id=parsed.rfc_message_id, identities=len(events),
-            message_ids=[str(e.payload.message.message_id) for e in events], size=len(data),
+            "message received", rfc_message_id=parsed.rfc_message_id, identities=len(arrivals),
+            message_ids=[str(e.payload.message.message_id) for e in arrivals], size=len(data),
         )  # fmt: skip
         return raw.sha256[:16]
 

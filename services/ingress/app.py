@@ -27,7 +27,15 @@ from services.ingress.http import MAX_BODY, add_routes, observe
 from services.ingress.idempotency import sweep_expired
 
 # Importing the route modules registers their routes.
-from services.ingress.routes import admin, identities, inboxes, messages, suppressions, webhooks  # noqa: F401
+from services.ingress.routes import (  # noqa: F401
+    admin,
+    identities,
+    inboxes,
+    messages,
+    suppressions,
+    unsubscribe,
+    webhooks,
+)
 
 log = structlog.get_logger("sendstream.ingress")
 SETTINGS = web.AppKey("settings", IngressSettings)

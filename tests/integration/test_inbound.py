@@ -326,3 +326,59 @@ async def _found(api: Api, address: str) -> dict | None:
 
 async def _gone(api: Api, address: str) -> bool:
     return (await api.call("GET", f"/v1/suppressions/{address}"))[0] == 404
+
+
+async def test_one_click_unsubscribe_suppresses_once_and_refuses_a_tampered_token(
+    api: Api, relay: Relay, inbound: int
+) -> None:
+    handle, [mailbox] = await make_identity(api, relay)
+    lead, other = f"u1-{uuid.uuid4().hex[:6]}@example.test", f"u2-{uuid.uuid4().hex[:6]}@example.test"
+    _, body, _ = await api.call(
+        "POST", f"/v1/identities/{handle}/send",
+        {"to": [lead, other], "subject": "News", "text": "Hello", "unsubscribe": True},
+    )  # fmt: skip
+    received = await relay.wait_for(2)
+    first = next(r for r in received if r.rcpt_tos == [lead]).message
+    assert first["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    url, mailto = [part.strip(" <>") for part in first["List-Unsubscribe"].split(",")]
+    assert url.startswith(f"{api.base}/u/") and mailto.startswith(
+        f"mailto:{mailbox['email']}?subject=unsubscribe"
+    )
+    token = url.rsplit("/", 1)[1]
+    assert lead not in url and "example" not in token  # the token names no address
+
+    async with api.session.post(url, data="List-Unsubscribe=One-Click") as answer:  # no API key
+        assert answer.status == 200 and (await answer.json()) == {"unsubscribed": True}
+    entry = await eventually(lambda: _found(api, lead), timeout=10)
+    sent_to_lead = next(m for m in body["messages"] if m["to"] == lead)["id"]  # <message uuid@domain>
+    assert (entry["reason"], entry["messageId"]) == (
+        "unsubscribe",
+        "msg_" + uuid.UUID(sent_to_lead[1:37]).hex,
+    )
+    async with api.session.post(url, data="List-Unsubscribe=One-Click") as again:
+        assert again.status == 200  # harmless the second time
+    assert (await _found(api, lead))["eventId"] == entry["eventId"]
+    tampered = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    async with api.session.post(f"{api.base}/u/{tampered}") as refused:
+        assert refused.status == 404
+    async with api.session.get(url) as page:
+        assert page.status == 200 and '<form method="post"' in await page.text()
+    assert other not in await suppressions(api)
+
+    # the mailto form, as a mail client sends it: mail to the mailbox with the token in the subject
+    second = next(r for r in received if r.rcpt_tos == [other]).message
+    second_token = second["List-Unsubscribe"].split("subject=unsubscribe%20", 1)[1].rstrip(">")
+    request = EmailMessage()
+    request["From"], request["To"], request["Subject"] = (
+        other,
+        mailbox["email"],
+        f"unsubscribe {second_token}",
+    )
+    request.set_content("")
+    await deliver(inbound, request, other, [mailbox["email"]])
+    assert (await eventually(lambda: _found(api, other), timeout=10))["reason"] == "unsubscribe"
+
+    _, body, _ = await api.call(
+        "POST", f"/v1/identities/{handle}/send", {"to": lead, "subject": "s", "text": "t"}
+    )
+    assert body["messages"][0]["reason"] == "suppressed"

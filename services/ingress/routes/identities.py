@@ -323,7 +323,7 @@ async def send(call: Call) -> web.Response:
         thread = await directory.find_thread(c, identity, ids.parse("conversation", b.convId))
         cmd = Reply(
             identity_id=identity["id"], conv_id=thread["conv_id"], to=thread["counterpart"],
-            content=Content(text=b.text, html=b.html),
+            content=Content(text=b.text, html=b.html, unsubscribe=b.unsubscribe),
         )  # fmt: skip
     else:
         content = Content(
@@ -332,6 +332,7 @@ async def send(call: Call) -> web.Response:
             html=b.html,
             in_reply_to=b.inReplyTo,
             references=b.references or [],
+            unsubscribe=b.unsubscribe,
         )
         cmd = NewSend(identity_id=identity["id"], messages=[[to] for to in b.recipients()], content=content)
 

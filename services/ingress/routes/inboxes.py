@@ -130,7 +130,8 @@ async def send_message(call: Call) -> web.Response:
     inbox = await find_inbox(call)
     b: SendMessage = call.body
     content = Content(
-        subject=b.subject, text=b.text, html=b.html, cc=b.cc, bcc=b.bcc, labels=b.labels, dialect="inboxes"
+        subject=b.subject, text=b.text, html=b.html, cc=b.cc, bcc=b.bcc, labels=b.labels, dialect="inboxes",
+        unsubscribe=b.unsubscribe,
     )  # fmt: skip
     uploads = [
         attachments.Upload(f"attachments[{i}]", a.name, a.contentType, a.content)

@@ -1,0 +1,80 @@
+"""One-click unsubscribe (RFC 8058): the token a send's `List-Unsubscribe` carries, and reading it back.
+
+A token is the message's id and a MAC over it (HMAC-SHA256 under a key derived from the service's
+secret), base64url: it names no address and cannot be forged or altered. Following it suppresses the
+message's recipient (its first `To`, the conversation's counterpart) in the sender's organization.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+from uuid import UUID, uuid5
+
+import asyncpg
+
+from schemas.events import SuppressionAdded, SuppressionAddedPayload
+from services.common.settings import CommonSettings
+
+_MAC_BYTES = 16
+SENT = "SELECT org_id, identity_id, to_addrs FROM messages WHERE id = $1 AND direction = 'outbound'"
+
+
+def key_of(settings: CommonSettings) -> bytes | None:
+    """The MAC key: from SENDSTREAM_UNSUBSCRIBE_SECRET, else the first of SENDSTREAM_SECRET_KEYS."""
+    secret = settings.unsubscribe_secret or (settings.secret_keys[0] if settings.secret_keys else None)
+    return hashlib.sha256(b"sendstream unsubscribe\0" + secret.encode()).digest() if secret else None
+
+
+def token_for(key: bytes, message_id: UUID) -> str:
+    mac = hmac.new(key, message_id.bytes, hashlib.sha256).digest()[:_MAC_BYTES]
+    return base64.urlsafe_b64encode(message_id.bytes + mac).decode().rstrip("=")
+
+
+def message_of(key: bytes, token: str) -> UUID | None:
+    """The message a token was made for, or None if it is not one of ours as made."""
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    except (binascii.Error, ValueError):
+        return None
+    if len(raw) != 16 + _MAC_BYTES:
+        return None
+    message_id, mac = raw[:16], raw[16:]
+    if not hmac.compare_digest(mac, hmac.new(key, message_id, hashlib.sha256).digest()[:_MAC_BYTES]):
+        return None
+    return UUID(bytes=message_id)
+
+
+def headers(settings: CommonSettings, message_id: UUID, mailbox_email: str) -> dict[str, str] | None:
+    """`List-Unsubscribe` (one-click URL, and a mailto the inbound service understands) and
+    `List-Unsubscribe-Post`; None when no key is configured."""
+    key = key_of(settings)
+    if key is None:
+        return None
+    token = token_for(key, message_id)
+    url = f"{settings.public_base_url.rstrip('/')}/u/{token}"
+    return {
+        "List-Unsubscribe": f"<{url}>, <mailto:{mailbox_email}?subject=unsubscribe%20{token}>",
+        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+    }
+
+
+async def follow(pool: asyncpg.Pool, key: bytes, token: str) -> SuppressionAdded | None:
+    """The suppression that following `token` adds (the same event however often it is followed), or
+    None if the token is not one of ours or names no message we sent."""
+    message_id = message_of(key, token)
+    if message_id is None:
+        return None
+    row = await pool.fetchrow(
+        "SELECT org_id, identity_id, to_addrs FROM messages WHERE id = $1 AND direction = 'outbound'",
+        message_id,
+    )
+    if row is None or not row["to_addrs"]:
+        return None
+    return SuppressionAdded(
+        event_id=uuid5(message_id, "unsubscribe"), org_id=row["org_id"], identity_id=row["identity_id"],
+        correlation_id=f"unsubscribe:{message_id}",
+        payload=SuppressionAddedPayload(address=row["to_addrs"][0].lower(), reason="unsubscribe", message_id=message_id),
+    )  # fmt: skip
