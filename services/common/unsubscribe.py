@@ -7,10 +7,12 @@ message's recipient (its first `To`, the conversation's counterpart) in the send
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
 import hmac
+import time
 from uuid import UUID, uuid5
 
 import asyncpg
@@ -61,16 +63,19 @@ def headers(settings: CommonSettings, message_id: UUID, mailbox_email: str) -> d
     }
 
 
-async def follow(pool: asyncpg.Pool, key: bytes, token: str) -> SuppressionAdded | None:
+async def follow(pool: asyncpg.Pool, key: bytes, token: str, wait_s: float = 10.0) -> SuppressionAdded | None:
     """The suppression that following `token` adds (the same event however often it is followed), or
-    None if the token is not one of ours or names no message we sent."""
+    None if the token is not one of ours or names no message we sent. A message sent a moment ago may
+    not be in the views yet: it is waited for a little."""
     message_id = message_of(key, token)
     if message_id is None:
         return None
-    row = await pool.fetchrow(
-        "SELECT org_id, identity_id, to_addrs FROM messages WHERE id = $1 AND direction = 'outbound'",
-        message_id,
-    )
+    deadline = time.monotonic() + wait_s
+    while True:
+        row = await pool.fetchrow(SENT, message_id)
+        if row is not None or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
     if row is None or not row["to_addrs"]:
         return None
     return SuppressionAdded(

@@ -52,6 +52,7 @@ from services.common.service import run, stop_event
 from services.common.settings import InboundSettings
 from services.inbound.parse import Parsed, parse
 from services.inbound.reports import Report
+from services.inbound.rules import refusal
 
 log = structlog.get_logger("sendstream.inbound")
 RECEIVED = Counter("sendstream_inbound_messages_total", "Inbound SMTP transactions by outcome", ["outcome"])
@@ -119,6 +120,37 @@ SELECT id, org_id, identity_id, mailbox_id FROM messages
  WHERE org_id = ANY($1::uuid[]) AND rfc_message_id = $2 AND direction = 'outbound'
 LIMIT 1
 """
+
+
+async def screened(
+    pool: asyncpg.Pool, targets: list[Target], sender: str, recipient: str, stage: str
+) -> list[Target]:
+    """The targets whose organization's sender rules let mail from `sender` through; each refusal is
+    recorded."""
+    if not targets:
+        return []
+    rules: dict[UUID, list[tuple[str, str]]] = {}
+    for r in await pool.fetch(
+        "SELECT org_id, pattern, action FROM sender_rules WHERE org_id = ANY($1::uuid[])",
+        list({t.org_id for t in targets}),
+    ):
+        rules.setdefault(r["org_id"], []).append((r["pattern"], r["action"]))
+    kept, refused = [], []
+    for t in targets:
+        blocked, rule = refusal(rules.get(t.org_id, ()), sender)
+        (refused if blocked else kept).append((t, rule))
+    if refused:
+        RECEIVED.labels(f"refused_at_{stage}").inc()
+        await pool.executemany(
+            "INSERT INTO refused_mail (org_id, sender, recipient, stage, rule) VALUES ($1, $2, $3, $4, $5)",
+            [(t.org_id, sender, recipient, stage, rule) for t, rule in refused],
+        )
+        log.info("mail refused by sender rules", sender=sender, recipient=recipient, stage=stage)
+    return [t for t, _ in kept]
+
+
+class Refused(Exception):
+    """Every recipient's organization refuses the message's sender."""
 
 
 class Intake:
@@ -211,8 +243,15 @@ class Intake:
     async def keep(self, data: bytes, mail_from: str, recipients: dict[str, list[Target]]) -> str:
         """Store `data` and publish its arrivals (or, for a report about one of our messages, what it
         reports); returns the queue id the 250 names."""
-        raw = await self.blobs.put(data, "message/rfc822")
         parsed = parse(data, mail_from)
+        if parsed.from_addr.lower() != mail_from.lower():  # the From header, as the rules see it too
+            recipients = {
+                a: await screened(self.pool, ts, parsed.from_addr, a, "data") for a, ts in recipients.items()
+            }
+            recipients = {a: ts for a, ts in recipients.items() if ts}
+            if not recipients:
+                raise Refused(parsed.from_addr)
+        raw = await self.blobs.put(data, "message/rfc822")
         orgs = {t.org_id for targets in recipients.values() for t in targets}
         if (asked := _UNSUBSCRIBE.match(parsed.subject)) and (key := unsubscribe.key_of(self.settings)):
             event = await unsubscribe.follow(self.pool, key, asked.group(1))
@@ -255,13 +294,16 @@ class Handler:
         if len(envelope.rcpt_tos) >= self.settings.inbound_max_recipients:
             return "452 4.5.3 Too many recipients"
         try:
-            targets = await targets_of(self.pool, address)
+            hosted = await targets_of(self.pool, address)
+            targets = await screened(self.pool, hosted, envelope.mail_from or "", address, "rcpt")
         except Exception as exc:
             log.warning("recipient lookup failed", error=repr(exc))
             return "451 4.3.0 Temporary failure, try again later"
-        if not targets:
+        if not hosted:
             RECEIVED.labels("unknown_recipient").inc()
             return f"550 5.1.1 <{address}>: no such mailbox here"
+        if not targets:
+            return f"550 5.7.1 <{address}>: the recipient does not accept mail from this sender"
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.append(rcpt_options)
         session.targets = {**getattr(session, "targets", {}), address: targets}  # type: ignore[attr-defined]
@@ -274,6 +316,8 @@ class Handler:
             queued = await self.intake.keep(
                 envelope.original_content or b"", envelope.mail_from or "", recipients
             )
+        except Refused as exc:
+            return f"550 5.7.1 the recipients do not accept mail from {exc}"
         except Exception as exc:
             RECEIVED.labels("failed").inc()
             log.error("a received message could not be kept; the client is told to retry", error=repr(exc))

@@ -32,6 +32,7 @@ from services.ingress.routes import (  # noqa: F401
     identities,
     inboxes,
     messages,
+    senders,
     suppressions,
     unsubscribe,
     webhooks,
