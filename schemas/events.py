@@ -218,6 +218,9 @@ class MessageSentPayload(Payload):
     raw: BlobRef | None = Field(
         None, description="The message exactly as the relay took it (message/rfc822)."
     )
+    delivered_to: list[UUID] = Field(
+        default_factory=list, description="Hosted identities it was delivered to without a relay."
+    )
 
 
 class DispatchDeferredPayload(Payload):
@@ -249,6 +252,7 @@ class ArrivedMessage(Payload):
     content: Content  # subject, bodies, Cc, In-Reply-To, References, attachments
     raw: BlobRef
     auto_reply: bool = False
+    from_identity_id: UUID | None = None  # mail from one of ours, delivered without a relay
 
 
 class MessageArrivedPayload(Payload):

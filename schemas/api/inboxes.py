@@ -215,15 +215,16 @@ SEED_STATUS: dict[str, SeedStatus] = {
 
 def message_out(row: Any, files: dict[str, bytes] | None = None) -> Message:
     """A message of the messages view (services/common/views.py) as the seed shows it; with `files`
-    (its attachments' bytes), whole."""
+    (its attachments' bytes), whole. Between two hosted inboxes both copies name both inboxes."""
     inbox_id = ids.render("inbox", row["identity_id"])
+    outbound = row["direction"] == "outbound"
     return Message(
         id=ids.render("message", row["id"]),
         organizationId=ids.render("org", row["org_id"]),
         inboxId=inbox_id,
         threadId=ids.render("thread", row["conv_id"]),
-        fromInboxId=inbox_id if row["direction"] == "outbound" else None,
-        toInboxId=inbox_id if row["direction"] == "inbound" else None,
+        fromInboxId=inbox_id if outbound else _inbox(row.get("from_identity_id")),
+        toInboxId=inbox_id if not outbound else _inbox(row.get("to_identity_id")),
         from_=row["from_addr"] or (row["inbox_address"] if row["direction"] == "outbound" else None),
         to=row["to_addrs"],
         cc=row["cc_addrs"],
@@ -239,6 +240,10 @@ def message_out(row: Any, files: dict[str, bytes] | None = None) -> Message:
         createdAt=iso(row["created_at"]),
         updatedAt=iso(row["updated_at"]),
     )
+
+
+def _inbox(identity_id: Any) -> str | None:
+    return ids.render("inbox", identity_id) if identity_id else None
 
 
 def thread_out(conv: Any, rows: list[Any]) -> Thread:

@@ -140,6 +140,11 @@ def render_message(
     return compose(p.from_addr, p.to, p.content, p.rfc_message_id, date, files, extra_headers)
 
 
+def every_recipient(p: SendAcceptedPayload) -> list[str]:
+    """To, Cc and Bcc, as written."""
+    return [*p.to, *p.content.cc, *p.content.bcc]
+
+
 def envelope_recipients(p: SendAcceptedPayload) -> list[str]:
     """RCPT TO: every recipient, Bcc included, domains in IDNA form."""
-    return [wire_address(a) for a in (*p.to, *p.content.cc, *p.content.bcc)]
+    return [wire_address(a) for a in every_recipient(p)]

@@ -43,6 +43,7 @@ from schemas.events import (
     MessageSummary,
     SendAccepted,
     SendAcceptedPayload,
+    SmtpReply,
 )
 from services.common import bodies, db, redrive, timers, unsubscribe
 from services.common.blobs import BlobCorrupt, BlobMissing, BlobStore, blob_store
@@ -50,6 +51,7 @@ from services.common.broker import bound, publish_events, subscribe
 from services.common.mime import (
     UnsendableMessage,
     envelope_recipients,
+    every_recipient,
     needs_smtputf8,
     render_message,
     wire_address,
@@ -59,8 +61,11 @@ from services.common.settings import DispatchSettings
 from services.dispatch.recorder import OutcomeRecorder
 from services.dispatch.retry import next_attempt_at
 from services.dispatch.smtp import Outcome, Relay, SmtpPool
+from services.inbound.app import Intake, Target, hosted
 
 CONSUMER = "dispatch"
+RFC822 = "message/rfc822"
+INTERNAL = "2.0.0 delivered to hosted addresses without a relay"
 OUTCOMES = Counter("sendstream_dispatch_outcomes_total", "SMTP attempts by outcome", ["outcome"])
 log = structlog.get_logger("sendstream.dispatch")
 
@@ -94,6 +99,7 @@ def outcome_events(
     now: datetime,
     settings: DispatchSettings,
     raw: BlobRef | None = None,
+    delivered_to: list[UUID] | None = None,
 ) -> tuple[list[Envelope], DispatchRetryDue | None]:
     """The facts an attempt's outcome publishes (`raw`: the message as sent), and the retry to schedule
     if it was deferred. Pure."""
@@ -105,7 +111,7 @@ def outcome_events(
     if outcome.kind == "sent":
         sent = MessageSentPayload(
             message_id=p.message_id, mailbox_id=p.mailbox_id, rfc_message_id=p.rfc_message_id, relay=relay,
-            reply=outcome.reply, attempt=attempt, summary=summary, raw=raw,
+            reply=outcome.reply, attempt=attempt, summary=summary, raw=raw, delivered_to=delivered_to or [],
         )  # fmt: skip
         return [MessageSent(**event.caused(occurred_at=now), payload=sent)], None
     due = next_attempt_at(attempt, first_attempt_at, now, settings.retry_delays_s, settings.retry_max_age_s)
@@ -209,6 +215,7 @@ def build(
     recorder = OutcomeRecorder(pool, CONSUMER)
     secrets = Secrets(settings.secret_keys)
     blobs = blob_store(settings, pool)
+    intake = Intake(settings, pool, broker, blobs)  # delivery to hosted addresses, as inbound mail
     lanes: dict[UUID, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(settings.smtp_pool_size))
     unrecorded: dict[UUID, asyncio.Semaphore] = defaultdict(
         lambda: asyncio.Semaphore(2 * settings.smtp_pool_size)
@@ -223,11 +230,17 @@ def build(
         await redrive.watch(conn, event.payload.message_id, event, event.occurred_at + after)
 
     async def send(
-        relay: Relay, accepted: SendAcceptedPayload, now: datetime
-    ) -> tuple[Outcome, BlobRef | None]:
+        relay: Relay,
+        event: Envelope,
+        accepted: SendAcceptedPayload,
+        now: datetime,
+        local: dict[str, list[Target]],
+    ) -> tuple[Outcome, BlobRef | None, list[UUID]]:
         """Render, hand over and keep one message: its raw MIME goes to the blob store while the relay
         takes it (should the store fail, the outcome is recorded without it rather than the message
-        sent twice). A message that cannot be rendered or addressed as it is, or whose attachments are
+        sent twice). Recipients at hosted addresses (`local`) get it without a relay, as the inbound
+        service would have (ids from the message's, so a retry delivers nothing twice); the relay gets
+        the others. A message that cannot be rendered or addressed as it is, or whose attachments are
         gone, fails for good (a retry would fail the same way), and the partition moves on."""
         try:
             files = {a.sha256: await blobs.get(a.sha256) for a in accepted.content.attachments}
@@ -241,10 +254,22 @@ def build(
                 else None
             )
             data = render_message(accepted, now, files, extra)
-            sender, recipients = wire_address(accepted.from_addr), envelope_recipients(accepted)
+            internal = {a: local[a.lower()] for a in every_recipient(accepted) if a.lower() in local}
+            sender = wire_address(accepted.from_addr)
+            recipients = [r for a, r in zip(every_recipient(accepted), envelope_recipients(accepted), strict=True)
+                          if a not in internal]  # fmt: skip
         except (UnsendableMessage, BlobMissing, BlobCorrupt) as exc:
-            return Outcome("hard", None, f"the message cannot be sent: {type(exc).__name__}: {exc}"), None
-        keeping = asyncio.create_task(blobs.put(data, "message/rfc822"))  # beside the SMTP transaction
+            return Outcome("hard", None, f"the message cannot be sent: {type(exc).__name__}: {exc}"), None, []
+        if internal:
+            await intake.keep(data, accepted.from_addr, internal, str(accepted.message_id), event.identity_id)
+        delivered = list(dict.fromkeys(t.identity_id for ts in internal.values() for t in ts))
+        if not recipients:
+            return (
+                Outcome("sent", SmtpReply(code=250, message=INTERNAL), ""),
+                await blobs.put(data, RFC822),
+                delivered,
+            )
+        keeping = asyncio.create_task(blobs.put(data, RFC822))  # beside the SMTP transaction
         try:
             outcome = await smtp.deliver(
                 relay, sender, recipients, data, smtputf8=needs_smtputf8([sender, *recipients])
@@ -253,10 +278,12 @@ def build(
             await asyncio.wait([keeping])
         if keeping.exception() is not None:  # the outcome is recorded all the same: it must not be repeated
             log.error("the raw message could not be kept", error=repr(keeping.exception()))
-            return outcome, None
-        return outcome, keeping.result()
+            return outcome, None, delivered
+        return outcome, keeping.result(), delivered
 
-    async def dispatch_one(a: Attempt, relays: dict[UUID, Relay]) -> list[Envelope]:
+    async def dispatch_one(
+        a: Attempt, relays: dict[UUID, Relay], local: dict[str, list[Target]]
+    ) -> list[Envelope]:
         event = a.event
         accepted, attempt, first_at = attempt_of(event)
         mailbox = accepted.mailbox_id
@@ -273,11 +300,11 @@ def build(
                         raise a.record_failed[0]
                     a.phase = "smtp"
                     now = datetime.now(UTC)
-                    relay, raw = relays.get(mailbox), None
+                    relay, raw, delivered = relays.get(mailbox), None, []
                     if relay is None:
                         outcome = Outcome("hard", None, "the mailbox was removed")
                     else:
-                        outcome, raw = await send(relay, accepted, now)
+                        outcome, raw, delivered = await send(relay, event, accepted, now, local)
                     a.phase = "recording"
                 facts, retry = outcome_events(
                     event,
@@ -289,6 +316,7 @@ def build(
                     datetime.now(UTC),
                     settings,
                     raw,
+                    delivered,
                 )
                 if a.lease is not None:
                     await a.leased.wait()
@@ -376,9 +404,11 @@ def build(
         done = await db.recorded_many(pool, CONSUMER, [e.event_id for e in todo])
         fresh = [e for e in todo if e.event_id not in done]
         relays = await load_relays(pool, {attempt_of(e)[0].mailbox_id for e in fresh}, secrets)
+        # Which recipients are hosted here: they get their mail without a relay (one query a batch).
+        local = await hosted(pool, list({a for e in fresh for a in every_recipient(attempt_of(e)[0])}))
         record_failed: list[BaseException] = []
         attempts = [Attempt(e, record_failed) for e in fresh]
-        tasks = [asyncio.create_task(dispatch_one(a, relays)) for a in attempts]
+        tasks = [asyncio.create_task(dispatch_one(a, relays, local)) for a in attempts]
         if tasks:
             await asyncio.wait(tasks, timeout=settings.smtp_patience_s)
         # Decided at once, with no await between: a send's phase cannot move while this looks at it.

@@ -49,7 +49,7 @@ from services.common.blobs import BlobStore, blob_store
 from services.common.broker import ensure_topics, make_broker, publish_events
 from services.common.logging import configure_logging
 from services.common.service import run, stop_event
-from services.common.settings import InboundSettings
+from services.common.settings import CommonSettings, InboundSettings
 from services.inbound.parse import Parsed, parse
 from services.inbound.reports import Report
 from services.inbound.rules import refusal
@@ -70,28 +70,39 @@ class Target:
 
 
 TARGETS = """
-SELECT i.id AS identity_id, i.org_id, NULL::uuid AS mailbox_id, i.dialect, true AS by_handle
-  FROM identities i WHERE lower(i.handle) = lower($1) AND i.deleted_at IS NULL
+SELECT lower(i.handle) AS address, i.id AS identity_id, i.org_id, NULL::uuid AS mailbox_id, i.dialect,
+       true AS by_handle
+  FROM identities i WHERE lower(i.handle) = ANY($1::text[]) AND i.deleted_at IS NULL
 UNION ALL
-SELECT m.identity_id, m.org_id, m.id, i.dialect, false
+SELECT lower(m.email), m.identity_id, m.org_id, m.id, i.dialect, false
   FROM mailboxes m JOIN identities i ON i.id = m.identity_id
- WHERE lower(m.email) = lower($1) AND m.deleted_at IS NULL AND i.deleted_at IS NULL
+ WHERE lower(m.email) = ANY($1::text[]) AND m.deleted_at IS NULL AND i.deleted_at IS NULL
 """
 
 
+async def hosted(pool: asyncpg.Pool, addresses: list[str]) -> dict[str, list[Target]]:
+    """The identities mail to each of `addresses` is for (the hosted ones only, by lower-cased address). A handle is one
+    identity's (handles are unique); an address that is no handle reaches every identity with an
+    account of that address."""
+    rows = await pool.fetch(TARGETS, [a.lower() for a in addresses])
+    out: dict[str, list[Target]] = {}
+    for address in addresses:
+        mine = [r for r in rows if r["address"] == address.lower()]
+        by_handle = {r["identity_id"] for r in mine if r["by_handle"]}
+        found: dict[UUID, Target] = {}
+        for r in mine:
+            if by_handle and r["identity_id"] not in by_handle:
+                continue
+            known = found.get(r["identity_id"])
+            if known is None or (known.mailbox_id is None and r["mailbox_id"] is not None):
+                found[r["identity_id"]] = Target(r["identity_id"], r["org_id"], r["mailbox_id"], r["dialect"])
+        if found:
+            out[address.lower()] = list(found.values())
+    return out
+
+
 async def targets_of(pool: asyncpg.Pool, address: str) -> list[Target]:
-    """The identities mail to `address` is for. A handle is one identity's (handles are unique); an
-    address that is no handle reaches every identity with an account of that address."""
-    rows = await pool.fetch(TARGETS, address)
-    by_handle = {r["identity_id"] for r in rows if r["by_handle"]}
-    found: dict[UUID, Target] = {}
-    for r in rows:
-        if by_handle and r["identity_id"] not in by_handle:
-            continue
-        known = found.get(r["identity_id"])
-        if known is None or (known.mailbox_id is None and r["mailbox_id"] is not None):
-            found[r["identity_id"]] = Target(r["identity_id"], r["org_id"], r["mailbox_id"], r["dialect"])
-    return list(found.values())
+    return (await hosted(pool, [address])).get(address.lower(), [])
 
 
 # The conversation a message answers: decide's thread state first (written before any message of
@@ -156,7 +167,7 @@ class Refused(Exception):
 class Intake:
     """Keeps a received message and puts its arrival on the log, once per receiving identity."""
 
-    def __init__(self, settings: InboundSettings, pool: asyncpg.Pool, broker: KafkaBroker, blobs: BlobStore):
+    def __init__(self, settings: CommonSettings, pool: asyncpg.Pool, broker: KafkaBroker, blobs: BlobStore):
         self.settings, self.pool, self.broker, self.blobs = settings, pool, broker, blobs
 
     async def content_of(self, parsed: Parsed) -> Content:
@@ -171,20 +182,28 @@ class Intake:
         return await bodies.offload(self.blobs, content, self.settings.body_inline_max_bytes)
 
     async def arrival(
-        self, target: Target, recipients: list[str], parsed: Parsed, content: Content, raw_sha: str, raw
+        self,
+        target: Target,
+        recipients: list[str],
+        parsed: Parsed,
+        content: Content,
+        origin: str,
+        raw,
+        from_identity: UUID | None,
     ) -> MessageArrived:
-        key = f"{raw_sha}:{target.identity_id}"
+        key = f"{origin}:{target.identity_id}"
         conv_id = await self.pool.fetchval(THREAD, target.org_id, target.identity_id, parsed.answers)
         message = ArrivedMessage(
             message_id=uuid.uuid5(_IDS, f"message:{key}"), rfc_message_id=parsed.rfc_message_id,
             from_addr=parsed.from_addr, to=parsed.to, recipients=recipients,
             content=content.model_copy(update={"dialect": target.dialect}), raw=raw, auto_reply=parsed.auto_reply,
+            from_identity_id=from_identity,
         )  # fmt: skip
         return MessageArrived(
             event_id=uuid.uuid5(_IDS, f"arrival:{key}"),
             org_id=target.org_id,
             identity_id=target.identity_id,
-            correlation_id=f"smtp:{raw_sha[:16]}",
+            correlation_id=f"smtp:{raw.sha256[:16]}",
             payload=MessageArrivedPayload(
                 message=message,
                 conv_id=conv_id or uuid.uuid5(_IDS, f"conversation:{key}"),
@@ -240,9 +259,17 @@ class Intake:
                 ))  # fmt: skip
         return events
 
-    async def keep(self, data: bytes, mail_from: str, recipients: dict[str, list[Target]]) -> str:
+    async def keep(
+        self,
+        data: bytes,
+        mail_from: str,
+        recipients: dict[str, list[Target]],
+        origin: str | None = None,
+        from_identity: UUID | None = None,
+    ) -> str:
         """Store `data` and publish its arrivals (or, for a report about one of our messages, what it
-        reports); returns the queue id the 250 names."""
+        reports); returns the queue id the 250 names. The arrivals' ids derive from `origin` (default:
+        the bytes' hash), so the same message handed over again is the same events."""
         parsed = parse(data, mail_from)
         if parsed.from_addr.lower() != mail_from.lower():  # the From header, as the rules see it too
             recipients = {
@@ -271,7 +298,7 @@ class Intake:
             for t in targets:
                 by_identity.setdefault(t.identity_id, (t, []))[1].append(address)
         arrivals = [
-            await self.arrival(t, addresses, parsed, content, raw.sha256, raw)
+            await self.arrival(t, addresses, parsed, content, origin or raw.sha256, raw, from_identity)
             for t, addresses in by_identity.values()
         ]
         await publish_events(self.broker, self.settings, arrivals)

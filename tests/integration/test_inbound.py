@@ -496,3 +496,50 @@ async def test_sigkill_of_the_inbound_service_mid_stream_loses_no_acknowledged_m
         f"SIGKILL inbound at 40% of 500 messages: lost 0 of those acknowledged, stored twice 0, "
         f"{attempts - 500} deliveries repeated by the client, all stored {time.monotonic() - started:.1f}s after the first"
     )
+
+
+async def test_mail_between_hosted_inboxes_is_delivered_without_the_relay(
+    api: Api, operator: Api, relay: Relay
+) -> None:
+    a_email = f"alpha-{uuid.uuid4().hex[:6]}@agents.example.test"
+    b_email = f"beta-{uuid.uuid4().hex[:6]}@agents.example.test"
+    _, alpha, _ = await api.call("POST", "/v1/inboxes", {"email": a_email, "smtp": relay.smtp_settings()})
+    other = await new_org(operator)  # another organization's inbox is hosted here too
+    _, beta, _ = await other.call("POST", "/v1/inboxes", {"email": b_email, "smtp": relay.smtp_settings()})
+    status, sent, _ = await api.call(
+        "POST", f"/v1/inboxes/{alpha['id']}/messages/send",
+        {"to": [b_email], "cc": ["outside@example.test"], "subject": "Handoff", "text": "Over to you.",
+         "html": "<p>Over to you.</p>"},
+    )  # fmt: skip
+    assert status == 200, sent
+    [external] = await relay.wait_for(1)
+    assert external.rcpt_tos == ["outside@example.test"]  # the hosted recipient never went through the relay
+
+    async def arrived() -> dict | None:
+        _, listed, _ = await other.call("GET", f"/v1/inboxes/{beta['id']}/messages")
+        return listed[0] if listed else None
+
+    copy = await eventually(arrived, timeout=15)
+    assert (copy["status"], copy["fromInboxId"], copy["toInboxId"]) == ("received", alpha["id"], beta["id"])
+    assert copy["externalMessageId"] == sent["externalMessageId"] and copy["text"].strip() == "Over to you."
+
+    async def own_copy() -> dict | None:
+        _, m, _ = await api.call("GET", f"/v1/inboxes/{alpha['id']}/messages/{sent['id']}")
+        return m if m["toInboxId"] else None
+
+    mine = await eventually(own_copy, timeout=10)
+    assert (mine["status"], mine["fromInboxId"], mine["toInboxId"]) == ("sent", alpha["id"], beta["id"])
+
+    # beta answers; alpha gets the answer in its own thread, still without the relay
+    status, answer, _ = await other.call(
+        "POST", f"/v1/inboxes/{beta['id']}/messages/{copy['id']}/reply", {"text": "Got it.", "html": "<p>Got it.</p>"}
+    )  # fmt: skip
+    assert status == 200, answer
+
+    async def answered() -> dict | None:
+        _, listed, _ = await api.call("GET", f"/v1/inboxes/{alpha['id']}/messages")
+        return next((m for m in listed if m["status"] == "received"), None)
+
+    back = await eventually(answered, timeout=15)
+    assert back["threadId"] == sent["threadId"] and back["subject"] == "Re: Handoff"
+    assert len(relay.received) == 1
