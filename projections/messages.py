@@ -263,7 +263,8 @@ def statements(event: Envelope, texts: Mapping[str, str] | None = None) -> list[
                     mailbox_id=p.mailbox_id, mailbox_email=p.mailbox_email, from_addr=m.from_addr,
                     to_addrs=m.to, subject=m.content.subject, rfc_message_id=m.rfc_message_id,
                     in_reply_to=m.content.in_reply_to, refs=m.content.references, raw_sha256=m.raw.sha256,
-                    auto_reply=m.auto_reply, from_identity_id=m.from_identity_id, **body(m.content, texts),
+                    auto_reply=m.auto_reply, from_identity_id=m.from_identity_id, reply_text=m.reply_text,
+                    **body(m.content, texts),
                 )
             )  # fmt: skip
             out.append(audit(m.message_id, event))

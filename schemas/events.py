@@ -252,6 +252,7 @@ class ArrivedMessage(Payload):
     content: Content  # subject, bodies, Cc, In-Reply-To, References, attachments
     raw: BlobRef
     auto_reply: bool = False
+    reply_text: str | None = None  # its text without quoted history and signature
     from_identity_id: UUID | None = None  # mail from one of ours, delivered without a relay
 
 

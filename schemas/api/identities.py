@@ -269,6 +269,10 @@ class ConversationMessage(BaseModel):
     reason: str | None
     createdAt: str
     sentAt: str | None
+    replyText: str | None = Field(
+        None, description="Received mail: its text without quoted history and signature."
+    )
+    autoReply: bool = Field(False, description="Received mail: an out-of-office or other automatic reply.")
 
 
 class Conversation(BaseModel):
@@ -295,6 +299,7 @@ def conversation_message_out(r: Any) -> ConversationMessage:
             "subject": r["subject"], "text": r["text_body"], "html": r["html_body"], "inReplyTo": r["in_reply_to"],
             "references": r["refs"], "affinity": r["affinity"], "account": account_out(r["mailbox_id"], r["mailbox_email"]),
             "reason": r["reason"], "createdAt": iso(r["created_at"]), "sentAt": iso(r["sent_at"]),
+            "replyText": r["reply_text"], "autoReply": r["auto_reply"],
         }
     )  # fmt: skip
 

@@ -197,6 +197,7 @@ class Intake:
             message_id=uuid.uuid5(_IDS, f"message:{key}"), rfc_message_id=parsed.rfc_message_id,
             from_addr=parsed.from_addr, to=parsed.to, recipients=recipients,
             content=content.model_copy(update={"dialect": target.dialect}), raw=raw, auto_reply=parsed.auto_reply,
+            reply_text=parsed.reply_text,
             from_identity_id=from_identity,
         )  # fmt: skip
         return MessageArrived(

@@ -12,7 +12,12 @@ from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 
+from mailparser_reply import EmailReplyParser
+
 from services.inbound.reports import Report, read_report
+
+# Quoted history and signatures, in the languages mail clients write their "On … wrote:" lines in.
+_REPLIES = EmailReplyParser(languages=["en", "de", "fr", "es", "it", "nl", "pl", "sv", "da", "cs"])
 
 _MSG_ID = re.compile(r"<[^<>\s]+>")
 _CONTROL = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]+")
@@ -41,6 +46,7 @@ class Parsed:
     auto_reply: bool
     files: list[File] = field(default_factory=list)
     report: Report | None = None  # a delivery status notification or a feedback report
+    reply_text: str | None = None  # the text without quoted history and signature
 
     @property
     def answers(self) -> list[str]:
@@ -104,17 +110,29 @@ def parse(raw: bytes, envelope_from: str = "") -> Parsed:
     ids = _MSG_ID.findall(_header(msg, "Message-ID"))
     in_reply_to = _MSG_ID.findall(_header(msg, "In-Reply-To"))
     senders = _addresses(msg, "From")
+    text = _body(msg, "plain")
     return Parsed(
         rfc_message_id=ids[0] if ids else f"<{hashlib.sha256(raw).hexdigest()[:32]}@received.sendstream>",
         from_addr=senders[0] if senders else envelope_from,
         to=_addresses(msg, "To"),
         cc=_addresses(msg, "Cc"),
         subject=_CONTROL.sub(" ", _header(msg, "Subject")),  # it goes into our replies' headers
-        text=_body(msg, "plain"),
+        text=text,
         html=_body(msg, "html"),
         in_reply_to=in_reply_to[0] if in_reply_to else None,
         references=_MSG_ID.findall(_header(msg, "References")),
         auto_reply=_auto_reply(msg),
         files=_files(msg),
         report=read_report(msg),
+        reply_text=_reply_text(text),
     )
+
+
+def _reply_text(text: str | None) -> str | None:
+    if not text:
+        return None
+    try:
+        replies = _REPLIES.read(text=text).replies
+        return (replies[0].body.strip() or None) if replies else None  # the newest part, no signature
+    except Exception:  # a library's parse of untrusted text: without it, the text is still there
+        return None

@@ -132,6 +132,9 @@ async def test_a_reply_to_a_pool_send_is_bound_to_its_mailbox_and_the_conv_reply
     inbound_message = conv["messages"][1]
     assert (inbound_message["direction"], inbound_message["status"]) == ("inbound", "received")
     assert inbound_message["account"]["email"] == used and inbound_message["from"] == "morgan@example.test"
+    assert inbound_message["replyText"] == "Tell me more."  # without the quoted original
+    assert inbound_message["text"].startswith("Tell me more.") and "> Hello" in inbound_message["text"]
+    assert inbound_message["autoReply"] is False
 
     status, body, _ = await api.call(
         "POST", f"/v1/identities/{handle}/send", {"convId": message["convId"], "text": "Here is more."}
@@ -279,6 +282,7 @@ async def test_a_complaint_suppresses_and_an_out_of_office_reply_does_not(
 
     conv = await eventually(lambda: conversation_of(2), timeout=15)
     assert [m["status"] for m in conv["messages"]] == ["sent", "received"]
+    assert conv["messages"][1]["autoReply"] is True
     assert lead not in await suppressions(api)
 
     complaint = arf(original.message["Message-ID"]).replace(b"kept@example.test", lead.encode())

@@ -34,6 +34,18 @@ def test_a_reply_is_read_with_its_threading_bodies_and_files() -> None:
     assert not p.auto_reply
 
 
+def test_the_reply_text_leaves_out_quoted_history_and_signature() -> None:
+    m = EmailMessage()
+    m["From"], m["Subject"] = "ana@example.test", "Re: Pilot"
+    m.set_content(
+        "Monday works for us.\n\n-- \nAna Lima\nHead of Ops\n\n"
+        "On Mon, 30 Nov 2026 at 10:00, Desk <desk@agents.example.test> wrote:\n> Shall we start?\n> Best\n"
+    )
+    p = parse(m.as_bytes())
+    assert p.reply_text == "Monday works for us."
+    assert "Shall we start?" in p.text  # the whole text is kept too
+
+
 def test_broken_headers_read_as_absent_and_a_message_id_is_derived() -> None:
     raw = b"From: not an address\r\nSubject: a\r\n\tfolded\x01 subject\r\nIn-Reply-To: garbage\r\n\r\nbody\x00text\r\n"
     p = parse(raw, envelope_from="bounce@example.test")
