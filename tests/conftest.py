@@ -77,6 +77,9 @@ def service_env(infra: Infra, default_relay: Relay) -> dict[str, str]:
         "SENDSTREAM_PUBLIC_BASE_URL": f"http://127.0.0.1:{http_port}",
         "SENDSTREAM_INBOUND_PORT": str(free_port()),
         "SENDSTREAM_INBOUND_MAX_MESSAGE_BYTES": str(5 * 1024 * 1024),
+        # A mailbox's bounce rate judged over few sends, so a test can take one past it.
+        "SENDSTREAM_MAILBOX_BOUNCE_MIN_SENDS": "5",
+        "SENDSTREAM_MAILBOX_BOUNCE_THRESHOLD": "0.2",
         "SENDSTREAM_DECISION_TIMEOUT_S": "10",
         "SENDSTREAM_LOG_FORMAT": "json",
         "SENDSTREAM_SECRET_KEYS": json.dumps([new_key()]),

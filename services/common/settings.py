@@ -124,6 +124,21 @@ class CommonSettings(BaseSettings):
         description="Secret of one-click unsubscribe tokens; unset: derived from the first of `secret_keys`. "
         "With neither, sends carry no List-Unsubscribe.",
     )
+    mailbox_bounce_threshold: float = Field(
+        0.05,
+        gt=0,
+        le=1,
+        description="A mailbox whose hard bounces reach this share of its last `mailbox_bounce_window` sends "
+        "becomes `unhealthy` (MailboxHealthChanged): affinity stops choosing it until it is set healthy again.",
+    )
+    mailbox_bounce_window: int = Field(
+        100, ge=1, description="How many of a mailbox's latest sends the bounce rate is taken over."
+    )
+    mailbox_bounce_min_sends: int = Field(
+        20,
+        ge=1,
+        description="The bounce rate is judged only once a mailbox has sent at least this many messages.",
+    )
     blob_store: Literal["postgres", "s3"] = Field(
         "postgres",
         description="Where attachments and raw messages are kept: `postgres` (the database, nothing else to "

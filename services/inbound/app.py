@@ -35,6 +35,8 @@ from schemas.events import (
     Content,
     DispatchDeferred,
     DispatchDeferredPayload,
+    MailboxHealthChanged,
+    MailboxHealthPayload,
     MessageArrived,
     MessageArrivedPayload,
     MessageBounced,
@@ -164,6 +166,19 @@ class Refused(Exception):
     """Every recipient's organization refuses the message's sender."""
 
 
+# A mailbox's health and, over its latest sends (decided ones), how many there were and how many bounced;
+# the message a new bounce is about is counted as bounced by the caller, not here.
+BOUNCE_RATE = """
+WITH recent AS (
+    SELECT id, status FROM messages
+     WHERE mailbox_id = $1 AND direction = 'outbound' AND status NOT IN ('queued', 'rejected')
+     ORDER BY created_at DESC LIMIT $2
+)
+SELECT (SELECT health FROM mailboxes WHERE id = $1) AS health, count(*) AS sends,
+       count(*) FILTER (WHERE status = 'bounced' AND id <> $3) AS bounced FROM recent
+"""
+
+
 class Intake:
     """Keeps a received message and puts its arrival on the log, once per receiving identity."""
 
@@ -258,7 +273,34 @@ class Intake:
                     **common, event_id=uuid.uuid5(_IDS, f"suppress:{key}"), causation_id=outcome.event_id,
                     payload=SuppressionAddedPayload(address=r.recipient, reason=reason, message_id=original["id"]),
                 ))  # fmt: skip
+        if any(r.outcome == "failed" and r.status.startswith("5") for r in report.recipients):
+            events += await self.health_after_bounce(original, common, raw_sha)
         return events
+
+    async def health_after_bounce(
+        self, original: asyncpg.Record, common: dict, raw_sha: str
+    ) -> list[Envelope]:
+        """A MailboxHealthChanged when this bounce takes the mailbox's hard-bounce rate over its latest
+        sends past the threshold (the bounce itself is not in the views yet: it is counted here)."""
+        if original["mailbox_id"] is None:
+            return []
+        s = self.settings
+        row = await self.pool.fetchrow(
+            BOUNCE_RATE, original["mailbox_id"], s.mailbox_bounce_window, original["id"]
+        )
+        sends, bounced = row["sends"], row["bounced"] + 1
+        if (
+            row["health"] != "healthy"
+            or sends < s.mailbox_bounce_min_sends
+            or bounced / sends < s.mailbox_bounce_threshold
+        ):
+            return []
+        log.warning("mailbox made unhealthy by its bounce rate", mailbox_id=str(original["mailbox_id"]),
+                    bounced=bounced, sends=sends)  # fmt: skip
+        return [MailboxHealthChanged(
+            **common, event_id=uuid.uuid5(_IDS, f"health:{raw_sha}:{original['mailbox_id']}"),
+            payload=MailboxHealthPayload(mailbox_id=original["mailbox_id"], health="unhealthy", previous="healthy"),
+        )]  # fmt: skip
 
     async def keep(
         self,
@@ -290,6 +332,12 @@ class Intake:
         report = parsed.report if parsed.report and parsed.report.original_message_id else None
         if report and (events := await self.report_events(report, orgs, raw.sha256)) is not None:
             await publish_events(self.broker, self.settings, events)
+            for e in events:  # after the fact is on the log: a retry finds the mailbox as it left it
+                if isinstance(e, MailboxHealthChanged):
+                    await self.pool.execute(
+                        "UPDATE mailboxes SET health = 'unhealthy', updated_at = now() WHERE id = $1 AND health = 'healthy'",
+                        e.payload.mailbox_id,
+                    )
             log.info("report received", kind=report.kind, about=report.original_message_id,
                      events=[e.type for e in events])  # fmt: skip
             return raw.sha256[:16]

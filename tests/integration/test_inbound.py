@@ -547,3 +547,57 @@ async def test_mail_between_hosted_inboxes_is_delivered_without_the_relay(
     back = await eventually(answered, timeout=15)
     assert back["threadId"] == sent["threadId"] and back["subject"] == "Re: Handoff"
     assert len(relay.received) == 1
+
+
+async def test_a_mailbox_whose_bounce_rate_passes_the_threshold_becomes_unhealthy_and_is_avoided(
+    api: Api, relay: Relay, inbound: int, db
+) -> None:
+    """The tests judge the rate from 5 sends at 20% (SENDSTREAM_MAILBOX_BOUNCE_*)."""
+    handle, mailboxes = await make_identity(api, relay, mailboxes=2)
+    sent: dict[str, list[str]] = {}  # mailbox email -> the Message-IDs it sent
+    for i in range(12):
+        _, body, _ = await api.call(
+            "POST", f"/v1/identities/{handle}/send",
+            {"to": f"lead{i}-{uuid.uuid4().hex[:4]}@example.test", "subject": "Hi", "text": "Hello"},
+        )  # fmt: skip
+        [m] = body["messages"]
+        sent.setdefault(m["account"]["email"], []).append(m["id"])
+    await relay.wait_for(12)
+    busy = max(sent, key=lambda email: len(sent[email]))
+    other = next(m for m in mailboxes if m["email"] != busy)
+
+    async def decided() -> bool:
+        n = await db.fetchval("SELECT count(*) FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id "
+                              "WHERE b.email = $1 AND m.status = 'sent'", busy)  # fmt: skip
+        return n == len(sent[busy])
+
+    await eventually(decided, timeout=10)
+    for message_id in sent[busy][:2]:  # 2 of at least 6 sends: past 20%
+        bounce = dsn(
+            message_id, FAILED.replace("gone@example.test", f"gone-{uuid.uuid4().hex[:4]}@example.test")
+        )
+        await deliver(inbound, bounce, "", [busy])
+        await eventually(lambda mid=message_id: _bounced(db, mid), timeout=10)
+
+    async def health() -> str:
+        _, pool, _ = await api.call("GET", f"/v1/identities/{handle}/mailboxes")
+        return {m["email"]: m["health"] for m in pool["data"]}[busy]
+
+    assert await eventually(lambda: _is(health, "unhealthy"), timeout=15)
+    for _ in range(3):  # new recipients now all go to the healthy one
+        _, body, _ = await api.call(
+            "POST", f"/v1/identities/{handle}/send",
+            {"to": f"new-{uuid.uuid4().hex[:6]}@example.test", "subject": "Hi", "text": "Hello"},
+        )  # fmt: skip
+        assert body["messages"][0]["account"]["email"] == other["email"]
+
+
+async def _bounced(db, rfc_message_id: str) -> bool:
+    return (
+        await db.fetchval("SELECT status FROM messages WHERE rfc_message_id = $1", rfc_message_id)
+        == "bounced"
+    )
+
+
+async def _is(probe, value) -> bool:
+    return await probe() == value
