@@ -61,7 +61,7 @@ from services.common.settings import DispatchSettings
 from services.dispatch.recorder import OutcomeRecorder
 from services.dispatch.retry import next_attempt_at
 from services.dispatch.smtp import Outcome, Relay, SmtpPool
-from services.inbound.app import Intake, Target, hosted
+from services.inbound.intake import Intake, Target, hosted
 
 CONSUMER = "dispatch"
 RFC822 = "message/rfc822"

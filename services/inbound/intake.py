@@ -1,0 +1,347 @@
+"""The intake of received mail, shared by the inbound SMTP server and dispatch (mail between hosted
+addresses): which identities an address is for, sender rules, and keeping a message: raw bytes and
+attachments in the blob store, then its arrivals (or what a report or an unsubscribe says) on the log.
+
+Ids derive from the message (its bytes, or for mail of ours the message id), so the same message
+handed over twice is the same events, which every consumer drops the second time.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from uuid import UUID
+
+import asyncpg
+import structlog
+from faststream.kafka import KafkaBroker
+from prometheus_client import Counter
+
+from schemas.envelope import Envelope
+from schemas.events import (
+    ArrivedMessage,
+    Attachment,
+    Content,
+    DispatchDeferred,
+    DispatchDeferredPayload,
+    MailboxHealthChanged,
+    MailboxHealthPayload,
+    MessageArrived,
+    MessageArrivedPayload,
+    MessageBounced,
+    MessageComplained,
+    MessageDelivered,
+    RecipientStatus,
+    SuppressionAdded,
+    SuppressionAddedPayload,
+)
+from services.common import bodies, unsubscribe
+from services.common.blobs import BlobStore
+from services.common.broker import publish_events
+from services.common.settings import CommonSettings
+from services.inbound.parse import Parsed, parse
+from services.inbound.reports import Report
+from services.inbound.rules import refusal
+
+log = structlog.get_logger("sendstream.inbound")
+RECEIVED = Counter("sendstream_inbound_messages_total", "Inbound SMTP transactions by outcome", ["outcome"])
+_IDS = uuid.UUID("5b0c7e0e-61a4-4c0e-9d7e-2f3b8c1a9e55")  # namespace of the ids derived from a message
+
+
+@dataclass(frozen=True)
+class Target:
+    """Who an address delivers to: an identity (by its handle, or an account of its pool)."""
+
+    identity_id: UUID
+    org_id: UUID
+    mailbox_id: UUID | None
+    dialect: str
+
+
+TARGETS = """
+SELECT lower(i.handle) AS address, i.id AS identity_id, i.org_id, NULL::uuid AS mailbox_id, i.dialect,
+       true AS by_handle
+  FROM identities i WHERE lower(i.handle) = ANY($1::text[]) AND i.deleted_at IS NULL
+UNION ALL
+SELECT lower(m.email), m.identity_id, m.org_id, m.id, i.dialect, false
+  FROM mailboxes m JOIN identities i ON i.id = m.identity_id
+ WHERE lower(m.email) = ANY($1::text[]) AND m.deleted_at IS NULL AND i.deleted_at IS NULL
+"""
+
+
+async def hosted(pool: asyncpg.Pool, addresses: list[str]) -> dict[str, list[Target]]:
+    """The identities mail to each of `addresses` is for (the hosted ones only, by lower-cased address). A handle is one
+    identity's (handles are unique); an address that is no handle reaches every identity with an
+    account of that address."""
+    rows = await pool.fetch(TARGETS, [a.lower() for a in addresses])
+    out: dict[str, list[Target]] = {}
+    for address in addresses:
+        mine = [r for r in rows if r["address"] == address.lower()]
+        by_handle = {r["identity_id"] for r in mine if r["by_handle"]}
+        found: dict[UUID, Target] = {}
+        for r in mine:
+            if by_handle and r["identity_id"] not in by_handle:
+                continue
+            known = found.get(r["identity_id"])
+            if known is None or (known.mailbox_id is None and r["mailbox_id"] is not None):
+                found[r["identity_id"]] = Target(r["identity_id"], r["org_id"], r["mailbox_id"], r["dialect"])
+        if found:
+            out[address.lower()] = list(found.values())
+    return out
+
+
+async def targets_of(pool: asyncpg.Pool, address: str) -> list[Target]:
+    return (await hosted(pool, [address])).get(address.lower(), [])
+
+
+# The conversation a message answers: decide's thread state first (written before any message of
+# ours goes out, so a reply can never outrun it), then the messages view (a long thread's references
+# keep only its root and latest messages).
+THREAD = """
+SELECT conv_id FROM (
+    SELECT conv_id, 0 AS source, (last_rfc_message_id = ANY($3::text[])) AS latest, updated_at AS at
+      FROM threads WHERE refs && $3::text[] AND org_id = $1 AND identity_id = $2
+    UNION ALL
+    SELECT conv_id, 1, false, created_at FROM messages
+     WHERE org_id = $1 AND identity_id = $2 AND rfc_message_id = ANY($3::text[]) AND conv_id IS NOT NULL
+) found ORDER BY source, latest DESC, at DESC LIMIT 1
+"""
+
+
+# The message of ours a report is about. Our Message-IDs are `<message_id@domain>`; decide's thread
+# state knows them before the message goes out (a report can come back before the views have it).
+_UNSUBSCRIBE = re.compile(r"^\s*unsubscribe\s+([A-Za-z0-9_-]{40,64})\s*$", re.IGNORECASE)
+_OUR_MESSAGE_ID = re.compile(r"^<([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})@")
+ORIGINAL = """
+SELECT $3::uuid AS id, org_id, identity_id, mailbox_id FROM threads
+ WHERE $3::uuid IS NOT NULL AND refs && ARRAY[$2::text] AND org_id = ANY($1::uuid[])
+UNION ALL
+SELECT id, org_id, identity_id, mailbox_id FROM messages
+ WHERE org_id = ANY($1::uuid[]) AND rfc_message_id = $2 AND direction = 'outbound'
+LIMIT 1
+"""
+
+
+async def screened(
+    pool: asyncpg.Pool, targets: list[Target], sender: str, recipient: str, stage: str
+) -> list[Target]:
+    """The targets whose organization's sender rules let mail from `sender` through; each refusal is
+    recorded."""
+    if not targets:
+        return []
+    rules: dict[UUID, list[tuple[str, str]]] = {}
+    for r in await pool.fetch(
+        "SELECT org_id, pattern, action FROM sender_rules WHERE org_id = ANY($1::uuid[])",
+        list({t.org_id for t in targets}),
+    ):
+        rules.setdefault(r["org_id"], []).append((r["pattern"], r["action"]))
+    kept, refused = [], []
+    for t in targets:
+        blocked, rule = refusal(rules.get(t.org_id, ()), sender)
+        (refused if blocked else kept).append((t, rule))
+    if refused:
+        RECEIVED.labels(f"refused_at_{stage}").inc()
+        await pool.executemany(
+            "INSERT INTO refused_mail (org_id, sender, recipient, stage, rule) VALUES ($1, $2, $3, $4, $5)",
+            [(t.org_id, sender, recipient, stage, rule) for t, rule in refused],
+        )
+        log.info("mail refused by sender rules", sender=sender, recipient=recipient, stage=stage)
+    return [t for t, _ in kept]
+
+
+class Refused(Exception):
+    """Every recipient's organization refuses the message's sender."""
+
+
+# A mailbox's health and, over its latest sends (decided ones), how many there were and how many bounced;
+# the message a new bounce is about is counted as bounced by the caller, not here.
+BOUNCE_RATE = """
+WITH recent AS (
+    SELECT id, status FROM messages
+     WHERE mailbox_id = $1 AND direction = 'outbound' AND status NOT IN ('queued', 'rejected')
+     ORDER BY created_at DESC LIMIT $2
+)
+SELECT (SELECT health FROM mailboxes WHERE id = $1) AS health, count(*) AS sends,
+       count(*) FILTER (WHERE status = 'bounced' AND id <> $3) AS bounced FROM recent
+"""
+
+
+class Intake:
+    """Keeps a received message and puts its arrival on the log, once per receiving identity."""
+
+    def __init__(self, settings: CommonSettings, pool: asyncpg.Pool, broker: KafkaBroker, blobs: BlobStore):
+        self.settings, self.pool, self.broker, self.blobs = settings, pool, broker, blobs
+
+    async def content_of(self, parsed: Parsed) -> Content:
+        attachments = []
+        for f in parsed.files:
+            ref = await self.blobs.put(f.data, f.content_type)
+            attachments.append(Attachment(filename=f.filename, **ref.model_dump()))
+        content = Content(
+            subject=parsed.subject, text=parsed.text, html=parsed.html, cc=parsed.cc,
+            in_reply_to=parsed.in_reply_to, references=parsed.references, attachments=attachments,
+        )  # fmt: skip
+        return await bodies.offload(self.blobs, content, self.settings.body_inline_max_bytes)
+
+    async def arrival(
+        self,
+        target: Target,
+        recipients: list[str],
+        parsed: Parsed,
+        content: Content,
+        origin: str,
+        raw,
+        from_identity: UUID | None,
+    ) -> MessageArrived:
+        key = f"{origin}:{target.identity_id}"
+        conv_id = await self.pool.fetchval(THREAD, target.org_id, target.identity_id, parsed.answers)
+        message = ArrivedMessage(
+            message_id=uuid.uuid5(_IDS, f"message:{key}"), rfc_message_id=parsed.rfc_message_id,
+            from_addr=parsed.from_addr, to=parsed.to, recipients=recipients,
+            content=content.model_copy(update={"dialect": target.dialect}), raw=raw, auto_reply=parsed.auto_reply,
+            reply_text=parsed.reply_text,
+            from_identity_id=from_identity,
+        )  # fmt: skip
+        return MessageArrived(
+            event_id=uuid.uuid5(_IDS, f"arrival:{key}"),
+            org_id=target.org_id,
+            identity_id=target.identity_id,
+            correlation_id=f"smtp:{raw.sha256[:16]}",
+            payload=MessageArrivedPayload(
+                message=message,
+                conv_id=conv_id or uuid.uuid5(_IDS, f"conversation:{key}"),
+                mailbox_id=target.mailbox_id,
+            ),
+        )
+
+    async def report_events(self, report: Report, orgs: set[UUID], raw_sha: str) -> list[Envelope] | None:
+        """What a delivery or feedback report about one of our messages says happened to it (None: it is
+        about no message of these organizations, and is received as any other mail). A recipient that
+        failed for good (5.x.x) or complained is suppressed, with the report's event as the cause."""
+        ours = _OUR_MESSAGE_ID.match(report.original_message_id or "")
+        original = await self.pool.fetchrow(
+            ORIGINAL, list(orgs), report.original_message_id, uuid.UUID(ours.group(1)) if ours else None
+        )
+        if original is None:
+            return None
+        common = {
+            "org_id": original["org_id"], "identity_id": original["identity_id"],
+            "correlation_id": f"smtp:{raw_sha[:16]}",
+        }  # fmt: skip
+        events: list[Envelope] = []
+        for r in report.recipients:
+            key = f"{raw_sha}:{original['id']}:{r.recipient}"
+            status = RecipientStatus(
+                message_id=original["id"], recipient=r.recipient, status=r.status, diagnostic=r.diagnostic
+            )
+            if r.outcome == "delayed":
+                if original["mailbox_id"] is not None:
+                    events.append(DispatchDeferred(**common, event_id=uuid.uuid5(_IDS, f"delay:{key}"),
+                        payload=DispatchDeferredPayload(
+                            message_id=original["id"], mailbox_id=original["mailbox_id"], attempt=0,
+                            next_attempt_at=datetime.now(UTC),
+                            reason=f"the recipient's server reports a delay for {r.recipient}: {r.status} {r.diagnostic}",
+                        )))  # fmt: skip
+                continue
+            kind = {"failed": MessageBounced, "complained": MessageComplained, "delivered": MessageDelivered}
+            outcome = kind[r.outcome](
+                **common, event_id=uuid.uuid5(_IDS, f"{r.outcome}:{key}"), payload=status
+            )
+            events.append(outcome)
+            reason = (
+                "complaint"
+                if r.outcome == "complained"
+                else "hard_bounce"
+                if r.status.startswith("5")
+                else None
+            )
+            if r.outcome != "delivered" and reason:
+                events.append(SuppressionAdded(
+                    **common, event_id=uuid.uuid5(_IDS, f"suppress:{key}"), causation_id=outcome.event_id,
+                    payload=SuppressionAddedPayload(address=r.recipient, reason=reason, message_id=original["id"]),
+                ))  # fmt: skip
+        if any(r.outcome == "failed" and r.status.startswith("5") for r in report.recipients):
+            events += await self.health_after_bounce(original, common, raw_sha)
+        return events
+
+    async def health_after_bounce(
+        self, original: asyncpg.Record, common: dict, raw_sha: str
+    ) -> list[Envelope]:
+        """A MailboxHealthChanged when this bounce takes the mailbox's hard-bounce rate over its latest
+        sends past the threshold (the bounce itself is not in the views yet: it is counted here)."""
+        if original["mailbox_id"] is None:
+            return []
+        s = self.settings
+        row = await self.pool.fetchrow(
+            BOUNCE_RATE, original["mailbox_id"], s.mailbox_bounce_window, original["id"]
+        )
+        sends, bounced = row["sends"], row["bounced"] + 1
+        if (
+            row["health"] != "healthy"
+            or sends < s.mailbox_bounce_min_sends
+            or bounced / sends < s.mailbox_bounce_threshold
+        ):
+            return []
+        log.warning("mailbox made unhealthy by its bounce rate", mailbox_id=str(original["mailbox_id"]),
+                    bounced=bounced, sends=sends)  # fmt: skip
+        return [MailboxHealthChanged(
+            **common, event_id=uuid.uuid5(_IDS, f"health:{raw_sha}:{original['mailbox_id']}"),
+            payload=MailboxHealthPayload(mailbox_id=original["mailbox_id"], health="unhealthy", previous="healthy"),
+        )]  # fmt: skip
+
+    async def keep(
+        self,
+        data: bytes,
+        mail_from: str,
+        recipients: dict[str, list[Target]],
+        origin: str | None = None,
+        from_identity: UUID | None = None,
+    ) -> str:
+        """Store `data` and publish its arrivals (or, for a report about one of our messages, what it
+        reports); returns the queue id the 250 names. The arrivals' ids derive from `origin` (default:
+        the bytes' hash), so the same message handed over again is the same events."""
+        parsed = parse(data, mail_from)
+        if parsed.from_addr.lower() != mail_from.lower():  # the From header, as the rules see it too
+            recipients = {
+                a: await screened(self.pool, ts, parsed.from_addr, a, "data") for a, ts in recipients.items()
+            }
+            recipients = {a: ts for a, ts in recipients.items() if ts}
+            if not recipients:
+                raise Refused(parsed.from_addr)
+        raw = await self.blobs.put(data, "message/rfc822")
+        orgs = {t.org_id for targets in recipients.values() for t in targets}
+        if (asked := _UNSUBSCRIBE.match(parsed.subject)) and (key := unsubscribe.key_of(self.settings)):
+            event = await unsubscribe.follow(self.pool, key, asked.group(1))
+            if event is not None and event.org_id in orgs:  # the List-Unsubscribe mailto of one of ours
+                await publish_events(self.broker, self.settings, [event])
+                log.info("unsubscribed by mail", message_id=str(event.payload.message_id))
+                return raw.sha256[:16]
+        report = parsed.report if parsed.report and parsed.report.original_message_id else None
+        if report and (events := await self.report_events(report, orgs, raw.sha256)) is not None:
+            await publish_events(self.broker, self.settings, events)
+            for e in events:  # after the fact is on the log: a retry finds the mailbox as it left it
+                if isinstance(e, MailboxHealthChanged):
+                    await self.pool.execute(
+                        "UPDATE mailboxes SET health = 'unhealthy', updated_at = now() WHERE id = $1 AND health = 'healthy'",
+                        e.payload.mailbox_id,
+                    )
+            log.info("report received", kind=report.kind, about=report.original_message_id,
+                     events=[e.type for e in events])  # fmt: skip
+            return raw.sha256[:16]
+        content = await self.content_of(parsed)
+        by_identity: dict[UUID, tuple[Target, list[str]]] = {}
+        for address, targets in recipients.items():
+            for t in targets:
+                by_identity.setdefault(t.identity_id, (t, []))[1].append(address)
+        arrivals = [
+            await self.arrival(t, addresses, parsed, content, origin or raw.sha256, raw, from_identity)
+            for t, addresses in by_identity.values()
+        ]
+        await publish_events(self.broker, self.settings, arrivals)
+        log.info(
+            "message received", rfc_message_id=parsed.rfc_message_id, identities=len(arrivals),
+            message_ids=[str(e.payload.message.message_id) for e in arrivals], size=len(data),
+        )  # fmt: skip
+        return raw.sha256[:16]
