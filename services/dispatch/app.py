@@ -56,12 +56,12 @@ from services.common.mime import (
     render_message,
     wire_address,
 )
+from services.common.receiving.intake import Intake, Target, hosted
 from services.common.secrets import Secrets
 from services.common.settings import DispatchSettings
 from services.dispatch.recorder import OutcomeRecorder
 from services.dispatch.retry import next_attempt_at
 from services.dispatch.smtp import Outcome, Relay, SmtpPool
-from services.inbound.intake import Intake, Target, hosted
 
 CONSUMER = "dispatch"
 RFC822 = "message/rfc822"
@@ -254,9 +254,10 @@ def build(
                 else None
             )
             data = render_message(accepted, now, files, extra)
-            internal = {a: local[a.lower()] for a in every_recipient(accepted) if a.lower() in local}
+            everyone = every_recipient(accepted)
+            internal = {a: local[a.lower()] for a in everyone if a.lower() in local}
             sender = wire_address(accepted.from_addr)
-            recipients = [r for a, r in zip(every_recipient(accepted), envelope_recipients(accepted), strict=True)
+            recipients = [wire for a, wire in zip(everyone, envelope_recipients(accepted), strict=True)
                           if a not in internal]  # fmt: skip
         except (UnsendableMessage, BlobMissing, BlobCorrupt) as exc:
             return Outcome("hard", None, f"the message cannot be sent: {type(exc).__name__}: {exc}"), None, []

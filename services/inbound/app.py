@@ -25,9 +25,9 @@ from services.common import db
 from services.common.blobs import blob_store
 from services.common.broker import ensure_topics, make_broker
 from services.common.logging import configure_logging
+from services.common.receiving.intake import RECEIVED, Intake, Refused, Target, screened, targets_of
 from services.common.service import run, stop_event
 from services.common.settings import InboundSettings
-from services.inbound.intake import RECEIVED, Intake, Refused, Target, screened, targets_of
 
 log = structlog.get_logger("sendstream.inbound")
 

@@ -1,10 +1,10 @@
-"""Reading received mail (services/inbound/parse.py): what it says, and nothing it could break."""
+"""Reading received mail (services/common/receiving/parse.py): what it says, and nothing it could break."""
 
 from __future__ import annotations
 
 from email.message import EmailMessage
 
-from services.inbound.parse import parse
+from services.common.receiving.parse import parse
 
 
 def test_a_reply_is_read_with_its_threading_bodies_and_files() -> None:

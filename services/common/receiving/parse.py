@@ -14,7 +14,7 @@ from email.message import EmailMessage
 
 from mailparser_reply import EmailReplyParser
 
-from services.inbound.reports import Report, read_report
+from services.common.receiving.reports import Report, read_report
 
 # Quoted history and signatures, in the languages mail clients write their "On … wrote:" lines in.
 _REPLIES = EmailReplyParser(languages=["en", "de", "fr", "es", "it", "nl", "pl", "sv", "da", "cs"])

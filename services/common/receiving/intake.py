@@ -40,10 +40,10 @@ from schemas.events import (
 from services.common import bodies, unsubscribe
 from services.common.blobs import BlobStore
 from services.common.broker import publish_events
+from services.common.receiving.parse import Parsed, parse
+from services.common.receiving.reports import Report
+from services.common.receiving.rules import refusal
 from services.common.settings import CommonSettings
-from services.inbound.parse import Parsed, parse
-from services.inbound.reports import Report
-from services.inbound.rules import refusal
 
 log = structlog.get_logger("sendstream.inbound")
 RECEIVED = Counter("sendstream_inbound_messages_total", "Inbound SMTP transactions by outcome", ["outcome"])
