@@ -264,6 +264,7 @@ def statements(event: Envelope, texts: Mapping[str, str] | None = None) -> list[
                     to_addrs=m.to, subject=m.content.subject, rfc_message_id=m.rfc_message_id,
                     in_reply_to=m.content.in_reply_to, refs=m.content.references, raw_sha256=m.raw.sha256,
                     auto_reply=m.auto_reply, from_identity_id=m.from_identity_id, reply_text=m.reply_text,
+                    authentication=m.authentication.model_dump(),
                     **body(m.content, texts),
                 )
             )  # fmt: skip

@@ -241,6 +241,17 @@ class MessageFailedPayload(Payload):
     summary: MessageSummary | None = None
 
 
+AuthResult = Literal["pass", "fail", "softfail", "neutral", "none", "temperror", "permerror", "policy"]
+
+
+class Authentication(Payload):
+    """How the receiving server judged the sender (RFC 8601 results); `none` where it could not."""
+
+    spf: AuthResult = "none"
+    dkim: AuthResult = "none"
+    dmarc: AuthResult = "none"
+
+
 class ArrivedMessage(Payload):
     """A message as it arrived for one identity: what the inbound service read from its raw form."""
 
@@ -253,6 +264,7 @@ class ArrivedMessage(Payload):
     raw: BlobRef
     auto_reply: bool = False
     reply_text: str | None = None  # its text without quoted history and signature
+    authentication: Authentication = Field(default_factory=Authentication)
     from_identity_id: UUID | None = None  # mail from one of ours, delivered without a relay
 
 

@@ -273,6 +273,10 @@ class ConversationMessage(BaseModel):
         None, description="Received mail: its text without quoted history and signature."
     )
     autoReply: bool = Field(False, description="Received mail: an out-of-office or other automatic reply.")
+    authentication: dict[str, str] | None = Field(
+        None,
+        description="Received mail: SPF, DKIM and DMARC as our server judged them (`none` where it could not).",
+    )
 
 
 class Conversation(BaseModel):
@@ -299,7 +303,7 @@ def conversation_message_out(r: Any) -> ConversationMessage:
             "subject": r["subject"], "text": r["text_body"], "html": r["html_body"], "inReplyTo": r["in_reply_to"],
             "references": r["refs"], "affinity": r["affinity"], "account": account_out(r["mailbox_id"], r["mailbox_email"]),
             "reason": r["reason"], "createdAt": iso(r["created_at"]), "sentAt": iso(r["sent_at"]),
-            "replyText": r["reply_text"], "autoReply": r["auto_reply"],
+            "replyText": r["reply_text"], "autoReply": r["auto_reply"], "authentication": r["authentication"],
         }
     )  # fmt: skip
 

@@ -306,6 +306,13 @@ class InboundSettings(CommonSettings):
         None, description="PEM certificate (with its chain) that enables STARTTLS; with `inbound_tls_key`."
     )
     inbound_tls_key: str | None = Field(None, description="PEM private key of `inbound_tls_cert`.")
+    inbound_authenticate: bool = Field(
+        True,
+        description="Check SPF, DKIM and DMARC of received mail (DNS lookups; results shown on each message).",
+    )
+    inbound_dns_timeout_s: float = Field(
+        3.0, gt=0, description="Longest one DNS lookup of those checks may take."
+    )
 
 
 class SchedulerSettings(CommonSettings):

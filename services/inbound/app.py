@@ -25,6 +25,7 @@ from services.common import db
 from services.common.blobs import blob_store
 from services.common.broker import ensure_topics, make_broker
 from services.common.logging import configure_logging
+from services.common.receiving.authentication import authenticate
 from services.common.receiving.intake import RECEIVED, Intake, Refused, Target, screened, targets_of
 from services.common.service import run, stop_event
 from services.common.settings import InboundSettings
@@ -62,10 +63,15 @@ class Handler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: SmtpEnvelope) -> str:
         known: dict[str, list[Target]] = getattr(session, "targets", {})
         recipients = {a: known[a] for a in envelope.rcpt_tos if a in known}
+        data, sender = envelope.original_content or b"", envelope.mail_from or ""
         try:
-            queued = await self.intake.keep(
-                envelope.original_content or b"", envelope.mail_from or "", recipients
-            )
+            checked = None
+            if self.settings.inbound_authenticate:  # DNS and signature checks: off the event loop
+                checked = await asyncio.to_thread(
+                    authenticate, data, ip=session.peer[0] if session.peer else None, mail_from=sender,
+                    helo=session.host_name or "", timeout=self.settings.inbound_dns_timeout_s,
+                )  # fmt: skip
+            queued = await self.intake.keep(data, sender, recipients, authentication=checked)
         except Refused as exc:
             return f"550 5.7.1 the recipients do not accept mail from {exc}"
         except Exception as exc:

@@ -23,6 +23,7 @@ from schemas.envelope import Envelope
 from schemas.events import (
     ArrivedMessage,
     Attachment,
+    Authentication,
     Content,
     DispatchDeferred,
     DispatchDeferredPayload,
@@ -194,6 +195,7 @@ class Intake:
         origin: str,
         raw,
         from_identity: UUID | None,
+        authentication: Authentication | None,
     ) -> MessageArrived:
         key = f"{origin}:{target.identity_id}"
         conv_id = await self.pool.fetchval(THREAD, target.org_id, target.identity_id, parsed.answers)
@@ -201,7 +203,7 @@ class Intake:
             message_id=uuid.uuid5(_IDS, f"message:{key}"), rfc_message_id=parsed.rfc_message_id,
             from_addr=parsed.from_addr, to=parsed.to, recipients=recipients,
             content=content.model_copy(update={"dialect": target.dialect}), raw=raw, auto_reply=parsed.auto_reply,
-            reply_text=parsed.reply_text,
+            reply_text=parsed.reply_text, authentication=authentication or Authentication(),
             from_identity_id=from_identity,
         )  # fmt: skip
         return MessageArrived(
@@ -298,6 +300,7 @@ class Intake:
         recipients: dict[str, list[Target]],
         origin: str | None = None,
         from_identity: UUID | None = None,
+        authentication: Authentication | None = None,
     ) -> str:
         """Store `data` and publish its arrivals (or, for a report about one of our messages, what it
         reports); returns the queue id the 250 names. The arrivals' ids derive from `origin` (default:
@@ -336,7 +339,9 @@ class Intake:
             for t in targets:
                 by_identity.setdefault(t.identity_id, (t, []))[1].append(address)
         arrivals = [
-            await self.arrival(t, addresses, parsed, content, origin or raw.sha256, raw, from_identity)
+            await self.arrival(
+                t, addresses, parsed, content, origin or raw.sha256, raw, from_identity, authentication
+            )
             for t, addresses in by_identity.values()
         ]
         await publish_events(self.broker, self.settings, arrivals)
