@@ -36,6 +36,18 @@ class OrganizationCreated(BaseModel):
     apiKey: str
 
 
+class Organization(BaseModel):
+    id: str
+    name: str
+    unsubscribeByDefault: bool = Field(
+        description="Sends carry one-click List-Unsubscribe unless a request sets `unsubscribe: false`."
+    )
+
+
+class UpdateOrganization(ApiModel):
+    unsubscribeByDefault: bool
+
+
 Scope = Literal["send", "read", "admin"]
 
 
@@ -164,9 +176,10 @@ class SendRequest(ApiModel):
     inReplyTo: MessageIdText | None = None
     references: list[MessageIdText] | None = Field(None, max_length=100)
     convId: str | None = None
-    unsubscribe: bool = Field(
-        False,
-        description="Carry one-click List-Unsubscribe (RFC 8058): following it suppresses the recipient.",
+    unsubscribe: bool | None = Field(
+        None,
+        description="Carry one-click List-Unsubscribe (RFC 8058): following it suppresses the recipient. "
+        "Unset: the organization's `unsubscribeByDefault`.",
     )
 
     @model_validator(mode="after")

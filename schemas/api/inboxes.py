@@ -89,9 +89,10 @@ class SendMessage(ApiModel):
     html: str
     labels: list[Label] = Field(default_factory=list, max_length=50)
     attachments: list[AttachmentUpload] = Field(default_factory=list, max_length=ATTACHMENTS_MAX_COUNT)
-    unsubscribe: bool = Field(
-        False,
-        description="Ours: carry one-click List-Unsubscribe (RFC 8058); following it suppresses `to[0]`.",
+    unsubscribe: bool | None = Field(
+        None,
+        description="Ours: carry one-click List-Unsubscribe (RFC 8058); following it suppresses `to[0]`. "
+        "Unset: the organization's `unsubscribeByDefault`.",
     )
 
     @model_validator(mode="after")

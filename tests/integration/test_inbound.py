@@ -603,3 +603,19 @@ async def _bounced(db, rfc_message_id: str) -> bool:
 
 async def _is(probe, value) -> bool:
     return await probe() == value
+
+
+async def test_an_organization_default_puts_one_click_unsubscribe_on_every_send(
+    api: Api, relay: Relay
+) -> None:
+    _, org, _ = await api.call("GET", "/v1/organization")
+    assert org["unsubscribeByDefault"] is False and org["id"].startswith("org_")
+    status, org, _ = await api.call("PATCH", "/v1/organization", {"unsubscribeByDefault": True})
+    assert status == 200 and org["unsubscribeByDefault"] is True, org
+    handle, _ = await make_identity(api, relay)
+    for to, asked in (("d1@example.test", None), ("d2@example.test", False), ("d3@example.test", True)):
+        body = {"to": to, "subject": "s", "text": "t"} | ({} if asked is None else {"unsubscribe": asked})
+        assert (await api.call("POST", f"/v1/identities/{handle}/send", body))[0] == 202
+    received = {r.rcpt_tos[0]: r.message for r in await relay.wait_for(3)}
+    assert received["d1@example.test"]["List-Unsubscribe"] and received["d3@example.test"]["List-Unsubscribe"]
+    assert received["d2@example.test"]["List-Unsubscribe"] is None  # the request said no

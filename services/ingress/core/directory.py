@@ -50,6 +50,25 @@ async def find_identity(c: Context, org_id: UUID, handle: str) -> asyncpg.Record
     return row
 
 
+async def wants_unsubscribe(c: Context, org_id: UUID, asked: bool | None) -> bool:
+    """Whether a send carries one-click unsubscribe: as asked, else the organization's default."""
+    if asked is not None:
+        return asked
+    key = f"org:{org_id}"
+    if (cached := c.cache.get(key)) is None:
+        cached = await c.pool.fetchrow("SELECT unsubscribe_default FROM organizations WHERE id = $1", org_id)
+        c.cache.put(key, cached)
+    return bool(cached and cached["unsubscribe_default"])
+
+
+async def set_unsubscribe_default(c: Context, org_id: UUID, value: bool) -> asyncpg.Record:
+    row = await c.pool.fetchrow(
+        "UPDATE organizations SET unsubscribe_default = $2 WHERE id = $1 RETURNING *", org_id, value
+    )
+    await c.cache.invalidate(c.pool, f"org:{org_id}")
+    return row
+
+
 async def forget_identity(c: Context, row: asyncpg.Record) -> None:
     """After a change: every ingress process reads the identity afresh."""
     await c.cache.invalidate(c.pool, identity_cache_key(row["org_id"], row["handle"]))

@@ -7,11 +7,19 @@ import asyncio
 from aiohttp import web
 
 from schemas import ids
-from schemas.api.identities import ApiKeyCreated, CreateApiKey, CreateOrganization, OrganizationCreated
+from schemas.api.identities import (
+    ApiKeyCreated,
+    CreateApiKey,
+    CreateOrganization,
+    Organization,
+    OrganizationCreated,
+    UpdateOrganization,
+)
 from schemas.asyncapi import asyncapi_document
 from services.common.service import metrics_response
 from services.ingress.auth import create_organization, new_key, principal_cache_key, store_key
 from services.ingress.context import ctx
+from services.ingress.core import directory
 from services.ingress.http import ApiError, Call, json_model, not_found, route
 from services.ingress.openapi import openapi_document
 
@@ -34,6 +42,28 @@ async def create_org(call: Call) -> web.Response:
         )
     org_id, key = await create_organization(ctx(call).pool, call.body.name)
     return json_model(OrganizationCreated(id=ids.render("org", org_id), name=call.body.name, apiKey=key), 201)
+
+
+def organization_out(row) -> Organization:
+    return Organization(
+        id=ids.render("org", row["id"]), name=row["name"], unsubscribeByDefault=row["unsubscribe_default"]
+    )
+
+
+@route("GET", "/v1/organization", scope="read", tag="admin", response=Organization,
+       summary="The caller's organization and its defaults")  # fmt: skip
+async def get_organization(call: Call) -> web.Response:
+    row = await ctx(call).pool.fetchrow("SELECT * FROM organizations WHERE id = $1", call.principal.org_id)
+    return json_model(organization_out(row))
+
+
+@route("PATCH", "/v1/organization", scope="admin", tag="admin", body=UpdateOrganization, response=Organization,
+       errors=(400,), summary="Change the organization's defaults")  # fmt: skip
+async def update_organization(call: Call) -> web.Response:
+    row = await directory.set_unsubscribe_default(
+        ctx(call), call.principal.org_id, call.body.unsubscribeByDefault
+    )
+    return json_model(organization_out(row))
 
 
 @route(

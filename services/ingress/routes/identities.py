@@ -318,12 +318,13 @@ async def send(call: Call) -> web.Response:
     c = ctx(call)
     identity = await find_identity(call)
     b: SendRequest = call.body
+    unsubscribe = await directory.wants_unsubscribe(c, identity["org_id"], b.unsubscribe)
     cmd: Command
     if b.convId is not None:
         thread = await directory.find_thread(c, identity, ids.parse("conversation", b.convId))
         cmd = Reply(
             identity_id=identity["id"], conv_id=thread["conv_id"], to=thread["counterpart"],
-            content=Content(text=b.text, html=b.html, unsubscribe=b.unsubscribe),
+            content=Content(text=b.text, html=b.html, unsubscribe=unsubscribe),
         )  # fmt: skip
     else:
         content = Content(
@@ -332,7 +333,7 @@ async def send(call: Call) -> web.Response:
             html=b.html,
             in_reply_to=b.inReplyTo,
             references=b.references or [],
-            unsubscribe=b.unsubscribe,
+            unsubscribe=unsubscribe,
         )
         cmd = NewSend(identity_id=identity["id"], messages=[[to] for to in b.recipients()], content=content)
 

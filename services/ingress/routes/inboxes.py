@@ -131,7 +131,7 @@ async def send_message(call: Call) -> web.Response:
     b: SendMessage = call.body
     content = Content(
         subject=b.subject, text=b.text, html=b.html, cc=b.cc, bcc=b.bcc, labels=b.labels, dialect="inboxes",
-        unsubscribe=b.unsubscribe,
+        unsubscribe=await directory.wants_unsubscribe(ctx(call), inbox["org_id"], b.unsubscribe),
     )  # fmt: skip
     uploads = [
         attachments.Upload(f"attachments[{i}]", a.name, a.contentType, a.content)

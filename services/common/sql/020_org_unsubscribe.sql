@@ -1,0 +1,2 @@
+-- An organization may have every send carry one-click unsubscribe unless the request says otherwise.
+ALTER TABLE organizations ADD COLUMN unsubscribe_default boolean NOT NULL DEFAULT false;
