@@ -151,6 +151,15 @@ class Message(BaseModel):
     externalMessageId: str | None = Field(description="The RFC 5322 Message-ID.")
     status: SeedStatus
     reason: str | None = Field(None, description="Ours: why a `rejected` message was not sent.")
+    replyText: str | None = Field(
+        None, description="Ours, received mail: its text without quoted history and signature."
+    )
+    autoReply: bool = Field(
+        False, description="Ours, received mail: an out-of-office or other automatic reply."
+    )
+    authentication: dict[str, str] | None = Field(
+        None, description="Ours, received mail: SPF, DKIM and DMARC as our server judged them."
+    )
     createdAt: str
     updatedAt: str
 
@@ -238,6 +247,9 @@ def message_out(row: Any, files: dict[str, bytes] | None = None) -> Message:
         externalMessageId=row["rfc_message_id"],
         status=SEED_STATUS[row["status"]],
         reason=row["reason"],
+        replyText=row.get("reply_text"),
+        autoReply=bool(row.get("auto_reply")),
+        authentication=row.get("authentication"),
         createdAt=iso(row["created_at"]),
         updatedAt=iso(row["updated_at"]),
     )

@@ -56,7 +56,7 @@ from services.common.mime import (
     render_message,
     wire_address,
 )
-from services.common.receiving.intake import Intake, Target, hosted
+from services.common.receiving.intake import Intake, Target, hosted, screened
 from services.common.secrets import Secrets
 from services.common.settings import DispatchSettings
 from services.dispatch.recorder import OutcomeRecorder
@@ -66,6 +66,7 @@ from services.dispatch.smtp import Outcome, Relay, SmtpPool
 CONSUMER = "dispatch"
 RFC822 = "message/rfc822"
 INTERNAL = "2.0.0 delivered to hosted addresses without a relay"
+REFUSED = "5.7.1 the recipients do not accept mail from this sender"
 OUTCOMES = Counter("sendstream_dispatch_outcomes_total", "SMTP attempts by outcome", ["outcome"])
 log = structlog.get_logger("sendstream.dispatch")
 
@@ -255,15 +256,26 @@ def build(
             )
             data = render_message(accepted, now, files, extra)
             everyone = every_recipient(accepted)
-            internal = {a: local[a.lower()] for a in everyone if a.lower() in local}
             sender = wire_address(accepted.from_addr)
             recipients = [wire for a, wire in zip(everyone, envelope_recipients(accepted), strict=True)
-                          if a not in internal]  # fmt: skip
+                          if a.lower() not in local]  # fmt: skip
         except (UnsendableMessage, BlobMissing, BlobCorrupt) as exc:
             return Outcome("hard", None, f"the message cannot be sent: {type(exc).__name__}: {exc}"), None, []
+        # Hosted recipients whose organization's sender rules refuse the sender get nothing (it is recorded).
+        internal = {
+            a: kept for a in everyone if a.lower() in local
+            and (kept := await screened(pool, local[a.lower()], accepted.from_addr, a, "data"))
+        }  # fmt: skip
         if internal:
             await intake.keep(data, accepted.from_addr, internal, str(accepted.message_id), event.identity_id)
         delivered = list(dict.fromkeys(t.identity_id for ts in internal.values() for t in ts))
+        if not recipients and not internal:  # every recipient is hosted here and refuses this sender
+            reply = SmtpReply(code=550, message=REFUSED)
+            return (
+                Outcome("hard", reply, f"the recipients' sender rules refuse {accepted.from_addr}"),
+                None,
+                [],
+            )
         if not recipients:
             return (
                 Outcome("sent", SmtpReply(code=250, message=INTERNAL), ""),

@@ -7,15 +7,21 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import make_msgid
+from pathlib import Path
 
 import aiosmtplib
 import pytest
 import pytest_asyncio
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 from standardwebhooks import Webhook
 
-from services.common.infra import wait_for_port
+from services.common.infra import free_port, wait_for_port
 from tests.conftest import REPORT, Api, Receiver, Relay, eventually, new_org
 from tests.integration.test_send import make_identity
 from tests.unit.test_reports import FAILED, arf, dsn
@@ -80,6 +86,8 @@ async def test_a_reply_joins_its_inbox_thread_fires_message_received_and_the_nex
     assert got["fromInboxId"] is None and got["from"] == "ana@example.test" and got["to"] == [email]
     assert got["subject"] == "Re: Pilot" and got["text"].startswith("Yes, Monday works.")
     assert got["externalMessageId"] == answer["Message-ID"]
+    assert got["replyText"] == "Yes, Monday works." and got["autoReply"] is False
+    assert got["authentication"] == {"spf": "none", "dkim": "none", "dmarc": "none"}  # the tests check no DNS
 
     # the same conversation in the identities dialect: the reply, inbound and received, after ours
     conv_id = "conv_" + sent["threadId"].removeprefix("thread_")
@@ -550,6 +558,29 @@ async def test_mail_between_hosted_inboxes_is_delivered_without_the_relay(
     assert back["threadId"] == sent["threadId"] and back["subject"] == "Re: Handoff"
     assert len(relay.received) == 1
 
+    # the receiving organization's sender rules hold for mail between hosted addresses too
+    assert (await other.call("POST", "/v1/sender-rules", {"pattern": a_email, "action": "block"}))[0] == 201
+    status, blocked, _ = await api.call(
+        "POST", f"/v1/inboxes/{alpha['id']}/messages/send",
+        {"to": [b_email], "subject": "Again", "text": "Still there?", "html": "<p>Still there?</p>"},
+    )  # fmt: skip
+    assert status == 200, blocked
+
+    async def refused() -> list | None:
+        _, listed, _ = await other.call("GET", "/v1/refused-mail")
+        return listed["data"] or None
+
+    [refusal] = await eventually(refused, timeout=15)
+    assert (refusal["sender"], refusal["recipient"], refusal["rule"]) == (a_email, b_email, a_email)
+    _, listed, _ = await other.call("GET", f"/v1/inboxes/{beta['id']}/messages")
+    assert "Again" not in [m["subject"] for m in listed]
+
+    async def rejected() -> str | None:  # refused by every recipient: the sender sees it fail
+        _, m, _ = await api.call("GET", f"/v1/inboxes/{alpha['id']}/messages/{blocked['id']}")
+        return m["status"] if m["status"] != "sent" else None
+
+    assert await eventually(rejected, timeout=10) == "rejected"
+
 
 async def test_a_mailbox_whose_bounce_rate_passes_the_threshold_becomes_unhealthy_and_is_avoided(
     api: Api, relay: Relay, inbound: int, db
@@ -619,3 +650,57 @@ async def test_an_organization_default_puts_one_click_unsubscribe_on_every_send(
     received = {r.rcpt_tos[0]: r.message for r in await relay.wait_for(3)}
     assert received["d1@example.test"]["List-Unsubscribe"] and received["d3@example.test"]["List-Unsubscribe"]
     assert received["d2@example.test"]["List-Unsubscribe"] is None  # the request said no
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mx.sendstream.test")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(days=1)).sign(key, hashes.SHA256())
+    )  # fmt: skip
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                          serialization.NoEncryption())
+    )  # fmt: skip
+    return cert_path, key_path
+
+
+async def test_starttls_when_a_certificate_is_configured(
+    api: Api, relay: Relay, stack, tmp_path: Path
+) -> None:
+    """A second inbound process with a certificate: the client upgrades the session and its mail arrives."""
+    cert, key = self_signed(tmp_path)
+    port = free_port()
+    stack.start("inbound-tls", ["-m", "services.inbound"], env={
+        "SENDSTREAM_INBOUND_PORT": str(port), "SENDSTREAM_INBOUND_TLS_CERT": str(cert),
+        "SENDSTREAM_INBOUND_TLS_KEY": str(key),
+    })  # fmt: skip
+    try:
+        await asyncio.to_thread(wait_for_port, "127.0.0.1", port, 60)
+        email = f"tls-{uuid.uuid4().hex[:6]}@agents.example.test"
+        _, inbox, _ = await api.call("POST", "/v1/inboxes", {"email": email, "smtp": relay.smtp_settings()})
+        m = EmailMessage()
+        m["From"], m["To"], m["Subject"] = "secure@example.test", email, "Over TLS"
+        m["Message-ID"] = make_msgid(domain="example.test")
+        m.set_content("encrypted in transit")
+        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False, validate_certs=False)
+        await client.connect()
+        await client.ehlo()
+        assert client.supports_extension("starttls")
+        await client.starttls()
+        assert client.get_transport_info("sslcontext") is not None  # the session is encrypted now
+        await client.send_message(m, sender="secure@example.test", recipients=[email])
+        await client.quit()
+
+        async def arrived() -> list[str] | None:
+            _, listed, _ = await api.call("GET", f"/v1/inboxes/{inbox['id']}/messages")
+            return [x["subject"] for x in listed] or None
+
+        assert await eventually(arrived, timeout=15) == ["Over TLS"]
+    finally:
+        stack.stop("inbound-tls")

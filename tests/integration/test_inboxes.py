@@ -111,7 +111,7 @@ async def test_the_seeds_own_client_manages_inboxes_unchanged(api: Api) -> None:
 
 MESSAGE_FIELDS = {"id", "organizationId", "inboxId", "threadId", "fromInboxId", "from", "to", "cc", "bcc", "subject",
                   "text", "html", "labels", "attachments", "externalMessageId", "status", "reason", "createdAt",
-                  "updatedAt", "toInboxId"}  # fmt: skip
+                  "updatedAt", "toInboxId", "replyText", "autoReply", "authentication"}  # fmt: skip
 
 
 async def test_a_send_to_to_cc_and_bcc_is_one_message_and_counts_every_recipient(
