@@ -14,7 +14,7 @@ from typing import Any
 
 from schemas import ids
 from schemas.api.common import iso
-from schemas.api.inboxes import message_out
+from schemas.api.inboxes import message_out, partial_row
 from schemas.envelope import Envelope
 from schemas.events import (
     MessageBounced,
@@ -116,13 +116,10 @@ def carries_message(event: Envelope) -> bool:
 def _inboxes_data(event: Envelope, m: dict[str, Any]) -> dict[str, Any]:
     """The inboxes dialect's message object, from what is known of the message (the view may not have
     it yet: then what the event carries, the rest empty)."""
-    row = {
-        "org_id": event.org_id, "identity_id": event.identity_id, "conv_id": None, "direction": "outbound",
-        "from_addr": None, "inbox_address": None, "to_addrs": [], "cc_addrs": [], "bcc_addrs": [],
-        "subject": "", "text_body": None, "html_body": None, "labels": [], "attachments": [],
-        "rfc_message_id": None, "reason": None, "created_at": event.occurred_at,
+    row = partial_row(**{
+        "org_id": event.org_id, "identity_id": event.identity_id, "created_at": event.occurred_at,
         "updated_at": event.occurred_at, **m,
-    }  # fmt: skip
+    })  # fmt: skip
     return message_out(row).model_dump(mode="json", by_alias=True)
 
 

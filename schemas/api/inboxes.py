@@ -169,28 +169,25 @@ class Message(BaseModel):
 def sent_message(m: MessageOutcome, inbox: Any, content: Content, at: datetime) -> Message:
     """A message the inbox just sent, as the send and reply routes answer it. The seed has no `queued`:
     a message accepted (or still being decided) shows `sent`, one refused `rejected`."""
-    inbox_id = ids.render("inbox", inbox["id"])
-    return Message(
-        id=ids.render("message", m.message_id),
-        organizationId=ids.render("org", inbox["org_id"]),
-        inboxId=inbox_id,
-        threadId=ids.render("thread", m.conv_id),
-        fromInboxId=inbox_id,
-        from_=m.mailbox_email or inbox["handle"],
-        to=m.to,
-        cc=content.cc,
-        bcc=content.bcc,
-        subject=content.subject,
-        text=content.text,
-        html=content.html,
-        labels=content.labels,
-        attachments=attachments_out(content.attachments),
-        externalMessageId=m.rfc_message_id,
-        status="rejected" if m.state == "rejected" else "sent",
-        reason=m.reason,
-        createdAt=iso(at),
-        updatedAt=iso(at),
-    )
+    return message_out(
+        partial_row(
+            id=m.message_id, org_id=inbox["org_id"], identity_id=inbox["id"], conv_id=m.conv_id,
+            from_addr=m.mailbox_email, inbox_address=inbox["handle"], to_addrs=m.to, cc_addrs=content.cc,
+            bcc_addrs=content.bcc, subject=content.subject, text_body=content.text, html_body=content.html,
+            labels=content.labels, attachments=content.attachments, rfc_message_id=m.rfc_message_id,
+            status="rejected" if m.state == "rejected" else "sent", reason=m.reason, created_at=at, updated_at=at,
+        )
+    )  # fmt: skip
+
+
+def partial_row(**known: Any) -> dict[str, Any]:
+    """A messages-view row from what is known of a message (just sent, or not in the view yet), the
+    rest empty: `message_out` renders it like any other."""
+    return {
+        "conv_id": None, "direction": "outbound", "from_addr": None, "inbox_address": None, "to_addrs": [],
+        "cc_addrs": [], "bcc_addrs": [], "subject": "", "text_body": None, "html_body": None, "labels": [],
+        "attachments": [], "rfc_message_id": None, "reason": None, **known,
+    }  # fmt: skip
 
 
 class MessageList(RootModel[list[Message]]):
