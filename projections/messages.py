@@ -20,8 +20,10 @@ from schemas.events import (
     MessageArrived,
     MessageBounced,
     MessageComplained,
+    MessageDeleted,
     MessageDelivered,
     MessageFailed,
+    MessageFlagsChanged,
     MessageReceived,
     MessageSent,
     ReplyRequested,
@@ -152,7 +154,24 @@ def body(content: Content, texts: Mapping[str, str]) -> dict[str, Any]:
         "labels": content.labels,
         "attachments": [a.model_dump(mode="json") for a in content.attachments],
         "dialect": content.dialect,
+        "reply_to": content.reply_to,
     }
+
+
+# A flag moves only with an event later than the one that last set it, so that two changes commute.
+FLAGS = """
+UPDATE messages SET
+    is_read = CASE WHEN $2::boolean IS NOT NULL AND (read_changed_at IS NULL OR read_changed_at <= $4)
+                   THEN $2 ELSE is_read END,
+    read_changed_at = CASE WHEN $2::boolean IS NOT NULL THEN greatest(read_changed_at, $4) ELSE read_changed_at END,
+    is_starred = CASE WHEN $3::boolean IS NOT NULL AND (starred_changed_at IS NULL OR starred_changed_at <= $4)
+                      THEN $3 ELSE is_starred END,
+    starred_changed_at = CASE WHEN $3::boolean IS NOT NULL THEN greatest(starred_changed_at, $4)
+                              ELSE starred_changed_at END,
+    updated_at = greatest(updated_at, $4)
+WHERE id = $1
+"""
+DELETE = "UPDATE messages SET deleted_at = least(deleted_at, $2), updated_at = greatest(updated_at, $2) WHERE id = $1"
 
 
 def statements(event: Envelope, texts: Mapping[str, str] | None = None) -> list[Statement]:
@@ -183,7 +202,12 @@ def statements(event: Envelope, texts: Mapping[str, str] | None = None) -> list[
                 out.append(audit(m.message_id, event))
         case ReplyRequested(payload=p):
             out.append(upsert_conversation(p.conv_id, event))
-            out.append(upsert_message(p.message_id, event, None, conv_id=p.conv_id, **body(p.content, texts)))
+            recipients = {"to_addrs": p.to} if p.to else {}
+            out.append(
+                upsert_message(
+                    p.message_id, event, None, conv_id=p.conv_id, **recipients, **body(p.content, texts)
+                )
+            )
             out.append(audit(p.message_id, event))
         case SendAccepted(payload=p):
             out.append(upsert_conversation(p.conv_id, event, mailbox_id=p.mailbox_id))
@@ -286,6 +310,12 @@ def statements(event: Envelope, texts: Mapping[str, str] | None = None) -> list[
         case SuppressionRemoved(payload=p):
             out.append((SUPPRESS, (event.org_id, p.address, False, "manual", None, event.event_id, None,
                                    event.occurred_at)))  # fmt: skip
+        case MessageFlagsChanged(payload=p):
+            out.append((FLAGS, (p.message_id, p.is_read, p.is_starred, event.occurred_at)))
+            out.append(audit(p.message_id, event))
+        case MessageDeleted(payload=p):
+            out.append((DELETE, (p.message_id, event.occurred_at)))
+            out.append(audit(p.message_id, event))
         case WebhookDelivered(payload=p) | WebhookFailed(payload=p) if p.message_id:
             out.append(audit(p.message_id, event))  # the message's audit trail shows its webhooks
     return out

@@ -22,13 +22,15 @@ class NewSend(Payload):
 
 
 class Reply(Payload):
-    """A reply in a conversation, to its counterpart, from the mailbox it is bound to (decide resolves
-    the subject, `In-Reply-To` and `References`)."""
+    """A reply in a conversation, from the mailbox it is bound to (decide resolves `In-Reply-To` and
+    `References`): to its counterpart under `Re:` and the conversation's subject, or to `recipients`
+    (and the content's Cc and Bcc) under the content's subject."""
 
     identity_id: UUID
     conv_id: UUID
     to: str  # the conversation's counterpart
     content: Content
+    recipients: list[str] | None = None
 
 
 Command = NewSend | Reply

@@ -43,6 +43,17 @@ class Attachment(BlobRef):
     filename: str
 
 
+class Forwarded(Payload):
+    """What a forward carries of the message it forwards (mailboxes dialect). Inline, its body and
+    files are already in the content; wrapped, `original` is its raw MIME, sent as one message/rfc822
+    part."""
+
+    message_id: UUID
+    rfc_message_id: str | None = None
+    mode: Literal["inline", "wrapped"] = "inline"
+    original: BlobRef | None = None
+
+
 class Content(Payload):
     """What the sender wrote; shared by requests and the accepted send. A body too large to travel in
     events is in the blob store (`text_blob`, `html_blob`; then `text`, `html` are None): consumers that
@@ -60,6 +71,8 @@ class Content(Payload):
     labels: list[str] = Field(default_factory=list)  # the sender's own tags (inboxes dialect); never sent
     attachments: list[Attachment] = Field(default_factory=list)
     unsubscribe: bool = False  # carry one-click List-Unsubscribe (RFC 8058)
+    reply_to: str | None = None  # the Reply-To header: where replies should go, if not to the sender
+    forwarded: Forwarded | None = None  # set on a forward: it is sent with X-Forwarded-Message-Id
     # The API dialect the request came through: its webhooks show the message as that dialect does.
     dialect: Dialect = "identities"
 
@@ -103,20 +116,14 @@ class SendRequestedPayload(Payload):
 
 
 class ReplyRequestedPayload(Payload):
+    """A reply in a conversation: to its counterpart, under `Re:` and its subject; or, with `to`, to
+    those addresses (and the content's Cc and Bcc) under the content's own subject if it has one."""
+
     handle: str
     message_id: UUID
     conv_id: UUID
     content: Content
-
-
-class ForwardRequestedPayload(Payload):
-    handle: str
-    message_id: UUID
-    conv_id: UUID
-    original_message_id: UUID
-    to: list[str]
-    mode: Literal["inline", "wrapped"] = "inline"
-    content: Content
+    to: list[str] | None = None
 
 
 class SendRequested(Envelope):
@@ -127,11 +134,6 @@ class SendRequested(Envelope):
 class ReplyRequested(Envelope):
     type: Literal["ReplyRequested"] = "ReplyRequested"
     payload: ReplyRequestedPayload
-
-
-class ForwardRequested(Envelope):
-    type: Literal["ForwardRequested"] = "ForwardRequested"
-    payload: ForwardRequestedPayload
 
 
 # --- decisions (topic: decisions, key: mailbox_id when assigned, else identity_id) -----------------
@@ -205,6 +207,7 @@ class MessageSummary(Payload):
     subject: str
     mailbox_email: str
     dialect: Dialect = "identities"
+    forwarded: bool = False  # a forward: its webhook is message.forwarded
 
 
 class MessageSentPayload(Payload):
@@ -484,7 +487,7 @@ class MailboxRemoved(Envelope):
 
 
 ALL_EVENTS: tuple[type[Envelope], ...] = (
-    SendRequested, ReplyRequested, ForwardRequested, MessageArrived,
+    SendRequested, ReplyRequested, MessageArrived,
     SendAccepted, SendRejected, DispatchRetryDue,
     MessageSent, DispatchDeferred, MessageFailed, MessageReceived, MessageDelivered, MessageBounced,
     MessageComplained, MessageFlagsChanged, MessageDeleted,

@@ -27,9 +27,7 @@ class Topic:
         return f"{prefix}.{self.suffix}.dlq"
 
 
-REQUESTS = Topic(
-    "requests", "identity_id", (ev.SendRequested, ev.ReplyRequested, ev.ForwardRequested, ev.MessageArrived)
-)
+REQUESTS = Topic("requests", "identity_id", (ev.SendRequested, ev.ReplyRequested, ev.MessageArrived))
 DECISIONS = Topic(
     "decisions",
     "mailbox_id when assigned, else identity_id",

@@ -2,7 +2,7 @@
 
 Body: `{"type", "timestamp", "data"}`, where `data` is the message as the dialect it was sent through
 shows it: the identities dialect's (`messageId`, `id` = RFC Message-ID, `convId`, `identity`, `account`,
-`status`, …), or the inboxes dialect's message object (the seed's `message.sent`). What the event
+`status`, …), or the inboxes or mailboxes dialect's message object. What the event
 carries wins; what it lacks comes from the messages view (`stored`), when that has the message.
 """
 
@@ -15,6 +15,7 @@ from typing import Any
 from schemas import ids
 from schemas.api.common import iso
 from schemas.api.inboxes import message_out, partial_row
+from schemas.api.mailboxes import message_item
 from schemas.envelope import Envelope
 from schemas.events import (
     MessageBounced,
@@ -42,12 +43,14 @@ ALIASES = {"email.sent": "message.sent"}
 TEST_TYPE = "webhook.test"
 EVENT_NAMES: tuple[str, ...] = (
     *(name for name, _ in WEBHOOK_TYPES.values()),
-    "message.forwarded",  # a forward's MessageSent, once forwards exist (mailboxes dialect)
+    "message.forwarded",  # a forward's MessageSent (mailboxes dialect)
     *ALIASES,
 )
 
 
 def webhook_type(event: Envelope) -> str | None:
+    if isinstance(event, MessageSent) and event.payload.summary and event.payload.summary.forwarded:
+        return "message.forwarded"  # a forward's outcome, not message.sent (mailboxes dialect)
     known = WEBHOOK_TYPES.get(type(event))
     return known[0] if known else None
 
@@ -113,21 +116,24 @@ def carries_message(event: Envelope) -> bool:
     )
 
 
-def _inboxes_data(event: Envelope, m: dict[str, Any]) -> dict[str, Any]:
-    """The inboxes dialect's message object, from what is known of the message (the view may not have
-    it yet: then what the event carries, the rest empty)."""
+def _dialect_data(event: Envelope, m: dict[str, Any], dialect: str) -> dict[str, Any]:
+    """The inboxes or mailboxes dialect's message object, from what is known of the message (the view
+    may not have it yet: then what the event carries, the rest empty)."""
     row = partial_row(**{
         "org_id": event.org_id, "identity_id": event.identity_id, "created_at": event.occurred_at,
         "updated_at": event.occurred_at, **m,
     })  # fmt: skip
+    if dialect == "mailboxes":
+        return message_item(row).model_dump(mode="json")
     return message_out(row).model_dump(mode="json", by_alias=True)
 
 
 def message_data(event: Envelope, stored: dict[str, Any] | None, handles: dict[Any, str]) -> dict[str, Any]:
     """The `data` of a message webhook: the message as the dialect it was sent through shows it."""
     known = _known(event)
-    if (stored or {}).get("dialect", known.get("dialect")) == "inboxes":
-        return _inboxes_data(event, {**(stored or {}), **known})
+    dialect = (stored or {}).get("dialect", known.get("dialect"))
+    if dialect in ("inboxes", "mailboxes"):
+        return _dialect_data(event, {**(stored or {}), **known}, dialect)
     m = {**{k: v for k, v in (stored or {}).items() if k in _IDENTITIES_COLUMNS}, **known}
     mailbox, email = m.get("mailbox_id"), m.get("mailbox_email")
     data: dict[str, Any] = {

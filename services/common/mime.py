@@ -13,6 +13,9 @@ be able to add a header line either): `UnsendableMessage` is a permanent failure
 Attachments make the message multipart/mixed: the body first, then each file base64-encoded with its
 name in `Content-Disposition` (RFC 2231 `filename*=utf-8''…` when the name is not ASCII) and in the
 `name` parameter of its `Content-Type` for older clients.
+
+A forward names the message it forwards in `X-Forwarded-Message-Id`; a wrapped one carries that
+message's raw MIME, as it was kept, in one `message/rfc822` part after the caller's note.
 """
 
 from __future__ import annotations
@@ -20,9 +23,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from datetime import datetime
+from email import message_from_bytes
 from email.header import Header
 from email.mime.application import MIMEApplication
 from email.mime.base import MIMEBase
+from email.mime.message import MIMEMessage
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.policy import compat32
@@ -98,6 +103,18 @@ def _body(content: Content) -> MIMEBase:
     return _part(text or "", "plain")
 
 
+def blob_hashes(content: Content) -> list[str]:
+    """The blobs a message is composed from, besides its bodies: its files and a wrapped original."""
+    wrapped = content.forwarded.original if content.forwarded else None
+    return [a.sha256 for a in content.attachments] + ([wrapped.sha256] if wrapped else [])
+
+
+def _wrapped(raw: bytes) -> MIMEMessage:
+    part = MIMEMessage(message_from_bytes(raw, policy=compat32))
+    part.add_header("Content-Disposition", "attachment", filename="forwarded.eml")
+    return part
+
+
 def compose(
     from_addr: str,
     to: list[str],
@@ -110,9 +127,12 @@ def compose(
     """The message as the relay gets it. text and html become a multipart/alternative; attachments (their
     bytes in `files` by sha256) a multipart/mixed around it; Bcc never appears in the headers."""
     msg = _body(content)
-    if content.attachments:
+    wrapped = content.forwarded.original if content.forwarded else None
+    if content.attachments or wrapped:
         body, msg = msg, MIMEMultipart("mixed")
         msg.attach(body)
+        if wrapped:
+            msg.attach(_wrapped((files or {})[wrapped.sha256]))
         for a in content.attachments:
             msg.attach(_file(a, (files or {})[a.sha256]))
     msg["From"] = _addresses([from_addr])
@@ -126,6 +146,10 @@ def compose(
         msg["In-Reply-To"] = _header(content.in_reply_to)
     if content.references:
         msg["References"] = _header(" ".join(content.references))
+    if content.reply_to:
+        msg["Reply-To"] = _addresses([content.reply_to])
+    if content.forwarded and content.forwarded.rfc_message_id:
+        msg["X-Forwarded-Message-Id"] = _header(content.forwarded.rfc_message_id)
     for name, value in (extra_headers or {}).items():
         msg[name] = _header(value)
     return msg.as_bytes(policy=_WIRE)

@@ -222,14 +222,20 @@ class IngressSettings(WebhookSettings):
     )
     inbox_default_relay: DefaultRelay | None = Field(
         None,
-        description='The relay (JSON: `{"host", "port", "tls", "username", "password"}`) of an inbox created '
-        "without `smtp`. Unset: `smtp` is required. `make run` sets its local sink.",
+        description='The relay (JSON: `{"host", "port", "tls", "username", "password"}`) of an inbox or mailbox '
+        "created without `smtp`. Unset: `smtp` is required. `make run` sets its local sink.",
     )
     inbox_sends_per_hour: int = Field(
         100,
         ge=1,
         description="Sends and replies of the inboxes dialect an organization may make in a rolling hour "
         "(then 429 with Retry-After), counted across every ingress process.",
+    )
+    mailbox_sends_per_hour: int = Field(
+        600,
+        ge=1,
+        description="Sends and forwards of the mailboxes dialect one mailbox may make in a rolling hour (then "
+        "429 with Retry-After and X-RateLimit-*), counted across every ingress process.",
     )
     inbox_default_domain: str | None = Field(
         None,

@@ -8,45 +8,30 @@ message's recipient (its first `To`, the conversation's counterpart) in the send
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import hashlib
-import hmac
 import time
 from uuid import UUID, uuid5
 
 import asyncpg
 
 from schemas.events import SuppressionAdded, SuppressionAddedPayload
+from services.common import signed
 from services.common.settings import CommonSettings
 
-_MAC_BYTES = 16
 SENT = "SELECT org_id, identity_id, to_addrs FROM messages WHERE id = $1 AND direction = 'outbound'"
 
 
 def key_of(settings: CommonSettings) -> bytes | None:
-    """The MAC key: from SENDSTREAM_UNSUBSCRIBE_SECRET, else the first of SENDSTREAM_SECRET_KEYS."""
-    secret = settings.unsubscribe_secret or (settings.secret_keys[0] if settings.secret_keys else None)
-    return hashlib.sha256(b"sendstream unsubscribe\0" + secret.encode()).digest() if secret else None
+    return signed.key_for(settings, "unsubscribe")
 
 
 def token_for(key: bytes, message_id: UUID) -> str:
-    mac = hmac.new(key, message_id.bytes, hashlib.sha256).digest()[:_MAC_BYTES]
-    return base64.urlsafe_b64encode(message_id.bytes + mac).decode().rstrip("=")
+    return signed.sign(key, message_id.bytes)
 
 
 def message_of(key: bytes, token: str) -> UUID | None:
     """The message a token was made for, or None if it is not one of ours as made."""
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-    except (binascii.Error, ValueError):
-        return None
-    if len(raw) != 16 + _MAC_BYTES:
-        return None
-    message_id, mac = raw[:16], raw[16:]
-    if not hmac.compare_digest(mac, hmac.new(key, message_id, hashlib.sha256).digest()[:_MAC_BYTES]):
-        return None
-    return UUID(bytes=message_id)
+    payload = signed.opened(key, token)
+    return UUID(bytes=payload) if payload is not None and len(payload) == 16 else None
 
 
 def headers(settings: CommonSettings, message_id: UUID, mailbox_email: str) -> dict[str, str] | None:

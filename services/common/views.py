@@ -1,12 +1,14 @@
 """Reads of the message views (the projections' tables) that every dialect renders from: an inbox's
 messages (newest first, or ranked by a full-text query), one message, its threads. The only place
-that knows the views' layout for these reads."""
+that knows the views' layout for these reads. A deleted message is in none of them (its audit trail
+stays)."""
 
 from __future__ import annotations
 
 import asyncio
 import re
 import time
+from datetime import datetime
 from uuid import UUID
 
 import asyncpg
@@ -16,6 +18,7 @@ from services.common.blobs import BlobStore
 _MESSAGES = (
     """SELECT m.*, i.handle AS inbox_address FROM messages m JOIN identities i ON i.id = m.identity_id"""
 )
+_LIVE = "m.deleted_at IS NULL"
 
 
 def search_query(text: str) -> str | None:
@@ -34,7 +37,7 @@ async def inbox_messages(
     sender over text), then newest. A query without a word matches nothing."""
     if query is None or not query.strip():
         return await pool.fetch(
-            f"""{_MESSAGES} WHERE m.org_id = $1 AND m.identity_id = $2
+            f"""{_MESSAGES} WHERE m.org_id = $1 AND m.identity_id = $2 AND {_LIVE}
                 ORDER BY m.created_at DESC, m.id DESC LIMIT $3""",
             org_id, identity_id, limit,
         )  # fmt: skip
@@ -43,7 +46,7 @@ async def inbox_messages(
         return []
     return await pool.fetch(
         f"""{_MESSAGES}, to_tsquery('simple', $3) AS q
-             WHERE m.org_id = $1 AND m.identity_id = $2 AND m.search @@ q
+             WHERE m.org_id = $1 AND m.identity_id = $2 AND m.search @@ q AND {_LIVE}
              ORDER BY ts_rank(m.search, q) DESC, m.created_at DESC, m.id DESC LIMIT $4""",
         org_id, identity_id, tsquery, limit,
     )  # fmt: skip
@@ -55,11 +58,55 @@ async def inbox_message(
     if message_id is None:
         return None
     return await pool.fetchrow(
-        f"{_MESSAGES} WHERE m.id = $1 AND m.org_id = $2 AND m.identity_id = $3",
+        f"{_MESSAGES} WHERE m.id = $1 AND m.org_id = $2 AND m.identity_id = $3 AND {_LIVE}",
         message_id,
         org_id,
         identity_id,
     )
+
+
+async def mailbox_page(
+    pool: asyncpg.Pool,
+    org_id: UUID,
+    identity_id: UUID,
+    *,
+    direction: str | None = None,
+    after: tuple[datetime, UUID] | None = None,
+    limit: int = 50,
+) -> tuple[list[asyncpg.Record], bool]:
+    """One page of the identity's messages, newest first: those after the keyset `after` (created_at,
+    id) of the last one a previous page showed, so messages added meanwhile shift nothing. Messages a
+    send was refused for (`rejected`: nothing went out) are not listed. Also whether more follow."""
+    rows = await pool.fetch(
+        f"""{_MESSAGES} WHERE m.org_id = $1 AND m.identity_id = $2 AND {_LIVE} AND m.status <> 'rejected'
+              AND ($3::text IS NULL OR m.direction = $3)
+              AND ($4::timestamptz IS NULL OR (m.created_at, m.id) < ($4, $5::uuid))
+            ORDER BY m.created_at DESC, m.id DESC LIMIT $6""",
+        org_id, identity_id, direction, after and after[0], after and after[1], limit + 1,
+    )  # fmt: skip
+    return rows[:limit], len(rows) > limit
+
+
+async def answered_message(
+    pool: asyncpg.Pool, org_id: UUID, identity_id: UUID, rfc_message_id: str
+) -> asyncpg.Record | None:
+    """The identity's message of this RFC 5322 Message-ID (a reply's `In-Reply-To`), newest if several."""
+    return await pool.fetchrow(
+        f"""{_MESSAGES} WHERE m.org_id = $1 AND m.identity_id = $2 AND m.rfc_message_id = $3
+            ORDER BY m.created_at DESC LIMIT 1""",
+        org_id, identity_id, rfc_message_id,
+    )  # fmt: skip
+
+
+async def shown(pool: asyncpg.Pool, probe: str, *args: object, wait_s: float = 5.0) -> bool:
+    """Wait (at most `wait_s`) until the views show a change the caller made: `probe`, a query of one
+    value, answers true. Whether they did in time (the change is on the log either way)."""
+    deadline = time.monotonic() + wait_s
+    while not await pool.fetchval(probe, *args):
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.01)
+    return True
 
 
 async def conversation(
@@ -85,7 +132,9 @@ async def conversation(
         ):
             return None
         await asyncio.sleep(0.02)
-    rows = await pool.fetch(f"{_MESSAGES} WHERE m.conv_id = $1 ORDER BY m.created_at, m.id", conv_id)
+    rows = await pool.fetch(
+        f"{_MESSAGES} WHERE m.conv_id = $1 AND {_LIVE} ORDER BY m.created_at, m.id", conv_id
+    )
     return conv, rows
 
 
@@ -108,7 +157,8 @@ async def inbox_threads(
         org_id, identity_id, conv_id, limit,
     )  # fmt: skip
     rows = await pool.fetch(
-        f"{_MESSAGES} WHERE m.conv_id = ANY($1::uuid[]) ORDER BY m.created_at, m.id", [c["id"] for c in convs]
+        f"{_MESSAGES} WHERE m.conv_id = ANY($1::uuid[]) AND {_LIVE} ORDER BY m.created_at, m.id",
+        [c["id"] for c in convs],
     )
     by_conv: dict[UUID, list[asyncpg.Record]] = {c["id"]: [] for c in convs}
     for r in rows:

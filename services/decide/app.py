@@ -164,12 +164,13 @@ async def load_threads(conn: asyncpg.Connection, conv_ids: list[UUID]) -> dict[U
 
 
 def recipients_of(request: Envelope, threads: dict[UUID, Thread]) -> list[str]:
-    """Every address a request would mail (a reply: its conversation's counterpart)."""
+    """Every address a request would mail (a reply: its own recipients, or its conversation's counterpart)."""
     if isinstance(request, SendRequested):
         c = request.payload.content
         return [a for m in request.payload.messages for a in (*m.to, *c.cc, *c.bcc)]
     if isinstance(request, ReplyRequested) and (thread := threads.get(request.payload.conv_id)):
-        return [thread.counterpart]
+        c = request.payload.content
+        return [*(request.payload.to or [thread.counterpart]), *c.cc, *c.bcc]
     return []
 
 

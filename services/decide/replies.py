@@ -1,6 +1,7 @@
 """The decision for a reply: the conversation's recipient, subject, threading headers and bound mailbox. Pure.
 
-A reply never switches mailbox: if the one the conversation is bound to cannot send, the reply is
+A reply goes to the conversation's counterpart under `Re:` and the conversation's subject, unless it
+names its own recipients (and then keeps its own subject, if it has one). A reply never switches mailbox: if the one the conversation is bound to cannot send, the reply is
 rejected, not rerouted, so the recipient keeps seeing one consistent sender.
 """
 
@@ -17,6 +18,7 @@ from schemas.events import (
     SendAcceptedPayload,
     SendRejected,
     SendRejectedPayload,
+    recipient_count,
 )
 from schemas.replies import reply_subject, trimmed_references
 from services.decide.affinity import IdentityState, rfc_message_id
@@ -37,15 +39,17 @@ def decide_reply(
 ) -> list[Envelope]:
     p = request.payload
     used = state.used_today
+    to = p.to or ([thread.counterpart] if thread else [""])
+    n = recipient_count(to, p.content)
 
-    def reject(reason, detail: str, to: str) -> list[Envelope]:
+    def reject(reason, detail: str) -> list[Envelope]:
         return [
             SendRejected(
                 **request.caused(occurred_at=now),
                 payload=SendRejectedPayload(
                     message_id=p.message_id,
                     conv_id=p.conv_id,
-                    to=[to],
+                    to=to,
                     reason=reason,
                     detail=detail,
                     daily_cap=state.daily_cap,
@@ -55,23 +59,19 @@ def decide_reply(
         ]
 
     if thread is None:
-        return reject("mailbox_unavailable", "the conversation has no bound mailbox", "")
+        return reject("mailbox_unavailable", "the conversation has no bound mailbox")
     if not state.active:
-        return reject("mailbox_unavailable", "the identity was deleted", thread.counterpart)
-    if state.first_suppressed([thread.counterpart]):
-        return reject(
-            "suppressed",
-            f"{thread.counterpart} is on the organization's suppression list",
-            thread.counterpart,
-        )
-    if used >= state.daily_cap:
-        return reject("cap_exceeded", f"daily cap of {state.daily_cap} reached", thread.counterpart)
+        return reject("mailbox_unavailable", "the identity was deleted")
+    if suppressed := state.first_suppressed([*to, *p.content.cc, *p.content.bcc]):
+        return reject("suppressed", f"{suppressed} is on the organization's suppression list")
+    if used + n > state.daily_cap:
+        return reject("cap_exceeded", f"daily cap of {state.daily_cap} reached")
     mailbox = next((m for m in state.mailboxes if m.id == thread.mailbox_id), None)
-    if mailbox is None or not mailbox.can_take(1):
-        return reject("mailbox_unavailable", "the conversation's mailbox cannot send now", thread.counterpart)
+    if mailbox is None or not mailbox.can_take(n):
+        return reject("mailbox_unavailable", "the conversation's mailbox cannot send now")
     content = p.content.model_copy(
         update={
-            "subject": reply_subject(thread.subject),
+            "subject": (p.to and p.content.subject) or reply_subject(thread.subject),
             "in_reply_to": thread.last_rfc_message_id,
             "references": trimmed_references(thread.refs),
         }
@@ -87,10 +87,10 @@ def decide_reply(
                 affinity="existing",
                 rfc_message_id=rfc_message_id(p.message_id, mailbox.email),
                 from_addr=mailbox.email,
-                to=[thread.counterpart],
+                to=to,
                 content=content,
                 daily_cap=state.daily_cap,
-                remaining=state.daily_cap - used - 1,
+                remaining=state.daily_cap - used - n,
             ),
         )
     ]

@@ -50,6 +50,7 @@ from services.common.blobs import BlobCorrupt, BlobMissing, BlobStore, blob_stor
 from services.common.broker import bound, publish_events, subscribe
 from services.common.mime import (
     UnsendableMessage,
+    blob_hashes,
     envelope_recipients,
     every_recipient,
     needs_smtputf8,
@@ -107,7 +108,7 @@ def outcome_events(
     p = accepted
     summary = MessageSummary(
         conv_id=p.conv_id, from_addr=p.from_addr, to=p.to, subject=p.content.subject,
-        mailbox_email=p.mailbox_email, dialect=p.content.dialect,
+        mailbox_email=p.mailbox_email, dialect=p.content.dialect, forwarded=p.content.forwarded is not None,
     )  # fmt: skip
     if outcome.kind == "sent":
         sent = MessageSentPayload(
@@ -244,7 +245,7 @@ def build(
         the others. A message that cannot be rendered or addressed as it is, or whose attachments are
         gone, fails for good (a retry would fail the same way), and the partition moves on."""
         try:
-            files = {a.sha256: await blobs.get(a.sha256) for a in accepted.content.attachments}
+            files = {sha256: await blobs.get(sha256) for sha256 in blob_hashes(accepted.content)}
             if accepted.content.offloaded:
                 accepted = accepted.model_copy(
                     update={"content": await bodies.inline(blobs, accepted.content)}

@@ -31,6 +31,7 @@ from services.ingress.routes import (  # noqa: F401
     admin,
     identities,
     inboxes,
+    mailboxes,
     messages,
     senders,
     suppressions,

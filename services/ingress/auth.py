@@ -78,11 +78,21 @@ def principal_cache_key(hashed: bytes) -> str:
     return "key:" + hashed.hex()
 
 
+def presented_key(request: web.Request) -> str | None:
+    """The key a request carries: `Authorization: Bearer <key>`, or `X-API-Key: <key>` (the mailboxes
+    dialect's clients send that one)."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token
+    return request.headers.get("X-API-Key", "").strip() or None
+
+
 async def authenticate(request: web.Request, pool: asyncpg.Pool, cache: Cache) -> Principal:
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise ApiError(401, "unauthorized", "missing API key: send `Authorization: Bearer <key>`")
+    token = presented_key(request)
+    if token is None:
+        raise ApiError(
+            401, "unauthorized", "missing API key: send `Authorization: Bearer <key>` or `X-API-Key: <key>`"
+        )
     hashed = key_hash(token.strip())
     if (cached := cache.get(principal_cache_key(hashed))) is not None:
         return cached

@@ -21,10 +21,13 @@ from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, ValidationError
 
 from schemas.api.common import ErrorBody, FlatErrorBody
+from schemas.api.mailboxes import DetailErrorBody
 from services.common.broker import is_transient
 from services.ingress.core.errors import Conflict, Invalid, NotFound, RateLimited
 
 log = structlog.get_logger("sendstream.ingress")
+
+ErrorShape = type[ErrorBody] | type[FlatErrorBody] | type[DetailErrorBody]  # each dialect's error body
 
 HTTP_REQUESTS = Counter("sendstream_http_requests_total", "HTTP requests", ["method", "route", "status"])
 HTTP_LATENCY = Histogram(
@@ -52,7 +55,7 @@ def error_response(
     type_: str,
     message: str,
     headers: dict[str, str] | None = None,
-    shape: type[ErrorBody] | type[FlatErrorBody] = ErrorBody,
+    shape: ErrorShape = ErrorBody,
 ) -> web.Response:
     """Every error answer, in one place: the route's dialect picks the shape."""
     body = shape.of(type_, message).model_dump_json().encode()
@@ -128,8 +131,9 @@ class RouteSpec:
     idempotent: bool  # takes an Idempotency-Key header
     answers: dict[int, type[BaseModel]]  # error statuses whose body is not the error shape
     nouns: dict[str, str]  # the dialect's word for each kind of thing the core may not find
-    error_body: type[ErrorBody] | type[FlatErrorBody]  # the dialect's error shape
+    error_body: ErrorShape  # the dialect's error shape
     extra_body: int  # bytes this route's body may have beyond the configured limit (attached files)
+    documented: bool  # in /openapi.json (not: a second path of a documented route)
 
 
 ROUTES: list[RouteSpec] = []
@@ -149,14 +153,15 @@ def route(
     idempotent: bool = False,
     answers: dict[int, type[BaseModel]] | None = None,
     nouns: dict[str, str] | None = None,
-    error_body: type[ErrorBody] | type[FlatErrorBody] = ErrorBody,
+    error_body: ErrorShape = ErrorBody,
     extra_body: int = 0,
+    documented: bool = True,
 ) -> Callable[[Handler], Handler]:
     def decorator(fn: Handler) -> Handler:
         spec = RouteSpec(
             method=method, path=path, handler=fn, scope=scope, body=body, response=response, status=status,
             summary=summary, tag=tag, errors=errors, idempotent=idempotent, answers=answers or {},
-            nouns=nouns or {}, error_body=error_body, extra_body=extra_body,
+            nouns=nouns or {}, error_body=error_body, extra_body=extra_body, documented=documented,
         )  # fmt: skip
         ROUTES.append(spec)
         return fn
@@ -271,7 +276,7 @@ def add_routes(app: web.Application, authenticate: Authenticate) -> None:
                 raise ApiError(400, "invalid_request", str(exc)) from None
             except RateLimited as exc:
                 raise ApiError(
-                    429, "rate_limited", str(exc), {"Retry-After": str(exc.retry_after_s)}
+                    429, "rate_limited", str(exc), {"Retry-After": str(exc.retry_after_s), **exc.headers}
                 ) from None
 
         app.router.add_route(spec.method, spec.path, handle)

@@ -183,6 +183,7 @@ class Intake:
         content = Content(
             subject=parsed.subject, text=parsed.text, html=parsed.html, cc=parsed.cc,
             in_reply_to=parsed.in_reply_to, references=parsed.references, attachments=attachments,
+            reply_to=parsed.reply_to,
         )  # fmt: skip
         return await bodies.offload(self.blobs, content, self.settings.body_inline_max_bytes)
 

@@ -47,6 +47,7 @@ class Parsed:
     files: list[File] = field(default_factory=list)
     report: Report | None = None  # a delivery status notification or a feedback report
     reply_text: str | None = None  # the text without quoted history and signature
+    reply_to: str | None = None
 
     @property
     def answers(self) -> list[str]:
@@ -125,6 +126,7 @@ def parse(raw: bytes, envelope_from: str = "") -> Parsed:
         files=_files(msg),
         report=read_report(msg),
         reply_text=_reply_text(text),
+        reply_to=next(iter(_addresses(msg, "Reply-To")), None),
     )
 
 

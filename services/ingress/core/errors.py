@@ -19,9 +19,10 @@ class Conflict(Exception):
 class RateLimited(Exception):
     """Too many requests for now: 429 with Retry-After."""
 
-    def __init__(self, message: str, retry_after_s: int):
+    def __init__(self, message: str, retry_after_s: int, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.retry_after_s = retry_after_s
+        self.headers = headers or {}
 
 
 class Invalid(Exception):

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+import time
+from dataclasses import dataclass
 from uuid import UUID
 
 import asyncpg
@@ -25,16 +27,41 @@ ON CONFLICT (org_id, bucket, minute) DO UPDATE SET count = request_counts.count 
 """
 
 
-async def admit(pool: asyncpg.Pool, org_id: UUID, bucket: str, limit: int, window_s: int = 3600) -> None:
-    """Count one request of `org_id` for `bucket`, or raise RateLimited (with when to retry) if `limit`
-    requests were admitted within the last `window_s` seconds."""
+@dataclass(frozen=True)
+class Window:
+    """Where a bucket stands after an admission: its limit, what is left, and when (Unix time) the
+    oldest request counted leaves the window."""
+
+    limit: int
+    remaining: int
+    reset_at: int
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "X-RateLimit-Limit": str(self.limit),
+            "X-RateLimit-Remaining": str(self.remaining),
+            "X-RateLimit-Reset": str(self.reset_at),
+        }
+
+
+async def admit(
+    pool: asyncpg.Pool, org_id: UUID, bucket: str, limit: int, window_s: int = 3600, what: str = "requests"
+) -> Window:
+    """Count one request of `org_id` for `bucket`, or raise RateLimited (with when to retry, and the
+    X-RateLimit-* headers) if `limit` requests were admitted within the last `window_s` seconds."""
     async with pool.acquire() as conn, conn.transaction():
         lock = int.from_bytes(hashlib.sha256(f"{org_id}/{bucket}".encode()).digest()[:8], "big", signed=True)
         used, free_in = await conn.fetchrow(ADMIT, org_id, bucket, window_s, lock)
+        free_in = max(1, math.ceil(float(free_in if free_in is not None else window_s)))
+        window = Window(limit, max(limit - used - 1, 0), math.ceil(time.time()) + free_in)
         if used >= limit:
-            retry = max(1, math.ceil(float(free_in or window_s)))
-            raise RateLimited(f"Rate limit exceeded ({limit} requests per hour)", retry)
+            raise RateLimited(
+                f"Rate limit exceeded ({limit} {what} per hour)",
+                free_in,
+                Window(limit, 0, window.reset_at).headers(),
+            )
         await conn.execute(COUNT, org_id, bucket)
+        return window
 
 
 async def sweep(pool: asyncpg.Pool, window_s: int = 3600) -> int:

@@ -46,9 +46,15 @@ def request_event(
         ]
         payload = SendRequestedPayload(handle=identity["handle"], messages=wanted, content=cmd.content)
         return wanted, SendRequested(**common, payload=payload)
-    wanted = [RequestedMessage(message_id=new("message:0"), conv_id=cmd.conv_id, to=[cmd.to])]
+    wanted = [
+        RequestedMessage(message_id=new("message:0"), conv_id=cmd.conv_id, to=cmd.recipients or [cmd.to])
+    ]
     payload = ReplyRequestedPayload(
-        handle=identity["handle"], message_id=wanted[0].message_id, conv_id=cmd.conv_id, content=cmd.content
+        handle=identity["handle"],
+        message_id=wanted[0].message_id,
+        conv_id=cmd.conv_id,
+        content=cmd.content,
+        to=cmd.recipients,
     )
     return wanted, ReplyRequested(**common, payload=payload)
 
