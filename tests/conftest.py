@@ -25,6 +25,7 @@ from typing import Any
 
 import aiohttp
 import aiohttp.web
+import aiosmtplib
 import asyncpg
 import pytest
 import pytest_asyncio
@@ -33,7 +34,7 @@ from aiosmtpd.controller import Controller
 
 from schemas.events import parse_event
 from services.common.db import init_connection, migrate
-from services.common.infra import Infra, ensure_infra, free_port
+from services.common.infra import Infra, ensure_infra, free_port, wait_for_port
 from services.common.secrets import new_key
 from services.local import Stack, wait_ready
 
@@ -239,14 +240,13 @@ class _RecordingHandler:
             self.relay.pausing += 1
             await asyncio.sleep(self.relay.pauses.pop(0))
             self.relay.pausing -= 1
-        if self.relay.replies:
-            reply = self.relay.replies.pop(0)
-            if not reply.startswith("250"):
-                return reply
+        reply = self.relay.replies.pop(0) if self.relay.replies else "250 2.0.0 OK queued"
+        if not reply.startswith("250"):
+            return reply
         self.relay.received.append(
             Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content)
         )
-        return "250 2.0.0 OK queued"
+        return reply
 
 
 @pytest.fixture
@@ -345,6 +345,24 @@ async def receiver() -> AsyncIterator[Receiver]:
         yield r
     finally:
         await runner.cleanup()
+
+
+# --- inbound SMTP --------------------------------------------------------------------------------
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def inbound(stack, service_env: dict[str, str]) -> int:
+    """The port of the stack's inbound SMTP server, once it listens."""
+    port = int(service_env["SENDSTREAM_INBOUND_PORT"])
+    wait_for_port("127.0.0.1", port, 60)
+    return port
+
+
+async def deliver(port: int, message: EmailMessage | bytes, sender: str, recipients: list[str]) -> None:
+    """Hand a message over as an MTA does (`sender` "" is the null return path of reports)."""
+    async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port) as client:
+        data = message if isinstance(message, bytes) else message.as_bytes()
+        await client.sendmail(sender, recipients, data)
 
 
 # --- helpers ---------------------------------------------------------------------------------------

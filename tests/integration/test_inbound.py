@@ -14,7 +14,6 @@ from pathlib import Path
 
 import aiosmtplib
 import pytest
-import pytest_asyncio
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -22,19 +21,11 @@ from cryptography.x509.oid import NameOID
 from standardwebhooks import Webhook
 
 from services.common.infra import free_port, wait_for_port
-from tests.conftest import REPORT, Api, Receiver, Relay, eventually, new_org
+from tests.conftest import REPORT, Api, Receiver, Relay, deliver, eventually, new_org
 from tests.integration.test_send import make_identity
 from tests.unit.test_reports import FAILED, arf, dsn
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def inbound(stack, service_env: dict[str, str]) -> int:
-    """The port of the stack's inbound SMTP server, once it listens."""
-    port = int(service_env["SENDSTREAM_INBOUND_PORT"])
-    wait_for_port("127.0.0.1", port, 60)
-    return port
 
 
 def reply_to(original: EmailMessage, sender: str, to: str, text: str) -> EmailMessage:
@@ -49,13 +40,6 @@ def reply_to(original: EmailMessage, sender: str, to: str, text: str) -> EmailMe
         f"{text}\n\nOn Monday you wrote:\n> {original.get_body(('plain',)).get_content().strip()}\n"
     )
     return m
-
-
-async def deliver(port: int, message: EmailMessage | bytes, sender: str, recipients: list[str]) -> None:
-    """Hand a message over as an MTA does (`sender` "" is the null return path of reports)."""
-    async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port) as client:
-        data = message if isinstance(message, bytes) else message.as_bytes()
-        await client.sendmail(sender, recipients, data)
 
 
 async def test_a_reply_joins_its_inbox_thread_fires_message_received_and_the_next_reply_answers_it(
