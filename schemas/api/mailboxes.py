@@ -12,7 +12,17 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, RootModel, model_validator
 
-from schemas.api.common import ApiModel, Base64Content, EmailAddress, FileName, MediaType, Subject, iso
+from schemas.api.common import (
+    ApiModel,
+    Base64Content,
+    EmailAddress,
+    FileName,
+    HeaderText,
+    MediaType,
+    MessageIdText,
+    Subject,
+    iso,
+)
 from schemas.api.identities import MAX_RECIPIENTS, SmtpSettings
 from schemas.events import Attachment
 from schemas.limits import ATTACHMENTS_MAX_COUNT
@@ -43,7 +53,7 @@ class CreateMailbox(ApiModel):
     """A mailbox of this address; without `smtp` it sends through the operator's default relay."""
 
     email_address: EmailAddress
-    display_name: str | None = Field(None, min_length=1, max_length=255)
+    display_name: HeaderText | None = Field(None, min_length=1, max_length=255)
     smtp: SmtpSettings | None = None
 
 
@@ -108,8 +118,8 @@ class SendMessage(ApiModel):
     subject: Subject
     body_text: str | None = None
     body_html: str | None = None
-    in_reply_to_message_id: str | None = Field(
-        None, max_length=998, description="RFC 5322 Message-ID of the message this one replies to."
+    in_reply_to_message_id: MessageIdText | None = Field(
+        None, description="RFC 5322 Message-ID of the message this one replies to."
     )
     reply_to: EmailAddress | None = None
     attachments: list[AttachmentUpload] = Field(default_factory=list, max_length=ATTACHMENTS_MAX_COUNT)

@@ -133,7 +133,7 @@ class RouteSpec:
     nouns: dict[str, str]  # the dialect's word for each kind of thing the core may not find
     error_body: ErrorShape  # the dialect's error shape
     extra_body: int  # bytes this route's body may have beyond the configured limit (attached files)
-    documented: bool  # in /openapi.json (not: a second path of a documented route)
+    operation_suffix: str  # set on a second path of the same operation, to keep its operationId unique
 
 
 ROUTES: list[RouteSpec] = []
@@ -155,13 +155,13 @@ def route(
     nouns: dict[str, str] | None = None,
     error_body: ErrorShape = ErrorBody,
     extra_body: int = 0,
-    documented: bool = True,
+    operation_suffix: str = "",
 ) -> Callable[[Handler], Handler]:
     def decorator(fn: Handler) -> Handler:
         spec = RouteSpec(
             method=method, path=path, handler=fn, scope=scope, body=body, response=response, status=status,
             summary=summary, tag=tag, errors=errors, idempotent=idempotent, answers=answers or {},
-            nouns=nouns or {}, error_body=error_body, extra_body=extra_body, documented=documented,
+            nouns=nouns or {}, error_body=error_body, extra_body=extra_body, operation_suffix=operation_suffix,
         )  # fmt: skip
         ROUTES.append(spec)
         return fn

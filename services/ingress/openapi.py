@@ -39,11 +39,11 @@ def _json(schema_class: type) -> dict[str, Any]:
 @cache
 def openapi_document() -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
-    for spec in (s for s in ROUTES if s.documented):
+    for spec in ROUTES:
         op: dict[str, Any] = {
             "summary": spec.summary,
             "tags": [spec.tag],
-            "operationId": spec.handler.__name__,
+            "operationId": spec.handler.__name__ + spec.operation_suffix,
             "parameters": [
                 *(
                     {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}

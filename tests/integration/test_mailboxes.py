@@ -21,6 +21,7 @@ from standardwebhooks import Webhook
 from schemas.limits import FINAL_MIME_MAX
 from services.common import signed
 from tests.conftest import Api, Receiver, Relay, deliver, eventually, new_org
+from tests.integration.test_send import make_identity
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
@@ -165,6 +166,7 @@ async def test_bad_requests_are_400_naming_the_field(api: Api, relay: Relay) -> 
             **base, "attachments": [{"filename": "run.exe", "content_type": "application/pdf", "content_base64": b64(PDF)}]
         },
         "reply_to": {**base, "reply_to": "not an address"},
+        "in_reply_to_message_id": {**base, "in_reply_to_message_id": "<a@b>\r\nBcc: x@example.test"},
     }  # fmt: skip
     for field, body in cases.items():
         status, answer, _ = await api.call("POST", url, body)
@@ -395,6 +397,33 @@ async def test_flags_and_delete_and_a_message_read_through_every_dialect(api: Ap
     _, trail, _ = await api.call("GET", f"/v1/messages/{message}/events")
     types = [e["type"] for e in trail["data"]]
     assert types.count("MessageFlagsChanged") == 2 and "MessageDeleted" in types, types
+
+
+async def test_an_identities_send_reads_in_this_dialect_and_no_organization_reads_anothers(
+    api: Api, operator: Api, relay: Relay
+) -> None:
+    handle, [account] = await make_identity(api, relay)
+    status, sent, _ = await api.call(
+        "POST", f"/v1/identities/{handle}/send", {"to": "ana@example.test", "subject": "From a pool", "text": "t"}
+    )  # fmt: skip
+    assert status == 202, sent
+    [item] = await eventually(lambda: _by_message_id(api, handle, sent["messages"][0]["id"]))
+    message_id = item["id"]
+    seen = await _read(api, f"/mailboxes/{handle}/messages/{message_id}")
+    assert (seen["subject"], seen["from_address"]) == ("From a pool", account["email"])
+
+    other = await new_org(operator)
+    theirs = await new_mailbox(other, relay)
+    status, body, _ = await other.call("GET", f"/mailboxes/{theirs}/messages/{message_id}")
+    assert status == 404 and body["detail"]["message"] == "Message not found"
+    for method, body in (("GET", None), ("PATCH", {"is_read": True}), ("DELETE", None)):
+        assert (await other.call(method, f"/mailboxes/{handle}/messages/{message_id}", body))[0] == 404
+    assert (await other.call("GET", f"/mailboxes/{handle}/messages/{message_id}/attachments/x.pdf"))[0] == 404
+    status, body, _ = await other.call(
+        "POST", f"/mailboxes/{theirs}/messages/{message_id}/forward", {"recipients": {"to": ["lee@example.test"]}}
+    )  # fmt: skip
+    assert status == 404
+    assert (await api.call("GET", f"/mailboxes/{handle}/messages/{message_id}"))[0] == 200  # still there
 
 
 async def _read(api: Api, path: str) -> dict | None:

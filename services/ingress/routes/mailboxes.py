@@ -69,11 +69,11 @@ LISTED = "SELECT true FROM messages WHERE id = $1"
 
 
 def mailbox_route(method: str, path: str, **spec):
-    """A route of this dialect, at each of PREFIXES (documented once)."""
+    """A route of this dialect, at each of PREFIXES."""
 
     def decorator(fn):
         for prefix in PREFIXES:
-            route(method, prefix + path, documented=not prefix, **DIALECT, **spec)(fn)
+            route(method, prefix + path, operation_suffix=prefix.replace("/", "_"), **DIALECT, **spec)(fn)
         return fn
 
     return decorator
