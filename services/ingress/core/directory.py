@@ -24,7 +24,7 @@ from schemas.events import (
     MailboxAdded,
     MailboxPayload,
 )
-from services.common import timers
+from services.common import timers, views
 from services.common.timezones import local_day_start
 from services.ingress.context import Context
 from services.ingress.core.errors import Conflict, NotFound
@@ -87,6 +87,14 @@ async def find_thread(c: Context, identity: asyncpg.Record, conv_id: UUID | None
     return thread
 
 
+async def find_message(c: Context, identity: asyncpg.Record, message_id: UUID | None) -> asyncpg.Record:
+    """One of the identity's messages as the views show it; a deleted one, or none, is NotFound."""
+    row = await views.inbox_message(c.pool, identity["org_id"], identity["id"], message_id)
+    if row is None:
+        raise NotFound("message")
+    return row
+
+
 async def remaining_today(c: Context, identity: asyncpg.Record) -> int:
     """Recipients the identity may still send to today, in its time zone."""
     day = local_day_start(datetime.now(UTC), identity["timezone"]).date()
@@ -111,6 +119,14 @@ class NewAccount:
     smtp_password: str | None = None
     hourly_limit: int = 600
     daily_limit: int | None = None
+
+    @classmethod
+    def through(cls, email: str, relay: Any, **limits: Any) -> NewAccount:
+        """An account of `email` sending through `relay` (an API's `smtp` settings, or the default relay)."""
+        return cls(
+            email=email, smtp_host=relay.host, smtp_port=relay.port, smtp_tls=relay.tls,
+            smtp_username=relay.username, smtp_password=relay.password, **limits,
+        )  # fmt: skip
 
 
 @contextlib.asynccontextmanager

@@ -197,11 +197,9 @@ async def delete_identity(call: Call) -> web.Response:
 async def add_mailbox(call: Call) -> web.Response:
     identity = await find_identity(call)
     b: CreateMailbox = call.body
-    account = directory.NewAccount(
-        email=b.email, smtp_host=b.smtp.host, smtp_port=b.smtp.port, smtp_tls=b.smtp.tls,
-        smtp_username=b.smtp.username, smtp_password=b.smtp.password, hourly_limit=b.hourlyLimit,
-        daily_limit=b.dailyLimit,
-    )  # fmt: skip
+    account = directory.NewAccount.through(
+        b.email, b.smtp, hourly_limit=b.hourlyLimit, daily_limit=b.dailyLimit
+    )
     row = await directory.add_account(ctx(call), identity, account, call.request_id)
     return json_model(render_mailbox(row, identity["handle"]), 201)
 

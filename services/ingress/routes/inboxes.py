@@ -68,11 +68,7 @@ async def create_inbox(call: Call) -> web.Response:
     if b.smtp is None and settings.inbox_default_relay is None:
         raise ApiError(400, "invalid_request", "smtp: is required (this server has no default relay)")
     email = b.email or generated_address(b.name, settings.inbox_default_domain)
-    relay = b.smtp or settings.inbox_default_relay
-    account = directory.NewAccount(
-        email=email, smtp_host=relay.host, smtp_port=relay.port, smtp_tls=relay.tls,
-        smtp_username=relay.username, smtp_password=relay.password,
-    )  # fmt: skip
+    account = directory.NewAccount.through(email, b.smtp or settings.inbox_default_relay)
     identity, _ = await directory.create_identity(
         ctx(call), call.principal.org_id, email, daily_cap=DEFAULT_DAILY_CAP, timezone="UTC", name=b.name,
         accounts=[account], correlation_id=call.request_id, dialect="inboxes",
@@ -156,12 +152,7 @@ async def list_messages(call: Call) -> web.Response:
 
 
 async def find_message(call: Call, inbox) -> object:
-    row = await views.inbox_message(
-        ctx(call).pool, inbox["org_id"], inbox["id"], ids.parse("message", call.param("messageId"))
-    )
-    if row is None:
-        raise NotFound("message")
-    return row
+    return await directory.find_message(ctx(call), inbox, ids.parse("message", call.param("messageId")))
 
 
 @route(

@@ -19,7 +19,6 @@ from uuid import UUID, uuid5
 from aiohttp import web
 
 from schemas import ids
-from schemas.api.common import DEFAULT_DAILY_CAP
 from schemas.api.inboxes import partial_row
 from schemas.api.mailboxes import (
     NOUNS,
@@ -84,12 +83,7 @@ async def find_mailbox(call: Call):
 
 
 async def find_message(call: Call, mailbox):
-    row = await views.inbox_message(
-        ctx(call).pool, mailbox["org_id"], mailbox["id"], ids.parse("message", call.param("message_id"))
-    )
-    if row is None:
-        raise NotFound("message")
-    return row
+    return await directory.find_message(ctx(call), mailbox, ids.parse("message", call.param("message_id")))
 
 
 # --- mailboxes --------------------------------------------------------------------------------------
@@ -105,14 +99,12 @@ async def create_mailbox(call: Call) -> web.Response:
     relay = b.smtp or c.settings.inbox_default_relay
     if relay is None:
         raise ApiError(400, "invalid_request", "smtp: is required (this server has no default relay)")
-    account = directory.NewAccount(
-        email=b.email_address, smtp_host=relay.host, smtp_port=relay.port, smtp_tls=relay.tls,
-        smtp_username=relay.username, smtp_password=relay.password,
-    )  # fmt: skip
+    account = directory.NewAccount.through(b.email_address, relay)
+    # The seed limits a mailbox by the hour only: its daily cap is what a day of full hours allows.
+    daily_cap = 24 * c.settings.mailbox_sends_per_hour
     mailbox, _ = await directory.create_identity(
-        c, call.principal.org_id, b.email_address, daily_cap=max(DEFAULT_DAILY_CAP, 24 * c.settings.mailbox_sends_per_hour),
-        timezone="UTC", name=b.display_name, accounts=[account], correlation_id=call.request_id,
-        dialect="mailboxes",
+        c, call.principal.org_id, b.email_address, daily_cap=daily_cap, timezone="UTC", name=b.display_name,
+        accounts=[account], correlation_id=call.request_id, dialect="mailboxes",
     )  # fmt: skip
     return json_model(mailbox_out(mailbox), 201)
 
