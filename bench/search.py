@@ -2,7 +2,8 @@
 one inbox, against the raw limit measured in the same run: a one-row round trip to the same PostgreSQL.
 
 Loads the messages view directly (COPY; the search column and its GIN index are the real ones), then
-times single words, two words with the last as a prefix, senders, and the plain newest-first listing.
+times single words, two words with the last as a prefix, senders, the plain newest-first listing, and
+the mailboxes dialect's cursor pages (50 messages after a cursor anywhere in the list).
 Usage: `python -m bench.search [--messages 100000]` (also run by `make bench`).
 """
 
@@ -16,7 +17,9 @@ import statistics
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import asyncpg
@@ -89,13 +92,11 @@ async def load(
     return org, identity
 
 
-async def timed(
-    pool: asyncpg.Pool, org: uuid.UUID, identity: uuid.UUID, queries: list[str | None]
-) -> list[float]:
+async def timed(reads: list[Callable[[], Awaitable[object]]]) -> list[float]:
     took = []
-    for q in queries:
+    for read in reads:
         started = time.perf_counter()
-        await views.inbox_messages(pool, org, identity, q, 100)
+        await read()
         took.append(time.perf_counter() - started)
     return took
 
@@ -117,7 +118,7 @@ async def main(args: argparse.Namespace) -> None:
             started = time.perf_counter()
             await pool.fetchval("SELECT 1")
             raw.append(time.perf_counter() - started)
-        phases = {
+        queries = {
             "one word": [rng.choice(words) for _ in range(300)],
             "two words, the last a prefix": [
                 f"{rng.choice(words)} {rng.choice(words)[:3]}" for _ in range(300)
@@ -125,7 +126,19 @@ async def main(args: argparse.Namespace) -> None:
             "a sender": [f"sender{rng.randint(1, 500)}" for _ in range(300)],
             "no query (newest first)": [None] * 300,
         }
-        results = {name: await timed(pool, org, identity, qs) for name, qs in phases.items()}
+        phases = {
+            name: [partial(views.inbox_messages, pool, org, identity, q, 100) for q in qs]
+            for name, qs in queries.items()
+        }
+        # The mailboxes dialect's pages: 50 messages after a cursor anywhere in the list (keyset).
+        keysets = await pool.fetch(
+            "SELECT created_at, id FROM messages WHERE identity_id = $1 ORDER BY random() LIMIT 300", identity
+        )
+        phases["a page of 50 after a cursor"] = [
+            partial(views.mailbox_page, pool, org, identity, after=(k["created_at"], k["id"]), limit=50)
+            for k in keysets
+        ]
+        results = {name: await timed(reads) for name, reads in phases.items()}
         await pool.close()
     finally:
         stop()
