@@ -113,9 +113,36 @@ class SmtpSettingsOut(BaseModel):
     username: str | None
 
 
+class ImapSettings(ApiModel):
+    """Where the mailbox's own mail (replies, bounces, out-of-office answers) lands at its provider: the
+    sync service reads it back into the mailbox's conversations."""
+
+    host: HeaderText = Field(min_length=1, max_length=255)
+    port: int = Field(993, ge=1, le=65535)
+    tls: TlsMode = "tls"
+    username: HeaderText = Field(min_length=1, max_length=255)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class ImapSettingsOut(BaseModel):
+    """The IMAP account as the API shows it: never the password."""
+
+    host: str
+    port: int
+    tls: TlsMode
+    username: str
+
+
+class SyncState(BaseModel):
+    state: Literal["idle", "syncing", "error"]
+    error: str | None = Field(None, description="The server's answer when the last attempt failed.")
+    lastSyncedAt: str | None
+
+
 class CreateMailbox(ApiModel):
     email: EmailAddress
     smtp: SmtpSettings
+    imap: ImapSettings | None = None
     hourlyLimit: int = Field(600, ge=0, le=1_000_000)
     dailyLimit: int | None = Field(None, ge=0, le=10_000_000)
 
@@ -125,6 +152,7 @@ class UpdateMailbox(ApiModel):
     hourlyLimit: int | None = Field(None, ge=0, le=1_000_000)
     dailyLimit: int | None = Field(None, ge=0, le=10_000_000)
     smtp: SmtpSettingsUpdate | None = None
+    imap: ImapSettings | None = Field(None, description="Replaces the IMAP account; `null` removes it.")
 
 
 class Mailbox(BaseModel):
@@ -135,6 +163,8 @@ class Mailbox(BaseModel):
     hourlyLimit: int
     dailyLimit: int | None
     health: Health
+    imap: ImapSettingsOut | None = None
+    sync: SyncState | None = Field(None, description="The IMAP sync, when the mailbox has an IMAP account.")
     createdAt: str
     updatedAt: str
 

@@ -119,6 +119,7 @@ class NewAccount:
     smtp_password: str | None = None
     hourly_limit: int = 600
     daily_limit: int | None = None
+    imap: Any = None  # the API's ImapSettings: where the mailbox's own mail is read back from
 
     @classmethod
     def through(cls, email: str, relay: Any, **limits: Any) -> NewAccount:
@@ -162,6 +163,18 @@ def account_fact(row: asyncpg.Record) -> MailboxPayload:
     )
 
 
+async def set_imap(c: Context, conn: asyncpg.Connection, mailbox_id: UUID, imap: Any) -> asyncpg.Record:
+    """Give a mailbox its IMAP account (`imap`: the API's ImapSettings, its password sealed), or take it
+    away (None); its sync starts over as `idle`."""
+    return await conn.fetchrow(
+        """UPDATE mailboxes SET imap_host = $2, imap_port = $3, imap_tls = $4, imap_username = $5,
+                  imap_password = $6, sync_state = 'idle', sync_error = NULL, updated_at = now()
+            WHERE id = $1 RETURNING *""",
+        mailbox_id, imap and imap.host, imap and imap.port, imap and imap.tls, imap and imap.username,
+        imap and c.secrets.seal(imap.password),
+    )  # fmt: skip
+
+
 async def _insert_account(
     c: Context, conn: asyncpg.Connection, identity: asyncpg.Record, account: NewAccount, correlation_id: str,
     facts: list[Envelope],
@@ -178,6 +191,8 @@ async def _insert_account(
             )  # fmt: skip
     except asyncpg.UniqueViolationError:
         raise Conflict(f"{account.email} is already in this identity's pool") from None
+    if account.imap is not None:
+        row = await set_imap(c, conn, row["id"], account.imap)
     facts.append(MailboxAdded(**fact_envelope(identity, correlation_id), payload=account_fact(row)))
     return row
 

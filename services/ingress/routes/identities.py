@@ -14,11 +14,13 @@ from schemas.api.identities import (
     CreateMailbox,
     Identity,
     IdentityList,
+    ImapSettingsOut,
     Mailbox,
     MailboxList,
     SendRequest,
     SendResponse,
     SmtpSettingsOut,
+    SyncState,
     UpdateIdentity,
     UpdateMailbox,
     conversation_out,
@@ -66,6 +68,14 @@ def render_mailbox(row: asyncpg.Record, handle: str) -> Mailbox:
         hourlyLimit=row["hourly_limit"],
         dailyLimit=row["daily_limit"],
         health=row["health"],
+        imap=ImapSettingsOut(
+            host=row["imap_host"], port=row["imap_port"], tls=row["imap_tls"], username=row["imap_username"]
+        )
+        if row["imap_host"]
+        else None,
+        sync=SyncState(state=row["sync_state"], error=row["sync_error"], lastSyncedAt=iso(row["synced_at"]))
+        if row["imap_host"]
+        else None,
         createdAt=iso(row["created_at"]),
         updatedAt=iso(row["updated_at"]),
     )
@@ -198,7 +208,7 @@ async def add_mailbox(call: Call) -> web.Response:
     identity = await find_identity(call)
     b: CreateMailbox = call.body
     account = directory.NewAccount.through(
-        b.email, b.smtp, hourly_limit=b.hourlyLimit, daily_limit=b.dailyLimit
+        b.email, b.smtp, hourly_limit=b.hourlyLimit, daily_limit=b.dailyLimit, imap=b.imap
     )
     row = await directory.add_account(ctx(call), identity, account, call.request_id)
     return json_model(render_mailbox(row, identity["handle"]), 201)
@@ -223,11 +233,20 @@ async def list_mailboxes(call: Call) -> web.Response:
 
 
 @route(
+    "GET", "/v1/identities/{handle}/mailboxes/{accId}", scope="read", tag="identities",
+    summary="A mailbox of the pool, with its IMAP sync's state", response=Mailbox, errors=(404,),
+)  # fmt: skip
+async def get_mailbox(call: Call) -> web.Response:
+    identity = await find_identity(call)
+    return json_model(render_mailbox(await find_mailbox(call, identity), identity["handle"]))
+
+
+@route(
     "PATCH",
     "/v1/identities/{handle}/mailboxes/{accId}",
     scope="admin",
     tag="identities",
-    summary="Change a mailbox's health, limits or SMTP settings",
+    summary="Change a mailbox's health, limits, SMTP settings or IMAP account",
     body=UpdateMailbox,
     response=Mailbox,
     errors=(400, 404),
@@ -237,7 +256,7 @@ async def update_mailbox(call: Call) -> web.Response:
     before = await find_mailbox(call, identity)
     b: UpdateMailbox = call.body
     smtp = b.smtp.model_dump(exclude_unset=True) if b.smtp else {}
-    fields = b.model_dump(exclude_unset=True, exclude={"smtp"})
+    fields = b.model_dump(exclude_unset=True, exclude={"smtp", "imap"})
     async with directory.change(ctx(call)) as (conn, facts):
         row = await conn.fetchrow(
             """UPDATE mailboxes SET
@@ -263,6 +282,8 @@ async def update_mailbox(call: Call) -> web.Response:
             "password" in smtp,
             ctx(call).secrets.seal(smtp.get("password")),
         )
+        if "imap" in b.model_fields_set:
+            row = await directory.set_imap(ctx(call), conn, row["id"], b.imap)
         envelope = directory.fact_envelope(identity, call.request_id)
         if row["health"] != before["health"]:
             health = MailboxHealthPayload(
