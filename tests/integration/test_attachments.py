@@ -157,8 +157,10 @@ async def test_large_bodies_travel_as_blob_references_and_arrive_whole(
     assert got.message.get_body(("html",)).get_content() == html
 
     message_id = uuid.UUID(sent["id"].removeprefix("msg_"))
-    requested = await db.fetchval(
-        "SELECT event FROM message_events WHERE message_id = $1 AND type = 'SendRequested'", message_id
+    requested = await eventually(
+        lambda: db.fetchval(
+            "SELECT event FROM message_events WHERE message_id = $1 AND type = 'SendRequested'", message_id
+        )
     )
     content = requested["payload"]["content"]
     assert content["text"] is None and content["html"] is None
