@@ -179,6 +179,16 @@ class MailboxList(BaseModel):
 MAX_RECIPIENTS = 100
 
 
+def check_recipients(to: list[str], cc: list[str], bcc: list[str]) -> None:
+    """One message's To, Cc and Bcc (inboxes and mailboxes dialects): at most MAX_RECIPIENTS in all,
+    none twice (addresses compared without case)."""
+    every = [a.lower() for a in (*to, *cc, *bcc)]
+    if len(every) > MAX_RECIPIENTS:
+        raise ValueError(f"to, cc and bcc take at most {MAX_RECIPIENTS} recipients in all")
+    if dupes := sorted({a for a in every if every.count(a) > 1}):
+        raise ValueError(f"{dupes[0]} is listed more than once in to, cc and bcc")
+
+
 def _one_or_many(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 

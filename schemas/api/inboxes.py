@@ -23,7 +23,7 @@ from schemas.api.common import (
     Subject,
     iso,
 )
-from schemas.api.identities import MAX_RECIPIENTS, SmtpSettings
+from schemas.api.identities import SmtpSettings, check_recipients
 from schemas.commands import MessageOutcome
 from schemas.events import Attachment, Content
 from schemas.limits import ATTACHMENTS_MAX_COUNT
@@ -97,11 +97,7 @@ class SendMessage(ApiModel):
 
     @model_validator(mode="after")
     def _recipients(self) -> SendMessage:
-        every = [a.lower() for a in (*self.to, *self.cc, *self.bcc)]
-        if len(every) > MAX_RECIPIENTS:
-            raise ValueError(f"to, cc and bcc take at most {MAX_RECIPIENTS} recipients in all")
-        if dupes := sorted({a for a in every if every.count(a) > 1}):
-            raise ValueError(f"{dupes[0]} is listed more than once in to, cc and bcc")
+        check_recipients(self.to, self.cc, self.bcc)
         return self
 
 
