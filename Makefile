@@ -23,6 +23,7 @@ run: install
 	$(PY) -m services.local
 
 test: install
+	$(PY) -m tests.dovecot  # the IMAP server of the mail sync tests: installed where it can be
 	$(PY) -m pytest
 
 unit: install

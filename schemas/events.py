@@ -486,6 +486,22 @@ class MailboxRemoved(Envelope):
     payload: EntityRemovedPayload
 
 
+# --- mailbox sync facts (topic: mailsync, key: mailbox_id) -----------------------------------------
+
+
+class MailboxSyncPayload(Payload):
+    mailbox_id: UUID
+    imap: bool  # the mailbox has an IMAP account to read its mail back from (False: no longer)
+
+
+class MailboxSyncChanged(Envelope):
+    """A mailbox's IMAP account was set, changed or removed (or the mailbox was): the sync worker that
+    owns the mailbox's partition (re)starts or stops its session."""
+
+    type: Literal["MailboxSyncChanged"] = "MailboxSyncChanged"
+    payload: MailboxSyncPayload
+
+
 ALL_EVENTS: tuple[type[Envelope], ...] = (
     SendRequested, ReplyRequested, MessageArrived,
     SendAccepted, SendRejected, DispatchRetryDue,
@@ -493,7 +509,7 @@ ALL_EVENTS: tuple[type[Envelope], ...] = (
     MessageComplained, MessageFlagsChanged, MessageDeleted,
     SuppressionAdded, SuppressionRemoved, WebhookDelivered, WebhookFailed, WebhookEndpointDisabled,
     IdentityCreated, IdentityUpdated, IdentityDeleted,
-    MailboxAdded, MailboxUpdated, MailboxHealthChanged, MailboxRemoved,
+    MailboxAdded, MailboxUpdated, MailboxHealthChanged, MailboxRemoved, MailboxSyncChanged,
 )  # fmt: skip
 EVENT_TYPES: dict[str, type[Envelope]] = {e.model_fields["type"].default: e for e in ALL_EVENTS}
 

@@ -2,7 +2,8 @@
 
 Keys give order where order matters: requests by identity (one partition owner decides all of an
 identity's sends, so caps and affinity need no locks), accepted sends by mailbox (one connection pool
-and rate window per mailbox), message lifecycle events by message.
+and rate window per mailbox), message lifecycle events by message, a mailbox's sync facts by mailbox (its partition names the sync
+worker that reads its mail back).
 """
 
 from __future__ import annotations
@@ -54,7 +55,11 @@ ADMIN = Topic(
     ),
 )  # fmt: skip
 
-ALL_TOPICS: tuple[Topic, ...] = (REQUESTS, DECISIONS, MESSAGES, SUPPRESSIONS, WEBHOOKS, ADMIN)
+# Which sync worker owns a mailbox's IMAP session: the one its consumer group assigns the partition the
+# mailbox's key maps to (services/mailsync).
+MAILSYNC = Topic("mailsync", "mailbox_id", (ev.MailboxSyncChanged,))
+
+ALL_TOPICS: tuple[Topic, ...] = (REQUESTS, DECISIONS, MESSAGES, SUPPRESSIONS, WEBHOOKS, ADMIN, MAILSYNC)
 
 _TOPIC_OF = {event: topic for topic in ALL_TOPICS for event in topic.events}
 
@@ -75,6 +80,8 @@ def key_of(event: ev.Envelope) -> bytes:
         value = p.message_id
     elif topic is WEBHOOKS:
         value = p.endpoint_id
+    elif topic is MAILSYNC:
+        value = p.mailbox_id
     else:
         value = event.org_id
     return str(value).encode()

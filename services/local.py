@@ -38,9 +38,10 @@ SERVICES: dict[str, list[str]] = {
     "scheduler": ["-m", "services.scheduler"],
     "webhooks": ["-m", "services.webhooks"],
     "inbound": ["-m", "services.inbound"],
+    "mailsync": ["-m", "services.mailsync"],
 }
 # Services with Kafka consumers: they serve /readyz on their metrics port once every consumer has joined its group.
-CONSUMERS = ("decide", "dispatch", "projections", "webhooks")
+CONSUMERS = ("decide", "dispatch", "projections", "webhooks", "mailsync")
 
 
 class Stack:

@@ -99,6 +99,8 @@ def service_env(infra: Infra, default_relay: Relay) -> dict[str, str]:
         "SENDSTREAM_WEBHOOK_TIMEOUT_S": "2",
         "SENDSTREAM_WEBHOOK_POLL_S": "0.2",
         "SENDSTREAM_INBOX_DEFAULT_DOMAIN": "inboxes.example.test",
+        "SENDSTREAM_MAILSYNC_POLL_S": "2",  # the spam folder checked, and IDLE renewed, this often
+        "SENDSTREAM_MAILSYNC_RETRY_DELAYS_S": "[0.5, 1, 2]",
         "SENDSTREAM_INBOX_DEFAULT_RELAY": json.dumps(default_relay.smtp_settings()),
     }
 

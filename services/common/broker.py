@@ -26,7 +26,7 @@ import inspect
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import asyncpg
 import structlog
@@ -355,17 +355,26 @@ async def anchor_groups(settings: CommonSettings) -> None:
             await consumer.stop()
 
 
+class Owner(Protocol):
+    """Work owned by partition (services/mailsync): told what its consumer now holds, and what it lost."""
+
+    async def assigned(self, partitions: set[TopicPartition]) -> None: ...
+    async def revoked(self, partitions: set[TopicPartition]) -> None: ...
+
+
 class LogRebalance(ConsumerRebalanceListener):
     """Log every partition assignment and revocation: a rebalance pauses the whole group."""
 
-    def __init__(self, group: str, offsets: Offsets | None = None):
-        self.group, self.offsets = group, offsets
+    def __init__(self, group: str, offsets: Offsets | None = None, owner: Owner | None = None):
+        self.group, self.offsets, self.owner = group, offsets, owner
         self.joined = False  # a first assignment (possibly empty) has completed
         LISTENERS.append(self)
 
     async def on_partitions_revoked(self, revoked) -> None:
         if self.offsets:  # still a member here: hand over what was handled
             await self.offsets.commit()
+        if self.owner:
+            await self.owner.revoked(set(revoked))
         if revoked:
             log.info(
                 "partitions revoked",
@@ -379,6 +388,8 @@ class LogRebalance(ConsumerRebalanceListener):
             group=self.group,
             partitions=sorted(f"{p.topic}:{p.partition}" for p in assigned),
         )
+        if self.owner:
+            await self.owner.assigned(set(assigned))
         self.joined = True
 
 
@@ -410,6 +421,7 @@ def subscribe(
     offset_reset: Literal["earliest", "latest"] = "earliest",
     only: Collection[str] | None = None,
     on_poison: Poisoned | None = None,
+    owner: Owner | None = None,
 ) -> Callable[[Handler], Handler]:
     """Declare a batch consumer of `topics` in consumer group `group` (see the module docstring).
 
@@ -419,7 +431,8 @@ def subscribe(
     are passed over unparsed (a record without the header is parsed). A batch that fails for anything
     but infrastructure trouble is retried event by event, so a poison event is isolated while the
     others go through; `on_poison` then records its terminal outcome (the message is rejected or
-    failed, visibly), and an event it cannot settle either is parked.
+    failed, visibly), and an event it cannot settle either is parked. An `owner` hears of every
+    partition assigned to and revoked from this consumer.
     """
     prefix = settings.kafka_topic_prefix
     fetch_wait = (
@@ -489,7 +502,7 @@ def subscribe(
             heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
             rebalance_timeout_ms=settings.kafka_rebalance_timeout_ms,
             fetch_max_wait_ms=fetch_wait,
-            listener=LogRebalance(group, offsets),
+            listener=LogRebalance(group, offsets, owner),
             decoder=_as_is,
             title=f"{group}:{handler.__name__}",
             description=handler.__doc__,

@@ -321,6 +321,34 @@ class InboundSettings(CommonSettings):
     )
 
 
+class MailsyncSettings(CommonSettings):
+    """The IMAP sync service: mail of pool mailboxes read back from their provider."""
+
+    mailsync_poll_s: float = Field(
+        60.0,
+        gt=0,
+        description="How often each folder is checked anyway: IDLE on INBOX is renewed this often, and "
+        "servers without IDLE and the spam folder are polled at it.",
+    )
+    mailsync_lookback_s: float = Field(
+        0,
+        ge=0,
+        description="On a mailbox's first sync, mail this old and newer is read too (0: from now on).",
+    )
+    mailsync_retry_delays_s: list[float] = Field(
+        [5, 30, 120, 600],
+        description="Waits before reconnecting after a failed session (refused login, dropped "
+        "connection); the last repeats.",
+    )
+    mailsync_timeout_s: float = Field(30.0, gt=0, description="Timeout of one IMAP command.")
+    mailsync_batch: int = Field(
+        50, ge=1, description="Messages fetched per IMAP command; the checkpoint advances after each batch."
+    )
+    mailsync_worker_id: str | None = Field(
+        None, description="This worker's name in a mailbox's sync state; default: host and process id."
+    )
+
+
 class SchedulerSettings(CommonSettings):
     """The durable-timer scheduler."""
 
@@ -391,6 +419,8 @@ def documented_settings() -> list[tuple[str, str, str, str]]:
         (IngressSettings, "ingress"),
         (DecideSettings, "decide"),
         (DispatchSettings, "dispatch"),
+        (InboundSettings, "inbound"),
+        (MailsyncSettings, "mailsync"),
         (SchedulerSettings, "scheduler"),
         (LocalSettings, "make run"),
     ):

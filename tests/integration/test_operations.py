@@ -8,9 +8,10 @@ import pytest
 
 from schemas import topics
 from schemas.events import EVENT_TYPES
+from services.common.infra import free_port
 from services.common.settings import IngressSettings
 from services.ingress.app import create_app
-from tests.conftest import Api, Relay, events_on
+from tests.conftest import Api, Relay, events_on, eventually
 from tests.integration.test_send import make_identity
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
@@ -89,20 +90,29 @@ async def test_identity_and_mailbox_admin(api: Api, relay: Relay) -> None:
 
 async def test_consumer_services_expose_health_and_metrics(api: Api, relay: Relay, stack) -> None:
     """Each consumer service answers /healthz and counts its batches, events and SMTP outcomes in /metrics."""
-    handle, _ = await make_identity(api, relay)
+    handle, [mailbox] = await make_identity(api, relay)
     assert (
         await api.call(
             "POST", f"/v1/identities/{handle}/send", {"to": "m@example.test", "subject": "s", "text": "t"}
         )
     )[0] == 202
     await relay.wait_for(1)
+    # an IMAP account set and taken away: facts for the mail sync service to consume
+    url = f"/v1/identities/{handle}/mailboxes/{mailbox['id']}"
+    imap = {"host": "127.0.0.1", "port": free_port(), "tls": "none", "username": "u", "password": "p"}
+    assert (await api.call("PATCH", url, {"imap": imap}))[0] == 200
+    assert (await api.call("PATCH", url, {"imap": None}))[0] == 200
     for name, port in stack.metrics_ports.items():
         base = f"http://127.0.0.1:{port}"
         async with api.session.get(f"{base}/healthz") as r:
             assert r.status == 200, name
-        async with api.session.get(f"{base}/metrics") as r:
-            text = await r.text()
-        assert f'sendstream_consumer_events_total{{group="{name}"}}' in text, name
+
+        async def counted(base: str = base, name: str = name) -> str | None:
+            async with api.session.get(f"{base}/metrics") as r:
+                text = await r.text()
+            return text if f'sendstream_consumer_events_total{{group="{name}"}}' in text else None
+
+        text = await eventually(counted, timeout=10, interval=0.2)
         assert f'sendstream_consumer_batch_seconds_count{{group="{name}"}}' in text, name
     async with api.session.get(f"http://127.0.0.1:{stack.metrics_ports['dispatch']}/metrics") as r:
         text = await r.text()

@@ -23,6 +23,8 @@ from schemas.events import (
     IdentityPayload,
     MailboxAdded,
     MailboxPayload,
+    MailboxSyncChanged,
+    MailboxSyncPayload,
 )
 from services.common import timers, views
 from services.common.timezones import local_day_start
@@ -163,9 +165,22 @@ def account_fact(row: asyncpg.Record) -> MailboxPayload:
     )
 
 
-async def set_imap(c: Context, conn: asyncpg.Connection, mailbox_id: UUID, imap: Any) -> asyncpg.Record:
+def sync_fact(
+    identity: asyncpg.Record, correlation_id: str, mailbox_id: UUID, imap: bool
+) -> MailboxSyncChanged:
+    return MailboxSyncChanged(
+        **fact_envelope(identity, correlation_id),
+        payload=MailboxSyncPayload(mailbox_id=mailbox_id, imap=imap),
+    )
+
+
+async def set_imap(
+    c: Context, conn: asyncpg.Connection, identity: asyncpg.Record, mailbox_id: UUID, imap: Any,
+    correlation_id: str, facts: list[Envelope],
+) -> asyncpg.Record:  # fmt: skip
     """Give a mailbox its IMAP account (`imap`: the API's ImapSettings, its password sealed), or take it
-    away (None); its sync starts over as `idle`."""
+    away (None); its sync starts over as `idle`, and the sync worker owning it hears of the change."""
+    facts.append(sync_fact(identity, correlation_id, mailbox_id, imap is not None))
     return await conn.fetchrow(
         """UPDATE mailboxes SET imap_host = $2, imap_port = $3, imap_tls = $4, imap_username = $5,
                   imap_password = $6, sync_state = 'idle', sync_error = NULL, updated_at = now()
@@ -192,7 +207,7 @@ async def _insert_account(
     except asyncpg.UniqueViolationError:
         raise Conflict(f"{account.email} is already in this identity's pool") from None
     if account.imap is not None:
-        row = await set_imap(c, conn, row["id"], account.imap)
+        row = await set_imap(c, conn, identity, row["id"], account.imap, correlation_id, facts)
     facts.append(MailboxAdded(**fact_envelope(identity, correlation_id), payload=account_fact(row)))
     return row
 
@@ -239,10 +254,12 @@ async def delete_identity(c: Context, identity: asyncpg.Record, correlation_id: 
     """The identity and its pool are gone for every dialect (their messages stay readable by id)."""
     async with change(c) as (conn, facts):
         await conn.execute("UPDATE identities SET deleted_at = now() WHERE id = $1", identity["id"])
-        await conn.execute(
-            "UPDATE mailboxes SET deleted_at = now() WHERE identity_id = $1 AND deleted_at IS NULL",
+        synced = await conn.fetch(
+            """UPDATE mailboxes SET deleted_at = now() WHERE identity_id = $1 AND deleted_at IS NULL
+               RETURNING id, imap_host IS NOT NULL AS imap""",
             identity["id"],
         )
+        facts += [sync_fact(identity, correlation_id, m["id"], False) for m in synced if m["imap"]]
         facts.append(
             IdentityDeleted(
                 **fact_envelope(identity, correlation_id), payload=EntityRemovedPayload(id=identity["id"])

@@ -283,7 +283,9 @@ async def update_mailbox(call: Call) -> web.Response:
             ctx(call).secrets.seal(smtp.get("password")),
         )
         if "imap" in b.model_fields_set:
-            row = await directory.set_imap(ctx(call), conn, row["id"], b.imap)
+            row = await directory.set_imap(
+                ctx(call), conn, identity, row["id"], b.imap, call.request_id, facts
+            )
         envelope = directory.fact_envelope(identity, call.request_id)
         if row["health"] != before["health"]:
             health = MailboxHealthPayload(
@@ -314,6 +316,8 @@ async def remove_mailbox(call: Call) -> web.Response:
                 payload=EntityRemovedPayload(id=mailbox["id"]),
             )
         )
+        if mailbox["imap_host"] is not None:
+            facts.append(directory.sync_fact(identity, call.request_id, mailbox["id"], False))
     return web.Response(status=204)
 
 

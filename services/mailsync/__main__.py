@@ -1,0 +1,3 @@
+from services.mailsync.app import main
+
+main()
