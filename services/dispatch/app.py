@@ -412,7 +412,9 @@ def build(
     @subscribe(broker, settings, [topics.DECISIONS], group=CONSUMER, on_poison=unsendable)
     async def on_decisions(events: list[Envelope]) -> None:
         """Send each accepted message through its mailbox's relay, once; defer and retry on 4xx."""
-        todo = [e for e in events if attempt_of(e) is not None]
+        # One send per event_id: a decision re-driven while its first copy still waited for dispatch
+        # (the log lost, the consumer slow to join) can arrive twice in one batch.
+        todo = list({e.event_id: e for e in events if attempt_of(e) is not None}.values())
         if not todo:
             return
         done = await db.recorded_many(pool, CONSUMER, [e.event_id for e in todo])

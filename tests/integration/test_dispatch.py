@@ -185,3 +185,38 @@ async def test_sends_queued_behind_a_slow_relay_go_out_when_a_connection_frees(
     )
     assert retries == 0
     assert sorted(r.rcpt_tos[0] for r in relay.received) == [f"q{i}@example.test" for i in range(6)]
+
+
+async def test_a_decision_delivered_twice_in_one_batch_is_sent_once(
+    api: Api, relay: Relay, db: asyncpg.Pool, service_env: dict
+) -> None:
+    """The same SendAccepted twice back to back on the log (a re-drive while the first copy still waited
+    for dispatch): both reach dispatch in one fetch, the relay gets the message once."""
+    from aiokafka import AIOKafkaProducer  # noqa: PLC0415 - this test writes to the log directly
+
+    from schemas import topics  # noqa: PLC0415
+    from schemas.events import Content, SendAccepted, SendAcceptedPayload  # noqa: PLC0415
+    from schemas.ids import new_id  # noqa: PLC0415
+
+    handle, [mailbox] = await make_identity(api, relay)
+    identity = await db.fetchrow("SELECT id, org_id FROM identities WHERE handle = $1", handle)
+    mailbox_id = await db.fetchval("SELECT id FROM mailboxes WHERE email = $1", mailbox["email"])
+    event = SendAccepted(org_id=identity["org_id"], identity_id=identity["id"], payload=SendAcceptedPayload(
+        message_id=new_id(), conv_id=new_id(), mailbox_id=mailbox_id, mailbox_email=mailbox["email"],
+        affinity="new", rfc_message_id=f"<{uuid.uuid4()}@tryacme.test>", from_addr=mailbox["email"],
+        to=["twice@example.test"], content=Content(subject="once", text="t"), daily_cap=150, remaining=149))  # fmt: skip
+    producer = AIOKafkaProducer(bootstrap_servers=service_env["KAFKA_BOOTSTRAP_SERVERS"], linger_ms=50)
+    await producer.start()
+    try:
+        name = topics.DECISIONS.name(service_env["SENDSTREAM_KAFKA_TOPIC_PREFIX"])
+        copies = [
+            await producer.send(name, event.model_dump_json().encode(), key=topics.key_of(event))
+            for _ in range(2)
+        ]
+        await asyncio.gather(*copies)
+    finally:
+        await producer.stop()
+    [got] = await relay.wait_for(1)
+    assert got.message["Subject"] == "once"
+    await asyncio.sleep(2)
+    assert len(relay.received) == 1
