@@ -35,9 +35,11 @@ lint: install
 docs: install  # regenerate the README's configuration table and deploy/env.example from the settings
 	$(PY) -m services.common.settings
 
-bench: install  # sustained sends and HTTP latency, with the raw Kafka and SMTP limits measured in the same run; then search
+bench: install  # sustained sends and HTTP latency, with the raw Kafka and SMTP limits measured in the same run; then search; then IMAP intake
 	$(PY) -m bench.send_pipeline
 	$(PY) -m bench.search
+	$(PY) -m tests.dovecot
+	$(PY) -m bench.mailsync
 
 bench-webhooks: install  # webhook deliveries to a local receiver, against the raw signed-POST rate
 	$(PY) -m bench.webhooks

@@ -290,8 +290,11 @@ class Pipeline:
 
 
 @contextlib.asynccontextmanager
-async def running_pipeline(name: str, *, durable: bool) -> AsyncIterator[Pipeline]:
-    """Broker, PostgreSQL, every service and a discarding SMTP sink, all started here and stopped after."""
+async def running_pipeline(
+    name: str, *, durable: bool, env: dict[str, str] | None = None
+) -> AsyncIterator[Pipeline]:
+    """Broker, PostgreSQL, every service and a discarding SMTP sink, all started here and stopped after
+    (`env`: settings of the benchmark's own)."""
     data = Path(tempfile.mkdtemp(prefix=f"sendstream-{name}-"))
     data.chmod(0o755)
     infra = ensure_infra(data, durable=durable)
@@ -306,6 +309,7 @@ async def running_pipeline(name: str, *, durable: bool) -> AsyncIterator[Pipelin
         "SENDSTREAM_LOG_LEVEL": os.environ.get("SENDSTREAM_LOG_LEVEL", "WARNING"),
         "SENDSTREAM_SECRET_KEYS": json.dumps([new_key()]),
         "SENDSTREAM_WEBHOOK_ALLOWED_NETWORKS": '["127.0.0.0/8"]',  # the benchmarks' receivers are local
+        **(env or {}),
     }
     stack = Stack(env, log_dir=data)
     stack.start("sink", ["-m", "services.sink", "--port", str(sink_port), "--discard"])

@@ -112,7 +112,7 @@ def _code(answer: aioimaplib.Response, name: str) -> int | None:
     return None
 
 
-def _fetched(answer: aioimaplib.Response) -> Iterator[tuple[int, bytes]]:
+def fetched_messages(answer: aioimaplib.Response) -> Iterator[tuple[int, bytes]]:
     """(UID, message) of each message of a `UID FETCH (UID BODY.PEEK[])` answer: a `n FETCH (` line, the
     literal, and the UID before or after it (servers choose the order)."""
     uid: int | None = None
@@ -303,7 +303,7 @@ class Session:
                 await self.imap.uid("fetch", ",".join(map(str, chunk)), "(UID BODY.PEEK[])"),
                 f"FETCH {folder}",
             )
-            for uid, raw in sorted(_fetched(fetched)):
+            for uid, raw in sorted(fetched_messages(fetched)):
                 await self.take(raw, folder, uid)
             await self.advance(folder, validity, chunk[-1])
 
