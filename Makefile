@@ -24,7 +24,7 @@ run: install
 
 test: install
 	$(PY) -m tests.dovecot  # the IMAP server of the mail sync tests: installed where it can be
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=15
 
 unit: install
 	$(PY) -m pytest tests/unit

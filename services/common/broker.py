@@ -75,6 +75,8 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.InterfaceError,
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
+    # "cannot switch to state N; another operation is in progress": a connection the server died under
+    asyncpg.InternalClientError,
 )
 # Refusals of one record or one request that no retry changes.
 PERMANENT_KAFKA_ERRORS: tuple[type[BaseException], ...] = (

@@ -273,6 +273,12 @@ class DispatchSettings(CommonSettings):
         "handed to a durable lease and finish on their own, so one slow relay never holds up other mailboxes.",
     )
     smtp_pool_size: int = Field(4, ge=1, description="Idle SMTP connections kept per relay for reuse.")
+    record_patience_s: float = Field(
+        120.0,
+        ge=0,
+        description="How long the outcome of a finished SMTP transaction is tried again while the database "
+        "cannot record it (down, restarting). Given up, the send is made again when its event is redelivered.",
+    )
     smtp_idle_s: float = Field(
         30.0, description="An idle SMTP connection older than this is closed, not reused."
     )

@@ -47,7 +47,7 @@ from schemas.events import (
 )
 from services.common import bodies, db, redrive, timers, unsubscribe
 from services.common.blobs import BlobCorrupt, BlobMissing, BlobStore, blob_store
-from services.common.broker import bound, publish_events, subscribe
+from services.common.broker import bound, is_transient, publish_events, subscribe
 from services.common.mime import (
     UnsendableMessage,
     blob_hashes,
@@ -168,8 +168,8 @@ class Attempt:
 
     event: Envelope
     # Shared by the batch's sends: the error that kept one of them from recording its outcome. Once
-    # set, no other send of the batch starts: its 250 could not be recorded either, and would be
-    # repeated when the batch comes again.
+    # set, no other send of the batch starts (one handed over to a lease excepted: the batch no longer
+    # answers for it): the batch is delivered again, and each send is made then.
     record_failed: list[BaseException] = field(default_factory=list)
     phase: Literal["waiting", "smtp", "recording"] = "waiting"
     lease: DispatchRetryDue | None = None  # set when handed over: the outcome is recorded under its id
@@ -304,13 +304,14 @@ def build(
         with bound(event):
             # `unrecorded` is held from the start of the SMTP transaction until its outcome is recorded:
             # at most twice smtp_pool_size messages per mailbox are ever between a relay's 250 and their
-            # record, which bounds the duplicates a crash can cause. `lanes` bounds open transactions.
+            # record, which bounds the duplicates a crash of dispatch can cause (a database that fails
+            # meanwhile only delays the record: `record_outcome`). `lanes` bounds open transactions.
             async with unrecorded[mailbox]:
                 async with lanes[mailbox]:
                     if a.start_by is not None and time.monotonic() > a.start_by:
                         log.warning("no connection free in time; the send's lease makes it later")
                         return []
-                    if a.record_failed:
+                    if a.record_failed and a.lease is None:  # one handed over is its lease's, not the batch's
                         raise a.record_failed[0]
                     a.phase = "smtp"
                     now = datetime.now(UTC)
@@ -334,24 +335,40 @@ def build(
                 )
                 if a.lease is not None:
                     await a.leased.wait()
-                record_as = a.lease.event_id if a.lease is not None else event.event_id
-                try:
-                    if retry is None:  # group-committed with its neighbours' records
-                        outputs = await recorder.record(record_as, facts)
-                    else:
-                        async with pool.acquire() as conn, conn.transaction():
-                            outputs, first = await db.record(conn, CONSUMER, record_as, facts)
-                            if first:
-                                await schedule(conn, retry)
-                except Exception as exc:
-                    a.record_failed.append(exc)
-                    raise
+                outputs = await record_outcome(a, facts, retry)
             OUTCOMES.labels(outcome.kind).inc()
             log.info("dispatched", outcome=outcome.kind, attempt=attempt, reason=outcome.reason)
             if a.lease is not None:  # its batch is gone: publish here, then the lease has nothing left to do
                 await publish_events(broker, settings, outputs)
                 await timers.done(pool, [a.lease])
             return outputs
+
+    async def record_outcome(a: Attempt, facts: list[Envelope], retry: Envelope | None) -> list[Envelope]:
+        """Record what the relay answered. That record is the only account of a transaction that took
+        place: dropped, the message would be sent again on redelivery. So while the database cannot
+        take it (down, restarting, a connection broken under it) it is tried again, for up to
+        record_patience_s; meanwhile no other send of the batch starts (they wait for its redelivery)."""
+        record_as = a.lease.event_id if a.lease is not None else a.event.event_id
+        give_up_at, tries = time.monotonic() + settings.record_patience_s, 0
+        while True:
+            try:
+                if retry is None:  # group-committed with its neighbours' records
+                    return await recorder.record(record_as, facts)
+                async with pool.acquire() as conn, conn.transaction():
+                    outputs, first = await db.record(conn, CONSUMER, record_as, facts)
+                    if first:
+                        await schedule(conn, retry)
+                    return outputs
+            except Exception as exc:
+                if not a.record_failed:
+                    a.record_failed.append(exc)
+                tries += 1
+                if not is_transient(exc) or time.monotonic() >= give_up_at:
+                    raise
+                pause = min(0.1 * 2**tries, 5.0)
+                log.warning("the outcome could not be recorded yet; trying again",
+                            attempt=tries, pause_s=pause, error=repr(exc))  # fmt: skip
+                await asyncio.sleep(pause)
 
     def finished_on_its_own(task: asyncio.Task) -> None:
         on_their_own.discard(task)

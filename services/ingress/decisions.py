@@ -59,6 +59,10 @@ class DecisionWaiter:
     def expect(self, request_event_id: UUID) -> None:
         self.pending[str(request_event_id)] = Pending()
 
+    def look(self, request_event_id: UUID) -> None:
+        """Read the request's recorded decisions now, for a request that may be decided already."""
+        self._start_read([str(request_event_id)])
+
     def forget(self, request_event_id: UUID) -> None:
         self.pending.pop(str(request_event_id), None)
 

@@ -25,6 +25,7 @@ import asyncpg
 from aiohttp import web
 
 from schemas.ids import new_id
+from services.common.broker import is_transient
 from services.ingress.http import ApiError, Call
 
 KEY_TTL = timedelta(hours=24)
@@ -34,8 +35,9 @@ HEADER = "Idempotency-Key"
 class IdSource:
     """New ids for one request: random, or derived from the idempotency seed so a retry repeats them."""
 
-    def __init__(self, seed: uuid.UUID | None = None):
+    def __init__(self, seed: uuid.UUID | None = None, repeated: bool = False):
         self.seed = seed
+        self.repeated = repeated  # an earlier attempt with this key may have published already
 
     def __call__(self, label: str) -> uuid.UUID:
         return uuid.uuid5(self.seed, label) if self.seed else new_id()
@@ -59,7 +61,7 @@ def read_key(request: web.Request) -> str | None:
 
 
 async def _claim(
-    pool: asyncpg.Pool, org_id: uuid.UUID, key: str, fp: bytes, hold: float
+    pool: asyncpg.Pool, org_id: uuid.UUID, key: str, fp: bytes, hold: float, seed: uuid.UUID
 ) -> asyncpg.Record | None:
     """Insert the row, or take over an expired or released one; None if someone else holds it."""
     return await pool.fetchrow(
@@ -81,7 +83,7 @@ async def _claim(
         org_id,
         key,
         fp,
-        new_id(),
+        seed,
         hold,
         KEY_TTL,
     )
@@ -108,7 +110,12 @@ async def idempotent(
     hold = wait + 5  # how long one attempt may hold the key before a retry may take over
     deadline = time.monotonic() + wait
     while True:
-        claimed = await _claim(pool, org_id, key, fp, hold)
+        seed = new_id()
+        try:
+            claimed = await _claim(pool, org_id, key, fp, hold, seed)
+        except Exception:  # it may have committed all the same (the answer lost with the connection)
+            _release_soon(pool, org_id, key, hold)
+            raise
         if claimed is not None:
             break
         row = await pool.fetchrow(
@@ -132,23 +139,48 @@ async def idempotent(
         await asyncio.sleep(0.025)
 
     try:
-        response = await run(IdSource(claimed["seed"]))
-    except BaseException:
-        # Let the next attempt take over at once; it repeats the same ids, so nothing is doubled.
+        response = await run(IdSource(claimed["seed"], repeated=claimed["seed"] != seed))
         await pool.execute(
-            "UPDATE idempotency_keys SET locked_until = now() WHERE org_id = $1 AND key = $2", org_id, key
+            """UPDATE idempotency_keys SET state = 'completed', response_status = $3, response_body = $4,
+                      response_type = $5 WHERE org_id = $1 AND key = $2""",
+            org_id,
+            key,
+            response.status,
+            response.body,
+            response.content_type,
         )
+    except BaseException:
+        _release_soon(pool, org_id, key, hold)
         raise
-    await pool.execute(
-        """UPDATE idempotency_keys SET state = 'completed', response_status = $3, response_body = $4,
-                  response_type = $5 WHERE org_id = $1 AND key = $2""",
-        org_id,
-        key,
-        response.status,
-        response.body,
-        response.content_type,
-    )
     return response
+
+
+RELEASING: set[asyncio.Task] = set()
+
+
+def _release_soon(pool: asyncpg.Pool, org_id: uuid.UUID, key: str, hold: float) -> None:
+    """Let the next attempt take over at once; it repeats the same ids, so nothing is doubled."""
+    release = asyncio.create_task(_release(pool, org_id, key, hold))
+    RELEASING.add(release)
+    release.add_done_callback(RELEASING.discard)
+
+
+async def _release(pool: asyncpg.Pool, org_id: uuid.UUID, key: str, hold: float) -> None:
+    """Unlock a key whose attempt failed. The failure is often the database's own (down, restarting):
+    tried again until it takes, so a client retrying its request is not kept waiting for the whole
+    hold once the database is back. (After the hold, the lock has lapsed anyway.)"""
+    give_up_at, pause = time.monotonic() + hold, 0.1
+    while True:
+        try:
+            await pool.execute(
+                "UPDATE idempotency_keys SET locked_until = now() WHERE org_id = $1 AND key = $2", org_id, key
+            )
+            return
+        except Exception as exc:
+            if not is_transient(exc) or time.monotonic() + pause >= give_up_at:
+                return
+            await asyncio.sleep(pause)
+            pause = min(2 * pause, 2.0)
 
 
 async def sweep_expired(pool: asyncpg.Pool) -> int:

@@ -27,7 +27,7 @@ async def test_generated_requests_get_no_5xx_and_documented_answers(api: Api, tm
         str(cli), "run", f"{api.base}/openapi.json",
         "--header", f"Authorization: Bearer {api.key}",
         "--checks", CHECKS,
-        "--max-examples", "40",
+        "--max-examples", "25",
         "--seed", "20261201",
         "--generation-database", "none",
         "--workers", "2",
@@ -37,6 +37,11 @@ async def test_generated_requests_get_no_5xx_and_documented_answers(api: Api, tm
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         env={**os.environ, "SCHEMATHESIS_HOOKS": ""},
     )  # fmt: skip
-    out, _ = await asyncio.wait_for(proc.communicate(), timeout=300)
+    try:  # about a minute on 2 cores alone; several under the load of a whole CI run
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout=600)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
     text = out.decode(errors="replace")
     assert proc.returncode == 0, text[-6000:]

@@ -85,6 +85,8 @@ async def submit(
     except BaseException:
         c.waiter.forget(request.event_id)
         raise
+    if new.repeated:  # decided after an earlier attempt already: no notification will come
+        c.waiter.look(request.event_id)
     answers = await c.waiter.wait(request.event_id, c.settings.decision_timeout_s)
     if len(answers) < len(message_ids):
         try:
