@@ -1,4 +1,5 @@
-"""Projections: every message-bearing event -> the messages, conversations and audit views.
+"""Projections: every message-bearing event -> the messages, conversations and suppressions views;
+and, as its own consumer group in the same process, every event -> the archive (projections/archive.py).
 
 Each event's view changes and its tracking record (processed_events) commit in one transaction, so a
 redelivered event changes nothing twice. The views are disposable: emptying them and this consumer's
@@ -12,6 +13,7 @@ import asyncpg
 import structlog
 from faststream.kafka import KafkaBroker
 
+from projections import archive
 from projections.messages import statements
 from schemas import topics
 from schemas.envelope import Envelope
@@ -22,7 +24,7 @@ from services.common.broker import subscribe
 from services.common.settings import CommonSettings
 
 CONSUMER = "projections"
-VIEWS = ("message_events", "messages", "conversations", "suppressions")
+VIEWS = ("messages", "conversations", "suppressions")
 log = structlog.get_logger("sendstream.projections")
 
 
@@ -50,17 +52,18 @@ async def project(pool: asyncpg.Pool, events: list[Envelope], blobs: BlobStore |
 
 
 def build(broker: KafkaBroker, settings: CommonSettings, pool: asyncpg.Pool) -> BlobStore:
-    """Register the projections consumer on `broker`."""
+    """Register the projections consumer, and the archive's, on `broker`."""
     blobs = blob_store(settings, pool)
+    archive.build(broker, settings, pool)
 
     @subscribe(
         broker,
         settings,
-        [topics.REQUESTS, topics.DECISIONS, topics.MESSAGES, topics.WEBHOOKS, topics.SUPPRESSIONS],
+        [topics.REQUESTS, topics.DECISIONS, topics.MESSAGES, topics.SUPPRESSIONS],
         group=CONSUMER,
     )
     async def on_events(events: list[Envelope]) -> None:
-        """Keep the message, conversation and audit views up to date."""
+        """Keep the message, conversation and suppression views up to date."""
         applied = await project(pool, events, blobs)
         log.debug("events projected", applied=applied, seen=len(events) - applied)
 

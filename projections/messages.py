@@ -1,4 +1,4 @@
-"""The messages, conversations and audit views, as statements derived from each event. Pure.
+"""The messages, conversations and suppressions views, as statements derived from each event. Pure.
 
 Events of one message arrive on several topics (requests by identity, decisions by mailbox,
 lifecycle by message), so a projection sees them in any order: every statement is an upsert that
@@ -16,8 +16,6 @@ from schemas.envelope import Envelope
 from schemas.events import (
     Content,
     DispatchDeferred,
-    DispatchRetryDue,
-    MessageArrived,
     MessageBounced,
     MessageComplained,
     MessageDeleted,
@@ -33,8 +31,6 @@ from schemas.events import (
     SmtpReply,
     SuppressionAdded,
     SuppressionRemoved,
-    WebhookDelivered,
-    WebhookFailed,
 )
 
 Statement = tuple[str, tuple[Any, ...]]
@@ -92,21 +88,6 @@ def upsert_message(message_id: UUID, event: Envelope, status: str | None, **colu
                   created_at = least(messages.created_at, EXCLUDED.created_at),
                   updated_at = greatest(messages.updated_at, EXCLUDED.updated_at)"""
     return sql, (message_id, *values[1:])
-
-
-def audit(message_id: UUID, event: Envelope) -> Statement:
-    return (
-        """INSERT INTO message_events (message_id, event_id, org_id, type, occurred_at, event)
-           VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING""",
-        (
-            message_id,
-            event.event_id,
-            event.org_id,
-            event.type,
-            event.occurred_at,
-            event.model_dump(mode="json"),
-        ),
-    )
 
 
 def upsert_conversation(conv_id: UUID, event: Envelope, **columns: Any) -> Statement:
@@ -199,7 +180,6 @@ def statements(event: Envelope, texts: Mapping[str, str] | None = None) -> list[
                         **body(p.content, texts),
                     )
                 )
-                out.append(audit(m.message_id, event))
         case ReplyRequested(payload=p):
             out.append(upsert_conversation(p.conv_id, event))
             recipients = {"to_addrs": p.to} if p.to else {}
@@ -208,7 +188,6 @@ def statements(event: Envelope, texts: Mapping[str, str] | None = None) -> list[
                     p.message_id, event, None, conv_id=p.conv_id, **recipients, **body(p.content, texts)
                 )
             )
-            out.append(audit(p.message_id, event))
         case SendAccepted(payload=p):
             out.append(upsert_conversation(p.conv_id, event, mailbox_id=p.mailbox_id))
             out.append(
@@ -229,10 +208,8 @@ def statements(event: Envelope, texts: Mapping[str, str] | None = None) -> list[
                     **body(p.content, texts),
                 )
             )
-            out.append(audit(p.message_id, event))
         case SendRejected(payload=p):
             out.append(upsert_message(p.message_id, event, "rejected", reason=p.reason))
-            out.append(audit(p.message_id, event))
         case MessageSent(payload=p):
             out.append(
                 upsert_message(
@@ -246,7 +223,6 @@ def statements(event: Envelope, texts: Mapping[str, str] | None = None) -> list[
                     **({"to_identity_id": p.delivered_to[0]} if p.delivered_to else {}),
                 )
             )
-            out.append(audit(p.message_id, event))
         case DispatchDeferred(payload=p):
             out.append(
                 upsert_message(
@@ -257,9 +233,6 @@ def statements(event: Envelope, texts: Mapping[str, str] | None = None) -> list[
                     **relay_reply(p.reply),
                 )
             )
-            out.append(audit(p.message_id, event))
-        case DispatchRetryDue(payload=p):
-            out.append(audit(p.message_id, event))
         case MessageFailed(payload=p):
             out.append(
                 upsert_message(
@@ -270,9 +243,6 @@ def statements(event: Envelope, texts: Mapping[str, str] | None = None) -> list[
                     **relay_reply(p.reply),
                 )
             )
-            out.append(audit(p.message_id, event))
-        case MessageArrived(payload=p):
-            out.append(audit(p.message.message_id, event))
         case MessageReceived(payload=p):
             m, new = p.message, p.new_conversation
             out.append(
@@ -292,7 +262,6 @@ def statements(event: Envelope, texts: Mapping[str, str] | None = None) -> list[
                     **body(m.content, texts),
                 )
             )  # fmt: skip
-            out.append(audit(m.message_id, event))
         case MessageBounced(payload=p) | MessageComplained(payload=p) | MessageDelivered(payload=p):
             status = {"MessageBounced": "bounced", "MessageComplained": "complained"}.get(
                 event.type, "delivered"
@@ -301,21 +270,14 @@ def statements(event: Envelope, texts: Mapping[str, str] | None = None) -> list[
             out.append(
                 upsert_message(p.message_id, event, status, reason=detail if status != "delivered" else None)
             )
-            out.append(audit(p.message_id, event))
         case SuppressionAdded(payload=p):
             out.append((SUPPRESS, (event.org_id, p.address, True, p.reason, p.message_id, event.event_id,
                                    event.causation_id, event.occurred_at)))  # fmt: skip
-            if p.message_id:
-                out.append(audit(p.message_id, event))
         case SuppressionRemoved(payload=p):
             out.append((SUPPRESS, (event.org_id, p.address, False, "manual", None, event.event_id, None,
                                    event.occurred_at)))  # fmt: skip
         case MessageFlagsChanged(payload=p):
             out.append((FLAGS, (p.message_id, p.is_read, p.is_starred, event.occurred_at)))
-            out.append(audit(p.message_id, event))
         case MessageDeleted(payload=p):
             out.append((DELETE, (p.message_id, event.occurred_at)))
-            out.append(audit(p.message_id, event))
-        case WebhookDelivered(payload=p) | WebhookFailed(payload=p) if p.message_id:
-            out.append(audit(p.message_id, event))  # the message's audit trail shows its webhooks
     return out

@@ -109,10 +109,19 @@ def recipient_count(to: list[str], content: Content) -> int:
 # --- requests (topic: requests, key: identity_id) ---------------------------------------------------
 
 
+class Origin(Payload):
+    """Who asked, over the API: the key used, and a fingerprint of the request (sha256 of its method,
+    path and canonical JSON body) that shows the request the client sent is the one recorded."""
+
+    api_key_id: UUID
+    request_sha256: str
+
+
 class SendRequestedPayload(Payload):
     handle: str
     messages: list[RequestedMessage]
     content: Content
+    origin: Origin | None = None
 
 
 class ReplyRequestedPayload(Payload):
@@ -124,6 +133,7 @@ class ReplyRequestedPayload(Payload):
     conv_id: UUID
     content: Content
     to: list[str] | None = None
+    origin: Origin | None = None
 
 
 class SendRequested(Envelope):
@@ -530,3 +540,12 @@ def event_from(data: dict[str, Any]) -> Envelope:
 def message_id_of(event: Envelope) -> UUID | None:
     """The message an event is about, when it is about exactly one."""
     return getattr(event.payload, "message_id", None)
+
+
+def messages_of(event: Envelope) -> list[UUID]:
+    """Every message an event is about: whose audit trail shows it (projections/archive.py)."""
+    if isinstance(event, SendRequested):
+        return [m.message_id for m in event.payload.messages]
+    if isinstance(event, MessageArrived):
+        return [event.payload.message.message_id]
+    return [m] if (m := message_id_of(event)) else []

@@ -26,6 +26,7 @@ import inspect
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import asyncpg
@@ -179,8 +180,9 @@ def retry_pause(settings: CommonSettings, attempt: int) -> float:
     return min(settings.consumer_retry_backoff_s * 2 ** (attempt - 1), 30.0)
 
 
-# A handler returns once its batch is handled, or returns an awaitable the batch is finished by.
-Handler = Callable[[list[Envelope]], Awaitable[Awaitable[None] | None]]
+# A handler returns once its batch is handled, or returns an awaitable the batch is finished by. It
+# receives Envelopes, or Logged events if it subscribed with `positions`.
+Handler = Callable[[list[Any]], Awaitable[Awaitable[None] | None]]
 # Records the terminal outcome of an event the handler fails on every time (like a handler's result).
 Poisoned = Callable[[Envelope, BaseException], Awaitable[Awaitable[None] | None]]
 
@@ -413,6 +415,16 @@ def bound(event: Envelope) -> Iterator[None]:
         yield
 
 
+@dataclass(frozen=True)
+class Logged:
+    """An event with where it was read: what a `positions` consumer receives (projections/archive.py)."""
+
+    event: Envelope
+    topic: str
+    partition: int
+    offset: int
+
+
 def subscribe(
     broker: KafkaBroker,
     settings: CommonSettings,
@@ -424,6 +436,7 @@ def subscribe(
     only: Collection[str] | None = None,
     on_poison: Poisoned | None = None,
     owner: Owner | None = None,
+    positions: bool = False,
 ) -> Callable[[Handler], Handler]:
     """Declare a batch consumer of `topics` in consumer group `group` (see the module docstring).
 
@@ -434,7 +447,8 @@ def subscribe(
     but infrastructure trouble is retried event by event, so a poison event is isolated while the
     others go through; `on_poison` then records its terminal outcome (the message is rejected or
     failed, visibly), and an event it cannot settle either is parked. An `owner` hears of every
-    partition assigned to and revoked from this consumer.
+    partition assigned to and revoked from this consumer. With `positions`, the handler receives each
+    event as a `Logged`, with its topic, partition and offset.
     """
     prefix = settings.kafka_topic_prefix
     fetch_wait = (
@@ -528,6 +542,11 @@ def subscribe(
             else:  # FastStream's in-memory test broker: no offsets; the batch is done once finished
                 await later
 
+        def call(parsed: list[tuple[Any, Envelope]]) -> Awaitable[Awaitable[None] | None]:
+            if positions:
+                return handler([Logged(e, r.topic, r.partition, r.offset) for r, e in parsed])
+            return handler([e for _, e in parsed])
+
         async def handle(records: list[Any]) -> Awaitable[None] | None:
             """Handle the batch; returns what it is finished by, if the handler finishes it later.
 
@@ -550,7 +569,7 @@ def subscribe(
                 return None
             started = time.perf_counter()
             try:
-                later = await handler([e for _, e in parsed])
+                later = await call(parsed)
             except Exception as exc:
                 if is_transient(exc):
                     await transient(exc)
@@ -589,7 +608,7 @@ def subscribe(
                 with bound(event):
                     for attempt in range(1, settings.consumer_max_attempts + 1):
                         try:
-                            if (later := await handler([event])) is not None:
+                            if (later := await call([(record, event)])) is not None:
                                 laters.append(later)
                             EVENTS.labels(group).inc()
                             break

@@ -159,7 +159,9 @@ async def test_large_bodies_travel_as_blob_references_and_arrive_whole(
     message_id = uuid.UUID(sent["id"].removeprefix("msg_"))
     requested = await eventually(
         lambda: db.fetchval(
-            "SELECT event FROM message_events WHERE message_id = $1 AND type = 'SendRequested'", message_id
+            """SELECT event FROM event_archive
+                WHERE message_ids @> ARRAY[$1]::uuid[] AND type = 'SendRequested'""",
+            message_id,
         )
     )
     content = requested["payload"]["content"]

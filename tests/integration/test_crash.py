@@ -131,9 +131,9 @@ async def test_sigkill_dispatch_while_a_slow_send_is_handed_over_loses_nothing(
 
     async def handed_over() -> bool:
         return bool(await db.fetchval(
-            """SELECT count(*) FROM processed_events p JOIN message_events m ON m.event_id = p.event_id
+            """SELECT count(*) FROM processed_events p JOIN event_archive m ON m.event_id = p.event_id
                 WHERE p.consumer = 'dispatch' AND p.outputs = '[]'::jsonb
-                  AND m.message_id = $1 AND m.type = 'SendAccepted'""",
+                  AND m.message_ids @> ARRAY[$1]::uuid[] AND m.type = 'SendAccepted'""",
             message_id,
         ))  # fmt: skip
 

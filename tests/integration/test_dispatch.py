@@ -140,9 +140,9 @@ async def test_a_slow_relay_holds_up_no_other_mailbox_and_its_send_completes_onc
     assert (await trail(api, msg)).count("MessageSent") == 1
     message_id = uuid.UUID(msg["messageId"].split("_", 1)[1])
     handed_over = await db.fetchval(
-        """SELECT count(*) FROM processed_events p JOIN message_events m ON m.event_id = p.event_id
+        """SELECT count(*) FROM processed_events p JOIN event_archive m ON m.event_id = p.event_id
             WHERE p.consumer = 'dispatch' AND p.outputs = '[]'::jsonb
-              AND m.message_id = $1 AND m.type = 'SendAccepted'""",
+              AND m.message_ids @> ARRAY[$1]::uuid[] AND m.type = 'SendAccepted'""",
         message_id,
     )
     assert handed_over == 1  # its batch recorded it as handed over, not as sent
@@ -179,7 +179,7 @@ async def test_sends_queued_behind_a_slow_relay_go_out_when_a_connection_frees(
 
     await eventually(all_sent, timeout=20)
     retries = await db.fetchval(
-        """SELECT count(*) FROM message_events e JOIN messages m ON m.id = e.message_id
+        """SELECT count(*) FROM event_archive e JOIN messages m ON m.id = ANY(e.message_ids)
             WHERE m.identity_id = $1 AND e.type = 'DispatchRetryDue'""",
         identity,
     )

@@ -43,12 +43,12 @@ async def test_poison_is_parked_listed_and_a_fixed_event_replays(
         async def parked_poison():
             return [p for p in await read_parked(settings, "requests") if marker in p.value]
 
-        async def parked_by_both():  # decide and projections both read requests; each parks its own copy
+        async def parked_by_all():  # decide, projections and the archive read requests; each parks its copy
             found = await parked_poison()
-            return found if len(found) == 2 else None
+            return found if len(found) == 3 else None
 
-        both = await eventually(parked_by_both, timeout=20, interval=0.5)
-        assert {p.headers["dlq-group"] for p in both} == {"decide", "projections"}
+        both = await eventually(parked_by_all, timeout=20, interval=0.5)
+        assert {p.headers["dlq-group"] for p in both} == {"decide", "projections", "archive"}
         assert all(
             p.source == requests_topic and p.headers["dlq-error"].startswith("ValidationError") for p in both
         )

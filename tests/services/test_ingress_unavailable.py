@@ -7,7 +7,7 @@ import uuid
 import asyncpg
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 
 from schemas.commands import NewSend
 from schemas.events import Content, RequestedMessage, SendRequested, SendRequestedPayload
@@ -18,7 +18,7 @@ from services.common.settings import IngressSettings
 from services.ingress.context import Context
 from services.ingress.core.send import submit
 from services.ingress.decisions import DecisionWaiter
-from services.ingress.http import ApiError, observe
+from services.ingress.http import REQUEST_ID, ApiError, Call, Principal, observe
 from services.ingress.idempotency import IdSource
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -37,8 +37,11 @@ async def test_unreachable_broker_is_503_with_retry_after() -> None:
     command = NewSend(
         identity_id=request.identity_id, messages=[["a@x.test"]], content=request.payload.content
     )
+    http = make_mocked_request("POST", "/v1/identities/h@x.test/send")
+    http[REQUEST_ID] = "corr"
+    call = Call(http, Principal(request.org_id, new_id(), frozenset({"send"}), False), None, b"{}")
     with pytest.raises(ApiError) as info:
-        await submit(c, command, identity, IdSource(), "corr")
+        await submit(c, call, command, identity, IdSource())
     assert info.value.status == 503 and info.value.headers == {"Retry-After": "5"}
     assert c.waiter.pending == {}
 

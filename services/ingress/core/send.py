@@ -14,6 +14,7 @@ import structlog
 from schemas.commands import Command, NewSend
 from schemas.envelope import Envelope
 from schemas.events import (
+    Origin,
     ReplyRequested,
     ReplyRequestedPayload,
     RequestedMessage,
@@ -24,13 +25,18 @@ from services.common import bodies, redrive
 from services.ingress.context import Context
 from services.ingress.core import attachments, directory
 from services.ingress.core.outcome import Outcome, outcome_of
-from services.ingress.idempotency import IdSource
+from services.ingress.http import Call
+from services.ingress.idempotency import IdSource, fingerprint
 
 log = structlog.get_logger("sendstream.ingress.send")
 
 
+def origin_of(call: Call) -> Origin:
+    return Origin(api_key_id=call.principal.key_id, request_sha256=fingerprint(call.request, call.raw).hex())
+
+
 def request_event(
-    cmd: Command, identity: asyncpg.Record, new: IdSource, correlation_id: str
+    cmd: Command, identity: asyncpg.Record, new: IdSource, correlation_id: str, origin: Origin | None = None
 ) -> tuple[list[RequestedMessage], Envelope]:
     """The messages a command asks for, and the *Requested event that asks for them. Pure."""
     common = {
@@ -44,7 +50,9 @@ def request_event(
             RequestedMessage(message_id=new(f"message:{i}"), conv_id=new(f"conversation:{i}"), to=to)
             for i, to in enumerate(cmd.messages)
         ]
-        payload = SendRequestedPayload(handle=identity["handle"], messages=wanted, content=cmd.content)
+        payload = SendRequestedPayload(
+            handle=identity["handle"], messages=wanted, content=cmd.content, origin=origin
+        )
         return wanted, SendRequested(**common, payload=payload)
     wanted = [
         RequestedMessage(message_id=new("message:0"), conv_id=cmd.conv_id, to=cmd.recipients or [cmd.to])
@@ -55,16 +63,17 @@ def request_event(
         conv_id=cmd.conv_id,
         content=cmd.content,
         to=cmd.recipients,
+        origin=origin,
     )
     return wanted, ReplyRequested(**common, payload=payload)
 
 
 async def submit(
     c: Context,
+    call: Call,
     cmd: Command,
     identity: asyncpg.Record,
     new: IdSource,
-    correlation_id: str,
     files: dict[str, bytes] | None = None,
 ) -> Outcome:
     """Store the command's attached files (`files`: their bytes by hash) and its large bodies, publish
@@ -76,7 +85,7 @@ async def submit(
         await attachments.store(c.blobs, cmd.content.attachments, files)
     content = await bodies.offload(c.blobs, cmd.content, c.settings.body_inline_max_bytes)
     wanted, request = request_event(
-        cmd.model_copy(update={"content": content}), identity, new, correlation_id
+        cmd.model_copy(update={"content": content}), identity, new, call.request_id, origin_of(call)
     )
     message_ids = [m.message_id for m in wanted]
     c.waiter.expect(request.event_id)

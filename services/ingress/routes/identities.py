@@ -361,9 +361,7 @@ async def send(call: Call) -> web.Response:
         cmd = NewSend(identity_id=identity["id"], messages=[[to] for to in b.recipients()], content=content)
 
     async def run(new: IdSource) -> web.Response:
-        response, status = send_response(
-            await submit(c, cmd, identity, new, call.request_id), identity["handle"]
-        )
+        response, status = send_response(await submit(c, call, cmd, identity, new), identity["handle"])
         return json_model(response, status)
 
     return await idempotent(call, c.pool, c.settings.decision_timeout_s + 2, run)

@@ -110,7 +110,7 @@ async def send_one(
 
     async def run(new: IdSource) -> web.Response:
         await ratelimit.admit(c.pool, inbox["org_id"], SENDS, c.settings.inbox_sends_per_hour)
-        [m] = (await submit(c, cmd, inbox, new, call.request_id, files)).messages
+        [m] = (await submit(c, call, cmd, inbox, new, files)).messages
         return json_model(sent_message(m, inbox, shown, datetime.now(UTC)))
 
     return await idempotent(call, c.pool, c.settings.decision_timeout_s + 2, run)

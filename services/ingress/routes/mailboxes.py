@@ -219,7 +219,7 @@ async def send_one(call: Call, mailbox, make_command, files: dict[str, bytes] | 
             what="sends per mailbox",
         )  # fmt: skip
         cmd = make_command()
-        [m] = (await submit(c, cmd, mailbox, new, call.request_id, files)).messages
+        [m] = (await submit(c, call, cmd, mailbox, new, files)).messages
         # Read-your-writes: the message this answer names can be read at once.
         await views.shown(c.pool, LISTED, m.message_id, wait_s=VIEW_WAIT_S)
         content: Content = cmd.content

@@ -1,4 +1,4 @@
-"""Shared by every dialect: a message's audit trail (SPEC 3.4)."""
+"""Shared by every dialect: a message's audit trail (SPEC 3.4), read from the archive (projections/archive.py)."""
 
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ from services.ingress.http import Call, json_model, not_found, route
 async def message_events(call: Call) -> web.Response:
     message_id = ids.parse("message", call.param("messageId"))
     rows = message_id and await ctx(call).pool.fetch(
-        """SELECT event_id, type, occurred_at, event FROM message_events
-            WHERE message_id = $1 AND org_id = $2 ORDER BY occurred_at, event_id""",
+        """SELECT event_id, type, occurred_at, event FROM event_archive
+            WHERE message_ids @> ARRAY[$1]::uuid[] AND org_id = $2 ORDER BY occurred_at, event_id""",
         message_id,
         call.principal.org_id,
     )

@@ -1,0 +1,179 @@
+"""The archive: every event of every topic, once, in an append-only PostgreSQL table that outlives the
+broker's log (migration 024_archive.sql). It is the record the audit trail, the tenant feed and
+replay read.
+
+The `archive` consumer group reads every topic and writes each batch in one transaction, its offsets
+committed after it; an event already archived (a redelivery, a re-drive) is passed over, so each is
+kept once. Each organization's events form a chain: numbered without gaps (`seq`, the feed's cursor)
+in the order they were archived (log order within a partition), each row carrying the hash of the one
+before it. The organization's head (`archive_heads`) is locked while a batch appends to it, so two
+archivers never interleave one chain. `verify` walks the chains and names the first row that does not
+match what was written: an edited, removed or reordered row breaks its chain from there on.
+
+A row's hash covers its organization, its number and the event as PostgreSQL keeps it (`jsonb`
+rendered as text: one form, whatever the writer's JSON looked like), so anyone with the rows can check
+them with sha256 alone: hash = sha256(prev_hash || "<org_id>:<seq>:" || event::text).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from uuid import UUID
+
+import asyncpg
+import structlog
+from faststream.kafka import KafkaBroker
+
+from schemas.events import messages_of
+from schemas.topics import ALL_TOPICS
+from services.common.broker import Logged, subscribe
+from services.common.settings import CommonSettings
+
+CONSUMER = "archive"
+GENESIS = bytes(32)  # the prev_hash of an organization's first event
+log = structlog.get_logger("sendstream.archive")
+
+
+def link(prev_hash: bytes, org_id: UUID, seq: int, event_text: str) -> bytes:
+    return hashlib.sha256(prev_hash + f"{org_id}:{seq}:".encode() + event_text.encode()).digest()
+
+
+def month_of(at: datetime) -> datetime:
+    at = at.astimezone(UTC)
+    return datetime(at.year, at.month, 1, tzinfo=UTC)
+
+
+class Archive:
+    def __init__(self, pool: asyncpg.Pool):
+        self.pool = pool
+        self.months: set[datetime] = set()  # month partitions known to exist
+
+    async def _partitions_for(self, months: set[datetime]) -> None:
+        """Create the month partitions `months` need (once per process; a race with another is harmless)."""
+        for month in sorted(months - self.months):
+            end = datetime(month.year + month.month // 12, month.month % 12 + 1, 1, tzinfo=UTC)
+            # Created by another archiver meanwhile: IF NOT EXISTS can still lose that race.
+            with contextlib.suppress(asyncpg.DuplicateTableError, asyncpg.UniqueViolationError):
+                await self.pool.execute(
+                    f"""CREATE TABLE IF NOT EXISTS event_archive_{month:%Y_%m} PARTITION OF event_archive
+                        FOR VALUES FROM ('{month.isoformat()}') TO ('{end.isoformat()}')"""
+                )
+            self.months.add(month)
+
+    async def write(self, logged: list[Logged]) -> int:
+        """Append the events not archived yet to their organizations' chains; returns how many were new."""
+        first: dict[UUID, Logged] = {}
+        for entry in logged:  # an event twice in the batch is kept where it was first read
+            first.setdefault(entry.event.event_id, entry)
+        batch = list(first.values())
+        await self._partitions_for({month_of(e.event.occurred_at) for e in batch})
+        orgs = sorted({e.event.org_id for e in batch})
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO archive_heads (org_id) SELECT unnest($1::uuid[]) ON CONFLICT DO NOTHING", orgs
+            )
+            heads = {
+                r["org_id"]: (r["seq"], r["hash"])
+                for r in await conn.fetch(
+                    """SELECT org_id, seq, hash FROM archive_heads WHERE org_id = ANY($1::uuid[])
+                        ORDER BY org_id FOR UPDATE""",
+                    orgs,
+                )
+            }  # held to the commit: the chains' ends cannot move under this batch
+            seen = {
+                r["event_id"]
+                for r in await conn.fetch(
+                    "SELECT event_id FROM event_archive WHERE event_id = ANY($1::uuid[])",
+                    [e.event.event_id for e in batch],
+                )
+            }
+            new = [e for e in batch if e.event.event_id not in seen]
+            if not new:
+                return 0
+            documents = [e.event.model_dump(mode="json") for e in new]
+            texts = await conn.fetchval(
+                "SELECT array_agg(d::text ORDER BY i) FROM unnest($1::jsonb[]) WITH ORDINALITY AS u(d, i)",
+                documents,
+            )
+            rows = []
+            for entry, document, text in zip(new, documents, texts, strict=True):
+                event = entry.event
+                seq, prev = heads[event.org_id]
+                seq += 1
+                digest = link(prev, event.org_id, seq, text)
+                heads[event.org_id] = (seq, digest)
+                rows.append((
+                    event.org_id, seq, event.event_id, event.type, event.occurred_at, entry.topic,
+                    entry.partition, entry.offset, messages_of(event), document, prev, digest,
+                ))  # fmt: skip
+            await conn.executemany(
+                """INSERT INTO event_archive (org_id, seq, event_id, type, occurred_at, topic, partition,
+                                              "offset", message_ids, event, prev_hash, hash)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)""",
+                rows,
+            )
+            await conn.execute(
+                """UPDATE archive_heads h SET seq = u.seq, hash = u.hash
+                     FROM unnest($1::uuid[], $2::bigint[], $3::bytea[]) AS u(org_id, seq, hash)
+                    WHERE h.org_id = u.org_id""",
+                list(heads),
+                [s for s, _ in heads.values()],
+                [h for _, h in heads.values()],
+            )
+        return len(new)
+
+
+def build(broker: KafkaBroker, settings: CommonSettings, pool: asyncpg.Pool) -> Archive:
+    """Register the archive consumer on `broker`."""
+    archive = Archive(pool)
+
+    @subscribe(broker, settings, ALL_TOPICS, group=CONSUMER, positions=True)
+    async def on_events(logged: list[Logged]) -> None:
+        """Keep every event, once, in the archive."""
+        added = await archive.write(logged)
+        log.debug("events archived", added=added, seen=len(logged) - added)
+
+    return archive
+
+
+@dataclass(frozen=True)
+class Broken:
+    """Where an organization's chain stops matching what was written."""
+
+    org_id: UUID
+    seq: int
+    event_id: UUID | None
+    problem: str
+
+
+async def verify_chain(
+    conn: asyncpg.Connection, org_id: UUID, progress: Callable[[int], None] | None = None
+) -> Broken | None:
+    """Walk one organization's chain in order: the first row that does not match what was written
+    (None: the chain is whole). `progress` hears of every row checked."""
+    head = await conn.fetchrow("SELECT seq, hash FROM archive_heads WHERE org_id = $1", org_id)
+    seq, prev = 0, GENESIS
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        async for r in conn.cursor(
+            """SELECT seq, event_id, event::text AS text, prev_hash, hash FROM event_archive
+                WHERE org_id = $1 ORDER BY seq""",
+            org_id,
+            prefetch=2000,
+        ):
+            seq += 1
+            if progress:
+                progress(1)
+            if r["seq"] != seq:
+                return Broken(org_id, seq, r["event_id"], f"event {seq} is missing (the next is {r['seq']})")
+            if r["prev_hash"] != prev:
+                return Broken(org_id, seq, r["event_id"], "it does not follow the event before it")
+            if link(prev, org_id, seq, r["text"]) != r["hash"]:
+                return Broken(org_id, seq, r["event_id"], "its contents changed after it was archived")
+            prev = r["hash"]
+    if head is not None and (head["seq"], head["hash"]) != (seq, prev):
+        return Broken(org_id, seq + 1, None, f"the chain ends at {seq}, but {head['seq']} were archived")
+    return None
