@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,6 +32,7 @@ from faststream.kafka import KafkaBroker
 from schemas.events import messages_of
 from schemas.topics import ALL_TOPICS
 from services.common.broker import Logged, subscribe
+from services.common.notify import ARCHIVED
 from services.common.settings import CommonSettings
 
 CONSUMER = "archive"
@@ -123,6 +125,10 @@ class Archive:
                 list(heads),
                 [s for s, _ in heads.values()],
                 [h for _, h in heads.values()],
+            )
+            grown = sorted({str(e.event.org_id) for e in new})  # told at the commit: the feed's waiters
+            await conn.execute(
+                "SELECT pg_notify($1, $2)", ARCHIVED, json.dumps(grown) if len(grown) <= 100 else "*"
             )
         return len(new)
 

@@ -20,6 +20,10 @@ from services.common.service import cancel
 
 log = structlog.get_logger("sendstream.notify")
 
+# The archiver's commit names the organizations whose archive grew (projections/archive.py); the
+# ingress's feed streams and long polls hear it (services/ingress/feed.py).
+ARCHIVED = "sendstream_archived"
+
 
 class Listener:
     def __init__(

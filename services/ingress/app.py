@@ -23,12 +23,14 @@ from services.ingress.cache import Cache
 from services.ingress.context import CONTEXT, Context
 from services.ingress.core import ratelimit
 from services.ingress.decisions import DecisionWaiter
+from services.ingress.feed import FeedWaiter
 from services.ingress.http import MAX_BODY, add_routes, observe
 from services.ingress.idempotency import sweep_expired
 
 # Importing the route modules registers their routes.
 from services.ingress.routes import (  # noqa: F401
     admin,
+    events,
     identities,
     inboxes,
     mailboxes,
@@ -58,12 +60,15 @@ async def _lifecycle(app: web.Application):
     await cache.start()
     blobs = blob_store(settings, pool)
     await blobs.start()
-    app[CONTEXT] = Context(settings, pool, broker, waiter, cache, Secrets(settings.secret_keys), blobs)
+    feed = FeedWaiter(settings)
+    await feed.start()
+    app[CONTEXT] = Context(settings, pool, broker, waiter, cache, Secrets(settings.secret_keys), blobs, feed)
     sweeper = Periodic("expired keys and counts sweep", 600, lambda: _sweep_expired(pool))
     await sweeper.start()
     log.info("ingress ready", host=settings.http_host, port=settings.http_port)
     yield
     await sweeper.stop()
+    await feed.stop()
     await blobs.stop()
     await cache.stop()
     await waiter.stop()

@@ -18,6 +18,7 @@ from services.common.secrets import Secrets
 from services.common.settings import IngressSettings
 from services.ingress.cache import Cache
 from services.ingress.decisions import DecisionWaiter
+from services.ingress.feed import FeedWaiter
 from services.ingress.http import ApiError, Call
 
 log = structlog.get_logger("sendstream.ingress")
@@ -36,6 +37,7 @@ class Context:
     cache: Cache
     secrets: Secrets
     blobs: BlobStore
+    feed: FeedWaiter
 
     async def publish(self, events: list[Envelope]) -> None:
         """Publish, or answer 413 for a request whose events cannot fit in the log, or 503 with

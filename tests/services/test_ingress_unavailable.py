@@ -28,7 +28,7 @@ async def test_unreachable_broker_is_503_with_retry_after() -> None:
     """A broker that cannot take the request makes the send a 503, within the publish timeout."""
     settings = IngressSettings(kafka_bootstrap_servers=f"127.0.0.1:{free_port()}", publish_timeout_s=1.0)
     c = Context(
-        settings, None, make_broker(settings, "test"), DecisionWaiter(settings, None), None, None, None
+        settings, None, make_broker(settings, "test"), DecisionWaiter(settings, None), None, None, None, None
     )
     request = SendRequested(org_id=new_id(), identity_id=new_id(), payload=SendRequestedPayload(
         handle="h@x.test", messages=[RequestedMessage(message_id=new_id(), conv_id=new_id(), to="a@x.test")],
