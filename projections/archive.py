@@ -74,36 +74,34 @@ class Archive:
         batch = list(first.values())
         await self._partitions_for({month_of(e.event.occurred_at) for e in batch})
         orgs = sorted({e.event.org_id for e in batch})
+        documents = [e.event.model_dump(mode="json") for e in batch]
         async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                "INSERT INTO archive_heads (org_id) SELECT unnest($1::uuid[]) ON CONFLICT DO NOTHING", orgs
-            )
+            # The chains' ends, locked to the commit (in org order: two archivers never deadlock), so
+            # they cannot move under this batch; an organization's first event makes its head.
             heads = {
                 r["org_id"]: (r["seq"], r["hash"])
                 for r in await conn.fetch(
-                    """SELECT org_id, seq, hash FROM archive_heads WHERE org_id = ANY($1::uuid[])
-                        ORDER BY org_id FOR UPDATE""",
+                    """INSERT INTO archive_heads (org_id) SELECT unnest($1::uuid[])
+                       ON CONFLICT (org_id) DO UPDATE SET seq = archive_heads.seq
+                       RETURNING org_id, seq, hash""",
                     orgs,
                 )
-            }  # held to the commit: the chains' ends cannot move under this batch
-            seen = {
-                r["event_id"]
-                for r in await conn.fetch(
-                    "SELECT event_id FROM event_archive WHERE event_id = ANY($1::uuid[])",
-                    [e.event.event_id for e in batch],
-                )
             }
-            new = [e for e in batch if e.event.event_id not in seen]
-            if not new:
-                return 0
-            documents = [e.event.model_dump(mode="json") for e in new]
-            texts = await conn.fetchval(
-                "SELECT array_agg(d::text ORDER BY i) FROM unnest($1::jsonb[]) WITH ORDINALITY AS u(d, i)",
+            # What is archived already, and each event as PostgreSQL renders it (what the hash covers).
+            known = await conn.fetchrow(
+                """SELECT (SELECT array_agg(d::text ORDER BY i) FROM unnest($1::jsonb[]) WITH ORDINALITY AS u(d, i))
+                              AS texts,
+                          (SELECT coalesce(array_agg(event_id), '{}') FROM event_archive
+                            WHERE event_id = ANY($2::uuid[])) AS seen""",
                 documents,
+                [e.event.event_id for e in batch],
             )
+            seen = set(known["seen"])
             rows = []
-            for entry, document, text in zip(new, documents, texts, strict=True):
+            for entry, document, text in zip(batch, documents, known["texts"], strict=True):
                 event = entry.event
+                if event.event_id in seen:
+                    continue
                 seq, prev = heads[event.org_id]
                 seq += 1
                 digest = link(prev, event.org_id, seq, text)
@@ -112,25 +110,28 @@ class Archive:
                     event.org_id, seq, event.event_id, event.type, event.occurred_at, entry.topic,
                     entry.partition, entry.offset, messages_of(event), document, prev, digest,
                 ))  # fmt: skip
+            if not rows:
+                return 0
             await conn.executemany(
                 """INSERT INTO event_archive (org_id, seq, event_id, type, occurred_at, topic, partition,
                                               "offset", message_ids, event, prev_hash, hash)
                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)""",
                 rows,
             )
+            grown = sorted({str(r[0]) for r in rows})  # told at the commit: the feed's waiters
             await conn.execute(
-                """UPDATE archive_heads h SET seq = u.seq, hash = u.hash
-                     FROM unnest($1::uuid[], $2::bigint[], $3::bytea[]) AS u(org_id, seq, hash)
-                    WHERE h.org_id = u.org_id""",
+                """WITH moved AS (
+                       UPDATE archive_heads h SET seq = u.seq, hash = u.hash
+                         FROM unnest($1::uuid[], $2::bigint[], $3::bytea[]) AS u(org_id, seq, hash)
+                        WHERE h.org_id = u.org_id)
+                   SELECT pg_notify($4, $5)""",
                 list(heads),
                 [s for s, _ in heads.values()],
                 [h for _, h in heads.values()],
+                ARCHIVED,
+                json.dumps(grown) if len(grown) <= 100 else "*",
             )
-            grown = sorted({str(e.event.org_id) for e in new})  # told at the commit: the feed's waiters
-            await conn.execute(
-                "SELECT pg_notify($1, $2)", ARCHIVED, json.dumps(grown) if len(grown) <= 100 else "*"
-            )
-        return len(new)
+        return len(rows)
 
 
 def build(broker: KafkaBroker, settings: CommonSettings, pool: asyncpg.Pool) -> Archive:
