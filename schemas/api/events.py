@@ -3,19 +3,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel, Field
 
+from schemas.api.identities import AuditEvent
 
-class FeedEvent(BaseModel):
+
+class FeedEvent(AuditEvent):
     cursor: str = Field(
         description="Where this event is in the organization's feed: pass it as `after` to go on."
     )
-    id: str = Field(description="The event's event_id.")
-    type: str
-    occurredAt: str
-    event: dict[str, Any] = Field(description="The whole event as it is on the log.")
 
 
 class EventPage(BaseModel):
