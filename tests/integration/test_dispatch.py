@@ -66,6 +66,7 @@ async def test_550_fails_at_once_without_retry(api: Api, relay: Relay) -> None:
     assert "550" in msg["reason"]
     await asyncio.sleep(1.5)
     assert relay.received == [] and relay.replies == []
+    assert await eventually(lambda: _has(api, msg, "MessageFailed"))
     assert await trail(api, msg) == ["SendRequested", "SendAccepted", "MessageFailed"]
 
 
@@ -75,6 +76,7 @@ async def test_a_send_deferred_past_its_lifetime_fails(api: Api, relay: Relay) -
     sent = await send_one(api, relay)
     msg = await eventually(lambda: message_state(api, sent, "failed"), timeout=30)
     assert msg["reason"].startswith("gave up after")
+    assert await eventually(lambda: _has(api, msg, "MessageFailed"))  # the archive may be a moment behind
     types = await trail(api, msg)
     assert types.count("DispatchDeferred") >= 2 and types[-1] == "MessageFailed"
     assert relay.received == []
@@ -137,6 +139,7 @@ async def test_a_slow_relay_holds_up_no_other_mailbox_and_its_send_completes_onc
     [got] = await relay.wait_for(1)
     assert got.message["Message-ID"] == slow["id"]
     msg = await eventually(lambda: message_state(api, slow, "sent"))
+    assert await eventually(lambda: _has(api, msg, "MessageSent"))
     assert (await trail(api, msg)).count("MessageSent") == 1
     message_id = uuid.UUID(msg["messageId"].split("_", 1)[1])
     handed_over = await db.fetchval(
