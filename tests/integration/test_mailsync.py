@@ -28,7 +28,9 @@ PASSWORD = "imap-pass-1"
 
 @pytest.fixture(scope="session")
 def dovecot() -> Iterator[Dovecot]:
-    if not binary():
+    if (
+        not binary()
+    ):  # only where Dovecot cannot be installed (`make test` installs it); MISSING says what to do
         pytest.skip(MISSING)
     server = Dovecot().start()
     try:
