@@ -14,7 +14,7 @@ import structlog
 from faststream.kafka import KafkaBroker
 
 from projections import archive
-from projections.messages import statements
+from projections.messages import CONSUMER, statements
 from schemas import topics
 from schemas.envelope import Envelope
 from schemas.events import MessageFailed, MessageSent, SendRejected
@@ -23,7 +23,6 @@ from services.common.blobs import BlobStore, blob_store
 from services.common.broker import subscribe
 from services.common.settings import CommonSettings
 
-CONSUMER = "projections"
 VIEWS = ("messages", "conversations", "suppressions")
 log = structlog.get_logger("sendstream.projections")
 

@@ -7,7 +7,7 @@ committed after it; an event already archived (a redelivery, a re-drive) is pass
 kept once. Each organization's events form a chain: numbered without gaps (`seq`, the feed's cursor)
 in the order they were archived (log order within a partition), each row carrying the hash of the one
 before it. The organization's head (`archive_heads`) is locked while a batch appends to it, so two
-archivers never interleave one chain. `verify` walks the chains and names the first row that does not
+archivers never interleave one chain. `chain.verify_chain` walks them and names the first row that does not
 match what was written: an edited, removed or reordered row breaks its chain from there on.
 
 A row's hash covers its organization, its number and the event as PostgreSQL keeps it (`jsonb`
@@ -18,10 +18,7 @@ them with sha256 alone: hash = sha256(prev_hash || "<org_id>:<seq>:" || event::t
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import UUID
 
@@ -29,6 +26,7 @@ import asyncpg
 import structlog
 from faststream.kafka import KafkaBroker
 
+from projections.chain import link
 from schemas.events import messages_of
 from schemas.topics import ALL_TOPICS
 from services.common.broker import Logged, subscribe
@@ -36,12 +34,7 @@ from services.common.notify import ARCHIVED
 from services.common.settings import CommonSettings
 
 CONSUMER = "archive"
-GENESIS = bytes(32)  # the prev_hash of an organization's first event
 log = structlog.get_logger("sendstream.archive")
-
-
-def link(prev_hash: bytes, org_id: UUID, seq: int, event_text: str) -> bytes:
-    return hashlib.sha256(prev_hash + f"{org_id}:{seq}:".encode() + event_text.encode()).digest()
 
 
 def month_of(at: datetime) -> datetime:
@@ -145,42 +138,3 @@ def build(broker: KafkaBroker, settings: CommonSettings, pool: asyncpg.Pool) -> 
         log.debug("events archived", added=added, seen=len(logged) - added)
 
     return archive
-
-
-@dataclass(frozen=True)
-class Broken:
-    """Where an organization's chain stops matching what was written."""
-
-    org_id: UUID
-    seq: int
-    event_id: UUID | None
-    problem: str
-
-
-async def verify_chain(
-    conn: asyncpg.Connection, org_id: UUID, progress: Callable[[int], None] | None = None
-) -> Broken | None:
-    """Walk one organization's chain in order: the first row that does not match what was written
-    (None: the chain is whole). `progress` hears of every row checked."""
-    head = await conn.fetchrow("SELECT seq, hash FROM archive_heads WHERE org_id = $1", org_id)
-    seq, prev = 0, GENESIS
-    async with conn.transaction(isolation="repeatable_read", readonly=True):
-        async for r in conn.cursor(
-            """SELECT seq, event_id, event::text AS text, prev_hash, hash FROM event_archive
-                WHERE org_id = $1 ORDER BY seq""",
-            org_id,
-            prefetch=2000,
-        ):
-            seq += 1
-            if progress:
-                progress(1)
-            if r["seq"] != seq:
-                return Broken(org_id, seq, r["event_id"], f"event {seq} is missing (the next is {r['seq']})")
-            if r["prev_hash"] != prev:
-                return Broken(org_id, seq, r["event_id"], "it does not follow the event before it")
-            if link(prev, org_id, seq, r["text"]) != r["hash"]:
-                return Broken(org_id, seq, r["event_id"], "its contents changed after it was archived")
-            prev = r["hash"]
-    if head is not None and (head["seq"], head["hash"]) != (seq, prev):
-        return Broken(org_id, seq + 1, None, f"the chain ends at {seq}, but {head['seq']} were archived")
-    return None

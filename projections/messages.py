@@ -8,6 +8,7 @@ of different events commute, so a batch may run them grouped by shape in any ord
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 from uuid import UUID
@@ -34,6 +35,14 @@ from schemas.events import (
 )
 
 Statement = tuple[str, tuple[Any, ...]]
+CONSUMER = "projections"  # the consumer of these views: its group, and its records in processed_events
+
+# The events that change the views (every other type changes nothing here): what replay reads.
+PROJECTED = (
+    "SendRequested", "ReplyRequested", "SendAccepted", "SendRejected", "MessageSent", "DispatchDeferred",
+    "MessageFailed", "MessageReceived", "MessageBounced", "MessageComplained", "MessageDelivered",
+    "SuppressionAdded", "SuppressionRemoved", "MessageFlagsChanged", "MessageDeleted",
+)  # fmt: skip
 
 STATUS_RANK = {
     "received": 1,
@@ -57,14 +66,19 @@ def upsert_message(message_id: UUID, event: Envelope, status: str | None, **colu
     cols = {"org_id": event.org_id, "direction": "outbound", **columns}
     if event.identity_id is not None:
         cols["identity_id"] = event.identity_id
-    names = list(cols)
-    values = [
+    values = (
         message_id,
         *cols.values(),
         status or "queued",
         STATUS_RANK[status or "queued"],
         event.occurred_at,
-    ]
+    )
+    return _upsert_message_sql(tuple(cols), status is not None), values
+
+
+@functools.cache
+def _upsert_message_sql(names: tuple[str, ...], moves_status: bool) -> str:
+    """The statement of upsert_message for one set of columns (a few shapes: made once each)."""
     n = len(names)
     placeholders = ", ".join(f"${i}" for i in range(1, n + 5))
     sets = [
@@ -79,29 +93,31 @@ def upsert_message(message_id: UUID, event: Envelope, status: str | None, **colu
             "status = CASE WHEN EXCLUDED.status_rank > messages.status_rank THEN EXCLUDED.status ELSE messages.status END",
             "status_rank = greatest(messages.status_rank, EXCLUDED.status_rank)",
         ]
-        if status
+        if moves_status
         else []
     )
-    sql = f"""INSERT INTO messages (id, {", ".join(names)}, status, status_rank, created_at, updated_at)
+    return f"""INSERT INTO messages (id, {", ".join(names)}, status, status_rank, created_at, updated_at)
               VALUES ({placeholders}, ${n + 4})
               ON CONFLICT (id) DO UPDATE SET {", ".join([*sets, *status_set])},
                   created_at = least(messages.created_at, EXCLUDED.created_at),
                   updated_at = greatest(messages.updated_at, EXCLUDED.updated_at)"""
-    return sql, (message_id, *values[1:])
 
 
 def upsert_conversation(conv_id: UUID, event: Envelope, **columns: Any) -> Statement:
     """Insert or update one conversation row; a column this event does not know (None) keeps its value."""
     cols = {"org_id": event.org_id, "identity_id": event.identity_id, **columns}
-    names = list(cols)
+    return _upsert_conversation_sql(tuple(cols)), (conv_id, *cols.values(), event.occurred_at)
+
+
+@functools.cache
+def _upsert_conversation_sql(names: tuple[str, ...]) -> str:
     n = len(names)
     sets = [f"{c} = coalesce(EXCLUDED.{c}, conversations.{c})" for c in names]
-    sql = f"""INSERT INTO conversations (id, {", ".join(names)}, created_at, updated_at)
+    return f"""INSERT INTO conversations (id, {", ".join(names)}, created_at, updated_at)
               VALUES ($1, {", ".join(f"${i}" for i in range(2, n + 2))}, ${n + 2}, ${n + 2})
               ON CONFLICT (id) DO UPDATE SET {", ".join(sets)},
                   created_at = least(conversations.created_at, EXCLUDED.created_at),
                   updated_at = greatest(conversations.updated_at, EXCLUDED.updated_at)"""
-    return sql, (conv_id, *cols.values(), event.occurred_at)
 
 
 # One statement for adding and removing, so that they commute: only a later change moves a row; an

@@ -2,6 +2,8 @@
 
     sendstream audit show <messageId>     a message's trail, from the archive
     sendstream audit verify [--org ID]    check every organization's hash chain; exit 1 at a break
+    sendstream replay [--org ID] [--check] rebuild the views from the archive, compare, swap them in
+    sendstream replay --as-of TIME        the views as they were at TIME, into a schema of their own
 
 They connect to `DATABASE_URL` (by default the PostgreSQL `make run` starts).
 """
@@ -12,6 +14,10 @@ import asyncio
 import json
 import os
 import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -30,9 +36,11 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from projections.archive import verify_chain
+from projections import replay as replaying
+from projections.chain import verify_chain
 from services.common import db
-from services.common.settings import LocalSettings
+from services.common.blobs import blob_store
+from services.common.settings import CommonSettings, LocalSettings
 
 console = Console()
 
@@ -169,6 +177,129 @@ def verify(org_id: UUID | None, database_url: str) -> None:
 
     if asyncio.run(run()):
         sys.exit(1)
+
+
+class Retry(Exception):
+    """The views still differ from the rebuild, and there is time to let the projections catch up."""
+
+
+def moment(_ctx: Any, _param: Any, value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO 8601 time (e.g. 2026-11-01T00:00Z)") from None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+@asynccontextmanager
+async def blobs_of(database_url: str) -> AsyncIterator[Any]:
+    """The deployment's blob store (bodies too large for an event are kept there)."""
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2, init=db.init_connection)
+    store = blob_store(CommonSettings(database_url=database_url), pool)
+    await store.start()
+    try:
+        yield store
+    finally:
+        await store.stop()
+        await pool.close()
+
+
+def report(differences: list[replaying.Difference], samples: int = 10) -> None:
+    table = Table(title="live views against the rebuild")
+    for column in ("view", "changed", "missing from the live view", "not explained by the log"):
+        table.add_column(column)
+    for d in differences:
+        table.add_row(d.table, str(len(d.changed)), str(len(d.missing)), str(len(d.unexplained)))
+    console.print(table)
+    for d in differences:
+        for key in d.changed[:samples]:
+            console.print(
+                f"  {d.table} {'/'.join(map(str, key))}: {', '.join(d.columns.get(key, []))} differ"
+            )
+        for key in d.missing[:samples]:
+            console.print(f"  {d.table} {'/'.join(map(str, key))}: missing from the live view")
+        for key in d.unexplained[:samples]:
+            console.print(
+                f"  {d.table} {'/'.join(map(str, key))}: in the live view, not explained by the log"
+            )
+
+
+@cli.command()
+@click.option("--org", "org_id", type=click.UUID, help="Only this organization's views.")
+@click.option("--as-of", "as_of", callback=moment, help="Rebuild the views as they were at this time "
+              "(ISO 8601) into a schema of their own, and keep it; the live views are left alone.")  # fmt: skip
+@click.option("--schema", help="The schema of an --as-of rebuild (default: asof_<time>).")
+@click.option("--check", is_flag=True, help="Compare only: swap nothing; exit 1 if the views differ.")
+@click.option("--wait", "wait_s", default=10.0, show_default=True,
+              help="Seconds to wait for the archive and the projections to catch up with each other.")  # fmt: skip
+@database
+def replay(
+    org_id: UUID | None, as_of: datetime | None, schema: str | None, check: bool, wait_s: float,
+    database_url: str,
+) -> None:  # fmt: skip
+    """Rebuild the views (messages, conversations, suppressions) from the archive into fresh tables,
+    catch up, compare them with the live ones row for row (printing every difference) and swap them in,
+    in one transaction."""
+    if as_of is not None:
+        schema = schema or f"asof_{as_of.astimezone(UTC):%Y%m%dt%H%M%Sz}"
+
+    async def rebuild(r: replaying.Rebuild) -> None:
+        await r.create()
+        with progress_bar() as bar:
+            task = bar.add_task("replaying", total=await r.count())
+            started = time.monotonic()
+            await r.run(lambda n: bar.advance(task, n))
+            await r.run(lambda n: bar.advance(task, n))  # what was archived meanwhile
+        took = time.monotonic() - started
+        console.print(
+            f"{r.applied:,} events replayed in {took:.1f}s ({r.applied / max(took, 1e-9):,.0f} events/s)"
+        )
+
+    async def run() -> int:
+        async with blobs_of(database_url) as blobs:
+            if as_of is not None:
+                r = replaying.Rebuild(database_url, schema, blobs, org_id=org_id, as_of=as_of)
+                await rebuild(r)
+                console.print(f"the views as of {as_of.isoformat()} are in schema {schema} "
+                              f"(SET search_path TO {schema}, public)")  # fmt: skip
+                return 0
+            conn = await connect(database_url)
+            r = replaying.Rebuild(database_url, "sendstream_replay", blobs, org_id=org_id)
+            try:
+                if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", replaying.REPLAY_LOCK):
+                    console.print("[red]another replay is running")
+                    return 2
+                await rebuild(r)
+                deadline = time.monotonic() + wait_s
+                while True:
+                    try:
+                        async with conn.transaction():
+                            await replaying.settle(conn, r, max(deadline - time.monotonic(), 0))
+                            differences = await replaying.compare(conn, r.schema, org_id)
+                            if any(differences) and time.monotonic() < deadline:
+                                raise Retry  # perhaps only the projections behind: let them go on
+                            if any(differences):
+                                report(differences)
+                            if not check:
+                                await replaying.swap(conn, r.schema, org_id)
+                        break
+                    except Retry:
+                        await asyncio.sleep(0.5)
+                if not any(differences):
+                    console.print("[green]the rebuilt views equal the live ones, row for row")
+                elif not check:
+                    console.print("[yellow]the rebuilt views are swapped in")
+                return 1 if check and any(differences) else 0
+            except replaying.NotSettled as e:
+                console.print(f"[red]{e}: nothing swapped (try again, or with a longer --wait)")
+                return 2
+            finally:
+                await r.drop()
+                await conn.close()
+
+    sys.exit(asyncio.run(run()))
 
 
 if __name__ == "__main__":

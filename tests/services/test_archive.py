@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
-from projections.archive import GENESIS, Archive, verify_chain
+from projections.archive import Archive
+from projections.chain import GENESIS, verify_chain
 from schemas.events import (
     Content,
     MessageFlagsChanged,
