@@ -35,9 +35,10 @@ lint: install
 docs: install  # regenerate the README's configuration table and deploy/env.example from the settings
 	$(PY) -m services.common.settings
 
-bench: install  # sustained sends and HTTP latency, with the raw Kafka and SMTP limits measured in the same run; then search; then IMAP intake
+bench: install  # sustained sends and HTTP latency, with the raw Kafka and SMTP limits measured in the same run; then search; replay; IMAP intake
 	$(PY) -m bench.send_pipeline
 	$(PY) -m bench.search
+	$(PY) -m bench.replay
 	$(PY) -m tests.dovecot
 	$(PY) -m bench.mailsync
 

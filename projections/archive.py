@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 import asyncpg
@@ -138,3 +138,34 @@ def build(broker: KafkaBroker, settings: CommonSettings, pool: asyncpg.Pool) -> 
         log.debug("events archived", added=added, seen=len(logged) - added)
 
     return archive
+
+
+async def drop_expired(pool: asyncpg.Pool, older_than: timedelta) -> list[str]:
+    """Drop the archive's month partitions that ended more than `older_than` ago; returns their names.
+    Each organization's chain is anchored at the last event dropped (archive_heads.dropped_seq and
+    dropped_hash), so `verify_chain` checks what remains from there."""
+    async with pool.acquire() as conn:
+        expired = await conn.fetch(
+            """SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+                WHERE i.inhparent = 'event_archive'::regclass
+                  AND (regexp_match(pg_get_expr(c.relpartbound, c.oid), 'TO \\(''([^'']+)''\\)'))[1]::timestamptz
+                      <= now() - $1::interval
+                ORDER BY c.relname""",
+            older_than,
+        )
+        dropped = []
+        for row in expired:
+            name = row["relname"]
+            async with conn.transaction():
+                await conn.execute(
+                    "LOCK TABLE archive_heads IN EXCLUSIVE MODE"
+                )  # no archiver appends meanwhile
+                await conn.execute(
+                    f"""UPDATE archive_heads h SET dropped_seq = last.seq, dropped_hash = last.hash
+                          FROM (SELECT DISTINCT ON (org_id) org_id, seq, hash FROM "{name}"
+                                 ORDER BY org_id, seq DESC) AS last
+                         WHERE h.org_id = last.org_id AND last.seq > h.dropped_seq"""
+                )
+                await conn.execute(f'DROP TABLE "{name}"')
+            dropped.append(name)
+    return dropped

@@ -35,13 +35,17 @@ async def verify_chain(
 ) -> Broken | None:
     """Walk one organization's chain in order: the first row that does not match what was written
     (None: the chain is whole). `progress` hears of every row checked."""
-    head = await conn.fetchrow("SELECT seq, hash FROM archive_heads WHERE org_id = $1", org_id)
-    seq, prev = 0, GENESIS
     async with conn.transaction(isolation="repeatable_read", readonly=True):
+        head = await conn.fetchrow(
+            "SELECT seq, hash, dropped_seq, dropped_hash FROM archive_heads WHERE org_id = $1", org_id
+        )
+        # After retention dropped old months, the chain goes on from the last event dropped.
+        seq, prev = (head["dropped_seq"], head["dropped_hash"]) if head else (0, GENESIS)
         async for r in conn.cursor(
             """SELECT seq, event_id, event::text AS text, prev_hash, hash FROM event_archive
-                WHERE org_id = $1 ORDER BY seq""",
+                WHERE org_id = $1 AND seq > $2 ORDER BY seq""",
             org_id,
+            seq,
             prefetch=2000,
         ):
             seq += 1

@@ -371,6 +371,12 @@ class SchedulerSettings(CommonSettings):
         description="How long consumers remember handled event_ids. Keep it at least the log's retention: "
         "an event can be redelivered only while the log still holds it.",
     )
+    archive_retention_days: float | None = Field(
+        None,
+        gt=0,
+        description="Drop the archive's whole months once they ended this many days ago (audit trails, the "
+        "feed and replay then start after them). Unset: keep every event.",
+    )
 
 
 class LocalSettings(CommonSettings):

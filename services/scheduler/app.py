@@ -14,6 +14,7 @@ from datetime import timedelta
 
 import structlog
 
+from projections import archive
 from services.common import db, redrive, timers
 from services.common.broker import ensure_topics, make_broker, publish_events
 from services.common.logging import configure_logging
@@ -62,6 +63,10 @@ async def serve(settings: SchedulerSettings) -> None:
             log.info("old tracking rows removed", count=removed)
         if removed := await queue.forget_finished(pool, timedelta(days=settings.webhook_retention_days)):
             log.info("old webhook deliveries removed", count=removed)
+        if settings.archive_retention_days is not None and (
+            dropped := await archive.drop_expired(pool, timedelta(days=settings.archive_retention_days))
+        ):
+            log.info("archive months past retention dropped", partitions=dropped)
 
     hourly = Periodic("housekeeping", 3600, housekeeping)
     await hourly.start()

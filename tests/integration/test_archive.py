@@ -10,8 +10,9 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from schemas import ids
+from schemas import ids, topics
 from tests.conftest import Api, Relay, eventually, new_org
 from tests.integration.test_dispatch import send_one
 
@@ -95,3 +96,49 @@ async def test_audit_show_and_verify_and_a_tampered_row_named(
     code, out = await sendstream(service_env, "audit", "verify", "--org", org)
     assert code == 1, out
     assert tampered in out and "changed" in out
+
+
+async def _messages_logged(service_env: dict) -> int:
+    """How many events the messages topic holds."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=service_env["KAFKA_BOOTSTRAP_SERVERS"])
+    await consumer.start()
+    try:
+        topic = topics.MESSAGES.name(service_env["SENDSTREAM_KAFKA_TOPIC_PREFIX"])
+        await consumer.topics()
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        return sum((await consumer.end_offsets(partitions)).values())
+    finally:
+        await consumer.stop()
+
+
+async def follow(service_env: dict, group: str, count: int) -> list[str]:
+    """examples/follow_messages.py as a user runs it: the lines it printed."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(Path(__file__).parents[2] / "examples" / "follow_messages.py"),
+        "--group", group, "--count", str(count),
+        env={**os.environ, **service_env}, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0
+    return out.decode().splitlines()
+
+
+async def test_the_example_consumer_follows_the_messages_topic_with_its_own_group(
+    api: Api, relay: Relay, service_env: dict
+) -> None:
+    first = await send_one(api, relay)
+    await eventually(lambda: _when(trail(api, ids.render("message", _uuid(first))), lambda t: len(t) == 3))
+    logged = await _messages_logged(service_env)
+    group = f"crm-{uuid.uuid4().hex[:6]}"
+    lines = await follow(service_env, group, logged)  # its first run reads the log from the start
+    assert len(lines) == logged
+    assert [line.split()[1] for line in lines if str(_uuid(first)) in line] == ["MessageSent"]
+
+    second = await send_one(api, relay)
+    await eventually(lambda: _when(trail(api, ids.render("message", _uuid(second))), lambda t: len(t) == 3))
+    [line] = await follow(service_env, group, 1)  # and goes on where its group left off
+    assert "MessageSent" in line and str(_uuid(second)) in line
+
+
+def _uuid(sent: dict) -> uuid.UUID:
+    return uuid.UUID(sent["id"].strip("<>").split("@")[0])

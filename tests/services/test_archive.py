@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
 
-from projections.archive import Archive
+from projections.archive import Archive, drop_expired
 from projections.chain import GENESIS, verify_chain
 from schemas.events import (
     Content,
@@ -134,3 +134,27 @@ async def test_any_change_to_a_kept_row_is_found_and_named(db: asyncpg.Pool, tam
         assert "missing" in broken.problem
     else:
         assert broken.event_id == target and "changed" in broken.problem
+
+
+async def test_retention_drops_whole_months_and_the_rest_of_the_chain_still_verifies(
+    db: asyncpg.Pool,
+) -> None:
+    org, mid = new_id(), new_id()
+    months = [datetime(2019, 3, 10, tzinfo=UTC)] * 3 + [datetime(2019, 4, 10, tzinfo=UTC)] * 2
+    months += [datetime(2019, 5, 10, tzinfo=UTC)] * 3
+    events = [flagged(org, mid, n, at + timedelta(seconds=n)) for n, at in enumerate(months)]
+    await Archive(db).write(logged(events))
+
+    # months that ended before 2019-05-02: March and April
+    dropped = await drop_expired(db, datetime.now(UTC) - datetime(2019, 5, 2, tzinfo=UTC))
+    assert dropped == ["event_archive_2019_03", "event_archive_2019_04"]
+    assert [r["seq"] for r in await chain(db, org)] == [6, 7, 8]
+    async with db.acquire() as conn:
+        assert await verify_chain(conn, org) is None  # anchored at the last event dropped
+        await db.execute(
+            "UPDATE event_archive SET event = jsonb_set(event, '{payload,is_read}', 'true') WHERE event_id = $1",
+            events[7].event_id,  # is_read false, made true
+        )
+        broken = await verify_chain(conn, org)
+    assert broken is not None and (broken.seq, broken.event_id) == (8, events[7].event_id)
+    assert await drop_expired(db, datetime.now(UTC) - datetime(2019, 5, 2, tzinfo=UTC)) == []

@@ -26,7 +26,7 @@ def feed_event(row: asyncpg.Record) -> FeedEvent:
     )  # fmt: skip
 
 
-def cursor_param(call: Call, name: str, value: str | None) -> int | None:
+def cursor_param(name: str, value: str | None) -> int | None:
     if value is None or value == "":
         return None
     if not value.isdigit() or len(value) > 18:
@@ -49,7 +49,7 @@ def types_param(call: Call) -> list[str] | None:
     summary="The organization's events in order, a page after `after` (`types` comma-separated, `limit` 1-100)",
 )  # fmt: skip
 async def list_events(call: Call) -> web.Response:
-    after = cursor_param(call, "after", call.request.query.get("after")) or 0
+    after = cursor_param("after", call.request.query.get("after")) or 0
     limit = query_limit(call, 50)
     rows = await page(ctx(call).pool, call.principal.org_id, after, types_param(call), limit + 1)
     more = len(rows) > limit
@@ -70,9 +70,9 @@ async def list_events(call: Call) -> web.Response:
 )  # fmt: skip
 async def stream_events(call: Call) -> web.StreamResponse:
     c, org_id = ctx(call), call.principal.org_id
-    after = cursor_param(call, "Last-Event-ID", call.request.headers.get("Last-Event-ID"))
+    after = cursor_param("Last-Event-ID", call.request.headers.get("Last-Event-ID"))
     if after is None:
-        after = cursor_param(call, "after", call.request.query.get("after"))
+        after = cursor_param("after", call.request.query.get("after"))
     if after is None:
         after = await head(c.pool, org_id)
     types = types_param(call)
@@ -120,7 +120,7 @@ async def wait_for_message(call: Call) -> web.Response:
         raise ApiError(
             400, "invalid_request", f"timeout: must be a whole number of seconds from 0 to {LONGEST_WAIT_S}"
         )
-    after = cursor_param(call, "after", q.get("after"))
+    after = cursor_param("after", q.get("after"))
     if after is None:
         after = await head(c.pool, org_id)
 
