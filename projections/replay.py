@@ -289,6 +289,15 @@ async def swap(conn: asyncpg.Connection, schema: str, org_id: UUID | None) -> No
         )
 
 
+async def cut(conn: asyncpg.Connection, org_id: UUID | None) -> bool:
+    """Whether retention dropped events of these organizations (or any) from the archive: views rebuilt
+    from what remains would lack the messages of the months dropped."""
+    return await conn.fetchval(
+        "SELECT exists(SELECT 1 FROM archive_heads WHERE dropped_seq > 0 AND ($1::uuid IS NULL OR org_id = $1))",
+        org_id,
+    )
+
+
 class NotSettled(Exception):
     """The live views applied events the archive does not hold (yet)."""
 

@@ -271,6 +271,10 @@ def replay(
                 if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", replaying.REPLAY_LOCK):
                     console.print("[red]another replay is running")
                     return 2
+                if not check and await replaying.cut(conn, org_id):
+                    console.print("[red]retention dropped old months of the archive: a rebuild would lose "
+                                  "their messages, so nothing is swapped (--check and --as-of still work)")  # fmt: skip
+                    return 2
                 await rebuild(r)
                 deadline = time.monotonic() + wait_s
                 while True:

@@ -148,3 +148,9 @@ async def test_replay_as_of_rebuilds_a_view_as_it_was_before_a_later_change(
         assert (rebuilt["is_read"], rebuilt["is_starred"], rebuilt["deleted_at"]) == (True, False, None)
     finally:
         await db.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+    # once retention has cut the organization's archive, its views are not swapped for a partial rebuild
+    await db.execute("UPDATE archive_heads SET dropped_seq = 1 WHERE org_id = $1", then["org_id"])
+    code, out = await sendstream(service_env, "replay", "--org", org)
+    assert code == 2 and "nothing is swapped" in out, out
+    assert await db.fetchval("SELECT deleted_at FROM messages WHERE id = $1", message) is not None
