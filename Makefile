@@ -35,10 +35,11 @@ lint: install
 docs: install  # regenerate the README's configuration table and deploy/env.example from the settings
 	$(PY) -m services.common.settings
 
-bench: install  # sustained sends and HTTP latency, with the raw Kafka and SMTP limits measured in the same run; then search; replay; IMAP intake
+bench: install  # sustained sends and HTTP latency, with the raw Kafka and SMTP limits measured in the same run; then search; replay; feed latency; IMAP intake
 	$(PY) -m bench.send_pipeline
 	$(PY) -m bench.search
 	$(PY) -m bench.replay
+	$(PY) -m bench.feed
 	$(PY) -m tests.dovecot
 	$(PY) -m bench.mailsync
 
