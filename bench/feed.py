@@ -15,23 +15,17 @@ import argparse
 import asyncio
 import json
 import time
-import uuid
 from datetime import datetime
 
 import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from bench.send_pipeline import Client, ms, running_pipeline, setup_identity, tenant_client
+from bench.send_pipeline import Client, ms, new_topic, running_pipeline, setup_identity, tenant_client
 
 
 async def raw_latencies(bootstrap: str, n: int = 300) -> list[float]:
     """One record at a time: produced (acks=all) -> received by a consumer already polling."""
-    topic = f"bench-feed-{uuid.uuid4().hex[:6]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    await admin.create_topics([NewTopic(topic, 1, 1)])
-    await admin.close()
+    topic = await new_topic(bootstrap, "feed", 1)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", fetch_max_wait_ms=10

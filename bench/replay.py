@@ -24,8 +24,8 @@ from pathlib import Path
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from bench.send_pipeline import new_topic
 from projections import replay
 from projections.archive import Archive, month_of
 from projections.chain import GENESIS, link
@@ -114,11 +114,7 @@ async def load_archive(pool: asyncpg.Pool, documents: list[str]) -> None:
 
 async def raw_kafka(bootstrap: str, documents: list[str]) -> tuple[float, float]:
     """(produce, consume) records/s of the documents through the broker with aiokafka alone."""
-    topic = f"bench-replay-{uuid.uuid4().hex[:6]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    await admin.create_topics([NewTopic(topic, 6, 1)])
-    await admin.close()
+    topic = await new_topic(bootstrap, "replay")
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=262144)
     await producer.start()
     try:

@@ -70,13 +70,21 @@ async def records_in(bootstrap: str, topic: str) -> int:
         await consumer.stop()
 
 
-async def raw_produce_rate(bootstrap: str, n: int = 20_000) -> float:
-    """aiokafka alone: keyed 1 KB records, acks=all, fire then wait for every ack."""
-    topic = f"bench-raw-{uuid.uuid4().hex[:6]}"
+async def new_topic(bootstrap: str, name: str, partitions: int = 6) -> str:
+    """A fresh topic for a raw measurement: `bench-<name>-<random>`."""
+    topic = f"bench-{name}-{uuid.uuid4().hex[:6]}"
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
-    await admin.create_topics([NewTopic(topic, 6, 1)])
-    await admin.close()
+    try:
+        await admin.create_topics([NewTopic(topic, partitions, 1)])
+    finally:
+        await admin.close()
+    return topic
+
+
+async def raw_produce_rate(bootstrap: str, n: int = 20_000) -> float:
+    """aiokafka alone: keyed 1 KB records, acks=all, fire then wait for every ack."""
+    topic = await new_topic(bootstrap, "raw")
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=65536)
     await producer.start()
     value = b"x" * 1024
