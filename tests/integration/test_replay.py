@@ -52,6 +52,9 @@ async def test_replay_reproduces_every_view_and_puts_right_a_view_edited_by_hand
     gone, kept = f"gone-{uuid.uuid4().hex[:6]}@example.test", f"kept-{uuid.uuid4().hex[:6]}@example.test"
     sent = await send(api, inbox, [gone, kept], "Intro")
     [original] = await relay.wait_for(1)
+    await eventually(
+        lambda: _row(db, uuid_of(sent["id"]), lambda r: r["status"] == "sent")
+    )  # a reply needs it
     status, reply, _ = await api.call(
         "POST", f"/v1/inboxes/{inbox['id']}/messages/{sent['id']}/reply", {"text": "And?", "html": "<p>And?</p>"}
     )  # fmt: skip
