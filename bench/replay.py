@@ -29,6 +29,7 @@ from bench.send_pipeline import new_topic
 from projections import replay
 from projections.archive import Archive, month_of
 from projections.chain import GENESIS, link
+from schemas.envelope import Envelope
 from schemas.events import (
     Content,
     MessageSent,
@@ -40,7 +41,6 @@ from schemas.events import (
     SendRequestedPayload,
     SmtpReply,
     messages_of,
-    parse_event,
 )
 from schemas.ids import new_id
 from services.common import db
@@ -49,8 +49,8 @@ from services.common.infra import ensure_infra
 ORGS = 10
 
 
-def events(n: int) -> list[str]:
-    """`n` event documents (JSON): sends of one message each, their three events in order."""
+def events(n: int) -> list[tuple[Envelope, str]]:
+    """`n` events with their documents (JSON): sends of one message each, their three events in order."""
     orgs = [(new_id(), new_id(), new_id()) for _ in range(ORGS)]
     start = datetime.now(UTC) - timedelta(days=1)
     out: list[str] = []
@@ -79,13 +79,13 @@ def events(n: int) -> list[str]:
                                        rfc_message_id=f"<{message}@pool.example.test>",
                                        reply=SmtpReply(code=250, message="2.0.0 queued")),
         )  # fmt: skip
-        out += [e.model_dump_json() for e in (request, accepted, sent)]
+        out += [(e, e.model_dump_json()) for e in (request, accepted, sent)]
     return out[:n]
 
 
-async def load_archive(pool: asyncpg.Pool, documents: list[str]) -> None:
-    """The documents into event_archive, each organization's chained as the archiver chains them."""
-    parsed = [parse_event(d) for d in documents]
+async def load_archive(pool: asyncpg.Pool, made: list[tuple[Envelope, str]]) -> None:
+    """The events into event_archive, each organization's chained as the archiver chains them."""
+    parsed, documents = [e for e, _ in made], [d for _, d in made]
     await Archive(pool)._partitions_for({month_of(e.occurred_at) for e in parsed})
     heads: dict[uuid.UUID, tuple[int, bytes]] = {}
     rows = []
@@ -153,7 +153,7 @@ async def main(args: argparse.Namespace) -> None:
         t = time.perf_counter()
         documents = events(args.events)
         made = time.perf_counter() - t
-        produce, consume = await raw_kafka(infra.env["KAFKA_BOOTSTRAP_SERVERS"], documents)
+        produce, consume = await raw_kafka(infra.env["KAFKA_BOOTSTRAP_SERVERS"], [d for _, d in documents])
         t = time.perf_counter()
         await load_archive(pool, documents)
         loaded = time.perf_counter() - t

@@ -154,7 +154,8 @@ def verify(org_id: UUID | None, database_url: str) -> None:
         conn = await connect(database_url)
         try:
             heads = await conn.fetch(
-                "SELECT org_id, seq FROM archive_heads WHERE $1::uuid IS NULL OR org_id = $1 ORDER BY org_id",
+                """SELECT org_id, seq - dropped_seq AS seq FROM archive_heads
+                    WHERE $1::uuid IS NULL OR org_id = $1 ORDER BY org_id""",
                 org_id,
             )
             broken = 0
