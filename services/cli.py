@@ -4,6 +4,7 @@
     sendstream audit verify [--org ID]    check every organization's hash chain; exit 1 at a break
     sendstream replay [--org ID] [--check] rebuild the views from the archive, compare, swap them in
     sendstream replay --as-of TIME        the views as they were at TIME, into a schema of their own
+    sendstream tenant delete ORG --yes    delete an organization's data: its rows, archive and blobs
 
 They connect to `DATABASE_URL` (by default the PostgreSQL `make run` starts).
 """
@@ -38,6 +39,8 @@ from rich.text import Text
 
 from projections import replay as replaying
 from projections.chain import verify_chain
+from schemas import ids
+from services import tenants
 from services.common import db
 from services.common.blobs import blob_store
 from services.common.settings import CommonSettings, LocalSettings
@@ -65,6 +68,22 @@ async def connect(url: str) -> asyncpg.Connection:
     conn = await asyncpg.connect(url)
     await db.init_connection(conn)
     return conn
+
+
+class OrgId(click.ParamType):
+    """An organization's id as the API shows it (`org_…`) or as a bare UUID."""
+
+    name = "org"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> UUID:
+        if isinstance(value, UUID):
+            return value
+        if (org_id := ids.parse("org", value)) is None:
+            self.fail(f"{value!r} is not an organization id (org_… or a UUID)", param, ctx)
+        return org_id
+
+
+ORG = OrgId()
 
 
 class Rate(ProgressColumn):
@@ -145,7 +164,7 @@ def show(message_id: UUID, as_json: bool, database_url: str) -> None:
 
 
 @audit.command()
-@click.option("--org", "org_id", type=click.UUID, help="Only this organization's chain.")
+@click.option("--org", "org_id", type=ORG, help="Only this organization's chain.")
 @database
 def verify(org_id: UUID | None, database_url: str) -> None:
     """Check each organization's hash chain; name the first event that does not match (exit status 1)."""
@@ -228,7 +247,7 @@ def report(differences: list[replaying.Difference], samples: int = 10) -> None:
 
 
 @cli.command()
-@click.option("--org", "org_id", type=click.UUID, help="Only this organization's views.")
+@click.option("--org", "org_id", type=ORG, help="Only this organization's views.")
 @click.option("--as-of", "as_of", callback=moment, help="Rebuild the views as they were at this time "
               "(ISO 8601) into a schema of their own, and keep it; the live views are left alone.")  # fmt: skip
 @click.option("--schema", help="The schema of an --as-of rebuild (default: asof_<time>).")
@@ -303,6 +322,65 @@ def replay(
             finally:
                 await r.drop()
                 await conn.close()
+
+    sys.exit(asyncio.run(run()))
+
+
+@cli.group()
+def tenant() -> None:
+    """An organization's data as a whole."""
+
+
+@tenant.command("delete")
+@click.argument("org_id", type=ORG)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--quiet", "quiet_s", default=3.0, show_default=True,
+              help="Seconds without a new event of the organization before its data is erased.")  # fmt: skip
+@click.option("--wait", "wait_s", default=120.0, show_default=True,
+              help="Seconds to wait for its work under way to settle before giving up (exit status 2).")  # fmt: skip
+@database
+def delete(org_id: UUID, yes: bool, quiet_s: float, wait_s: float, database_url: str) -> None:
+    """Delete ORG_ID's data: its keys, identities, mailboxes, messages, threads, suppressions, webhooks,
+    every other row of it, its archived events and their hash chain, and the blobs (attachments, raw
+    messages) no other organization refers to. Kafka's topics keep its events until their retention
+    expires."""
+
+    async def run() -> int:
+        conn = await connect(database_url)
+        try:
+            try:
+                org = await tenants.describe(conn, org_id)
+            except (tenants.NotFound, tenants.Refused) as e:
+                console.print(f"[red]{e}")
+                return 1
+            console.print(f"organization {org['name'] or '(already removed)'} ({ids.render('org', org_id)}): "
+                          f"{org['identities']} identities, {org['messages']} messages, "
+                          f"{org['events'] or 0} archived events")  # fmt: skip
+            if not yes and not click.confirm("Delete all of it? This cannot be undone"):
+                return 1
+            retired_at = await tenants.retire(conn, org_id)
+            console.print("retired: its keys are revoked, its identities, mailboxes and webhooks stopped")
+            with console.status("waiting for its work under way to settle"):
+                await tenants.drain(conn, org_id, quiet_s, wait_s)
+            async with blobs_of(database_url) as blobs:
+                erased = await tenants.erase(conn, org_id, blobs, retired_at)
+        except tenants.NotQuiet as e:
+            console.print(f"[red]{e}: nothing erased yet (it stays retired; run the command again)")
+            return 2
+        finally:
+            await conn.close()
+        table = Table(title="rows deleted")
+        table.add_column("table")
+        table.add_column("rows", justify="right")
+        for name, count in erased.rows.items():
+            if count:
+                table.add_row(name, f"{count:,}")
+        console.print(table)
+        console.print(f"blobs: {erased.blobs_deleted} deleted, {erased.blobs_shared} kept (another "
+                      f"organization refers to them), {erased.blobs_left} put again since or already gone")  # fmt: skip
+        console.print("[green]organization deleted[/green]; Kafka's topics keep its events until their "
+                      "retention expires")  # fmt: skip
+        return 0
 
     sys.exit(asyncio.run(run()))
 

@@ -8,6 +8,9 @@ size, type), so events stay small however large an attachment or a raw message i
 - `S3Blobs`, any S3-compatible object store (AWS S3, MinIO, Ceph, R2...), for volumes the database
   should not carry: objects named `<prefix><sha256>`.
 Puts are idempotent (the same bytes are the same blob), and every read is checked against its hash.
+Blobs are shared by whoever puts the same bytes, so `delete` (of a deleted tenant's blobs) takes only
+those not put again since a given time, known from each blob's last put (PostgreSQL: `put_at`, set by
+every put; S3: the object's LastModified, as every put rewrites it).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from contextlib import AsyncExitStack
+from datetime import datetime
 from typing import Any, Protocol
 
 import asyncpg
@@ -35,6 +39,7 @@ class BlobCorrupt(ValueError):
 class BlobStore(Protocol):
     async def put(self, data: bytes, content_type: str) -> BlobRef: ...
     async def get(self, sha256: str) -> bytes: ...
+    async def delete(self, sha256s: list[str], put_before: datetime) -> list[str]: ...
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
 
@@ -77,7 +82,8 @@ class PostgresBlobs:
     async def _write(self, rows: list[tuple[bytes, int, bytes]]) -> list[None]:
         await self.pool.execute(
             """INSERT INTO blobs (sha256, size, data)
-               SELECT * FROM unnest($1::bytea[], $2::bigint[], $3::bytea[]) ON CONFLICT (sha256) DO NOTHING""",
+               SELECT DISTINCT ON (sha256) * FROM unnest($1::bytea[], $2::bigint[], $3::bytea[]) AS r (sha256, size, data)
+               ON CONFLICT (sha256) DO UPDATE SET put_at = now()""",
             *map(list, zip(*rows, strict=True)),
         )
         return [None] * len(rows)
@@ -87,6 +93,15 @@ class PostgresBlobs:
         if data is None:
             raise BlobMissing(sha256)
         return checked(sha256, data)
+
+    async def delete(self, sha256s: list[str], put_before: datetime) -> list[str]:
+        """Delete those of `sha256s` last put before `put_before`; returns the ones deleted."""
+        rows = await self.pool.fetch(
+            "DELETE FROM blobs WHERE sha256 = ANY($1::bytea[]) AND put_at < $2 RETURNING sha256",
+            [bytes.fromhex(s) for s in sha256s],
+            put_before,
+        )
+        return [r["sha256"].hex() for r in rows]
 
 
 class S3Blobs:
@@ -140,6 +155,21 @@ class S3Blobs:
             raise BlobMissing(sha256) from None
         async with answer["Body"] as stream:
             return checked(sha256, await stream.read())
+
+    async def delete(self, sha256s: list[str], put_before: datetime) -> list[str]:
+        """Delete those of `sha256s` last put (written) before `put_before`; returns the ones deleted."""
+        s3, deleted = await self.client(), []
+        for sha256 in sha256s:
+            try:
+                head = await s3.head_object(Bucket=self.settings.s3_bucket, Key=self._key(sha256))
+            except s3.exceptions.ClientError as e:
+                if e.response["Error"]["Code"] in ("404", "NoSuchKey"):
+                    continue
+                raise
+            if head["LastModified"] < put_before:
+                await s3.delete_object(Bucket=self.settings.s3_bucket, Key=self._key(sha256))
+                deleted.append(sha256)
+        return deleted
 
 
 def blob_store(settings: CommonSettings, pool: asyncpg.Pool) -> BlobStore:
