@@ -302,13 +302,16 @@ class NotSettled(Exception):
     """The live views applied events the archive does not hold (yet)."""
 
 
-async def unarchived(conn: asyncpg.Connection) -> int:
-    """How many events the live views applied lately that the archive does not hold."""
+async def unarchived(conn: asyncpg.Connection, until: datetime | None = None) -> int:
+    """How many events the live views applied lately (up to `until`, if given) that the archive does
+    not hold."""
     return await conn.fetchval(
         f"""SELECT count(*) FROM processed_events p
              WHERE p.consumer = $1 AND p.processed_at > now() - interval '{ARCHIVE_LAG}'
+               AND ($2::timestamptz IS NULL OR p.processed_at <= $2)
                AND NOT EXISTS (SELECT 1 FROM event_archive a WHERE a.event_id = p.event_id)""",
         CONSUMER,
+        until,
     )
 
 

@@ -361,7 +361,7 @@ def delete(org_id: UUID, yes: bool, quiet_s: float, wait_s: float, database_url:
             retired_at = await tenants.retire(conn, org_id)
             console.print("retired: its keys are revoked, its identities, mailboxes and webhooks stopped")
             with console.status("waiting for its work under way to settle"):
-                await tenants.drain(conn, org_id, quiet_s, wait_s)
+                await tenants.drain(conn, org_id, retired_at, quiet_s, wait_s)
             async with blobs_of(database_url) as blobs:
                 erased = await tenants.erase(conn, org_id, blobs, retired_at)
         except tenants.NotQuiet as e:

@@ -6,7 +6,8 @@
    new starts: the ingress refuses its keys, decide rejects sends of a deleted identity, dispatch fails
    those of a deleted mailbox, intake and mail sync pass over them.
 2. `drain`: wait until the work already under way has settled: its archive head unchanged for a quiet
-   spell, its latest archived events applied to the views, and the archive caught up with the views.
+   spell, its latest archived events applied to the views, and the archive holding every event the
+   views had applied when it was retired.
 3. `erase`, in one transaction: the blobs only it refers to (in the archive or in the views), then
    every table's rows of it, the consumers' records of its events, its archive rows and chain head.
 
@@ -164,8 +165,12 @@ async def retire(conn: asyncpg.Connection, org_id: UUID) -> datetime:
     return at
 
 
-async def drain(conn: asyncpg.Connection, org_id: UUID, quiet_s: float, wait_s: float) -> None:
-    """Return once the organization's work under way has settled; NotQuiet after `wait_s`."""
+async def drain(
+    conn: asyncpg.Connection, org_id: UUID, retired_at: datetime, quiet_s: float, wait_s: float
+) -> None:
+    """Return once the organization's work under way has settled, and the archive holds every event
+    the views applied before it was retired (another organization's reference to a blob it shares may
+    be in one of them); NotQuiet after `wait_s`."""
     deadline = time.monotonic() + wait_s
     head, since = None, time.monotonic()
     while True:
@@ -175,7 +180,7 @@ async def drain(conn: asyncpg.Connection, org_id: UUID, quiet_s: float, wait_s: 
         settled = (
             time.monotonic() - since >= quiet_s
             and not await conn.fetchval(UNPROJECTED, org_id, list(PROJECTED), PROJECTIONS)
-            and not await replay.unarchived(conn)
+            and not await replay.unarchived(conn, until=retired_at)
         )
         if settled:
             return
