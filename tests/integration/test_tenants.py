@@ -111,7 +111,8 @@ async def test_one_command_deletes_an_organizations_data_archive_and_own_blobs_a
     code, out = await sendstream(service_env, "tenant", "delete", ids.render("org", org_id))
     assert code == 1, out
     still = await holdings(db, org_id, identity_ids, mailbox_ids)  # (its events may still be arriving)
-    assert "2 messages" in out and before.keys() <= still.keys() and still["messages.org_id"] == 2
+    lasting = before.keys() - {"timers", "redrives"}  # (a timer that fires in between is gone on its own)
+    assert "2 messages" in out and lasting <= still.keys() and still["messages.org_id"] == 2
     assert (await api.call("GET", "/v1/inboxes"))[0] == 200
 
     code, out = await sendstream(
