@@ -14,7 +14,7 @@ import structlog
 from faststream.kafka import KafkaBroker
 
 from projections import archive
-from projections.messages import CONSUMER, statements
+from projections.messages import CONSUMER, plan
 from schemas import topics
 from schemas.envelope import Envelope
 from schemas.events import MessageFailed, MessageSent, SendRejected
@@ -30,19 +30,16 @@ log = structlog.get_logger("sendstream.projections")
 async def project(pool: asyncpg.Pool, events: list[Envelope], blobs: BlobStore | None = None) -> int:
     """Apply events to the views in one transaction; returns how many were new (the rest were seen).
 
-    All events are claimed in one statement and their statements run grouped by shape with
-    executemany (pipelined). Grouping reorders statements across events, which the upserts allow:
-    they commute by design (see projections/messages.py).
+    All events are claimed in one statement; each row's upserts fold into one where that is exact,
+    and the statements run grouped by shape with executemany (pipelined), in rounds that keep a row's
+    statements in the events' order (see projections/messages.py, `plan`).
     """
     texts = await bodies.texts_of(blobs, events) if blobs is not None else {}  # bodies in the blob store
     async with pool.acquire() as conn, conn.transaction():
         new = await db.claim_new(conn, CONSUMER, events)
-        groups: dict[str, list[tuple]] = {}
-        for event in new:
-            for sql, args in statements(event, texts):
-                groups.setdefault(sql, []).append(args)
-        for sql, rows in groups.items():
-            await conn.executemany(sql, rows)
+        for groups in plan(new, texts):
+            for sql, rows in groups.items():
+                await conn.executemany(sql, rows)
         if ended := [
             e.payload.message_id for e in new if isinstance(e, MessageSent | MessageFailed | SendRejected)
         ]:

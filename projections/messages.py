@@ -2,14 +2,16 @@
 
 Events of one message arrive on several topics (requests by identity, decisions by mailbox,
 lifecycle by message), so a projection sees them in any order: every statement is an upsert that
-fills what its event knows, and a message's status only moves forward (status_rank). The statements
-of different events commute, so a batch may run them grouped by shape in any order.
+fills what its event knows, and a message's status only moves forward (status_rank). A batch folds
+each row's upserts into one where that is exact, and runs the rest in rounds (`plan`).
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -61,26 +63,67 @@ STATUS_RANK = {
 STATUS_BOUND = frozenset({"reason", "smtp_code", "smtp_message"})
 
 
-def upsert_message(message_id: UUID, event: Envelope, status: str | None, **columns: Any) -> Statement:
+@dataclass(slots=True)
+class Upsert:
+    """What one event, or several folded together, knows of one row of messages or conversations: the
+    row's statement, and how a later event's upsert folds into it (`merge`)."""
+
+    table: str  # "messages" or "conversations"
+    key: UUID
+    columns: dict[str, Any]
+    created: datetime  # the row's created_at becomes the least of these, its updated_at the greatest
+    updated: datetime
+    status: str | None = None  # messages: the status these events move the row to (None: they do not)
+    bound: bool = False  # messages: whether `columns` holds status-bound ones (set at the status's rank)
+
+    @property
+    def statement(self) -> Statement:
+        names = tuple(sorted(self.columns))  # one shape for the same columns, however they were folded
+        args = (self.key, *(self.columns[c] for c in names))
+        if self.table == "conversations":
+            return _upsert_conversation_sql(names), (*args, self.created, self.updated)
+        status = self.status or "queued"
+        return _upsert_message_sql(names, self.status is not None), (
+            *args, status, STATUS_RANK[status], self.created, self.updated,
+        )  # fmt: skip
+
+    def merge(self, later: Upsert) -> bool:
+        """Fold `later` (an upsert of the same row, applied after this one) into this one, when the one
+        statement changes any row exactly as the two in turn would; False (and nothing done) otherwise.
+
+        Messages: status-bound columns are written only by an event at least as high as the row's status,
+        so they fold only when every event carrying them is of the folded status's rank (the highest);
+        the status is the first of the highest rank; `direction` is set once, by the first.
+        Conversations: a column the later event does not know (None) keeps the earlier value."""
+        if self.table == "messages":
+            top = max((STATUS_RANK[u.status] for u in (self, later) if u.status), default=0)
+            if any(u.bound and STATUS_RANK[u.status] != top for u in (self, later)):
+                return False
+            if later.status and (self.status is None or STATUS_RANK[later.status] > STATUS_RANK[self.status]):
+                self.status = later.status
+            self.bound |= later.bound
+            self.columns |= {c: v for c, v in later.columns.items() if c != "direction"}
+        else:
+            self.columns |= {c: v for c, v in later.columns.items() if v is not None or c not in self.columns}
+        self.created, self.updated = min(self.created, later.created), max(self.updated, later.updated)
+        return True
+
+
+def upsert_message(message_id: UUID, event: Envelope, status: str | None, **columns: Any) -> Upsert:
     """Insert or update one message row with the columns this event knows."""
     cols = {"org_id": event.org_id, "direction": "outbound", **columns}
     if event.identity_id is not None:
         cols["identity_id"] = event.identity_id
-    values = (
-        message_id,
-        *cols.values(),
-        status or "queued",
-        STATUS_RANK[status or "queued"],
-        event.occurred_at,
-    )
-    return _upsert_message_sql(tuple(cols), status is not None), values
+    bound = not STATUS_BOUND.isdisjoint(columns)
+    assert status is not None or not bound, "a status-bound column comes with a status"
+    return Upsert("messages", message_id, cols, event.occurred_at, event.occurred_at, status, bound)
 
 
 @functools.cache
 def _upsert_message_sql(names: tuple[str, ...], moves_status: bool) -> str:
-    """The statement of upsert_message for one set of columns (a few shapes: made once each)."""
+    """The statement of a message upsert with these columns (a few shapes: made once each)."""
     n = len(names)
-    placeholders = ", ".join(f"${i}" for i in range(1, n + 5))
+    placeholders = ", ".join(f"${i}" for i in range(1, n + 6))
     sets = [
         f"{c} = CASE WHEN EXCLUDED.status_rank >= messages.status_rank THEN EXCLUDED.{c} ELSE messages.{c} END"
         if c in STATUS_BOUND
@@ -97,16 +140,16 @@ def _upsert_message_sql(names: tuple[str, ...], moves_status: bool) -> str:
         else []
     )
     return f"""INSERT INTO messages (id, {", ".join(names)}, status, status_rank, created_at, updated_at)
-              VALUES ({placeholders}, ${n + 4})
+              VALUES ({placeholders})
               ON CONFLICT (id) DO UPDATE SET {", ".join([*sets, *status_set])},
                   created_at = least(messages.created_at, EXCLUDED.created_at),
                   updated_at = greatest(messages.updated_at, EXCLUDED.updated_at)"""
 
 
-def upsert_conversation(conv_id: UUID, event: Envelope, **columns: Any) -> Statement:
+def upsert_conversation(conv_id: UUID, event: Envelope, **columns: Any) -> Upsert:
     """Insert or update one conversation row; a column this event does not know (None) keeps its value."""
     cols = {"org_id": event.org_id, "identity_id": event.identity_id, **columns}
-    return _upsert_conversation_sql(tuple(cols)), (conv_id, *cols.values(), event.occurred_at)
+    return Upsert("conversations", conv_id, cols, event.occurred_at, event.occurred_at)
 
 
 @functools.cache
@@ -114,7 +157,7 @@ def _upsert_conversation_sql(names: tuple[str, ...]) -> str:
     n = len(names)
     sets = [f"{c} = coalesce(EXCLUDED.{c}, conversations.{c})" for c in names]
     return f"""INSERT INTO conversations (id, {", ".join(names)}, created_at, updated_at)
-              VALUES ($1, {", ".join(f"${i}" for i in range(2, n + 2))}, ${n + 2}, ${n + 2})
+              VALUES ({", ".join(f"${i}" for i in range(1, n + 4))})
               ON CONFLICT (id) DO UPDATE SET {", ".join(sets)},
                   created_at = least(conversations.created_at, EXCLUDED.created_at),
                   updated_at = greatest(conversations.updated_at, EXCLUDED.updated_at)"""
@@ -171,10 +214,10 @@ WHERE id = $1
 DELETE = "UPDATE messages SET deleted_at = least(deleted_at, $2), updated_at = greatest(updated_at, $2) WHERE id = $1"
 
 
-def statements(event: Envelope, texts: Mapping[str, str] | None = None) -> list[Statement]:
+def statements(event: Envelope, texts: Mapping[str, str] | None = None) -> list[Upsert | Statement]:
     """What one event changes in the views (`texts`: the bodies it refers to in the blob store)."""
     texts = texts or {}
-    out: list[Statement] = []
+    out: list[Upsert | Statement] = []
     match event:
         case SendRequested(payload=p):
             for m in p.messages:
@@ -297,3 +340,33 @@ def statements(event: Envelope, texts: Mapping[str, str] | None = None) -> list[
         case MessageDeleted(payload=p):
             out.append((DELETE, (p.message_id, event.occurred_at)))
     return out
+
+
+Groups = dict[str, list[tuple[Any, ...]]]  # statements by shape: each runs with executemany
+
+
+def plan(events: list[Envelope], texts: Mapping[str, str] | None = None) -> list[Groups]:
+    """The events' changes to the views, to run in rounds (each round's groups in any order).
+
+    Each row's upserts fold into one where that is exact (Upsert.merge): a send's three events make
+    one message row and one conversation row, not five statements. An upsert that does not fold goes
+    to the next round, so a row's statements still run in the events' order. Updates of flags and
+    deletes (rows that exist already) and suppressions run last; they commute with the upserts."""
+    rows: dict[tuple[str, UUID], list[Upsert]] = {}
+    rest: Groups = {}
+    for event in events:
+        for change in statements(event, texts):
+            if isinstance(change, Upsert):
+                pending = rows.setdefault((change.table, change.key), [])
+                if not (pending and pending[-1].merge(change)):
+                    pending.append(change)
+            else:
+                rest.setdefault(change[0], []).append(change[1])
+    rounds: list[Groups] = []
+    for pending in rows.values():
+        for i, upsert in enumerate(pending):
+            if i == len(rounds):
+                rounds.append({})
+            sql, args = upsert.statement
+            rounds[i].setdefault(sql, []).append(args)
+    return [*rounds, rest] if rest else rounds

@@ -34,7 +34,7 @@ from uuid import UUID
 
 import asyncpg
 
-from projections.messages import CONSUMER, PROJECTED, statements
+from projections.messages import CONSUMER, PROJECTED, Groups, plan
 from schemas.events import parse_event
 from services.common import bodies, db
 from services.common.blobs import BlobStore
@@ -177,10 +177,10 @@ class Rebuild:
                 writing: asyncio.Future | None = None
                 while rows := await pending:
                     pending = asyncio.ensure_future(cursor.fetch(self.batch))
-                    groups = await self._statements([parse_event(r["event"]) for r in rows])
+                    rounds = await self._statements([parse_event(r["event"]) for r in rows])
                     if writing is not None:
                         await writing
-                    writing = asyncio.ensure_future(self._write(writer, groups, len(rows), progress))
+                    writing = asyncio.ensure_future(self._write(writer, rounds, len(rows), progress))
                 if writing is not None:
                     await writing
             self.marks.update({h["org_id"]: h["seq"] for h in heads})
@@ -189,25 +189,22 @@ class Rebuild:
             await writer.close()
         return self.applied - before
 
-    async def _statements(self, events: list) -> dict[str, list[tuple]]:
-        """The events' statements, grouped by shape (they commute: see projections/messages.py)."""
+    async def _statements(self, events: list) -> list[Groups]:
+        """The events' statements, folded and grouped as the projections consumer runs them."""
         texts = await bodies.texts_of(self.blobs, events) if self.blobs is not None else {}
-        groups: dict[str, list[tuple]] = {}
-        for event in events:
-            for sql, args in statements(event, texts):
-                groups.setdefault(sql, []).append(args)
-        return groups
+        return plan(events, texts)
 
     async def _write(
         self,
         writer: asyncpg.Connection,
-        groups: dict[str, list[tuple]],
+        rounds: list[Groups],
         count: int,
         progress: Progress | None,
     ) -> None:
         async with writer.transaction():
-            for sql, rows in groups.items():
-                await writer.executemany(sql, rows)
+            for groups in rounds:
+                for sql, rows in groups.items():
+                    await writer.executemany(sql, rows)
         self.applied += count
         if progress:
             progress(count)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import random
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
@@ -10,8 +12,17 @@ import pytest
 from projections.app import project
 from schemas.events import (
     Content,
+    DispatchDeferred,
+    DispatchDeferredPayload,
+    MessageBounced,
+    MessageDeleted,
+    MessageDeletedPayload,
+    MessageDelivered,
+    MessageFlagsChanged,
+    MessageFlagsChangedPayload,
     MessageSent,
     MessageSentPayload,
+    RecipientStatus,
     RequestedMessage,
     SendAccepted,
     SendAcceptedPayload,
@@ -97,3 +108,74 @@ async def test_a_batch_with_repeats_applies_each_event_once(db: asyncpg.Pool) ->
     assert await project(db, [events[2], events[0], events[2], events[1], events[0]]) == 3
     msg, _ = await snapshot(db, mid, conv)
     assert msg[0] == "sent" and msg[9] == 250
+
+
+def eventful(org, identity, mailbox, mid, conv) -> list:
+    """A message's many events, at fixed times: two deferrals, sent, delivered, bounced, flags, a delete."""
+    at = datetime(2026, 11, 1, tzinfo=UTC)
+    content = Content(subject="Terms", text="t", html=None)
+    common = {"org_id": org, "identity_id": identity}
+    deferred = [
+        DispatchDeferred(**common, occurred_at=at + timedelta(seconds=2 + n), payload=DispatchDeferredPayload(
+            message_id=mid, mailbox_id=mailbox, attempt=n, next_attempt_at=at, reason=f"try {n}",
+            reply=SmtpReply(code=451, message=f"busy {n}")))
+        for n in (1, 2)
+    ]  # fmt: skip
+    status = {"message_id": mid, "recipient": "m@x.test", "status": "5.1.1", "diagnostic": "no such user"}
+    return [
+        SendRequested(**common, occurred_at=at, payload=SendRequestedPayload(
+            handle="h@example.test", content=content,
+            messages=[RequestedMessage(message_id=mid, conv_id=conv, to="m@x.test")])),
+        SendAccepted(**common, occurred_at=at + timedelta(seconds=1), payload=SendAcceptedPayload(
+            message_id=mid, conv_id=conv, mailbox_id=mailbox, mailbox_email="s@t.test", affinity="new",
+            rfc_message_id="<m1@t.test>", from_addr="s@t.test", to=["m@x.test"], content=content,
+            daily_cap=5, remaining=4)),
+        *deferred,
+        MessageSent(**common, occurred_at=at + timedelta(seconds=5), payload=MessageSentPayload(
+            message_id=mid, mailbox_id=mailbox, rfc_message_id="<m1@t.test>", relay="r:25",
+            reply=SmtpReply(code=250, message="ok"))),
+        MessageDelivered(**common, occurred_at=at + timedelta(seconds=6), payload=RecipientStatus(**status)),
+        MessageBounced(**common, occurred_at=at + timedelta(seconds=7), payload=RecipientStatus(**status)),
+        MessageFlagsChanged(**common, occurred_at=at + timedelta(seconds=8),
+                            payload=MessageFlagsChangedPayload(message_id=mid, is_read=True)),
+        MessageFlagsChanged(**common, occurred_at=at + timedelta(seconds=9),
+                            payload=MessageFlagsChangedPayload(message_id=mid, is_read=False, is_starred=True)),
+        MessageDeleted(**common, occurred_at=at + timedelta(seconds=10),
+                       payload=MessageDeletedPayload(message_id=mid)),
+    ]  # fmt: skip
+
+
+async def rows_of(db: asyncpg.Pool, mid, conv) -> tuple:
+    """The message and conversation rows, but for their ids."""
+    msg = await db.fetchrow("SELECT * FROM messages WHERE id = $1", mid)
+    c = await db.fetchrow("SELECT * FROM conversations WHERE id = $1", conv)
+    drop = {"id", "conv_id"}
+    return (
+        {k: v for k, v in msg.items() if k not in drop} if msg else None,
+        {k: v for k, v in c.items() if k not in drop} if c else None,
+    )
+
+
+async def test_a_batch_folds_a_rows_events_into_the_view_they_make_one_at_a_time(db: asyncpg.Pool) -> None:
+    """A batch (its upserts folded into one per row where exact) leaves each row as applying its events
+    one at a time in the same order does: for random orders, after random earlier events."""
+    shuffle = random.Random(15)
+    org, identity, mailbox = new_id(), new_id(), new_id()
+    for _ in range(40):
+        order = list(range(10))
+        shuffle.shuffle(order)
+        earlier = shuffle.randrange(0, 10)
+        views = []
+        for batched in (False, True):
+            mid, conv = new_id(), new_id()
+            events = [eventful(org, identity, mailbox, mid, conv)[i] for i in order]
+            for event in events[:earlier]:
+                await project(db, [event])
+            if batched:
+                assert await project(db, events[earlier:]) == len(events) - earlier
+            else:
+                for event in events[earlier:]:
+                    await project(db, [event])
+            views.append(await rows_of(db, mid, conv))
+        differ = {k for one, other in zip(*views, strict=True) for k in one or {} if one[k] != other[k]}
+        assert views[0] == views[1], (order, earlier, differ)
