@@ -4,7 +4,8 @@ JSON, from the broker.
 
 The archive is loaded directly (COPY) with a send's three events per message (SendRequested,
 SendAccepted, MessageSent), across 10 organizations, chained as the archiver chains them. Then:
-  raw     aiokafka produce and consume of the same event documents (one topic, 6 partitions);
+  raw     aiokafka produce and consume of the same event documents (one topic, 6 partitions), and
+          parsing them alone (what any consumer of ours does to each event before anything else);
   rebuild events/s from the archive into an empty schema (what `sendstream replay` spends its time on);
   swap    comparing the rebuilt views with the live ones (empty here: every row differs) and writing
           them in, in one transaction.
@@ -41,6 +42,7 @@ from schemas.events import (
     SendRequestedPayload,
     SmtpReply,
     messages_of,
+    parse_event,
 )
 from schemas.ids import new_id
 from services.common import db
@@ -154,6 +156,11 @@ async def main(args: argparse.Namespace) -> None:
         documents = events(args.events)
         made = time.perf_counter() - t
         produce, consume = await raw_kafka(infra.env["KAFKA_BOOTSTRAP_SERVERS"], [d for _, d in documents])
+        with replay.rare_collections():  # as replay parses them
+            t = time.perf_counter()
+            for _, document in documents:
+                parse_event(document)
+            parse = len(documents) / (time.perf_counter() - t)
         t = time.perf_counter()
         await load_archive(pool, documents)
         loaded = time.perf_counter() - t
@@ -183,6 +190,9 @@ async def main(args: argparse.Namespace) -> None:
     print("\nraw limits (same broker, same documents, this run)")
     print(f"  aiokafka produce, acks=all                    {produce:9.0f} events/s")
     print(f"  aiokafka consume (getmany, no processing)     {consume:9.0f} events/s")
+    print(
+        f"  parsing the events alone (pydantic)           {parse:9.0f} events/s   = {parse / consume:.2f} x raw consume"
+    )
     print("\nsendstream replay")
     print(f"  rebuild from the archive                      {rate:9.0f} events/s   = {rate / consume:.2f} x raw consume"
           f"   ({applied:,} events, {rebuilt:.1f}s, batches of {args.batch})")  # fmt: skip

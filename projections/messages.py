@@ -9,7 +9,8 @@ each row's upserts into one where that is exact, and runs the rest in rounds (`p
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+import operator
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -78,13 +79,17 @@ class Upsert:
 
     @property
     def statement(self) -> Statement:
-        names = tuple(sorted(self.columns))  # one shape for the same columns, however they were folded
-        args = (self.key, *(self.columns[c] for c in names))
+        names, values = _shape(tuple(self.columns))  # one shape for the same columns, however folded
         if self.table == "conversations":
-            return _upsert_conversation_sql(names), (*args, self.created, self.updated)
+            return _upsert_conversation_sql(names), (
+                self.key,
+                *values(self.columns),
+                self.created,
+                self.updated,
+            )
         status = self.status or "queued"
         return _upsert_message_sql(names, self.status is not None), (
-            *args, status, STATUS_RANK[status], self.created, self.updated,
+            self.key, *values(self.columns), status, STATUS_RANK[status], self.created, self.updated,
         )  # fmt: skip
 
     def merge(self, later: Upsert) -> bool:
@@ -95,18 +100,33 @@ class Upsert:
         so they fold only when every event carrying them is of the folded status's rank (the highest);
         the status is the first of the highest rank; `direction` is set once, by the first.
         Conversations: a column the later event does not know (None) keeps the earlier value."""
+        columns = self.columns
         if self.table == "messages":
-            top = max((STATUS_RANK[u.status] for u in (self, later) if u.status), default=0)
-            if any(u.bound and STATUS_RANK[u.status] != top for u in (self, later)):
+            mine = STATUS_RANK[self.status] if self.status else 0
+            theirs = STATUS_RANK[later.status] if later.status else 0
+            top = max(mine, theirs)
+            if (self.bound and mine != top) or (later.bound and theirs != top):
                 return False
-            if later.status and (self.status is None or STATUS_RANK[later.status] > STATUS_RANK[self.status]):
+            if theirs > mine:
                 self.status = later.status
             self.bound |= later.bound
-            self.columns |= {c: v for c, v in later.columns.items() if c != "direction"}
+            direction = columns["direction"]
+            columns.update(later.columns)
+            columns["direction"] = direction
         else:
-            self.columns |= {c: v for c, v in later.columns.items() if v is not None or c not in self.columns}
+            for c, v in later.columns.items():
+                if v is not None or c not in columns:
+                    columns[c] = v
         self.created, self.updated = min(self.created, later.created), max(self.updated, later.updated)
         return True
+
+
+@functools.cache
+def _shape(names: tuple[str, ...]) -> tuple[tuple[str, ...], Callable[[dict[str, Any]], tuple[Any, ...]]]:
+    """Columns in the order of their statement, and what reads their values from a row's columns."""
+    ordered = tuple(sorted(names))
+    get = operator.itemgetter(*ordered)
+    return ordered, (get if len(ordered) > 1 else lambda columns: (get(columns),))
 
 
 def upsert_message(message_id: UUID, event: Envelope, status: str | None, **columns: Any) -> Upsert:
