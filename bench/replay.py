@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import tempfile
 import time
@@ -166,7 +167,7 @@ async def main(args: argparse.Namespace) -> None:
         loaded = time.perf_counter() - t
         del documents
 
-        rebuild = replay.Rebuild(url, "sendstream_replay", None, batch=args.batch)
+        rebuild = replay.Rebuild(url, "sendstream_replay", None, batch=args.batch, workers=args.workers)
         await rebuild.create()
         t = time.perf_counter()
         applied = await rebuild.run()
@@ -195,7 +196,7 @@ async def main(args: argparse.Namespace) -> None:
     )
     print("\nsendstream replay")
     print(f"  rebuild from the archive                      {rate:9.0f} events/s   = {rate / consume:.2f} x raw consume"
-          f"   ({applied:,} events, {rebuilt:.1f}s, batches of {args.batch})")  # fmt: skip
+          f"   ({applied:,} events, {rebuilt:.1f}s, batches of {args.batch}, {args.workers} workers)")  # fmt: skip
     print(f"  compare with the live views                   {compared:9.1f} s      "
           f"({sum(len(d.missing) for d in differences):,} rows missing from the empty live views)")  # fmt: skip
     print(f"  swap in (one transaction)                     {swapped:9.1f} s      ({messages:,} messages)")
@@ -207,4 +208,5 @@ if __name__ == "__main__":
     )
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--batch", type=int, default=2000)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="as sendstream replay's")
     asyncio.run(main(parser.parse_args()))

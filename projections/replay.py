@@ -17,13 +17,17 @@ the archive in any order into empty tables rebuilds them. `sendstream replay` do
    the new views already; applying them again changes nothing.
 
 `as_of` rebuilds only the events that occurred up to then, into a schema that is kept: the views as
-they were. `org_id` limits all of it to one organization.
+they were. `orgs` limits the rebuild to some organizations (`org_id`, compare and swap to one).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
+import heapq
+import multiprocessing
+import queue
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -37,7 +41,8 @@ import asyncpg
 from projections.messages import CONSUMER, PROJECTED, Groups, plan
 from schemas.events import parse_event
 from services.common import bodies, db
-from services.common.blobs import BlobStore
+from services.common.blobs import BlobStore, blob_store
+from services.common.settings import CommonSettings
 
 # The views and their keys.
 VIEWS: dict[str, tuple[str, ...]] = {
@@ -45,6 +50,7 @@ VIEWS: dict[str, tuple[str, ...]] = {
     "conversations": ("id",),
     "suppressions": ("org_id", "address"),
 }
+PARALLEL_FROM = 20_000  # events to apply before worker processes are worth starting (a second each)
 REPLAY_LOCK = 0x5E4D_0001  # advisory lock: one replay into the live views at a time
 # How far back the settle step looks for events the live views applied: the archive is never further
 # behind the projections than this (it reads the same log; seconds in practice).
@@ -91,14 +97,16 @@ class Rebuild:
         schema: str,
         blobs: BlobStore | None,
         *,
-        org_id: UUID | None = None,
+        orgs: list[UUID] | None = None,
         as_of: datetime | None = None,
         batch: int = 2000,
+        workers: int = 1,
     ):
         self.url, self.schema, self.blobs = url, schema, blobs
-        self.org_id, self.as_of, self.batch = org_id, as_of, batch
+        self.orgs, self.as_of, self.batch, self.workers = orgs, as_of, batch, workers
         self.marks: dict[UUID, int] = {}  # each organization's last archived seq already applied
         self.applied = 0
+        self.processes = 1  # the most that rebuilt at once
 
     async def _connect(self, **settings: str) -> asyncpg.Connection:
         conn = await asyncpg.connect(self.url, server_settings=settings or None)
@@ -128,13 +136,14 @@ class Rebuild:
         finally:
             await conn.close()
 
-    def _scope(self, first: int) -> tuple[str, list[Any]]:
-        """The archive rows of projected events in scope, from placeholder $`first` on."""
+    def _scope(self, first: int, orgs: list[UUID] | None = None) -> tuple[str, list[Any]]:
+        """The archive rows of projected events in scope (of `orgs` only, if given), from placeholder
+        $`first` on."""
         where = [f"a.type = ANY(${first}::text[])"]
         args: list[Any] = [list(PROJECTED)]
-        if self.org_id is not None:
-            args.append(self.org_id)
-            where.append(f"a.org_id = ${first + len(args) - 1}")
+        if (orgs := orgs if orgs is not None else self.orgs) is not None:
+            args.append(orgs)
+            where.append(f"a.org_id = ANY(${first + len(args) - 1}::uuid[])")
         if self.as_of is not None:
             args.append(self.as_of)
             where.append(f"a.occurred_at <= ${first + len(args) - 1}")
@@ -151,43 +160,113 @@ class Rebuild:
 
     async def run(self, progress: Progress | None = None) -> int:
         """Apply every archived event after the marks (all of them, the first time); returns how many.
-        One snapshot: the rows read and the chains' heads recorded as the new marks agree."""
-        with rare_collections():
-            return await self._run(progress)
-
-    async def _run(self, progress: Progress | None) -> int:
-        reader = await self._connect()
-        writer = await self._connect(search_path=f'"{self.schema}", public')
+        One snapshot: the rows read and the chains' heads recorded as the new marks agree. With more
+        than one worker and enough to do, the organizations are shared out among worker processes
+        (each applies whole organizations, so no two write the same row), reading the same snapshot."""
         before = self.applied
+        reader = await self._connect()
         try:
             async with reader.transaction(isolation="repeatable_read", readonly=True):
-                where, args = self._scope(3)
                 heads = await reader.fetch(
-                    "SELECT org_id, seq FROM archive_heads WHERE $1::uuid IS NULL OR org_id = $1", self.org_id
+                    "SELECT org_id, seq FROM archive_heads WHERE $1::uuid[] IS NULL OR org_id = ANY($1)",
+                    self.orgs,
                 )
-                orgs, marks = list(self.marks), list(self.marks.values())
-                cursor = await reader.cursor(
-                    f"""SELECT a.event::text AS event FROM event_archive a
-                          LEFT JOIN unnest($1::uuid[], $2::bigint[]) AS m(org_id, seq) USING (org_id)
-                         WHERE a.seq > coalesce(m.seq, 0) AND {where}""",
-                    orgs, marks, *args,
-                )  # fmt: skip
-                # Three batches in flight: one read, one made into statements, one written.
-                pending = asyncio.ensure_future(cursor.fetch(self.batch))
-                writing: asyncio.Future | None = None
-                while rows := await pending:
-                    pending = asyncio.ensure_future(cursor.fetch(self.batch))
-                    rounds = await self._statements([parse_event(r["event"]) for r in rows])
-                    if writing is not None:
-                        await writing
-                    writing = asyncio.ensure_future(self._write(writer, rounds, len(rows), progress))
-                if writing is not None:
-                    await writing
+                parts = await self._parts(reader) if self.workers > 1 else []
+                if len(parts) > 1:
+                    snapshot = await reader.fetchval("SELECT pg_export_snapshot()")
+                    await self._in_processes(snapshot, parts, progress)
+                    self.processes = max(self.processes, len(parts))
+                else:
+                    with rare_collections():
+                        await self.apply(reader, None, progress)
             self.marks.update({h["org_id"]: h["seq"] for h in heads})
         finally:
             await reader.close()
-            await writer.close()
         return self.applied - before
+
+    def _after_marks(self, first: int) -> tuple[str, list[Any]]:
+        """The join that keeps only the rows after each organization's mark, from placeholder $`first`."""
+        return (
+            f"LEFT JOIN unnest(${first}::uuid[], ${first + 1}::bigint[]) AS m(org_id, seq) USING (org_id)",
+            [list(self.marks), list(self.marks.values())],
+        )
+
+    async def _parts(self, reader: asyncpg.Connection) -> list[list[UUID]]:
+        """The organizations to rebuild shared out among the workers, by how many events each has to
+        apply (the largest first, each to the least loaded); none when it is too little to share."""
+        join, marks = self._after_marks(1)
+        where, args = self._scope(3)
+        counts = await reader.fetch(
+            f"""SELECT a.org_id, count(*) AS n FROM event_archive a {join}
+                 WHERE a.seq > coalesce(m.seq, 0) AND {where} GROUP BY a.org_id ORDER BY n DESC""",
+            *marks, *args,
+        )  # fmt: skip
+        if sum(r["n"] for r in counts) < PARALLEL_FROM:
+            return []
+        loads = [(0, i, []) for i in range(self.workers)]
+        for row in counts:
+            load, i, orgs = heapq.heappop(loads)
+            orgs.append(row["org_id"])
+            heapq.heappush(loads, (load + row["n"], i, orgs))
+        return [orgs for _, _, orgs in sorted(loads, key=lambda x: x[1]) if orgs]
+
+    async def _in_processes(self, snapshot: str, parts: list[list[UUID]], progress: Progress | None) -> None:
+        """Each part applied by a process of its own, in `snapshot`; their progress reported here."""
+        context = multiprocessing.get_context("spawn")
+        reports = context.Queue()
+        job = (self.url, self.schema, self.blobs is not None, self.as_of, self.batch, self.marks, snapshot)
+        workers = [context.Process(target=_worker, args=(*job, orgs, reports), daemon=True) for orgs in parts]
+        for w in workers:
+            w.start()
+        loop, running = asyncio.get_running_loop(), len(workers)
+        try:
+            while running:
+                try:
+                    report = await loop.run_in_executor(None, functools.partial(reports.get, timeout=1))
+                except queue.Empty:
+                    if dead := [w.exitcode for w in workers if w.exitcode not in (None, 0)]:
+                        raise RuntimeError(f"a replay worker exited with status {dead[0]}") from None
+                    continue
+                if report is None:
+                    running -= 1
+                elif isinstance(report, int):
+                    self.applied += report
+                    if progress:
+                        progress(report)
+                else:
+                    raise RuntimeError(f"a replay worker failed: {report}")
+        finally:
+            for w in workers:
+                if w.is_alive():
+                    w.terminate()
+                w.join()
+
+    async def apply(
+        self, reader: asyncpg.Connection, orgs: list[UUID] | None, progress: Progress | None
+    ) -> None:
+        """Read the rows in scope after the marks (of `orgs`, if given) in `reader`'s transaction, and
+        write their statements into `schema`."""
+        writer = await self._connect(search_path=f'"{self.schema}"')  # its tables only, never the live ones
+        try:
+            join, marks = self._after_marks(1)
+            where, args = self._scope(3, orgs)
+            cursor = await reader.cursor(
+                f"SELECT a.event::text AS event FROM event_archive a {join} WHERE a.seq > coalesce(m.seq, 0) AND {where}",
+                *marks, *args,
+            )  # fmt: skip
+            # Three batches in flight: one read, one made into statements, one written.
+            pending = asyncio.ensure_future(cursor.fetch(self.batch))
+            writing: asyncio.Future | None = None
+            while rows := await pending:
+                pending = asyncio.ensure_future(cursor.fetch(self.batch))
+                rounds = await self._statements([parse_event(r["event"]) for r in rows])
+                if writing is not None:
+                    await writing
+                writing = asyncio.ensure_future(self._write(writer, rounds, len(rows), progress))
+            if writing is not None:
+                await writing
+        finally:
+            await writer.close()
 
     async def _statements(self, events: list) -> list[Groups]:
         """The events' statements, folded and grouped as the projections consumer runs them."""
@@ -208,6 +287,39 @@ class Rebuild:
         self.applied += count
         if progress:
             progress(count)
+
+
+def _worker(
+    url: str, schema: str, with_blobs: bool, as_of: datetime | None, batch: int, marks: dict[UUID, int],
+    snapshot: str, orgs: list[UUID], reports: Any,
+) -> None:  # fmt: skip
+    """A worker process of Rebuild.run: apply these organizations' events, read in `snapshot`; report
+    each batch's count, then None (or what went wrong)."""
+
+    async def work() -> None:
+        pool = await asyncpg.create_pool(url, min_size=1, max_size=2, init=db.init_connection)
+        blobs = blob_store(CommonSettings(database_url=url), pool) if with_blobs else None
+        if blobs is not None:
+            await blobs.start()
+        rebuild = Rebuild(url, schema, blobs, as_of=as_of, batch=batch)
+        rebuild.marks = marks
+        reader = await rebuild._connect()
+        try:
+            async with reader.transaction(isolation="repeatable_read", readonly=True):
+                await reader.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+                await rebuild.apply(reader, orgs, reports.put)
+        finally:
+            await reader.close()
+            if blobs is not None:
+                await blobs.stop()
+            await pool.close()
+
+    try:
+        with rare_collections():
+            asyncio.run(work())
+        reports.put(None)
+    except BaseException as e:
+        reports.put(f"{type(e).__name__}: {e}")
 
 
 async def columns_of(conn: asyncpg.Connection | asyncpg.Pool, table: str) -> list[str]:

@@ -254,16 +254,19 @@ def report(differences: list[replaying.Difference], samples: int = 10) -> None:
 @click.option("--check", is_flag=True, help="Compare only: swap nothing; exit 1 if the views differ.")
 @click.option("--wait", "wait_s", default=10.0, show_default=True,
               help="Seconds to wait for the archive and the projections to catch up with each other.")  # fmt: skip
+@click.option("--workers", default=os.cpu_count() or 1, show_default=True, type=click.IntRange(1),
+              help="Processes that rebuild, organizations shared out among them (a large archive only).")  # fmt: skip
 @database
 def replay(
     org_id: UUID | None, as_of: datetime | None, schema: str | None, check: bool, wait_s: float,
-    database_url: str,
+    workers: int, database_url: str,
 ) -> None:  # fmt: skip
     """Rebuild the views (messages, conversations, suppressions) from the archive into fresh tables,
     catch up, compare them with the live ones row for row (printing every difference) and swap them in,
     in one transaction."""
     if as_of is not None:
         schema = schema or f"asof_{as_of.astimezone(UTC):%Y%m%dt%H%M%Sz}"
+    orgs = [org_id] if org_id is not None else None
 
     async def rebuild(r: replaying.Rebuild) -> None:
         await r.create()
@@ -274,19 +277,20 @@ def replay(
             await r.run(lambda n: bar.advance(task, n))  # what was archived meanwhile
         took = time.monotonic() - started
         console.print(
-            f"{r.applied:,} events replayed in {took:.1f}s ({r.applied / max(took, 1e-9):,.0f} events/s)"
+            f"{r.applied:,} events replayed in {took:.1f}s ({r.applied / max(took, 1e-9):,.0f} events/s, "
+            f"{r.processes} {'process' if r.processes == 1 else 'processes'})"
         )
 
     async def run() -> int:
         async with blobs_of(database_url) as blobs:
             if as_of is not None:
-                r = replaying.Rebuild(database_url, schema, blobs, org_id=org_id, as_of=as_of)
+                r = replaying.Rebuild(database_url, schema, blobs, orgs=orgs, as_of=as_of, workers=workers)
                 await rebuild(r)
                 console.print(f"the views as of {as_of.isoformat()} are in schema {schema} "
                               f"(SET search_path TO {schema}, public)")  # fmt: skip
                 return 0
             conn = await connect(database_url)
-            r = replaying.Rebuild(database_url, "sendstream_replay", blobs, org_id=org_id)
+            r = replaying.Rebuild(database_url, "sendstream_replay", blobs, orgs=orgs, workers=workers)
             try:
                 if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", replaying.REPLAY_LOCK):
                     console.print("[red]another replay is running")
