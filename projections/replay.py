@@ -171,7 +171,8 @@ class Rebuild:
                     "SELECT org_id, seq FROM archive_heads WHERE $1::uuid[] IS NULL OR org_id = ANY($1)",
                     self.orgs,
                 )
-                parts = await self._parts(reader) if self.workers > 1 else []
+                # (only the first run can be large: the later ones catch up with what came since)
+                parts = await self._parts(reader) if self.workers > 1 and not self.marks else []
                 if len(parts) > 1:
                     snapshot = await reader.fetchval("SELECT pg_export_snapshot()")
                     await self._in_processes(snapshot, parts, progress)
