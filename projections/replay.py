@@ -298,8 +298,12 @@ def _worker(
     each batch's count, then None (or what went wrong)."""
 
     async def work() -> None:
-        pool = await asyncpg.create_pool(url, min_size=1, max_size=2, init=db.init_connection)
-        blobs = blob_store(CommonSettings(database_url=url), pool) if with_blobs else None
+        pool = (
+            await asyncpg.create_pool(url, min_size=1, max_size=2, init=db.init_connection)
+            if with_blobs
+            else None
+        )
+        blobs = blob_store(CommonSettings(database_url=url), pool) if pool is not None else None
         if blobs is not None:
             await blobs.start()
         rebuild = Rebuild(url, schema, blobs, as_of=as_of, batch=batch)
@@ -311,9 +315,9 @@ def _worker(
                 await rebuild.apply(reader, orgs, reports.put)
         finally:
             await reader.close()
-            if blobs is not None:
+            if blobs is not None and pool is not None:
                 await blobs.stop()
-            await pool.close()
+                await pool.close()
 
     try:
         with rare_collections():

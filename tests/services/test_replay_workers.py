@@ -8,6 +8,8 @@ import pytest
 
 from bench.replay import ORGS, events, load_archive
 from projections import replay
+from services.common.blobs import blob_store
+from services.common.settings import CommonSettings
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -39,7 +41,8 @@ async def test_workers_rebuild_the_views_one_process_rebuilds(
     monkeypatch.setattr(replay, "PARALLEL_FROM", 0)  # however little there is to do
     url = service_env["DATABASE_URL"]
     one = replay.Rebuild(url, "test_replay_one", None, orgs=archived, workers=1)
-    two = replay.Rebuild(url, "test_replay_two", None, orgs=archived, workers=2, batch=100)
+    blobs = blob_store(CommonSettings(database_url=url), db)  # as the command has (the workers make theirs)
+    two = replay.Rebuild(url, "test_replay_two", blobs, orgs=archived, workers=2, batch=100)
     try:
         for r in (one, two):
             await r.create()
