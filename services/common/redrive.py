@@ -99,10 +99,11 @@ async def redrive_due(conn: asyncpg.Connection, after_s: float, limit: int) -> l
 
 async def log_lost(pool: asyncpg.Pool | asyncpg.Connection) -> int:
     """The log was lost (a broker that keeps it in memory started anew): every watched event that was
-    already meant to be on it is overdue now. A retry not yet due keeps its time (its timer is still
-    in PostgreSQL). Returns how many messages were in flight."""
+    already meant to be on it is overdue now, and its waits start short again (the attempts counted
+    were against the log that is gone). A retry not yet due keeps its time (its timer is still in
+    PostgreSQL). Returns how many messages were in flight."""
     done = await pool.execute(
-        """UPDATE redrives SET due_at = now()
-            WHERE due_at > now() AND (event->>'occurred_at')::timestamptz <= now()"""
+        """UPDATE redrives SET due_at = least(due_at, now()), attempts = 0
+            WHERE (event->>'occurred_at')::timestamptz <= now()"""
     )
     return int(done.split()[-1])

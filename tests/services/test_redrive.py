@@ -79,8 +79,11 @@ async def test_a_lost_log_makes_what_was_in_flight_overdue_but_not_a_retry_still
                                                              accepted=later.payload))  # fmt: skip
     await redrive.watch(db, in_flight.payload.message_id, in_flight, datetime.now(UTC) + timedelta(minutes=5))
     await redrive.watch(db, later.payload.message_id, retry, retry.occurred_at + timedelta(minutes=5))
+    await db.execute("UPDATE redrives SET attempts = 6 WHERE message_id = $1", in_flight.payload.message_id)
     assert await redrive.log_lost(db) >= 1
-    assert (await due_of(db, in_flight.payload.message_id))[0] <= datetime.now(UTC)
+    # overdue now, and its next wait is the first one again, not 2^6 times as long
+    due, attempts = await due_of(db, in_flight.payload.message_id)
+    assert due <= datetime.now(UTC) and attempts == 0
     assert (await due_of(db, later.payload.message_id))[0] > retry.occurred_at
 
 
