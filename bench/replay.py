@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
 import tempfile
 import time
@@ -208,5 +207,7 @@ if __name__ == "__main__":
     )
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--batch", type=int, default=2000)
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="as sendstream replay's")
+    parser.add_argument(
+        "--workers", type=int, default=replay.default_workers(), help="as sendstream replay's"
+    )
     asyncio.run(main(parser.parse_args()))

@@ -27,6 +27,7 @@ import functools
 import gc
 import heapq
 import multiprocessing
+import os
 import queue
 import time
 from collections.abc import Callable, Iterator
@@ -51,6 +52,15 @@ VIEWS: dict[str, tuple[str, ...]] = {
     "suppressions": ("org_id", "address"),
 }
 PARALLEL_FROM = 20_000  # events to apply before worker processes are worth starting (a second each)
+MOST_WORKERS = 8  # by default: each holds database connections, and PostgreSQL's writes are shared too
+
+
+def default_workers() -> int:
+    """One worker process per core this process may run on, up to MOST_WORKERS."""
+    return max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1,
+                      MOST_WORKERS))  # fmt: skip
+
+
 REPLAY_LOCK = 0x5E4D_0001  # advisory lock: one replay into the live views at a time
 # How far back the settle step looks for events the live views applied: the archive is never further
 # behind the projections than this (it reads the same log; seconds in practice).

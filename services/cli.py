@@ -254,8 +254,9 @@ def report(differences: list[replaying.Difference], samples: int = 10) -> None:
 @click.option("--check", is_flag=True, help="Compare only: swap nothing; exit 1 if the views differ.")
 @click.option("--wait", "wait_s", default=10.0, show_default=True,
               help="Seconds to wait for the archive and the projections to catch up with each other.")  # fmt: skip
-@click.option("--workers", default=os.cpu_count() or 1, show_default=True, type=click.IntRange(1),
-              help="Processes that rebuild, organizations shared out among them (a large archive only).")  # fmt: skip
+@click.option("--workers", default=replaying.default_workers(), show_default=True, type=click.IntRange(1),
+              help="Processes that rebuild, organizations shared out among them (a large archive only; "
+                   "each holds 2-3 database connections).")  # fmt: skip
 @database
 def replay(
     org_id: UUID | None, as_of: datetime | None, schema: str | None, check: bool, wait_s: float,
