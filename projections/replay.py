@@ -195,23 +195,15 @@ class Rebuild:
             await reader.close()
         return self.applied - before
 
-    def _after_marks(self, first: int) -> tuple[str, list[Any]]:
-        """The join that keeps only the rows after each organization's mark, from placeholder $`first`."""
-        return (
-            f"LEFT JOIN unnest(${first}::uuid[], ${first + 1}::bigint[]) AS m(org_id, seq) USING (org_id)",
-            [list(self.marks), list(self.marks.values())],
-        )
-
     async def _parts(self, reader: asyncpg.Connection) -> list[list[UUID]]:
-        """The organizations to rebuild shared out among the workers, by how many events each has to
-        apply (the largest first, each to the least loaded); none when it is too little to share."""
-        join, marks = self._after_marks(1)
-        where, args = self._scope(3)
+        """The organizations to rebuild (the first time: no marks yet) shared out among the workers, by
+        how many events each has (the largest first, each to the least loaded); none when it is too
+        little to share."""
+        where, args = self._scope(1)
         counts = await reader.fetch(
-            f"""SELECT a.org_id, count(*) AS n FROM event_archive a {join}
-                 WHERE a.seq > coalesce(m.seq, 0) AND {where} GROUP BY a.org_id ORDER BY n DESC""",
-            *marks, *args,
-        )  # fmt: skip
+            f"SELECT a.org_id, count(*) AS n FROM event_archive a WHERE {where} GROUP BY a.org_id ORDER BY n DESC",
+            *args,
+        )
         if sum(r["n"] for r in counts) < PARALLEL_FROM:
             return []
         loads = [(0, i, []) for i in range(self.workers)]
@@ -225,7 +217,7 @@ class Rebuild:
         """Each part applied by a process of its own, in `snapshot`; their progress reported here."""
         context = multiprocessing.get_context("spawn")
         reports = context.Queue()
-        job = (self.url, self.schema, self.blobs is not None, self.as_of, self.batch, self.marks, snapshot)
+        job = (self.url, self.schema, self.blobs is not None, self.as_of, self.batch, snapshot)
         workers = [context.Process(target=_worker, args=(*job, orgs, reports), daemon=True) for orgs in parts]
         for w in workers:
             w.start()
@@ -259,11 +251,12 @@ class Rebuild:
         write their statements into `schema`."""
         writer = await self._connect(search_path=f'"{self.schema}"')  # its tables only, never the live ones
         try:
-            join, marks = self._after_marks(1)
             where, args = self._scope(3, orgs)
             cursor = await reader.cursor(
-                f"SELECT a.event::text AS event FROM event_archive a {join} WHERE a.seq > coalesce(m.seq, 0) AND {where}",
-                *marks, *args,
+                f"""SELECT a.event::text AS event FROM event_archive a
+                      LEFT JOIN unnest($1::uuid[], $2::bigint[]) AS m(org_id, seq) USING (org_id)
+                     WHERE a.seq > coalesce(m.seq, 0) AND {where}""",
+                list(self.marks), list(self.marks.values()), *args,
             )  # fmt: skip
             # Three batches in flight: one read, one made into statements, one written.
             pending = asyncio.ensure_future(cursor.fetch(self.batch))
@@ -301,11 +294,11 @@ class Rebuild:
 
 
 def _worker(
-    url: str, schema: str, with_blobs: bool, as_of: datetime | None, batch: int, marks: dict[UUID, int],
-    snapshot: str, orgs: list[UUID], reports: Any,
+    url: str, schema: str, with_blobs: bool, as_of: datetime | None, batch: int, snapshot: str,
+    orgs: list[UUID], reports: Any,
 ) -> None:  # fmt: skip
-    """A worker process of Rebuild.run: apply these organizations' events, read in `snapshot`; report
-    each batch's count, then None (or what went wrong)."""
+    """A worker process of Rebuild.run's first run: apply these organizations' events, read in
+    `snapshot`; report each batch's count, then None (or what went wrong)."""
 
     async def work() -> None:
         pool = (
@@ -317,7 +310,6 @@ def _worker(
         if blobs is not None:
             await blobs.start()
         rebuild = Rebuild(url, schema, blobs, as_of=as_of, batch=batch)
-        rebuild.marks = marks
         reader = await rebuild._connect()
         try:
             async with reader.transaction(isolation="repeatable_read", readonly=True):

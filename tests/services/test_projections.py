@@ -187,7 +187,8 @@ async def test_a_batch_folds_a_rows_events_into_the_view_they_make_one_at_a_time
         views = []
         for batched in (False, True):
             mid, conv = new_id(), new_id()
-            events = [eventful(org, identity, mailbox, mid, conv)[i] for i in order]
+            made = eventful(org, identity, mailbox, mid, conv)
+            events = [made[i] for i in order]
             for event in events[:earlier]:
                 await project(db, [event])
             if batched:
