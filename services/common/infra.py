@@ -293,15 +293,31 @@ def start_postgres(
 
 
 def _server_running(data_dir: Path) -> bool:
-    """A PostgreSQL server is alive on this data directory (a stale pid file from a crash is not one:
-    PostgreSQL recovers from it on start)."""
+    """A PostgreSQL server is alive on this data directory, or its backends still are (a stale pid file
+    from a crash is not one: PostgreSQL recovers from it on start)."""
     try:
-        os.kill(int((data_dir / "postmaster.pid").read_text().split()[0]), 0)
-    except (ValueError, IndexError, ProcessLookupError, FileNotFoundError):
+        lines = (data_dir / "postmaster.pid").read_text().splitlines()
+    except FileNotFoundError:
         return False
+    try:
+        os.kill(int(lines[0]), 0)
+    except (ValueError, IndexError, ProcessLookupError):
+        # Backends outlive a killed postmaster for a moment (each leads its own process group), and
+        # a new server refuses to start while they hold the old shared memory block.
+        return _shared_memory_attached(lines[6] if len(lines) > 6 else "")
     except PermissionError:
         pass  # alive, and not ours to signal
     return True
+
+
+def _shared_memory_attached(key_and_id: str) -> bool:
+    """The System V segment named in postmaster.pid ("key id") still has processes attached (Linux)."""
+    try:
+        shmid = key_and_id.split()[1]
+        table = Path("/proc/sysvipc/shm").read_text().splitlines()[1:]
+    except (IndexError, OSError):
+        return False
+    return any(row.split()[1] == shmid and int(row.split()[6]) > 0 for row in table)
 
 
 def _wait_for_previous(data_dir: Path, timeout: float = 60) -> None:

@@ -41,6 +41,20 @@ async def identity_for(api: Api, relay: Relay) -> str:
     return handle
 
 
+def children(parent: int) -> list[int]:
+    """The processes whose parent is `parent` (PostgreSQL's backends each lead their own process group,
+    so killing the postmaster's group would leave them running)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        if ppid == parent:
+            found.append(int(stat.parent.name))
+    return found
+
+
 async def send_all(api: Api, handle: str, ids: list[str], concurrency: int = 16) -> list[int]:
     """Send TOTAL messages; every request is retried with its Idempotency-Key until it gets an answer."""
     queue = list(enumerate(ids))
@@ -279,7 +293,8 @@ async def test_sigkill_postgresql_mid_stream_loses_nothing(
             sending = asyncio.create_task(send_all(api, handle, keys))
             while len(relay.received) < TOTAL * 0.4:
                 await asyncio.sleep(0.01)
-            os.killpg(postmaster, signal.SIGKILL)  # the server and every backend, mid-write
+            for pid in [postmaster, *children(postmaster)]:  # the server and every backend, mid-write
+                os.kill(pid, signal.SIGKILL)
             killed = time.monotonic()
             stop()  # reaps it
             url, stop = start_postgres(data / "pg", port, durable=True, log_path=data / "postgres.log")

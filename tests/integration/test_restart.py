@@ -8,6 +8,8 @@ are in flight), loses the log, and checks that every one of them reaches the rel
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 import uuid
 from collections import Counter
@@ -201,3 +203,46 @@ async def test_broker_alone_killed_and_restarted_delivers_every_accepted_send(
         f"all delivered {time.monotonic() - killed:.1f}s after the restart (re-driven after 3 s without progress)"
     )
     assert count == TOTAL and duplicates == 0
+
+
+async def test_postgresql_starts_again_at_once_after_its_server_was_killed_mid_write(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """`make run` after a kill -9 of the embedded PostgreSQL: its backends outlive the server for a moment
+    and hold its shared memory, which a new server refuses to start beside; the start waits them out,
+    and every committed row is there."""
+    data = tmp_path_factory.mktemp("pg-again")
+    data.chmod(0o755)  # embedded PostgreSQL runs unprivileged when we are root
+    port = free_port()
+    url, stop = start_postgres(data / "pg", port, durable=True, log_path=data / "postgres.log")
+    try:
+        for _ in range(3):
+            pool = await asyncpg.create_pool(url, min_size=16, max_size=16)
+            await pool.execute("CREATE TABLE IF NOT EXISTS rows (n int, filler text)")
+            committed = [await pool.fetchval("SELECT count(*) FROM rows")]
+            killed = asyncio.Event()
+
+            writers = [asyncio.create_task(write_until(killed, pool, committed)) for _ in range(16)]
+            await asyncio.sleep(0.5)
+            conn = await asyncpg.connect(url)
+            pid_file = Path(await conn.fetchval("SHOW data_directory")) / "postmaster.pid"
+            await conn.close()
+            os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)  # the server alone, mid-write
+            killed.set()
+            stop()
+            url, stop = start_postgres(data / "pg", port, durable=True, log_path=data / "postgres.log")
+            await asyncio.gather(*writers, return_exceptions=True)
+            pool.terminate()
+            conn = await asyncpg.connect(url)
+            assert await conn.fetchval("SELECT count(*) FROM rows") >= committed[0]
+            await conn.close()
+    finally:
+        stop()
+
+
+async def write_until(killed: asyncio.Event, pool: asyncpg.Pool, committed: list[int]) -> None:
+    """Insert rows until `killed`, counting those committed (a writer between inserts would otherwise go
+    on into the new server)."""
+    while not killed.is_set():
+        await pool.execute("INSERT INTO rows SELECT g, repeat('x', 100) FROM generate_series(1, 200) g")
+        committed[0] += 200
