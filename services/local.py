@@ -18,10 +18,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-import asyncpg
 import structlog
 
-from services.common import redrive
 from services.common.infra import die_with_parent, ensure_infra, free_port
 from services.common.logging import configure_logging
 from services.common.secrets import new_key
@@ -144,27 +142,10 @@ def wait_ready(url: str, timeout: float, stack: Stack | None = None) -> None:
     raise TimeoutError(f"{url} not ready after {timeout}s (last: {last})")
 
 
-async def requeue_in_flight(database_url: str) -> int:
-    """The embedded broker starts with an empty log: whatever was on its way out when the stack last
-    stopped is re-driven as soon as the services are up (services/common/redrive.py)."""
-    conn = await asyncpg.connect(database_url)
-    try:
-        count = await redrive.log_lost(conn)
-    except asyncpg.UndefinedTableError:
-        return 0  # a new database: nothing was in flight
-    finally:
-        await conn.close()
-    if count:
-        log.info("messages in flight when the stack last stopped are sent again", count=count)
-    return count
-
-
 async def _run(settings: LocalSettings) -> None:
     started = time.monotonic()
     data = Path(settings.data_dir).resolve()
     infra = ensure_infra(data, kafka_port=settings.kafka_port, postgres_port=settings.postgres_port)
-    if infra.fresh_log:
-        await requeue_in_flight(infra.env["DATABASE_URL"])
     env = {**infra.env}
     if not os.environ.get("SENDSTREAM_SECRET_KEYS"):  # a local key for relay passwords, kept with the data
         key_file = data / "secret.key"

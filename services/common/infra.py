@@ -13,6 +13,7 @@ PostgreSQL refuses to run as root. As root we run it as the `postgres` user when
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import ctypes
 import glob
@@ -26,6 +27,7 @@ import stat
 import subprocess
 import tempfile
 import time
+import uuid
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -59,8 +61,6 @@ class Infra:
 
     env: dict[str, str] = field(default_factory=dict)
     stops: list[Callable[[], None]] = field(default_factory=list)
-    # The broker was started here with memory storage: its log is new, whatever the database remembers.
-    fresh_log: bool = False
 
     def stop(self) -> None:
         for stop in reversed(self.stops):
@@ -169,8 +169,20 @@ def start_tansu(port: int = 0, log_path: Path | None = None) -> tuple[str, Calla
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - the child owns it
+    # Its log is in memory: each start is a new log, so it says so with a cluster id of its own, by
+    # which the scheduler knows to re-drive what was in flight (services/common/redrive.py).
+    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
     proc = subprocess.Popen(
-        [binary, "broker", "--listener-url", url, "--advertised-listener-url", url],
+        [
+            binary,
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--cluster-id",
+            cluster_id,
+        ],
         env={**os.environ, "TOKIO_WORKER_THREADS": str(LocalSettings().broker_threads)},
         stdout=out,
         stderr=subprocess.STDOUT,
@@ -366,7 +378,6 @@ def ensure_infra(
             infra.stops.append(stop)
             infra.env["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
             infra.env.update(TANSU_TUNING)
-            infra.fresh_log = True
 
         if os.environ.get("DATABASE_URL"):
             infra.env["DATABASE_URL"] = os.environ["DATABASE_URL"]

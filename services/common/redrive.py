@@ -9,7 +9,8 @@ the message reaches an end, and re-published when it is overdue (migration 008_r
   after each attempt; every consumer is idempotent on event_id, so a re-drive of something that was
   only slow changes nothing;
 - `log_lost`: after the log itself was lost (the embedded broker restarted), everything in flight is
-  overdue at once.
+  overdue at once; `log_changed` finds that out from the broker's cluster id, which the scheduler
+  checks before each re-drive.
 """
 
 from __future__ import annotations
@@ -107,3 +108,19 @@ async def log_lost(pool: asyncpg.Pool | asyncpg.Connection) -> int:
             WHERE (event->>'occurred_at')::timestamptz <= now()"""
     )
     return int(done.split()[-1])
+
+
+async def log_changed(conn: asyncpg.Connection, cluster_id: str) -> int | None:
+    """The broker is `cluster_id`: if the re-drives were written against another cluster, its log is
+    not this one, and everything in flight is re-driven now (`log_lost`). Returns how many messages
+    were in flight then, or None if the log is the one seen before (or the first one seen)."""
+    async with conn.transaction():
+        known = await conn.fetchval("SELECT cluster_id FROM log_identity FOR UPDATE")
+        if known == cluster_id:
+            return None
+        await conn.execute(
+            """INSERT INTO log_identity (cluster_id) VALUES ($1)
+               ON CONFLICT (only_row) DO UPDATE SET cluster_id = EXCLUDED.cluster_id, seen_at = now()""",
+            cluster_id,
+        )
+        return None if known is None else await log_lost(conn)

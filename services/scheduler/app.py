@@ -13,6 +13,7 @@ import contextlib
 from datetime import timedelta
 
 import structlog
+from aiokafka.admin import AIOKafkaAdminClient
 
 from projections import archive
 from services.common import db, redrive, timers
@@ -34,8 +35,31 @@ async def publish_due(pool, broker, settings: SchedulerSettings) -> int:
     return len(due)
 
 
+async def watch_log(pool, settings: SchedulerSettings) -> int | None:
+    """Is the broker's log still the one the re-drives were written against? A broker that lost it (the
+    embedded one keeps it in memory and starts as a new cluster) gets its topics back, and every
+    message in flight is re-driven at once instead of after its next wait, which may be long."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        cluster_id = (await admin.describe_cluster()).get("cluster_id")
+    finally:
+        await admin.close()
+    if not cluster_id:
+        return None  # a broker too old to say (Metadata before v2)
+    async with pool.acquire() as conn:
+        lost = await redrive.log_changed(conn, cluster_id)
+    if lost is not None:
+        await ensure_topics(settings)
+        log.warning("the broker's log is not the one before: messages in flight are re-driven now",
+                    cluster_id=cluster_id, in_flight=lost)  # fmt: skip
+    return lost
+
+
 async def redrive_overdue(pool, broker, settings: SchedulerSettings) -> int:
-    """Publish again the next event of every message that made no progress (services/common/redrive.py)."""
+    """Publish again the next event of every message that made no progress (services/common/redrive.py),
+    all of them at once if the broker lost its log."""
+    await watch_log(pool, settings)
     total = 0
     while True:
         async with pool.acquire() as conn, conn.transaction():

@@ -36,7 +36,7 @@ def accepted() -> SendAccepted:
         daily_cap=10, remaining=9))  # fmt: skip
 
 
-async def due_of(db: asyncpg.Pool, message_id) -> tuple[datetime, int] | None:
+async def due_of(db: asyncpg.Pool | asyncpg.Connection, message_id) -> tuple[datetime, int] | None:
     row = await db.fetchrow("SELECT due_at, attempts FROM redrives WHERE message_id = $1", message_id)
     return (row["due_at"], row["attempts"]) if row else None
 
@@ -85,6 +85,31 @@ async def test_a_lost_log_makes_what_was_in_flight_overdue_but_not_a_retry_still
     due, attempts = await due_of(db, in_flight.payload.message_id)
     assert due <= datetime.now(UTC) and attempts == 0
     assert (await due_of(db, later.payload.message_id))[0] > retry.occurred_at
+
+
+async def test_a_broker_with_another_cluster_id_has_lost_the_log_and_what_was_in_flight_is_due_now(
+    db: asyncpg.Pool,
+) -> None:
+    """The scheduler asks this before each re-drive; rolled back at the end, so the running stack's
+    scheduler never sees the made-up ids."""
+    event = accepted()
+    mid = event.payload.message_id
+    async with db.acquire() as conn:
+        tx = conn.transaction()
+        await tx.start()
+        try:
+            await conn.execute("DELETE FROM log_identity")
+            await redrive.watch(conn, mid, event, datetime.now(UTC) + timedelta(minutes=5))
+            await conn.execute("UPDATE redrives SET attempts = 6 WHERE message_id = $1", mid)
+            assert await redrive.log_changed(conn, "first-cluster") is None  # the first log seen
+            assert await redrive.log_changed(conn, "first-cluster") is None  # the same log
+            assert (await due_of(conn, mid))[0] > datetime.now(UTC)
+            assert await redrive.log_changed(conn, "second-cluster") >= 1  # a new log: in flight again
+            due, attempts = await due_of(conn, mid)
+            assert due <= datetime.now(UTC) and attempts == 0
+            assert await redrive.log_changed(conn, "second-cluster") is None  # and only once
+        finally:
+            await tx.rollback()
 
 
 async def test_a_request_answered_queued_is_watched_only_while_undecided(db: asyncpg.Pool) -> None:
