@@ -8,8 +8,8 @@
 2. `drain`: wait until the work already under way has settled: its archive head unchanged for a quiet
    spell, its latest archived events applied to the views, and the archive holding every event the
    views had applied when it was retired.
-3. `erase`, in one transaction: the blobs only it refers to (in the archive or in the views), then
-   every table's rows of it, the consumers' records of its events, its archive rows and chain head.
+3. `erase`, in one transaction: the blobs only it refers to (no other organization put the same bytes),
+   then every table's rows of it, the consumers' records of its events, its archive rows and chain head.
 
 Kafka's topics keep its events until their retention expires (the log is not edited): a consumer group
 reset onto them would project some of them again.
@@ -71,6 +71,7 @@ ERASED = (
     ("mailbox_minutes", MAILBOXES),
     ("mailbox_days", MAILBOXES),
     ("mailsync_checkpoints", MAILBOXES),
+    ("blob_refs", "org_id = $1"),
     ("timers", "event->>'org_id' = $1::uuid::text"),
     ("redrives", "event->>'org_id' = $1::uuid::text"),
     ("processed_events", EVENTS),  # a consumer's record of an event keeps what it made of it
@@ -81,24 +82,10 @@ ERASED = (
     ("organizations", "id = $1"),
 )
 
-# The blobs an organization's events and views refer to (every BlobRef has a sha256)...
-ITS_BLOBS = """
-SELECT DISTINCT s FROM (
-    SELECT jsonb_path_query(event, '$.**.sha256') #>> '{}' FROM event_archive WHERE org_id = $1
-    UNION ALL SELECT raw_sha256 FROM messages WHERE org_id = $1
-    UNION ALL SELECT jsonb_path_query(attachments, '$[*].sha256') #>> '{}' FROM messages WHERE org_id = $1
-) AS refs (s) WHERE s IS NOT NULL
-"""
-# ...and those of them another organization refers to as well (the same bytes are one blob).
-SHARED = """
-SELECT DISTINCT s FROM (
-    SELECT jsonb_path_query(event, '$.**.sha256') #>> '{}' FROM event_archive
-     WHERE org_id <> $1 AND event @? '$.**.sha256'
-    UNION ALL SELECT raw_sha256 FROM messages WHERE org_id <> $1 AND raw_sha256 = ANY($2)
-    UNION ALL SELECT jsonb_path_query(attachments, '$[*].sha256') #>> '{}' FROM messages
-     WHERE org_id <> $1 AND attachments <> '[]'
-) AS refs (s) WHERE s = ANY($2)
-"""
+# The blobs an organization refers to, and those of them another one refers to as well (the same bytes
+# are one blob): `blob_refs`, written by every put before its bytes (services/common/blobs.py).
+ITS_BLOBS = "SELECT sha256 FROM blob_refs WHERE org_id = $1"
+SHARED = "SELECT DISTINCT sha256 FROM blob_refs WHERE sha256 = ANY($2::bytea[]) AND org_id <> $1"
 
 # Its latest archived events that the views have not applied yet (the last RECENT of them, archived
 # in the last quarter hour: older ones were applied long ago, or never will be).
@@ -169,8 +156,8 @@ async def drain(
     conn: asyncpg.Connection, org_id: UUID, retired_at: datetime, quiet_s: float, wait_s: float
 ) -> None:
     """Return once the organization's work under way has settled, and the archive holds every event
-    the views applied before it was retired (another organization's reference to a blob it shares may
-    be in one of them); NotQuiet after `wait_s`."""
+    the views applied before it was retired (its own among them: archived after the erase, they would
+    outlive it); NotQuiet after `wait_s`."""
     deadline = time.monotonic() + wait_s
     head, since = None, time.monotonic()
     while True:
@@ -193,9 +180,9 @@ async def erase(conn: asyncpg.Connection, org_id: UUID, blobs: BlobStore, retire
     """Delete everything of the organization, in one transaction, and the blobs only it refers to."""
     erased = Erased()
     async with conn.transaction():
-        mine = [r["s"] for r in await conn.fetch(ITS_BLOBS, org_id)]
-        shared = {r["s"] for r in await conn.fetch(SHARED, org_id, mine)} if mine else set()
-        alone = [s for s in mine if s not in shared]
+        mine = [r["sha256"] for r in await conn.fetch(ITS_BLOBS, org_id)]
+        shared = {r["sha256"] for r in await conn.fetch(SHARED, org_id, mine)} if mine else set()
+        alone = [s.hex() for s in mine if s not in shared]
         # First the blobs: if this fails, nothing below is done, and running it again finds them again.
         deleted = await blobs.delete(alone, put_before=retired_at) if alone else []
         erased.blobs_deleted, erased.blobs_shared = len(deleted), len(shared)

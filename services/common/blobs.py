@@ -8,18 +8,22 @@ size, type), so events stay small however large an attachment or a raw message i
 - `S3Blobs`, any S3-compatible object store (AWS S3, MinIO, Ceph, R2...), for volumes the database
   should not carry: objects named `<prefix><sha256>`.
 Puts are idempotent (the same bytes are the same blob), and every read is checked against its hash.
-Blobs are shared by whoever puts the same bytes, so `delete` (of a deleted tenant's blobs) takes only
-those not put again since a given time, known from each blob's last put (PostgreSQL: `put_at`, set by
-every put; S3: the object's LastModified, as every put rewrites it).
+Blobs are shared by whoever puts the same bytes: each put names the organizations it is for, kept in
+PostgreSQL's `blob_refs` before the bytes are (with either backend), so deleting a tenant finds the
+blobs another organization refers to too. `delete` takes only those not put again since a given
+time, known from each blob's last put (PostgreSQL: `put_at`, set by every put; S3: the object's
+LastModified, as every put rewrites it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Collection
 from contextlib import AsyncExitStack
 from datetime import datetime
 from typing import Any, Protocol
+from uuid import UUID
 
 import asyncpg
 
@@ -37,7 +41,7 @@ class BlobCorrupt(ValueError):
 
 
 class BlobStore(Protocol):
-    async def put(self, data: bytes, content_type: str) -> BlobRef: ...
+    async def put(self, data: bytes, content_type: str, orgs: Collection[UUID]) -> BlobRef: ...
     async def get(self, sha256: str) -> bytes: ...
     async def delete(self, sha256s: list[str], put_before: datetime) -> list[str]: ...
     async def start(self) -> None: ...
@@ -46,6 +50,13 @@ class BlobStore(Protocol):
 
 def ref_of(data: bytes, content_type: str) -> BlobRef:
     return BlobRef(sha256=hashlib.sha256(data).hexdigest(), size=len(data), content_type=content_type)
+
+
+def refs_of(rows: list[tuple[bytes, Collection[UUID]]]) -> tuple[list[bytes], list[UUID]]:
+    """(hash, organizations) pairs as two arrays for `blob_refs`, in one order (no two writers wait on
+    each other's rows crosswise)."""
+    pairs = sorted({(sha, org) for sha, orgs in rows for org in orgs})
+    return [sha for sha, _ in pairs], [org for _, org in pairs]
 
 
 def checked(sha256: str, data: bytes) -> bytes:
@@ -70,22 +81,25 @@ class PostgresBlobs:
     async def stop(self) -> None:
         pass
 
-    async def put(self, data: bytes, content_type: str) -> BlobRef:
+    async def put(self, data: bytes, content_type: str, orgs: Collection[UUID]) -> BlobRef:
         ref = ref_of(data, content_type)
-        row = (bytes.fromhex(ref.sha256), ref.size, data)
+        row = (bytes.fromhex(ref.sha256), ref.size, data, orgs)
         if ref.size <= self.GROUPED_MAX:
             await self.small.submit(row)
         else:
             await self._write([row])
         return ref
 
-    async def _write(self, rows: list[tuple[bytes, int, bytes]]) -> list[None]:
+    async def _write(self, rows: list[tuple[bytes, int, bytes, Collection[UUID]]]) -> list[None]:
+        shas, sizes, datas, orgs = map(list, zip(*rows, strict=True))
         await self.pool.execute(
-            """INSERT INTO blobs (sha256, size, data)
+            """WITH refs AS (INSERT INTO blob_refs (sha256, org_id) SELECT * FROM unnest($4::bytea[], $5::uuid[])
+                             ON CONFLICT DO NOTHING)
+               INSERT INTO blobs (sha256, size, data)
                SELECT DISTINCT ON (sha256) * FROM unnest($1::bytea[], $2::bigint[], $3::bytea[]) AS r (sha256, size, data)
                ON CONFLICT (sha256) DO UPDATE SET put_at = now()""",
-            *map(list, zip(*rows, strict=True)),
-        )
+            shas, sizes, datas, *refs_of(list(zip(shas, orgs, strict=True))),
+        )  # fmt: skip
         return [None] * len(rows)
 
     async def get(self, sha256: str) -> bytes:
@@ -109,8 +123,8 @@ class S3Blobs:
 
     The client opens on first use (or at `start`, which also checks the bucket and the keys)."""
 
-    def __init__(self, settings: CommonSettings):
-        self.settings = settings
+    def __init__(self, settings: CommonSettings, pool: asyncpg.Pool):
+        self.settings, self.pool = settings, pool
         self._client: Any = None
         self._stack = AsyncExitStack()
         self._opening = asyncio.Lock()
@@ -140,8 +154,13 @@ class S3Blobs:
         await self._stack.aclose()
         self._client = None
 
-    async def put(self, data: bytes, content_type: str) -> BlobRef:
+    async def put(self, data: bytes, content_type: str, orgs: Collection[UUID]) -> BlobRef:
         ref = ref_of(data, content_type)
+        await self.pool.execute(
+            """INSERT INTO blob_refs (sha256, org_id) SELECT * FROM unnest($1::bytea[], $2::uuid[])
+               ON CONFLICT DO NOTHING""",
+            *refs_of([(bytes.fromhex(ref.sha256), orgs)]),
+        )  # before the bytes: a tenant delete that does not see it yet sees the new LastModified
         await (await self.client()).put_object(
             Bucket=self.settings.s3_bucket, Key=self._key(ref.sha256), Body=data
         )
@@ -174,4 +193,4 @@ class S3Blobs:
 
 def blob_store(settings: CommonSettings, pool: asyncpg.Pool) -> BlobStore:
     """The configured blob store (`start` it to check it is reachable; `stop` it when done)."""
-    return S3Blobs(settings) if settings.blob_store == "s3" else PostgresBlobs(pool)
+    return S3Blobs(settings, pool) if settings.blob_store == "s3" else PostgresBlobs(pool)

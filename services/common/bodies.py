@@ -9,6 +9,9 @@ body is stored once however many events mention it.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from uuid import UUID
+
 from schemas.envelope import Envelope
 from schemas.events import Content
 from services.common.blobs import BlobStore
@@ -16,13 +19,13 @@ from services.common.blobs import BlobStore
 _TYPES = {"text": "text/plain; charset=utf-8", "html": "text/html; charset=utf-8"}
 
 
-async def offload(blobs: BlobStore, content: Content, limit: int) -> Content:
-    """`content` with each body over `limit` bytes (UTF-8) moved to the blob store."""
+async def offload(blobs: BlobStore, content: Content, limit: int, orgs: Collection[UUID]) -> Content:
+    """`content` with each body over `limit` bytes (UTF-8) moved to the blob store, for `orgs`."""
     moved = {}
     for name, content_type in _TYPES.items():
         body = getattr(content, name)
         if body is not None and len(body) * 4 > limit and len(data := body.encode()) > limit:
-            moved |= {name: None, f"{name}_blob": await blobs.put(data, content_type)}
+            moved |= {name: None, f"{name}_blob": await blobs.put(data, content_type, orgs)}
     return content.model_copy(update=moved) if moved else content
 
 

@@ -280,10 +280,10 @@ def build(
         if not recipients:
             return (
                 Outcome("sent", SmtpReply(code=250, message=INTERNAL), ""),
-                await blobs.put(data, RFC822),
+                await blobs.put(data, RFC822, [event.org_id]),
                 delivered,
             )
-        keeping = asyncio.create_task(blobs.put(data, RFC822))  # beside the SMTP transaction
+        keeping = asyncio.create_task(blobs.put(data, RFC822, [event.org_id]))  # beside the SMTP transaction
         try:
             outcome = await smtp.deliver(
                 relay, sender, recipients, data, smtputf8=needs_smtputf8([sender, *recipients])

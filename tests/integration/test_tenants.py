@@ -12,6 +12,7 @@ import asyncpg
 import pytest
 
 from schemas import ids
+from services.common.blobs import PostgresBlobs
 from services.tenants import ERASED
 from tests.conftest import Api, Receiver, Relay, deliver, eventually, new_org
 from tests.integration.test_archive import sendstream
@@ -22,6 +23,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")
 
 SHARED = b"%PDF-1.7\nthe same price list\n" + os.urandom(2000)
 OWN = b"%PDF-1.7\na contract of its own\n" + os.urandom(2000)
+PENDING = b"%PDF-1.7\nthe same brochure\n" + os.urandom(2000)  # another organization's, not yet on the log
 
 
 async def busy_org(api: Api, relay: Relay, receiver: Receiver, inbound: int) -> dict:
@@ -33,7 +35,8 @@ async def busy_org(api: Api, relay: Relay, receiver: Receiver, inbound: int) -> 
         0
     ] == 201
     inbox = await new_inbox(api, relay)
-    files = [upload("prices.pdf", SHARED, "application/pdf"), upload("contract.pdf", OWN, "application/pdf")]
+    files = [upload("prices.pdf", SHARED, "application/pdf"), upload("contract.pdf", OWN, "application/pdf"),
+             upload("brochure.pdf", PENDING, "application/pdf")]  # fmt: skip
     status, sent, _ = await api.call("POST", f"/v1/inboxes/{inbox['id']}/messages/send", send_body(*files))
     assert status == 200, sent
     [original] = await relay.wait_for(1)
@@ -92,6 +95,9 @@ async def test_one_command_deletes_an_organizations_data_archive_and_own_blobs_a
     other_org = await db.fetchval(
         "SELECT org_id FROM identities WHERE id = $1", ids.parse("inbox", other_inbox["id"])
     )
+    # The other organization has just put the brochure too, its send not yet on the log (as between an
+    # upload's put and its request's publication): neither the views nor the archive know of it.
+    await PostgresBlobs(db).put(PENDING, "application/pdf", [other_org])
     identity_ids = [r["id"] for r in await db.fetch("SELECT id FROM identities WHERE org_id = $1", org_id)]
     mailbox_ids = [r["id"] for r in await db.fetch("SELECT id FROM mailboxes WHERE org_id = $1", org_id)]
     event_ids = [
@@ -120,7 +126,7 @@ async def test_one_command_deletes_an_organizations_data_archive_and_own_blobs_a
     )
     assert code == 0, out
     assert "organization deleted" in out and "Kafka" in out, out
-    assert "blobs: 3 deleted, 1 kept" in out, out
+    assert "blobs: 3 deleted, 2 kept" in out, out
 
     assert await holdings(db, org_id, identity_ids, mailbox_ids) == {}
     assert await db.fetchval("SELECT count(*) FROM processed_events WHERE event_id = ANY($1)", event_ids) == 0
@@ -130,6 +136,7 @@ async def test_one_command_deletes_an_organizations_data_archive_and_own_blobs_a
     # the other organization keeps its message, its copy of the shared file and an intact chain
     status, message, _ = await other.call("GET", f"/v1/inboxes/{other_inbox['id']}/messages/{kept['id']}")
     assert status == 200 and [base64.b64decode(a["content"]) for a in message["attachments"]] == [SHARED]
+    assert await PostgresBlobs(db).get(hashlib.sha256(PENDING).hexdigest()) == PENDING
     code, out = await sendstream(service_env, "audit", "verify", "--org", str(other_org))
     assert code == 0 and "every hash matches" in out, out
 

@@ -175,17 +175,18 @@ class Intake:
     def __init__(self, settings: CommonSettings, pool: asyncpg.Pool, broker: KafkaBroker, blobs: BlobStore):
         self.settings, self.pool, self.broker, self.blobs = settings, pool, broker, blobs
 
-    async def content_of(self, parsed: Parsed) -> Content:
+    async def content_of(self, parsed: Parsed, orgs: set[UUID]) -> Content:
+        """The message's content, its files and large bodies in the blob store for `orgs`."""
         attachments = []
         for f in parsed.files:
-            ref = await self.blobs.put(f.data, f.content_type)
+            ref = await self.blobs.put(f.data, f.content_type, orgs)
             attachments.append(Attachment(filename=f.filename, **ref.model_dump()))
         content = Content(
             subject=parsed.subject, text=parsed.text, html=parsed.html, cc=parsed.cc,
             in_reply_to=parsed.in_reply_to, references=parsed.references, attachments=attachments,
             reply_to=parsed.reply_to,
         )  # fmt: skip
-        return await bodies.offload(self.blobs, content, self.settings.body_inline_max_bytes)
+        return await bodies.offload(self.blobs, content, self.settings.body_inline_max_bytes, orgs)
 
     async def arrival(
         self,
@@ -314,8 +315,8 @@ class Intake:
             recipients = {a: ts for a, ts in recipients.items() if ts}
             if not recipients:
                 raise Refused(parsed.from_addr)
-        raw = await self.blobs.put(data, "message/rfc822")
         orgs = {t.org_id for targets in recipients.values() for t in targets}
+        raw = await self.blobs.put(data, "message/rfc822", orgs)
         if (asked := _UNSUBSCRIBE.match(parsed.subject)) and (key := unsubscribe.key_of(self.settings)):
             event = await unsubscribe.follow(self.pool, key, asked.group(1))
             if event is not None and event.org_id in orgs:  # the List-Unsubscribe mailto of one of ours
@@ -334,7 +335,7 @@ class Intake:
             log.info("report received", kind=report.kind, about=report.original_message_id,
                      events=[e.type for e in events])  # fmt: skip
             return raw.sha256[:16]
-        content = await self.content_of(parsed)
+        content = await self.content_of(parsed, orgs)
         by_identity: dict[UUID, tuple[Target, list[str]]] = {}
         for address, targets in recipients.items():
             for t in targets:

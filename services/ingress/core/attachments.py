@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from uuid import UUID
 
 import puremagic
 
@@ -154,7 +155,10 @@ def attach(
     return content, files
 
 
-async def store(blobs: BlobStore, attachments: list[Attachment], files: dict[str, bytes]) -> None:
-    """Keep the files' bytes (a retry stores nothing new: the store is content-addressed)."""
+async def store(
+    blobs: BlobStore, attachments: list[Attachment], files: dict[str, bytes], org_id: UUID
+) -> None:
+    """Keep the files' bytes for the organization (a retry stores nothing new: the store is
+    content-addressed)."""
     for a in attachments:
-        await blobs.put(files[a.sha256], a.content_type)
+        await blobs.put(files[a.sha256], a.content_type, [org_id])
