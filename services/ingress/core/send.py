@@ -83,7 +83,9 @@ async def submit(
     lost with the log, it is published again (services/common/redrive.py)."""
     if files:
         await attachments.store(c.blobs, cmd.content.attachments, files, identity["org_id"])
-    content = await bodies.offload(c.blobs, cmd.content, c.settings.body_inline_max_bytes, identity["org_id"])
+    content = await bodies.offload(
+        c.blobs, cmd.content, c.settings.body_inline_max_bytes, [identity["org_id"]]
+    )
     wanted, request = request_event(
         cmd.model_copy(update={"content": content}), identity, new, call.request_id, origin_of(call)
     )
