@@ -172,17 +172,9 @@ def start_tansu(port: int = 0, log_path: Path | None = None) -> tuple[str, Calla
     # Its log is in memory: each start is a new log, so it says so with a cluster id of its own, by
     # which the scheduler knows to re-drive what was in flight (services/common/redrive.py).
     cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    listen = ["--listener-url", url, "--advertised-listener-url", url]
     proc = subprocess.Popen(
-        [
-            binary,
-            "broker",
-            "--listener-url",
-            url,
-            "--advertised-listener-url",
-            url,
-            "--cluster-id",
-            cluster_id,
-        ],
+        [binary, "broker", *listen, "--cluster-id", cluster_id],
         env={**os.environ, "TOKIO_WORKER_THREADS": str(LocalSettings().broker_threads)},
         stdout=out,
         stderr=subprocess.STDOUT,
