@@ -49,7 +49,7 @@ from services.common.service import Background, Periodic, cancel
 from services.common.settings import DecideSettings
 from services.common.timezones import local_day_start
 from services.decide.affinity import IdentityState, MailboxState, advance, decide_send
-from services.decide.received import receive, thread_after_received
+from services.decide.received import answers_of, receive, rethreaded, thread_after_received
 from services.decide.replies import Thread, decide_reply
 
 CONSUMER = DECIDER
@@ -325,15 +325,40 @@ async def write(
     )
 
 
+# The conversation of the identity each arrival (by its index) answers, from the threads decide keeps.
+ANSWERED = """
+SELECT DISTINCT ON (w.i) w.i, t.conv_id
+  FROM unnest($1::int[], $2::uuid[], $3::text[]) AS w (i, identity_id, answer)
+  JOIN threads t ON t.identity_id = w.identity_id AND t.refs && ARRAY[w.answer]
+ ORDER BY w.i, (t.last_rfc_message_id = w.answer) DESC, t.updated_at DESC
+"""
+
+
+async def answered(conn: asyncpg.Connection | asyncpg.Pool, fresh: list[Envelope]) -> dict[UUID, UUID]:
+    """The conversation each arrival replies to, by event id, where the threads name one."""
+    wanted = [(i, e.identity_id, a) for i, e in enumerate(fresh) if isinstance(e, MessageArrived)
+              for a in answers_of(e)]  # fmt: skip
+    if not wanted:
+        return {}
+    rows = await conn.fetch(ANSWERED, *map(list, zip(*wanted, strict=True)))
+    return {fresh[r["i"]].event_id: r["conv_id"] for r in rows}
+
+
 async def decide_fresh(
     conn: asyncpg.Connection | asyncpg.Pool, fresh: list[Envelope], now: datetime
 ) -> tuple[dict[UUID, list[Envelope]], dict[UUID, str]]:
     """Decide requests not decided before, in order, each seeing the state the ones before it left."""
+    found = await answered(conn, fresh)
     threads = await load_threads(
-        conn, [e.payload.conv_id for e in fresh if isinstance(e, ReplyRequested | MessageArrived)]
+        conn,
+        [e.payload.conv_id for e in fresh if isinstance(e, ReplyRequested | MessageArrived)]
+        + [*found.values()],
     )
     states = await load_states(conn, fresh, now, threads)
     decided: dict[UUID, list[Envelope]] = {}
+    # (identity, Message-ID) -> conversation, of the threads this batch moved on: an arrival answering
+    # a message decided just before it in the batch joins that one's conversation
+    moved: dict[tuple[UUID, str], UUID] = {}
     for e in fresh:
         state = states.get(e.identity_id) or IdentityState(e.identity_id, "", 0, 0, (), active=False)
         if isinstance(e, SendRequested):
@@ -342,11 +367,15 @@ async def decide_fresh(
             thread = threads.get(e.payload.conv_id)
             decisions = decide_reply(e, state, thread, now)
             if thread is not None:
-                threads[thread.conv_id] = thread_after(thread, decisions)
+                threads[thread.conv_id] = thread = thread_after(thread, decisions)
+                moved |= {(e.identity_id, ref): thread.conv_id for ref in thread.refs}
         elif isinstance(e, MessageArrived):
+            in_batch = next((c for a in answers_of(e) if (c := moved.get((e.identity_id, a)))), None)
+            e = rethreaded(e, in_batch or found.get(e.event_id))
             decisions = receive(e, state, threads.get(e.payload.conv_id), now)
             if (thread := thread_after_received(threads.get(e.payload.conv_id), decisions)) is not None:
                 threads[thread.conv_id] = thread
+                moved |= {(e.identity_id, ref): thread.conv_id for ref in thread.refs}
         else:
             log.warning("request type not handled yet", type=e.type)
             decisions = []

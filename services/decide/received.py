@@ -1,7 +1,7 @@
 """The decision for mail that arrived for an identity: the conversation it joins and the mailbox that
 conversation is bound to. Pure.
 
-A reply to one of ours joins that conversation and keeps its mailbox, so the agent's next reply goes
+A reply to one of ours (or to mail received) joins that conversation and keeps its mailbox, so the agent's next reply goes
 out from the address the correspondent wrote to, with `In-Reply-To` pointing at their message. Mail
 that replies to nothing of ours starts a conversation, bound to the mailbox it was addressed to, or
 (addressed to the identity's handle) to the mailbox the sender is pinned to, or the pool's first
@@ -12,11 +12,28 @@ order with its sends (both are keyed by identity).
 from __future__ import annotations
 
 from datetime import datetime
+from uuid import UUID
 
 from schemas.envelope import Envelope
 from schemas.events import MessageArrived, MessageReceived, MessageReceivedPayload
 from services.decide.affinity import IdentityState
 from services.decide.replies import Thread
+
+
+def answers_of(event: MessageArrived) -> list[str]:
+    """The Message-IDs an arrival may reply to, the likeliest first: In-Reply-To, then References
+    newest first."""
+    c = event.payload.message.content
+    return [*([c.in_reply_to] if c.in_reply_to else []), *reversed(c.references)]
+
+
+def rethreaded(event: MessageArrived, conv_id: UUID | None) -> MessageArrived:
+    """The arrival in the conversation decide found for it. The intake looked for one in the threads as
+    they were when the mail came in; decide, seeing an identity's arrivals in order, knows the ones just
+    before it too (a reply to mail that arrived a moment earlier)."""
+    if conv_id is None or conv_id == event.payload.conv_id:
+        return event
+    return event.model_copy(update={"payload": event.payload.model_copy(update={"conv_id": conv_id})})
 
 
 def receive(

@@ -183,6 +183,33 @@ async def test_a_reply_appended_at_the_provider_joins_its_conversation_and_the_n
     ]  # the copy: not received
 
 
+async def test_a_backlog_of_replies_each_answering_the_one_before_stays_one_conversation(
+    api: Api, relay: Relay, dovecot: Dovecot
+) -> None:
+    """A batch is kept several messages at once, but each reaches the log after the one before it: a
+    reply that names only the message it answers is threaded after that message is known."""
+    handle, [mailbox] = await synced_identity(api, relay, dovecot)
+    email = mailbox["email"]
+    status, body, _ = await api.call(
+        "POST", f"/v1/identities/{handle}/send", {"to": "morgan@example.test", "subject": "Intro", "text": "Hi"}
+    )  # fmt: skip
+    assert status == 202, body
+    [message] = body["messages"]
+    [original] = await relay.wait_for(1)
+    chain, before = [], original.message
+    for i in range(30):  # each In-Reply-To and References only the one before
+        before = reply_to(before, "morgan@example.test", email, f"And another thing ({i}).")
+        chain.append(before)
+    await dovecot.append(email, PASSWORD, [bytes(m) for m in chain])
+
+    async def conversation() -> dict | None:
+        _, conv, _ = await api.call("GET", f"/v1/conversations/{message['convId']}")
+        return conv if len(conv["messages"]) == 1 + len(chain) else None
+
+    conv = await eventually(conversation, timeout=30, interval=0.3)
+    assert {m["id"] for m in conv["messages"][1:]} == {m["Message-ID"] for m in chain}
+
+
 async def test_a_bounce_in_the_mailbox_bounces_and_suppresses_and_an_out_of_office_in_spam_does_not(
     api: Api, relay: Relay, dovecot: Dovecot
 ) -> None:

@@ -13,7 +13,12 @@ from faststream.kafka import KafkaBroker, TestKafkaBroker
 
 from schemas import topics
 from schemas.events import (
+    ArrivedMessage,
+    BlobRef,
     Content,
+    MessageArrived,
+    MessageArrivedPayload,
+    MessageReceived,
     RequestedMessage,
     SendAccepted,
     SendRequested,
@@ -23,7 +28,7 @@ from schemas.events import (
 from schemas.ids import new_id
 from services.common.broker import make_broker
 from services.common.settings import DecideSettings
-from services.decide.app import DurablePublisher, build, decide_batch
+from services.decide.app import DurablePublisher, build, decide_batch, decide_fresh
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -149,3 +154,32 @@ async def test_decisions_a_database_crash_lost_are_recorded_again_as_answered(
         )
         == acc
     )
+
+
+def arrival(
+    org: uuid.UUID, identity: uuid.UUID, mailbox: uuid.UUID, rfc_id: str, answers: str | None
+) -> MessageArrived:
+    """Mail for the identity as the intake hands it over: a conversation of its own (it found none)."""
+    content = Content(
+        subject="Re: Intro", text="More.", in_reply_to=answers, references=[answers] if answers else []
+    )
+    message = ArrivedMessage(message_id=new_id(), rfc_message_id=rfc_id, from_addr="lead@example.test",
+                             to=["s@tryacme.test"], recipients=["s@tryacme.test"], content=content,
+                             raw=BlobRef(sha256="0" * 64, size=1, content_type="message/rfc822"))  # fmt: skip
+    return MessageArrived(org_id=org, identity_id=identity,
+                          payload=MessageArrivedPayload(message=message, conv_id=new_id(), mailbox_id=mailbox))  # fmt: skip
+
+
+async def test_mail_answering_mail_that_arrived_just_before_it_joins_that_conversation(
+    db: asyncpg.Pool,
+) -> None:
+    """A chain read from a mailbox's backlog arrives faster than threads are written: decide, seeing an
+    identity's arrivals in order, threads each onto the one before it, also within one batch."""
+    org, idn, acc = await seed_identity(db)
+    chain = [arrival(org, idn, acc, "<m0@example.test>", None)]
+    for i in range(1, 5):
+        chain.append(arrival(org, idn, acc, f"<m{i}@example.test>", f"<m{i - 1}@example.test>"))
+    decided, _ = await decide_fresh(db, chain, datetime.now(UTC))
+    received = [d for e in chain for d in decided[e.event_id] if isinstance(d, MessageReceived)]
+    assert [r.payload.conv_id for r in received] == [chain[0].payload.conv_id] * 5
+    assert [r.payload.new_conversation for r in received] == [True, False, False, False, False]
