@@ -151,6 +151,15 @@ async def publish_events(
 
     Raises EventTooLarge, before anything is sent, if one of them exceeds `limit` bytes (default
     `max_event_bytes`)."""
+    if acks := await hand_over(broker, settings, events, limit):
+        await asyncio.gather(*acks)
+
+
+async def hand_over(
+    broker: KafkaBroker, settings: CommonSettings, events: Sequence[Envelope], limit: int | None = None
+) -> list[Awaitable[Any]]:
+    """Give events to the producer, which puts them on the log in this order (per partition, after
+    those given to it before), and return the acknowledgements to wait for (`publish_events`)."""
     limit = limit or settings.max_event_bytes
     values = [event.model_dump_json().encode() for event in events]
     for event, value in zip(events, values, strict=True):
@@ -170,9 +179,7 @@ async def publish_events(
             )
         )
     # Real Kafka hands back a delivery future per record; the in-memory test broker hands back none.
-    futures = [p for p in pending if inspect.isawaitable(p)]
-    if futures:
-        await asyncio.gather(*futures)
+    return [p for p in pending if inspect.isawaitable(p)]
 
 
 def retry_pause(settings: CommonSettings, attempt: int) -> float:

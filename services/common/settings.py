@@ -350,6 +350,9 @@ class MailsyncSettings(CommonSettings):
     mailsync_batch: int = Field(
         50, ge=1, description="Messages fetched per IMAP command; the checkpoint advances after each batch."
     )
+    mailsync_concurrency: int = Field(
+        16, ge=1, description="Messages of a fetched batch stored and put on the log at once, per mailbox."
+    )
     mailsync_worker_id: str | None = Field(
         None, description="This worker's name in a mailbox's sync state; default: host and process id."
     )

@@ -31,7 +31,7 @@ import asyncpg
 import structlog
 from prometheus_client import Counter
 
-from services.common.receiving.intake import Intake, Refused, Target, screened
+from services.common.receiving.intake import Intake, Refused, Target, Turn, screened
 from services.common.secrets import Secrets
 from services.common.settings import MailsyncSettings
 
@@ -303,9 +303,30 @@ class Session:
                 await self.imap.uid("fetch", ",".join(map(str, chunk)), "(UID BODY.PEEK[])"),
                 f"FETCH {folder}",
             )
-            for uid, raw in sorted(fetched_messages(fetched)):
-                await self.take(raw, folder, uid)
+            await self.take_all(sorted(fetched_messages(fetched)), folder)
             await self.advance(folder, validity, chunk[-1])
+
+    async def take_all(self, messages: list[tuple[int, bytes]], folder: str) -> None:
+        """Hand a fetched batch to the intake, `mailsync_concurrency` at a time (each waits on the
+        database and the blob store), each message's events on the log after the one before it (a reply
+        is threaded after what it answers); the checkpoint moves only once all are in. Should one fail,
+        the rest are cancelled and the batch is read again: the intake keeps nothing twice."""
+        slots = asyncio.Semaphore(self.settings.mailsync_concurrency)
+        turns: list[Turn] = []
+        for _ in messages:
+            turns.append(Turn(before=turns[-1].handed if turns else None))
+
+        async def take(turn: Turn, uid: int, raw: bytes) -> None:
+            async with slots:
+                await self.take(raw, folder, uid, turn)
+            turn.handed.set()  # (it had nothing to publish)
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for turn, (uid, raw) in zip(turns, messages, strict=True):
+                    group.create_task(take(turn, uid, raw))
+        except ExceptionGroup as failed:
+            raise failed.exceptions[0] from failed
 
     async def first_uid(self, since: datetime, uidnext: int | None) -> int:
         """The UID a sync starting at `since` reads after: before the oldest message that recent (none
@@ -329,9 +350,10 @@ class Session:
 
     # --- one message ------------------------------------------------------------------------------------
 
-    async def take(self, raw: bytes, folder: str, uid: int) -> None:
+    async def take(self, raw: bytes, folder: str, uid: int, turn: Turn | None = None) -> None:
         """Hand one message to the intake, unless it is a copy of our own outbound mail, one the views hold
-        already (read again after a UIDVALIDITY change), or refused by the organization's sender rules."""
+        already (read again after a UIDVALIDITY change), or refused by the organization's sender rules;
+        its events go on the log in its `turn`."""
         headers = BytesHeaderParser(policy=default_policy).parsebytes(raw)
         ids = _MSG_ID.findall(str(headers.get("Message-ID", "")))
         message_id = ids[0] if ids else None
@@ -359,7 +381,7 @@ class Session:
         try:
             await self.intake.keep(
                 raw, sender, {self.account.email.lower(): [target]},
-                origin=f"imap:{message_id}" if message_id else None,
+                origin=f"imap:{message_id}" if message_id else None, turn=turn,
             )  # fmt: skip
         except Refused:
             MESSAGES.labels("refused").inc()

@@ -8,9 +8,10 @@ handed over twice is the same events, which every consumer drops the second time
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from uuid import UUID
 
@@ -40,7 +41,7 @@ from schemas.events import (
 )
 from services.common import bodies, unsubscribe
 from services.common.blobs import BlobStore
-from services.common.broker import publish_events
+from services.common.broker import hand_over, publish_events
 from services.common.receiving.parse import Parsed, parse
 from services.common.receiving.reports import Report
 from services.common.receiving.rules import refusal
@@ -167,6 +168,15 @@ WITH recent AS (
 SELECT (SELECT health FROM mailboxes WHERE id = $1) AS health, count(*) AS sends,
        count(*) FILTER (WHERE status = 'bounced' AND id <> $3) AS bounced FROM recent
 """
+
+
+@dataclass
+class Turn:
+    """A message's place among messages kept at once: its events go to the producer once the one before
+    it has `handed` its own over (or had none), and the producer keeps that order on the log."""
+
+    before: asyncio.Event | None
+    handed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class Intake:
@@ -303,10 +313,24 @@ class Intake:
         origin: str | None = None,
         from_identity: UUID | None = None,
         authentication: Authentication | None = None,
+        turn: Turn | None = None,
     ) -> str:
         """Store `data` and publish its arrivals (or, for a report about one of our messages, what it
         reports); returns the queue id the 250 names. The arrivals' ids derive from `origin` (default:
-        the bytes' hash), so the same message handed over again is the same events."""
+        the bytes' hash), so the same message handed over again is the same events. With a `turn`, they
+        go to the producer after the message before it (messages kept at once reach the log in order)."""
+
+        async def publish(events: list[Envelope]) -> None:
+            if turn is None:
+                return await publish_events(self.broker, self.settings, events)
+            if turn.before is not None:
+                await turn.before.wait()
+            try:
+                acks = await hand_over(self.broker, self.settings, events)
+            finally:
+                turn.handed.set()
+            await asyncio.gather(*acks)
+
         parsed = parse(data, mail_from)
         if parsed.from_addr.lower() != mail_from.lower():  # the From header, as the rules see it too
             recipients = {
@@ -320,12 +344,12 @@ class Intake:
         if (asked := _UNSUBSCRIBE.match(parsed.subject)) and (key := unsubscribe.key_of(self.settings)):
             event = await unsubscribe.follow(self.pool, key, asked.group(1))
             if event is not None and event.org_id in orgs:  # the List-Unsubscribe mailto of one of ours
-                await publish_events(self.broker, self.settings, [event])
+                await publish([event])
                 log.info("unsubscribed by mail", message_id=str(event.payload.message_id))
                 return raw.sha256[:16]
         report = parsed.report if parsed.report and parsed.report.original_message_id else None
         if report and (events := await self.report_events(report, orgs, raw.sha256)) is not None:
-            await publish_events(self.broker, self.settings, events)
+            await publish(events)
             for e in events:  # after the fact is on the log: a retry finds the mailbox as it left it
                 if isinstance(e, MailboxHealthChanged):
                     await self.pool.execute(
@@ -346,7 +370,7 @@ class Intake:
             )
             for t, addresses in by_identity.values()
         ]
-        await publish_events(self.broker, self.settings, arrivals)
+        await publish(arrivals)
         log.info(
             "message received", rfc_message_id=parsed.rfc_message_id, identities=len(arrivals),
             message_ids=[str(e.payload.message.message_id) for e in arrivals], size=len(data),
