@@ -21,7 +21,7 @@ from cryptography.x509.oid import NameOID
 from standardwebhooks import Webhook
 
 from services.common.infra import free_port, wait_for_port
-from tests.conftest import REPORT, Api, Receiver, Relay, deliver, eventually, new_org
+from tests.conftest import REPORT, Api, Received, Receiver, Relay, deliver, eventually, new_org
 from tests.integration.test_send import make_identity
 from tests.unit.test_reports import FAILED, arf, dsn
 
@@ -40,6 +40,17 @@ def reply_to(original: EmailMessage, sender: str, to: str, text: str) -> EmailMe
         f"{text}\n\nOn Monday you wrote:\n> {original.get_body(('plain',)).get_content().strip()}\n"
     )
     return m
+
+
+async def send_intro(api: Api, relay: Relay, handle: str) -> tuple[dict, Received]:
+    """The identity mails morgan@example.test "Intro": its message, and the relay's copy of it."""
+    status, body, _ = await api.call(
+        "POST", f"/v1/identities/{handle}/send", {"to": "morgan@example.test", "subject": "Intro", "text": "Hello"}
+    )  # fmt: skip
+    assert status == 202, body
+    [message] = body["messages"]
+    [original] = await relay.wait_for(1)
+    return message, original
 
 
 async def test_a_reply_joins_its_inbox_thread_fires_message_received_and_the_next_reply_answers_it(
@@ -105,12 +116,7 @@ async def test_a_reply_to_a_pool_send_is_bound_to_its_mailbox_and_the_conv_reply
     api: Api, relay: Relay, inbound: int
 ) -> None:
     handle, _ = await make_identity(api, relay, mailboxes=2)
-    status, body, _ = await api.call(
-        "POST", f"/v1/identities/{handle}/send", {"to": "morgan@example.test", "subject": "Intro", "text": "Hello"}
-    )  # fmt: skip
-    assert status == 202, body
-    [message] = body["messages"]
-    [original] = await relay.wait_for(1)
+    message, original = await send_intro(api, relay, handle)
     used = message["account"]["email"]
 
     answer = reply_to(original.message, "morgan@example.test", used, "Tell me more.")

@@ -19,7 +19,7 @@ from services.common.infra import free_port
 from services.local import Stack, wait_ready
 from tests.conftest import Api, Receiver, Relay, eventually
 from tests.dovecot import MISSING, Dovecot, binary
-from tests.integration.test_inbound import reply_to, suppressions
+from tests.integration.test_inbound import reply_to, send_intro, suppressions
 from tests.unit.test_reports import FAILED, dsn
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
@@ -141,12 +141,7 @@ async def test_a_reply_appended_at_the_provider_joins_its_conversation_and_the_n
     assert status == 201, hook
     handle, [mailbox] = await synced_identity(api, relay, dovecot)
     email = mailbox["email"]
-    status, body, _ = await api.call(
-        "POST", f"/v1/identities/{handle}/send", {"to": "morgan@example.test", "subject": "Intro", "text": "Hello"}
-    )  # fmt: skip
-    assert status == 202, body
-    [message] = body["messages"]
-    [original] = await relay.wait_for(1)
+    message, original = await send_intro(api, relay, handle)
 
     # a copy of our own send in the mailbox (the provider files one, or we were Bcc'd) is not received mail
     answer = reply_to(original.message, "morgan@example.test", email, "Tell me more.")
@@ -190,12 +185,7 @@ async def test_a_backlog_of_replies_each_answering_the_one_before_stays_one_conv
     reply that names only the message it answers is threaded after that message is known."""
     handle, [mailbox] = await synced_identity(api, relay, dovecot)
     email = mailbox["email"]
-    status, body, _ = await api.call(
-        "POST", f"/v1/identities/{handle}/send", {"to": "morgan@example.test", "subject": "Intro", "text": "Hi"}
-    )  # fmt: skip
-    assert status == 202, body
-    [message] = body["messages"]
-    [original] = await relay.wait_for(1)
+    message, original = await send_intro(api, relay, handle)
     chain, before = [], original.message
     for i in range(30):  # each In-Reply-To and References only the one before
         before = reply_to(before, "morgan@example.test", email, f"And another thing ({i}).")
