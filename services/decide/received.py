@@ -16,15 +16,15 @@ from uuid import UUID
 
 from schemas.envelope import Envelope
 from schemas.events import MessageArrived, MessageReceived, MessageReceivedPayload
+from services.common.receiving.parse import answers
 from services.decide.affinity import IdentityState
 from services.decide.replies import Thread
 
 
 def answers_of(event: MessageArrived) -> list[str]:
-    """The Message-IDs an arrival may reply to, the likeliest first: In-Reply-To, then References
-    newest first."""
+    """The Message-IDs an arrival may reply to, the likeliest first (as the intake looked them up)."""
     c = event.payload.message.content
-    return [*([c.in_reply_to] if c.in_reply_to else []), *reversed(c.references)]
+    return answers(c.in_reply_to, c.references)
 
 
 def rethreaded(event: MessageArrived, conv_id: UUID | None) -> MessageArrived:

@@ -51,8 +51,13 @@ class Parsed:
 
     @property
     def answers(self) -> list[str]:
-        """The Message-IDs it may reply to, the likeliest first: In-Reply-To, then References newest first."""
-        return [*([self.in_reply_to] if self.in_reply_to else []), *reversed(self.references)]
+        return answers(self.in_reply_to, self.references)
+
+
+def answers(in_reply_to: str | None, references: list[str]) -> list[str]:
+    """The Message-IDs a message may reply to, the likeliest first: In-Reply-To, then References newest
+    first."""
+    return [*([in_reply_to] if in_reply_to else []), *reversed(references)]
 
 
 def _header(msg: EmailMessage, name: str) -> str:
