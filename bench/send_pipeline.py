@@ -322,6 +322,7 @@ async def running_pipeline(
         "SENDSTREAM_LOG_LEVEL": os.environ.get("SENDSTREAM_LOG_LEVEL", "WARNING"),
         "SENDSTREAM_SECRET_KEYS": json.dumps([new_key()]),
         "SENDSTREAM_WEBHOOK_ALLOWED_NETWORKS": '["127.0.0.0/8"]',  # the benchmarks' receivers are local
+        "SENDSTREAM_SHARED_DOMAINS": '["example.test", "tryacme.test"]',  # tenants' addresses, unproven
         **(env or {}),
     }
     stack = Stack(env, log_dir=data)

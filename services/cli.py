@@ -5,6 +5,7 @@
     sendstream replay [--org ID] [--check] rebuild the views from the archive, compare, swap them in
     sendstream replay --as-of TIME        the views as they were at TIME, into a schema of their own
     sendstream tenant delete ORG --yes    delete an organization's data: its rows, archive and blobs
+    sendstream addresses conflicts        addresses held by several organizations, or outside their domain
 
 They connect to `DATABASE_URL` (by default the PostgreSQL `make run` starts).
 """
@@ -44,6 +45,7 @@ from services import tenants
 from services.common import db
 from services.common.blobs import blob_store
 from services.common.settings import CommonSettings, LocalSettings
+from services.ingress.core import domains
 
 console = Console()
 
@@ -386,6 +388,52 @@ def delete(org_id: UUID, yes: bool, quiet_s: float, wait_s: float, database_url:
         console.print("[green]organization deleted[/green]; Kafka's topics keep its events until their "
                       "retention expires")  # fmt: skip
         return 0
+
+    sys.exit(asyncio.run(run()))
+
+
+@cli.group()
+def addresses() -> None:
+    """Hosted addresses and the organizations holding them."""
+
+
+@addresses.command("conflicts")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@database
+def address_conflicts(as_json: bool, database_url: str) -> None:
+    """Addresses held against the ownership rule (SPEC 5a), left from before it: by several organizations
+    (mail to it reaches only the first), or by one that does not hold its domain while another verified
+    it. Resolve each by deleting the identity or mailbox that should not have it. Exit status 1 if any."""
+
+    async def run() -> int:
+        conn = await connect(database_url)
+        try:
+            names = {r["id"]: r["name"] for r in await conn.fetch("SELECT id, name FROM organizations")}
+            found = await domains.conflicts(conn)
+        finally:
+            await conn.close()
+
+        def org(org_id: UUID | None) -> str:
+            return f"{names.get(org_id, '?')} ({ids.render('org', org_id)})" if org_id else "-"
+
+        if as_json:
+            for h in found:
+                print(json.dumps({
+                    "address": h.address, "domainHolder": h.domain_holder and ids.render("org", h.domain_holder),
+                    "holders": [{"org": ids.render("org", o), "since": s.isoformat()} for o, s in h.holders],
+                }))  # fmt: skip
+            return 1 if found else 0
+        if not found:
+            console.print("no conflicts: every address is held by one organization, at a domain it may use")
+            return 0
+        table = Table(title="addresses held against the rule")
+        for column in ("address", "held by (the first receives its mail)", "domain verified by"):
+            table.add_column(column)
+        for h in found:
+            table.add_row(h.address, "\n".join(f"{org(o)} since {s:%Y-%m-%d}" for o, s in h.holders),
+                          org(h.domain_holder))  # fmt: skip
+        console.print(table)
+        return 1
 
     sys.exit(asyncio.run(run()))
 

@@ -58,6 +58,7 @@ ERASED = (
     ("webhook_deliveries", "org_id = $1"),
     ("webhook_endpoints", "org_id = $1"),
     ("api_keys", "org_id = $1"),
+    ("domains", "org_id = $1"),
     ("idempotency_keys", "org_id = $1"),
     ("request_counts", "org_id = $1"),
     ("suppressions", "org_id = $1"),

@@ -37,6 +37,7 @@ from services.common.db import init_connection, migrate
 from services.common.infra import Infra, ensure_infra, free_port, wait_for_port
 from services.common.secrets import new_key
 from services.local import Stack, wait_ready
+from tests.dnsserver import DnsServer
 
 
 @pytest.fixture(scope="session")
@@ -64,7 +65,26 @@ def default_relay() -> Iterator[Relay]:
 
 
 @pytest.fixture(scope="session")
-def service_env(infra: Infra, default_relay: Relay) -> dict[str, str]:
+def dns_server() -> Iterator[DnsServer]:
+    """The DNS server domain verification asks (tests put TXT records in `records`)."""
+    server = DnsServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+# Domains where any organization of the test stack may take a free address, as at the default inbox
+# domain: the suite's tests make identities there under organizations of their own. Domain ownership
+# itself is tested at domains of their own (tests/integration/test_domains.py).
+SHARED_DOMAINS = [
+    "example.test", "x.test", "y.test", "t.test", "tryacme.test", "tryacme.com", "northwind.test",
+    "northwindrobotics.test", "evil.test", "else.test", "xn--bcher-kva.test",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def service_env(infra: Infra, default_relay: Relay, dns_server: DnsServer) -> dict[str, str]:
     """The environment every service process of the session runs with."""
     http_port = free_port()
     return {
@@ -99,6 +119,9 @@ def service_env(infra: Infra, default_relay: Relay) -> dict[str, str]:
         "SENDSTREAM_WEBHOOK_TIMEOUT_S": "2",
         "SENDSTREAM_WEBHOOK_POLL_S": "0.2",
         "SENDSTREAM_INBOX_DEFAULT_DOMAIN": "inboxes.example.test",
+        "SENDSTREAM_SHARED_DOMAINS": json.dumps(SHARED_DOMAINS),
+        "SENDSTREAM_DNS_NAMESERVERS": json.dumps([dns_server.address]),
+        "SENDSTREAM_DNS_TIMEOUT_S": "2",
         "SENDSTREAM_MAILSYNC_POLL_S": "2",  # the spam folder checked, and IDLE renewed, this often
         "SENDSTREAM_MAILSYNC_RETRY_DELAYS_S": "[0.5, 1, 2]",
         "SENDSTREAM_INBOX_DEFAULT_RELAY": json.dumps(default_relay.smtp_settings()),

@@ -242,6 +242,18 @@ class IngressSettings(WebhookSettings):
         description="Domain of the address an inbox created without `email` gets. Unset: `email` is required. "
         "`make run` sets `sendstream.localhost`.",
     )
+    shared_domains: list[str] = Field(
+        default_factory=list,
+        description="Domains (JSON list; their subdomains too) where any organization may take an address "
+        "nobody holds, as at SENDSTREAM_INBOX_DEFAULT_DOMAIN, without proving the domain: for a deployment "
+        "whose tenants are teams of one company. Elsewhere a tenant needs a domain it verified (/v1/domains).",
+    )
+    dns_nameservers: list[str] = Field(
+        default_factory=list,
+        description='Resolvers (JSON list of "ip" or "ip:port") that domain verification asks for its TXT '
+        "records. Empty: the machine's own (/etc/resolv.conf).",
+    )
+    dns_timeout_s: float = Field(5.0, gt=0, description="Longest a domain verification's DNS lookup may take.")
 
 
 class DecideSettings(CommonSettings):

@@ -30,6 +30,7 @@ from services.ingress.idempotency import sweep_expired
 # Importing the route modules registers their routes.
 from services.ingress.routes import (  # noqa: F401
     admin,
+    domains,
     events,
     identities,
     inboxes,

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 from schemas.api.common import ErrorBody, FlatErrorBody
 from schemas.api.mailboxes import DetailErrorBody
 from services.common.broker import is_transient
-from services.ingress.core.errors import Conflict, Invalid, NotFound, RateLimited
+from services.ingress.core.errors import Conflict, Forbidden, Invalid, NotFound, RateLimited, TooLarge
 
 log = structlog.get_logger("sendstream.ingress")
 
@@ -261,6 +261,11 @@ def add_routes(app: web.Application, authenticate: Authenticate) -> None:
                 principal = await authenticate(request)
                 if not principal.allows(spec.scope):
                     raise ApiError(403, "forbidden", f"this API key lacks the `{spec.scope}` scope")
+            for name, value in request.match_info.items():
+                _check_text(value, name)
+            for name, value in request.query.items():
+                _check_text(name, "query parameter name")
+                _check_text(value, name)
             raw, body = b"", None
             if spec.body is not None:
                 raw = await read_body(request, request.app[MAX_BODY] + spec.extra_body)
@@ -272,8 +277,12 @@ def add_routes(app: web.Application, authenticate: Authenticate) -> None:
                 raise ApiError(404, "not_found", f"{noun} not found") from None
             except Conflict as exc:
                 raise ApiError(409, "conflict", str(exc)) from None
+            except Forbidden as exc:
+                raise ApiError(403, "forbidden", str(exc)) from None
             except Invalid as exc:
                 raise ApiError(400, "invalid_request", str(exc)) from None
+            except TooLarge as exc:
+                raise ApiError(413, "payload_too_large", str(exc)) from None
             except RateLimited as exc:
                 raise ApiError(
                     429, "rate_limited", str(exc), {"Retry-After": str(exc.retry_after_s), **exc.headers}

@@ -64,23 +64,30 @@ class Target:
 
 TARGETS = """
 SELECT lower(i.handle) AS address, i.id AS identity_id, i.org_id, NULL::uuid AS mailbox_id, i.dialect,
-       true AS by_handle
+       true AS by_handle, i.created_at
   FROM identities i WHERE lower(i.handle) = ANY($1::text[]) AND i.deleted_at IS NULL
 UNION ALL
-SELECT lower(m.email), m.identity_id, m.org_id, m.id, i.dialect, false
+SELECT lower(m.email), m.identity_id, m.org_id, m.id, i.dialect, false, m.created_at
   FROM mailboxes m JOIN identities i ON i.id = m.identity_id
  WHERE lower(m.email) = ANY($1::text[]) AND m.deleted_at IS NULL AND i.deleted_at IS NULL
 """
 
 
 async def hosted(pool: asyncpg.Pool, addresses: list[str]) -> dict[str, list[Target]]:
-    """The identities mail to each of `addresses` is for (the hosted ones only, by lower-cased address). A handle is one
-    identity's (handles are unique); an address that is no handle reaches every identity with an
-    account of that address."""
+    """The identities mail to each of `addresses` is for (the hosted ones only, by lower-cased address).
+
+    An address belongs to one organization (services/ingress/core/domains.py); where data from before
+    that rule gives it to several, it is the one that took it first, and `sendstream addresses conflicts`
+    lists the others. A handle is one identity's (handles are unique); an address that is no handle
+    reaches every identity of the organization with an account of that address."""
     rows = await pool.fetch(TARGETS, [a.lower() for a in addresses])
     out: dict[str, list[Target]] = {}
     for address in addresses:
         mine = [r for r in rows if r["address"] == address.lower()]
+        if not mine:
+            continue
+        owner = min(mine, key=lambda r: (r["created_at"], r["identity_id"]))["org_id"]
+        mine = [r for r in mine if r["org_id"] == owner]
         by_handle = {r["identity_id"] for r in mine if r["by_handle"]}
         found: dict[UUID, Target] = {}
         for r in mine:
@@ -89,8 +96,7 @@ async def hosted(pool: asyncpg.Pool, addresses: list[str]) -> dict[str, list[Tar
             known = found.get(r["identity_id"])
             if known is None or (known.mailbox_id is None and r["mailbox_id"] is not None):
                 found[r["identity_id"]] = Target(r["identity_id"], r["org_id"], r["mailbox_id"], r["dialect"])
-        if found:
-            out[address.lower()] = list(found.values())
+        out[address.lower()] = list(found.values())
     return out
 
 

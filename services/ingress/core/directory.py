@@ -29,6 +29,7 @@ from schemas.events import (
 from services.common import timers, views
 from services.common.timezones import local_day_start
 from services.ingress.context import Context
+from services.ingress.core import domains
 from services.ingress.core.errors import Conflict, NotFound
 
 
@@ -194,6 +195,7 @@ async def _insert_account(
     c: Context, conn: asyncpg.Connection, identity: asyncpg.Record, account: NewAccount, correlation_id: str,
     facts: list[Envelope],
 ) -> asyncpg.Record:  # fmt: skip
+    await domains.claim(conn, c.settings, identity["org_id"], account.email)
     try:
         async with conn.transaction():  # a savepoint: the conflict is reported, the transaction goes on
             row = await conn.fetchrow(
@@ -225,9 +227,11 @@ async def create_identity(
     dialect: Dialect = "identities",
 ) -> tuple[asyncpg.Record, list[asyncpg.Record]]:
     """A new identity (every dialect's sender: an identity, an inbox, a mailbox) with its first accounts,
-    announced with IdentityCreated and MailboxAdded. Conflict if the handle is taken."""
+    announced with IdentityCreated and MailboxAdded. Forbidden at a domain the organization does not hold
+    (services/ingress/core/domains.py), Conflict if the handle is taken."""
     try:
         async with change(c) as (conn, facts):
+            await domains.claim(conn, c.settings, org_id, handle)
             identity = await conn.fetchrow(
                 """INSERT INTO identities (id, org_id, handle, daily_cap, timezone, name, dialect)
                    VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *""",

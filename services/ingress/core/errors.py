@@ -16,6 +16,10 @@ class Conflict(Exception):
     """What a request would create exists already (a handle, an address in a pool): 409."""
 
 
+class Forbidden(Exception):
+    """The caller's organization may not do this (use an address at a domain it does not hold): 403."""
+
+
 class RateLimited(Exception):
     """Too many requests for now: 429 with Retry-After."""
 
@@ -23,6 +27,10 @@ class RateLimited(Exception):
         super().__init__(message)
         self.retry_after_s = retry_after_s
         self.headers = headers or {}
+
+
+class TooLarge(Exception):
+    """A request over a size limit: 413 with the message, which names the field and the limit."""
 
 
 class Invalid(Exception):
