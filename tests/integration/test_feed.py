@@ -139,3 +139,34 @@ async def test_the_long_poll_returns_soon_after_a_message_arrives_and_times_out_
     assert status == 200 and after["message"] is None and after["cursor"] == got["cursor"]
     assert (await api.call("GET", "/v1/messages/wait?inbox=nobody@nowhere.test&timeout=1"))[0] == 404
     assert (await api.call("GET", f"/v1/messages/wait?inbox={email}&timeout=99"))[0] == 400
+
+
+async def test_a_stream_and_a_long_poll_end_within_a_second_of_their_keys_revocation(
+    api: Api, relay: Relay
+) -> None:
+    """Finding 9: revoking a key ends the streams and long polls it opened (an `error` event, a 401),
+    and events after the revocation never reach them."""
+    _, minted, _ = await api.call("POST", "/v1/api-keys", {"scopes": ["read"]})
+    reader = api.as_key(minted["apiKey"])
+    email = f"revoked-{uuid.uuid4().hex[:6]}@agents.example.test"
+    _, inbox, _ = await api.call("POST", "/v1/inboxes", {"email": email, "smtp": relay.smtp_settings()})
+    headers = {"Authorization": f"Bearer {reader.key}"}
+    async with api.session.get(f"{api.base}/v1/events/stream?types=SuppressionAdded", headers=headers) as live:
+        assert live.status == 200
+        before = await suppress(api, 1, "before-revocation")
+        [seen] = await read_events(live, 1)
+        assert json.loads(seen["data"])["event"]["payload"]["address"] == before[0]
+        polling = asyncio.create_task(reader.call("GET", f"/v1/messages/wait?inbox={inbox['id']}&timeout=30"))
+        await asyncio.sleep(0.3)
+        assert (await api.call("DELETE", f"/v1/api-keys/{minted['id']}"))[0] == 204
+        revoked_at = time.monotonic()
+        after = await suppress(api, 1, "after-revocation")
+        [ended] = await read_events(live, 1, timeout=5)
+        assert ended["event"] == "error" and json.loads(ended["data"])["type"] == "unauthorized", (ended, after)
+        assert time.monotonic() - revoked_at < 2.5
+        assert await asyncio.wait_for(live.content.read(), 5) == b""  # the server closed the stream
+        status, body, _ = await asyncio.wait_for(polling, 5)
+        assert status == 401 and "revoked" in body["error"]["message"], body
+        assert time.monotonic() - revoked_at < 2.5
+    status, _, _ = await reader.call("GET", "/v1/events/stream")
+    assert status == 401

@@ -375,3 +375,18 @@ async def test_a_request_decide_cannot_store_is_rejected_visibly_and_the_partiti
     assert status == 202, body
     [got] = await relay.wait_for(1)
     assert got.message["Subject"] == "after"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/identities/%00", "/v1/suppressions/%00", "/mailboxes/%00", "/v1/messages/wait?inbox=%00",
+        "/v1/events?types=%00", "/v1/inboxes/%00/messages", "/v1/events?x%00=1",
+    ],
+)  # fmt: skip
+async def test_nul_or_a_lone_surrogate_in_a_path_or_query_is_400_naming_it(api: Api, path: str) -> None:
+    """Finding 11: a parameter PostgreSQL cannot store is refused as bad input, not a 500."""
+    status, body, _ = await api.call("GET", path)
+    assert status == 400, (path, status, body)
+    text = json.dumps(body)
+    assert "NUL" in text or "surrogate" in text or "UTF-8" in text, (path, body)

@@ -97,3 +97,21 @@ def test_a_message_over_10_mb_once_composed_is_refused() -> None:
     )
     assert [(a.filename, a.size) for a in attached.attachments] == [("v.bin", 7 * MB)]
     assert list(files) == [attached.attachments[0].sha256]
+
+
+@pytest.mark.parametrize(
+    ("name", "blocked"),
+    [
+        ("run.bat.", "bat"), ("run.bat ", "bat"), ("run.bat. . ", "bat"), ("run.js::$DATA", "js"),
+        ("run.JS:hidden", "js"), ("setup\uff0eexe", "exe"), ("invoice.pdf.exe", "exe"), ("tool.EXE\u00a0", "exe"),
+    ],
+)  # fmt: skip
+def test_a_blocked_type_is_judged_by_the_name_a_receiving_system_gives_the_file(name: str, blocked: str) -> None:
+    """Trailing dots and spaces, NTFS streams and compatibility forms are dropped as Windows drops them."""
+    with pytest.raises(Invalid, match=rf"files of type \.{blocked} are blocked"):
+        check_file(file(name, "text/plain", b"echo hi\r\n"))
+
+
+@pytest.mark.parametrize("name", ["Meeting: notes.txt", "report.pdf.", "v1.2 plan.txt"])
+def test_names_that_only_look_odd_pass(name: str) -> None:
+    check_file(file(name, "text/plain", b"plain words\n"))

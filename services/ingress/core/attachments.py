@@ -8,8 +8,10 @@ schemas/limits.py (25 MB of files; 10 MB for the whole message as composed for t
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email import message_from_bytes, policy
 from uuid import UUID
 
 import puremagic
@@ -18,7 +20,7 @@ from schemas.events import Attachment, Content
 from schemas.limits import BLOCKED_EXTENSIONS, BLOCKED_TYPES, CALLER_ATTACHMENTS_MAX, FINAL_MIME_MAX, MB
 from services.common.blobs import BlobStore, ref_of
 from services.common.mime import UnsendableMessage, compose
-from services.ingress.core.errors import Invalid
+from services.ingress.core.errors import Invalid, TooLarge
 
 # Declared types whose formats have a signature: a file declared as one of these whose bytes read as
 # another format is refused (a PDF sent as image/png). Other declared types (text formats, the office
@@ -84,9 +86,18 @@ def _matches(declared: str, found: str) -> bool:
     return found == declared
 
 
+def receiving_name(filename: str) -> str:
+    """The name a receiving system gives the file, by which it picks what runs it: Windows drops what
+    follows a colon (an NTFS stream: `run.js::$DATA`) and trailing dots and spaces (`run.bat. `);
+    compatibility forms are folded (a fullwidth dot and letters read as ASCII ones)."""
+    name = unicodedata.normalize("NFKC", filename).partition(":")[0]
+    return name.rstrip(" .\t\u00a0")
+
+
 def check_file(upload: Upload) -> None:
     """Refuse one file that must not be sent: blocked, or not what it says it is."""
-    extension = upload.filename.rpartition(".")[2].lower() if "." in upload.filename else ""
+    name = receiving_name(upload.filename)
+    extension = name.rpartition(".")[2].lower() if "." in name else ""
     if extension in BLOCKED_EXTENSIONS:
         raise Invalid(f"{upload.named}: files of type .{extension} are blocked")
     if upload.content_type in BLOCKED_TYPES:
@@ -98,6 +109,25 @@ def check_file(upload: Upload) -> None:
     found = [m.mime_type for m in sniffed if m.mime_type]
     if declared in _SIGNED and found and not any(_matches(d, f) for d in _SIGNED[declared] for f in found):
         raise Invalid(f"{upload.named}: contentType is {upload.content_type} but the content is {found[0]}")
+
+
+def check_carried(field: str, originals: list[Attachment], files: dict[str, bytes]) -> None:
+    """Refuse a forward that would carry a received file that must not be sent (`field`: what carries it)."""
+    for a in originals:
+        check_file(Upload(field, a.filename, a.content_type, files[a.sha256]))
+
+
+def check_wrapped(field: str, raw: bytes) -> None:
+    """Refuse a forward that would wrap a received message carrying a file that must not be sent: each part
+    with a file name, at any depth (messages inside messages too)."""
+    for part in message_from_bytes(raw, policy=policy.default).walk():
+        if (filename := part.get_filename()) is None or part.is_multipart():
+            continue
+        try:
+            data = part.get_payload(decode=True) or b""
+        except Exception:  # undecodable: judged by its name and declared type alone
+            data = b""
+        check_file(Upload(field, filename, part.get_content_type(), data))
 
 
 def check(uploads: list[Upload]) -> None:
@@ -123,10 +153,27 @@ def attachments_of(uploads: list[Upload]) -> tuple[list[Attachment], dict[str, b
     return [a for a, _ in found], {a.sha256: u.data for a, u in found}
 
 
+def check_bodies(content: Content, limit: int) -> None:
+    """Refuse (413) a caller's text or HTML body over `limit` bytes (SENDSTREAM_MAX_BODY_BYTES), in every
+    dialect: a route that takes files takes a body far over that limit, for the files alone."""
+    names = _BODY_FIELDS.get(content.dialect or "", {})
+    for field in ("text", "html"):
+        body = getattr(content, field)
+        if body is not None and len(body) > limit // 4 and (size := len(body.encode())) > limit:
+            raise TooLarge(f"{names.get(field, field)}: {size} bytes, over the limit of {limit} bytes for a body")
+
+
+_BODY_FIELDS = {"mailboxes": {"text": "body_text", "html": "body_html"}}
+
+
 def check_composed(from_addr: str, to: list[str], content: Content, files: dict[str, bytes]) -> None:
     """Refuse a message that would be over FINAL_MIME_MAX once composed (base64 makes files a third
-    larger): composed here as dispatch will, with a Message-ID of the same length."""
-    if not content.attachments:
+    larger): composed here as dispatch will, with a Message-ID of the same length, unless its size is
+    surely under the limit (a body's transfer encoding at most triples it)."""
+    bodies = sum(len(b.encode()) for b in (content.text, content.html) if b)
+    files_size = sum(a.size for a in content.attachments) + (content.forwarded.original.size
+        if content.forwarded and content.forwarded.original else 0)  # fmt: skip
+    if 3 * bodies + files_size * 1.4 + 64 * 1024 < FINAL_MIME_MAX:
         return
     placeholder = f"<{'0' * 36}@{from_addr.rpartition('@')[2]}>"
     try:
@@ -134,9 +181,13 @@ def check_composed(from_addr: str, to: list[str], content: Content, files: dict[
     except UnsendableMessage as exc:
         raise Invalid(f"attachments: {exc}") from None
     if size > FINAL_MIME_MAX:
-        largest = max(content.attachments, key=lambda a: a.size)
+        culprit = (
+            f"attachments ({max(content.attachments, key=lambda a: a.size).filename})"
+            if content.attachments
+            else "the message"
+        )
         raise Invalid(
-            f"attachments ({largest.filename}): the message would be {size} bytes once composed, over the "
+            f"{culprit}: the message would be {size} bytes once composed, over the "
             f"{FINAL_MIME_MAX // MB} MB limit of outgoing mail (attachments grow by a third in transit)"
         )
 

@@ -1,5 +1,5 @@
 """Per-organization request limits over a rolling window, shared by every ingress process: the counts
-are PostgreSQL rows by minute, and one organization's admissions are serialized by a transaction-level
+are PostgreSQL rows by minute, and each bucket's admissions are serialized by a transaction-level
 advisory lock, so two processes can never both admit the last request."""
 
 from __future__ import annotations
@@ -8,23 +8,32 @@ import hashlib
 import math
 import time
 from dataclasses import dataclass
+from typing import Any
 from uuid import UUID
 
 import asyncpg
 
 from services.common import db
+from services.common.settings import IngressSettings
 from services.ingress.core.errors import RateLimited
 
-ADMIT = """
-WITH lock AS (SELECT pg_advisory_xact_lock($4)),
-     used AS (SELECT coalesce(sum(count), 0) AS n, min(minute) AS oldest FROM request_counts, lock
-               WHERE org_id = $1 AND bucket = $2 AND minute > now() - make_interval(secs => $3))
-SELECT n, extract(epoch FROM oldest + make_interval(secs => $3) - now()) AS free_in FROM used
+USED = """
+SELECT coalesce(sum(count), 0) AS n, extract(epoch FROM min(minute) + make_interval(secs => $3) - now()) AS free_in
+  FROM request_counts WHERE org_id = $1 AND bucket = $2 AND minute > now() - make_interval(secs => $3)
 """
 COUNT = """
 INSERT INTO request_counts (org_id, bucket, minute, count) VALUES ($1, $2, date_trunc('minute', now()), 1)
 ON CONFLICT (org_id, bucket, minute) DO UPDATE SET count = request_counts.count + 1
 """
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A limit on requests of one purpose: `limit` per rolling window, named `what` in the 429."""
+
+    bucket: str
+    limit: int
+    what: str
 
 
 @dataclass(frozen=True)
@@ -44,24 +53,52 @@ class Window:
         }
 
 
-async def admit(
-    pool: asyncpg.Pool, org_id: UUID, bucket: str, limit: int, window_s: int = 3600, what: str = "requests"
-) -> Window:
-    """Count one request of `org_id` for `bucket`, or raise RateLimited (with when to retry, and the
-    X-RateLimit-* headers) if `limit` requests were admitted within the last `window_s` seconds."""
+INBOX_SENDS = "inboxes.send"  # an organization's sends and replies to its inboxes share one budget
+
+
+def send_budgets(settings: IngressSettings, identity: Any, route: str) -> list[Budget]:
+    """What a send through `route` (the dialect of the route it came by) to `identity` spends: the budget of
+    the route's dialect and the budget of the identity's own (the dialect it was made in), so every route
+    to one inbox or one mailbox counts against the same limit. The identities dialect has none of its
+    own: its identities are held by daily caps and their mailboxes' limits (decide)."""
+    budgets = []
+    if "inboxes" in (route, identity["dialect"]):
+        budgets.append(Budget(INBOX_SENDS, settings.inbox_sends_per_hour, "requests"))
+    if "mailboxes" in (route, identity["dialect"]):
+        bucket = f"mailboxes.send:{identity['id']}"
+        budgets.append(Budget(bucket, settings.mailbox_sends_per_hour, "sends per mailbox"))
+    return budgets
+
+
+def _lock(org_id: UUID, bucket: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"{org_id}/{bucket}".encode()).digest()[:8], "big", signed=True)
+
+
+async def admit(pool: asyncpg.Pool, org_id: UUID, budgets: list[Budget], window_s: int = 3600) -> list[Window]:
+    """Count one request of `org_id` against every one of `budgets`, or against none and raise RateLimited
+    (with when to retry, and the X-RateLimit-* headers) if one of them admitted its `limit` requests within
+    the last `window_s` seconds. Each bucket's admissions are serialised by a transaction-level advisory
+    lock taken before its count is read (by a statement of its own, whose snapshot sees every admission
+    committed before it), so two processes can never both admit the last request."""
+    if not budgets:
+        return []
     async with pool.acquire() as conn, conn.transaction():
-        lock = int.from_bytes(hashlib.sha256(f"{org_id}/{bucket}".encode()).digest()[:8], "big", signed=True)
-        used, free_in = await conn.fetchrow(ADMIT, org_id, bucket, window_s, lock)
-        free_in = max(1, math.ceil(float(free_in if free_in is not None else window_s)))
-        window = Window(limit, max(limit - used - 1, 0), math.ceil(time.time()) + free_in)
-        if used >= limit:
-            raise RateLimited(
-                f"Rate limit exceeded ({limit} {what} per hour)",
-                free_in,
-                Window(limit, 0, window.reset_at).headers(),
-            )
-        await conn.execute(COUNT, org_id, bucket)
-        return window
+        for lock in sorted(_lock(org_id, b.bucket) for b in budgets):
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", lock)
+        windows = []
+        for b in budgets:
+            used, free_in = await conn.fetchrow(USED, org_id, b.bucket, window_s)
+            free_in = max(1, math.ceil(float(free_in if free_in is not None else window_s)))
+            reset_at = math.ceil(time.time()) + free_in
+            if used >= b.limit:
+                raise RateLimited(
+                    f"Rate limit exceeded ({b.limit} {b.what} per hour)", free_in,
+                    Window(b.limit, 0, reset_at).headers(),
+                )  # fmt: skip
+            windows.append(Window(b.limit, max(b.limit - used - 1, 0), reset_at))
+        for b in budgets:
+            await conn.execute(COUNT, org_id, b.bucket)
+        return windows
 
 
 async def sweep(pool: asyncpg.Pool, window_s: int = 3600) -> int:

@@ -81,6 +81,10 @@ async def submit(
 
     A request answered before it was decided (`queued`) is watched until it is: should its event be
     lost with the log, it is published again (services/common/redrive.py)."""
+    if cmd.content.forwarded is None:  # a forward's bodies carry the original's: the composed size holds it
+        attachments.check_bodies(cmd.content, c.settings.max_body_bytes)
+    to = cmd.messages[0] if isinstance(cmd, NewSend) else cmd.recipients or [cmd.to]
+    attachments.check_composed(identity["handle"], to, cmd.content, files or {})
     if files:
         await attachments.store(c.blobs, cmd.content.attachments, files, identity["org_id"])
     content = await bodies.offload(

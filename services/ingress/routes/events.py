@@ -4,12 +4,18 @@ the next message an inbox receives (`/v1/messages/wait`). See services/ingress/f
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable
+from typing import TypeVar
+
 import asyncpg
 from aiohttp import web
 
 from schemas import ids
 from schemas.api.common import iso
 from schemas.api.events import EventPage, FeedEvent, WaitResult
+from services.common.broker import is_transient
+from services.ingress.auth import authenticate
 from services.ingress.context import ctx
 from services.ingress.core import directory
 from services.ingress.feed import head, page
@@ -17,6 +23,41 @@ from services.ingress.http import ApiError, Call, json_model, query_limit, route
 
 KEEP_ALIVE_S = 15.0  # a stream with nothing to say sends a comment this often
 LONGEST_WAIT_S = 30
+RECHECK_KEY_S = 1.0  # a stream or long poll ends this soon after its key is revoked
+T = TypeVar("T")
+
+
+class KeyRevoked(Exception):
+    """The key a stream or long poll was opened with is no longer valid."""
+
+
+async def while_key_valid(call: Call, work: Awaitable[T]) -> T:
+    """`work`'s result, unless the caller's key is revoked first (checked every RECHECK_KEY_S: through the
+    key cache, which every ingress process empties of a revoked key as soon as it hears of it, else the
+    database): then KeyRevoked, and `work` is cancelled."""
+    c = ctx(call)
+
+    async def revoked() -> None:
+        while True:
+            await asyncio.sleep(RECHECK_KEY_S)
+            try:
+                await authenticate(call.request, c.pool, c.cache)
+            except ApiError:
+                return
+            except Exception as exc:  # the database is away: the work finds out for itself
+                if not is_transient(exc):
+                    raise
+
+    task, watch = asyncio.ensure_future(work), asyncio.ensure_future(revoked())
+    try:
+        done, _ = await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        task.cancel()
+        watch.cancel()
+    if task in done:
+        return task.result()
+    watch.result()
+    raise KeyRevoked
 
 
 def feed_event(row: asyncpg.Record) -> FeedEvent:
@@ -80,7 +121,8 @@ async def stream_events(call: Call) -> web.StreamResponse:
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     )
     await response.prepare(call.request)
-    try:
+
+    async def push(after: int) -> None:
         await response.write(b"retry: 2000\n\n")
         while True:
             rows = await c.feed.until(
@@ -89,18 +131,28 @@ async def stream_events(call: Call) -> web.StreamResponse:
             if not rows:
                 await response.write(b": keep-alive\n\n")
                 continue
+            try:  # nothing more once the key is revoked (the key cache hears of it at once)
+                await authenticate(call.request, c.pool, c.cache)
+            except ApiError:
+                raise KeyRevoked from None
             chunk = []
             for r in rows:
                 data = feed_event(r).model_dump_json()
                 chunk.append(f"id: {r['seq']}\nevent: {r['type']}\ndata: {data}\n\n")
             await response.write("".join(chunk).encode())
             after = rows[-1]["seq"]
+
+    try:
+        await while_key_valid(call, push(after))
+    except KeyRevoked:  # the stream ends, saying why; a reconnection with the same key is 401
+        await response.write(b'event: error\ndata: {"type": "unauthorized", "message": "the API key was revoked"}\n\n')
     except ConnectionResetError:  # the client left; it resumes with Last-Event-ID
-        return response
+        pass
+    return response
 
 
 @route(
-    "GET", "/v1/messages/wait", scope="read", tag="events", response=WaitResult, errors=(400, 404),
+    "GET", "/v1/messages/wait", scope="read", tag="events", response=WaitResult, errors=(400, 401, 404),
     summary="Wait (long poll, `timeout` up to 30 s) for the next message `inbox` (an inbox id or an identity "
     "handle) receives after `after` (a cursor; by default, now)",
 )  # fmt: skip
@@ -132,7 +184,10 @@ async def wait_for_message(call: Call) -> web.Response:
             org_id, after, str(identity["id"]),
         )  # fmt: skip
 
-    row = await c.feed.until(org_id, received, int(timeout))
+    try:
+        row = await while_key_valid(call, c.feed.until(org_id, received, int(timeout)))
+    except KeyRevoked:
+        raise ApiError(401, "unauthorized", "the API key was revoked") from None
     return json_model(
         WaitResult(message=feed_event(row) if row else None, cursor=str(row["seq"] if row else after))
     )

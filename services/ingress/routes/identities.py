@@ -38,7 +38,7 @@ from schemas.events import (
 )
 from services.common import views
 from services.ingress.context import ctx
-from services.ingress.core import directory
+from services.ingress.core import directory, ratelimit
 from services.ingress.core.send import submit
 from services.ingress.http import Call, json_model, not_found, route
 from services.ingress.idempotency import IdSource, idempotent
@@ -361,6 +361,7 @@ async def send(call: Call) -> web.Response:
         cmd = NewSend(identity_id=identity["id"], messages=[[to] for to in b.recipients()], content=content)
 
     async def run(new: IdSource) -> web.Response:
+        await ratelimit.admit(c.pool, identity["org_id"], ratelimit.send_budgets(c.settings, identity, "identities"))
         response, status = send_response(await submit(c, call, cmd, identity, new), identity["handle"])
         return json_model(response, status)
 

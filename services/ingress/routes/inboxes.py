@@ -40,7 +40,6 @@ from services.ingress.http import ApiError, Call, json_model, query_limit, route
 from services.ingress.idempotency import IdSource, idempotent
 
 DIALECT = {"tag": "inboxes", "nouns": NOUNS, "error_body": FlatErrorBody}
-SENDS = "inboxes.send"  # sends and replies share the organization's hourly budget
 
 
 def generated_address(name: str | None, domain: str) -> str:
@@ -109,7 +108,7 @@ async def send_one(
     c = ctx(call)
 
     async def run(new: IdSource) -> web.Response:
-        await ratelimit.admit(c.pool, inbox["org_id"], SENDS, c.settings.inbox_sends_per_hour)
+        await ratelimit.admit(c.pool, inbox["org_id"], ratelimit.send_budgets(c.settings, inbox, "inboxes"))
         [m] = (await submit(c, call, cmd, inbox, new, files)).messages
         return json_model(sent_message(m, inbox, shown, datetime.now(UTC)))
 

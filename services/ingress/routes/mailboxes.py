@@ -214,10 +214,9 @@ async def send_one(call: Call, mailbox, make_command, files: dict[str, bytes] | 
     c = ctx(call)
 
     async def run(new: IdSource) -> web.Response:
-        window = await ratelimit.admit(
-            c.pool, mailbox["org_id"], f"mailboxes.send:{mailbox['id']}", c.settings.mailbox_sends_per_hour,
-            what="sends per mailbox",
-        )  # fmt: skip
+        *_, window = await ratelimit.admit(
+            c.pool, mailbox["org_id"], ratelimit.send_budgets(c.settings, mailbox, "mailboxes")
+        )  # the mailbox's own budget is the last
         cmd = make_command()
         [m] = (await submit(c, call, cmd, mailbox, new, files)).messages
         # Read-your-writes: the message this answer names can be read at once.
@@ -294,6 +293,8 @@ async def forward_message(call: Call) -> web.Response:
         raise ApiError(
             400, "invalid_request", "recipients.to: a forward to bcc only is not supported; add to or cc"
         )
+    note = Content(text=b.body_text, html=b.body_html, dialect="mailboxes")
+    attachments.check_bodies(note, c.settings.max_body_bytes)  # the caller's note; the original's, by size
     uploads = uploads_of("additional_attachments", b.additional_attachments)
     attachments.check(uploads)
     callers, files = attachments.attachments_of(uploads)
@@ -307,6 +308,7 @@ async def forward_message(call: Call) -> web.Response:
     try:
         if wrapped:
             raw = await c.blobs.get(original["raw_sha256"])
+            attachments.check_wrapped("mode (wrapped): the original's file", raw)
             files[original["raw_sha256"]] = raw
             kept = Forwarded(
                 message_id=original["id"], rfc_message_id=original["rfc_message_id"], mode="wrapped",
@@ -321,6 +323,7 @@ async def forward_message(call: Call) -> web.Response:
             )
             for a in carried:
                 files[a.sha256] = await c.blobs.get(a.sha256)
+            attachments.check_carried("include_original_attachments: the original's file", carried, files)
     except BlobMissing:
         raise ApiError(
             502, "storage_unavailable", "the original's body or attachments could not be loaded"
