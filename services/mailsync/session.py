@@ -22,7 +22,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.parser import BytesHeaderParser
-from email.policy import default as default_policy
 from email.utils import parseaddr
 from uuid import UUID
 
@@ -32,7 +31,7 @@ import structlog
 from prometheus_client import Counter
 
 from services.common.receiving.intake import Intake, Refused, Target, Turn, screened
-from services.common.receiving.parse import MAX_TOKEN, Unacceptable, header, one_line
+from services.common.receiving.parse import MAX_TOKEN, Unacceptable, header, one_line, policy
 from services.common.secrets import Secrets
 from services.common.settings import MailsyncSettings
 
@@ -355,7 +354,7 @@ class Session:
         """Hand one message to the intake, unless it is a copy of our own outbound mail, one the views hold
         already (read again after a UIDVALIDITY change), or refused by the organization's sender rules;
         its events go on the log in its `turn`."""
-        headers = BytesHeaderParser(policy=default_policy).parsebytes(raw)
+        headers = BytesHeaderParser(policy=policy()).parsebytes(raw)
         ids = _MSG_ID.findall(header(headers, "Message-ID"))
         message_id = one_line(ids[0], MAX_TOKEN) if ids and len(ids[0]) <= MAX_TOKEN else None
         target = self.account.target

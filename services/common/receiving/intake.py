@@ -369,9 +369,10 @@ class Intake:
             await asyncio.gather(*acks)
 
         s = self.settings
-        parsed = parse(
-            data, mail_from, Limits(s.intake_max_nesting, s.intake_max_parts, s.intake_max_header_fields)
-        )
+        limits = Limits(s.intake_max_nesting, s.intake_max_parts, s.intake_max_header_fields)
+        parsed = await asyncio.to_thread(
+            parse, data, mail_from, limits
+        )  # CPU on a stranger's bytes: off the loop
         if parsed.from_addr.lower() != mail_from.lower():  # the From header, as the rules see it too
             recipients = {
                 a: await screened(self.pool, ts, parsed.from_addr, a, "data") for a, ts in recipients.items()

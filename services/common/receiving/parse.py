@@ -15,8 +15,9 @@ import dataclasses
 import hashlib
 import re
 from dataclasses import dataclass, field
-from email import message_from_bytes, policy
+from email import message_from_bytes
 from email.message import EmailMessage, Message
+from email.policy import EmailPolicy
 from typing import Any
 
 from mailparser_reply import EmailReplyParser
@@ -43,6 +44,34 @@ MAX_DIAGNOSTIC = 1000
 MAX_REFERENCES = 100  # the thread's root and its latest ones
 MAX_REPLY_TEXT = 16_000  # the reply travels in events (a large text goes to the blob store)
 _REPLY_READ = 100_000  # how much of the text the reply parser reads: the newest part is at the top
+
+
+# How much of one header's raw text the email package's header parser is given: its cost grows faster
+# than the text (a subject of 100,000 encoded words took gigabytes), and nothing kept is longer.
+# Address lists get more room (a message may name many recipients); the raw message keeps them all.
+MAX_HEADER_CHARS = 4 * 1024
+MAX_ADDRESS_LIST_CHARS = 64 * 1024
+MAX_HEADERS_CHARS = 1024 * 1024  # every header block's text together (the message's and its parts')
+_ADDRESS_LISTS = {"to", "cc"}
+
+
+class _Bounded(EmailPolicy):
+    """policy.default, whose header parser reads at most the first MAX_HEADER_CHARS of a header, once:
+    the email package parses a header again on every look (a part's Content-Type, a dozen times)."""
+
+    def header_fetch_parse(self, name: str, value: str) -> Any:
+        bound = MAX_ADDRESS_LIST_CHARS if name.lower() in _ADDRESS_LISTS else MAX_HEADER_CHARS
+        key = (name, value[:bound])
+        if (parsed := self._parsed.get(key)) is None:
+            parsed = self._parsed[key] = super().header_fetch_parse(*key)
+        return parsed
+
+
+def policy() -> _Bounded:
+    """A policy for one message (its headers parsed once, for as long as the message is read)."""
+    bounded = _Bounded()
+    object.__setattr__(bounded, "_parsed", {})  # policies are immutable once made
+    return bounded
 
 
 @dataclass(frozen=True)
@@ -253,7 +282,7 @@ def _cleaned(value: Any, limit: int = MAX_TOKEN) -> Any:
 
 def check_structure(msg: Message, limits: Limits) -> None:
     """Refuse (`Unacceptable`) a message nested deeper, or with more parts or header fields, than `limits`."""
-    parts, stack = 0, [(msg, 0)]
+    parts, header_chars, stack = 0, 0, [(msg, 0)]
     while stack:
         part, depth = stack.pop()
         parts += 1
@@ -263,6 +292,11 @@ def check_structure(msg: Message, limits: Limits) -> None:
             raise Unacceptable(554, "5.6.0", f"the message has more than {limits.parts} MIME parts")
         if len(part) > limits.header_fields:
             raise Unacceptable(554, "5.6.0", f"a header block has more than {limits.header_fields} fields")
+        header_chars += sum(len(v) for _, v in part.raw_items())
+        if header_chars > MAX_HEADERS_CHARS:
+            raise Unacceptable(
+                554, "5.6.0", f"the message's headers take more than {MAX_HEADERS_CHARS} characters"
+            )
         payload = part.get_payload() if part.is_multipart() else None
         if isinstance(payload, list):
             stack.extend((p, depth + 1) for p in payload if isinstance(p, Message))
@@ -277,7 +311,7 @@ def parse(raw: bytes, envelope_from: str = "", limits: Limits | None = None) -> 
     derived from its bytes. Raises Unacceptable for a structure beyond `limits`."""
     limits = limits or Limits()
     try:
-        msg = message_from_bytes(raw, policy=policy.default)
+        msg = message_from_bytes(raw, policy=policy())
     except RecursionError:  # the email package's parser recurses once per nested part
         raise _too_deep(limits) from None
     check_structure(msg, limits)
