@@ -59,9 +59,13 @@ class _Bounded(EmailPolicy):
     """policy.default, whose header parser reads at most the first MAX_HEADER_CHARS of a header, once:
     the email package parses a header again on every look (a part's Content-Type, a dozen times)."""
 
+    _parsed: dict[tuple[str, str], Any] | None = None  # each message's own (see `policy`)
+
     def header_fetch_parse(self, name: str, value: str) -> Any:
         bound = MAX_ADDRESS_LIST_CHARS if name.lower() in _ADDRESS_LISTS else MAX_HEADER_CHARS
         key = (name, value[:bound])
+        if self._parsed is None:
+            return super().header_fetch_parse(*key)
         if (parsed := self._parsed.get(key)) is None:
             parsed = self._parsed[key] = super().header_fetch_parse(*key)
         return parsed
@@ -69,9 +73,7 @@ class _Bounded(EmailPolicy):
 
 def policy() -> _Bounded:
     """A policy for one message (its headers parsed once, for as long as the message is read)."""
-    bounded = _Bounded()
-    object.__setattr__(bounded, "_parsed", {})  # policies are immutable once made
-    return bounded
+    return _Bounded(_parsed={})
 
 
 @dataclass(frozen=True)
