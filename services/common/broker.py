@@ -15,8 +15,9 @@
   terminal outcome by the consumer's `on_poison` (its message rejected or failed, visibly) or else
   parked, once, on the topic's dead-letter topic with the error in its headers; the partition moves
   on. An error on what the event says (a byte the database refuses: `is_content_error`) would come
-  back on every attempt: that event is settled at once, holding nobody's events up. A handler that can tell a permanent failure itself (a message no relay will take) records it as
-  that message's outcome instead of raising.
+  back on every attempt: that event is settled at once, holding nobody's events up. A handler that
+  can tell a permanent failure itself (a message no relay will take) records it as that message's
+  outcome instead of raising.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ import structlog
 from prometheus_client import Counter
 
 from services.common.receiving.intake import Intake, Refused, Target, Turn, screened
-from services.common.receiving.parse import MAX_TOKEN, Unacceptable, header, one_line, policy
+from services.common.receiving.parse import MAX_TOKEN, Unacceptable, header, one_line, policy, token
 from services.common.secrets import Secrets
 from services.common.settings import MailsyncSettings
 
@@ -356,7 +356,7 @@ class Session:
         its events go on the log in its `turn`."""
         headers = BytesHeaderParser(policy=policy()).parsebytes(raw)
         ids = _MSG_ID.findall(header(headers, "Message-ID"))
-        message_id = one_line(ids[0], MAX_TOKEN) if ids and len(ids[0]) <= MAX_TOKEN else None
+        message_id = token(ids[0]) if ids else None  # as the intake reads it
         target = self.account.target
         known = message_id and await self.pool.fetchval(
             """SELECT direction FROM messages WHERE org_id = $1 AND rfc_message_id = $2

@@ -50,7 +50,7 @@ from services.common.settings import CommonSettings
 log = structlog.get_logger("sendstream.inbound")
 RECEIVED = Counter("sendstream_inbound_messages_total", "Inbound SMTP transactions by outcome", ["outcome"])
 _IDS = uuid.UUID("5b0c7e0e-61a4-4c0e-9d7e-2f3b8c1a9e55")  # namespace of the ids derived from a message
-# Room an arrival leaves in an event for what decide adds to it (services/ingress/context.py's DERIVED_HEADROOM).
+# Room an arrival leaves in its event for what decide adds (as ingress/context.py's DERIVED_HEADROOM).
 _HEADROOM = 32 * 1024
 # What the same bytes would fail with every time (a parser's or a database's refusal of what the message
 # says, a bug on odd input): never a reason to make the sender try again.
@@ -370,9 +370,8 @@ class Intake:
 
         s = self.settings
         limits = Limits(s.intake_max_nesting, s.intake_max_parts, s.intake_max_header_fields)
-        parsed = await asyncio.to_thread(
-            parse, data, mail_from, limits
-        )  # CPU on a stranger's bytes: off the loop
+        # The parser's work on a stranger's bytes, off the event loop (other sessions go on meanwhile).
+        parsed = await asyncio.to_thread(parse, data, mail_from, limits)
         if parsed.from_addr.lower() != mail_from.lower():  # the From header, as the rules see it too
             recipients = {
                 a: await screened(self.pool, ts, parsed.from_addr, a, "data") for a, ts in recipients.items()

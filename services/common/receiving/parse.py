@@ -147,7 +147,7 @@ def one_line(text: str, limit: int) -> str:
     return _CONTROL.sub(" ", storable(text)).strip()[:limit]
 
 
-def _token(text: str) -> str | None:
+def token(text: str) -> str | None:
     """A Message-ID or an address, storable; None when it is too long to be a real one."""
     text = one_line(text, MAX_TOKEN + 1)
     return text if text and len(text) <= MAX_TOKEN else None
@@ -163,7 +163,7 @@ def header(msg: Message, name: str) -> str:
 
 
 def _ids(msg: Message, name: str) -> list[str]:
-    return [t for i in _MSG_ID.findall(header(msg, name)) if (t := _token(i))]
+    return [t for i in _MSG_ID.findall(header(msg, name)) if (t := token(i))]
 
 
 def _addresses(msg: EmailMessage, name: str) -> list[str]:
@@ -172,7 +172,7 @@ def _addresses(msg: EmailMessage, name: str) -> list[str]:
         found = [a.addr_spec for a in getattr(header, "addresses", ()) if a.addr_spec and "@" in a.addr_spec]
     except Exception:  # as in _header
         return []
-    return list(dict.fromkeys(t for a in found if (t := _token(a))))
+    return list(dict.fromkeys(t for a in found if (t := token(a))))
 
 
 def _body(msg: EmailMessage, subtype: str) -> str | None:
