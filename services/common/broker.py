@@ -14,8 +14,10 @@
 - anything else is one event's problem: that event is retried a few times in place, then given its
   terminal outcome by the consumer's `on_poison` (its message rejected or failed, visibly) or else
   parked, once, on the topic's dead-letter topic with the error in its headers; the partition moves
-  on. A handler that can tell a permanent failure itself (a message no relay will take) records it as
-  that message's outcome instead of raising.
+  on. An error on what the event says (a byte the database refuses: `is_content_error`) would come
+  back on every attempt: that event is settled at once, holding nobody's events up. A handler that
+  can tell a permanent failure itself (a message no relay will take) records it as that message's
+  outcome instead of raising.
 """
 
 from __future__ import annotations
@@ -95,6 +97,17 @@ class EventTooLarge(ValueError):
     def __init__(self, event: Envelope, size: int, limit: int):
         super().__init__(f"{event.type} {event.event_id} is {size} bytes; at most {limit} fit in one event")
         self.size, self.limit = size, limit
+
+
+# Errors an event causes by what it says, the same on every attempt: a byte or a value the database
+# refuses (asyncpg.DataError: UntranslatableCharacterError, CharacterNotInRepertoireError...), text
+# no encoding takes, an event too large for the log. Such an event is settled at once, not retried.
+CONTENT_ERRORS: tuple[type[BaseException], ...] = (asyncpg.DataError, UnicodeError, EventTooLarge)
+
+
+def is_content_error(exc: BaseException) -> bool:
+    """A failure no retry of the same event changes (see CONTENT_ERRORS)."""
+    return isinstance(exc, CONTENT_ERRORS) and not is_transient(exc)
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -623,7 +636,7 @@ def subscribe(
                             if is_transient(exc):
                                 await transient(exc)
                                 raise
-                            if attempt < settings.consumer_max_attempts:
+                            if attempt < settings.consumer_max_attempts and not is_content_error(exc):
                                 RETRIES.labels(group, "event").inc()
                                 log.warning("event failed, trying again", attempt=attempt, exc_info=exc)
                                 await asyncio.sleep(settings.consumer_retry_backoff_s)

@@ -115,6 +115,21 @@ class CommonSettings(BaseSettings):
         description="A message body (text or html) larger than this is kept in the blob store and referenced "
         "from events, instead of travelling in them.",
     )
+    intake_max_nesting: int = Field(
+        32,
+        ge=1,
+        description="Received mail (SMTP, IMAP) whose MIME parts are nested deeper than this is refused for "
+        "good (554 5.6.0 at DATA; mail sync passes over it).",
+    )
+    intake_max_parts: int = Field(
+        500, ge=1, description="Received mail with more MIME parts than this is refused for good (554 5.6.0)."
+    )
+    intake_max_header_fields: int = Field(
+        1000,
+        ge=10,
+        description="Received mail with more header fields than this in one header block (the message's or "
+        "a part's) is refused for good (554 5.6.0).",
+    )
     public_base_url: str = Field(
         "http://127.0.0.1:8080",
         description="Where the API is reached from outside: one-click unsubscribe links point here.",

@@ -21,12 +21,14 @@ import structlog
 from aiosmtpd.smtp import SMTP, Session
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
 
+from schemas.events import Authentication
 from services.common import db
 from services.common.blobs import blob_store
 from services.common.broker import ensure_topics, make_broker
 from services.common.logging import configure_logging
 from services.common.receiving.authentication import authenticate
 from services.common.receiving.intake import RECEIVED, Intake, Refused, Target, screened, targets_of
+from services.common.receiving.parse import MAX_TOKEN, Unacceptable, one_line
 from services.common.service import run, stop_event
 from services.common.settings import InboundSettings
 
@@ -44,9 +46,10 @@ class Handler:
     ) -> str:
         if len(envelope.rcpt_tos) >= self.settings.inbound_max_recipients:
             return "452 4.5.3 Too many recipients"
+        address = one_line(address, MAX_TOKEN)
         try:
             hosted = await targets_of(self.pool, address)
-            targets = await screened(self.pool, hosted, envelope.mail_from or "", address, "rcpt")
+            targets = await screened(self.pool, hosted, sender_of(envelope), address, "rcpt")
         except Exception as exc:
             log.warning("recipient lookup failed", error=repr(exc))
             return "451 4.3.0 Temporary failure, try again later"
@@ -63,17 +66,16 @@ class Handler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: SmtpEnvelope) -> str:
         known: dict[str, list[Target]] = getattr(session, "targets", {})
         recipients = {a: known[a] for a in envelope.rcpt_tos if a in known}
-        data, sender = envelope.original_content or b"", envelope.mail_from or ""
+        data, sender = envelope.original_content or b"", sender_of(envelope)
         try:
-            checked = None
-            if self.settings.inbound_authenticate:  # DNS and signature checks: off the event loop
-                checked = await asyncio.to_thread(
-                    authenticate, data, ip=session.peer[0] if session.peer else None, mail_from=sender,
-                    helo=session.host_name or "", timeout=self.settings.inbound_dns_timeout_s,
-                )  # fmt: skip
+            checked = await self.authenticated(session, data, sender)
             queued = await self.intake.keep(data, sender, recipients, authentication=checked)
         except Refused as exc:
             return f"550 5.7.1 the recipients do not accept mail from {exc}"
+        except Unacceptable as exc:
+            RECEIVED.labels("refused_for_good").inc()
+            log.info("a received message was refused for good", reply=exc.reply, size=len(data))
+            return exc.reply
         except Exception as exc:
             RECEIVED.labels("failed").inc()
             log.error("a received message could not be kept; the client is told to retry", error=repr(exc))
@@ -82,6 +84,25 @@ class Handler:
             session.targets = {}  # type: ignore[attr-defined]
         RECEIVED.labels("accepted").inc()
         return f"250 2.0.0 OK: queued as {queued}"
+
+    async def authenticated(self, session: Session, data: bytes, sender: str) -> Authentication | None:
+        """SPF, DKIM and DMARC of the message (DNS and signature checks, off the event loop); None when
+        they are off. A check that fails on what a stranger sent is `temperror`, never a reason to refuse."""
+        if not self.settings.inbound_authenticate:
+            return None
+        try:
+            return await asyncio.to_thread(
+                authenticate, data, ip=session.peer[0] if session.peer else None, mail_from=sender,
+                helo=one_line(session.host_name or "", MAX_TOKEN), timeout=self.settings.inbound_dns_timeout_s,
+            )  # fmt: skip
+        except Exception as exc:
+            log.warning("the sender could not be authenticated", error=repr(exc))
+            return Authentication(spf="temperror", dkim="temperror", dmarc="temperror")
+
+
+def sender_of(envelope: SmtpEnvelope) -> str:
+    """The envelope sender, storable (aiosmtpd keeps bytes that are no UTF-8 as surrogate escapes)."""
+    return one_line(envelope.mail_from or "", MAX_TOKEN)
 
 
 def tls_context(settings: InboundSettings) -> ssl.SSLContext | None:

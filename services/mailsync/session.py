@@ -22,7 +22,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.parser import BytesHeaderParser
-from email.policy import default as default_policy
 from email.utils import parseaddr
 from uuid import UUID
 
@@ -32,6 +31,7 @@ import structlog
 from prometheus_client import Counter
 
 from services.common.receiving.intake import Intake, Refused, Target, Turn, screened
+from services.common.receiving.parse import MAX_TOKEN, Unacceptable, header, one_line, policy, token
 from services.common.secrets import Secrets
 from services.common.settings import MailsyncSettings
 
@@ -354,9 +354,9 @@ class Session:
         """Hand one message to the intake, unless it is a copy of our own outbound mail, one the views hold
         already (read again after a UIDVALIDITY change), or refused by the organization's sender rules;
         its events go on the log in its `turn`."""
-        headers = BytesHeaderParser(policy=default_policy).parsebytes(raw)
-        ids = _MSG_ID.findall(str(headers.get("Message-ID", "")))
-        message_id = ids[0] if ids else None
+        headers = BytesHeaderParser(policy=policy()).parsebytes(raw)
+        ids = _MSG_ID.findall(header(headers, "Message-ID"))
+        message_id = token(ids[0]) if ids else None  # as the intake reads it
         target = self.account.target
         known = message_id and await self.pool.fetchval(
             """SELECT direction FROM messages WHERE org_id = $1 AND rfc_message_id = $2
@@ -373,8 +373,8 @@ class Session:
         ):  # fmt: skip
             MESSAGES.labels("own").inc()  # one of ours the views do not show yet
             return
-        return_path = parseaddr(str(headers.get("Return-Path", "")))[1]
-        sender = return_path or parseaddr(str(headers.get("From", "")))[1]
+        return_path = parseaddr(header(headers, "Return-Path"))[1]
+        sender = one_line(return_path or parseaddr(header(headers, "From"))[1], MAX_TOKEN)
         if not await screened(self.pool, [target], sender, self.account.email, "imap"):
             MESSAGES.labels("refused").inc()
             return
@@ -385,6 +385,11 @@ class Session:
             )  # fmt: skip
         except Refused:
             MESSAGES.labels("refused").inc()
+            return
+        except Unacceptable as exc:  # the same bytes would be refused on every read: passed over, recorded
+            MESSAGES.labels("unacceptable").inc()
+            self.log.warning("a message in the mailbox cannot be kept; passed over", folder=folder, uid=uid,
+                             rfc_message_id=message_id, reason=exc.reason)  # fmt: skip
             return
         MESSAGES.labels("ingested").inc()
         self.log.debug("message read", folder=folder, uid=uid, rfc_message_id=message_id)

@@ -20,6 +20,7 @@ from services.local import Stack, wait_ready
 from tests.conftest import Api, Receiver, Relay, eventually
 from tests.dovecot import MISSING, Dovecot, binary
 from tests.integration.test_inbound import reply_to, send_intro, suppressions
+from tests.integration.test_intake import attached, mime
 from tests.unit.test_reports import FAILED, dsn
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
@@ -354,3 +355,43 @@ async def restart(stack: Stack) -> None:
 async def _all_counted(db, ids: list[str], n: int) -> dict | None:
     counts = await inbound_count(db, ids)
     return counts if sum(counts.values()) >= n else None
+
+
+async def test_a_message_the_intake_refuses_is_passed_over_and_the_folder_reads_on(
+    api: Api, relay: Relay, dovecot: Dovecot, db
+) -> None:
+    """A 3,000-deep multipart in the mailbox (refused for good at the SMTP door) is passed over: the
+    messages after it are kept, one with a NUL in a file name among them, and the checkpoint moves past
+    all of them (it stayed before it for ever, the batch read again and again)."""
+    handle, [mailbox] = await synced_identity(api, relay, dovecot)
+    email = mailbox["email"]
+    head = f"From: ana@example.test\r\nTo: {email}\r\nSubject: deep\r\nMIME-Version: 1.0\r\n"
+    opening = "".join(f"Content-Type: multipart/mixed; boundary=b{i}\r\n\r\n--b{i}\r\n" for i in range(3000))
+    closing = "".join(f"\r\n--b{i}--" for i in reversed(range(3000)))
+    deep = (head + opening + "Content-Type: text/plain\r\n\r\ndeep inside" + closing + "\r\n").encode()
+    named = mime(email, "named", attached("filename*=utf-8''a%00b.txt", "data"))
+    after = letter("ana@example.test", email, "after", "still read")
+    await dovecot.append(email, PASSWORD, [deep, named, after])
+
+    counted = await eventually(lambda: _with_count(inbound_count(db, [mailbox["id"]]), 2), timeout=30)
+    assert set(counted.values()) == {1}
+    mailbox_id = ids.parse("mailbox", mailbox["id"])
+
+    async def past_all() -> bool:
+        last = await db.fetchval(
+            "SELECT last_uid FROM mailsync_checkpoints WHERE mailbox_id = $1 AND folder = 'INBOX'", mailbox_id
+        )
+        return last is not None and last >= 3
+
+    await eventually(past_all, timeout=20)
+    synced_now = await synced(api, handle, mailbox["id"])
+    assert synced_now["sync"]["error"] is None
+    files = await db.fetchval(
+        "SELECT attachments FROM messages WHERE mailbox_id = $1 AND subject = 'named'", mailbox_id
+    )
+    assert "a\ufffdb.txt" in str(files)
+
+
+async def _with_count(found, n: int) -> dict | None:
+    counts = await found
+    return counts if len(counts) >= n else None

@@ -41,8 +41,8 @@ from schemas.events import (
 )
 from services.common import bodies, unsubscribe
 from services.common.blobs import BlobStore
-from services.common.broker import hand_over, publish_events
-from services.common.receiving.parse import Parsed, parse
+from services.common.broker import EventTooLarge, hand_over, is_transient, publish_events
+from services.common.receiving.parse import Limits, Parsed, Unacceptable, parse
 from services.common.receiving.reports import Report
 from services.common.receiving.rules import refusal
 from services.common.settings import CommonSettings
@@ -50,6 +50,13 @@ from services.common.settings import CommonSettings
 log = structlog.get_logger("sendstream.inbound")
 RECEIVED = Counter("sendstream_inbound_messages_total", "Inbound SMTP transactions by outcome", ["outcome"])
 _IDS = uuid.UUID("5b0c7e0e-61a4-4c0e-9d7e-2f3b8c1a9e55")  # namespace of the ids derived from a message
+# Room an arrival leaves in its event for what decide adds (as ingress/context.py's DERIVED_HEADROOM).
+_HEADROOM = 32 * 1024
+# What the same bytes would fail with every time (a parser's or a database's refusal of what the message
+# says, a bug on odd input): never a reason to make the sender try again.
+_CONTENT_ERRORS = (
+    ValueError, TypeError, LookupError, AttributeError, RecursionError, UnicodeError, asyncpg.DataError,
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -324,20 +331,53 @@ class Intake:
         """Store `data` and publish its arrivals (or, for a report about one of our messages, what it
         reports); returns the queue id the 250 names. The arrivals' ids derive from `origin` (default:
         the bytes' hash), so the same message handed over again is the same events. With a `turn`, they
-        go to the producer after the message before it (messages kept at once reach the log in order)."""
+        go to the producer after the message before it (messages kept at once reach the log in order).
+
+        Raises Refused (the sender rules) or Unacceptable: what the same bytes would fail with every
+        time (a structure beyond the limits, events too large for the log, any error on what the message
+        says), refused for good. Anything else is our own trouble (the database, the broker): try again."""
+        try:
+            return await self._keep(data, mail_from, recipients, origin, from_identity, authentication, turn)
+        except (Refused, Unacceptable):
+            raise
+        except EventTooLarge as exc:
+            RECEIVED.labels("too_large").inc()
+            log.warning("a received message is too large to keep; refused", size=exc.size, limit=exc.limit)
+            raise Unacceptable(552, "5.3.4", "the message's headers and text are too large to keep") from exc
+        except _CONTENT_ERRORS as exc:
+            if is_transient(exc):
+                raise
+            RECEIVED.labels("unreadable").inc()
+            log.error("a received message cannot be kept as it is; refused", exc_info=exc)
+            raise Unacceptable(554, "5.6.0", "the message cannot be read as it is") from exc
+
+    async def _keep(
+        self,
+        data: bytes,
+        mail_from: str,
+        recipients: dict[str, list[Target]],
+        origin: str | None,
+        from_identity: UUID | None,
+        authentication: Authentication | None,
+        turn: Turn | None,
+    ) -> str:
+        limit = self.settings.max_event_bytes - _HEADROOM  # decide's events about an arrival must fit too
 
         async def publish(events: list[Envelope]) -> None:
             if turn is None:
-                return await publish_events(self.broker, self.settings, events)
+                return await publish_events(self.broker, self.settings, events, limit)
             if turn.before is not None:
                 await turn.before.wait()
             try:
-                acks = await hand_over(self.broker, self.settings, events)
+                acks = await hand_over(self.broker, self.settings, events, limit)
             finally:
                 turn.handed.set()
             await asyncio.gather(*acks)
 
-        parsed = parse(data, mail_from)
+        s = self.settings
+        limits = Limits(s.intake_max_nesting, s.intake_max_parts, s.intake_max_header_fields)
+        # The parser's work on a stranger's bytes, off the event loop (other sessions go on meanwhile).
+        parsed = await asyncio.to_thread(parse, data, mail_from, limits)
         if parsed.from_addr.lower() != mail_from.lower():  # the From header, as the rules see it too
             recipients = {
                 a: await screened(self.pool, ts, parsed.from_addr, a, "data") for a, ts in recipients.items()

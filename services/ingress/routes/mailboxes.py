@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import time
 from datetime import UTC, datetime
 from urllib.parse import quote
@@ -450,10 +451,28 @@ async def download(call: Call) -> web.StreamResponse:
         data = await c.blobs.get(sha256)
     except BlobMissing:
         raise ApiError(404, "not_found", "Attachment not found") from None
-    ascii_name = name.encode("ascii", "replace").decode().replace('"', "_").replace("?", "_")
-    return web.Response(
-        body=data, content_type=found.content_type, headers={
-            "Content-Disposition": f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name)}",
-            "Cache-Control": "private, no-store",
-        },
-    )  # fmt: skip
+    return web.Response(body=data, headers=download_headers(name, found.content_type))
+
+
+# Types a browser would run or render as a page of our origin: served as bytes to save, never shown.
+_ACTIVE = re.compile(r"^(text/(html|xml|javascript|ecmascript|xsl)|image/svg|application/(xhtml|xml|javascript|"
+                     r"ecmascript|x-javascript|rdf|mathml|vnd\.wap)|multipart/x-mixed-replace)|\+xml$")  # fmt: skip
+_MEDIA_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}$")
+
+
+def download_headers(name: str, content_type: str) -> dict[str, str]:
+    """A received file's response headers: always a download (`attachment`, a name with no control
+    character in it, the whole name in RFC 6266's `filename*`), never sniffed, never run: an active type
+    (HTML, SVG, XML, script) or one that is no plain media type goes as application/octet-stream, and
+    any page is sandboxed (CSP) should a browser show it anyway."""
+    kind = content_type.strip().lower()
+    if not _MEDIA_TYPE.match(kind) or _ACTIVE.search(kind):
+        kind = "application/octet-stream"
+    fallback = "".join(c if " " <= c < "\x7f" and c not in '"\\;' else "_" for c in name) or "download"
+    return {
+        "Content-Type": kind,
+        "Content-Disposition": f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}",
+        "X-Content-Type-Options": "nosniff",
+        "Content-Security-Policy": "sandbox; default-src 'none'",
+        "Cache-Control": "private, no-store",
+    }
