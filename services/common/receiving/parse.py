@@ -48,6 +48,8 @@ class Parsed:
     report: Report | None = None  # a delivery status notification or a feedback report
     reply_text: str | None = None  # the text without quoted history and signature
     reply_to: str | None = None
+    # every mailbox of From, then Sender's: the sender rules judge them all
+    senders: list[str] = field(default_factory=list)
 
     @property
     def answers(self) -> list[str]:
@@ -132,6 +134,7 @@ def parse(raw: bytes, envelope_from: str = "") -> Parsed:
         report=read_report(msg),
         reply_text=_reply_text(text),
         reply_to=next(iter(_addresses(msg, "Reply-To")), None),
+        senders=list(dict.fromkeys([*senders, *_addresses(msg, "Sender")])),
     )
 
 
