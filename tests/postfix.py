@@ -64,7 +64,9 @@ def ensure_installed() -> bool:
     )  # fmt: skip
     placed = not POLICY.exists()
     if placed:
-        POLICY.write_text("#!/bin/sh\n# sendstream tests: no service starts while packages install\nexit 101\n")
+        POLICY.write_text(
+            "#!/bin/sh\n# sendstream tests: no service starts while packages install\nexit 101\n"
+        )
         POLICY.chmod(0o755)
     try:
         install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", PACKAGE]
@@ -150,14 +152,16 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 class Postfix:
     """One Postfix instance in a directory of its own. Mail to `failing_domain` is relayed to that
     domain's server (port `mx_port`), which refuses every recipient (550 5.1.1 no such user): Postfix
-    then sends its own DSN to the envelope sender. Everything else goes to `[127.0.0.1]:inbound_port`."""
+    then sends its own DSN to the envelope sender. Mail to `delivered_domain` is taken (and
+    discarded: delivered). Everything else goes to `[127.0.0.1]:inbound_port`."""
 
-    def __init__(self, failing_domain: str, inbound_port: int):
+    def __init__(self, failing_domain: str, inbound_port: int, delivered_domain: str | None = None):
         self.root = Path(tempfile.mkdtemp(prefix="sendstream-postfix-"))
         self.root.chmod(0o755)
         self.port, self.mx_port = free_port(), free_port()
         self.host = "127.0.0.1"
         self.failing_domain, self.inbound_port = failing_domain, inbound_port
+        self.delivered_domain = delivered_domain
         self.config = self.root / "etc"
 
     def start(self) -> Postfix:
@@ -169,8 +173,10 @@ class Postfix:
         shutil.chown(self.root / "data", "postfix", "postfix")
         (self.config / "main.cf").write_text(MAIN.format(root=self.root, failing=self.failing_domain))
         (self.config / "master.cf").write_text(MASTER.format(port=self.port, mx_port=self.mx_port))
+        delivered = f"{self.delivered_domain} discard:delivered\n" if self.delivered_domain else ""
         (self.config / "transport").write_text(
-            f"{self.failing_domain} smtp:[127.0.0.1]:{self.mx_port}\n* smtp:[127.0.0.1]:{self.inbound_port}\n"
+            f"{self.failing_domain} smtp:[127.0.0.1]:{self.mx_port}\n{delivered}"
+            f"* smtp:[127.0.0.1]:{self.inbound_port}\n"
         )
         (self.config / "unknown_users").write_text(f"{self.failing_domain} 550 5.1.1 no such user here\n")
         for step in (["check"], ["start"]):

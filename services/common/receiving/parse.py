@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
+from email.utils import getaddresses
 
 from mailparser_reply import EmailReplyParser
 
@@ -79,6 +80,19 @@ def _addresses(msg: EmailMessage, name: str) -> list[str]:
     return list(dict.fromkeys(found))
 
 
+def _senders(msg: EmailMessage) -> list[str]:
+    """Every mailbox the From and Sender headers name, in each of their occurrences: as the structured
+    parser reads them, and as the lenient one does (an address the first refuses, such as one whose
+    domain ends in a dot, is a sender all the same: receiving systems deliver to it)."""
+    found = [*_addresses(msg, "From"), *_addresses(msg, "Sender")]
+    try:
+        raw = [re.sub(r"\r?\n", "", str(v)) for k, v in msg.raw_items() if k.lower() in ("from", "sender")]
+        found += [a for _, a in getaddresses(raw) if "@" in a]
+    except (ValueError, TypeError, IndexError):
+        pass
+    return list(dict.fromkeys(found))
+
+
 def _body(msg: EmailMessage, subtype: str) -> str | None:
     """The body of this type, with plain line ends and without NUL (PostgreSQL cannot store it as text)."""
     try:
@@ -134,7 +148,7 @@ def parse(raw: bytes, envelope_from: str = "") -> Parsed:
         report=read_report(msg),
         reply_text=_reply_text(text),
         reply_to=next(iter(_addresses(msg, "Reply-To")), None),
-        senders=list(dict.fromkeys([*senders, *_addresses(msg, "Sender")])),
+        senders=_senders(msg),
     )
 
 
