@@ -392,7 +392,7 @@ class Intake:
             recipients = {a: await screened(self.pool, ts, header, a, "data") for a, ts in recipients.items()}
             recipients = {a: ts for a, ts in recipients.items() if ts}
             if not recipients:
-                raise Refused(parsed.from_addr)
+                raise Refused(", ".join(header))
         orgs = {t.org_id for targets in recipients.values() for t in targets}
         raw = await self.blobs.put(data, "message/rfc822", orgs)
         if (asked := _UNSUBSCRIBE.match(parsed.subject)) and (key := unsubscribe.key_of(self.settings)):
