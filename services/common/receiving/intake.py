@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from uuid import UUID
 
@@ -141,16 +141,20 @@ ON CONFLICT (raw_sha256, message_id, recipient) DO NOTHING
 def unmatched(report: Report, original: asyncpg.Record, arrived_at: list[str]) -> dict[str, str]:
     """The recipients of `report` it does not count for, each with the reason: only a recipient the
     message was sent to (To, Cc, Bcc) counts, and only in a report that came back to the address the
-    message was sent from (its mailbox's, or the identity's handle, where our inbound takes its mail)."""
-    ours = {a for a in (original["mailbox_email"], original["handle"]) if a}
-    if not ours & {a.lower() for a in arrived_at}:
-        why = f"the report came to {', '.join(arrived_at) or 'no address'}, not to {original['mailbox_email']}, which sent the message"
+    message was sent from (its mailbox's, or the identity's handle, where our inbound takes its mail).
+    Addresses compare as `normalised` (a report may name a recipient by its domain's IDNA form)."""
+    ours = {normalised(a) for a in (original["mailbox_email"], original["handle"]) if a}
+    if not ours & {normalised(a) for a in arrived_at}:
+        why = (
+            f"the report came to {', '.join(arrived_at) or 'no address'}, "
+            f"not to {original['mailbox_email']}, which sent the message"
+        )
         return {r.recipient: why for r in report.recipients}
-    sent_to = set(original["recipients"])
+    sent_to = {normalised(a) for a in original["recipients"]}
     return {
         r.recipient: "the message was not sent to this address"
         for r in report.recipients
-        if r.recipient not in sent_to
+        if normalised(r.recipient) not in sent_to
     }
 
 
@@ -289,10 +293,15 @@ class Intake:
             log.warning("a report not borne out by what we sent; recorded, nothing changed", kind=report.kind,
                         message_id=str(original["id"]), sender=sender, arrived_at=arrived_at,
                         recipients=[r.recipient for r in wrong], reason=refused[wrong[0].recipient])  # fmt: skip
+        sent_as = {normalised(a): a for a in original["recipients"]}  # each as the message was sent to it
         report = Report(
             report.kind,
             report.original_message_id,
-            [r for r in report.recipients if r.recipient not in refused],
+            [
+                replace(r, recipient=sent_as[normalised(r.recipient)])
+                for r in report.recipients
+                if r.recipient not in refused
+            ],
         )
         common = {
             "org_id": original["org_id"], "identity_id": original["identity_id"],
