@@ -19,6 +19,7 @@ import pytest
 from services.common import unsubscribe
 from tests import postfix
 from tests.conftest import Api, Relay, deliver, eventually
+from tests.integration.test_archive import sendstream
 from tests.integration.test_send import make_identity
 from tests.unit.test_reports import FAILED, arf, dsn
 
@@ -65,7 +66,7 @@ async def unmatched(db, rfc_message_id: str) -> list[tuple[str, str, str]]:
 
 
 async def test_a_forged_report_changes_nothing_and_is_recorded_as_unmatched(
-    api: Api, relay: Relay, inbound: int, db
+    api: Api, relay: Relay, inbound: int, db, service_env: dict[str, str]
 ) -> None:
     """Any recipient knows a Message-ID of ours: a delivery report or a complaint naming it, for an
     address the message never went to, from an ordinary envelope sender, bounces nothing and
@@ -111,6 +112,17 @@ async def test_a_forged_report_changes_nothing_and_is_recorded_as_unmatched(
     types = [e["type"] for e in trail["data"]]
     assert types.count("MessageBounced") <= 1 and "MessageComplained" not in types
     assert len(await unmatched(db, rfc_id)) == 3  # the counted report is not among them
+
+    # what the operator sees of them
+    code, out = await sendstream(
+        service_env, "reports", "unmatched", "--org", inbox["organizationId"], "--json"
+    )
+    assert code == 0, out
+    listed = [json.loads(line) for line in out.splitlines()]
+    assert [(r["recipient"], r["kind"], r["outcome"]) for r in listed] == [
+        (lead, "delivery-status", "failed"), (vip, "feedback-report", "complained"),
+        (vip, "delivery-status", "failed"),
+    ]  # fmt: skip
 
 
 async def test_forged_bounces_do_not_make_a_mailbox_unhealthy(
