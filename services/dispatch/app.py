@@ -18,6 +18,7 @@ import asyncio
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -257,13 +258,19 @@ def build(
             everyone = every_recipient(accepted)
             wires = dict(zip(everyone, envelope_recipients(accepted), strict=True))
             sender = wire_address(accepted.from_addr)
-            personal = accepted.content.unsubscribe and unsubscribe.key_of(settings) is not None
-            copies = {  # personal: each recipient's own copy
-                a: render_message(accepted, now, files, unsubscribe.headers(
-                    settings, accepted.message_id, accepted.mailbox_email, a))
-                for a in everyone
-            } if personal else {}  # fmt: skip
-            data = copies[everyone[0]] if copies else render_message(accepted, now, files)
+            personal = bool(accepted.content.unsubscribe and unsubscribe.key_of(settings) is not None)
+
+            def copy_for(address: str) -> bytes:
+                """`address`'s own copy (its own unsubscribe link), made when it is sent: a copy differs
+                from the others only in that link, so one that renders means they all do."""
+                link = unsubscribe.headers(settings, accepted.message_id, accepted.mailbox_email, address)
+                return render_message(accepted, now, files, link)
+
+            data = copy_for(everyone[0]) if personal and everyone else render_message(accepted, now, files)
+
+            def copy_of(address: str) -> bytes:  # the first recipient's copy is `data`, made once
+                return data if not personal or address == everyone[0] else copy_for(address)
+
             recipients = [wire for a, wire in wires.items() if a.lower() not in local]
         except (UnsendableMessage, BlobMissing, BlobCorrupt) as exc:
             return Outcome("hard", None, f"the message cannot be sent: {type(exc).__name__}: {exc}"), None, []
@@ -275,9 +282,9 @@ def build(
         if internal and personal and len(internal) > 1:  # each its own copy, under ids of its own
             for a, kept in internal.items():
                 origin = f"{accepted.message_id}:{a.lower()}"
-                await intake.keep(copies[a], accepted.from_addr, {a: kept}, origin, event.identity_id)
+                await intake.keep(copy_of(a), accepted.from_addr, {a: kept}, origin, event.identity_id)
         elif internal:
-            only = copies.get(next(iter(internal)), data)
+            only = copy_of(next(iter(internal)))
             await intake.keep(only, accepted.from_addr, internal, str(accepted.message_id), event.identity_id)
         delivered = list(dict.fromkeys(t.identity_id for ts in internal.values() for t in ts))
         if not recipients and not internal:  # every recipient is hosted here and refuses this sender
@@ -295,14 +302,14 @@ def build(
             )
         keeping = asyncio.create_task(blobs.put(data, RFC822, [event.org_id]))  # beside the SMTP transaction
         try:
-            by_wire = {wires[a]: copy for a, copy in copies.items()}
-            if len(by_wire) > 1 and len(recipients) > 1:
-                outcome = await deliver_each(relay, sender, [(w, by_wire[w]) for w in recipients])
+            address_of = {wire: a for a, wire in wires.items()}
+            if personal and len(recipients) > 1:
+                outcome = await deliver_each(relay, sender, [(w, address_of[w]) for w in recipients], copy_of)
             else:
+                only = copy_of(address_of[recipients[0]])
                 outcome = await smtp.deliver(
-                    relay, sender, recipients, by_wire.get(recipients[0], data),
-                    smtputf8=needs_smtputf8([sender, *recipients]),
-                )  # fmt: skip
+                    relay, sender, recipients, only, smtputf8=needs_smtputf8([sender, *recipients])
+                )
         finally:
             await asyncio.wait([keeping])
         if keeping.exception() is not None:  # the outcome is recorded all the same: it must not be repeated
@@ -310,9 +317,12 @@ def build(
             return outcome, None, delivered
         return outcome, keeping.result(), delivered
 
-    async def deliver_each(relay: Relay, sender: str, copies: list[tuple[str, bytes]]) -> Outcome:
-        """One SMTP transaction per recipient (`copies`: each recipient's envelope address and its own
-        copy), one after the other on the relay's pooled connection, all within the time one transaction
+    async def deliver_each(
+        relay: Relay, sender: str, recipients: list[tuple[str, str]], copy_for: Callable[[str], bytes]
+    ) -> Outcome:
+        """One SMTP transaction per recipient (`recipients`: each one's envelope and written address; its
+        copy made by `copy_for` as its turn comes, so no more than one is held at a time), one after the
+        other on the relay's pooled connection, all within the time one transaction
         may take (a send handed over to a lease counts on that). Sent if the relay took it for any
         recipient, the others named in the reason, as a relay refusing some recipients of one
         transaction is; otherwise deferred if any refusal was temporary (or a recipient was not tried in
@@ -320,13 +330,13 @@ def build(
         outcomes: dict[str, Outcome] = {}
         try:
             async with asyncio.timeout(settings.smtp_transaction_timeout_s):
-                for wire, copy in copies:
+                for wire, address in recipients:
                     outcomes[wire] = await smtp.deliver(
-                        relay, sender, [wire], copy, smtputf8=needs_smtputf8([sender, wire])
+                        relay, sender, [wire], copy_for(address), smtputf8=needs_smtputf8([sender, wire])
                     )
         except TimeoutError:
             pass
-        untried = [w for w, _ in copies if w not in outcomes]
+        untried = [w for w, _ in recipients if w not in outcomes]
         sent = [o for o in outcomes.values() if o.kind == "sent"]
         if sent:
             refused = sorted([w for w, o in outcomes.items() if o.kind != "sent"] + untried)
