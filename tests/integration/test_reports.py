@@ -78,6 +78,10 @@ async def test_a_forged_report_changes_nothing_and_is_recorded_as_unmatched(
     [original] = await relay.wait_for(1)
     rfc_id = original.message["Message-ID"]
 
+    async def is_sent() -> bool:
+        return (await message(api, inbox, sent)).get("status") == "sent"
+
+    await eventually(is_sent, timeout=15)
     forged = dsn(rfc_id, FAILED.replace("gone@example.test", vip))
     await deliver(inbound, forged, "postmaster@attacker.example.test", [email])
     complaint = arf(rfc_id).replace(b"kept@example.test", vip.encode())
