@@ -24,6 +24,7 @@ run: install
 
 test: install
 	$(PY) -m tests.dovecot  # the IMAP server of the mail sync tests: installed where it can be
+	$(PY) -m tests.postfix  # the MTA of the delivery report test: installed where it can be, never started as the system's
 	$(PY) -m pytest --durations=15
 
 unit: install

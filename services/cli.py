@@ -6,6 +6,7 @@
     sendstream replay --as-of TIME        the views as they were at TIME, into a schema of their own
     sendstream tenant delete ORG --yes    delete an organization's data: its rows, archive and blobs
     sendstream addresses conflicts        addresses held by several organizations, or outside their domain
+    sendstream reports unmatched [--org ID] reports that named a message of ours but were not borne out
 
 They connect to `DATABASE_URL` (by default the PostgreSQL `make run` starts).
 """
@@ -331,6 +332,49 @@ def replay(
                 await conn.close()
 
     sys.exit(asyncio.run(run()))
+
+
+@cli.group()
+def reports() -> None:
+    """Delivery and feedback reports about the mail we sent."""
+
+
+@reports.command()
+@click.option("--org", "org_id", type=ORG, help="Only this organization's.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--json", "as_json", is_flag=True, help="Print them as JSON lines.")
+@database
+def unmatched(org_id: UUID | None, limit: int, as_json: bool, database_url: str) -> None:
+    """Reports that named a message of ours for a recipient it was not sent to, or that did not come back
+    to the mailbox it was sent from: recorded, and nothing else done with them. Newest first."""
+
+    async def run() -> list[asyncpg.Record]:
+        conn = await connect(database_url)
+        try:
+            return await conn.fetch(
+                """SELECT * FROM unmatched_reports WHERE $1::uuid IS NULL OR org_id = $1
+                    ORDER BY received_at DESC, id DESC LIMIT $2""",
+                org_id,
+                limit,
+            )
+        finally:
+            await conn.close()
+
+    rows = asyncio.run(run())
+    if as_json:
+        for r in rows:
+            click.echo(json.dumps({k: (v if isinstance(v, int | str | list) or v is None else str(v))
+                                   for k, v in dict(r).items()}, sort_keys=True))  # fmt: skip
+        return
+    table = Table(title=f"{len(rows)} unmatched reports")
+    for column in ("received at", "org", "message", "kind", "claims", "recipient", "why", "came to", "from"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(
+            r["received_at"].isoformat(timespec="seconds"), ids.render("org", r["org_id"]), str(r["message_id"]),
+            r["kind"], r["outcome"], r["recipient"], r["reason"], ", ".join(r["arrived_at"]), r["sender"] or "<>",
+        )  # fmt: skip
+    console.print(table)
 
 
 @cli.group()

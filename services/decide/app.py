@@ -41,7 +41,7 @@ from schemas.events import (
     SendRequested,
     recipient_count,
 )
-from services.common import db, redrive
+from services.common import db, redrive, sent
 from services.common.broker import is_transient, publish_events, retry_pause, subscribe
 from services.common.decided import CHANNEL, DECIDER, notifications
 from services.common.progress import Progress
@@ -549,6 +549,9 @@ class DurablePublisher:
             d for b in batches for i in b.fresh for d in b.outputs.get(i, ()) if isinstance(d, SendAccepted)
         ]
         await redrive.watch_many(self.pool, accepted, self.settings.redrive_after_s)
+        # What each accepted send goes to, and from which mailbox, before it can go out: a report about
+        # it is checked against that (services/common/sent.py), however soon it comes back.
+        await sent.record(self.pool, [d for b in batches for d in b.decisions])
         await publish_events(self.broker, self.settings, [d for b in batches for d in b.decisions])
 
 
@@ -581,5 +584,6 @@ def build(broker: KafkaBroker, settings: DecideSettings, pool: asyncpg.Pool) -> 
 
     async def sweep_minutes() -> None:  # minute buckets older than the rolling hour are no longer read
         await pool.execute("DELETE FROM mailbox_minutes WHERE minute < now() - interval '2 hours'")
+        await sent.sweep(pool)  # and the recipients of old sends: the views have them
 
     return [publisher, Periodic("minute-bucket sweep", 60, sweep_minutes)]

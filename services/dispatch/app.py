@@ -18,6 +18,7 @@ import asyncio
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -243,23 +244,34 @@ def build(
         sent twice). Recipients at hosted addresses (`local`) get it without a relay, as the inbound
         service would have (ids from the message's, so a retry delivers nothing twice); the relay gets
         the others. A message that cannot be rendered or addressed as it is, or whose attachments are
-        gone, fails for good (a retry would fail the same way), and the partition moves on."""
+        gone, fails for good (a retry would fail the same way), and the partition moves on.
+
+        A message with a one-click unsubscribe link is one copy per recipient, each with a link of its
+        own (a link unsubscribes only the one it was sent to): one SMTP transaction per recipient, as
+        bulk senders do (`deliver_each`); the copy kept is the first recipient's."""
         try:
             files = {sha256: await blobs.get(sha256) for sha256 in blob_hashes(accepted.content)}
             if accepted.content.offloaded:
                 accepted = accepted.model_copy(
                     update={"content": await bodies.inline(blobs, accepted.content)}
                 )
-            extra = (
-                unsubscribe.headers(settings, accepted.message_id, accepted.mailbox_email)
-                if accepted.content.unsubscribe
-                else None
-            )
-            data = render_message(accepted, now, files, extra)
             everyone = every_recipient(accepted)
+            wires = dict(zip(everyone, envelope_recipients(accepted), strict=True))
             sender = wire_address(accepted.from_addr)
-            recipients = [wire for a, wire in zip(everyone, envelope_recipients(accepted), strict=True)
-                          if a.lower() not in local]  # fmt: skip
+            personal = bool(accepted.content.unsubscribe and unsubscribe.key_of(settings) is not None)
+
+            def copy_for(address: str) -> bytes:
+                """`address`'s own copy (its own unsubscribe link), made when it is sent: a copy differs
+                from the others only in that link, so one that renders means they all do."""
+                link = unsubscribe.headers(settings, accepted.message_id, accepted.mailbox_email, address)
+                return render_message(accepted, now, files, link)
+
+            data = copy_for(everyone[0]) if personal and everyone else render_message(accepted, now, files)
+
+            def copy_of(address: str) -> bytes:  # the first recipient's copy is `data`, made once
+                return data if not personal or address == everyone[0] else copy_for(address)
+
+            recipients = [wire for a, wire in wires.items() if a.lower() not in local]
         except (UnsendableMessage, BlobMissing, BlobCorrupt) as exc:
             return Outcome("hard", None, f"the message cannot be sent: {type(exc).__name__}: {exc}"), None, []
         # Hosted recipients whose organization's sender rules refuse the sender get nothing (it is recorded).
@@ -267,8 +279,13 @@ def build(
             a: kept for a in everyone if a.lower() in local
             and (kept := await screened(pool, local[a.lower()], accepted.from_addr, a, "data"))
         }  # fmt: skip
-        if internal:
-            await intake.keep(data, accepted.from_addr, internal, str(accepted.message_id), event.identity_id)
+        if internal and personal and len(internal) > 1:  # each its own copy, under ids of its own
+            for a, kept in internal.items():
+                origin = f"{accepted.message_id}:{a.lower()}"
+                await intake.keep(copy_of(a), accepted.from_addr, {a: kept}, origin, event.identity_id)
+        elif internal:
+            only = copy_of(next(iter(internal)))
+            await intake.keep(only, accepted.from_addr, internal, str(accepted.message_id), event.identity_id)
         delivered = list(dict.fromkeys(t.identity_id for ts in internal.values() for t in ts))
         if not recipients and not internal:  # every recipient is hosted here and refuses this sender
             reply = SmtpReply(code=550, message=REFUSED)
@@ -285,15 +302,51 @@ def build(
             )
         keeping = asyncio.create_task(blobs.put(data, RFC822, [event.org_id]))  # beside the SMTP transaction
         try:
-            outcome = await smtp.deliver(
-                relay, sender, recipients, data, smtputf8=needs_smtputf8([sender, *recipients])
-            )
+            address_of = {wire: a for a, wire in wires.items()}
+            if personal and len(recipients) > 1:
+                outcome = await deliver_each(relay, sender, [(w, address_of[w]) for w in recipients], copy_of)
+            else:
+                only = copy_of(address_of[recipients[0]])
+                outcome = await smtp.deliver(
+                    relay, sender, recipients, only, smtputf8=needs_smtputf8([sender, *recipients])
+                )
         finally:
             await asyncio.wait([keeping])
         if keeping.exception() is not None:  # the outcome is recorded all the same: it must not be repeated
             log.error("the raw message could not be kept", error=repr(keeping.exception()))
             return outcome, None, delivered
         return outcome, keeping.result(), delivered
+
+    async def deliver_each(
+        relay: Relay, sender: str, recipients: list[tuple[str, str]], copy_for: Callable[[str], bytes]
+    ) -> Outcome:
+        """One SMTP transaction per recipient (`recipients`: each one's envelope and written address; its
+        copy made by `copy_for` as its turn comes, so no more than one is held at a time), one after the
+        other on the relay's pooled connection, all within the time one transaction
+        may take (a send handed over to a lease counts on that). Sent if the relay took it for any
+        recipient, the others named in the reason, as a relay refusing some recipients of one
+        transaction is; otherwise deferred if any refusal was temporary (or a recipient was not tried in
+        time), else failed."""
+        outcomes: dict[str, Outcome] = {}
+        try:
+            async with asyncio.timeout(settings.smtp_transaction_timeout_s):
+                for wire, address in recipients:
+                    outcomes[wire] = await smtp.deliver(
+                        relay, sender, [wire], copy_for(address), smtputf8=needs_smtputf8([sender, wire])
+                    )
+        except TimeoutError:
+            pass
+        untried = [w for w, _ in recipients if w not in outcomes]
+        sent = [o for o in outcomes.values() if o.kind == "sent"]
+        if sent:
+            refused = sorted([w for w, o in outcomes.items() if o.kind != "sent"] + untried)
+            return Outcome("sent", sent[0].reply, "accepted" + (f"; refused: {refused}" if refused else ""))
+        soft = next((o for o in outcomes.values() if o.kind == "soft"), None)
+        if soft or untried:
+            return soft or Outcome(
+                "soft", None, "the relay took no recipient within the transaction time limit"
+            )
+        return next(iter(outcomes.values()))
 
     async def dispatch_one(
         a: Attempt, relays: dict[UUID, Relay], local: dict[str, list[Target]]

@@ -183,3 +183,41 @@ async def test_mail_answering_mail_that_arrived_just_before_it_joins_that_conver
     received = [d for e in chain for d in decided[e.event_id] if isinstance(d, MessageReceived)]
     assert [r.payload.conv_id for r in received] == [chain[0].payload.conv_id] * 5
     assert [r.payload.new_conversation for r in received] == [True, False, False, False, False]
+
+
+async def test_each_accepted_send_has_its_recipients_and_mailbox_recorded_before_it_is_published(
+    db: asyncpg.Pool, service_env: dict
+) -> None:
+    """A report about a message is checked against what it was sent to, and may come back before the
+    views have the message: decide's publisher records that before dispatch can see the decision."""
+    broker, topic, seen, settings = decide_with_probe(db, service_env)
+    recorded_when_published: list = []
+
+    @broker.subscriber(topics.DECISIONS.name(settings.kafka_topic_prefix), group_id="dispatch-probe")
+    async def dispatch_probe(body: dict) -> None:
+        accepted = parse_event(json.dumps(body))
+        recorded_when_published.append(
+            await db.fetchrow(
+                "SELECT * FROM sent_recipients WHERE message_id = $1", accepted.payload.message_id
+            )
+        )
+
+    org, idn, acc = await seed_identity(db)
+    request = SendRequested(
+        org_id=org, identity_id=idn,
+        payload=SendRequestedPayload(
+            handle="h@example.test",
+            messages=[RequestedMessage(message_id=new_id(), conv_id=new_id(), to="Ana@X.test")],
+            content=Content(subject="s", text="t", cc=["cc@x.test"], bcc=["BCC@x.test"]),
+        ),
+    )  # fmt: skip
+    async with TestKafkaBroker(broker) as br:
+        await br.publish(request.model_dump_json().encode(), topic, key=str(idn).encode())
+    [accepted] = seen
+    [row] = recorded_when_published
+    assert row is not None, "the decision was published before its recipients were recorded"
+    assert (row["org_id"], row["identity_id"], row["mailbox_id"], row["mailbox_email"]) == (
+        org, idn, acc, "s@tryacme.test"
+    )  # fmt: skip
+    assert row["rfc_message_id"] == accepted.payload.rfc_message_id
+    assert row["recipients"] == ["ana@x.test", "cc@x.test", "bcc@x.test"]

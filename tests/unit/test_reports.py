@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from email import message_from_bytes, policy
 
+from services.common.receiving.intake import unmatched
 from services.common.receiving.reports import read_report
 
 
@@ -136,3 +137,22 @@ def test_a_feedback_report_names_the_complaining_recipient() -> None:
 def test_ordinary_mail_and_out_of_office_replies_are_no_reports() -> None:
     ooo = b"From: a@example.test\r\nAuto-Submitted: auto-replied\r\nSubject: Out of office\r\n\r\nBack Monday.\r\n"
     assert read_report(message_from_bytes(ooo, policy=policy.default)) is None
+
+
+def test_a_report_counts_only_for_recipients_the_message_went_to_back_at_the_mailbox_that_sent_it() -> None:
+    blocks = FAILED + "\n" + FAILED.replace("gone@example.test", "ana@xn--bcher-kva.example")
+    report = read_report(message_from_bytes(dsn("<abc@tryacme.test>", blocks), policy=policy.default))
+    assert report is not None
+    original = {
+        "mailbox_email": "sender0@tryacme.test", "handle": "agent@example.test",
+        "recipients": ["ana@bücher.example", "kept@example.test"],
+    }  # fmt: skip
+    assert unmatched(report, original, ["sender0@tryacme.test"]) == {
+        "gone@example.test": "the message was not sent to this address"
+    }
+    assert unmatched(report, original, ["AGENT@example.test."]) == {
+        "gone@example.test": "the message was not sent to this address"
+    }  # the identity's handle takes its mail too
+    elsewhere = unmatched(report, original, ["other@tryacme.test"])
+    assert set(elsewhere) == {"gone@example.test", "ana@xn--bcher-kva.example"}
+    assert elsewhere["gone@example.test"].startswith("the report came to other@tryacme.test")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from uuid import UUID
 
@@ -44,7 +44,7 @@ from services.common.blobs import BlobStore
 from services.common.broker import EventTooLarge, hand_over, is_transient, publish_events
 from services.common.receiving.parse import Limits, Parsed, Unacceptable, parse
 from services.common.receiving.reports import Report
-from services.common.receiving.rules import refusal
+from services.common.receiving.rules import normalised, refusal
 from services.common.settings import CommonSettings
 
 log = structlog.get_logger("sendstream.inbound")
@@ -125,25 +125,58 @@ SELECT conv_id FROM (
 """
 
 
-# The message of ours a report is about. Our Message-IDs are `<message_id@domain>`; decide's thread
-# state knows them before the message goes out (a report can come back before the views have it).
+# The message of ours a report is about, with what it was sent to and from. Our Message-IDs are
+# `<message_id@domain>`; the recipients decide's publisher records before the message goes out come
+# first (a report can come back before the views have the message), then the views (a message sent
+# before those records were kept, or whose record was swept).
 _UNSUBSCRIBE = re.compile(r"^\s*unsubscribe\s+([A-Za-z0-9_-]{40,64})\s*$", re.IGNORECASE)
 _OUR_MESSAGE_ID = re.compile(r"^<([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})@")
 ORIGINAL = """
-SELECT $3::uuid AS id, org_id, identity_id, mailbox_id FROM threads
- WHERE $3::uuid IS NOT NULL AND refs && ARRAY[$2::text] AND org_id = ANY($1::uuid[])
-UNION ALL
-SELECT id, org_id, identity_id, mailbox_id FROM messages
- WHERE org_id = ANY($1::uuid[]) AND rfc_message_id = $2 AND direction = 'outbound'
-LIMIT 1
+SELECT o.id, o.org_id, o.identity_id, o.mailbox_id, o.mailbox_email, o.recipients, lower(i.handle) AS handle
+  FROM (SELECT message_id AS id, org_id, identity_id, mailbox_id, mailbox_email, recipients, 0 AS source
+          FROM sent_recipients
+         WHERE message_id = $3::uuid AND rfc_message_id = $2 AND org_id = ANY($1::uuid[])
+        UNION ALL
+        SELECT id, org_id, identity_id, mailbox_id, lower(mailbox_email),
+               ARRAY(SELECT lower(a) FROM unnest(to_addrs || cc_addrs || bcc_addrs) AS a), 1
+          FROM messages
+         WHERE org_id = ANY($1::uuid[]) AND rfc_message_id = $2 AND direction = 'outbound') o
+  LEFT JOIN identities i ON i.id = o.identity_id
+ ORDER BY o.source LIMIT 1
+"""
+UNMATCHED = """
+INSERT INTO unmatched_reports (org_id, message_id, kind, outcome, recipient, reason, sender, arrived_at, raw_sha256)
+SELECT $1, $2, $3, o, r, why, $4, $5, $6 FROM unnest($7::text[], $8::text[], $9::text[]) AS u(o, r, why)
+ON CONFLICT (raw_sha256, message_id, recipient) DO NOTHING
 """
 
 
+def unmatched(report: Report, original: asyncpg.Record, arrived_at: list[str]) -> dict[str, str]:
+    """The recipients of `report` it does not count for, each with the reason: only a recipient the
+    message was sent to (To, Cc, Bcc) counts, and only in a report that came back to the address the
+    message was sent from (its mailbox's, or the identity's handle, where our inbound takes its mail).
+    Addresses compare as `normalised` (a report may name a recipient by its domain's IDNA form)."""
+    ours = {normalised(a) for a in (original["mailbox_email"], original["handle"]) if a}
+    if not ours & {normalised(a) for a in arrived_at}:
+        why = (
+            f"the report came to {', '.join(arrived_at) or 'no address'}, "
+            f"not to {original['mailbox_email']}, which sent the message"
+        )
+        return {r.recipient: why for r in report.recipients}
+    sent_to = {normalised(a) for a in original["recipients"]}
+    return {
+        r.recipient: "the message was not sent to this address"
+        for r in report.recipients
+        if normalised(r.recipient) not in sent_to
+    }
+
+
 async def screened(
-    pool: asyncpg.Pool, targets: list[Target], sender: str, recipient: str, stage: str
+    pool: asyncpg.Pool, targets: list[Target], sender: str | list[str], recipient: str, stage: str
 ) -> list[Target]:
-    """The targets whose organization's sender rules let mail from `sender` through; each refusal is
-    recorded."""
+    """The targets whose organization's sender rules let mail from `sender` through (an address, or
+    several: every mailbox a message's From and Sender headers name); each refusal is recorded, with
+    the sender refused."""
     if not targets:
         return []
     rules: dict[UUID, list[tuple[str, str]]] = {}
@@ -154,16 +187,17 @@ async def screened(
         rules.setdefault(r["org_id"], []).append((r["pattern"], r["action"]))
     kept, refused = [], []
     for t in targets:
-        blocked, rule = refusal(rules.get(t.org_id, ()), sender)
-        (refused if blocked else kept).append((t, rule))
+        blocked, rule, who = refusal(rules.get(t.org_id, ()), sender)
+        (refused if blocked else kept).append((t, rule, who))
     if refused:
         RECEIVED.labels(f"refused_at_{stage}").inc()
         await pool.executemany(
             "INSERT INTO refused_mail (org_id, sender, recipient, stage, rule) VALUES ($1, $2, $3, $4, $5)",
-            [(t.org_id, sender, recipient, stage, rule) for t, rule in refused],
+            [(t.org_id, who, recipient, stage, rule) for t, rule, who in refused],
         )
-        log.info("mail refused by sender rules", sender=sender, recipient=recipient, stage=stage)
-    return [t for t, _ in kept]
+        log.info("mail refused by sender rules", sender=refused[0][2], recipient=recipient,
+                 stage=stage)  # fmt: skip
+    return [t for t, _, _ in kept]
 
 
 class Refused(Exception):
@@ -243,16 +277,45 @@ class Intake:
             ),
         )
 
-    async def report_events(self, report: Report, orgs: set[UUID], raw_sha: str) -> list[Envelope] | None:
+    async def report_events(
+        self, report: Report, recipients: dict[str, list[Target]], sender: str, raw_sha: str
+    ) -> list[Envelope] | None:
         """What a delivery or feedback report about one of our messages says happened to it (None: it is
-        about no message of these organizations, and is received as any other mail). A recipient that
-        failed for good (5.x.x) or complained is suppressed, with the report's event as the cause."""
+        about no message of the organizations it was sent to, and is received as any other mail). A
+        recipient that failed for good (5.x.x) or complained is suppressed, with the report's event as
+        the cause. What the report says counts only where it is borne out by what we sent (`unmatched`):
+        the rest is recorded in `unmatched_reports` and the log, and changes nothing."""
+        orgs = {t.org_id for targets in recipients.values() for t in targets}
         ours = _OUR_MESSAGE_ID.match(report.original_message_id or "")
         original = await self.pool.fetchrow(
             ORIGINAL, list(orgs), report.original_message_id, uuid.UUID(ours.group(1)) if ours else None
         )
         if original is None:
             return None
+        arrived_at = sorted(
+            a.lower() for a, ts in recipients.items() if any(t.org_id == original["org_id"] for t in ts)
+        )
+        refused = unmatched(report, original, arrived_at)
+        if refused:
+            RECEIVED.labels("unmatched_report").inc()
+            wrong = [r for r in report.recipients if r.recipient in refused]
+            await self.pool.execute(
+                UNMATCHED, original["org_id"], original["id"], report.kind, sender, arrived_at, raw_sha,
+                [r.outcome for r in wrong], [r.recipient for r in wrong], [refused[r.recipient] for r in wrong],
+            )  # fmt: skip
+            log.warning("a report not borne out by what we sent; recorded, nothing changed", kind=report.kind,
+                        message_id=str(original["id"]), sender=sender, arrived_at=arrived_at,
+                        recipients=[r.recipient for r in wrong], reason=refused[wrong[0].recipient])  # fmt: skip
+        sent_as = {normalised(a): a for a in original["recipients"]}  # each as the message was sent to it
+        report = Report(
+            report.kind,
+            report.original_message_id,
+            [
+                replace(r, recipient=sent_as[normalised(r.recipient)])
+                for r in report.recipients
+                if r.recipient not in refused
+            ],
+        )
         common = {
             "org_id": original["org_id"], "identity_id": original["identity_id"],
             "correlation_id": f"smtp:{raw_sha[:16]}",
@@ -378,13 +441,13 @@ class Intake:
         limits = Limits(s.intake_max_nesting, s.intake_max_parts, s.intake_max_header_fields)
         # The parser's work on a stranger's bytes, off the event loop (other sessions go on meanwhile).
         parsed = await asyncio.to_thread(parse, data, mail_from, limits)
-        if parsed.from_addr.lower() != mail_from.lower():  # the From header, as the rules see it too
-            recipients = {
-                a: await screened(self.pool, ts, parsed.from_addr, a, "data") for a, ts in recipients.items()
-            }
+        # Every sender the headers name (each From mailbox, and Sender) that is not the envelope's, as
+        # the rules see it too
+        if header := [a for a in parsed.senders if normalised(a) != normalised(mail_from)]:
+            recipients = {a: await screened(self.pool, ts, header, a, "data") for a, ts in recipients.items()}
             recipients = {a: ts for a, ts in recipients.items() if ts}
             if not recipients:
-                raise Refused(parsed.from_addr)
+                raise Refused(", ".join(header))
         orgs = {t.org_id for targets in recipients.values() for t in targets}
         raw = await self.blobs.put(data, "message/rfc822", orgs)
         if (asked := _UNSUBSCRIBE.match(parsed.subject)) and (key := unsubscribe.key_of(self.settings)):
@@ -394,7 +457,10 @@ class Intake:
                 log.info("unsubscribed by mail", message_id=str(event.payload.message_id))
                 return raw.sha256[:16]
         report = parsed.report if parsed.report and parsed.report.original_message_id else None
-        if report and (events := await self.report_events(report, orgs, raw.sha256)) is not None:
+        if (
+            report
+            and (events := await self.report_events(report, recipients, mail_from, raw.sha256)) is not None
+        ):
             await publish(events)
             for e in events:  # after the fact is on the log: a retry finds the mailbox as it left it
                 if isinstance(e, MailboxHealthChanged):

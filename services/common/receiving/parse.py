@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import EmailMessage, Message
 from email.policy import EmailPolicy
+from email.utils import getaddresses
 from typing import Any
 
 from mailparser_reply import EmailReplyParser
@@ -121,6 +122,8 @@ class Parsed:
     report: Report | None = None  # a delivery status notification or a feedback report
     reply_text: str | None = None  # the text without quoted history and signature
     reply_to: str | None = None
+    # every mailbox of From, then Sender's: the sender rules judge them all
+    senders: list[str] = field(default_factory=list)
 
     @property
     def answers(self) -> list[str]:
@@ -173,6 +176,19 @@ def _addresses(msg: EmailMessage, name: str) -> list[str]:
     except Exception:  # as in _header
         return []
     return list(dict.fromkeys(t for a in found if (t := token(a))))
+
+
+def _senders(msg: EmailMessage) -> list[str]:
+    """Every mailbox the From and Sender headers name, in each of their occurrences: as the structured
+    parser reads them, and as the lenient one does (an address the first refuses, such as one whose
+    domain ends in a dot, is a sender all the same: receiving systems deliver to it)."""
+    found = [*_addresses(msg, "From"), *_addresses(msg, "Sender")]
+    try:
+        raw = [re.sub(r"\r?\n", "", str(v)) for k, v in msg.raw_items() if k.lower() in ("from", "sender")]
+        found += [t for _, a in getaddresses(raw) if "@" in a and (t := token(a))]
+    except (ValueError, TypeError, IndexError):
+        pass
+    return list(dict.fromkeys(found))
 
 
 def _body(msg: EmailMessage, subtype: str) -> str | None:
@@ -339,6 +355,7 @@ def parse(raw: bytes, envelope_from: str = "", limits: Limits | None = None) -> 
         report=_report(msg),
         reply_text=_reply_text(text),
         reply_to=next(iter(_addresses(msg, "Reply-To")), None),
+        senders=_senders(msg),
     )
 
 

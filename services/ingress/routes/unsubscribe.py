@@ -1,6 +1,7 @@
 """One-click unsubscribe (RFC 8058): the public end of a send's List-Unsubscribe link. No API key: the
-token is the authority (services/common/unsubscribe.py). POST suppresses the recipient at once and is
-safe to repeat; GET (a person following the link) answers a page whose button POSTs."""
+token is the authority (services/common/unsubscribe.py): it names the message and the recipient it was
+made for. POST suppresses that recipient, and nobody else, at once and is safe to repeat; GET (a person
+following the link) answers a page whose button POSTs."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ async def suppression(call: Call):
 
 @route(
     "POST", "/u/{token}", scope=None, tag="unsubscribe", response=Unsubscribed, errors=(404,),
-    summary="One-click unsubscribe (RFC 8058): suppresses the recipient of the message the link came with",
+    summary="One-click unsubscribe (RFC 8058): suppresses the recipient the link was sent to, and only them",
 )  # fmt: skip
 async def unsubscribe_now(call: Call) -> web.Response:
     await ctx(call).publish([await suppression(call)])
