@@ -82,6 +82,7 @@ class Unresolvable(OSError):
     """A host name with no address (yet): a connection may succeed later."""
 
 
+RESOLVE_TIMEOUT_S = 5.0  # a name that takes longer at the API counts as not resolving yet
 HINT = "the operator can allow its network in SENDSTREAM_EGRESS_ALLOWED_NETWORKS"
 CLEARTEXT_HINT = (
     "a password is sent only over TLS: use `starttls` or `tls` (the operator allows it without TLS only "
@@ -175,8 +176,9 @@ class Egress:
         cannot be shown to be)."""
         literal = _literal(host)
         try:
-            found = [literal] if literal else [a.ip for a in await self.resolve(host, port)]
-        except Unresolvable:
+            async with asyncio.timeout(RESOLVE_TIMEOUT_S):
+                found = [literal] if literal else [a.ip for a in await self.resolve(host, port)]
+        except (Unresolvable, TimeoutError):
             found = []
         if found and not any(self.permits(ip) for ip in found):
             where = f"{found[0]}" if literal else f"{host} resolves to {found[0]}, which"
