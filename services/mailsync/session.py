@@ -94,11 +94,24 @@ def shown(exc: BaseException) -> str:
 
 class _Protocol(aioimaplib.IMAP4ClientProtocol):
     """aioimaplib's protocol, noticing at once a server that greets with something other than an IMAP
-    greeting, or hangs up before greeting (aioimaplib would wait for its timeout)."""
+    greeting, or hangs up before greeting (aioimaplib would wait for its timeout), and one that greets
+    but does not answer CAPABILITY (aioimaplib would wait for ever: its greeting holds a lock that
+    cancelling the wait for it needs)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, conn_lost_cb=None) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, conn_lost_cb=None, timeout: float = 30.0) -> None:
         super().__init__(loop, conn_lost_cb)
         self.not_imap = asyncio.Event()
+        self.timeout = timeout
+
+    async def welcome(self, command: bytes) -> None:
+        try:
+            await super().welcome(command)
+        except (TimeoutError, aioimaplib.Error):
+            self.not_imap.set()
+            self.transport.close()
+
+    async def capability(self) -> None:
+        await asyncio.wait_for(super().capability(), self.timeout)
 
     def _handle_line(self, line: bytes, current_cmd):
         if self.state == aioimaplib.CONNECTED and line and not _GREETING.match(line):
@@ -125,7 +138,7 @@ class GuardedIMAP4(aioimaplib.IMAP4):
 
     def create_client(self, host, port, loop, conn_lost_cb=None, ssl_context=None) -> None:
         local_loop = loop if loop is not None else asyncio.get_running_loop()
-        self.protocol = _Protocol(local_loop, conn_lost_cb)
+        self.protocol = _Protocol(local_loop, conn_lost_cb, self.timeout)
         self._client_task = local_loop.create_task(self._open(local_loop, host, port, ssl_context))
 
     async def _open(self, loop: asyncio.AbstractEventLoop, host: str, port: int, ssl_context) -> None:
@@ -290,7 +303,7 @@ class Session:
         hello = asyncio.ensure_future(imap.wait_hello_from_server())
         refused = asyncio.ensure_future(imap.protocol.not_imap.wait())
         try:
-            await asyncio.wait({hello, refused}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({hello, refused}, timeout=2 * timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
             refused.cancel()
         if not hello.done() or hello.exception() is not None:

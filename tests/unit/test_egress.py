@@ -15,6 +15,7 @@ from aiosmtpd.smtp import AuthResult
 from services.common.egress import Egress, EgressRefused, Unresolvable, UnsafeDestination, printable
 from services.common.infra import free_port
 from services.dispatch.smtp import NOT_SMTP, UNREACHABLE, Relay, SmtpPool, classify
+from services.mailsync.session import GuardedIMAP4, ImapRefused, shown
 from tests.conftest import Relay as Recording
 from tests.conftest import _RecordingHandler
 
@@ -166,3 +167,27 @@ async def test_no_password_goes_to_a_relay_without_tls_unless_the_operator_allow
         assert sent.kind == "sent" and logins == [(b"user", b"pw")]
     finally:
         controller.stop()
+
+
+async def test_mail_sync_connects_only_where_the_policy_permits_and_shows_fixed_phrases() -> None:
+    """The IMAP client goes through the policy and gives up on a server that greets and falls silent; a
+    session's error is a fixed phrase or the server's printable answer."""
+    async with listener(b"* OK IMAP4rev1 ready\r\n") as (port, heard):
+        refused = GuardedIMAP4(Egress(), "127.0.0.1", port, 2, None)
+        with pytest.raises(EgressRefused) as caught:
+            await refused.wait_hello_from_server()
+        assert (
+            shown(caught.value) == "the IMAP server's address 127.0.0.1 is not allowed by the egress policy"
+        )
+        allowed = GuardedIMAP4(Egress(LOCAL), "localhost", port, 1, None)
+        await asyncio.wait_for(allowed._client_task, 2)
+        assert str(allowed.address) == "127.0.0.1" and heard[0] == b"<connected>"
+        # it greets, then never answers CAPABILITY: noticed, where aioimaplib alone would wait for ever
+        await asyncio.wait_for(allowed.protocol.not_imap.wait(), 5)
+    assert shown(ImapRefused("login refused: NO \x1b[2J[AUTHENTICATIONFAILED]\r\n bad")) == (
+        "login refused: NO ?[2J[AUTHENTICATIONFAILED] bad"
+    )
+    assert (
+        shown(ConnectionResetError(104, "Connection reset by peer"))
+        == "the IMAP server closed the connection"
+    )
