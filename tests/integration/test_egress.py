@@ -276,10 +276,11 @@ async def test_a_relay_password_never_follows_a_change_of_host(api: Api) -> None
         status, moved, _ = await api.call(
             "PATCH", f"{url}/{mailbox['id']}", {"smtp": {"host": second.host, "port": second.port}}
         )
-        assert status == 200 and moved["smtp"]["username"] is None, moved
+        assert status == 200, moved
         assert (await api.call("POST", f"/v1/identities/{handle}/send", send))[0] == 202
         await second.wait_for(1)
         assert logins == [("first", b"relay-user", b"s3cret-relay-pw")], logins
+        assert moved["smtp"]["username"] is None, moved
     finally:
         for c in controllers:
             c.stop()

@@ -135,6 +135,19 @@ async def test_a_relay_refused_by_the_policy_fails_for_good() -> None:
     assert outcome.reason == "the relay's address 169.254.169.254 is not allowed by the egress policy"
 
 
+async def test_a_relay_on_this_machine_is_refused_unless_its_network_is_allowed(relay_factory) -> None:
+    """Without an allowed network a relay on loopback gets no connection at all: a permanent failure."""
+    recording = relay_factory()
+    relay = Relay("127.0.0.1", recording.port, "none", None, None)
+    refused = await pool(Egress()).deliver(relay, "a@x.test", ["b@y.test"], b"Subject: s\r\n\r\nt\r\n")
+    assert (refused.kind, refused.reason) == (
+        "hard", "the relay's address 127.0.0.1 is not allowed by the egress policy"
+    )  # fmt: skip
+    assert recording.received == []
+    sent = await pool(Egress(LOCAL)).deliver(relay, "a@x.test", ["b@y.test"], b"Subject: s\r\n\r\nt\r\n")
+    assert sent.kind == "sent" and len(recording.received) == 1
+
+
 def test_a_relays_reply_reaches_the_tenant_well_formed() -> None:
     """A reply with a 3-digit code keeps its code and printable text; anything else is a fixed phrase."""
     hard = classify(aiosmtplib.SMTPResponseException(554, "5.7.1 \x1b[31mno\x00 thanks"))
