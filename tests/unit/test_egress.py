@@ -204,3 +204,63 @@ async def test_mail_sync_connects_only_where_the_policy_permits_and_shows_fixed_
         shown(ConnectionResetError(104, "Connection reset by peer"))
         == "the IMAP server closed the connection"
     )
+
+
+def _certificate(tmp_path, name: str) -> tuple[str, str]:
+    """A self-signed certificate for `name` (its own trust anchor) and its key, as PEM files."""
+    from datetime import UTC, datetime, timedelta  # noqa: PLC0415 - only this test makes certificates
+
+    from cryptography import x509  # noqa: PLC0415
+    from cryptography.hazmat.primitives import hashes, serialization  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
+    from cryptography.x509.oid import NameOID  # noqa: PLC0415
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    cert_file, key_file = tmp_path / f"{name}.crt", tmp_path / f"{name}.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return str(cert_file), str(key_file)
+
+
+@pytest.mark.parametrize(("certified", "sent"), [("localhost", True), ("other.test", False)])
+async def test_tls_verifies_the_relays_name_though_the_connection_goes_to_its_checked_address(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, certified: str, sent: bool
+) -> None:
+    """The socket goes to 127.0.0.1, yet TLS checks the certificate against the relay's name: a
+    certificate for `localhost` is taken, one for another name is not."""
+    import ssl  # noqa: PLC0415
+
+    cert, key = _certificate(tmp_path, certified)
+    monkeypatch.setenv("SSL_CERT_FILE", cert)  # the client's default context trusts it
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    recording = Recording("127.0.0.1", free_port())
+    controller = Controller(
+        _RecordingHandler(recording), hostname="127.0.0.1", port=recording.port, ssl_context=server_tls
+    )
+    controller.start()
+    try:
+        relay = Relay("localhost", recording.port, "tls", None, None)
+        outcome = await pool(Egress(LOCAL)).deliver(
+            relay, "a@x.test", ["b@y.test"], b"Subject: s\r\n\r\nt\r\n"
+        )
+    finally:
+        controller.stop()
+    if sent:
+        assert outcome.kind == "sent" and len(recording.received) == 1, outcome
+    else:
+        assert outcome.reason.startswith("TLS with the relay failed") and recording.received == [], outcome
