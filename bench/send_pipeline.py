@@ -321,7 +321,9 @@ async def running_pipeline(
         "SENDSTREAM_KAFKA_TOPIC_PREFIX": f"{name}{uuid.uuid4().hex[:6]}",
         "SENDSTREAM_LOG_LEVEL": os.environ.get("SENDSTREAM_LOG_LEVEL", "WARNING"),
         "SENDSTREAM_SECRET_KEYS": json.dumps([new_key()]),
-        "SENDSTREAM_WEBHOOK_ALLOWED_NETWORKS": '["127.0.0.0/8"]',  # the benchmarks' receivers are local
+        # The benchmarks' relays, IMAP server and receivers are local (and take passwords without TLS).
+        "SENDSTREAM_EGRESS_ALLOWED_NETWORKS": '["127.0.0.0/8"]',
+        "SENDSTREAM_EGRESS_CLEARTEXT_AUTH_NETWORKS": '["127.0.0.0/8"]',
         "SENDSTREAM_SHARED_DOMAINS": '["example.test", "tryacme.test"]',  # tenants' addresses, unproven
         **(env or {}),
     }

@@ -153,9 +153,13 @@ async def _run(settings: LocalSettings) -> None:
             key_file.write_text(new_key())
             key_file.chmod(0o600)
         env["SENDSTREAM_SECRET_KEYS"] = json.dumps([key_file.read_text().strip()])
-    # Webhook receivers on this machine are what local development points at; elsewhere it is refused.
-    if "SENDSTREAM_WEBHOOK_ALLOWED_NETWORKS" not in os.environ:
-        env["SENDSTREAM_WEBHOOK_ALLOWED_NETWORKS"] = '["127.0.0.0/8", "::1/128"]'
+    # Servers on this machine (the sink, webhook receivers, a local IMAP server) are what local development
+    # points at, and may take a password without TLS; elsewhere both are refused. A value set wins.
+    local = '["127.0.0.0/8", "::1/128"]'
+    if not {"SENDSTREAM_EGRESS_ALLOWED_NETWORKS", "SENDSTREAM_WEBHOOK_ALLOWED_NETWORKS"} & os.environ.keys():
+        env["SENDSTREAM_EGRESS_ALLOWED_NETWORKS"] = local
+    if "SENDSTREAM_EGRESS_CLEARTEXT_AUTH_NETWORKS" not in os.environ:
+        env["SENDSTREAM_EGRESS_CLEARTEXT_AUTH_NETWORKS"] = local
     # Inboxes created with only a name (as the inboxes dialect's own clients do) send through the sink.
     if "SENDSTREAM_INBOX_DEFAULT_RELAY" not in os.environ:
         env["SENDSTREAM_INBOX_DEFAULT_RELAY"] = json.dumps(

@@ -114,7 +114,9 @@ def service_env(infra: Infra, default_relay: Relay, dns_server: DnsServer) -> di
         "SENDSTREAM_SMTP_TIMEOUT_S": "3",
         "SENDSTREAM_SMTP_TRANSACTION_TIMEOUT_S": "10",
         "SENDSTREAM_SMTP_PATIENCE_S": "1",  # a batch hands sends slower than this to a lease
-        "SENDSTREAM_WEBHOOK_ALLOWED_NETWORKS": '["127.0.0.0/8"]',  # receivers run on this machine
+        # Relays, IMAP servers and webhook receivers run on this machine (and take passwords without TLS).
+        "SENDSTREAM_EGRESS_ALLOWED_NETWORKS": '["127.0.0.0/8"]',
+        "SENDSTREAM_EGRESS_CLEARTEXT_AUTH_NETWORKS": '["127.0.0.0/8"]',
         "SENDSTREAM_WEBHOOK_RETRY_SCHEDULE_S": "[0.3, 0.6, 0.9]",  # the webhook schedule, shortened
         "SENDSTREAM_WEBHOOK_TIMEOUT_S": "2",
         "SENDSTREAM_WEBHOOK_POLL_S": "0.2",

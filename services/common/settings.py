@@ -172,14 +172,28 @@ class CommonSettings(BaseSettings):
     s3_secret_access_key: str | None = Field(None, description="S3 secret key, with `s3_access_key_id`.")
 
 
-class WebhookSettings(CommonSettings):
+class EgressSettings(CommonSettings):
+    """Where connections a tenant can aim may go: webhook URLs, a mailbox's SMTP relay and IMAP host."""
+
+    egress_allowed_networks: list[str] = Field(
+        default_factory=list,
+        validation_alias=AliasChoices("SENDSTREAM_EGRESS_ALLOWED_NETWORKS", "SENDSTREAM_WEBHOOK_ALLOWED_NETWORKS"),
+        description="Networks (JSON list of CIDRs) that webhook URLs, SMTP relays and IMAP hosts may lead into "
+        'although they are not public, e.g. `["127.0.0.0/8"]` for servers on this machine. Empty: only public '
+        "addresses (loopback, private, link-local such as 169.254.169.254, CGNAT, multicast and every other "
+        "special-purpose range are refused). `SENDSTREAM_WEBHOOK_ALLOWED_NETWORKS` is read as a deprecated "
+        "name of it.",
+    )
+    egress_cleartext_auth_networks: list[str] = Field(
+        default_factory=list,
+        description="Networks (JSON list of CIDRs) an SMTP relay or IMAP host may receive a mailbox's password "
+        "in over a connection without TLS (`tls: none`). Empty: passwords go only over TLS.",
+    )
+
+
+class WebhookSettings(EgressSettings):
     """Webhook endpoints (registered through the ingress) and their deliveries (the webhooks service)."""
 
-    webhook_allowed_networks: list[str] = Field(
-        default_factory=list,
-        description="Networks (JSON list of CIDRs) webhook URLs may resolve into although they are not public, "
-        'e.g. `["127.0.0.0/8"]` for a receiver on this machine. Empty: only public addresses.',
-    )
     webhook_timeout_s: float = Field(10.0, gt=0, description="Time a webhook endpoint has to answer.")
     webhook_retry_schedule_s: list[float] = Field(
         [5, 300, 1800, 7200, 18000, 36000, 36000],
@@ -283,7 +297,7 @@ class DecideSettings(CommonSettings):
     )
 
 
-class DispatchSettings(CommonSettings):
+class DispatchSettings(EgressSettings):
     """The SMTP dispatcher."""
 
     smtp_timeout_s: float = Field(60.0, description="Timeout of one SMTP operation.")
@@ -354,7 +368,7 @@ class InboundSettings(CommonSettings):
     )
 
 
-class MailsyncSettings(CommonSettings):
+class MailsyncSettings(EgressSettings):
     """The IMAP sync service: mail of pool mailboxes read back from their provider."""
 
     mailsync_poll_s: float = Field(
@@ -457,6 +471,7 @@ def documented_settings() -> list[tuple[str, str, str, str]]:
     rows: dict[str, tuple[str, str, str, list[str]]] = {}
     for cls, who in (
         (CommonSettings, "all"),
+        (EgressSettings, "ingress, webhooks, dispatch, mailsync"),
         (WebhookSettings, "ingress, webhooks"),
         (IngressSettings, "ingress"),
         (DecideSettings, "decide"),

@@ -49,6 +49,7 @@ from schemas.events import (
 from services.common import bodies, db, redrive, timers, unsubscribe
 from services.common.blobs import BlobCorrupt, BlobMissing, BlobStore, blob_store
 from services.common.broker import bound, is_transient, publish_events, subscribe
+from services.common.egress import Egress
 from services.common.mime import (
     UnsendableMessage,
     blob_hashes,
@@ -214,6 +215,7 @@ def build(
     smtp = SmtpPool(
         timeout=settings.smtp_timeout_s, transaction_timeout=settings.smtp_transaction_timeout_s,
         hostname=settings.smtp_hostname, size=settings.smtp_pool_size, idle_s=settings.smtp_idle_s,
+        egress=Egress.of(settings),
     )  # fmt: skip
     recorder = OutcomeRecorder(pool, CONSUMER)
     secrets = Secrets(settings.secret_keys)

@@ -1,13 +1,17 @@
 """Hand a message to a mailbox's SMTP relay and classify what came back (sent / soft / hard).
 
 Connections are pooled per relay: a successful transaction leaves its connection for the next
-message to the same relay; any failure discards it.
+message to the same relay; any failure discards it. Each connection goes to an address of the relay
+the egress policy permits (services/common/egress.py), TLS still verifying the relay's name; a
+password goes over a connection without TLS only to a network the operator allows. What the relay
+said reaches the tenant only as a well-formed reply (code and printable text) or a fixed phrase.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -16,6 +20,12 @@ from typing import Literal
 import aiosmtplib
 
 from schemas.events import SmtpReply
+from services.common.egress import Egress, EgressRefused, IPAddress, Unresolvable, printable
+
+NOT_SMTP = "the relay did not answer as an SMTP server"
+UNREACHABLE = "could not connect to the relay"
+SILENT = "the relay did not answer in time"
+HUNG_UP = "the relay closed the connection"
 
 
 @dataclass(frozen=True)
@@ -37,45 +47,106 @@ class Outcome:
     reason: str
 
 
-def classify(error: BaseException) -> Outcome:
-    """4xx, timeouts and connection trouble are transient (soft); 5xx, and a message this relay can
-    never take (it lacks SMTPUTF8 for a non-ASCII address), are permanent (hard)."""
-    if isinstance(error, aiosmtplib.SMTPNotSupported):
-        return Outcome("hard", None, f"the relay cannot take this message: {error}")
-    if isinstance(error, aiosmtplib.SMTPRecipientsRefused):
-        codes = [e.code for e in error.recipients]
-        kind = "hard" if codes and all(500 <= c < 600 for c in codes) else "soft"
-        first = error.recipients[0] if error.recipients else None
-        reply = SmtpReply(code=first.code, message=first.message) if first else None
-        return Outcome(kind, reply, "every recipient was refused")
-    if isinstance(error, aiosmtplib.SMTPResponseException) and error.code > 0:
-        kind = "hard" if 500 <= error.code < 600 else "soft"
-        return Outcome(
-            kind, SmtpReply(code=error.code, message=error.message), f"relay answered {error.code}"
+class Unreachable(Exception):
+    """No connection to any permitted address of the relay (refused, unreachable, timed out)."""
+
+
+class CleartextRefused(Exception):
+    """The relay's password would go over a connection without TLS to an address not allowed for it."""
+
+    def __init__(self, address: IPAddress):
+        super().__init__(
+            f"the relay's password is not sent without TLS to {address} (use `starttls` or `tls`, or the "
+            "operator allows its network in SENDSTREAM_EGRESS_CLEARTEXT_AUTH_NETWORKS)"
         )
-    return Outcome("soft", None, f"{type(error).__name__}: {error}")
+
+
+def reply(code: int, message: str) -> SmtpReply | None:
+    """A relay's answer as the tenant sees it: a 3-digit code and printable text, or None."""
+    return SmtpReply(code=code, message=printable(message)) if 200 <= code <= 599 else None
+
+
+def classify(error: BaseException) -> Outcome:
+    """4xx, timeouts and connection trouble are transient (soft); 5xx, a message this relay can never
+    take (it lacks SMTPUTF8 for a non-ASCII address), and a relay the egress policy refuses are
+    permanent (hard). The reason never carries what a server said beyond a well-formed reply."""
+    if isinstance(error, EgressRefused):
+        return Outcome("hard", None, f"the relay's {error}")
+    if isinstance(error, CleartextRefused):
+        return Outcome("hard", None, str(error))
+    if isinstance(error, Unresolvable):
+        return Outcome("soft", None, "the relay's host name does not resolve")
+    if isinstance(error, aiosmtplib.SMTPNotSupported):
+        return Outcome("hard", None, f"the relay cannot take this message: {printable(str(error), 200)}")
+    if isinstance(error, aiosmtplib.SMTPRecipientsRefused):
+        replies = [(e.code, reply(e.code, e.message)) for e in error.recipients]
+        if not replies or any(r is None for _, r in replies):
+            return Outcome("soft", None, NOT_SMTP)
+        kind = "hard" if all(500 <= c < 600 for c, _ in replies) else "soft"
+        return Outcome(kind, replies[0][1], "every recipient was refused")
+    if isinstance(error, aiosmtplib.SMTPResponseException):
+        if (answer := reply(error.code, error.message)) is None:
+            return Outcome("soft", None, NOT_SMTP)
+        kind = "hard" if 500 <= error.code < 600 else "soft"
+        return Outcome(kind, answer, f"relay answered {error.code}")
+    if isinstance(error, Unreachable):
+        return Outcome("soft", None, UNREACHABLE)
+    if isinstance(error, aiosmtplib.SMTPConnectError):  # connected, then no greeting (or no TLS) in time
+        if isinstance(error.__cause__, ssl.SSLCertVerificationError):
+            return Outcome(
+                "soft", None, f"TLS with the relay failed ({printable(error.__cause__.reason or '', 100)})"
+            )
+        return Outcome("soft", None, NOT_SMTP)
+    if isinstance(error, aiosmtplib.SMTPServerDisconnected):
+        return Outcome("soft", None, HUNG_UP)
+    if isinstance(error, TimeoutError):
+        return Outcome("soft", None, SILENT)
+    if isinstance(error, ssl.SSLError):
+        return Outcome("soft", None, f"TLS with the relay failed ({printable(error.reason or '', 100)})")
+    if isinstance(error, OSError):
+        return Outcome("soft", None, UNREACHABLE)
+    if isinstance(error, aiosmtplib.SMTPException):  # aiosmtplib's own words (STARTTLS or AUTH not offered)
+        return Outcome("soft", None, printable(str(error), 200))
+    return Outcome("soft", None, type(error).__name__)
 
 
 class SmtpPool:
     """Open SMTP connections per relay, reused while fresh."""
 
     def __init__(
-        self, *, timeout: float, transaction_timeout: float, hostname: str | None, size: int, idle_s: float
-    ):
+        self, *, timeout: float, transaction_timeout: float, hostname: str | None, size: int, idle_s: float,
+        egress: Egress,
+    ):  # fmt: skip
         self.timeout, self.hostname, self.size, self.idle_s = timeout, hostname, size, idle_s
+        self.egress = egress
         self.transaction_timeout = transaction_timeout
         self.idle: dict[Relay, list[tuple[float, aiosmtplib.SMTP]]] = defaultdict(list)
 
     async def _connect(self, relay: Relay) -> aiosmtplib.SMTP:
+        """A session with the relay, over a socket to an address the egress policy permits (the host
+        name stays the client's: TLS verifies the certificate against it)."""
+        try:
+            sock, address = await self.egress.connect(relay.host, relay.port, self.timeout)
+        except (EgressRefused, Unresolvable):
+            raise
+        except (OSError, TimeoutError) as exc:
+            raise Unreachable() from exc
+        if relay.username and relay.tls == "none" and not self.egress.permits_cleartext_auth(address):
+            sock.close()
+            raise CleartextRefused(address)
         client = aiosmtplib.SMTP(
             hostname=relay.host,
-            port=relay.port,
+            sock=sock,
             use_tls=relay.tls == "tls",
             start_tls=relay.tls == "starttls",
             timeout=self.timeout,
             local_hostname=self.hostname,
         )
-        await client.connect()
+        try:
+            await client.connect()
+        except BaseException:
+            sock.close()
+            raise
         if relay.username:
             await client.login(relay.username, relay.password or "")
         return client
@@ -107,7 +178,7 @@ class SmtpPool:
                 client = await self._acquire(relay)
                 options = ["SMTPUTF8"] if smtputf8 else None
                 errors, response = await client.sendmail(sender, recipients, data, mail_options=options)
-        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+        except (aiosmtplib.SMTPException, OSError, TimeoutError, CleartextRefused, Unreachable) as exc:
             if client is not None:
                 await _close(client)
             return classify(exc)
@@ -117,7 +188,7 @@ class SmtpPool:
             return Outcome("hard", None, f"the message cannot be sent: {exc}")
         await self._release(relay, client)
         refused = f"; refused: {sorted(errors)}" if errors else ""
-        return Outcome("sent", SmtpReply(code=250, message=response), f"accepted{refused}")
+        return Outcome("sent", SmtpReply(code=250, message=printable(response)), f"accepted{refused}")
 
     async def close(self) -> None:
         for idle in self.idle.values():

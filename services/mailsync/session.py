@@ -9,7 +9,10 @@ rebuilt: its UIDs mean nothing any more) reads the folder again from when its sy
 over what the messages view already holds by Message-ID.
 
 Failures never reach sending: a refused login or a lost connection is shown as the mailbox's sync
-`error` (with the server's words) and tried again after a growing wait.
+`error` and tried again after a growing wait. That error carries a server's words only from a
+well-formed IMAP answer (printable, bounded); anything else is a fixed phrase, so it tells a tenant
+nothing about what listens at a host. The connection goes to an address the egress policy permits
+(services/common/egress.py), and a password without TLS only to a network the operator allows.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import asyncpg
 import structlog
 from prometheus_client import Counter
 
+from services.common.egress import Egress, EgressRefused, Unresolvable, printable
 from services.common.receiving.intake import Intake, Refused, Target, Turn, screened
 from services.common.receiving.parse import MAX_TOKEN, Unacceptable, header, one_line, policy, token
 from services.common.secrets import Secrets
@@ -42,11 +46,118 @@ FAILURES = Counter("sendstream_mailsync_failures_total", "IMAP sessions that fai
 _MSG_ID = re.compile(r"<[^<>\s]+>")
 _OURS = re.compile(r"^<([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})@")
 _FETCHED = re.compile(rb"UID (\d+)")
+_GREETING = re.compile(rb"\* (OK|PREAUTH)\b", re.I)
 _SPAM_NAMES = {"junk", "spam", "junk e-mail", "junk email", "bulk mail"}
 
 
 class ImapRefused(Exception):
     """The server answered NO or BAD: what it said is the mailbox's sync error."""
+
+
+class NotImap(Exception):
+    """What answered at the IMAP host's port did not greet as an IMAP server."""
+
+
+class Unreachable(Exception):
+    """No connection to any permitted address of the IMAP host."""
+
+
+class CleartextRefused(Exception):
+    """The password would go over a connection without TLS to an address not allowed for it."""
+
+
+def shown(exc: BaseException) -> str:
+    """A failed session as the mailbox's sync error: fixed phrases, or an IMAP server's bounded words."""
+    if isinstance(exc, ImapRefused):
+        return printable(str(exc), 500)
+    if isinstance(exc, EgressRefused):
+        return f"the IMAP server's {exc}"
+    if isinstance(exc, Unresolvable):
+        return "the IMAP server's host name does not resolve"
+    if isinstance(exc, CleartextRefused):
+        return (
+            f"the password is not sent without TLS to {exc} (use `starttls` or `tls`, or the operator allows "
+            "its network in SENDSTREAM_EGRESS_CLEARTEXT_AUTH_NETWORKS)"
+        )
+    if isinstance(exc, Unreachable):
+        return "could not connect to the IMAP server"
+    if isinstance(exc, NotImap):
+        return "the server did not answer as an IMAP server"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS with the IMAP server failed ({printable(exc.reason or '', 100)})"
+    if isinstance(exc, TimeoutError):
+        return "the IMAP server did not answer in time"
+    if isinstance(exc, ConnectionError | EOFError):
+        return "the IMAP server closed the connection"
+    return f"the IMAP session failed ({type(exc).__name__})"
+
+
+class _Protocol(aioimaplib.IMAP4ClientProtocol):
+    """aioimaplib's protocol, noticing at once a server that greets with something other than an IMAP
+    greeting, or hangs up before greeting (aioimaplib would wait for its timeout), and one that greets
+    but does not answer CAPABILITY (aioimaplib would wait for ever: its greeting holds a lock that
+    cancelling the wait for it needs)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, conn_lost_cb=None, timeout: float = 30.0) -> None:
+        super().__init__(loop, conn_lost_cb)
+        self.not_imap = asyncio.Event()
+        self.timeout = timeout
+
+    async def welcome(self, command: bytes) -> None:
+        try:
+            await super().welcome(command)
+        except (TimeoutError, aioimaplib.Error):
+            self.not_imap.set()
+            self.transport.close()
+
+    async def capability(self) -> None:
+        await asyncio.wait_for(super().capability(), self.timeout)
+
+    def _handle_line(self, line: bytes, current_cmd):
+        if self.state == aioimaplib.CONNECTED and line and not _GREETING.match(line):
+            self.not_imap.set()
+            self.transport.close()
+            return None
+        return super()._handle_line(line, current_cmd)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.state in (aioimaplib.STARTED, aioimaplib.CONNECTED):
+            self.not_imap.set()
+        super().connection_lost(exc)
+
+
+class GuardedIMAP4(aioimaplib.IMAP4):
+    """aioimaplib's client, connected through the egress policy: to an address of the host it permits,
+    TLS (when asked for) verifying the host's name. `address` is the one connected to."""
+
+    def __init__(
+        self, egress: Egress, host: str, port: int, timeout: float, ssl_context: ssl.SSLContext | None
+    ):
+        self.egress, self.address = egress, None
+        super().__init__(host, port, timeout=timeout, ssl_context=ssl_context)
+
+    def create_client(self, host, port, loop, conn_lost_cb=None, ssl_context=None) -> None:
+        local_loop = loop if loop is not None else asyncio.get_running_loop()
+        self.protocol = _Protocol(local_loop, conn_lost_cb, self.timeout)
+        self._client_task = local_loop.create_task(self._open(local_loop, host, port, ssl_context))
+
+    async def _open(self, loop: asyncio.AbstractEventLoop, host: str, port: int, ssl_context) -> None:
+        try:
+            sock, self.address = await self.egress.connect(host, port, self.timeout)
+        except (EgressRefused, Unresolvable):
+            raise
+        except (OSError, TimeoutError) as exc:
+            raise Unreachable() from exc
+        try:
+            await loop.create_connection(
+                lambda: self.protocol,
+                sock=sock,
+                ssl=ssl_context,
+                server_hostname=host if ssl_context else None,
+            )
+        except BaseException:
+            sock.close()
+            raise
 
 
 @dataclass(frozen=True)
@@ -144,6 +255,7 @@ class Session:
             worker,
         )
         self.imap: aioimaplib.IMAP4 | None = None
+        self.egress = Egress.of(settings)
         self.log = log.bind(mailbox_id=str(account.target.mailbox_id), imap=account.key)
 
     # --- the loop -----------------------------------------------------------------------------------
@@ -158,10 +270,11 @@ class Session:
                 await self.follow(folders)
             except asyncio.CancelledError:
                 raise
-            except (ImapRefused, OSError, TimeoutError, aioimaplib.AioImapException, ssl.SSLError) as exc:
-                reason = str(exc) or type(exc).__name__
-                if isinstance(exc, OSError | TimeoutError):
-                    reason = f"cannot reach {self.account.host}:{self.account.port}: {reason}"
+            except (
+                ImapRefused, NotImap, Unreachable, CleartextRefused, OSError, TimeoutError, EOFError,
+                aioimaplib.AioImapException, ssl.SSLError,
+            ) as exc:  # fmt: skip
+                reason = shown(exc)
                 FAILURES.labels(type(exc).__name__).inc()
                 self.log.warning(
                     "IMAP session failed; trying again later", error=reason, attempt=failures + 1
@@ -181,13 +294,23 @@ class Session:
     async def connect(self) -> list[str]:
         """Log in; returns the folders to read: INBOX, and the spam folder where there is one."""
         a, timeout = self.account, self.settings.mailsync_timeout_s
-        if a.tls == "tls":
-            self.imap = aioimaplib.IMAP4_SSL(
-                a.host, a.port, timeout=timeout, ssl_context=ssl.create_default_context()
-            )
-        else:
-            self.imap = aioimaplib.IMAP4(a.host, a.port, timeout=timeout)
-        await self.imap.wait_hello_from_server()
+        context = ssl.create_default_context() if a.tls == "tls" else None
+        self.imap = imap = GuardedIMAP4(self.egress, a.host, a.port, timeout, context)
+        try:
+            await asyncio.wait_for(imap._client_task, timeout)  # connected (or refused by the policy)
+        except TimeoutError:
+            raise Unreachable() from None
+        hello = asyncio.ensure_future(imap.wait_hello_from_server())
+        refused = asyncio.ensure_future(imap.protocol.not_imap.wait())
+        try:
+            await asyncio.wait({hello, refused}, timeout=2 * timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            refused.cancel()
+        if not hello.done() or hello.exception() is not None:
+            hello.cancel()
+            raise NotImap()
+        if a.tls == "none" and not self.egress.permits_cleartext_auth(imap.address):
+            raise CleartextRefused(imap.address)
         if a.tls == "starttls":
             await self.starttls()
         _checked(await self.imap.login(a.username, a.password), "login refused")

@@ -45,11 +45,11 @@ from schemas.webhooks import WEBHOOK_TYPES, body, carries_message, message_data,
 from services.common import db, service, timers, views
 from services.common.batching import GroupCommit
 from services.common.broker import subscribe
+from services.common.egress import Egress, GuardedResolver, UnsafeDestination
 from services.common.notify import Listener
 from services.common.secrets import Secrets
 from services.common.settings import WebhookSettings
 from services.common.webhooks import queue, signing
-from services.common.webhooks.egress import Egress, GuardedResolver, UnsafeDestination
 from services.webhooks.policy import Step, after_attempt, retry_after
 
 CONSUMER = "webhooks"
@@ -148,7 +148,7 @@ class Deliverer:
     def __init__(self, pool: asyncpg.Pool, settings: WebhookSettings):
         self.pool, self.settings = pool, settings
         self.secrets = Secrets(settings.secret_keys)
-        self.egress = Egress(settings.webhook_allowed_networks)
+        self.egress = Egress.of(settings)
         self.per_endpoint = settings.webhook_endpoint_concurrency
         self.inflight: Counter[UUID] = Counter()
         self.waiting: dict[UUID, deque[asyncpg.Record]] = {}

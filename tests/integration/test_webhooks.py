@@ -292,7 +292,7 @@ def strict_ingress(stack: Stack) -> Iterator[str]:
     stack.start(
         name,
         list(stack.args["ingress"]),
-        env={"SENDSTREAM_HTTP_PORT": str(port), "SENDSTREAM_WEBHOOK_ALLOWED_NETWORKS": "[]"},
+        env={"SENDSTREAM_HTTP_PORT": str(port), "SENDSTREAM_EGRESS_ALLOWED_NETWORKS": "[]"},
     )
     try:
         wait_ready(f"http://127.0.0.1:{port}/readyz", 60)

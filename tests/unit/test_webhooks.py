@@ -22,7 +22,7 @@ from schemas.events import (
     SmtpReply,
 )
 from schemas.webhooks import body, carries_message, message_data, subscribed_name, webhook_type
-from services.common.webhooks.egress import Egress, GuardedResolver, UnsafeDestination
+from services.common.egress import Egress, GuardedResolver, UnsafeDestination
 from services.common.webhooks.signing import headers, new_secret, signature_header
 from services.webhooks.policy import after_attempt, retry_after
 

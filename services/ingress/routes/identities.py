@@ -38,7 +38,7 @@ from schemas.events import (
 )
 from services.common import views
 from services.ingress.context import ctx
-from services.ingress.core import directory, ratelimit
+from services.ingress.core import directory, egress, ratelimit
 from services.ingress.core.send import submit
 from services.ingress.http import Call, json_model, not_found, route
 from services.ingress.idempotency import IdSource, idempotent
@@ -207,6 +207,7 @@ async def delete_identity(call: Call) -> web.Response:
 async def add_mailbox(call: Call) -> web.Response:
     identity = await find_identity(call)
     b: CreateMailbox = call.body
+    await egress.check_account(ctx(call), b.smtp, b.imap)
     account = directory.NewAccount.through(
         b.email, b.smtp, hourly_limit=b.hourlyLimit, daily_limit=b.dailyLimit, imap=b.imap
     )
@@ -257,6 +258,25 @@ async def update_mailbox(call: Call) -> web.Response:
     b: UpdateMailbox = call.body
     smtp = b.smtp.model_dump(exclude_unset=True) if b.smtp else {}
     fields = b.model_dump(exclude_unset=True, exclude={"smtp", "imap"})
+    host, port = smtp.get("host") or before["smtp_host"], smtp.get("port") or before["smtp_port"]
+    # Credentials never follow a change of server: a new host or port without a new password clears them.
+    moved = (host.lower(), port) != (before["smtp_host"].lower(), before["smtp_port"])
+    if moved and "password" not in smtp:
+        smtp.setdefault("username", None)
+        smtp["password"] = None
+    if smtp:
+        username = smtp["username"] if "username" in smtp else before["smtp_username"]
+        password = smtp["password"] if "password" in smtp else before["smtp_password"]
+        await egress.check_server(
+            ctx(call),
+            "smtp",
+            host,
+            port,
+            smtp.get("tls") or before["smtp_tls"],
+            password=bool(username or password),
+        )
+    if b.imap is not None:
+        await egress.check_account(ctx(call), imap=b.imap)
     async with directory.change(ctx(call)) as (conn, facts):
         row = await conn.fetchrow(
             """UPDATE mailboxes SET

@@ -33,7 +33,7 @@ from schemas.limits import ATTACHMENTS_BODY
 from schemas.replies import reply_subject
 from services.common import views
 from services.ingress.context import ctx
-from services.ingress.core import attachments, directory, ratelimit
+from services.ingress.core import attachments, directory, egress, ratelimit
 from services.ingress.core.errors import NotFound
 from services.ingress.core.send import submit
 from services.ingress.http import ApiError, Call, json_model, query_limit, route
@@ -66,6 +66,7 @@ async def create_inbox(call: Call) -> web.Response:
         raise ApiError(400, "invalid_request", "email: is required (this server has no default inbox domain)")
     if b.smtp is None and settings.inbox_default_relay is None:
         raise ApiError(400, "invalid_request", "smtp: is required (this server has no default relay)")
+    await egress.check_account(ctx(call), b.smtp)
     email = b.email or generated_address(b.name, settings.inbox_default_domain)
     account = directory.NewAccount.through(email, b.smtp or settings.inbox_default_relay)
     identity, _ = await directory.create_identity(

@@ -55,7 +55,7 @@ from schemas.limits import ATTACHMENTS_BODY
 from services.common import signed, views
 from services.common.blobs import BlobMissing, ref_of
 from services.ingress.context import Context, ctx
-from services.ingress.core import attachments, directory, forward, ratelimit
+from services.ingress.core import attachments, directory, egress, forward, ratelimit
 from services.ingress.core.errors import NotFound
 from services.ingress.core.send import submit
 from services.ingress.http import ApiError, Call, json_model, query_limit, route
@@ -100,6 +100,7 @@ async def create_mailbox(call: Call) -> web.Response:
     relay = b.smtp or c.settings.inbox_default_relay
     if relay is None:
         raise ApiError(400, "invalid_request", "smtp: is required (this server has no default relay)")
+    await egress.check_account(c, b.smtp)
     account = directory.NewAccount.through(b.email_address, relay)
     # The seed limits a mailbox by the hour only: its daily cap is what a day of full hours allows.
     daily_cap = 24 * c.settings.mailbox_sends_per_hour

@@ -23,8 +23,8 @@ from schemas.api.webhooks import (
     WebhookList,
 )
 from schemas.webhooks import TEST_TYPE, body
+from services.common.egress import Egress, UnsafeDestination
 from services.common.webhooks import queue, signing
-from services.common.webhooks.egress import Egress, UnsafeDestination
 from services.ingress.context import ctx
 from services.ingress.http import ApiError, Call, json_model, not_found, query_limit, route
 
@@ -44,7 +44,7 @@ def render_webhook(row: asyncpg.Record) -> dict:
 
 async def check_destination(call: Call, url: str) -> None:
     try:
-        await Egress(ctx(call).settings.webhook_allowed_networks).check_url(url)
+        await Egress.of(ctx(call).settings).check_url(url)
     except UnsafeDestination as exc:
         raise ApiError(400, "invalid_request", f"url: {exc}") from None
 
