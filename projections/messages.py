@@ -62,6 +62,15 @@ STATUS_RANK = {
 # Columns that describe the current status: only an event of at least the same rank may change them,
 # so a late DispatchDeferred cannot put its reason on a message that has since failed or been sent.
 STATUS_BOUND = frozenset({"reason", "smtp_code", "smtp_message"})
+# The relay's reply is a relay outcome's, whatever a report said after it: a status from a report (which
+# only follows a send) ranks with `sent` for these columns, so a MessageSent applied after the report of
+# its bounce (on another partition, so in either order) still leaves its reply, as the other order does.
+RELAY_REPLY = frozenset({"smtp_code", "smtp_message"})
+REPORTED = ("delivered", "bounced", "complained")
+_REPLY_RANK = (
+    f"CASE WHEN messages.status_rank IN ({', '.join(str(STATUS_RANK[s]) for s in REPORTED)}) "
+    f"THEN {STATUS_RANK['sent']} ELSE messages.status_rank END"
+)
 
 
 @dataclass(slots=True)
@@ -144,8 +153,11 @@ def _upsert_message_sql(names: tuple[str, ...], moves_status: bool) -> str:
     """The statement of a message upsert with these columns (a few shapes: made once each)."""
     n = len(names)
     placeholders = ", ".join(f"${i}" for i in range(1, n + 6))
+    def bound_to(c: str) -> str:
+        return _REPLY_RANK if c in RELAY_REPLY else "messages.status_rank"
+
     sets = [
-        f"{c} = CASE WHEN EXCLUDED.status_rank >= messages.status_rank THEN EXCLUDED.{c} ELSE messages.{c} END"
+        f"{c} = CASE WHEN EXCLUDED.status_rank >= {bound_to(c)} THEN EXCLUDED.{c} ELSE messages.{c} END"
         if c in STATUS_BOUND
         else f"{c} = EXCLUDED.{c}"
         for c in names

@@ -121,6 +121,24 @@ async def test_any_order_and_redelivery_give_the_same_views(db: asyncpg.Pool) ->
     assert results == {("sent", "Hello")}
 
 
+async def test_a_report_and_the_relays_reply_in_either_order_give_the_same_row(db: asyncpg.Pool) -> None:
+    """A bounce's report projected before or after the MessageSent it follows (they travel on different
+    partitions: the live views and a replay may apply them in either order): the same status, reason and
+    relay reply."""
+    rows = set()
+    for order in itertools.permutations(range(4)):
+        mid, _, events = lifecycle()
+        bounced = MessageBounced(**events[2].caused(), payload=RecipientStatus(
+            message_id=mid, recipient="m@x.test", status="5.1.1", diagnostic="no such user"))  # fmt: skip
+        events.append(bounced)
+        for i in order:
+            await project(db, [events[i]])
+        rows.add(tuple(await db.fetchrow(
+            "SELECT status, reason, smtp_code, smtp_message FROM messages WHERE id = $1", mid
+        )))  # fmt: skip
+    assert rows == {("bounced", "m@x.test: 5.1.1 no such user", 250, "ok")}
+
+
 async def test_a_batch_with_repeats_applies_each_event_once(db: asyncpg.Pool) -> None:
     """One batch holding an event twice (a re-publish) and out of order projects it once."""
     mid, conv, events = lifecycle()
