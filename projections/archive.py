@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -60,14 +62,24 @@ class Archive:
             self.months.add(month)
 
     async def write(self, logged: list[Logged]) -> int:
-        """Append the events not archived yet to their organizations' chains; returns how many were new."""
+        """Append the events not archived yet to their organizations' chains; returns how many were new.
+
+        An event PostgreSQL cannot keep as it is (a NUL or a lone surrogate in a string: put on the log by
+        something other than our own code, which makes every string storable) is kept with each such
+        character as U+FFFD, the form its hash then covers: every event on the log is in the archive."""
         first: dict[UUID, Logged] = {}
         for entry in logged:  # an event twice in the batch is kept where it was first read
             first.setdefault(entry.event.event_id, entry)
         batch = list(first.values())
         await self._partitions_for({month_of(e.event.occurred_at) for e in batch})
-        orgs = sorted({e.event.org_id for e in batch})
         documents = [e.event.model_dump(mode="json") for e in batch]
+        try:
+            return await self._append(batch, documents)
+        except (asyncpg.UntranslatableCharacterError, asyncpg.CharacterNotInRepertoireError):
+            return await self._append(batch, [storable(d) for d in documents])
+
+    async def _append(self, batch: list[Logged], documents: list[Any]) -> int:
+        orgs = sorted({e.event.org_id for e in batch})
         async with self.pool.acquire() as conn, conn.transaction():
             # The chains' ends, locked to the commit (in org order: two archivers never deadlock), so
             # they cannot move under this batch; an organization's first event makes its head.
@@ -125,6 +137,20 @@ class Archive:
                 json.dumps(grown) if len(grown) <= 100 else "*",
             )
         return len(rows)
+
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable(value: Any) -> Any:
+    """A JSON document with every NUL and lone surrogate of its strings (keys too) as U+FFFD."""
+    if isinstance(value, str):
+        return _UNSTORABLE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {storable(k): storable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [storable(v) for v in value]
+    return value
 
 
 def build(broker: KafkaBroker, settings: CommonSettings, pool: asyncpg.Pool) -> Archive:

@@ -11,7 +11,6 @@ import os
 import pwd
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import aioimaplib
 
 from services.common.infra import free_port, wait_for_port
+from tests.debian import apt_install
 
 PACKAGE = "dovecot-imapd"
 MISSING = (
@@ -35,17 +35,8 @@ def ensure_installed() -> bool:
     """Dovecot is here, or was installed now (root and apt-get); False (with the reason printed) if not."""
     if binary():
         return True
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        print(f"warning: {MISSING}", file=sys.stderr)
+    if not apt_install(PACKAGE, MISSING):
         return False
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", PACKAGE]
-    if subprocess.run(install, env=env, capture_output=True).returncode != 0:  # stale package lists
-        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True)
-        done = subprocess.run(install, env=env, capture_output=True, text=True)
-        if done.returncode != 0:
-            print(f"warning: {MISSING}\napt-get said: {done.stderr.strip()[-2000:]}", file=sys.stderr)
-            return False
     return bool(binary())
 
 

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from services.common.infra import free_port, wait_for_port
+from tests.debian import apt_install
 
 PACKAGE = "postfix"
 MISSING = (
@@ -69,13 +70,8 @@ def ensure_installed() -> bool:
         )
         POLICY.chmod(0o755)
     try:
-        install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", PACKAGE]
-        if subprocess.run(install, env=env, capture_output=True).returncode != 0:  # stale package lists
-            subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True)
-            done = subprocess.run(install, env=env, capture_output=True, text=True)
-            if done.returncode != 0:
-                print(f"warning: {MISSING}\napt-get said: {done.stderr.strip()[-2000:]}", file=sys.stderr)
-                return False
+        if not apt_install(PACKAGE, MISSING, env):
+            return False
     finally:
         if placed:
             POLICY.unlink(missing_ok=True)

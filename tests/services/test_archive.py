@@ -158,3 +158,17 @@ async def test_retention_drops_whole_months_and_the_rest_of_the_chain_still_veri
         broken = await verify_chain(conn, org)
     assert broken is not None and (broken.seq, broken.event_id) == (8, events[7].event_id)
     assert await drop_expired(db, datetime.now(UTC) - datetime(2019, 5, 2, tzinfo=UTC)) == []
+
+
+async def test_an_event_postgresql_cannot_keep_as_it_is_is_archived_with_u_fffd(db) -> None:
+    """A NUL or a lone surrogate put on the log by something else than our code: the event is archived all
+    the same (each such character as U+FFFD, what its hash covers), so replay and tenant deletion, which
+    wait for the archive to hold what the views applied, are not held up by it for good."""
+    event = SendRequested(org_id=new_id(), identity_id=new_id(), payload=SendRequestedPayload(
+        handle="h@example.test", content=Content(subject="a\x00b \ud800"),
+        messages=[RequestedMessage(message_id=new_id(), conv_id=new_id(), to="m@example.test")]))  # fmt: skip
+    assert await Archive(db).write([Logged(event, "t", 0, 1)]) == 1
+    stored = await db.fetchval("SELECT event FROM event_archive WHERE event_id = $1", event.event_id)
+    assert stored["payload"]["content"]["subject"] == "a\ufffdb \ufffd"
+    await db.execute("DELETE FROM event_archive WHERE org_id = $1", event.org_id)
+    await db.execute("DELETE FROM archive_heads WHERE org_id = $1", event.org_id)
