@@ -213,6 +213,7 @@ async def test_a_relay_greeting_with_control_characters_reaches_the_tenant_as_a_
         sent = body["messages"][0]
         msg = await eventually(lambda: message_state(api, sent, "failed"))
     assert msg["reason"] == "relay answered 554", msg
+    await eventually(lambda: _trail_ends(api, msg, "MessageFailed"))  # the reply is in the trail's event
     seen = await tenant_view(api, sent, msg)
     assert "\\u001b" not in seen and "\\u0007" not in seen and "?]0;owned? no service here" in seen
 
