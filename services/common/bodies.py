@@ -40,12 +40,20 @@ async def inline(blobs: BlobStore, content: Content) -> Content:
     return content.model_copy(update=back)
 
 
+def content_of(event: Envelope) -> Content | None:
+    """What the sender wrote, where an event carries it: a request's or a decision's `content`, or the
+    `content` of the message a received-mail event carries."""
+    payload = event.payload
+    content = getattr(payload, "content", None) or getattr(getattr(payload, "message", None), "content", None)
+    return content if isinstance(content, Content) else None
+
+
 async def texts_of(blobs: BlobStore, events: list[Envelope]) -> dict[str, str]:
     """The bodies kept in the blob store that `events` refer to, by sha256."""
     refs = {
         ref.sha256
         for e in events
-        if isinstance(content := getattr(e.payload, "content", None), Content)
+        if (content := content_of(e)) is not None
         for ref in (content.text_blob, content.html_blob)
         if ref is not None
     }

@@ -174,6 +174,23 @@ async def test_an_event_the_database_refuses_is_parked_at_once_holding_no_one_up
     assert max(latencies) < CANARY_WITHIN_S, latencies
 
 
+async def test_a_received_body_too_large_to_travel_in_its_event_is_stored_whole(
+    api: Api, relay: Relay, inbound: int
+) -> None:
+    """A body over SENDSTREAM_BODY_INLINE_MAX_BYTES goes by the blob store: the views read it back from
+    there (the fuzz run found 250s lost: the projections looked for it in the wrong place and parked it)."""
+    address = await new_mailbox(api, relay)
+    subject = f"long {uuid.uuid4().hex[:6]}"
+    text = "Lorem ipsum dolor sit amet.\r\n" * 4000  # 116 KB
+    raw = (
+        f"From: ana@example.test\r\nTo: {address}\r\nSubject: {subject}\r\n"
+        f"Message-ID: <{uuid.uuid4().hex}@client.example.test>\r\n\r\n{text}\r\n"
+    ).encode()
+    await deliver(inbound, raw, "ana@example.test", [address])
+    message = await detail(api, address, subject)
+    assert message["body_text"].split() == text.split()
+
+
 # --- finding 10: 451 forever --------------------------------------------------------------------------
 
 
