@@ -7,6 +7,7 @@ here, not only a case that answered wrongly.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import uuid
@@ -26,26 +27,32 @@ CANARY_WITHIN_S = 10
 
 @dataclass
 class Canary:
+    """Another organization's identity, sending normally: each send's time to its relay is measured."""
+
     api: Api
     handle: str
     relay: Relay
+    latencies: list[float] = dataclasses.field(default_factory=list)
 
-    async def sings(self) -> None:
-        """A normal send of another organization reaches its relay within CANARY_WITHIN_S."""
+    async def send(self, within: float = 60) -> float:
+        """One normal send; its time from the request to the relay (waited for at most `within`)."""
         subject = f"canary {uuid.uuid4().hex[:8]}"
         started = time.monotonic()
         status, body, _ = await self.api.call(
-            "POST",
-            f"/v1/identities/{self.handle}/send",
-            {"to": "c@example.test", "subject": subject, "text": "t"},
-        )
+            "POST", f"/v1/identities/{self.handle}/send", {"to": "c@example.test", "subject": subject, "text": "t"}
+        )  # fmt: skip
         assert status == 202, body
 
         async def arrived() -> bool:
             return any(r.message["Subject"] == subject for r in self.relay.received)
 
-        await eventually(arrived, timeout=CANARY_WITHIN_S, interval=0.05)
-        assert time.monotonic() - started < CANARY_WITHIN_S
+        await eventually(arrived, timeout=within, interval=0.02)
+        self.latencies.append(time.monotonic() - started)
+        return self.latencies[-1]
+
+    async def sings(self) -> None:
+        """A normal send of another organization reaches its relay within CANARY_WITHIN_S."""
+        assert await self.send(CANARY_WITHIN_S) < CANARY_WITHIN_S
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -5,10 +5,8 @@ of another organization reaches its relay within CANARY_WITHIN_S)."""
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import aiohttp
 import aiosmtplib
@@ -18,37 +16,13 @@ from aiokafka import AIOKafkaProducer
 from schemas import topics
 from schemas.events import Content, MessageArrived
 from tests.conftest import Api, Relay, deliver, eventually, new_org
+from tests.integration.test_hostile import Canary
 from tests.integration.test_mailboxes import listed, new_mailbox
 from tests.integration.test_send import make_identity
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
 CANARY_WITHIN_S = 2.0
-
-
-@dataclass
-class Canary:
-    """Another organization's identity, sending normally: each send's time to its relay is measured."""
-
-    api: Api
-    handle: str
-    relay: Relay
-    latencies: list[float] = field(default_factory=list)
-
-    async def send(self) -> float:
-        subject = f"canary {uuid.uuid4().hex[:8]}"
-        started = time.monotonic()
-        status, body, _ = await self.api.call(
-            "POST", f"/v1/identities/{self.handle}/send", {"to": "c@example.test", "subject": subject, "text": "t"}
-        )  # fmt: skip
-        assert status == 202, body
-
-        async def arrived() -> bool:
-            return any(r.message["Subject"] == subject for r in self.relay.received)
-
-        await eventually(arrived, timeout=60, interval=0.02)
-        self.latencies.append(time.monotonic() - started)
-        return self.latencies[-1]
 
 
 async def new_canary(operator: Api, relay_factory: Callable[..., Relay]) -> Canary:
