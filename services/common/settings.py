@@ -241,7 +241,23 @@ class IngressSettings(WebhookSettings):
         5.0, description="How long a send waits for its decision before answering 202 `queued`."
     )
     publish_timeout_s: float = Field(
-        5.0, description="How long a request waits for the broker to take its event before answering 503."
+        5.0,
+        description="How long a request waits for the broker to confirm its event. A send not confirmed in "
+        "time is answered 202 `queued` and re-published if it never arrives; a request nothing of which "
+        "reached the broker is 503.",
+    )
+    sends_in_flight_max: int = Field(
+        128,
+        ge=1,
+        description="Sends one ingress process works on at once. Past it, and while the oldest of at least an "
+        "eighth of them has waited SENDSTREAM_SHED_AFTER_S, a new send is refused at once: 503 `overloaded` "
+        "with Retry-After, nothing published.",
+    )
+    shed_after_s: float = Field(
+        0.5,
+        gt=0,
+        description="How far behind (the wait of the oldest send in flight) the ingress may fall before it "
+        "sheds new sends (see SENDSTREAM_SENDS_IN_FLIGHT_MAX).",
     )
     max_body_bytes: int = Field(
         1024 * 1024,

@@ -14,6 +14,7 @@ from uuid import UUID
 import asyncpg
 
 from services.common.blobs import BlobStore
+from services.common.broker import is_transient
 
 _MESSAGES = (
     """SELECT m.*, i.handle AS inbox_address FROM messages m JOIN identities i ON i.id = m.identity_id"""
@@ -100,13 +101,20 @@ async def answered_message(
 
 async def shown(pool: asyncpg.Pool, probe: str, *args: object, wait_s: float = 5.0) -> bool:
     """Wait (at most `wait_s`) until the views show a change the caller made: `probe`, a query of one
-    value, answers true. Whether they did in time (the change is on the log either way)."""
+    value, answers true. Whether they did in time (the change is on the log either way, so a database
+    that cannot be asked makes it "not yet", never an error that would invite the change again)."""
     deadline = time.monotonic() + wait_s
-    while not await pool.fetchval(probe, *args):
+    while True:
+        try:
+            if await pool.fetchval(probe, *args):
+                return True
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            return False
         if time.monotonic() > deadline:
             return False
         await asyncio.sleep(0.01)
-    return True
 
 
 async def conversation(

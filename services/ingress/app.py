@@ -18,6 +18,7 @@ from services.common.logging import configure_logging
 from services.common.secrets import Secrets
 from services.common.service import Periodic, run, stop_event
 from services.common.settings import IngressSettings
+from services.ingress.admission import Admission
 from services.ingress.auth import authenticate, ensure_bootstrap_key
 from services.ingress.cache import Cache
 from services.ingress.context import CONTEXT, Context
@@ -93,7 +94,7 @@ def create_app(settings: IngressSettings) -> web.Application:
         c = request.app[CONTEXT]
         return await authenticate(request, c.pool, c.cache)
 
-    add_routes(app, auth)
+    add_routes(app, auth, Admission(settings.sends_in_flight_max, settings.shed_after_s).admit)
     return app
 
 

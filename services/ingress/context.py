@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 
 import asyncpg
@@ -13,7 +14,7 @@ from faststream.kafka import KafkaBroker
 
 from schemas.envelope import Envelope
 from services.common.blobs import BlobStore
-from services.common.broker import PERMANENT_KAFKA_ERRORS, EventTooLarge, is_transient, publish_events
+from services.common.broker import PERMANENT_KAFKA_ERRORS, EventTooLarge, hand_over, is_transient
 from services.common.secrets import Secrets
 from services.common.settings import IngressSettings
 from services.ingress.cache import Cache
@@ -40,35 +41,70 @@ class Context:
     feed: FeedWaiter
 
     async def publish(self, events: list[Envelope]) -> None:
-        """Publish, or answer 413 for a request whose events cannot fit in the log, or 503 with
-        Retry-After when the broker cannot take them now: the client must not take a failure for a success.
+        """Publish, and return once the broker confirmed every event. Otherwise:
 
-        A request's events must leave room for what the pipeline adds in the events derived from them
-        (a decision carries the mailbox, the Message-ID and the thread's references), so each may use
-        at most `max_event_bytes - DERIVED_HEADROOM`."""
+        - 413 for a request whose events cannot fit in the log. A request's events must leave room for
+          what the pipeline adds in the events derived from them (a decision carries the mailbox, the
+          Message-ID and the thread's references), so each may use at most
+          `max_event_bytes - DERIVED_HEADROOM`;
+        - 503 with Retry-After when none of them can have reached the broker (it is not connected, or
+          refused them before taking them): a retry is safe;
+        - `MaybePublished` when they were handed over but not confirmed in time: they may be on the log.
+          The caller must not invite a blind retry (services/ingress/core/send.py answers `queued`)."""
         limit = self.settings.max_event_bytes - DERIVED_HEADROOM
+        deadline = time.monotonic() + self.settings.publish_timeout_s
         try:
-            await asyncio.wait_for(
-                publish_events(self.broker, self.settings, events, limit), self.settings.publish_timeout_s
+            acks = await asyncio.wait_for(
+                hand_over(self.broker, self.settings, events, limit), self.settings.publish_timeout_s
             )
         except (EventTooLarge, *PERMANENT_KAFKA_ERRORS) as exc:
-            size = f" ({exc.size} bytes once encoded)" if isinstance(exc, EventTooLarge) else ""
-            raise ApiError(
-                413,
-                "payload_too_large",
-                f"the message is too large to send{size}: its subject, bodies and headers may take at most "
-                f"{limit} bytes in all",
-            ) from exc
+            raise self._too_large(exc, limit) from exc
+        except TimeoutError as exc:  # cut off while handing over: some may be on their way
+            raise MaybePublished(exc) from exc
         except Exception as exc:
             # IncorrectState: the producer is not connected (not yet, or no longer).
-            if not (is_transient(exc) or isinstance(exc, TimeoutError | IncorrectState)):
+            if not (is_transient(exc) or isinstance(exc, IncorrectState)):
                 raise
             raise ApiError(
                 503,
                 "unavailable",
-                f"the event log is unavailable ({type(exc).__name__}); retry later",
+                f"the event log is unavailable ({type(exc).__name__}); nothing was sent: retry later",
                 {"Retry-After": "5"},
             ) from exc
+        try:
+            await asyncio.wait_for(asyncio.gather(*acks), max(0.0, deadline - time.monotonic()))
+        except PERMANENT_KAFKA_ERRORS as exc:  # refused by the broker: not written
+            raise self._too_large(exc, limit) from exc
+        except Exception as exc:
+            if not (is_transient(exc) or isinstance(exc, TimeoutError)):
+                raise
+            raise MaybePublished(exc) from exc
+
+    @staticmethod
+    def _too_large(exc: BaseException, limit: int) -> ApiError:
+        size = f" ({exc.size} bytes once encoded)" if isinstance(exc, EventTooLarge) else ""
+        return ApiError(
+            413,
+            "payload_too_large",
+            f"the message is too large to send{size}: its subject, bodies and headers may take at most "
+            f"{limit} bytes in all",
+        )
+
+
+class MaybePublished(ApiError):
+    """Events handed to the producer that the broker did not confirm in time: they may be on the log, and
+    may yet be acted on. Answered as it is only where nothing better can be said: a retry must repeat the
+    same events (the same Idempotency-Key), never make new ones."""
+
+    def __init__(self, cause: BaseException, message: str | None = None):
+        super().__init__(
+            503,
+            "outcome_unknown",
+            message
+            or f"the event log did not confirm this request in time ({type(cause).__name__}): it may have "
+            "taken effect. Check before retrying, or retry with the same Idempotency-Key",
+        )
+        self.cause = cause
 
 
 CONTEXT = web.AppKey("context", Context)

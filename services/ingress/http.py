@@ -12,6 +12,7 @@ import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -246,11 +247,18 @@ def parse_body(raw: bytes, model: type[BaseModel]) -> BaseModel:
         raise ApiError(400, "invalid_request", describe_validation_error(exc)) from None
 
 
-def add_routes(app: web.Application, authenticate: Authenticate) -> None:
+def add_routes(
+    app: web.Application, authenticate: Authenticate, admit: Callable[[], AbstractContextManager[None]]
+) -> None:
+    """Serve every declared route; sends (the routes taking an Idempotency-Key) run only once `admit`
+    lets them (services/ingress/admission.py), before anything else is done for them."""
     for spec in ROUTES:
 
         async def handle(request: web.Request, spec: RouteSpec = spec) -> web.StreamResponse:
             try:
+                if spec.idempotent:
+                    with admit():
+                        return await answer(request, spec)
                 return await answer(request, spec)
             except ApiError as exc:
                 return error_response(exc.status, exc.type, exc.message, exc.headers, spec.error_body)

@@ -22,12 +22,14 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 import asyncpg
+import structlog
 from aiohttp import web
 
 from schemas.ids import new_id
 from services.common.broker import is_transient
 from services.ingress.http import ApiError, Call
 
+log = structlog.get_logger("sendstream.ingress.idempotency")
 KEY_TTL = timedelta(hours=24)
 HEADER = "Idempotency-Key"
 
@@ -140,6 +142,10 @@ async def idempotent(
 
     try:
         response = await run(IdSource(claimed["seed"], repeated=claimed["seed"] != seed))
+    except BaseException:
+        _release_soon(pool, org_id, key, hold)
+        raise
+    try:
         await pool.execute(
             """UPDATE idempotency_keys SET state = 'completed', response_status = $3, response_body = $4,
                       response_type = $5 WHERE org_id = $1 AND key = $2""",
@@ -149,9 +155,11 @@ async def idempotent(
             response.body,
             response.content_type,
         )
-    except BaseException:
+    except Exception as exc:
+        # The request was carried out: its answer stands. A retry runs it again under the same seed,
+        # which repeats its events (dropped as copies) instead of answering from the stored response.
+        log.warning("could not store an idempotent response", error=repr(exc))
         _release_soon(pool, org_id, key, hold)
-        raise
     return response
 
 

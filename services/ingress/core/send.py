@@ -22,7 +22,7 @@ from schemas.events import (
     SendRequestedPayload,
 )
 from services.common import bodies, redrive
-from services.ingress.context import Context
+from services.ingress.context import Context, MaybePublished
 from services.ingress.core import attachments, directory
 from services.ingress.core.outcome import Outcome, outcome_of
 from services.ingress.http import Call
@@ -97,16 +97,44 @@ async def submit(
     c.waiter.expect(request.event_id)
     try:
         await c.publish([request])
+    except MaybePublished as unsure:  # it may be on the log: it must be sent once, whatever happens
+        c.waiter.forget(request.event_id)
+        try:
+            await redrive.watch_undecided(c.pool, request, message_ids, c.settings.redrive_after_s)
+        except Exception as exc:
+            log.error("could not watch an unconfirmed request", error=repr(exc))
+            raise MaybePublished(unsure.cause, _unknown(new)) from exc
+        log.warning("request not confirmed by the log in time: answered queued", error=repr(unsure.cause))
+        return outcome_of(wanted, [], identity["daily_cap"], None)
     except BaseException:
         c.waiter.forget(request.event_id)
         raise
     if new.repeated:  # decided after an earlier attempt already: no notification will come
         c.waiter.look(request.event_id)
     answers = await c.waiter.wait(request.event_id, c.settings.decision_timeout_s)
+    # From here on the request is on the log: nothing may turn its answer into an error.
     if len(answers) < len(message_ids):
         try:
             await redrive.watch_undecided(c.pool, request, message_ids, c.settings.redrive_after_s)
         except Exception as exc:  # the request is on the log: answer as queued all the same
             log.error("could not watch an undecided request", error=repr(exc))
-    remaining = None if answers else await directory.remaining_today(c, identity)
+    remaining = None
+    if not answers:
+        try:
+            remaining = await directory.remaining_today(c, identity)
+        except Exception as exc:
+            log.warning("could not read the day's usage for a queued answer", error=repr(exc))
     return outcome_of(wanted, answers, identity["daily_cap"], remaining)
+
+
+def _unknown(new: IdSource) -> str:
+    """What a client is told when not even the ingress knows whether its send went onto the log."""
+    if new.seed:
+        return (
+            "the send may have been accepted, but the event log did not confirm it: retry with the same "
+            "Idempotency-Key, which repeats this request and never makes a second send"
+        )
+    return (
+        "the send may have been accepted, but the event log did not confirm it: do not retry blindly, look "
+        "for the message first (and send an Idempotency-Key, which makes retries safe)"
+    )
