@@ -53,6 +53,7 @@ from pydantic import ValidationError
 from schemas.envelope import Envelope
 from schemas.events import message_id_of, parse_event
 from schemas.topics import ALL_TOPICS, Topic, key_of, topic_of
+from services.common import wake
 from services.common.progress import Progress
 from services.common.settings import CommonSettings
 
@@ -191,6 +192,10 @@ async def hand_over(
                 no_confirm=True,
             )
         )
+    if settings.kafka_wake_on_work:
+        bell = wake.ringer(settings.database_url, settings.kafka_wake_spacing_ms / 1000)
+        for event, ack in zip(events, pending, strict=True):
+            wake.ring_when_confirmed(bell, topic_of(event).name(settings.kafka_topic_prefix), ack)
     # Real Kafka hands back a delivery future per record; the in-memory test broker hands back none.
     return [p for p in pending if inspect.isawaitable(p)]
 
@@ -316,23 +321,32 @@ async def commit_handled(timeout: float = 10) -> None:
         await offsets.finish(timeout)
 
 
-def _wait_in_fetch(subscriber: Any, interval_ms: int) -> None:
+def _wait_in_fetch(
+    subscriber: Any, interval_ms: int, wake_on: tuple[CommonSettings, list[str]] | None
+) -> None:
     """Make a batch subscriber wait for records inside aiokafka's `getmany`, which returns as soon
     as a fetch brings any. FastStream 0.7 instead polls with `batch_timeout_ms` and, after an empty
     poll, sleeps as long again: a short timeout spins (a tenth of a core per idle consumer), a long
     one delays the first event after a quiet spell. With `interval_ms`, a batch starts at least that
     long after the previous one, unless that one was full (a backlog drains at full speed); meanwhile
-    aiokafka keeps fetching into its buffer, so what arrived is taken as one batch."""
+    aiokafka keeps fetching into its buffer, so what arrived is taken as one batch. With `wake_on`
+    (settings and topic names), its fetches wait for work (services/common/wake.py)."""
     if not callable(getattr(subscriber, "get_msg", None)):
         raise RuntimeError("FastStream's batch subscriber has no get_msg(); review _wait_in_fetch")
     max_records = subscriber.max_records
     not_before = 0.0
 
+    gated: set[int] = set()
+
     async def get_msg(consumer: AIOKafkaConsumer) -> tuple[Any, ...]:
         nonlocal not_before
+        if wake_on is not None and id(consumer) not in gated:  # a new consumer after a restart
+            gated.add(id(consumer))
+            settings, names = wake_on
+            wake.gate_for(consumer, settings.database_url, names, settings.kafka_idle_fetch_ms / 1000)
         if (pause := not_before - time.monotonic()) > 0:
             await asyncio.sleep(pause)
-        fetched = await consumer.getmany(timeout_ms=500, max_records=max_records)
+        fetched = await consumer.getmany(timeout_ms=2000, max_records=max_records)
         batch = tuple(record for records in fetched.values() for record in records)
         full = len(batch) >= max_records
         not_before = 0.0 if full else time.monotonic() + interval_ms / 1000
@@ -538,12 +552,19 @@ def subscribe(
             heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
             rebalance_timeout_ms=settings.kafka_rebalance_timeout_ms,
             fetch_max_wait_ms=fetch_wait,
+            # aiokafka's fetch loop wakes on every fetch, consumption and (re)assignment anyway; its
+            # timeout (200 ms by default) only makes an idle consumer spin.
+            consumer_timeout_ms=1000,
             listener=LogRebalance(group, offsets, owner),
             decoder=_as_is,
             title=f"{group}:{handler.__name__}",
             description=handler.__doc__,
         )
-        _wait_in_fetch(subscriber, 0 if path == "sync" else settings.kafka_batch_interval_ms_background)
+        _wait_in_fetch(
+            subscriber,
+            0 if path == "sync" else settings.kafka_batch_interval_ms_background,
+            (settings, [t.name(prefix) for t in topics]) if settings.kafka_wake_on_work else None,
+        )
 
         @subscriber
         async def consume(msg: StreamMessage[Any]) -> None:

@@ -16,8 +16,6 @@ from typing import Any
 import asyncpg
 import structlog
 
-from services.common.service import cancel
-
 log = structlog.get_logger("sendstream.notify")
 
 # The archiver's commit names the organizations whose archive grew (projections/archive.py); the
@@ -39,6 +37,7 @@ class Listener:
         self.conn: asyncpg.Connection | None = None
         self.task: asyncio.Task | None = None
         self.listening = asyncio.Event()  # set while connected
+        self.lost = asyncio.Event()  # set once the connection is lost
 
     @property
     def connected(self) -> bool:
@@ -48,7 +47,12 @@ class Listener:
         self.task = asyncio.create_task(self._keep_listening(), name=f"listen-{self.channel}")
 
     async def stop(self) -> None:
-        await cancel(self.task)
+        if (
+            self.task is not None
+        ):  # (not service.cancel: the broker module, which service imports, uses this one)
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
         if self.conn is not None:
             with contextlib.suppress(Exception):
                 await self.conn.close()
@@ -59,6 +63,7 @@ class Listener:
     def _lost(self, _conn: Any) -> None:
         self.conn = None
         self.listening.clear()
+        self.lost.set()
         self.changed()
 
     async def _keep_listening(self) -> None:
@@ -69,8 +74,13 @@ class Listener:
                     await conn.add_listener(self.channel, self._notified)
                     conn.add_termination_listener(self._lost)
                     self.conn = conn
+                    self.lost.clear()
                     self.listening.set()
                     self.changed()
                 except (OSError, asyncpg.PostgresError) as exc:
                     log.warning("cannot listen; will retry", channel=self.channel, error=repr(exc))
+            if self.connected:  # idle until the connection is lost (looked at twice a minute as well)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.lost.wait(), 30)
+                continue
             await asyncio.sleep(self.retry_s)

@@ -50,6 +50,21 @@ class CommonSettings(BaseSettings):
     kafka_fetch_max_wait_ms_background: int = Field(
         500, description="Fetch wait for background consumers (dispatch, projections)."
     )
+    kafka_wake_on_work: bool = Field(
+        False,
+        description="For a broker that holds every fetch for its full wait (the embedded Tansu): consumers "
+        "fetch when a publisher rings (PostgreSQL NOTIFY), while records keep coming, and every "
+        "SENDSTREAM_KAFKA_IDLE_FETCH_MS, instead of polling. Real Kafka needs none of it.",
+    )
+    kafka_wake_spacing_ms: int = Field(
+        20, ge=1, description="With SENDSTREAM_KAFKA_WAKE_ON_WORK: a publisher rings each topic at most this often."
+    )
+    kafka_idle_fetch_ms: int = Field(
+        5000,
+        ge=10,
+        description="With SENDSTREAM_KAFKA_WAKE_ON_WORK: an idle consumer fetches this often even unrung "
+        "(a ring lost with a database connection delays an event at most this long).",
+    )
     kafka_max_records: int = Field(100, ge=1, description="Most events a consumer takes in one batch.")
     kafka_commit_interval_ms: int = Field(
         200,
@@ -419,7 +434,10 @@ class SchedulerSettings(CommonSettings):
     """The durable-timer scheduler."""
 
     scheduler_poll_s: float = Field(
-        0.2, description="How often the scheduler looks for due timers when idle."
+        5.0,
+        gt=0,
+        description="How often the scheduler looks for due timers when not woken (it is woken when timers "
+        "are added, and at the next one's due time).",
     )
     scheduler_batch: int = Field(500, ge=1, description="Timers published per transaction.")
     webhook_retention_days: float = Field(

@@ -14,15 +14,25 @@ import asyncpg
 from schemas.envelope import Envelope
 from schemas.events import event_from
 
+CHANNEL = "sendstream_timers"  # notified when timers are added
+
 
 async def schedule(conn: asyncpg.Connection, event: Envelope, due_at: datetime) -> None:
     await schedule_many(conn, [event], due_at)
 
 
 async def schedule_many(conn: asyncpg.Connection, events: list[Envelope], due_at: datetime) -> None:
-    await conn.executemany(
-        "INSERT INTO timers (event_id, due_at, event) VALUES ($1, $2, $3) ON CONFLICT (event_id) DO NOTHING",
-        [(e.event_id, due_at, e.model_dump(mode="json")) for e in events],
+    """Add timers, and wake the schedulers (on commit) so they need not poll for new ones."""
+    await conn.execute(
+        """WITH added AS (
+               INSERT INTO timers (event_id, due_at, event)
+               SELECT e, $2, j FROM unnest($1::uuid[], $3::jsonb[]) AS t(e, j)
+               ON CONFLICT (event_id) DO NOTHING RETURNING 1)
+           SELECT pg_notify($4, '') FROM (SELECT 1 FROM added LIMIT 1) AS any_added""",
+        [e.event_id for e in events],
+        due_at,
+        [e.model_dump(mode="json") for e in events],
+        CHANNEL,
     )
 
 

@@ -9,7 +9,6 @@ publishes them again, which consumers drop by `event_id`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from datetime import timedelta
 
 import structlog
@@ -19,11 +18,21 @@ from projections import archive
 from services.common import db, redrive, timers
 from services.common.broker import ensure_topics, make_broker, publish_events
 from services.common.logging import configure_logging
+from services.common.notify import Listener
 from services.common.service import Periodic, run, stop_event
 from services.common.settings import SchedulerSettings
 from services.common.webhooks import queue
 
 log = structlog.get_logger("sendstream.scheduler")
+
+
+async def wait_any(events: list[asyncio.Event], timeout: float) -> None:
+    waits = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
 
 
 async def publish_due(pool, broker, settings: SchedulerSettings) -> int:
@@ -92,6 +101,9 @@ async def serve(settings: SchedulerSettings) -> None:
         ):
             log.info("archive months past retention dropped", partitions=dropped)
 
+    added = asyncio.Event()  # timers were added: the next may be due sooner than we planned to look
+    listener = Listener(settings.database_url, timers.CHANNEL, lambda _: added.set(), added.set)
+    await listener.start()
     hourly = Periodic("housekeeping", 3600, housekeeping)
     await hourly.start()
     redrives = Periodic(
@@ -101,6 +113,7 @@ async def serve(settings: SchedulerSettings) -> None:
     log.info("service started")
     try:
         while not stop.is_set():
+            added.clear()
             try:
                 published = await publish_due(pool, broker, settings)
                 if published:
@@ -112,9 +125,9 @@ async def serve(settings: SchedulerSettings) -> None:
                 log.exception("publishing due timers failed; will retry")
                 wait = settings.consumer_retry_backoff_s
             pause = settings.scheduler_poll_s if wait is None else min(float(wait), settings.scheduler_poll_s)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), pause)
+            await wait_any([stop, added], pause)
     finally:
+        await listener.stop()
         await redrives.stop()
         await hourly.stop()
         await broker.stop()
