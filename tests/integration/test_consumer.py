@@ -11,8 +11,15 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from schemas.events import MessageFailed, MessageFailedPayload
 from schemas.ids import new_id
-from schemas.topics import Topic
-from services.common.broker import PARKED, commit_handled, ensure_topics, make_broker, subscribe
+from schemas.topics import Topic, topic_of
+from services.common.broker import (
+    PARKED,
+    commit_handled,
+    ensure_topics,
+    make_broker,
+    publish_events,
+    subscribe,
+)
 from services.common.infra import TANSU_TUNING
 from services.common.settings import CommonSettings
 from tests.conftest import eventually
@@ -198,3 +205,40 @@ async def test_a_batch_finished_later_holds_back_its_offsets_and_those_after_it(
         assert await committed(settings, group, name) is None  # "a" is not finished: nothing is committed
         finishing["a"].set_result(None)
         await eventually(lambda: committed_is(2), timeout=5, interval=0.1)
+
+
+async def test_an_idle_consumer_is_woken_by_the_publisher_instead_of_polling(service_env: dict) -> None:
+    """On the embedded broker a consumer's fetches wait for work (services/common/wake.py): once the
+    broker confirmed an event, its publisher rings the topic's consumers. An idle consumer whose own
+    fetch comes only every two minutes gets the event at once, so it was the ring that woke it."""
+    settings, _, _ = await lab_topic(
+        service_env, database_url=service_env["DATABASE_URL"], kafka_idle_fetch_ms=120_000
+    )
+    assert settings.kafka_wake_on_work
+    topic = topic_of(
+        MessageFailed(org_id=new_id(), payload=MessageFailedPayload(message_id=new_id(), reason=""))
+    )
+    await ensure_topics(settings, [topic])
+    handled: list[str] = []
+    broker = make_broker(settings, "test")
+
+    @subscribe(broker, settings, [topic], group="woken")
+    async def handle(batch: list) -> None:
+        handled.extend(e.payload.reason for e in batch)
+
+    async def publish(reason: str) -> None:
+        event = MessageFailed(
+            org_id=new_id(), payload=MessageFailedPayload(message_id=new_id(), reason=reason)
+        )
+        await publish_events(broker, settings, [event])
+
+    async def has(reason: str) -> bool:
+        return reason in handled
+
+    async with broker:
+        await broker.start()
+        await publish("first")  # the consumer's first fetch, at its start, may take this one unrung
+        await eventually(lambda: has("first"), timeout=30)
+        await asyncio.sleep(1)  # its next fetch found nothing: it now waits for a ring
+        await publish("second")
+        await eventually(lambda: has("second"), timeout=30)
