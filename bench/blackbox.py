@@ -42,7 +42,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -468,26 +468,30 @@ class Overload:
     duplicates: int
 
 
-def classify(answers: list[Answer], sink: Sink) -> dict[str, int]:
-    c: dict[str, int] = defaultdict(int)
+LOST = "LOST: 202, never delivered"
+
+
+def is_shed(a: Answer) -> bool:
+    return a.status in (429, 503) and a.retry_after
+
+
+def classify(answers: list[Answer], sink: Sink) -> Counter[str]:
+    """Each answer's class. Those in capitals break issue 24's rule: an answer is 202 and its mail is
+    delivered, or it is shed (429/503 with Retry-After) and its mail never is."""
+    c: Counter[str] = Counter()
     for a in answers:
         delivered = a.token in sink.at
         if a.status == 202:
-            c["202, delivered" if delivered else "LOST: 202, never delivered"] += 1
-        elif a.status in (429, 503) and a.retry_after:
-            c[
-                f"shed ({a.status} + Retry-After), not delivered"
-                if not delivered
-                else "DELIVERED after a shed"
-            ] += 1
+            c["202, delivered" if delivered else LOST] += 1
+            continue
+        if is_shed(a):
+            what = f"shed ({a.status} with Retry-After)"
         elif a.status is None:
-            c["no answer (timeout), not delivered" if not delivered else "DELIVERED after no answer"] += 1
+            what = "no answer (timeout)"
         else:
-            kind = (
-                f"{a.status} without Retry-After" if a.status not in (429, 503) or not a.retry_after else ""
-            )
-            c[f"ERROR {kind}, not delivered" if not delivered else f"DELIVERED after {kind}"] += 1
-    return dict(c)
+            what = f"ERROR: {a.status} {'with' if a.retry_after else 'without'} Retry-After"
+        c[f"DELIVERED after {what.removeprefix('ERROR: ')}" if delivered else f"{what}, not delivered"] += 1
+    return c
 
 
 # --- The run ---------------------------------------------------------------------------------------
@@ -497,161 +501,191 @@ def say(text: str = "") -> None:
     print(text, flush=True)
 
 
-def targets(quick: bool) -> str:
-    return " (--quick: a smoke run; its figures are not the targets')" if quick else ""
+@dataclass
+class Bench:
+    args: argparse.Namespace
+    stack: Stack
+    sink: Sink
+    driver: Driver | None = None
+    summary: list[tuple[str, str, bool | None]] = field(default_factory=list)
+
+    def holds(self, name: str, figure: str, held: bool | None) -> None:
+        self.summary.append((name, figure, held))
+
+    def preamble(self) -> None:
+        stack, args = self.stack, self.args
+        say(f"\nsendstream black-box bench: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
+        say(f"  load average at the start {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        if stack.proc:
+            say(
+                f"  stack: `python -m services.local` (pid {stack.pid}), started by the bench, data in {stack.data}"
+            )
+            say(
+                f"  log level {stack.settings['SENDSTREAM_LOG_LEVEL']}; egress to 127.0.0.0/8: make run's default"
+            )
+            say(f"  settings beyond make run's: {', '.join(f'{k}={v}' for k, v in RAISED_SETTINGS.items())}")
+        else:
+            measured = f"its tree from pid {stack.pid}" if stack.pid else "not measured (no --stack-pid)"
+            say(f"  stack: {stack.base}, already running; CPU: {measured}")
+        say(f"  limits raised through the API: identity dailyCap 1000000; {args.mailboxes} mailboxes,")
+        say("    each hourlyLimit 1000000 and no daily limit")
+        say(f"  sink: its own process (pid {self.sink.proc.pid}) on 127.0.0.1:{self.sink.port}")
+
+    async def idle(self) -> None:
+        """First, before any traffic: the stack's CPU with nothing to do."""
+        if not self.stack.pid:
+            return
+        if self.stack.proc:
+            wait = max(self.stack.ready_at + self.args.idle_after - time.monotonic(), 0)
+            say(
+                f"\n[idle] {self.args.idle:.0f} s with no traffic, from {self.args.idle_after:.0f} s after /readyz"
+            )
+            await asyncio.sleep(wait)
+        with CpuPhase(self.stack, self.sink) as cpu:
+            await asyncio.sleep(self.args.idle)
+        say(cpu.table(None))
+        cores = cpu.total / cpu.wall
+        self.holds("idle CPU of the whole stack", f"{cores:.3f} cores (target <= 0.02)", cores <= 0.02)
+
+    async def set_up(self) -> bytes:
+        """The identity and its mailboxes, a warm-up; returns a message as the stack sent it."""
+        args, driver = self.args, self.driver
+        await driver.set_up(args.mailboxes, args.domain, self.sink.port)
+        warm = await driver.closed_loop("warm", args.warmup, args.clients, args.timeout)
+        got = await self.sink.wait([a.token for a in warm], 60)
+        say(f"\n[set-up] identity {driver.handle} with {args.mailboxes} mailboxes")
+        say(f"    warm-up: {args.warmup} sends: {statuses(warm)}; {got} delivered")
+        if (message := self.sink.sample()) is None:
+            raise RuntimeError("no message reached the sink during the warm-up; see the stack's log")
+        return message
+
+    async def latency(self, phase: str, rate: float, seconds: float) -> Latency:
+        r = await latency_phase(self.driver, self.sink, phase, rate, seconds, self.args)
+        say(f"\n[latency] {rate:.0f} req/s for {seconds:.0f} s, open loop")
+        say(latency_lines(r))
+        return r
+
+    async def raw(self, message: bytes) -> float:
+        args = self.args
+        tokens = [self.driver.token("raw", i) for i in range(args.raw)]
+        rate = await raw_smtp(self.sink.port, message, args.raw, args.clients, tokens)
+        await self.sink.wait(tokens, 10)
+        say(
+            f"\n[raw SMTP] {args.raw} messages of {len(message)} bytes (one the stack sent) straight to the sink,"
+        )
+        say(f"    {args.clients} connections, the same load generator: {rate:.0f} msg/s")
+        return rate
+
+    async def throughput(self, raw: float) -> float:
+        """Closed loop; returns what reached the sink per second, from the first request to the last 250."""
+        args = self.args
+        started = time.time()
+        answers = await self.driver.closed_loop("tp", args.sends, args.clients, args.timeout)
+        ok = [a for a in answers if a.status == 202]
+        delivered = await self.sink.wait([a.token for a in ok], args.grace + 60)
+        last = max((self.sink.at[a.token] for a in ok if a.token in self.sink.at), default=time.time())
+        rate = delivered / max(last - started, 1e-9)
+        say(f"\n[throughput] {args.sends} sends by {args.clients} clients, closed loop: {statuses(answers)}")
+        say(
+            f"    delivered {delivered} in {last - started:.1f} s = {rate:.0f} msg/s = {rate / raw:.2f} x raw SMTP"
+        )
+        say(f"    HTTP latency (202s)           {ms([a.latency for a in ok])}")
+        self.holds(
+            f"throughput, {args.mailboxes} mailboxes, {args.clients} clients",
+            f"{rate:.0f} msg/s = {rate / raw:.2f} x raw SMTP {raw:.0f} msg/s (target >= 0.45)",
+            rate / raw >= 0.45,
+        )
+        return rate
+
+    async def cpu(self) -> None:
+        """CPU per delivered message at a fixed rate, over the requests' seconds and the drain after them."""
+        args = self.args
+        if not self.stack.pid:
+            return
+        with CpuPhase(self.stack, self.sink) as cpu:
+            answers = await self.driver.open_loop("c100", args.cpu_rate, args.seconds, args.timeout)
+            delivered = await self.sink.wait([a.token for a in answers if a.status == 202], args.grace)
+        say(f"\n[CPU] {args.cpu_rate:.0f} req/s for {args.seconds:.0f} s, open loop: {statuses(answers)}")
+        say(f"    {delivered} delivered; CPU over {cpu.wall:.1f} s, until the last 250")
+        say(cpu.table(delivered))
+        per = cpu.total / max(delivered, 1) * 1000
+        self.holds(f"CPU per message at {args.cpu_rate:.0f} req/s", f"{per:.2f} ms (target <= 4)", per <= 4)
+
+    async def overload(self, capacity: float) -> None:
+        args = self.args
+        rate = 2 * capacity
+        answers = await self.driver.open_loop("over", rate, args.seconds, args.timeout)
+        tokens = [a.token for a in answers]
+        await self.sink.wait(
+            tokens, args.grace
+        )  # a shed request is never delivered: this waits the grace out
+        classes = classify(answers, self.sink)
+        twice = sum(1 for t in tokens if self.sink.times[t] > 1)
+        p99 = pct([a.latency for a in answers], 99)
+        late = pct([a.late for a in answers], 99) * 1000
+        say(
+            f"\n[overload] {rate:.0f} req/s (2 x {capacity:.0f}) for {args.seconds:.0f} s, open loop: {len(answers)} requests"
+        )
+        say(
+            f"    client timeout {args.timeout:.0f} s, grace {args.grace:.0f} s; requests started up to {late:.0f} ms late (p99)"
+        )
+        for name, n in classes.most_common():
+            say(f"    {name:<52} {n:6d}")
+        say(f"    {'DELIVERED more than once':<52} {twice:6d}")
+        say(
+            f"    every answer's latency ({args.timeout:.0f} s for a timeout) {ms([a.latency for a in answers])}"
+        )
+        lost = classes[LOST]
+        wrong = sum(n for k, n in classes.items() if k.startswith("DELIVERED after"))
+        errors = sum(1 for a in answers if a.status not in (None, 202) and not is_shed(a))
+        self.holds(
+            f"overload at {rate:.0f} req/s",
+            f"{lost} lost, {wrong} delivered without 202, {errors} errors not shed, {twice} sent twice, "
+            f"answer p99 {p99 * 1000:.0f} ms (<= 1000)",
+            lost == 0 and wrong == 0 and errors == 0 and twice == 0 and p99 <= 1.0,
+        )
+
+    def print_summary(self) -> None:
+        smoke = " (--quick: a smoke run, not the targets' conditions)" if self.args.quick else ""
+        say(f"\nsummary: issue 24's figures, this run{smoke}")
+        for name, figure, held in self.summary:
+            mark = "n/a " if held is None else ("PASS" if held else "FAIL")
+            say(f"  [{mark}] {name:<40} {figure}")
 
 
 async def run(args: argparse.Namespace, stack: Stack, sink: Sink) -> None:
-    run_id = uuid.uuid4().hex[:6]
-    summary: list[tuple[str, str, bool | None]] = []
-    say(
-        f"\nsendstream black-box bench: {os.cpu_count()} cores, Python {sys.version.split()[0]}, load {os.getloadavg()}"
-    )
-    if stack.proc:
-        say(
-            f"  stack: `python -m services.local` (pid {stack.pid}), started by the bench, data in {stack.data}"
-        )
-        say(f"  settings beyond make run's: {', '.join(f'{k}={v}' for k, v in RAISED_SETTINGS.items())}")
-        say(
-            f"  log level {stack.settings['SENDSTREAM_LOG_LEVEL']}; egress to 127.0.0.0/8 allowed (make run's own default)"
-        )
-    else:
-        say(
-            f"  stack: {stack.base} (already running; CPU figures {'of pid ' + str(stack.pid) if stack.pid else 'not measured'})"
-        )
-    say(
-        f"  via the API: identity dailyCap 1000000, {args.mailboxes} mailboxes with hourlyLimit 1000000 (no daily limit)"
-    )
-    say(f"  sink: its own process (pid {sink.proc.pid}), 127.0.0.1:{sink.port}")
-
-    # Idle: first, before any traffic.
-    idle = None
-    if stack.pid:
-        if stack.proc:
-            wait = stack.ready_at + args.idle_after - time.monotonic()
-            say(
-                f"\n[idle] waiting {max(wait, 0):.0f} s (until {args.idle_after:.0f} s after /readyz), then {args.idle:.0f} s of CPU"
-            )
-            await asyncio.sleep(max(wait, 0))
-        with CpuPhase(stack, sink) as idle:
-            await asyncio.sleep(args.idle)
-        say(idle.table(None))
-        summary.append(
-            (
-                "idle CPU of the whole stack",
-                f"{idle.total / idle.wall:.3f} cores (target <= 0.02)",
-                idle.total / idle.wall <= 0.02,
-            )
-        )
-
-    connector = aiohttp.TCPConnector(limit=args.max_connections, force_close=False)
+    bench = Bench(args, stack, sink)
+    bench.preamble()
+    await bench.idle()
+    connector = aiohttp.TCPConnector(limit=args.max_connections)
     async with aiohttp.ClientSession(connector=connector) as session:
-        driver = Driver(session, stack.base, stack.key, run_id)
-        await driver.set_up(args.mailboxes, args.domain, sink.port)
-        warm = await driver.closed_loop("warm", args.warmup, args.clients, args.timeout)
-        got = await sink.wait([a.token for a in warm], 60)
-        say(
-            f"\n[set-up] identity {driver.handle}, {args.mailboxes} mailboxes; warm-up {args.warmup} sends: {statuses(warm)}, {got} delivered"
+        bench.driver = Driver(session, stack.base, stack.key, uuid.uuid4().hex[:6])
+        message = await bench.set_up()
+        low = await bench.latency("r20", args.low_rate, args.low_seconds)
+        bench.holds(
+            f"latency at {args.low_rate:.0f} req/s",
+            f"HTTP p99 {pct(low.http, 99) * 1000:.0f} ms, accept->250 p99 "
+            f"{pct(low.accept_to_250, 99) * 1000:.0f} ms (no worse than before)",
+            None,
         )
-        message = sink.sample()
-        if message is None:
-            raise RuntimeError("no message reached the sink during the warm-up; see the stack's log")
-
-        # Latency at 20 req/s (the idle figure's companion).
-        low = await latency_phase(driver, sink, "r20", args.low_rate, args.low_seconds, args)
-        say(f"\n[latency] {args.low_rate:.0f} req/s for {args.low_seconds:.0f} s, open loop")
-        say(latency_lines(low))
-        summary.append(
-            (
-                f"latency at {args.low_rate:.0f} req/s",
-                f"HTTP p99 {pct(low.http, 99) * 1000:.0f} ms, accept->250 p99 {pct(low.accept_to_250, 99) * 1000:.0f} ms (no worse than before)",
-                None,
-            )
-        )
-
-        # Raw SMTP: the same bytes, this load generator, the same sink.
-        raw_tokens = [driver.token("raw", i) for i in range(args.raw)]
-        raw = await raw_smtp(sink.port, message, args.raw, args.clients, raw_tokens)
-        await sink.wait(raw_tokens, 10)
-        say(
-            f"\n[raw SMTP] {args.raw} messages of {len(message)} bytes (as the stack sent one), {args.clients} connections: {raw:.0f} msg/s"
-        )
-
-        # Throughput: closed loop.
-        started_wall = time.time()
-        answers = await driver.closed_loop("tp", args.sends, args.clients, args.timeout)
-        ok = [a for a in answers if a.status == 202]
-        delivered = await sink.wait([a.token for a in ok], args.grace + 60)
-        last = max((sink.at[a.token] for a in ok if a.token in sink.at), default=time.time())
-        capacity = delivered / max(last - started_wall, 1e-9)
-        say(f"\n[throughput] {args.sends} sends, {args.clients} clients, closed loop: {statuses(answers)}")
-        say(
-            f"    delivered {delivered} in {last - started_wall:.1f} s = {capacity:.0f} msg/s = {capacity / raw:.2f} x raw SMTP ({raw:.0f} msg/s)"
-        )
-        say(f"    HTTP latency (202s)           {ms([a.latency for a in ok])}")
-        summary.append((
-            f"throughput, {args.mailboxes} mailboxes, {args.clients} clients",
-            f"{capacity:.0f} msg/s = {capacity / raw:.2f} x raw SMTP {raw:.0f} msg/s (target >= 0.45)",
-            capacity / raw >= 0.45,
-        ))  # fmt: skip
-
-        # CPU per message at a fixed rate: the requests' seconds and the drain after them.
-        if stack.pid:
-            with CpuPhase(stack, sink) as cpu:
-                answers = await driver.open_loop("c100", args.cpu_rate, args.seconds, args.timeout)
-                ok = [a for a in answers if a.status == 202]
-                delivered = await sink.wait([a.token for a in ok], args.grace)
-            say(f"\n[CPU] {args.cpu_rate:.0f} req/s for {args.seconds:.0f} s, open loop: {statuses(answers)}; {delivered} delivered;"
-                f" measured over {cpu.wall:.1f} s (until the last 250)")  # fmt: skip
-            say(cpu.table(delivered))
-            per = cpu.total / max(delivered, 1) * 1000
-            summary.append(
-                (f"CPU per message at {args.cpu_rate:.0f} req/s", f"{per:.2f} ms (target <= 4)", per <= 4)
-            )
-
-        # Latency at 200 req/s.
-        high = await latency_phase(driver, sink, "r200", args.rate, args.seconds, args)
-        say(f"\n[latency] {args.rate:.0f} req/s for {args.seconds:.0f} s, open loop")
-        say(latency_lines(high))
+        raw = await bench.raw(message)
+        capacity = await bench.throughput(raw)
+        await bench.cpu()
+        high = await bench.latency("r200", args.rate, args.seconds)
         h99, a99 = pct(high.http, 99), pct(high.accept_to_250, 99)
-        all_ok = all(a.status == 202 for a in high.answers) and high.delivered == len(high.answers)
-        summary.append((
+        complete = all(a.status == 202 for a in high.answers) and high.delivered == len(high.answers)
+        bench.holds(
             f"latency at {args.rate:.0f} req/s",
             f"HTTP p99 {h99 * 1000:.0f} ms (<= 100), accept->250 p99 {a99 * 1000:.0f} ms (<= 500)"
-            + ("" if all_ok else f"; not all 202 and delivered: {statuses(high.answers)}, {high.delivered} delivered"),
-            h99 <= 0.1 and a99 <= 0.5 and all_ok,
-        ))  # fmt: skip
-
-        # Overload: twice the capacity measured above.
-        rate = 2 * capacity
-        answers = await driver.open_loop("over", rate, args.seconds, args.timeout)
-        tokens = [a.token for a in answers]
-        await sink.wait(tokens, args.grace)  # those shed never arrive: this waits the whole grace
-        classes = classify(answers, sink)
-        duplicates = sum(1 for t in tokens if sink.times[t] > 1)
-        p99 = pct([a.latency for a in answers], 99)
-        say(f"\n[overload] {rate:.0f} req/s (2 x {capacity:.0f}) for {args.seconds:.0f} s, open loop, client timeout {args.timeout:.0f} s,"
-            f" {args.grace:.0f} s grace: {len(answers)} requests (client started them up to {pct([a.late for a in answers], 99) * 1000:.0f} ms late, p99)")  # fmt: skip
-        for name, n in sorted(classes.items(), key=lambda kv: -kv[1]):
-            say(f"    {name:<46} {n:6d}")
-        say(f"    delivered more than once                       {duplicates:6d}")
-        say(
-            f"    answer latency (every answer, timeouts as {args.timeout:.0f} s) {ms([a.latency for a in answers])}"
+            + (
+                ""
+                if complete
+                else f"; NOT all 202 and delivered: {statuses(high.answers)}, {high.delivered} delivered"
+            ),
+            h99 <= 0.1 and a99 <= 0.5 and complete,
         )
-        lost = classes.get("LOST: 202, never delivered", 0)
-        wrong = sum(n for k, n in classes.items() if k.startswith("DELIVERED"))
-        no_retry = sum(n for k, n in classes.items() if k.startswith("ERROR"))
-        summary.append((
-            f"overload at {rate:.0f} req/s",
-            f"{lost} lost, {wrong} delivered without 202, {no_retry} errors without Retry-After, "
-            f"{duplicates} sent twice, answer p99 {p99 * 1000:.0f} ms (<= 1000)",
-            lost == 0 and wrong == 0 and no_retry == 0 and duplicates == 0 and p99 <= 1.0,
-        ))  # fmt: skip
-
-    say(f"\nsummary: issue 24's figures, this run{targets(args.quick)}")
-    for name, figure, held in summary:
-        mark = "n/a " if held is None else ("PASS" if held else "FAIL")
-        say(f"  [{mark}] {name:<38} {figure}")
+        await bench.overload(capacity)
+    bench.print_summary()
 
 
 QUICK = {
