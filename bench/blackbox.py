@@ -264,8 +264,16 @@ class Stack:
         return tree_sample(self.pid, group_of) if self.pid else {}
 
 
+def machine_busy() -> float:
+    """CPU seconds the whole machine has been busy (every core; /proc/stat)."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 class CpuPhase:
-    """CPU of the stack's tree by group, and of the bench's own client and sink, over a `with` block."""
+    """CPU of the stack's tree by group, of the bench's own client and sink, and of the rest of the
+    machine (other people's work on a shared machine: noise in every figure), over a `with` block."""
 
     def __init__(self, stack: Stack, sink: Sink):
         self.stack, self.sink = stack, sink
@@ -273,26 +281,37 @@ class CpuPhase:
     def __enter__(self) -> CpuPhase:
         self.before = self.stack.cpu()
         self.own_before = (cpu_seconds(os.getpid()), cpu_seconds(self.sink.proc.pid))
+        self.busy_before = machine_busy()
         self.started = time.monotonic()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.wall = time.monotonic() - self.started
+        self.busy = machine_busy() - self.busy_before
         self.after = self.stack.cpu()
         self.client = cpu_seconds(os.getpid()) - self.own_before[0]
         self.sink_cpu = cpu_seconds(self.sink.proc.pid) - self.own_before[1]
         used = tree_by_name(self.before, self.after)
         self.groups = {g: max(used.get(g, 0.0), 0.0) for g in GROUPS}
         self.total = sum(self.groups.values())
+        self.others = max(self.busy - self.total - self.client - self.sink_cpu, 0.0)
+
+    def machine(self) -> str:
+        stack = f"the stack {self.total / self.wall:.2f}, " if self.stack.pid else ""
+        return (
+            f"    machine ({os.cpu_count()} cores) busy {self.busy / self.wall:.2f} cores: {stack}the bench "
+            f"{(self.client + self.sink_cpu) / self.wall:.2f}, everything else {self.others / self.wall:.2f}"
+        )
 
     def table(self, messages: int | None, indent: str = "    ") -> str:
         """Per group: cores used over the phase, and ms per message when `messages` is given."""
         rows = [*((g, s) for g, s in self.groups.items()), ("ALL (the stack)", self.total)]
         rows += [("bench client (apart)", self.client), ("bench sink (apart)", self.sink_cpu)]
+        rows += [("rest of the machine", self.others)]
         out = []
         for name, seconds in rows:
             line = f"{indent}{name:<22} {seconds / self.wall:6.3f} cores"
-            if messages:
+            if messages and name != "rest of the machine":
                 line += f"   {seconds / messages * 1000:7.2f} ms/message"
             out.append(line)
         return "\n".join(out)
@@ -560,29 +579,34 @@ class Bench:
         return message
 
     async def latency(self, phase: str, rate: float, seconds: float) -> Latency:
-        r = await latency_phase(self.driver, self.sink, phase, rate, seconds, self.args)
+        with CpuPhase(self.stack, self.sink) as cpu:
+            r = await latency_phase(self.driver, self.sink, phase, rate, seconds, self.args)
         say(f"\n[latency] {rate:.0f} req/s for {seconds:.0f} s, open loop")
         say(latency_lines(r))
+        say(cpu.machine())
         return r
 
     async def raw(self, message: bytes) -> float:
         args = self.args
         tokens = [self.driver.token("raw", i) for i in range(args.raw)]
-        rate = await raw_smtp(self.sink.port, message, args.raw, args.clients, tokens)
+        with CpuPhase(self.stack, self.sink) as cpu:
+            rate = await raw_smtp(self.sink.port, message, args.raw, args.clients, tokens)
         await self.sink.wait(tokens, 10)
         say(
             f"\n[raw SMTP] {args.raw} messages of {len(message)} bytes (one the stack sent) straight to the sink,"
         )
         say(f"    {args.clients} connections, the same load generator: {rate:.0f} msg/s")
+        say(cpu.machine())
         return rate
 
     async def throughput(self, raw: float) -> float:
         """Closed loop; returns what reached the sink per second, from the first request to the last 250."""
         args = self.args
         started = time.time()
-        answers = await self.driver.closed_loop("tp", args.sends, args.clients, args.timeout)
-        ok = [a for a in answers if a.status == 202]
-        delivered = await self.sink.wait([a.token for a in ok], args.grace + 60)
+        with CpuPhase(self.stack, self.sink) as cpu:
+            answers = await self.driver.closed_loop("tp", args.sends, args.clients, args.timeout)
+            ok = [a for a in answers if a.status == 202]
+            delivered = await self.sink.wait([a.token for a in ok], args.grace + 60)
         last = max((self.sink.at[a.token] for a in ok if a.token in self.sink.at), default=time.time())
         rate = delivered / max(last - started, 1e-9)
         say(f"\n[throughput] {args.sends} sends by {args.clients} clients, closed loop: {statuses(answers)}")
@@ -590,6 +614,7 @@ class Bench:
             f"    delivered {delivered} in {last - started:.1f} s = {rate:.0f} msg/s = {rate / raw:.2f} x raw SMTP"
         )
         say(f"    HTTP latency (202s)           {ms([a.latency for a in ok])}")
+        say(cpu.machine())
         self.holds(
             f"throughput, {args.mailboxes} mailboxes, {args.clients} clients",
             f"{rate:.0f} msg/s = {rate / raw:.2f} x raw SMTP {raw:.0f} msg/s (target >= 0.45)",
@@ -614,7 +639,8 @@ class Bench:
     async def overload(self, capacity: float) -> None:
         args = self.args
         rate = 2 * capacity
-        answers = await self.driver.open_loop("over", rate, args.seconds, args.timeout)
+        with CpuPhase(self.stack, self.sink) as cpu:
+            answers = await self.driver.open_loop("over", rate, args.seconds, args.timeout)
         tokens = [a.token for a in answers]
         await self.sink.wait(
             tokens, args.grace
@@ -635,6 +661,7 @@ class Bench:
         say(
             f"    every answer's latency ({args.timeout:.0f} s for a timeout) {ms([a.latency for a in answers])}"
         )
+        say(cpu.machine() + " (while the requests were made)")
         lost = classes[LOST]
         wrong = sum(n for k, n in classes.items() if k.startswith("DELIVERED after"))
         errors = sum(1 for a in answers if a.status not in (None, 202) and not is_shed(a))

@@ -119,7 +119,9 @@ def tree_sample(root: int, name: Callable[[int], str]) -> dict[int, tuple[str, f
     return out
 
 
-def tree_by_name(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> dict[str, float]:
+def tree_by_name(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]
+) -> dict[str, float]:
     """CPU seconds per name between two tree samples (a process born meanwhile counts whole)."""
     used: dict[str, float] = defaultdict(float)
     for name, total in after.values():
