@@ -19,7 +19,8 @@ async def test_the_black_box_bench_runs_against_a_stack_and_prints_every_figure(
         "--url", f"http://127.0.0.1:{service_env['SENDSTREAM_HTTP_PORT']}",
         "--key", service_env["SENDSTREAM_BOOTSTRAP_API_KEY"],
         "--domain", "example.test",  # one of the session's shared domains
-        "--rate", "50", "--clients", "8", "--sends", "60", "--raw", "100",
+        "--rate", "50", "--clients", "8", "--sends", "60", "--raw", "100", "--warmup", "10",
+        "--seconds", "2", "--low-seconds", "1", "--grace", "10",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     out, _ = await asyncio.wait_for(proc.communicate(), 120)
