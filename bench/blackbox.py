@@ -51,7 +51,7 @@ import aiohttp
 import aiosmtplib
 import uvloop
 
-from bench.cpu import _stat, tree_by_name, tree_sample
+from bench.cpu import stat_fields, tree_by_name, tree_sample
 from services.common.infra import die_with_parent, free_port
 
 GROUPS = (
@@ -180,7 +180,7 @@ def group_of(pid: int) -> str:
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = _stat(pid)
+    fields = stat_fields(pid)
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") if fields else 0.0
 
 

@@ -84,7 +84,8 @@ class CpuMeter:
 # --- One process tree (a stack started as one process, e.g. `python -m services.local`) ----------------
 
 
-def _stat(pid: int) -> list[str] | None:
+def stat_fields(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (state, ppid, ...), or None if it is gone."""
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
@@ -95,7 +96,7 @@ def descendants(root: int) -> set[int]:
     """`root` and every process below it (by parent pid), as /proc has them now."""
     children: dict[int, list[int]] = defaultdict(list)
     for pid in os.listdir("/proc"):
-        if pid.isdigit() and (fields := _stat(int(pid))) is not None:
+        if pid.isdigit() and (fields := stat_fields(int(pid))) is not None:
             children[int(fields[1])].append(int(pid))
     found, todo = set(), [root]
     while todo:
@@ -113,7 +114,7 @@ def tree_sample(root: int, name: Callable[[int], str]) -> dict[int, tuple[str, f
     process once."""
     out: dict[int, tuple[str, float]] = {}
     for pid in descendants(root):
-        fields = _stat(pid)
+        fields = stat_fields(pid)
         if fields is not None:
             out[pid] = (name(pid), sum(int(f) for f in fields[11:15]) / TICK)
     return out
