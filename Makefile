@@ -36,7 +36,8 @@ lint: install
 docs: install  # regenerate the README's configuration table and deploy/env.example from the settings
 	$(PY) -m services.common.settings
 
-bench: install  # sustained sends and HTTP latency, with the raw Kafka and SMTP limits measured in the same run; then search; replay; feed latency; IMAP intake
+bench: install  # issue 24's black-box figures against a fresh `make run` stack; sustained sends and HTTP latency, with the raw Kafka and SMTP limits measured in the same run; then search; replay; feed latency; IMAP intake
+	$(PY) -m bench.blackbox
 	$(PY) -m bench.send_pipeline
 	$(PY) -m bench.search
 	$(PY) -m bench.replay

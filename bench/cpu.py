@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -78,3 +79,54 @@ class CpuMeter:
                 f"{seconds / max(messages, 1) * 1000:6.2f} ms/message"
             )
         return "\n".join(lines)
+
+
+# --- One process tree (a stack started as one process, e.g. `python -m services.local`) ----------------
+
+
+def stat_fields(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (state, ppid, ...), or None if it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def descendants(root: int) -> set[int]:
+    """`root` and every process below it (by parent pid), as /proc has them now."""
+    children: dict[int, list[int]] = defaultdict(list)
+    for pid in os.listdir("/proc"):
+        if pid.isdigit() and (fields := stat_fields(int(pid))) is not None:
+            children[int(fields[1])].append(int(pid))
+    found, todo = set(), [root]
+    while todo:
+        pid = todo.pop()
+        if pid not in found:
+            found.add(pid)
+            todo.extend(children.get(pid, ()))
+    return found
+
+
+def tree_sample(root: int, name: Callable[[int], str]) -> dict[int, tuple[str, float]]:
+    """pid -> (name(pid), CPU seconds) for `root` and its descendants. Each process counts its own time
+    and that of its children it has reaped (cutime + cstime): a PostgreSQL backend that exits between
+    two samples still counts, in its postmaster's figure, and summing over the tree counts every
+    process once."""
+    out: dict[int, tuple[str, float]] = {}
+    for pid in descendants(root):
+        fields = stat_fields(pid)
+        if fields is not None:
+            out[pid] = (name(pid), sum(int(f) for f in fields[11:15]) / TICK)
+    return out
+
+
+def tree_by_name(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]
+) -> dict[str, float]:
+    """CPU seconds per name between two tree samples (a process born meanwhile counts whole)."""
+    used: dict[str, float] = defaultdict(float)
+    for name, total in after.values():
+        used[name] += total
+    for name, total in before.values():
+        used[name] -= total
+    return dict(used)
