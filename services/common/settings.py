@@ -269,7 +269,7 @@ class IngressSettings(WebhookSettings):
         "with Retry-After, nothing published.",
     )
     shed_after_s: float = Field(
-        0.5,
+        0.4,
         gt=0,
         description="How far behind (the wait of the oldest send in flight) the ingress may fall before it "
         "sheds new sends (see SENDSTREAM_SENDS_IN_FLIGHT_MAX).",

@@ -66,7 +66,9 @@ class Ringer:
             try:
                 if self.conn is None or self.conn.is_closed():
                     self.conn = await asyncpg.connect(self.database_url)
-                await self.conn.execute("SELECT pg_notify($1, $2)", CHANNEL, ",".join(sorted(ready)))
+                # A simple query (no parameters): one message each way, nothing to prepare or bind.
+                payload = ",".join(sorted(ready)).replace("'", "''")
+                await self.conn.execute(f"NOTIFY {CHANNEL}, '{payload}'")
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("cannot ring consumers; they fetch on their own meanwhile", error=repr(exc))
                 self.broken_until = now + 5.0

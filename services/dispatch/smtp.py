@@ -121,6 +121,7 @@ class SmtpPool:
         self.egress = egress
         self.transaction_timeout = transaction_timeout
         self.idle: dict[Relay, list[tuple[float, aiosmtplib.SMTP]]] = defaultdict(list)
+        self.busy: dict[Relay, int] = defaultdict(int)  # connections out in transactions now
 
     async def _connect(self, relay: Relay) -> aiosmtplib.SMTP:
         """A session with the relay, over a socket to an address the egress policy permits (the host
@@ -161,7 +162,10 @@ class SmtpPool:
         return await self._connect(relay)
 
     async def _release(self, relay: Relay, client: aiosmtplib.SMTP) -> None:
-        if client.is_connected and len(self.idle[relay]) < self.size:
+        """Keep the connection for reuse: up to `size` idle ones per relay, or as many as are still in
+        use beside it (several mailboxes sharing a relay each send `size` at once; closing all but
+        `size` of their connections would reconnect for nearly every message)."""
+        if client.is_connected and len(self.idle[relay]) < max(self.size, self.busy[relay] + 1):
             self.idle[relay].append((time.monotonic(), client))
         else:
             await _close(client)
@@ -173,6 +177,7 @@ class SmtpPool:
         failure (or a relay too slow), returns its classification. `smtputf8`: the envelope holds a
         non-ASCII address, which only a relay offering SMTPUTF8 takes (hard failure otherwise)."""
         client = None
+        self.busy[relay] += 1
         try:
             async with asyncio.timeout(self.transaction_timeout):
                 client = await self._acquire(relay)
@@ -186,6 +191,8 @@ class SmtpPool:
             if client is not None:
                 await _close(client)
             return Outcome("hard", None, f"the message cannot be sent: {exc}")
+        finally:
+            self.busy[relay] -= 1
         await self._release(relay, client)
         refused = f"; refused: {sorted(errors)}" if errors else ""
         return Outcome("sent", SmtpReply(code=250, message=printable(response)), f"accepted{refused}")
