@@ -344,7 +344,12 @@ class DispatchSettings(EgressSettings):
         description="How long a batch waits for its slowest SMTP transactions. Those still running are then "
         "handed to a durable lease and finish on their own, so one slow relay never holds up other mailboxes.",
     )
-    smtp_pool_size: int = Field(4, ge=1, description="Idle SMTP connections kept per relay for reuse.")
+    smtp_pool_size: int = Field(
+        4,
+        ge=1,
+        description="SMTP transactions one mailbox has open at once, and idle connections kept per relay for "
+        "reuse (more while more are in use: mailboxes sharing a relay keep theirs).",
+    )
     record_patience_s: float = Field(
         120.0,
         ge=0,
