@@ -19,7 +19,8 @@ _ERROR_TEXT = {
     409: "Conflict",
     413: "The body, or the message it makes, is larger than the limit the message names",
     429: "Every recipient was rejected, or a rate limit was hit",
-    503: "Broker or database unavailable; retry after Retry-After",
+    503: "With Retry-After (`overloaded`, `unavailable`): nothing was done, retry after it. Without it "
+    "(`outcome_unknown`, sends only): the send may have been accepted; retry only with the same Idempotency-Key",
 }
 
 IDEMPOTENCY_KEY = {
