@@ -18,7 +18,7 @@ from projections.messages import CONSUMER, plan
 from schemas import topics
 from schemas.envelope import Envelope
 from schemas.events import MessageFailed, MessageSent, SendRejected
-from services.common import bodies, db, redrive
+from services.common import bodies
 from services.common.blobs import BlobStore, blob_store
 from services.common.broker import subscribe
 from services.common.settings import CommonSettings
@@ -27,23 +27,55 @@ VIEWS = ("messages", "conversations", "suppressions")
 log = structlog.get_logger("sendstream.projections")
 
 
+# The batch's events claimed, and the re-drives of the messages the new ones end removed (nothing is on
+# its way for them any more): one statement. Returns the events that were new.
+CLAIM = f"""
+WITH claimed AS (
+    INSERT INTO processed_events (consumer, event_id) SELECT '{CONSUMER}', unnest($1::uuid[])
+    ON CONFLICT DO NOTHING RETURNING event_id
+), settled AS (
+    DELETE FROM redrives WHERE message_id IN (
+        SELECT m FROM unnest($2::uuid[], $3::uuid[]) AS e(event_id, m)
+         WHERE e.event_id IN (SELECT event_id FROM claimed))
+)
+SELECT event_id FROM claimed
+"""
+
+
+async def claim(conn: asyncpg.Connection, events: list[Envelope]) -> list[Envelope]:
+    """Inside a transaction: claim `events` and settle the re-drives of the messages the new ones end;
+    returns those new to the views, each once, in their order."""
+    ended = [(e.event_id, e.payload.message_id) for e in events
+             if isinstance(e, MessageSent | MessageFailed | SendRejected)]  # fmt: skip
+    rows = await conn.fetch(
+        CLAIM,
+        list(dict.fromkeys(e.event_id for e in events)),
+        [e for e, _ in ended],
+        [m for _, m in ended],
+    )
+    pending = {r["event_id"] for r in rows}
+    new = []
+    for event in events:
+        if event.event_id in pending:
+            pending.discard(event.event_id)  # an event twice in one batch counts once
+            new.append(event)
+    return new
+
+
 async def project(pool: asyncpg.Pool, events: list[Envelope], blobs: BlobStore | None = None) -> int:
     """Apply events to the views in one transaction; returns how many were new (the rest were seen).
 
-    All events are claimed in one statement; each row's upserts fold into one where that is exact,
-    and the statements run grouped by shape with executemany (pipelined), in rounds that keep a row's
-    statements in the events' order (see projections/messages.py, `plan`).
+    All events are claimed in one statement (which also settles the re-drives of the messages they
+    end); each row's upserts fold into one where that is exact, and the statements run grouped by
+    shape with executemany (pipelined), in rounds that keep a row's statements in the events' order
+    (see projections/messages.py, `plan`).
     """
     texts = await bodies.texts_of(blobs, events) if blobs is not None else {}  # bodies in the blob store
     async with pool.acquire() as conn, conn.transaction():
-        new = await db.claim_new(conn, CONSUMER, events)
+        new = await claim(conn, events)
         for groups in plan(new, texts):
             for sql, rows in groups.items():
                 await conn.executemany(sql, rows)
-        if ended := [
-            e.payload.message_id for e in new if isinstance(e, MessageSent | MessageFailed | SendRejected)
-        ]:
-            await conn.execute(redrive.SETTLE, ended)  # nothing is on its way for them any more
     return len(new)
 
 
