@@ -27,6 +27,7 @@ from uuid import UUID
 import asyncpg
 import structlog
 from faststream.kafka import KafkaBroker
+from pydantic_core import PydanticSerializationError
 
 from projections.chain import link
 from schemas.events import messages_of
@@ -42,6 +43,33 @@ log = structlog.get_logger("sendstream.archive")
 def month_of(at: datetime) -> datetime:
     at = at.astimezone(UTC)
     return datetime(at.year, at.month, 1, tzinfo=UTC)
+
+
+APPEND = """
+WITH appended AS (
+    INSERT INTO event_archive (org_id, seq, event_id, type, occurred_at, topic, partition, "offset",
+                               message_ids, event, prev_hash, hash)
+    SELECT o, s, e, t, a, tp, p, f, m::uuid[], d::jsonb, ph, h
+      FROM unnest($1::uuid[], $2::bigint[], $3::uuid[], $4::text[], $5::timestamptz[], $6::text[],
+                  $7::int[], $8::bigint[], $9::text[], $10::text[], $11::bytea[], $12::bytea[])
+        AS r(o, s, e, t, a, tp, p, f, m, d, ph, h)
+), moved AS (
+    UPDATE archive_heads h SET seq = u.seq, hash = u.hash
+      FROM unnest($13::uuid[], $14::bigint[], $15::bytea[]) AS u(org_id, seq, hash)
+     WHERE h.org_id = u.org_id
+)
+SELECT pg_notify($16, $17)
+"""
+
+
+def uuid_array(ids: list[UUID]) -> str:
+    """A uuid[] as PostgreSQL's array text (a row's array through unnest, which would flatten a list)."""
+    return "{" + ",".join(map(str, ids)) + "}"
+
+
+def columns(rows: list[tuple], width: int) -> list[list]:
+    """Rows to per-column lists for unnest()."""
+    return [list(c) for c in zip(*rows, strict=True)] or [[] for _ in range(width)]
 
 
 class Archive:
@@ -72,13 +100,18 @@ class Archive:
             first.setdefault(entry.event.event_id, entry)
         batch = list(first.values())
         await self._partitions_for({month_of(e.event.occurred_at) for e in batch})
-        documents = [e.event.model_dump(mode="json") for e in batch]
-        try:
-            return await self._append(batch, documents)
-        except (asyncpg.UntranslatableCharacterError, asyncpg.CharacterNotInRepertoireError):
-            return await self._append(batch, [storable(d) for d in documents])
+        try:  # each event's JSON text, made by pydantic at once (PostgreSQL renders it as jsonb)
+            return await self._append(batch, [e.event.model_dump_json() for e in batch])
+        except (
+            PydanticSerializationError,  # a lone surrogate: not UTF-8
+            asyncpg.UntranslatableCharacterError,  # a NUL: not storable in jsonb
+            asyncpg.CharacterNotInRepertoireError,
+        ):
+            return await self._append(
+                batch, [json.dumps(storable(e.event.model_dump(mode="json"))) for e in batch]
+            )
 
-    async def _append(self, batch: list[Logged], documents: list[Any]) -> int:
+    async def _append(self, batch: list[Logged], documents: list[str]) -> int:
         orgs = sorted({e.event.org_id for e in batch})
         async with self.pool.acquire() as conn, conn.transaction():
             # The chains' ends, locked to the commit (in org order: two archivers never deadlock), so
@@ -94,7 +127,7 @@ class Archive:
             }
             # What is archived already, and each event as PostgreSQL renders it (what the hash covers).
             known = await conn.fetchrow(
-                """SELECT (SELECT array_agg(d::text ORDER BY i) FROM unnest($1::jsonb[]) WITH ORDINALITY AS u(d, i))
+                """SELECT (SELECT array_agg(d::jsonb::text ORDER BY i) FROM unnest($1::text[]) WITH ORDINALITY AS u(d, i))
                               AS texts,
                           (SELECT coalesce(array_agg(event_id), '{}') FROM event_archive
                             WHERE event_id = ANY($2::uuid[])) AS seen""",
@@ -103,7 +136,7 @@ class Archive:
             )
             seen = set(known["seen"])
             rows = []
-            for entry, document, text in zip(batch, documents, known["texts"], strict=True):
+            for entry, text in zip(batch, known["texts"], strict=True):
                 event = entry.event
                 if event.event_id in seen:
                     continue
@@ -113,23 +146,15 @@ class Archive:
                 heads[event.org_id] = (seq, digest)
                 rows.append((
                     event.org_id, seq, event.event_id, event.type, event.occurred_at, entry.topic,
-                    entry.partition, entry.offset, messages_of(event), document, prev, digest,
+                    entry.partition, entry.offset, uuid_array(messages_of(event)), text, prev, digest,
                 ))  # fmt: skip
             if not rows:
                 return 0
-            await conn.executemany(
-                """INSERT INTO event_archive (org_id, seq, event_id, type, occurred_at, topic, partition,
-                                              "offset", message_ids, event, prev_hash, hash)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)""",
-                rows,
-            )
             grown = sorted({str(r[0]) for r in rows})  # told at the commit: the feed's waiters
+            # The rows, the chains' new ends and the notification: one statement.
             await conn.execute(
-                """WITH moved AS (
-                       UPDATE archive_heads h SET seq = u.seq, hash = u.hash
-                         FROM unnest($1::uuid[], $2::bigint[], $3::bytea[]) AS u(org_id, seq, hash)
-                        WHERE h.org_id = u.org_id)
-                   SELECT pg_notify($4, $5)""",
+                APPEND,
+                *columns(rows, 12),
                 list(heads),
                 [s for s, _ in heads.values()],
                 [h for _, h in heads.values()],

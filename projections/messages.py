@@ -9,6 +9,7 @@ each row's upserts into one where that is exact, and runs the rest in rounds (`p
 from __future__ import annotations
 
 import functools
+import json
 import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -71,6 +72,10 @@ _REPLY_RANK = (
     f"CASE WHEN messages.status_rank IN ({', '.join(str(STATUS_RANK[s]) for s in REPORTED)}) "
     f"THEN {STATUS_RANK['sent']} ELSE messages.status_rank END"
 )
+
+
+# The table and the columns (in the order of their arguments) of each upsert statement made here.
+SHAPES: dict[str, tuple[str, tuple[str, ...]]] = {}
 
 
 @dataclass(slots=True)
@@ -153,6 +158,7 @@ def _upsert_message_sql(names: tuple[str, ...], moves_status: bool) -> str:
     """The statement of a message upsert with these columns (a few shapes: made once each)."""
     n = len(names)
     placeholders = ", ".join(f"${i}" for i in range(1, n + 6))
+
     def bound_to(c: str) -> str:
         return _REPLY_RANK if c in RELAY_REPLY else "messages.status_rank"
 
@@ -171,11 +177,13 @@ def _upsert_message_sql(names: tuple[str, ...], moves_status: bool) -> str:
         if moves_status
         else []
     )
-    return f"""INSERT INTO messages (id, {", ".join(names)}, status, status_rank, created_at, updated_at)
+    sql = f"""INSERT INTO messages (id, {", ".join(names)}, status, status_rank, created_at, updated_at)
               VALUES ({placeholders})
               ON CONFLICT (id) DO UPDATE SET {", ".join([*sets, *status_set])},
                   created_at = least(messages.created_at, EXCLUDED.created_at),
                   updated_at = greatest(messages.updated_at, EXCLUDED.updated_at)"""
+    SHAPES[sql] = ("messages", ("id", *names, "status", "status_rank", "created_at", "updated_at"))
+    return sql
 
 
 def upsert_conversation(conv_id: UUID, event: Envelope, **columns: Any) -> Upsert:
@@ -188,11 +196,13 @@ def upsert_conversation(conv_id: UUID, event: Envelope, **columns: Any) -> Upser
 def _upsert_conversation_sql(names: tuple[str, ...]) -> str:
     n = len(names)
     sets = [f"{c} = coalesce(EXCLUDED.{c}, conversations.{c})" for c in names]
-    return f"""INSERT INTO conversations (id, {", ".join(names)}, created_at, updated_at)
+    sql = f"""INSERT INTO conversations (id, {", ".join(names)}, created_at, updated_at)
               VALUES ({", ".join(f"${i}" for i in range(1, n + 4))})
               ON CONFLICT (id) DO UPDATE SET {", ".join(sets)},
                   created_at = least(conversations.created_at, EXCLUDED.created_at),
                   updated_at = greatest(conversations.updated_at, EXCLUDED.updated_at)"""
+    SHAPES[sql] = ("conversations", ("id", *names, "created_at", "updated_at"))
+    return sql
 
 
 # One statement for adding and removing, so that they commute: only a later change moves a row; an
@@ -402,3 +412,50 @@ def plan(events: list[Envelope], texts: Mapping[str, str] | None = None) -> list
             sql, args = upsert.statement
             rounds[i].setdefault(sql, []).append(args)
     return [*rounds, rest] if rest else rounds
+
+
+def array_literal(values: list[Any] | None) -> str | None:
+    """A list as PostgreSQL's array text (an array column's value in a row passed through unnest, which
+    would flatten a list of lists)."""
+    if values is None:
+        return None
+    quoted = ('"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values)
+    return "{" + ",".join("NULL" if v is None else q for v, q in zip(values, quoted, strict=True)) + "}"
+
+
+def set_based(
+    groups: Groups, types: Mapping[str, Mapping[str, str]], first: int
+) -> tuple[list[str], list[list[Any]]]:
+    """One round's upserts as data-modifying CTEs, one per statement shape, each inserting every row of its
+    group from unnest() (the same ON CONFLICT clause as the statement): the CTEs and their arguments,
+    numbered from `first`. `types`: each table's column types (format_type). A round changes each row at
+    most once, so its statements commute, and may run as one."""
+    ctes: list[str] = []
+    args: list[list[Any]] = []
+    for sql, rows in groups.items():
+        table, columns = SHAPES[sql]
+        params, selects = [], []
+        for i, column in enumerate(columns):
+            kind = types[table][column]
+            values = [r[i] for r in rows]
+            n = first + len(args)
+            if kind.endswith("[]"):
+                args.append([array_literal(v) for v in values])
+                params.append(f"${n}::text[]")
+                selects.append(f"c{i}::{kind}")
+            elif kind in ("jsonb", "json"):
+                args.append([None if v is None else json.dumps(v) for v in values])
+                params.append(f"${n}::text[]")
+                selects.append(f"c{i}::{kind}")
+            else:
+                args.append(values)
+                params.append(f"${n}::{kind}[]")
+                selects.append(f"c{i}")
+        conflict = sql[sql.index("ON CONFLICT") :]
+        ctes.append(
+            f"""INSERT INTO {table} ({", ".join(columns)})
+                SELECT {", ".join(selects)}
+                  FROM unnest({", ".join(params)}) AS u({", ".join(f"c{i}" for i in range(len(columns)))})
+                {conflict}"""
+        )
+    return ctes, args

@@ -527,9 +527,22 @@ AnyEvent = Annotated[Union[ALL_EVENTS], Field(discriminator="type")]  # noqa: UP
 _ADAPTER: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)
 
 
+# The events parsed last, by their JSON: consumer groups hosted by one process (the projections' views
+# and archive) read the same records moments apart, and each record is parsed once. Events are frozen
+# values nothing changes, so one object serves both. Bounded: large events are not kept.
+_PARSED: dict[bytes | str, Envelope] = {}
+_PARSED_MAX, _PARSED_LARGEST = 1024, 64 * 1024
+
+
 def parse_event(data: bytes | str) -> Envelope:
     """Parse one serialised event; raises pydantic.ValidationError on anything malformed or unknown."""
-    return _ADAPTER.validate_json(data)
+    if len(data) > _PARSED_LARGEST:
+        return _ADAPTER.validate_json(data)
+    if (event := _PARSED.get(data)) is None:
+        event = _PARSED[data] = _ADAPTER.validate_json(data)
+        if len(_PARSED) > _PARSED_MAX:
+            del _PARSED[next(iter(_PARSED))]
+    return event
 
 
 def event_from(data: dict[str, Any]) -> Envelope:

@@ -18,6 +18,7 @@ from uuid import UUID
 
 import asyncpg
 import structlog
+from pydantic_core import PydanticSerializationError
 
 from schemas.envelope import Envelope
 from schemas.events import event_from
@@ -30,6 +31,16 @@ _MIGRATION_LOCK = 0x5E4D57  # pg_advisory_xact_lock key: one migrator at a time 
 
 async def init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+def json_array(events: Sequence[Envelope]) -> str:
+    """Events as one JSON array (a processed_events row's outputs), each serialised by pydantic itself. A
+    string that is not UTF-8 (a lone surrogate) is escaped as the json module does, and left for PostgreSQL
+    to refuse, as it refuses it in any event: an error on what the event says (broker.is_content_error)."""
+    try:
+        return "[" + ",".join(e.model_dump_json() for e in events) + "]"
+    except PydanticSerializationError:
+        return json.dumps([e.model_dump(mode="json") for e in events])
 
 
 async def _keep(conn: asyncpg.Connection) -> None:

@@ -57,7 +57,7 @@ def notifications(outputs: dict[UUID, list[Envelope]]) -> list[str]:
         answered = [d for d in decisions if d.type in ANSWERED]  # what a send or reply request waits for
         if not answered and decisions:
             continue
-        answers = json.dumps([Answer.of(d).model_dump(mode="json", exclude_none=True) for d in answered])
+        answers = "[" + ",".join(Answer.of(d).model_dump_json(exclude_none=True) for d in answered) + "]"
         entry = f'"{request_id}":{answers}'
         if len(entry.encode()) + 2 > LIMIT:
             entry = f'"{request_id}":null'

@@ -4,7 +4,8 @@ the message reaches an end, and re-published when it is overdue (migration 008_r
 - `watch`: the step that makes a message's next event records it, with when it is overdue: decide's
   publisher for the sends it accepted, before publishing them (services/decide/app.py), dispatch with a
   retry or a lease, the ingress for a request it answered before it was decided;
-- `settle`: the projections remove it once the message is sent, failed or rejected;
+- settled: the projections remove it once the message is sent, failed or rejected, in the statement
+  that claims the event that ends it (projections/app.py);
 - `redrive_due`: the scheduler re-publishes what is overdue, under the same event_id, waiting longer
   after each attempt; every consumer is idempotent on event_id, so a re-drive of something that was
   only slow changes nothing;
@@ -75,9 +76,6 @@ async def watch_undecided(
         DECIDER,
         request.event_id,
     )
-
-
-SETTLE = "DELETE FROM redrives WHERE message_id = ANY($1::uuid[])"
 
 
 async def redrive_due(conn: asyncpg.Connection, after_s: float, limit: int) -> list[Envelope]:

@@ -30,13 +30,9 @@ def recipients(accepted: SendAccepted) -> list[str]:
     return [a.lower() for a in (*p.to, *p.content.cc, *p.content.bcc)]
 
 
-async def record(pool: asyncpg.Pool | asyncpg.Connection, decisions: list[Envelope]) -> None:
-    """Keep the recipients and mailbox of every accepted send among `decisions` (again: no change)."""
-    accepted = [d for d in decisions if isinstance(d, SendAccepted)]
-    if not accepted:
-        return
-    await pool.execute(
-        RECORD,
+def columns(accepted: list[SendAccepted]) -> list[list]:
+    """RECORD's arguments ($1 to $7) for these accepted sends."""
+    return [
         [d.payload.message_id for d in accepted],
         [d.org_id for d in accepted],
         [d.identity_id for d in accepted],
@@ -44,7 +40,15 @@ async def record(pool: asyncpg.Pool | asyncpg.Connection, decisions: list[Envelo
         [d.payload.mailbox_email.lower() for d in accepted],
         [d.payload.rfc_message_id for d in accepted],
         [json.dumps(recipients(d)) for d in accepted],
-    )
+    ]
+
+
+async def record(pool: asyncpg.Pool | asyncpg.Connection, decisions: list[Envelope]) -> None:
+    """Keep the recipients and mailbox of every accepted send among `decisions` (again: no change)."""
+    accepted = [d for d in decisions if isinstance(d, SendAccepted)]
+    if not accepted:
+        return
+    await pool.execute(RECORD, *columns(accepted))
 
 
 async def sweep(pool: asyncpg.Pool) -> None:

@@ -248,12 +248,33 @@ SELECT CASE WHEN (SELECT count(*) FROM claimed) = cardinality($24::uuid[]) THEN 
 """
 
 # A commit that waits for the WAL flush (the server's own setting) and so makes every earlier commit
-# durable; it returns which of the given requests have their decisions recorded.
+# durable; it returns which of the given requests ($1) have their decisions recorded. In the same
+# statement, before anything acts on them: each accepted send decided now is watched until it is sent
+# (services/common/redrive.py: $2 its request, $3 its message, $4 the event, $5 the wait), and what
+# each accepted send goes to is kept (services/common/sent.py: $6 its request, $7 to $13 its record),
+# for the requests recorded (a request whose decisions the database lost gets them once they are
+# recorded again, `DurablePublisher._publish`).
 BARRIER = """WITH mark AS (
     INSERT INTO durability_barriers (consumer, at) VALUES ('decide', now())
     ON CONFLICT (consumer) DO UPDATE SET at = EXCLUDED.at
+), recorded AS (
+    SELECT event_id FROM processed_events WHERE consumer = 'decide' AND event_id = ANY($1::uuid[])
+), watched AS (
+    INSERT INTO redrives (message_id, event, due_at)
+    SELECT m, e::jsonb, now() + make_interval(secs => $5)
+      FROM unnest($2::uuid[], $3::uuid[], $4::text[]) AS w(r, m, e)
+     WHERE w.r IN (SELECT event_id FROM recorded)
+    ON CONFLICT (message_id) DO NOTHING
+), kept AS (
+    INSERT INTO sent_recipients (message_id, org_id, identity_id, mailbox_id, mailbox_email, rfc_message_id,
+                                 recipients)
+    SELECT m, o, i, b, e, r, ARRAY(SELECT jsonb_array_elements_text(t::jsonb))
+      FROM unnest($6::uuid[], $7::uuid[], $8::uuid[], $9::uuid[], $10::uuid[], $11::text[], $12::text[],
+                  $13::text[]) AS w(q, m, o, i, b, e, r, t)
+     WHERE w.q IN (SELECT event_id FROM recorded)
+    ON CONFLICT (message_id) DO NOTHING
 )
-SELECT ARRAY(SELECT event_id FROM processed_events WHERE consumer = 'decide' AND event_id = ANY($1::uuid[]))
+SELECT ARRAY(SELECT event_id FROM recorded)
 """
 
 
@@ -310,9 +331,7 @@ async def write(
             refs,
             at,
         )
-    outputs = [
-        (event_id, json.dumps([d.model_dump(mode="json") for d in ds])) for event_id, ds in decided.items()
-    ]
+    outputs = [(event_id, db.json_array(ds)) for event_id, ds in decided.items()]
     await conn.execute(
         WRITE_CLAIMED if claimed else WRITE_NEW,
         *columns([(*k, n) for k, n in usage.items()], 3),
@@ -537,21 +556,39 @@ class DurablePublisher:
             UNPUBLISHED.set(self.queued)
 
     async def _publish(self, batches: list[Decided]) -> None:
-        recorded = set(await self.pool.fetchval(BARRIER, [i for b in batches for i in b.outputs]))
+        # The watches and the sent records of the accepted sends go with the flushing commit (BARRIER).
+        watched = [
+            (i, d)
+            for b in batches
+            for i in b.fresh
+            for d in b.outputs.get(i, ())
+            if isinstance(d, SendAccepted)
+        ]
+        kept = [
+            (i, d) for b in batches for i, ds in b.outputs.items() for d in ds if isinstance(d, SendAccepted)
+        ]
+        recorded = set(
+            await self.pool.fetchval(
+                BARRIER,
+                [i for b in batches for i in b.outputs],
+                [i for i, _ in watched],
+                [d.payload.message_id for _, d in watched],
+                [d.model_dump_json() for _, d in watched],
+                self.settings.redrive_after_s,
+                [i for i, _ in kept],
+                *sent.columns([d for _, d in kept]),
+            )
+        )
         for batch in batches:
             if lost := [i for i in batch.outputs if i not in recorded]:
                 log.warning("decisions lost by the database before they were durable; recording them again",
                             requests=len(lost))  # fmt: skip
                 await record_again(self.pool, batch, lost)
-        # Each accepted send decided now is watched until it is sent (services/common/redrive.py), before
-        # anything can act on it, and off the path a send request waits on.
-        accepted = [
-            d for b in batches for i in b.fresh for d in b.outputs.get(i, ()) if isinstance(d, SendAccepted)
-        ]
-        await redrive.watch_many(self.pool, accepted, self.settings.redrive_after_s)
-        # What each accepted send goes to, and from which mailbox, before it can go out: a report about
-        # it is checked against that (services/common/sent.py), however soon it comes back.
-        await sent.record(self.pool, [d for b in batches for d in b.decisions])
+                # Watched and kept now, as the barrier does for the others, before anything acts on them.
+                accepted = [d for i in lost if i in batch.fresh for d in batch.outputs.get(i, ())
+                            if isinstance(d, SendAccepted)]  # fmt: skip
+                await redrive.watch_many(self.pool, accepted, self.settings.redrive_after_s)
+                await sent.record(self.pool, [d for i in lost for d in batch.outputs.get(i, ())])
         await publish_events(self.broker, self.settings, [d for b in batches for d in b.decisions])
 
 

@@ -15,6 +15,7 @@ again should this process die first; the outcome is recorded under the lease's i
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections import defaultdict
@@ -45,6 +46,7 @@ from schemas.events import (
     SendAccepted,
     SendAcceptedPayload,
     SmtpReply,
+    event_from,
 )
 from services.common import bodies, db, redrive, timers, unsubscribe
 from services.common.blobs import BlobCorrupt, BlobMissing, BlobStore, blob_store
@@ -59,7 +61,7 @@ from services.common.mime import (
     render_message,
     wire_address,
 )
-from services.common.receiving.intake import Intake, Target, hosted, screened
+from services.common.receiving.intake import TARGETS, Intake, Target, screened, targets_from
 from services.common.secrets import Secrets
 from services.common.settings import DispatchSettings
 from services.dispatch.recorder import OutcomeRecorder
@@ -74,23 +76,41 @@ OUTCOMES = Counter("sendstream_dispatch_outcomes_total", "SMTP attempts by outco
 log = structlog.get_logger("sendstream.dispatch")
 
 
-async def load_relays(pool: asyncpg.Pool, mailbox_ids: set[UUID], secrets: Secrets) -> dict[UUID, Relay]:
-    """Relay settings of the mailboxes that still exist (a removed mailbox's sends fail)."""
-    rows = await pool.fetch(
-        """SELECT id, smtp_host, smtp_port, smtp_tls, smtp_username, smtp_password
-             FROM mailboxes WHERE id = ANY($1::uuid[]) AND deleted_at IS NULL""",
-        list(mailbox_ids),
-    )
+def relays_from(rows: list[tuple], secrets: Secrets) -> dict[UUID, Relay]:
     return {
-        r["id"]: Relay(
-            r["smtp_host"],
-            r["smtp_port"],
-            r["smtp_tls"],
-            r["smtp_username"],
-            secrets.open(r["smtp_password"]),
-        )
-        for r in rows
+        mailbox_id: Relay(host, port, tls, username, secrets.open(password))
+        for mailbox_id, host, port, tls, username, password in rows
     }
+
+
+# What a batch needs, read in one round trip: the outcomes recorded already ($1: the events), the relays
+# of the mailboxes ($2) and which recipients ($3, lower-cased) are hosted here (intake.TARGETS).
+BATCH = f"""
+SELECT ARRAY(SELECT (event_id, coalesce(outputs, '[]')::text) FROM processed_events
+              WHERE consumer = '{CONSUMER}' AND event_id = ANY($1::uuid[])) AS done,
+       ARRAY(SELECT (id, smtp_host, smtp_port, smtp_tls, smtp_username, smtp_password)
+               FROM mailboxes WHERE id = ANY($2::uuid[]) AND deleted_at IS NULL) AS relays,
+       ARRAY(SELECT (t.address, t.identity_id, t.org_id, t.mailbox_id, t.dialect, t.by_handle, t.created_at)
+               FROM ({TARGETS.replace("$1", "$3")}) AS t) AS targets
+"""
+TARGET_COLUMNS = ("address", "identity_id", "org_id", "mailbox_id", "dialect", "by_handle", "created_at")
+
+
+async def batch_state(
+    pool: asyncpg.Pool, todo: list[Envelope], secrets: Secrets
+) -> tuple[dict[UUID, list[Envelope]], dict[UUID, Relay], dict[str, list[Target]]]:
+    """The outcomes of `todo` recorded already (as db.recorded_many), the relays of their mailboxes that
+    still exist (a removed mailbox's sends fail) and their hosted recipients (as intake.hosted): one query."""
+    addresses = list({a for e in todo for a in every_recipient(attempt_of(e)[0])})
+    row = await pool.fetchrow(
+        BATCH,
+        [e.event_id for e in todo],
+        list({attempt_of(e)[0].mailbox_id for e in todo}),
+        [a.lower() for a in addresses],
+    )
+    done = {event_id: [event_from(o) for o in json.loads(outputs)] for event_id, outputs in row["done"]}
+    targets = [dict(zip(TARGET_COLUMNS, t, strict=True)) for t in row["targets"]]
+    return done, relays_from(row["relays"], secrets), targets_from(addresses, targets)
 
 
 def outcome_events(
@@ -489,11 +509,10 @@ def build(
         todo = list({e.event_id: e for e in events if attempt_of(e) is not None}.values())
         if not todo:
             return
-        done = await db.recorded_many(pool, CONSUMER, [e.event_id for e in todo])
+        # What was sent already, the relays, and which recipients are hosted here (they get their mail
+        # without a relay): one query a batch.
+        done, relays, local = await batch_state(pool, todo, secrets)
         fresh = [e for e in todo if e.event_id not in done]
-        relays = await load_relays(pool, {attempt_of(e)[0].mailbox_id for e in fresh}, secrets)
-        # Which recipients are hosted here: they get their mail without a relay (one query a batch).
-        local = await hosted(pool, list({a for e in fresh for a in every_recipient(attempt_of(e)[0])}))
         record_failed: list[BaseException] = []
         attempts = [Attempt(e, record_failed) for e in fresh]
         tasks = [asyncio.create_task(dispatch_one(a, relays, local)) for a in attempts]

@@ -8,7 +8,6 @@ milliseconds while writing many rows per round trip. The first record of an even
 
 from __future__ import annotations
 
-import json
 from uuid import UUID
 
 import asyncpg
@@ -37,7 +36,7 @@ class OutcomeRecorder:
                 self.consumer,
                 [e for e, _ in batch],
                 # one JSON text per row: a list of lists would be read as a two-dimensional array
-                [json.dumps([o.model_dump(mode="json") for o in outs]) for _, outs in batch],
+                [db.json_array(outs) for _, outs in batch],
             )
         }
         earlier = await db.recorded_many(self.pool, self.consumer, [e for e, _ in batch if e not in won])

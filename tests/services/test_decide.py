@@ -154,6 +154,10 @@ async def test_decisions_a_database_crash_lost_are_recorded_again_as_answered(
         )
         == acc
     )
+    # watched until it is sent, and what it goes to kept, once recorded again
+    message_id = answered.payload.message_id
+    assert await db.fetchval("SELECT count(*) FROM redrives WHERE message_id = $1", message_id) == 1
+    assert await db.fetchval("SELECT count(*) FROM sent_recipients WHERE message_id = $1", message_id) == 1
 
 
 def arrival(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from schemas import events as module
 from schemas import ids, topics
 from schemas.events import ALL_EVENTS, EVENT_TYPES, MessageSent, MessageSentPayload, SmtpReply, parse_event
 from schemas.ids import new_id
@@ -48,3 +49,24 @@ def test_ids_render_and_parse_both_forms() -> None:
     assert ids.parse("conversation", ids.render("conversation", u)) == u
     assert ids.parse("conversation", str(u)) == u
     assert ids.parse("conversation", "conv_nothex") is None
+
+
+def test_a_record_read_by_two_consumers_of_one_process_is_parsed_once() -> None:
+    """The projections' views and archive read the same records: the second gets the event the first
+    parsed (events are frozen values); a large event is parsed each time; what is kept stays bounded."""
+
+    def sent(message: str) -> bytes:
+        return MessageSent(
+            org_id=new_id(), identity_id=new_id(),
+            payload=MessageSentPayload(message_id=new_id(), mailbox_id=new_id(), rfc_message_id="<a@b>",
+                                       relay="r:25", reply=SmtpReply(code=250, message=message)),
+        ).model_dump_json().encode()  # fmt: skip
+
+    data = sent("ok")
+    assert parse_event(data) is parse_event(data)
+    assert parse_event(data.decode()) == parse_event(data)
+    large = sent("x" * module._PARSED_LARGEST)
+    assert parse_event(large) is not parse_event(large)
+    for _ in range(module._PARSED_MAX + 10):
+        parse_event(sent("ok"))
+    assert len(module._PARSED) <= module._PARSED_MAX

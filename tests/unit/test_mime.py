@@ -95,3 +95,55 @@ def test_a_header_value_with_a_control_character_is_unsendable(bad: str) -> None
         render_message(accepted(text="x").model_copy(update={"rfc_message_id": bad}), datetime.now(UTC))
     with pytest.raises(UnsendableMessage):
         render_message(accepted(text="x", references=["<a@b>", bad]), datetime.now(UTC))
+
+
+def test_the_plain_messages_written_directly_are_the_bytes_the_email_package_writes(monkeypatch) -> None:
+    """ASCII text alone with short headers is written without the `email` package (a tenth of the
+    cost): byte for byte what it writes, for random subjects, bodies and recipients near every limit;
+    anything else is left to it."""
+    import random  # noqa: PLC0415
+    from datetime import UTC, datetime  # noqa: PLC0415
+
+    from services.common import mime  # noqa: PLC0415
+
+    rnd = random.Random(24)
+    printable = "".join(chr(c) for c in range(0x20, 0x7F))
+
+    def words(n: int, alphabet: str = printable) -> str:
+        return "".join(rnd.choices(alphabet, k=n))
+
+    def sentence(n: int) -> str:  # printable words, single spaces
+        return " ".join(words(rnd.randrange(1, 9), printable[1:]) for _ in range(n // 5 + 1))[:n]
+
+    def body() -> str | None:
+        if rnd.random() < 0.05:
+            return None
+        lines = [words(rnd.choice([0, 1, 40, 80, 997, 998, 999])) for _ in range(rnd.randrange(0, 6))]
+        text = "".join(line + rnd.choice(["\n", "\r\n", "\r", ""]) for line in lines)
+        return text + ("é" if rnd.random() < 0.05 else "")
+
+    fast = 0
+    for _ in range(6000):
+        address = lambda: words(rnd.randrange(1, 30), "abcxyz.-_") + "@example.test"  # noqa: E731
+        content = mime.Content(
+            subject=rnd.choice([words, sentence])(rnd.choice([0, 1, 5, 60, 68, 69, 70, 75, 90]))
+            + rnd.choice(["", "", "", " ", "  x", "\t"]),
+            text=body(),
+            cc=[address() for _ in range(rnd.choice([0, 0, 1, 3]))],
+            in_reply_to=rnd.choice([None, "<" + words(20, "abc") + "@x>"]),
+            references=[
+                "<" + words(rnd.randrange(5, 30), "abc") + "@x>" for _ in range(rnd.choice([0, 1, 4]))
+            ],
+            reply_to=rnd.choice([None, address()]),
+            html=rnd.choice([None] * 9 + ["<p>x</p>"]),
+        )
+        to = [address() for _ in range(rnd.choice([1, 1, 2, 5]))]
+        at = datetime(2026, 1, 1, tzinfo=UTC)
+        args = ("s@tryacme.test", to, content, "<" + words(30, "abcdef0123") + "@tryacme.test>", at)
+        if (direct := mime._plain(*args, None)) is None:
+            continue  # the `email` package's, as before
+        fast += 1
+        with monkeypatch.context() as m:
+            m.setattr(mime, "_plain", lambda *a: None)
+            assert direct == mime.compose(*args), args
+    assert fast > 300

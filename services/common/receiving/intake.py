@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -87,7 +89,11 @@ async def hosted(pool: asyncpg.Pool, addresses: list[str]) -> dict[str, list[Tar
     that rule gives it to several, it is the one that took it first, and `sendstream addresses conflicts`
     lists the others. A handle is one identity's (handles are unique); an address that is no handle
     reaches every identity of the organization with an account of that address."""
-    rows = await pool.fetch(TARGETS, [a.lower() for a in addresses])
+    return targets_from(addresses, await pool.fetch(TARGETS, [a.lower() for a in addresses]))
+
+
+def targets_from(addresses: list[str], rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Target]]:
+    """`hosted` from the rows of TARGETS for these addresses (a consumer may read them in a query of its own)."""
     out: dict[str, list[Target]] = {}
     for address in addresses:
         mine = [r for r in rows if r["address"] == address.lower()]
