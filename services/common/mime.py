@@ -126,8 +126,6 @@ def compose(
 ) -> bytes:
     """The message as the relay gets it. text and html become a multipart/alternative; attachments (their
     bytes in `files` by sha256) a multipart/mixed around it; Bcc never appears in the headers."""
-    if (plain := _plain(from_addr, to, content, rfc_message_id, date, extra_headers)) is not None:
-        return plain
     msg = _body(content)
     wrapped = content.forwarded.original if content.forwarded else None
     if content.attachments or wrapped:
@@ -155,50 +153,6 @@ def compose(
     for name, value in (extra_headers or {}).items():
         msg[name] = _header(value)
     return msg.as_bytes(policy=_WIRE)
-
-
-_SHORT_ASCII_HEADER = re.compile(r"[\x21-\x7e]+(?: [\x21-\x7e]+)*")  # printable, single spaces inside
-_BODY_LINES = re.compile(r"\r\n|\r|\n")
-
-
-def _plain(
-    from_addr: str,
-    to: list[str],
-    content: Content,
-    rfc_message_id: str,
-    date: datetime,
-    extra_headers: Mapping[str, str] | None,
-) -> bytes | None:
-    """The common message, ASCII text alone with short headers, written directly: the same bytes the
-    `email` package writes for it (tests/unit/test_mime.py compares them), at a tenth of the cost. None
-    for anything else (the `email` package writes that)."""
-    c = content
-    if c.html is not None or c.attachments or c.forwarded or extra_headers:
-        return None
-    text = c.text or ""
-    if not text.isascii() or any(len(line) > 998 for line in text.splitlines()):
-        return None
-    headers = [("From", from_addr), ("To", ", ".join(to))]
-    if c.cc:
-        headers.append(("Cc", ", ".join(c.cc)))
-    headers += [("Subject", c.subject), ("Date", format_datetime(date)), ("Message-ID", rfc_message_id)]
-    if c.in_reply_to:
-        headers.append(("In-Reply-To", c.in_reply_to))
-    if c.references:
-        headers.append(("References", " ".join(c.references)))
-    if c.reply_to:
-        headers.append(("Reply-To", c.reply_to))
-    lines = [
-        'Content-Type: text/plain; charset="us-ascii"',
-        "MIME-Version: 1.0",
-        "Content-Transfer-Encoding: 7bit",
-    ]
-    for name, value in headers:
-        # Longer ones are folded, others encoded or refused (UnsendableMessage): the `email` package's.
-        if len(name) + 2 + len(value) > 78 or not _SHORT_ASCII_HEADER.fullmatch(value):
-            return None
-        lines.append(f"{name}: {value}")
-    return ("\r\n".join(lines) + "\r\n\r\n" + _BODY_LINES.sub("\r\n", text)).encode("ascii")
 
 
 def render_message(
