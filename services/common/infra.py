@@ -175,7 +175,7 @@ def start_tansu(port: int = 0, log_path: Path | None = None) -> tuple[str, Calla
     cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
     listen = ["--listener-url", url, "--advertised-listener-url", url]
     proc = subprocess.Popen(
-        [binary, "broker", *listen, "--cluster-id", cluster_id],
+        [binary, "broker", *listen, f"--cluster-id={cluster_id}"],  # (an id may begin with "-")
         env={**os.environ, "TOKIO_WORKER_THREADS": str(LocalSettings().broker_threads)},
         stdout=out,
         stderr=subprocess.STDOUT,
