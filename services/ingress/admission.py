@@ -5,9 +5,11 @@ event reached the log is a send the client believes failed. So the ingress count
 working on, and refuses a new one at once (503 `overloaded`, with Retry-After) when
 
 - `sends_in_flight_max` are in flight already, or
-- the oldest send in flight has waited `shed_after_s` and at least an eighth of the maximum are in
-  flight: the pipeline is behind by more than that, and a new send would only wait behind them.
-  (A few slow sends alone, e.g. while decide restarts, shed nothing: they are answered `queued`.)
+- the pipeline is behind: of the sends waiting for their decision (from the publish to decide's
+  answer), the oldest has waited `shed_after_s`, and at least an eighth of the maximum are waiting.
+  (A few slow decisions alone, e.g. while decide restarts, shed nothing: they are answered `queued`.
+  Time a send spends elsewhere, such as a dialect waiting for the views to show it, is not the
+  pipeline's backlog and sheds nothing.)
 
 A shed send has certainly not been published, so retrying it is always safe. What happens once a send
 is admitted is services/ingress/core/send.py's: it is answered 202 (decided, or `queued` and watched
@@ -38,15 +40,13 @@ class Admission:
         self.max_in_flight = max_in_flight
         self.shed_after_s = shed_after_s
         self.floor = max(1, max_in_flight // 8)
-        self._started: dict[int, float] = {}  # in admission order: the first is the oldest
+        self.in_flight = 0
+        self._waiting: dict[int, float] = {}  # sends waiting for their decision, oldest first
         self._tickets = itertools.count()
 
-    @property
-    def in_flight(self) -> int:
-        return len(self._started)
-
-    def oldest_wait_s(self) -> float:
-        first = next(iter(self._started.values()), None)
+    def behind_s(self) -> float:
+        """How long the oldest send waiting for its decision has waited."""
+        first = next(iter(self._waiting.values()), None)
         return 0.0 if first is None else time.monotonic() - first
 
     def check(self) -> None:
@@ -54,8 +54,8 @@ class Admission:
         if self.in_flight >= self.max_in_flight:
             why = f"{self.in_flight} sends are in flight"
             SHED.labels("in_flight").inc()
-        elif self.in_flight >= self.floor and (waited := self.oldest_wait_s()) > self.shed_after_s:
-            why = f"the oldest send in flight has waited {waited:.1f} s"
+        elif len(self._waiting) >= self.floor and (behind := self.behind_s()) > self.shed_after_s:
+            why = f"the oldest send waiting for its decision has waited {behind:.1f} s"
             SHED.labels("behind").inc()
         else:
             return
@@ -71,11 +71,20 @@ class Admission:
     def admit(self) -> Iterator[None]:
         """Hold a place for one send while it runs, or raise the shed answer."""
         self.check()
-        ticket = next(self._tickets)
-        self._started[ticket] = time.monotonic()
+        self.in_flight += 1
         IN_FLIGHT.inc()
         try:
             yield
         finally:
-            del self._started[ticket]
+            self.in_flight -= 1
             IN_FLIGHT.dec()
+
+    @contextlib.contextmanager
+    def waiting(self) -> Iterator[None]:
+        """A send between its publish and decide's answer: what says how far behind the pipeline is."""
+        ticket = next(self._tickets)
+        self._waiting[ticket] = time.monotonic()
+        try:
+            yield
+        finally:
+            del self._waiting[ticket]

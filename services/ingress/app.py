@@ -45,6 +45,7 @@ from services.ingress.routes import (  # noqa: F401
 
 log = structlog.get_logger("sendstream.ingress")
 SETTINGS = web.AppKey("settings", IngressSettings)
+ADMISSION = web.AppKey("admission", Admission)
 
 
 async def _lifecycle(app: web.Application):
@@ -64,7 +65,9 @@ async def _lifecycle(app: web.Application):
     await blobs.start()
     feed = FeedWaiter(settings)
     await feed.start()
-    app[CONTEXT] = Context(settings, pool, broker, waiter, cache, Secrets(settings.secret_keys), blobs, feed)
+    app[CONTEXT] = Context(
+        settings, pool, broker, waiter, cache, Secrets(settings.secret_keys), blobs, feed, app[ADMISSION]
+    )
     sweeper = Periodic("expired keys and counts sweep", 600, lambda: _sweep_expired(pool))
     await sweeper.start()
     log.info("ingress ready", host=settings.http_host, port=settings.http_port)
@@ -94,7 +97,8 @@ def create_app(settings: IngressSettings) -> web.Application:
         c = request.app[CONTEXT]
         return await authenticate(request, c.pool, c.cache)
 
-    add_routes(app, auth, Admission(settings.sends_in_flight_max, settings.shed_after_s).admit)
+    admission = app[ADMISSION] = Admission(settings.sends_in_flight_max, settings.shed_after_s)
+    add_routes(app, auth, admission.admit)
     return app
 
 

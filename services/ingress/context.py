@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import asyncpg
 import structlog
@@ -17,6 +17,7 @@ from services.common.blobs import BlobStore
 from services.common.broker import PERMANENT_KAFKA_ERRORS, EventTooLarge, hand_over, is_transient
 from services.common.secrets import Secrets
 from services.common.settings import IngressSettings
+from services.ingress.admission import Admission
 from services.ingress.cache import Cache
 from services.ingress.decisions import DecisionWaiter
 from services.ingress.feed import FeedWaiter
@@ -39,6 +40,7 @@ class Context:
     secrets: Secrets
     blobs: BlobStore
     feed: FeedWaiter
+    admission: Admission = field(default_factory=lambda: Admission(10**9, float("inf")))
 
     async def publish(self, events: list[Envelope]) -> None:
         """Publish, and return once the broker confirmed every event. Otherwise:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from contextlib import ExitStack
 
 import pytest
 
@@ -10,30 +10,39 @@ from services.ingress.admission import Admission
 from services.ingress.http import ApiError
 
 
-def test_admission_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Room for `max` sends; past a floor of max/8, a queue whose oldest waited too long sheds too."""
+def test_room_for_max_sends_then_shed_at_once_with_retry_after() -> None:
+    a = Admission(max_in_flight=16, shed_after_s=0.5)
+    with ExitStack() as held:
+        for _ in range(16):
+            held.enter_context(a.admit())
+        with pytest.raises(ApiError) as info:
+            held.enter_context(a.admit())
+        assert info.value.status == 503 and info.value.type == "overloaded"
+        assert info.value.headers == {"Retry-After": "1"}
+    with a.admit():  # room again
+        pass
+
+
+def test_sheds_while_the_pipeline_is_behind_not_for_slow_sends_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Behind: at least max/8 sends wait for their decision and the oldest has waited `shed_after_s`. A
+    send busy elsewhere (a dialect waiting for its views) is in flight but not waiting: it sheds nothing."""
     now = [100.0]
     monkeypatch.setattr("services.ingress.admission.time.monotonic", lambda: now[0])
     a = Admission(max_in_flight=16, shed_after_s=0.5)
-
-    def enter() -> Callable[[], None]:
-        cm = a.admit()
-        cm.__enter__()
-        return lambda: cm.__exit__(None, None, None)
-
-    slow = enter()  # one send that hangs (decide restarting): alone, it sheds nothing
-    now[0] += 5
-    leave = enter()
-    leave()
-    more = [enter() for _ in range(1)]  # two in flight now, the floor is 2, the oldest waited 5 s
-    with pytest.raises(ApiError) as info:
-        enter()
-    assert info.value.status == 503 and info.value.headers == {"Retry-After": "1"}
-    slow()
-    for done in more:
-        done()
-    full = [enter() for _ in range(16)]
-    with pytest.raises(ApiError):
-        enter()
-    full.pop()()
-    enter()  # room again
+    with ExitStack() as held:
+        for _ in range(10):  # in flight for a long time, but not waiting for a decision
+            held.enter_context(a.admit())
+        now[0] += 5
+        with a.admit():
+            pass
+        slow = ExitStack()
+        slow.enter_context(a.waiting())  # one decision slow (decide restarting): alone, it sheds nothing
+        now[0] += 5
+        with a.admit():
+            pass
+        held.enter_context(a.waiting())  # two waiting now, the floor (16 / 8), the oldest for 5 s
+        with pytest.raises(ApiError):
+            a.check()
+        slow.close()  # the slow one answered: the oldest waiting is recent again
+        with a.admit():
+            pass

@@ -8,6 +8,8 @@ the consumers drop the copy.
 
 from __future__ import annotations
 
+from uuid import UUID
+
 import asyncpg
 import structlog
 
@@ -22,6 +24,7 @@ from schemas.events import (
     SendRequestedPayload,
 )
 from services.common import bodies, redrive
+from services.common.decided import Answer
 from services.ingress.context import Context, MaybePublished
 from services.ingress.core import attachments, directory
 from services.ingress.core.outcome import Outcome, outcome_of
@@ -94,24 +97,10 @@ async def submit(
         cmd.model_copy(update={"content": content}), identity, new, call.request_id, origin_of(call)
     )
     message_ids = [m.message_id for m in wanted]
-    c.waiter.expect(request.event_id)
-    try:
-        await c.publish([request])
-    except MaybePublished as unsure:  # it may be on the log: it must be sent once, whatever happens
-        c.waiter.forget(request.event_id)
-        try:
-            await redrive.watch_undecided(c.pool, request, message_ids, c.settings.redrive_after_s)
-        except Exception as exc:
-            log.error("could not watch an unconfirmed request", error=repr(exc))
-            raise MaybePublished(unsure.cause, _unknown(new)) from exc
-        log.warning("request not confirmed by the log in time: answered queued", error=repr(unsure.cause))
+    with c.admission.waiting():  # how far behind the pipeline is: services/ingress/admission.py
+        answers = await _publish_and_wait(c, request, message_ids, new)
+    if answers is None:
         return outcome_of(wanted, [], identity["daily_cap"], None)
-    except BaseException:
-        c.waiter.forget(request.event_id)
-        raise
-    if new.repeated:  # decided after an earlier attempt already: no notification will come
-        c.waiter.look(request.event_id)
-    answers = await c.waiter.wait(request.event_id, c.settings.decision_timeout_s)
     # From here on the request is on the log: nothing may turn its answer into an error.
     if len(answers) < len(message_ids):
         try:
@@ -125,6 +114,31 @@ async def submit(
         except Exception as exc:
             log.warning("could not read the day's usage for a queued answer", error=repr(exc))
     return outcome_of(wanted, answers, identity["daily_cap"], remaining)
+
+
+async def _publish_and_wait(
+    c: Context, request: Envelope, message_ids: list[UUID], new: IdSource
+) -> list[Answer] | None:
+    """Publish the request and wait (at most `decision_timeout_s`) for decide's answers; None if the log
+    did not confirm it in time (it is then watched, to be published again should it not be there)."""
+    c.waiter.expect(request.event_id)
+    try:
+        await c.publish([request])
+    except MaybePublished as unsure:  # it may be on the log: it must be sent once, whatever happens
+        c.waiter.forget(request.event_id)
+        try:
+            await redrive.watch_undecided(c.pool, request, message_ids, c.settings.redrive_after_s)
+        except Exception as exc:
+            log.error("could not watch an unconfirmed request", error=repr(exc))
+            raise MaybePublished(unsure.cause, _unknown(new)) from exc
+        log.warning("request not confirmed by the log in time: answered queued", error=repr(unsure.cause))
+        return None
+    except BaseException:
+        c.waiter.forget(request.event_id)
+        raise
+    if new.repeated:  # decided after an earlier attempt already: no notification will come
+        c.waiter.look(request.event_id)
+    return await c.waiter.wait(request.event_id, c.settings.decision_timeout_s)
 
 
 def _unknown(new: IdSource) -> str:
