@@ -343,7 +343,13 @@ def _wait_in_fetch(
         if wake_on is not None and id(consumer) not in gated:  # a new consumer after a restart
             gated.add(id(consumer))
             settings, names = wake_on
-            wake.gate_for(consumer, settings.database_url, names, settings.kafka_idle_fetch_ms / 1000)
+            wake.gate_for(
+                consumer,
+                settings.database_url,
+                names,
+                settings.kafka_idle_fetch_ms / 1000,
+                settings.kafka_wake_linger_ms / 1000,
+            )
         if (pause := not_before - time.monotonic()) > 0:
             await asyncio.sleep(pause)
         fetched = await consumer.getmany(timeout_ms=2000, max_records=max_records)

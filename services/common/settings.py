@@ -57,7 +57,16 @@ class CommonSettings(BaseSettings):
         "SENDSTREAM_KAFKA_IDLE_FETCH_MS, instead of polling. Real Kafka needs none of it.",
     )
     kafka_wake_spacing_ms: int = Field(
-        20, ge=1, description="With SENDSTREAM_KAFKA_WAKE_ON_WORK: a publisher rings each topic at most this often."
+        100,
+        ge=1,
+        description="With SENDSTREAM_KAFKA_WAKE_ON_WORK: a publisher rings each topic at most this often (and "
+        "once after its last records). Keep it below SENDSTREAM_KAFKA_WAKE_LINGER_MS.",
+    )
+    kafka_wake_linger_ms: int = Field(
+        250,
+        ge=0,
+        description="With SENDSTREAM_KAFKA_WAKE_ON_WORK: a consumer keeps fetching this long after its last "
+        "fetch that brought records, before it waits for a ring.",
     )
     kafka_idle_fetch_ms: int = Field(
         5000,
@@ -192,7 +201,9 @@ class EgressSettings(CommonSettings):
 
     egress_allowed_networks: list[str] = Field(
         default_factory=list,
-        validation_alias=AliasChoices("SENDSTREAM_EGRESS_ALLOWED_NETWORKS", "SENDSTREAM_WEBHOOK_ALLOWED_NETWORKS"),
+        validation_alias=AliasChoices(
+            "SENDSTREAM_EGRESS_ALLOWED_NETWORKS", "SENDSTREAM_WEBHOOK_ALLOWED_NETWORKS"
+        ),
         description="Networks (JSON list of CIDRs) that webhook URLs, SMTP relays and IMAP hosts may lead into "
         'although they are not public, e.g. `["127.0.0.0/8"]` for servers on this machine. Empty: only public '
         "addresses (loopback, private, link-local such as 169.254.169.254, CGNAT, multicast and every other "
@@ -313,7 +324,9 @@ class IngressSettings(WebhookSettings):
         description='Resolvers (JSON list of "ip" or "ip:port") that domain verification asks for its TXT '
         "records. Empty: the machine's own (/etc/resolv.conf).",
     )
-    dns_timeout_s: float = Field(5.0, gt=0, description="Longest a domain verification's DNS lookup may take.")
+    dns_timeout_s: float = Field(
+        5.0, gt=0, description="Longest a domain verification's DNS lookup may take."
+    )
 
 
 class DecideSettings(CommonSettings):

@@ -9,10 +9,12 @@ With `kafka_wake_on_work` (set for the embedded broker) a consumer polls neither
 - a publisher, once the broker confirmed records on a topic, rings that topic's bell: a PostgreSQL
   NOTIFY on channel `sendstream_work` naming the topic (`Ringer`). Rings are coalesced per topic: at
   most one per `kafka_wake_spacing_ms`, and always one after the last records;
-- a consumer (`Gate`, installed into aiokafka's fetcher) sends its next fetch, with a short wait, only
-  when one of its topics rang, or while its last fetch brought records (more may be there), or once
-  every `kafka_idle_fetch_ms` whatever happens: a ring lost with a database connection only delays an
-  event, it never strands one.
+- a consumer (`Gate`, installed into aiokafka's fetcher) fetches on, with its short wait, while fetches
+  bring records and for `kafka_wake_linger_ms` after the last that did (as it would without any of
+  this: under load nothing changes, and the rings are few); then its next fetch waits until one of its
+  topics rings, or `kafka_idle_fetch_ms` passed: a ring lost with a database connection only delays an
+  event, it never strands one. A publisher that rang within the linger need not ring again (the
+  spacing is shorter than the linger), since the consumer it woke is still fetching.
 Nothing is decided by a ring: the log stays the only source of events, and every guarantee of the
 consumers (offsets, redelivery, idempotence) is the same with or without it.
 """
@@ -127,17 +129,17 @@ BELLS: dict[str, Bells] = {}
 class Gate:
     """Holds a consumer's next fetch until there is a reason to send it (see the module docstring)."""
 
-    def __init__(self, topics: Iterable[str], idle_s: float):
+    def __init__(self, topics: Iterable[str], idle_s: float, linger_s: float):
         self.topics = frozenset(topics)
-        self.idle_s = idle_s
+        self.idle_s, self.linger_s = idle_s, linger_s
         self.rung = asyncio.Event()
-        self.busy = True  # the first fetch goes at once
+        self.busy_until = time.monotonic() + linger_s  # the first fetches go at once
 
     def open(self) -> None:
         self.rung.set()
 
     async def wait(self) -> None:
-        if not self.busy:
+        if time.monotonic() >= self.busy_until:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.rung.wait(), self.idle_s)
         self.rung.clear()  # a ring heard during the fetch opens the next one
@@ -149,18 +151,19 @@ class Gate:
         async def gated(assignment: Any, node_id: int, request: Any) -> bool:
             await self.wait()
             brought = await fetch(assignment, node_id, request)
-            self.busy = bool(brought)
+            if brought:  # while records flow, fetch on as before (no ring needed), and a while after
+                self.busy_until = time.monotonic() + self.linger_s
             return brought
 
         fetcher._proc_fetch_request = gated
 
 
-def gate_for(consumer: Any, database_url: str, topics: Iterable[str], idle_s: float) -> Gate:
+def gate_for(consumer: Any, database_url: str, topics: Iterable[str], idle_s: float, linger_s: float) -> Gate:
     """Install a gate into a started aiokafka consumer's fetcher, heard by this process's bells."""
     fetcher = getattr(consumer, "_fetcher", None)
     if fetcher is None or not callable(getattr(fetcher, "_proc_fetch_request", None)):
         raise RuntimeError("aiokafka's fetcher has no _proc_fetch_request(); review services/common/wake.py")
-    gate = Gate(topics, idle_s)
+    gate = Gate(topics, idle_s, linger_s)
     gate.install(fetcher)
     if (bells := BELLS.get(database_url)) is None:
         bells = BELLS[database_url] = Bells(database_url)
