@@ -273,14 +273,14 @@ class IngressSettings(WebhookSettings):
         "reached the broker is 503.",
     )
     sends_in_flight_max: int = Field(
-        128,
+        64,
         ge=1,
         description="Sends one ingress process works on at once. Past it, and while at least an eighth of it "
         "wait for their decision and the oldest has waited SENDSTREAM_SHED_AFTER_S, a new send is refused at "
         "once: 503 `overloaded` with Retry-After, nothing published.",
     )
     shed_after_s: float = Field(
-        0.4,
+        0.25,
         gt=0,
         description="How far behind (the wait of the oldest send for its decision) the pipeline may fall "
         "before the ingress sheds new sends (see SENDSTREAM_SENDS_IN_FLIGHT_MAX).",
