@@ -273,7 +273,7 @@ class IngressSettings(WebhookSettings):
         "reached the broker is 503.",
     )
     sends_in_flight_max: int = Field(
-        64,
+        256,
         ge=1,
         description="Sends one ingress process works on at once. Past it, and while at least an eighth of it "
         "wait for their decision and the oldest has waited SENDSTREAM_SHED_AFTER_S, a new send is refused at "
