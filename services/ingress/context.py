@@ -74,7 +74,11 @@ class Context:
                 {"Retry-After": "5"},
             ) from exc
         try:
-            await asyncio.wait_for(asyncio.gather(*acks), max(0.0, deadline - time.monotonic()))
+            # Shielded: a time-out leaves the acknowledgements to come (and ring the consumers) all the same;
+            # a failure after it is the re-drive's to mend, so it is retrieved here, not left unread.
+            confirmed = asyncio.gather(*acks)
+            confirmed.add_done_callback(lambda f: f.cancelled() or f.exception())
+            await asyncio.wait_for(asyncio.shield(confirmed), max(0.0, deadline - time.monotonic()))
         except PERMANENT_KAFKA_ERRORS as exc:  # refused by the broker: not written
             raise self._too_large(exc, limit) from exc
         except Exception as exc:

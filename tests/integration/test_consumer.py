@@ -44,6 +44,7 @@ async def lab_topic(service_env: dict, **overrides: object) -> tuple[CommonSetti
     tuning = {k.removeprefix("SENDSTREAM_").lower(): v for k, v in TANSU_TUNING.items()}
     settings = CommonSettings(
         kafka_bootstrap_servers=service_env["KAFKA_BOOTSTRAP_SERVERS"],
+        database_url=service_env["DATABASE_URL"],  # where publishers ring their consumers (wake on work)
         kafka_topic_prefix=f"t{uuid.uuid4().hex[:6]}",
         **{**tuning, **overrides},
     )
@@ -211,9 +212,7 @@ async def test_an_idle_consumer_is_woken_by_the_publisher_instead_of_polling(ser
     """On the embedded broker a consumer's fetches wait for work (services/common/wake.py): once the
     broker confirmed an event, its publisher rings the topic's consumers. An idle consumer whose own
     fetch comes only every two minutes gets the event at once, so it was the ring that woke it."""
-    settings, _, _ = await lab_topic(
-        service_env, database_url=service_env["DATABASE_URL"], kafka_idle_fetch_ms=120_000
-    )
+    settings, _, _ = await lab_topic(service_env, kafka_idle_fetch_ms=120_000)
     assert settings.kafka_wake_on_work
     topic = topic_of(
         MessageFailed(org_id=new_id(), payload=MessageFailedPayload(message_id=new_id(), reason=""))
