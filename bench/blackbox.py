@@ -52,6 +52,7 @@ import aiosmtplib
 import uvloop
 
 from bench.cpu import stat_fields, tree_by_name, tree_sample
+from bench.send_pipeline import pct
 from services.common.infra import die_with_parent, free_port
 
 GROUPS = (
@@ -429,13 +430,6 @@ async def raw_smtp(port: int, message: bytes, n: int, connections: int, tokens: 
 
 
 # --- Figures ---------------------------------------------------------------------------------------
-
-
-def pct(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(int(len(ordered) * p / 100), len(ordered) - 1)]
 
 
 def ms(values: list[float]) -> str:

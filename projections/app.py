@@ -18,7 +18,7 @@ from projections.messages import CONSUMER, SHAPES, plan, set_based
 from schemas import topics
 from schemas.envelope import Envelope
 from schemas.events import MessageFailed, MessageSent, SendRejected
-from services.common import bodies
+from services.common import bodies, db
 from services.common.blobs import BlobStore, blob_store
 from services.common.broker import subscribe
 from services.common.settings import CommonSettings
@@ -53,13 +53,7 @@ async def claim(conn: asyncpg.Connection, events: list[Envelope]) -> list[Envelo
         [e for e, _ in ended],
         [m for _, m in ended],
     )
-    pending = {r["event_id"] for r in rows}
-    new = []
-    for event in events:
-        if event.event_id in pending:
-            pending.discard(event.event_id)  # an event twice in one batch counts once
-            new.append(event)
-    return new
+    return db.each_once(events, {r["event_id"] for r in rows})
 
 
 FAST = """WITH claimed AS (

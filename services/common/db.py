@@ -94,11 +94,16 @@ async def claim_many(conn: asyncpg.Connection, consumer: str, event_ids: list[UU
 
 async def claim_new(conn: asyncpg.Connection, consumer: str, events: list[Envelope]) -> list[Envelope]:
     """Inside a transaction: claim `events`; returns those new to `consumer`, each once, in their order."""
-    pending = await claim_many(conn, consumer, [e.event_id for e in events])
+    return each_once(events, await claim_many(conn, consumer, [e.event_id for e in events]))
+
+
+def each_once(events: list[Envelope], claimed: set[UUID]) -> list[Envelope]:
+    """The `events` whose ids were `claimed`, in their order, an event twice in one batch once."""
+    pending = set(claimed)
     new = []
     for event in events:
         if event.event_id in pending:
-            pending.discard(event.event_id)  # an event twice in one batch counts once
+            pending.discard(event.event_id)
             new.append(event)
     return new
 
