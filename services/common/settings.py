@@ -360,8 +360,9 @@ class DispatchSettings(EgressSettings):
     smtp_pool_size: int = Field(
         4,
         ge=1,
-        description="SMTP transactions one mailbox has open at once, and idle connections kept per relay for "
-        "reuse (more while more are in use: mailboxes sharing a relay keep theirs).",
+        description="SMTP transactions one mailbox has open at once, and the fewest idle connections kept per "
+        "relay for reuse (more when more were in use at once within SENDSTREAM_SMTP_IDLE_S: mailboxes sharing "
+        "a relay keep theirs).",
     )
     record_patience_s: float = Field(
         120.0,
