@@ -370,7 +370,9 @@ def ensure_infra(
             bootstrap, stop = start_tansu(kafka_port, data_dir / "tansu.log")
             infra.stops.append(stop)
             infra.env["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
-            infra.env.update(TANSU_TUNING)
+            infra.env.update(
+                {k: v for k, v in TANSU_TUNING.items() if k not in os.environ}
+            )  # the operator's own win
 
         if os.environ.get("DATABASE_URL"):
             infra.env["DATABASE_URL"] = os.environ["DATABASE_URL"]
