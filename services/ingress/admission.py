@@ -5,13 +5,9 @@ event reached the log is a send the client believes failed. So the ingress count
 working on, and refuses a new one at once (503 `overloaded`, with Retry-After) when
 
 - `sends_in_flight_max` are in flight already, or
-- the pipeline is behind: at least an eighth of the maximum are waiting for their decision (from the
-  publish to decide's answer), and either the oldest has waited `shed_after_s`, or the queue is more
-  than `shed_after_s` of the decisions answered in the last second and its oldest has waited a quarter
-  of that. (The second sheds as soon as a burst over capacity begins, instead of admitting a quarter
-  second's worth of it first; the quarter keeps a burst on an idle pipeline, which answers it at once,
-  from being shed by the idle second's count. A few slow decisions alone, e.g. while decide restarts,
-  shed nothing: they are answered `queued`.
+- the pipeline is behind: of the sends waiting for their decision (from the publish to decide's
+  answer), the oldest has waited `shed_after_s`, and at least an eighth of the maximum are waiting.
+  (A few slow decisions alone, e.g. while decide restarts, shed nothing: they are answered `queued`.
   Time a send spends elsewhere, such as a dialect waiting for the views to show it, is not the
   pipeline's backlog and sheds nothing.)
 
@@ -26,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import time
-from collections import deque
 from collections.abc import Iterator
 
 from prometheus_client import Counter, Gauge
@@ -48,33 +43,20 @@ class Admission:
         self.in_flight = 0
         self._waiting: dict[int, float] = {}  # sends waiting for their decision, oldest first
         self._tickets = itertools.count()
-        self._answered: deque[float] = deque()  # when each decision of the last second came
 
     def behind_s(self) -> float:
         """How long the oldest send waiting for its decision has waited."""
         first = next(iter(self._waiting.values()), None)
         return 0.0 if first is None else time.monotonic() - first
 
-    def answered_per_s(self) -> int:
-        """Decisions that came in the last second."""
-        now = time.monotonic()
-        while self._answered and now - self._answered[0] > 1.0:
-            self._answered.popleft()
-        return len(self._answered)
-
     def check(self) -> None:
         """Raise the shed answer if a new send is not to be taken now."""
-        queued = len(self._waiting)
-        behind = self.behind_s() if queued >= self.floor else 0.0
         if self.in_flight >= self.max_in_flight:
             why = f"{self.in_flight} sends are in flight"
             SHED.labels("in_flight").inc()
-        elif behind > self.shed_after_s:
+        elif len(self._waiting) >= self.floor and (behind := self.behind_s()) > self.shed_after_s:
             why = f"the oldest send waiting for its decision has waited {behind:.1f} s"
             SHED.labels("behind").inc()
-        elif behind > self.shed_after_s / 4 and queued > (rate := self.answered_per_s()) * self.shed_after_s:
-            why = f"{queued} sends wait for their decision, {rate} were decided in the last second"
-            SHED.labels("queue").inc()
         else:
             return
         raise ApiError(
@@ -106,4 +88,3 @@ class Admission:
             yield
         finally:
             del self._waiting[ticket]
-            self._answered.append(time.monotonic())
