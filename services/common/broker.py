@@ -471,7 +471,7 @@ def subscribe(
     topics: Sequence[Topic],
     group: str,
     *,
-    path: Literal["sync", "background"] = "background",
+    path: Literal["sync", "background", "trailing"] = "background",
     offset_reset: Literal["earliest", "latest"] = "earliest",
     only: Collection[str] | None = None,
     on_poison: Poisoned | None = None,
@@ -488,7 +488,9 @@ def subscribe(
     others go through; `on_poison` then records its terminal outcome (the message is rejected or
     failed, visibly), and an event it cannot settle either is parked. An `owner` hears of every
     partition assigned to and revoked from this consumer. With `positions`, the handler receives each
-    event as a `Logged`, with its topic, partition and offset.
+    event as a `Logged`, with its topic, partition and offset. `path` says what waits on this consumer,
+    which sets its fetch wait and how often it takes a batch: an HTTP request ("sync"), a delivery or a
+    read ("background"), or nothing at once ("trailing").
     """
     prefix = settings.kafka_topic_prefix
     fetch_wait = (
@@ -568,7 +570,11 @@ def subscribe(
         )
         _wait_in_fetch(
             subscriber,
-            0 if path == "sync" else settings.kafka_batch_interval_ms_background,
+            {
+                "sync": settings.kafka_batch_interval_ms_sync,
+                "background": settings.kafka_batch_interval_ms_background,
+                "trailing": settings.kafka_batch_interval_ms_trailing,
+            }[path],
             (settings, [t.name(prefix) for t in topics]) if settings.kafka_wake_on_work else None,
         )
 

@@ -397,6 +397,7 @@ def build(broker: KafkaBroker, settings: WebhookSettings, pool: asyncpg.Pool) ->
         settings,
         [topics.DECISIONS, topics.MESSAGES],
         group=CONSUMER,
+        path="trailing",
         offset_reset="latest",
         only={kind.__name__ for kind in WEBHOOK_TYPES},  # the rest (accepted, deferred, ...) are not parsed
     )
