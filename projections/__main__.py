@@ -1,5 +1,5 @@
 from projections.app import build
 from services.common.service import main
-from services.common.settings import CommonSettings
+from services.common.settings import ProjectionsSettings
 
-main("projections", CommonSettings(), build)
+main("projections", ProjectionsSettings(), build)

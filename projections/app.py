@@ -9,6 +9,8 @@ transaction.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import asyncpg
 import structlog
 from faststream.kafka import KafkaBroker
@@ -21,7 +23,8 @@ from schemas.events import MessageFailed, MessageSent, SendRejected
 from services.common import bodies, db
 from services.common.blobs import BlobStore, blob_store
 from services.common.broker import subscribe
-from services.common.settings import CommonSettings
+from services.common.service import Background, Periodic
+from services.common.settings import ProjectionsSettings
 
 VIEWS = ("messages", "conversations", "suppressions")
 log = structlog.get_logger("sendstream.projections")
@@ -116,10 +119,19 @@ async def project(pool: asyncpg.Pool, events: list[Envelope], blobs: BlobStore |
     return len(new)
 
 
-def build(broker: KafkaBroker, settings: CommonSettings, pool: asyncpg.Pool) -> BlobStore:
-    """Register the projections consumer, and the archive's, on `broker`."""
+def build(broker: KafkaBroker, settings: ProjectionsSettings, pool: asyncpg.Pool) -> list[Background]:
+    """Register the projections consumer, and the archive's, on `broker`; returns what runs beside them:
+    the blob store, and the archive's retention when one is set."""
     blobs = blob_store(settings, pool)
     archive.build(broker, settings, pool)
+    beside: list[Background] = [blobs]
+    if (days := settings.archive_retention_days) is not None:
+
+        async def retention() -> None:
+            if dropped := await archive.drop_expired(pool, timedelta(days=days)):
+                log.info("archive months past retention dropped", partitions=dropped)
+
+        beside.append(Periodic("archive retention", 3600, retention))
 
     @subscribe(
         broker,
@@ -132,4 +144,4 @@ def build(broker: KafkaBroker, settings: CommonSettings, pool: asyncpg.Pool) -> 
         applied = await project(pool, events, blobs)
         log.debug("events projected", applied=applied, seen=len(events) - applied)
 
-    return blobs
+    return beside

@@ -23,7 +23,7 @@ RejectReason = Literal[
 
 
 class Payload(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="allow")  # a newer producer's fields: schemas/envelope.py
 
 
 Dialect = Literal["identities", "inboxes", "mailboxes"]

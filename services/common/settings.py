@@ -481,11 +481,16 @@ class SchedulerSettings(CommonSettings):
         description="How long consumers remember handled event_ids. Keep it at least the log's retention: "
         "an event can be redelivered only while the log still holds it.",
     )
+
+
+class ProjectionsSettings(CommonSettings):
+    """The views and the archive."""
+
     archive_retention_days: float | None = Field(
         None,
         gt=0,
         description="Drop the archive's whole months once they ended this many days ago (audit trails, the "
-        "feed and replay then start after them). Unset: keep every event.",
+        "feed and replay then start after them); looked at hourly. Unset: keep every event.",
     )
 
 
@@ -545,6 +550,7 @@ def documented_settings() -> list[tuple[str, str, str, str]]:
         (InboundSettings, "inbound"),
         (MailsyncSettings, "mailsync"),
         (SchedulerSettings, "scheduler"),
+        (ProjectionsSettings, "projections"),
         (LocalSettings, "make run"),
     ):
         for name, field in cls.model_fields.items():

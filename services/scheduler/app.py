@@ -14,7 +14,6 @@ from datetime import timedelta
 import structlog
 from aiokafka.admin import AIOKafkaAdminClient
 
-from projections import archive
 from services.common import db, redrive, timers
 from services.common.broker import ensure_topics, make_broker, publish_events
 from services.common.logging import configure_logging
@@ -96,10 +95,6 @@ async def serve(settings: SchedulerSettings) -> None:
             log.info("old tracking rows removed", count=removed)
         if removed := await queue.forget_finished(pool, timedelta(days=settings.webhook_retention_days)):
             log.info("old webhook deliveries removed", count=removed)
-        if settings.archive_retention_days is not None and (
-            dropped := await archive.drop_expired(pool, timedelta(days=settings.archive_retention_days))
-        ):
-            log.info("archive months past retention dropped", partitions=dropped)
 
     added = asyncio.Event()  # timers were added: the next may be due sooner than we planned to look
     listener = Listener(settings.database_url, timers.CHANNEL, lambda _: added.set(), added.set)
