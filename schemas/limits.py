@@ -7,6 +7,10 @@ CALLER_ATTACHMENTS_MAX = 25 * MB  # the files a caller attaches to one message, 
 FINAL_MIME_MAX = 10 * MB  # the composed message as handed to the relay
 ATTACHMENTS_MAX_COUNT = 100
 FILENAME_MAX = 255
+MAX_RECIPIENTS = 100  # To, Cc and Bcc of one message, in all
+
+DEFAULT_DAILY_CAP = 150  # SPEC 2: an identity's daily cap unless set (every dialect's identities)
+DEFAULT_HOURLY_LIMIT = 600  # a mailbox's sends in an hour unless set (its relay's usual allowance)
 
 # Extensions mail providers refuse to carry (Gmail's list): executables, scripts, installers, disk
 # images and shortcuts. Compared case-insensitively with the name's last extension.

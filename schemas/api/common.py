@@ -19,8 +19,6 @@ from schemas.limits import FILENAME_MAX
 # a mail library downstream does with it.
 _UNSAFE_IN_HEADERS = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]")
 
-DEFAULT_DAILY_CAP = 150  # SPEC 2: an identity's daily cap unless set (every dialect's identities)
-
 # RFC 5321 4.5.3.1: a local part of at most 64 octets, a path of at most 256 (254 between the brackets).
 MAX_LOCAL_PART = 64
 MAX_ADDRESS = 254

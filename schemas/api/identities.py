@@ -8,7 +8,6 @@ from pydantic import BaseModel, BeforeValidator, Field, TypeAdapter, WithJsonSch
 
 from schemas import ids
 from schemas.api.common import (
-    DEFAULT_DAILY_CAP,
     ApiModel,
     EmailAddress,
     HeaderText,
@@ -18,6 +17,7 @@ from schemas.api.common import (
     iso,
 )
 from schemas.commands import Outcome
+from schemas.limits import DEFAULT_DAILY_CAP, DEFAULT_HOURLY_LIMIT, MAX_RECIPIENTS
 
 Health = Literal["healthy", "unhealthy", "paused"]
 TlsMode = Literal["none", "starttls", "tls"]
@@ -143,7 +143,7 @@ class CreateMailbox(ApiModel):
     email: EmailAddress
     smtp: SmtpSettings
     imap: ImapSettings | None = None
-    hourlyLimit: int = Field(600, ge=0, le=1_000_000)
+    hourlyLimit: int = Field(DEFAULT_HOURLY_LIMIT, ge=0, le=1_000_000)
     dailyLimit: int | None = Field(None, ge=0, le=10_000_000)
 
 
@@ -174,9 +174,6 @@ class MailboxList(BaseModel):
 
 
 # --- send ------------------------------------------------------------------------------------------
-
-
-MAX_RECIPIENTS = 100
 
 
 def check_recipients(to: list[str], cc: list[str], bcc: list[str]) -> None:

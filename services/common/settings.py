@@ -279,6 +279,12 @@ class IngressSettings(WebhookSettings):
     decision_timeout_s: float = Field(
         5.0, description="How long a send waits for its decision before answering 202 `queued`."
     )
+
+    @property
+    def send_answered_within_s(self) -> float:
+        """The longest a send takes to be answered (its decision's wait, and a little for the rest): how
+        long a retry with the same Idempotency-Key waits for the first attempt's answer."""
+        return self.decision_timeout_s + 2
     publish_timeout_s: float = Field(
         5.0,
         description="How long a request waits for the broker to confirm its event. A send not confirmed in "

@@ -99,7 +99,12 @@ async def answered_message(
     )  # fmt: skip
 
 
-async def shown(pool: asyncpg.Pool, probe: str, *args: object, wait_s: float = 5.0) -> bool:
+# How long a caller waits for the views (written by the projections) to catch up with the log:
+SHOWN_WAIT_S = 5.0  # a request that changed something, to answer with the change shown (`shown`)
+FILL_WAIT_S = 2.0  # the webhooks fan-out, for a message's row to fill in its payload (it holds a batch)
+
+
+async def shown(pool: asyncpg.Pool, probe: str, *args: object, wait_s: float = SHOWN_WAIT_S) -> bool:
     """Wait (at most `wait_s`) until the views show a change the caller made: `probe`, a query of one
     value, answers true. Whether they did in time (the change is on the log either way, so a database
     that cannot be asked makes it "not yet", never an error that would invite the change again)."""

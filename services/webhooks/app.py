@@ -53,7 +53,6 @@ from services.common.webhooks import queue, signing
 from services.webhooks.policy import Step, after_attempt, retry_after
 
 CONSUMER = "webhooks"
-VIEW_WAIT_S = 2.0  # how long a webhook waits for the messages view to have its message
 ATTEMPTS = Metric("sendstream_webhook_attempts_total", "Webhook delivery attempts by outcome", ["outcome"])
 LATENCY = Histogram(
     "sendstream_webhook_request_seconds",
@@ -95,7 +94,7 @@ async def fan_out(pool: asyncpg.Pool, events: list[Envelope]) -> int:
         # consumer: a message it does not have yet is waited for, briefly (then the event's facts alone).
         message_ids = list({e.payload.message_id for e in todo if not carries_message(e)})
         stored = await views.messages_by_id(conn, message_ids) if message_ids else {}
-        deadline = time.monotonic() + VIEW_WAIT_S
+        deadline = time.monotonic() + views.FILL_WAIT_S
         while (missing := [m for m in message_ids if m not in stored]) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
             stored |= await views.messages_by_id(conn, missing)

@@ -4,6 +4,7 @@ dependencies into a clean virtual environment, finds and applies its migrations 
 from __future__ import annotations
 
 import asyncio
+import shutil
 import subprocess
 import sys
 import uuid
@@ -16,6 +17,17 @@ from services.common.infra import Infra
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
+IGNORED = (
+    ".git",
+    ".venv",
+    ".data",
+    "build",
+    "*.egg-info",
+    "__pycache__",
+    ".*_cache",
+    ".schemathesis",
+    ".hypothesis",
+)
 
 MIGRATE = """
 import asyncio, sys
@@ -33,8 +45,11 @@ asyncio.run(main())
 
 
 def test_a_wheel_installs_in_a_clean_venv_and_applies_its_migrations(infra: Infra, tmp_path: Path) -> None:
+    # From a copy: setuptools' build/ directory in a working tree can hold files since removed.
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*IGNORED))
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", tmp_path, ROOT],
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", tmp_path, source],
         check=True, capture_output=True, timeout=120,
     )  # fmt: skip
     (wheel,) = tmp_path.glob("sendstream-*.whl")

@@ -26,6 +26,7 @@ from schemas.events import (
     MailboxSyncChanged,
     MailboxSyncPayload,
 )
+from schemas.limits import DEFAULT_HOURLY_LIMIT
 from services.common import timers, views
 from services.common.timezones import local_day_start
 from services.ingress.context import Context
@@ -120,7 +121,7 @@ class NewAccount:
     smtp_tls: str
     smtp_username: str | None = None
     smtp_password: str | None = None
-    hourly_limit: int = 600
+    hourly_limit: int = DEFAULT_HOURLY_LIMIT
     daily_limit: int | None = None
     imap: Any = None  # the API's ImapSettings: where the mailbox's own mail is read back from
 

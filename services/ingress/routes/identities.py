@@ -385,7 +385,7 @@ async def send(call: Call) -> web.Response:
         response, status = send_response(await submit(c, call, cmd, identity, new), identity["handle"])
         return json_model(response, status)
 
-    return await idempotent(call, c.pool, c.settings.decision_timeout_s + 2, run)
+    return await idempotent(call, c.pool, c.settings.send_answered_within_s, run)
 
 
 # --- conversations ---------------------------------------------------------------------------------

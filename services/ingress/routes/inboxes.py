@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from schemas import ids
-from schemas.api.common import DEFAULT_DAILY_CAP, FlatErrorBody
+from schemas.api.common import FlatErrorBody
 from schemas.api.inboxes import (
     NOUNS,
     CreateInbox,
@@ -29,7 +29,7 @@ from schemas.api.inboxes import (
 )
 from schemas.commands import NewSend, Reply
 from schemas.events import Content
-from schemas.limits import ATTACHMENTS_BODY
+from schemas.limits import ATTACHMENTS_BODY, DEFAULT_DAILY_CAP
 from schemas.replies import reply_subject
 from services.common import views
 from services.ingress.context import ctx
@@ -113,7 +113,7 @@ async def send_one(
         [m] = (await submit(c, call, cmd, inbox, new, files)).messages
         return json_model(sent_message(m, inbox, shown, datetime.now(UTC)))
 
-    return await idempotent(call, c.pool, c.settings.decision_timeout_s + 2, run)
+    return await idempotent(call, c.pool, c.settings.send_answered_within_s, run)
 
 
 @route(

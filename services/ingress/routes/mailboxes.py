@@ -64,7 +64,6 @@ from services.ingress.idempotency import IdSource, idempotent
 DIALECT = {"tag": "mailboxes", "nouns": NOUNS, "error_body": DetailErrorBody}
 PREFIXES = ("", "/api/v1/mail")  # the seed's paths, and where its SDK calls them
 DOWNLOAD_TTL_S = 15 * 60
-VIEW_WAIT_S = 5.0  # how long a send, flag change or delete waits for the views to show it
 LISTED = "SELECT true FROM messages WHERE id = $1"
 
 
@@ -222,7 +221,7 @@ async def send_one(call: Call, mailbox, make_command, files: dict[str, bytes] | 
         cmd = make_command()
         [m] = (await submit(c, call, cmd, mailbox, new, files)).messages
         # Read-your-writes: the message this answer names can be read at once.
-        await views.shown(c.pool, LISTED, m.message_id, wait_s=VIEW_WAIT_S)
+        await views.shown(c.pool, LISTED, m.message_id)
         content: Content = cmd.content
         at = datetime.now(UTC)
         row = partial_row(
@@ -235,7 +234,7 @@ async def send_one(call: Call, mailbox, make_command, files: dict[str, bytes] | 
         )  # fmt: skip
         return json_model(message_item(row), 201, window.headers())
 
-    return await idempotent(call, c.pool, c.settings.decision_timeout_s + 2, run)
+    return await idempotent(call, c.pool, c.settings.send_answered_within_s, run)
 
 
 @mailbox_route(
@@ -349,7 +348,7 @@ async def settle(c: Context, event: Envelope, shown: str) -> None:
     the row once they do, `$2` the event's time), so the caller's next read sees it."""
     await c.publish([event])
     probe = f"SELECT {shown} FROM messages WHERE id = $1"
-    await views.shown(c.pool, probe, event.payload.message_id, event.occurred_at, wait_s=VIEW_WAIT_S)
+    await views.shown(c.pool, probe, event.payload.message_id, event.occurred_at)
 
 
 @mailbox_route(
