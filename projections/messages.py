@@ -37,6 +37,7 @@ from schemas.events import (
     SuppressionAdded,
     SuppressionRemoved,
 )
+from schemas.status import STATUS_RANK, MessageStatus
 
 Statement = tuple[str, tuple[Any, ...]]
 CONSUMER = "projections"  # the consumer of these views: its group, and its records in processed_events
@@ -48,17 +49,6 @@ PROJECTED = (
     "SuppressionAdded", "SuppressionRemoved", "MessageFlagsChanged", "MessageDeleted",
 )  # fmt: skip
 
-STATUS_RANK = {
-    "received": 1,
-    "queued": 1,
-    "sent": 2,
-    "delivered": 3,
-    "failed": 4,
-    "rejected": 4,
-    "bounced": 5,
-    "complained": 6,
-}
-
 
 # Columns that describe the current status: only an event of at least the same rank may change them,
 # so a late DispatchDeferred cannot put its reason on a message that has since failed or been sent.
@@ -67,7 +57,7 @@ STATUS_BOUND = frozenset({"reason", "smtp_code", "smtp_message"})
 # only follows a send) ranks with `sent` for these columns, so a MessageSent applied after the report of
 # its bounce (on another partition, so in either order) still leaves its reply, as the other order does.
 RELAY_REPLY = frozenset({"smtp_code", "smtp_message"})
-REPORTED = ("delivered", "bounced", "complained")
+REPORTED: tuple[MessageStatus, ...] = ("delivered", "bounced", "complained")
 _REPLY_RANK = (
     f"CASE WHEN messages.status_rank IN ({', '.join(str(STATUS_RANK[s]) for s in REPORTED)}) "
     f"THEN {STATUS_RANK['sent']} ELSE messages.status_rank END"
@@ -88,7 +78,7 @@ class Upsert:
     columns: dict[str, Any]
     created: datetime  # the row's created_at becomes the least of these, its updated_at the greatest
     updated: datetime
-    status: str | None = None  # messages: the status these events move the row to (None: they do not)
+    status: MessageStatus | None = None  # messages: the status these events move the row to (None: they do not)
     bound: bool = False  # messages: whether `columns` holds status-bound ones (set at the status's rank)
 
     @property
@@ -143,7 +133,7 @@ def _shape(names: tuple[str, ...]) -> tuple[tuple[str, ...], Callable[[dict[str,
     return ordered, (get if len(ordered) > 1 else lambda columns: (get(columns),))
 
 
-def upsert_message(message_id: UUID, event: Envelope, status: str | None, **columns: Any) -> Upsert:
+def upsert_message(message_id: UUID, event: Envelope, status: MessageStatus | None, **columns: Any) -> Upsert:
     """Insert or update one message row with the columns this event knows."""
     cols = {"org_id": event.org_id, "direction": "outbound", **columns}
     if event.identity_id is not None:

@@ -27,9 +27,10 @@ from schemas.events import (
     RecipientStatus,
     SendRejected,
 )
+from schemas.status import MessageStatus
 
 # event type -> (webhook type, the message status it reports)
-WEBHOOK_TYPES: dict[type[Envelope], tuple[str, str]] = {
+WEBHOOK_TYPES: dict[type[Envelope], tuple[str, MessageStatus]] = {
     MessageSent: ("message.sent", "sent"),
     MessageFailed: ("message.failed", "failed"),
     SendRejected: ("message.rejected", "rejected"),

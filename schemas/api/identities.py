@@ -18,6 +18,7 @@ from schemas.api.common import (
 )
 from schemas.commands import Outcome
 from schemas.limits import DEFAULT_DAILY_CAP, DEFAULT_HOURLY_LIMIT, MAX_RECIPIENTS
+from schemas.status import MessageStatus
 
 Health = Literal["healthy", "unhealthy", "paused"]
 TlsMode = Literal["none", "starttls", "tls"]
@@ -305,7 +306,7 @@ class ConversationMessage(BaseModel):
     id: str | None = Field(description="The RFC 5322 Message-ID.")
     messageId: str
     direction: Literal["outbound", "inbound"]
-    status: str
+    status: MessageStatus
     from_: str | None = Field(alias="from")
     to: list[str]
     cc: list[str]

@@ -27,6 +27,7 @@ from schemas.api.identities import SmtpSettings, check_recipients
 from schemas.commands import MessageOutcome
 from schemas.events import Attachment, Content
 from schemas.limits import ATTACHMENTS_MAX_COUNT
+from schemas.status import MessageStatus
 
 NOUNS = {"identity": "Inbox", "message": "Message", "conversation": "Thread"}
 
@@ -210,7 +211,7 @@ class ThreadList(RootModel[list[Thread]]):
 
 
 # The core's statuses in the seed's set (SPEC 2): it has no `queued` nor `failed`.
-SEED_STATUS: dict[str, SeedStatus] = {
+SEED_STATUS: dict[MessageStatus, SeedStatus] = {
     "queued": "sent", "sent": "sent", "delivered": "delivered", "bounced": "bounced",
     "complained": "complained", "failed": "rejected", "rejected": "rejected", "received": "received",
 }  # fmt: skip

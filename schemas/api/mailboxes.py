@@ -26,6 +26,7 @@ from schemas.api.common import (
 from schemas.api.identities import SmtpSettings, check_recipients
 from schemas.events import Attachment
 from schemas.limits import ATTACHMENTS_MAX_COUNT
+from schemas.status import MessageStatus
 
 NOUNS = {"identity": "Mailbox", "message": "Message", "attachment": "Attachment", "conversation": "Thread"}
 SNIPPET = 200  # characters of the text body a list item shows
@@ -159,7 +160,7 @@ class UpdateFlags(ApiModel):
 
 SeedStatus = Literal["queued", "sent", "delivered", "bounced", "failed", "received"]
 # The core's statuses in the seed's set (SPEC 2).
-SEED_STATUS: dict[str, SeedStatus] = {
+SEED_STATUS: dict[MessageStatus, SeedStatus] = {
     "queued": "queued", "sent": "sent", "delivered": "delivered", "bounced": "bounced",
     "complained": "bounced", "failed": "failed", "rejected": "failed", "received": "received",
 }  # fmt: skip

@@ -1,0 +1,25 @@
+"""A message's status is one type (schemas/status.py): every dialect shows each of its values, every
+value has a rank, and the database refuses any other."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from schemas.api import inboxes, mailboxes
+from schemas.status import MESSAGE_STATUSES, STATUS_RANK
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("dialect", [inboxes, mailboxes], ids=lambda m: m.__name__)
+def test_every_dialect_shows_every_status(dialect) -> None:
+    assert set(dialect.SEED_STATUS) == set(MESSAGE_STATUSES)
+
+
+def test_every_status_has_a_rank_and_the_database_knows_the_same_ones() -> None:
+    assert set(STATUS_RANK) == set(MESSAGE_STATUSES)
+    sql = (ROOT / "services/common/sql/032_message_status.sql").read_text()
+    assert set(re.findall(r"'(\w+)'", sql.split("status IN", 1)[1])) == set(MESSAGE_STATUSES)
