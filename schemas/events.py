@@ -15,6 +15,7 @@ from uuid import UUID
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
 
 from schemas.envelope import Envelope
+from schemas.status import MailboxHealth
 
 Affinity = Literal["new", "existing", "reassigned"]
 RejectReason = Literal[
@@ -448,13 +449,13 @@ class MailboxPayload(Payload):
     email: str
     hourly_limit: int
     daily_limit: int | None
-    health: Literal["healthy", "unhealthy", "paused"]
+    health: MailboxHealth
 
 
 class MailboxHealthPayload(Payload):
     mailbox_id: UUID
-    health: Literal["healthy", "unhealthy", "paused"]
-    previous: Literal["healthy", "unhealthy", "paused"]
+    health: MailboxHealth
+    previous: MailboxHealth
 
 
 class EntityRemovedPayload(Payload):

@@ -8,6 +8,9 @@ from typing import Literal, get_args
 MessageStatus = Literal["queued", "received", "sent", "delivered", "failed", "rejected", "bounced", "complained"]
 MESSAGE_STATUSES: tuple[MessageStatus, ...] = get_args(MessageStatus)
 
+# A mailbox's health: affinity chooses only a healthy one; the database checks the column (001_init).
+MailboxHealth = Literal["healthy", "unhealthy", "paused"]
+
 # Statuses only move forward, whatever order their events arrive in (projections/messages.py): a
 # status replaces another of a lower rank. The database checks the column holds one of these
 # (migration 032).

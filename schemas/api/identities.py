@@ -18,9 +18,8 @@ from schemas.api.common import (
 )
 from schemas.commands import Outcome
 from schemas.limits import DEFAULT_DAILY_CAP, DEFAULT_HOURLY_LIMIT, MAX_RECIPIENTS
-from schemas.status import MessageStatus
+from schemas.status import MailboxHealth, MessageStatus
 
-Health = Literal["healthy", "unhealthy", "paused"]
 TlsMode = Literal["none", "starttls", "tls"]
 
 
@@ -149,7 +148,7 @@ class CreateMailbox(ApiModel):
 
 
 class UpdateMailbox(ApiModel):
-    health: Health | None = None
+    health: MailboxHealth | None = None
     hourlyLimit: int | None = Field(None, ge=0, le=1_000_000)
     dailyLimit: int | None = Field(None, ge=0, le=10_000_000)
     smtp: SmtpSettingsUpdate | None = None
@@ -163,7 +162,7 @@ class Mailbox(BaseModel):
     smtp: SmtpSettingsOut
     hourlyLimit: int
     dailyLimit: int | None
-    health: Health
+    health: MailboxHealth
     imap: ImapSettingsOut | None = None
     sync: SyncState | None = Field(None, description="The IMAP sync, when the mailbox has an IMAP account.")
     createdAt: str

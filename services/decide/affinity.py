@@ -22,6 +22,7 @@ from schemas.events import (
     SendRequested,
     recipient_count,
 )
+from schemas.status import MailboxHealth
 
 _EPOCH = datetime.min
 
@@ -30,7 +31,7 @@ _EPOCH = datetime.min
 class MailboxState:
     id: UUID
     email: str
-    health: str
+    health: MailboxHealth
     hourly_limit: int
     daily_limit: int | None
     sent_last_hour: int = 0

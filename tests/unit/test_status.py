@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
 from schemas.api import inboxes, mailboxes
-from schemas.status import MESSAGE_STATUSES, STATUS_RANK
+from schemas.status import MESSAGE_STATUSES, STATUS_RANK, MailboxHealth
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,3 +24,10 @@ def test_every_status_has_a_rank_and_the_database_knows_the_same_ones() -> None:
     assert set(STATUS_RANK) == set(MESSAGE_STATUSES)
     sql = (ROOT / "services/common/sql/032_message_status.sql").read_text()
     assert set(re.findall(r"'(\w+)'", sql.split("status IN", 1)[1])) == set(MESSAGE_STATUSES)
+
+
+def test_the_database_knows_the_same_mailbox_healths() -> None:
+    sql = (ROOT / "services/common/sql/001_init.sql").read_text()
+    checked = re.search(r"health\s+text[^\n]*CHECK \(health IN \(([^)]*)\)\)", sql)
+    assert checked is not None
+    assert set(re.findall(r"'(\w+)'", checked.group(1))) == set(get_args(MailboxHealth))
