@@ -35,3 +35,28 @@ def test_no_service_imports_another() -> None:
                 if owner(module) not in (None, service):
                     crossings.append(f"{path.relative_to(ROOT)} imports {module}")
     assert crossings == []
+
+
+def test_the_readme_layout_names_every_package_and_nothing_gone() -> None:
+    """Each top-level directory and each package under services/ has its line in the README's Layout,
+    and every line names one that exists."""
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("## Layout", 1)[1].split("```", 2)[1]
+    top, under = set(), set()
+    for line in block.splitlines():
+        if not line.strip() or line.startswith(" " * 10):
+            continue  # a continuation of the line before
+        name = line.split()[0]
+        (under if line.startswith("  ") else top).add(name)
+    on_disk_top = {
+        p.name + "/"
+        for p in ROOT.iterdir()
+        if p.is_dir()
+        and not p.name.startswith(".")
+        and p.name not in ("build",)
+        and not p.name.endswith(".egg-info")
+    }
+    on_disk_services = {p.name + "/" for p in (ROOT / "services").iterdir() if (p / "__init__.py").exists()}
+    assert top == on_disk_top
+    assert {n for n in under if n.endswith("/")} == on_disk_services
+    assert all((ROOT / "services" / n).exists() for n in under)
