@@ -37,10 +37,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench.cpu import CpuMeter
+from mail.compose import render_message
 from schemas import topics
 from schemas.events import Content, SendAcceptedPayload
 from services.common.infra import Infra, ensure_infra, free_port, wait_for_port
-from services.common.mime import render_message
 from services.common.secrets import new_key
 from services.common.settings import DispatchSettings
 from services.local import Stack, wait_ready

@@ -14,9 +14,9 @@ from __future__ import annotations
 from datetime import datetime
 from uuid import UUID
 
+from mail.parse import answers
 from schemas.envelope import Envelope
 from schemas.events import MessageArrived, MessageReceived, MessageReceivedPayload
-from services.common.receiving.parse import answers
 from services.decide.affinity import IdentityState
 from services.decide.replies import Thread
 

@@ -30,6 +30,15 @@ import structlog
 from faststream.kafka import KafkaBroker
 from prometheus_client import Counter
 
+from mail.compose import (
+    UnsendableMessage,
+    blob_hashes,
+    envelope_recipients,
+    every_recipient,
+    needs_smtputf8,
+    render_message,
+    wire_address,
+)
 from schemas import topics
 from schemas.envelope import Envelope
 from schemas.events import (
@@ -52,15 +61,6 @@ from services.common import bodies, db, redrive, timers, unsubscribe
 from services.common.blobs import BlobCorrupt, BlobMissing, BlobStore, blob_store
 from services.common.broker import bound, is_transient, publish_events, subscribe
 from services.common.egress import Egress
-from services.common.mime import (
-    UnsendableMessage,
-    blob_hashes,
-    envelope_recipients,
-    every_recipient,
-    needs_smtputf8,
-    render_message,
-    wire_address,
-)
 from services.common.receiving.intake import TARGETS, Intake, Target, screened, targets_from
 from services.common.secrets import Secrets
 from services.common.settings import DispatchSettings

@@ -21,6 +21,7 @@ import structlog
 from aiosmtpd.smtp import SMTP, Session
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
 
+from mail.parse import MAX_TOKEN, Unacceptable, one_line
 from schemas.events import Authentication
 from services.common import db
 from services.common.blobs import blob_store
@@ -28,7 +29,6 @@ from services.common.broker import ensure_topics, make_broker
 from services.common.logging import configure_logging
 from services.common.receiving.authentication import authenticate
 from services.common.receiving.intake import RECEIVED, Intake, Refused, Target, screened, targets_of
-from services.common.receiving.parse import MAX_TOKEN, Unacceptable, one_line
 from services.common.service import run, stop_event
 from services.common.settings import InboundSettings
 

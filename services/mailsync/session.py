@@ -33,9 +33,9 @@ import asyncpg
 import structlog
 from prometheus_client import Counter
 
+from mail.parse import MAX_TOKEN, Unacceptable, header, one_line, policy, token
 from services.common.egress import Egress, EgressRefused, Unresolvable, printable
 from services.common.receiving.intake import Intake, Refused, Target, Turn, screened
-from services.common.receiving.parse import MAX_TOKEN, Unacceptable, header, one_line, policy, token
 from services.common.secrets import Secrets
 from services.common.settings import MailsyncSettings
 

@@ -1,4 +1,4 @@
-"""What a forward sends, from the stored original (services/ingress/core/forward.py)."""
+"""What a forward sends, from the stored original (mail/forward.py)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
+from mail import forward
 from schemas.events import Attachment
-from services.ingress.core import forward
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Reading received mail (services/common/receiving/parse.py): what it says, and nothing it could break."""
+"""Reading received mail (mail/parse.py): what it says, and nothing it could break."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from email.message import EmailMessage
 
 import pytest
 
-from services.common.receiving.parse import Limits, Unacceptable, one_line, parse, storable, unique
+from mail.parse import Limits, Unacceptable, one_line, parse, storable, unique
 
 
 def test_a_reply_is_read_with_its_threading_bodies_and_files() -> None:

@@ -27,6 +27,21 @@ def owner(module: str) -> str | None:
     return next((s for s in SERVICES if module == s or module.startswith(s + ".")), None)
 
 
+# What no module of the pure mail package may import: every way to I/O we use, and every service.
+IMPURE = ("asyncio", "socket", "asyncpg", "aiohttp", "aiokafka", "faststream", "aiosmtplib", "aiosmtpd", "dns",
+          "services", "projections")  # fmt: skip
+
+
+def test_the_mail_package_does_no_io_and_uses_no_service() -> None:
+    found = {
+        f"{path.relative_to(ROOT)} imports {module}"
+        for path in sorted((ROOT / "mail").rglob("*.py"))
+        for module in imports(path)
+        if module.split(".")[0] in IMPURE
+    }
+    assert found == set()
+
+
 def test_no_service_imports_another() -> None:
     crossings = []
     for service in sorted(SERVICES):

@@ -7,15 +7,15 @@ from email import message_from_bytes, policy
 
 import pytest
 
-from schemas.events import Content, SendAcceptedPayload
-from schemas.ids import new_id
-from services.common.mime import (
+from mail.compose import (
     UnsendableMessage,
     envelope_recipients,
     needs_smtputf8,
     render_message,
     wire_address,
 )
+from schemas.events import Content, SendAcceptedPayload
+from schemas.ids import new_id
 
 
 def accepted(**content) -> SendAcceptedPayload:

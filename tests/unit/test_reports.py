@@ -1,12 +1,12 @@
 """Delivery status notifications and feedback reports as real MTAs and mailbox providers write them
-(services/common/receiving/reports.py)."""
+(mail/reports.py)."""
 
 from __future__ import annotations
 
 from email import message_from_bytes, policy
 
+from mail.reports import read_report
 from services.common.receiving.intake import unmatched
-from services.common.receiving.reports import read_report
 
 
 def dsn(original_id: str, blocks: str, original: str = "text/rfc822-headers") -> bytes:

@@ -1,10 +1,10 @@
 """Sender rules judge every sender a message names, however its domain is spelled
-(services/common/receiving/rules.py), and the intake finds every one of them (parse.py)."""
+(mail/rules.py), and the intake finds every one of them (parse.py)."""
 
 from __future__ import annotations
 
-from services.common.receiving.parse import parse
-from services.common.receiving.rules import matches, normalised, refusal
+from mail.parse import parse
+from mail.rules import matches, normalised, refusal
 
 BLOCK = [("blocked.test", "block")]
 

@@ -22,6 +22,9 @@ import structlog
 from faststream.kafka import KafkaBroker
 from prometheus_client import Counter
 
+from mail.parse import Limits, Parsed, Unacceptable, parse
+from mail.reports import Report
+from mail.rules import normalised, refusal
 from schemas.envelope import Envelope
 from schemas.events import (
     ArrivedMessage,
@@ -44,9 +47,6 @@ from schemas.events import (
 from services.common import bodies, unsubscribe
 from services.common.blobs import BlobStore
 from services.common.broker import EventTooLarge, hand_over, is_transient, publish_events
-from services.common.receiving.parse import Limits, Parsed, Unacceptable, parse
-from services.common.receiving.reports import Report
-from services.common.receiving.rules import normalised, refusal
 from services.common.settings import CommonSettings
 
 log = structlog.get_logger("sendstream.inbound")

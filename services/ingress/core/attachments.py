@@ -16,10 +16,10 @@ from uuid import UUID
 
 import puremagic
 
+from mail.compose import UnsendableMessage, compose
 from schemas.events import Attachment, Content
 from schemas.limits import BLOCKED_EXTENSIONS, BLOCKED_TYPES, CALLER_ATTACHMENTS_MAX, FINAL_MIME_MAX, MB
 from services.common.blobs import BlobStore, ref_of
-from services.common.mime import UnsendableMessage, compose
 from services.ingress.core.errors import Invalid, TooLarge
 
 # Declared types whose formats have a signature: a file declared as one of these whose bytes read as

@@ -19,6 +19,7 @@ from uuid import UUID, uuid5
 
 from aiohttp import web
 
+from mail import forward
 from schemas import ids
 from schemas.api.inboxes import partial_row
 from schemas.api.mailboxes import (
@@ -55,7 +56,7 @@ from schemas.limits import ATTACHMENTS_BODY
 from services.common import signed, views
 from services.common.blobs import BlobMissing, ref_of
 from services.ingress.context import Context, ctx
-from services.ingress.core import attachments, directory, egress, forward, ratelimit
+from services.ingress.core import attachments, directory, egress, ratelimit
 from services.ingress.core.errors import NotFound
 from services.ingress.core.send import submit
 from services.ingress.http import ApiError, Call, json_model, query_limit, route

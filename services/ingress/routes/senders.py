@@ -1,6 +1,6 @@
 """An organization's sender rules for inbound mail (SPEC 2: allow and block lists of senders and
 domains), and the mail they refused. The inbound SMTP server applies them at RCPT (the envelope sender)
-and at DATA (the From header): services/common/receiving/rules.py."""
+and at DATA (the From header): mail/rules.py."""
 
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from mailparser_reply import EmailReplyParser
 
-from services.common.receiving.reports import Report, read_report
+from mail.reports import Report, read_report
 
 # Quoted history and signatures, in the languages mail clients write their "On … wrote:" lines in.
 _REPLIES = EmailReplyParser(languages=["en", "de", "fr", "es", "it", "nl", "pl", "sv", "da", "cs"])
