@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 run: install
-	$(PY) -m services.local
+	$(PY) -m devstack.local
 
 test: install
 	$(PY) -m tests.dovecot  # the IMAP server of the mail sync tests: installed where it can be

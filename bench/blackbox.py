@@ -1,6 +1,6 @@
 """The black-box benchmark of issue 24: a running sendstream driven only over HTTP and SMTP, as a client.
 
-It starts a fresh stack the way `make run` does (`python -m services.local` in a subprocess, with ports,
+It starts a fresh stack the way `make run` does (`python -m devstack.local` in a subprocess, with ports,
 a data directory and an operator key of its own), or drives one already running (`--url`, `--key`).
 Its own SMTP sink runs in its own process and records, for every message, the recipient (each send
 has a recipient of its own, the token that matches a send to its delivery) and the time of its 250.
@@ -53,7 +53,7 @@ import uvloop
 
 from bench.cpu import stat_fields, tree_by_name, tree_sample
 from bench.send_pipeline import pct
-from services.common.infra import die_with_parent, free_port
+from devstack.infra import die_with_parent, free_port
 
 GROUPS = (
     "broker", "postgres", "ingress", "decide", "dispatch", "projections", "webhooks", "scheduler",
@@ -177,7 +177,7 @@ def group_of(pid: int) -> str:
         module = words[words.index("-m") + 1].removeprefix("services.")
         if module in GROUPS:
             return module
-    return "other"  # the launcher (services.local) and make run's own sink
+    return "other"  # the launcher (devstack.local) and make run's own sink
 
 
 def cpu_seconds(pid: int) -> float:
@@ -227,7 +227,7 @@ class Stack:
         }
         log = open(data / "stack.log", "ab")  # noqa: SIM115 - the child owns it
         proc = subprocess.Popen(
-            [sys.executable, "-m", "services.local"],
+            [sys.executable, "-m", "devstack.local"],
             env={**inherited, **own},
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -531,7 +531,7 @@ class Bench:
         say(f"  load average at the start {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         if stack.proc:
             say(
-                f"  stack: `python -m services.local` (pid {stack.pid}), started by the bench, data in {stack.data}"
+                f"  stack: `python -m devstack.local` (pid {stack.pid}), started by the bench, data in {stack.data}"
             )
             say(
                 f"  log level {stack.settings['SENDSTREAM_LOG_LEVEL']}; egress to 127.0.0.0/8: make run's default"

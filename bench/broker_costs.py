@@ -25,7 +25,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.conn import AIOKafkaConnection
 
 from bench.cpu import sample
-from services.common.infra import start_tansu
+from devstack.infra import start_tansu
 
 SENT: Counter[str] = Counter()  # requests this process sent to the broker, by kind
 

@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench.cpu import sample
-from services.common.infra import start_tansu
+from devstack.infra import start_tansu
 
 
 def broker_cpu_s() -> float:

@@ -25,6 +25,7 @@ import asyncpg
 import projections.app as views
 import services.decide.app as decide
 import services.dispatch.app as dispatch
+from devstack.infra import start_postgres
 from projections.archive import Archive
 from schemas.envelope import Envelope
 from schemas.events import (
@@ -40,7 +41,6 @@ from schemas.events import (
 from schemas.ids import new_id
 from services.common import db
 from services.common.broker import Logged
-from services.common.infra import start_postgres
 from services.common.secrets import Secrets
 from services.common.settings import DecideSettings
 from services.dispatch.recorder import OutcomeRecorder

@@ -81,7 +81,7 @@ class CpuMeter:
         return "\n".join(lines)
 
 
-# --- One process tree (a stack started as one process, e.g. `python -m services.local`) ----------------
+# --- One process tree (a stack started as one process, e.g. `python -m devstack.local`) ----------------
 
 
 def stat_fields(pid: int) -> list[str] | None:

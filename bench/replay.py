@@ -27,6 +27,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bench.send_pipeline import new_topic
+from devstack.infra import ensure_infra
 from projections import replay
 from projections.archive import Archive, month_of
 from projections.chain import GENESIS, link
@@ -46,7 +47,6 @@ from schemas.events import (
 )
 from schemas.ids import new_id
 from services.common import db
-from services.common.infra import ensure_infra
 
 ORGS = 10
 

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import asyncpg
 
+from devstack.infra import start_postgres
 from schemas.ids import new_id
 from services.common import views
 from services.common.db import init_connection, migrate
-from services.common.infra import start_postgres
 
 
 def pct(values: list[float], p: float) -> float:

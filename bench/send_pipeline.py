@@ -37,13 +37,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench.cpu import CpuMeter
+from devstack.infra import Infra, ensure_infra, free_port, wait_for_port
+from devstack.local import Stack, wait_ready
 from mail.compose import render_message
 from schemas import topics
 from schemas.events import Content, SendAcceptedPayload
-from services.common.infra import Infra, ensure_infra, free_port, wait_for_port
 from services.common.secrets import new_key
 from services.common.settings import DispatchSettings
-from services.local import Stack, wait_ready
 
 
 def pct(values: list[float], p: float) -> float:
@@ -328,7 +328,7 @@ async def running_pipeline(
         **(env or {}),
     }
     stack = Stack(env, log_dir=data)
-    stack.start("sink", ["-m", "services.sink", "--port", str(sink_port), "--discard"])
+    stack.start("sink", ["-m", "devstack.sink", "--port", str(sink_port), "--discard"])
     try:
         stack.start_services(90)
         wait_for_port("127.0.0.1", sink_port, 20)

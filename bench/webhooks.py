@@ -25,7 +25,7 @@ import asyncpg
 from aiohttp import web
 
 from bench.send_pipeline import Client, ms, pct, running_pipeline, sent_by, setup_identity, tenant_client
-from services.common.infra import free_port
+from devstack.infra import free_port
 from services.common.settings import WebhookSettings
 from services.common.webhooks.signing import headers, new_secret
 

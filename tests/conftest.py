@@ -1,6 +1,6 @@
 """Fixtures: real infrastructure for the session, services as real processes, SMTP relays on port 0.
 
-The broker and PostgreSQL come from services/common/infra.py, exactly as for `make run`:
+The broker and PostgreSQL come from devstack/infra.py, exactly as for `make run`:
 KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL if set, testcontainers if a Docker engine answers, otherwise
 the embedded Tansu broker and PostgreSQL. Each test gets its own organization, so tests never see
 each other's data.
@@ -32,11 +32,11 @@ import pytest_asyncio
 from aiokafka import AIOKafkaConsumer
 from aiosmtpd.controller import Controller
 
+from devstack.infra import Infra, ensure_infra, free_port, wait_for_port
+from devstack.local import Stack, wait_ready
 from schemas.events import parse_event
 from services.common.db import init_connection, migrate
-from services.common.infra import Infra, ensure_infra, free_port, wait_for_port
 from services.common.secrets import new_key
-from services.local import Stack, wait_ready
 from tests.dnsserver import DnsServer
 
 

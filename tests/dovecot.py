@@ -17,7 +17,7 @@ from pathlib import Path
 
 import aioimaplib
 
-from services.common.infra import free_port, wait_for_port
+from devstack.infra import free_port, wait_for_port
 from tests.debian import apt_install
 
 PACKAGE = "dovecot-imapd"

@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from services.common.infra import free_port, wait_for_port
+from devstack.infra import free_port, wait_for_port
 from tests.debian import apt_install
 
 PACKAGE = "postfix"

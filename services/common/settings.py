@@ -2,7 +2,7 @@
 
 `KAFKA_BOOTSTRAP_SERVERS` and `DATABASE_URL` are read under their conventional names; everything else
 is prefixed `SENDSTREAM_`. When the two connection variables are absent, `make run` and the tests start
-embedded infrastructure (services/common/infra.py) and export them, with the Kafka tuning below set
+embedded infrastructure (devstack/infra.py) and export them, with the Kafka tuning below set
 for the embedded broker.
 """
 

@@ -7,9 +7,9 @@ import hashlib
 import asyncpg
 import pytest
 
+from devstack.infra import free_port
+from devstack.local import Stack, wait_ready
 from schemas import ids
-from services.common.infra import free_port
-from services.local import Stack, wait_ready
 from tests.conftest import Api, Relay, eventually, new_org
 from tests.integration.test_send import make_identity
 

@@ -9,6 +9,7 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from devstack.infra import TANSU_TUNING
 from schemas.events import MessageFailed, MessageFailedPayload
 from schemas.ids import new_id
 from schemas.topics import Topic, topic_of
@@ -20,7 +21,6 @@ from services.common.broker import (
     publish_events,
     subscribe,
 )
-from services.common.infra import TANSU_TUNING
 from services.common.settings import CommonSettings
 from tests.conftest import eventually
 

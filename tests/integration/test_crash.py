@@ -15,9 +15,9 @@ import aiohttp
 import asyncpg
 import pytest
 
-from services.common.infra import free_port, start_postgres
+from devstack.infra import free_port, start_postgres
+from devstack.local import Stack, wait_ready
 from services.common.settings import DispatchSettings, WebhookSettings
-from services.local import Stack, wait_ready
 from tests.conftest import REPORT, Api, Receiver, Relay, eventually, new_org
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]

@@ -10,7 +10,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
-from services.common.infra import free_port
+from devstack.infra import free_port
 from tests.conftest import Api, Relay, _RecordingHandler, eventually
 from tests.integration.test_send import make_identity
 

@@ -19,8 +19,8 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
-from services.common.infra import free_port
-from services.local import Stack, wait_ready
+from devstack.infra import free_port
+from devstack.local import Stack, wait_ready
 from tests.conftest import Api, Relay, _RecordingHandler, eventually
 from tests.integration.test_dispatch import message_state, trail
 from tests.integration.test_send import make_identity

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 from standardwebhooks import Webhook
 
-from services.common.infra import free_port, wait_for_port
+from devstack.infra import free_port, wait_for_port
 from tests.conftest import REPORT, Api, Received, Receiver, Relay, deliver, eventually, new_org
 from tests.integration.test_send import make_identity
 from tests.unit.test_reports import FAILED, arf, dsn

@@ -319,8 +319,8 @@ async def test_the_101st_send_in_an_hour_is_429_across_two_ingress_processes(
 ) -> None:
     """Sends and replies share 100 an hour per organization, counted across processes; a replay of an
     answered request costs nothing; another organization is not held back."""
-    from services.common.infra import free_port  # noqa: PLC0415
-    from services.local import wait_ready  # noqa: PLC0415
+    from devstack.infra import free_port  # noqa: PLC0415
+    from devstack.local import wait_ready  # noqa: PLC0415
 
     port = free_port()
     stack.start("ingress-b", ["-m", "services.ingress"], env={"SENDSTREAM_HTTP_PORT": str(port)})

@@ -14,9 +14,9 @@ from email.utils import make_msgid
 import pytest
 from standardwebhooks import Webhook
 
+from devstack.infra import free_port
+from devstack.local import Stack, wait_ready
 from schemas import ids
-from services.common.infra import free_port
-from services.local import Stack, wait_ready
 from tests.conftest import Api, Receiver, Relay, eventually
 from tests.dovecot import MISSING, Dovecot, binary
 from tests.integration.test_inbound import reply_to, send_intro, suppressions

@@ -6,9 +6,9 @@ import uuid
 
 import pytest
 
+from devstack.infra import free_port
 from schemas import topics
 from schemas.events import EVENT_TYPES
-from services.common.infra import free_port
 from services.common.settings import IngressSettings
 from services.ingress.app import create_app
 from tests.conftest import Api, Relay, events_on, eventually

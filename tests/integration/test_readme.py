@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from devstack.local import wait_ready
 from services.common.settings import (
     DecideSettings,
     DispatchSettings,
@@ -22,7 +23,6 @@ from services.common.settings import (
     env_example,
     markdown_table,
 )
-from services.local import wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
@@ -55,7 +55,7 @@ def test_env_example_values_load_as_the_defaults(monkeypatch: pytest.MonkeyPatch
 
 
 def test_make_run_is_ready_within_60s_and_the_walkthrough_works_as_written(tmp_path: Path) -> None:
-    """`python -m services.local` (what `make run` runs) starts from nothing; the README's commands (the
+    """`python -m devstack.local` (what `make run` runs) starts from nothing; the README's commands (the
     walk-through, then examples/inkbox_sdk.py) then work."""
     block = re.search(r"<!-- walkthrough -->\s*```bash\n(.*?)```", README, re.S).group(1)
     env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL")}
@@ -68,7 +68,7 @@ def test_make_run_is_ready_within_60s_and_the_walkthrough_works_as_written(tmp_p
     log = open(tmp_path / "run.log", "wb")  # noqa: SIM115 - closed below
     started = time.monotonic()
     run = subprocess.Popen(
-        [sys.executable, "-m", "services.local"], cwd=tmp_path, env=env, stdout=log, stderr=log
+        [sys.executable, "-m", "devstack.local"], cwd=tmp_path, env=env, stdout=log, stderr=log
     )
     try:
         wait_ready("http://127.0.0.1:8080/readyz", 60)
@@ -106,7 +106,7 @@ def test_make_run_is_ready_within_60s_and_the_walkthrough_works_as_written(tmp_p
         # to let go instead of failing, and finds the data the first one wrote.
         run.send_signal(signal.SIGINT)
         again = subprocess.Popen(
-            [sys.executable, "-m", "services.local"], cwd=tmp_path, env=env, stdout=log, stderr=log
+            [sys.executable, "-m", "devstack.local"], cwd=tmp_path, env=env, stdout=log, stderr=log
         )
         assert run.wait(30) == 0, (tmp_path / "run.log").read_text()[-3000:]
         run = again

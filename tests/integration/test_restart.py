@@ -23,9 +23,9 @@ import aiohttp
 import asyncpg
 import pytest
 
+from devstack.infra import TANSU_TUNING, free_port, start_postgres, start_tansu
+from devstack.local import Stack, wait_ready
 from schemas import ids
-from services.common.infra import TANSU_TUNING, free_port, start_postgres, start_tansu
-from services.local import Stack, wait_ready
 from tests.conftest import REPORT, Api, Relay, eventually, new_org
 from tests.integration.test_archive import sendstream
 from tests.integration.test_crash import identity_for

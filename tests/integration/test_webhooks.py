@@ -12,12 +12,12 @@ import asyncpg
 import pytest
 from standardwebhooks import Webhook
 
+from devstack.infra import free_port
+from devstack.local import Stack, wait_ready
 from schemas import topics
 from schemas.events import MessageSent, MessageSentPayload, SmtpReply
 from services.common.broker import ensure_topics, make_broker, publish_events
-from services.common.infra import free_port
 from services.common.settings import CommonSettings
-from services.local import Stack, wait_ready
 from tests.conftest import REPORT, Api, Hook, Receiver, Relay, events_on, eventually, new_org
 from tests.integration.test_send import make_identity
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from services.common.infra import Infra
+from devstack.infra import Infra
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]

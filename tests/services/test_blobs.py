@@ -18,8 +18,8 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
+from devstack.infra import free_port, wait_for_port
 from services.common.blobs import BlobCorrupt, BlobMissing, BlobStore, PostgresBlobs, S3Blobs, blob_store
-from services.common.infra import free_port, wait_for_port
 from services.common.settings import CommonSettings
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

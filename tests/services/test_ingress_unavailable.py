@@ -9,11 +9,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 
+from devstack.infra import free_port
 from schemas.commands import NewSend
 from schemas.events import Content, RequestedMessage, SendRequested, SendRequestedPayload
 from schemas.ids import new_id
 from services.common.broker import make_broker
-from services.common.infra import free_port
 from services.common.settings import IngressSettings
 from services.ingress.context import Context
 from services.ingress.core.send import submit

@@ -12,8 +12,8 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
+from devstack.infra import free_port
 from services.common.egress import Egress, EgressRefused, Unresolvable, UnsafeDestination, printable
-from services.common.infra import free_port
 from services.dispatch.smtp import NOT_SMTP, UNREACHABLE, Relay, SmtpPool, classify
 from services.mailsync.session import GuardedIMAP4, ImapRefused, shown
 from tests.conftest import Relay as Recording

@@ -9,7 +9,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = {
     "services.ingress", "services.decide", "services.dispatch", "services.inbound", "services.mailsync",
-    "services.scheduler", "services.webhooks", "services.sink", "projections",
+    "services.scheduler", "services.webhooks", "devstack.sink", "projections",
 }  # fmt: skip
 
 

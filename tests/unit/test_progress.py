@@ -5,7 +5,7 @@ from __future__ import annotations
 import aiohttp
 from prometheus_client import REGISTRY
 
-from services.common.infra import free_port
+from devstack.infra import free_port
 from services.common.progress import PROGRESS, Progress, stuck
 from services.common.service import serve_operations
 

@@ -7,8 +7,8 @@ import asyncio
 
 from aiosmtpd.controller import Controller
 
+from devstack.infra import free_port
 from services.common.egress import Egress
-from services.common.infra import free_port
 from services.dispatch.smtp import Relay, SmtpPool
 
 

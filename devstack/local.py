@@ -1,6 +1,6 @@
 """`make run`: the whole system on one machine, each service its own process, stopped on Ctrl-C.
 
-Starts (or finds) the broker and PostgreSQL (services/common/infra.py), then every service as
+Starts (or finds) the broker and PostgreSQL (devstack/infra.py), then every service as
 `python -m <module>` exactly as in production, plus a local SMTP sink. The integration tests use the
 same `Stack` to run the services they test.
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import structlog
 
-from services.common.infra import die_with_parent, ensure_infra, free_port
+from devstack.infra import die_with_parent, ensure_infra, free_port
 from services.common.logging import configure_logging
 from services.common.secrets import new_key
 from services.common.service import stop_event
@@ -172,7 +172,7 @@ async def _run(settings: LocalSettings) -> None:
     try:
         stack.start(
             "sink",
-            ["-m", "services.sink", "--port", str(settings.sink_port), "--dir", str(data / "sink"),
+            ["-m", "devstack.sink", "--port", str(settings.sink_port), "--dir", str(data / "sink"),
              "--webhook-port", str(settings.webhook_sink_port)],
         )  # fmt: skip
         await asyncio.to_thread(stack.start_services, 60)

@@ -1,0 +1,3 @@
+from devstack.sink.app import main
+
+main()

@@ -1,3 +1,0 @@
-from services.sink.app import main
-
-main()
