@@ -61,7 +61,7 @@ from services.common import bodies, db, redrive, timers, unsubscribe
 from services.common.blobs import BlobCorrupt, BlobMissing, BlobStore, blob_store
 from services.common.broker import bound, is_transient, publish_events, subscribe
 from services.common.egress import Egress
-from services.common.receiving.intake import TARGETS, Intake, Target, screened, targets_from
+from services.common.receiving.intake import Intake, Target, screened, targets_from, targets_sql
 from services.common.secrets import Secrets
 from services.common.settings import DispatchSettings
 from services.dispatch.recorder import OutcomeRecorder
@@ -84,14 +84,14 @@ def relays_from(rows: list[tuple], secrets: Secrets) -> dict[UUID, Relay]:
 
 
 # What a batch needs, read in one round trip: the outcomes recorded already ($1: the events), the relays
-# of the mailboxes ($2) and which recipients ($3, lower-cased) are hosted here (intake.TARGETS).
+# of the mailboxes ($2) and which recipients ($3, lower-cased) are hosted here (intake.targets_sql).
 BATCH = f"""
 SELECT ARRAY(SELECT (event_id, coalesce(outputs, '[]')::text) FROM processed_events
               WHERE consumer = '{CONSUMER}' AND event_id = ANY($1::uuid[])) AS done,
        ARRAY(SELECT (id, smtp_host, smtp_port, smtp_tls, smtp_username, smtp_password)
                FROM mailboxes WHERE id = ANY($2::uuid[]) AND deleted_at IS NULL) AS relays,
        ARRAY(SELECT (t.address, t.identity_id, t.org_id, t.mailbox_id, t.dialect, t.by_handle, t.created_at)
-               FROM ({TARGETS.replace("$1", "$3")}) AS t) AS targets
+               FROM ({targets_sql("$3")}) AS t) AS targets
 """
 TARGET_COLUMNS = ("address", "identity_id", "org_id", "mailbox_id", "dialect", "by_handle", "created_at")
 

@@ -71,15 +71,21 @@ class Target:
     dialect: str
 
 
-TARGETS = """
+def targets_sql(addresses: str) -> str:
+    """Who mail to each address is for: a query with `addresses` (a parameter such as `$1`) as the
+    lower-cased addresses, so a consumer can put it in a query of its own."""
+    return f"""
 SELECT lower(i.handle) AS address, i.id AS identity_id, i.org_id, NULL::uuid AS mailbox_id, i.dialect,
        true AS by_handle, i.created_at
-  FROM identities i WHERE lower(i.handle) = ANY($1::text[]) AND i.deleted_at IS NULL
+  FROM identities i WHERE lower(i.handle) = ANY({addresses}::text[]) AND i.deleted_at IS NULL
 UNION ALL
 SELECT lower(m.email), m.identity_id, m.org_id, m.id, i.dialect, false, m.created_at
   FROM mailboxes m JOIN identities i ON i.id = m.identity_id
- WHERE lower(m.email) = ANY($1::text[]) AND m.deleted_at IS NULL AND i.deleted_at IS NULL
+ WHERE lower(m.email) = ANY({addresses}::text[]) AND m.deleted_at IS NULL AND i.deleted_at IS NULL
 """
+
+
+TARGETS = targets_sql("$1")
 
 
 async def hosted(pool: asyncpg.Pool, addresses: list[str]) -> dict[str, list[Target]]:
