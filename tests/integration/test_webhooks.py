@@ -94,7 +94,7 @@ async def test_send_produces_one_signed_message_sent(
         _, trail, _ = await api.call("GET", f"/v1/messages/{data['messageId']}/events")
         return [
             e
-            for e in trail["data"]
+            for e in trail.get("data", [])  # (404 while the archive has none of the message's events)
             if e["type"] == "WebhookDelivered"
             and uuid.UUID(e["event"]["payload"]["delivery_id"]).hex == delivery["id"].removeprefix("whd_")
         ]
