@@ -182,7 +182,7 @@ def build(broker: KafkaBroker, settings: CommonSettings, pool: asyncpg.Pool) -> 
     """Register the archive consumer on `broker`."""
     archive = Archive(pool)
 
-    @subscribe(broker, settings, ALL_TOPICS, group=CONSUMER, path="trailing", positions=True)
+    @subscribe(broker, settings, ALL_TOPICS, group=CONSUMER, positions=True)  # the feed waits on it
     async def on_events(logged: list[Logged]) -> None:
         """Keep every event, once, in the archive."""
         added = await archive.write(logged)

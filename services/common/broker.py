@@ -490,7 +490,7 @@ def subscribe(
     partition assigned to and revoked from this consumer. With `positions`, the handler receives each
     event as a `Logged`, with its topic, partition and offset. `path` says what waits on this consumer,
     which sets its fetch wait and how often it takes a batch: an HTTP request ("sync"), a delivery or a
-    read ("background"), or nothing at once ("trailing").
+    read ("background"), or nothing at once ("trailing": the webhooks fan-out).
     """
     prefix = settings.kafka_topic_prefix
     fetch_wait = (

@@ -92,13 +92,14 @@ class CommonSettings(BaseSettings):
     kafka_batch_interval_ms_background: int = Field(
         50,
         ge=0,
-        description="The same for the consumers a delivery or a read waits on: dispatch, the views, mail sync.",
+        description="The same for the consumers a delivery or a read waits on: dispatch, the views, the archive "
+        "(the event feed reads it), mail sync.",
     )
     kafka_batch_interval_ms_trailing: int = Field(
         150,
         ge=0,
-        description="The same for the consumers nothing waits on at once: the archive (an event reaches the "
-        "feed up to this much later) and the webhooks fan-out.",
+        description="The same for the consumer nothing waits on at once: the webhooks fan-out (a webhook goes "
+        "out up to this much later).",
     )
     db_pool_min: int = Field(1, ge=1, description="Minimum PostgreSQL pool size per process.")
     db_pool_max: int = Field(10, ge=1, description="Maximum PostgreSQL pool size per process.")
