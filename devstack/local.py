@@ -193,7 +193,8 @@ async def _run(settings: LocalSettings) -> None:
                 log.error("service exited; restarting it", service=name, code=code)
                 stack.start(name)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 1)
+                async with asyncio.timeout(1):
+                    await stop.wait()
     finally:
         log.info("stopping")
         stack.stop_all()

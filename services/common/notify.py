@@ -81,6 +81,7 @@ class Listener:
                     log.warning("cannot listen; will retry", channel=self.channel, error=repr(exc))
             if self.connected:  # idle until the connection is lost (looked at twice a minute as well)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.lost.wait(), 30)
+                    async with asyncio.timeout(30):  # not wait_for: before 3.12 it can swallow a cancel
+                        await self.lost.wait()
                 continue
             await asyncio.sleep(self.retry_s)

@@ -141,7 +141,8 @@ class Gate:
     async def wait(self) -> None:
         if time.monotonic() >= self.busy_until:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.rung.wait(), self.idle_s)
+                async with asyncio.timeout(self.idle_s):  # not wait_for: before 3.12 it can swallow a cancel
+                    await self.rung.wait()
         self.rung.clear()  # a ring heard during the fetch opens the next one
 
     def install(self, fetcher: Any) -> None:

@@ -52,7 +52,13 @@ async def partition_count(settings: MailsyncSettings) -> int:
 
 
 class Sync:
-    """The sessions of the mailboxes this worker owns."""
+    """The sessions of the mailboxes this worker owns.
+
+    The consumer's rebalance listener and the facts only say what changed (`assigned`, `revoked`,
+    `changed`); one task brings the sessions in line with it (`reconcile`), and tries again if
+    PostgreSQL or the broker fails it. A listener that waited on I/O held the whole group's rebalance
+    up: under a short rebalance timeout its members were dropped and rejoined over and over, and a
+    worker starting meanwhile never got its assignment (nor became ready)."""
 
     def __init__(self, settings: MailsyncSettings, pool: asyncpg.Pool, broker: KafkaBroker):
         self.settings, self.pool = settings, pool
@@ -62,9 +68,12 @@ class Sync:
         self.worker = settings.mailsync_worker_id or f"{socket.gethostname()}:{os.getpid()}"
         self.topic = topics.MAILSYNC.name(settings.kafka_topic_prefix)
         self.partitions: int | None = None
-        self.owned: set[int] = set()
+        self.owned: set[int] | None = None  # None until the group first assigned this worker
         self.sessions: dict[UUID, asyncio.Task] = {}
-        self.lock = asyncio.Lock()  # rebalances and facts change the sessions one at a time
+        self.rebalanced = False  # every session is to be checked against what this worker owns
+        self.restart: set[UUID] = set()  # mailboxes whose IMAP account changed
+        self.due = asyncio.Event()
+        self.task: asyncio.Task | None = None
 
     def partition_of(self, mailbox_id: UUID) -> int:
         assert self.partitions
@@ -72,49 +81,82 @@ class Sync:
 
     async def start(self) -> None:
         await self.blobs.start()
+        self.task = asyncio.create_task(self._follow(), name="mailsync:reconcile")
 
     async def stop(self) -> None:
-        async with self.lock:
-            await self.drop(set(self.sessions))
+        await cancel(self.task)
+        await self.drop(set(self.sessions))
         await self.blobs.stop()
 
-    # --- ownership (the consumer's rebalance listener) -------------------------------------------
+    # --- what changed (the consumer's rebalance listener, and the facts): no I/O ---------------------
 
     async def assigned(self, partitions: set[TopicPartition]) -> None:
-        async with self.lock:
-            if self.partitions is None:
-                self.partitions = await partition_count(self.settings)
-            self.owned = {tp.partition for tp in partitions if tp.topic == self.topic}
-            mine = [
-                a
-                for a in await accounts(self.pool, self.secrets)
-                if self.partition_of(a.target.mailbox_id) in self.owned
-            ]
-            await self.drop({m for m in self.sessions if m not in {a.target.mailbox_id for a in mine}})
-            for account in mine:
-                if account.target.mailbox_id not in self.sessions:
-                    self.begin(account)
-            log.info(
-                "mailboxes owned",
-                worker=self.worker,
-                partitions=sorted(self.owned),
-                mailboxes=len(self.sessions),
-            )
+        self.owned = {tp.partition for tp in partitions if tp.topic == self.topic}
+        self.rebalanced = True
+        self.due.set()
 
     async def revoked(self, partitions: set[TopicPartition]) -> None:
-        async with self.lock:
-            self.owned -= {tp.partition for tp in partitions if tp.topic == self.topic}
-            await self.drop({m for m in self.sessions if self.partition_of(m) not in self.owned})
-
-    # --- facts --------------------------------------------------------------------------------------
+        lost = {tp.partition for tp in partitions if tp.topic == self.topic}
+        if self.owned is not None:
+            self.owned -= lost
+        if lost and self.partitions:  # another worker takes these up: their sessions end now
+            for mailbox_id in [m for m in self.sessions if self.partition_of(m) in lost]:
+                self.sessions.pop(mailbox_id).cancel()
+            SESSIONS.set(len(self.sessions))
 
     async def changed(self, mailbox_ids: set[UUID]) -> None:
         """These mailboxes' IMAP accounts changed: their sessions start over with what is stored now."""
-        async with self.lock:
-            await self.drop(mailbox_ids & set(self.sessions))
-            for account in await accounts(self.pool, self.secrets, list(mailbox_ids)):
-                if self.partitions and self.partition_of(account.target.mailbox_id) in self.owned:
-                    self.begin(account)
+        self.restart |= mailbox_ids
+        self.due.set()
+
+    # --- the sessions brought in line ----------------------------------------------------------------
+
+    async def _follow(self) -> None:
+        delays = self.settings.mailsync_retry_delays_s
+        failures = 0
+        while True:
+            await self.due.wait()
+            self.due.clear()
+            try:
+                await self.reconcile()
+                failures = 0
+            except Exception:
+                log.exception("mailbox sessions not brought in line; trying again", attempt=failures + 1)
+                self.due.set()
+                await asyncio.sleep(delays[min(failures, len(delays) - 1)])
+                failures += 1
+
+    async def reconcile(self) -> None:
+        """Start the sessions of owned mailboxes that have none, restart those whose account changed,
+        and end those of mailboxes no longer owned or no longer synced."""
+        if self.owned is None:
+            return
+        if self.partitions is None:
+            self.partitions = await partition_count(self.settings)
+        everything, restart = self.rebalanced, self.restart
+        self.rebalanced, self.restart = False, set()
+        try:
+            found = await accounts(self.pool, self.secrets, None if everything else list(restart))
+        except BaseException:
+            self.rebalanced, self.restart = self.rebalanced or everything, self.restart | restart
+            raise
+        listed = {a.target.mailbox_id for a in found}
+        ended = restart | (set(self.sessions) - listed if everything else set())
+        await self.drop(ended & set(self.sessions))
+        owned = self.owned  # as it is now, after the awaits: a revocation meanwhile counts
+        for account in found:
+            mailbox_id = account.target.mailbox_id
+            if mailbox_id not in self.sessions and self.partition_of(mailbox_id) in owned:
+                self.begin(account)
+        for mailbox_id in [m for m in self.sessions if self.partition_of(m) not in owned]:
+            self.sessions.pop(mailbox_id).cancel()
+        SESSIONS.set(len(self.sessions))
+        log.info(
+            "mailbox sessions in line",
+            worker=self.worker,
+            partitions=sorted(owned),
+            mailboxes=len(self.sessions),
+        )
 
     def begin(self, account) -> None:
         session = Session(account, self.settings, self.pool, self.intake, self.worker)

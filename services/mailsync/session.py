@@ -111,7 +111,8 @@ class _Protocol(aioimaplib.IMAP4ClientProtocol):
             self.transport.close()
 
     async def capability(self) -> None:
-        await asyncio.wait_for(super().capability(), self.timeout)
+        async with asyncio.timeout(self.timeout):
+            await super().capability()
 
     def _handle_line(self, line: bytes, current_cmd):
         if self.state == aioimaplib.CONNECTED and line and not _GREETING.match(line):
@@ -287,6 +288,8 @@ class Session:
                 self.log.exception("mailbox sync failed; trying again later", attempt=failures + 1)
             finally:
                 await self.close()
+            if asyncio.current_task().cancelling():  # asked to stop, and a library took that for a failure
+                raise asyncio.CancelledError
             delays = self.settings.mailsync_retry_delays_s
             await asyncio.sleep(delays[min(failures, len(delays) - 1)])
             failures += 1
@@ -297,7 +300,8 @@ class Session:
         context = ssl.create_default_context() if a.tls == "tls" else None
         self.imap = imap = GuardedIMAP4(self.egress, a.host, a.port, timeout, context)
         try:
-            await asyncio.wait_for(imap._client_task, timeout)  # connected (or refused by the policy)
+            async with asyncio.timeout(timeout):
+                await imap._client_task  # connected (or refused by the policy)
         except TimeoutError:
             raise Unreachable() from None
         hello = asyncio.ensure_future(imap.wait_hello_from_server())
@@ -333,10 +337,8 @@ class Session:
         """Upgrade the plaintext connection (RFC 2595), then ask the capabilities again."""
         assert self.imap is not None
         protocol = self.imap.protocol
-        _checked(
-            await asyncio.wait_for(protocol.simple_command("STARTTLS"), self.settings.mailsync_timeout_s),
-            "STARTTLS",
-        )
+        async with asyncio.timeout(self.settings.mailsync_timeout_s):
+            _checked(await protocol.simple_command("STARTTLS"), "STARTTLS")
         protocol.transport = await asyncio.get_running_loop().start_tls(
             protocol.transport, protocol, ssl.create_default_context(), server_hostname=self.account.host
         )
@@ -377,7 +379,8 @@ class Session:
                 raise ConnectionResetError("the server closed the connection")
             if not idle.done():
                 self.imap.idle_done()
-                await asyncio.wait_for(idle, timeout)
+                async with asyncio.timeout(timeout):
+                    await idle
             _checked(idle.result(), "IDLE")
 
     # --- one folder -----------------------------------------------------------------------------------

@@ -206,7 +206,8 @@ class Deliverer:
                 log.exception("claiming webhook deliveries failed; will retry")
                 pause = self.settings.consumer_retry_backoff_s
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), pause)
+                async with asyncio.timeout(pause):  # not wait_for: before 3.12 it can swallow a cancel
+                    await self.wake.wait()
 
     async def claim(self) -> tuple[int, int]:
         """Claim due deliveries into the endpoints' lines; returns (claimed, room there was)."""
