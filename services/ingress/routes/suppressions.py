@@ -7,8 +7,6 @@ bounce, a complaint or a one-click unsubscribe adds one by itself, with its caus
 
 from __future__ import annotations
 
-import base64
-import binascii
 from datetime import datetime
 
 import asyncpg
@@ -23,8 +21,9 @@ from schemas.events import (
     SuppressionRemoved,
     SuppressionRemovedPayload,
 )
+from services.ingress import cursors
 from services.ingress.context import ctx
-from services.ingress.http import ApiError, Call, json_model, not_found, query_limit, route
+from services.ingress.http import Call, json_model, not_found, query_limit, route
 
 
 def suppression_out(row: asyncpg.Record) -> Suppression:
@@ -44,18 +43,6 @@ async def find(call: Call, address: str) -> asyncpg.Record | None:
     )
 
 
-def cursor_of(row: asyncpg.Record) -> str:
-    return base64.urlsafe_b64encode(f"{row['created_at'].isoformat()}|{row['address']}".encode()).decode()
-
-
-def position(cursor: str) -> tuple[datetime, str]:
-    try:
-        at, _, address = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
-        return datetime.fromisoformat(at), address
-    except (ValueError, binascii.Error):
-        raise ApiError(400, "invalid_request", "cursor: is not a cursor this API returned") from None
-
-
 @route(
     "GET", "/v1/suppressions", scope="read", tag="suppressions", response=SuppressionList, errors=(400,),
     summary="Suppressed addresses, newest first (`cursor`, `limit` 1-100)",
@@ -63,7 +50,7 @@ def position(cursor: str) -> tuple[datetime, str]:
 async def list_suppressions(call: Call) -> web.Response:
     limit = query_limit(call, 50)
     cursor = call.request.query.get("cursor")
-    at, address = position(cursor) if cursor else (None, None)
+    at, address = cursors.decode(cursor, datetime, str) if cursor else (None, None)
     rows = await ctx(call).pool.fetch(
         """SELECT * FROM suppressions WHERE org_id = $1 AND active
               AND ($2::timestamptz IS NULL OR (created_at, address) < ($2, $3))
@@ -75,7 +62,7 @@ async def list_suppressions(call: Call) -> web.Response:
     return json_model(
         SuppressionList(
             data=[suppression_out(r) for r in rows],
-            nextCursor=cursor_of(rows[-1]) if more else None,
+            nextCursor=cursors.encode(rows[-1]["created_at"], rows[-1]["address"]) if more else None,
             hasMore=more,
         )
     )

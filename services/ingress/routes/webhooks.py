@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -25,6 +24,7 @@ from schemas.api.webhooks import (
 from schemas.webhooks import TEST_TYPE, body
 from services.common.egress import Egress, UnsafeDestination
 from services.common.webhooks import queue, signing
+from services.ingress import cursors
 from services.ingress.context import ctx
 from services.ingress.http import ApiError, Call, json_model, not_found, query_limit, route
 
@@ -230,21 +230,6 @@ async def attempts_of(pool: asyncpg.Pool, delivery_ids: list) -> dict:
     return out
 
 
-def cursor_of(seq: int) -> str:
-    return base64.urlsafe_b64encode(f"seq:{seq}".encode()).decode().rstrip("=")
-
-
-def seq_of(cursor: str) -> int:
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        seq = int(text.removeprefix("seq:"))
-        if not 0 <= seq < 2**63:
-            raise ValueError(seq)
-        return seq
-    except ValueError:
-        raise ApiError(400, "invalid_request", "cursor: is not a cursor this API returned") from None
-
-
 @route(
     "GET",
     "/v1/webhooks/{id}/deliveries",
@@ -258,7 +243,7 @@ async def list_deliveries(call: Call) -> web.Response:
     row = await find_webhook(call)
     q = call.request.query
     limit = query_limit(call, 50)
-    before = seq_of(q["cursor"]) if q.get("cursor") else None
+    before = cursors.decode(q["cursor"], int)[0] if q.get("cursor") else None
     pool = ctx(call).pool
     rows = await pool.fetch(
         """SELECT * FROM webhook_deliveries WHERE endpoint_id = $1 AND ($2::bigint IS NULL OR seq < $2)
@@ -273,7 +258,7 @@ async def list_deliveries(call: Call) -> web.Response:
     return json_model(
         DeliveryList(
             data=[render_delivery(r, attempts[r["id"]]) for r in rows],
-            nextCursor=cursor_of(rows[-1]["seq"]) if more else None,
+            nextCursor=cursors.encode(rows[-1]["seq"]) if more else None,
             hasMore=more,
         )
     )
