@@ -14,6 +14,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
 
+from schemas.dialect import ORIGINAL
 from schemas.envelope import Envelope
 from schemas.status import MailboxHealth
 
@@ -27,7 +28,9 @@ class Payload(BaseModel):
     model_config = ConfigDict(frozen=True, extra="allow")  # a newer producer's fields: schemas/envelope.py
 
 
-Dialect = Literal["identities", "inboxes", "mailboxes"]
+# The API dialect a message came through (schemas/dialects.py); a name this version does not know
+# (a newer one's) is kept, and its messages shown as the first dialect shows them.
+Dialect = str
 
 
 class BlobRef(Payload):
@@ -75,7 +78,7 @@ class Content(Payload):
     reply_to: str | None = None  # the Reply-To header: where replies should go, if not to the sender
     forwarded: Forwarded | None = None  # set on a forward: it is sent with X-Forwarded-Message-Id
     # The API dialect the request came through: its webhooks show the message as that dialect does.
-    dialect: Dialect = "identities"
+    dialect: Dialect = ORIGINAL
 
     @property
     def offloaded(self) -> bool:
@@ -217,7 +220,7 @@ class MessageSummary(Payload):
     to: list[str]
     subject: str
     mailbox_email: str
-    dialect: Dialect = "identities"
+    dialect: Dialect = ORIGINAL
     forwarded: bool = False  # a forward: its webhook is message.forwarded
 
 

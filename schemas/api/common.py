@@ -6,13 +6,13 @@ import base64
 import binascii
 import re
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
-from schemas.limits import FILENAME_MAX
+from schemas.limits import FILENAME_MAX, MAX_RECIPIENTS
 
 # Anything that lands in a mail header: every C0 control (tab included), DEL, NEL and the Unicode line
 # and paragraph separators. With none of them a value cannot start a header line of its own, whatever
@@ -157,3 +157,43 @@ class FlatErrorBody(BaseModel):
     @classmethod
     def of(cls, type_: str, message: str) -> FlatErrorBody:
         return cls(error=type_, message=message)
+
+
+def partial_row(**known: Any) -> dict[str, Any]:
+    """A messages-view row from what is known of a message (just sent, or not in the view yet), the
+    rest empty: `message_out` renders it like any other."""
+    return {
+        "conv_id": None, "direction": "outbound", "from_addr": None, "inbox_address": None, "to_addrs": [],
+        "cc_addrs": [], "bcc_addrs": [], "subject": "", "text_body": None, "html_body": None, "labels": [],
+        "attachments": [], "rfc_message_id": None, "reason": None, **known,
+    }  # fmt: skip
+
+
+def event_row(event: Any, stored: dict[str, Any], known: dict[str, Any]) -> dict[str, Any]:
+    """The message an event is about, as a messages-view row: the view's row where it has one, what the
+    event carries over it, the rest empty (the view may not have the message yet)."""
+    return partial_row(**{
+        "org_id": event.org_id, "identity_id": event.identity_id, "created_at": event.occurred_at,
+        "updated_at": event.occurred_at, **stored, **known,
+    })  # fmt: skip
+
+
+TlsMode = Literal["none", "starttls", "tls"]
+
+
+class SmtpSettings(ApiModel):
+    host: HeaderText = Field(min_length=1, max_length=255)
+    port: int = Field(ge=1, le=65535)
+    tls: TlsMode = "starttls"
+    username: HeaderText | None = None
+    password: str | None = None
+
+
+def check_recipients(to: list[str], cc: list[str], bcc: list[str]) -> None:
+    """One message's To, Cc and Bcc (inboxes and mailboxes dialects): at most MAX_RECIPIENTS in all,
+    none twice (addresses compared without case)."""
+    every = [a.lower() for a in (*to, *cc, *bcc)]
+    if len(every) > MAX_RECIPIENTS:
+        raise ValueError(f"to, cc and bcc take at most {MAX_RECIPIENTS} recipients in all")
+    if dupes := sorted({a for a in every if every.count(a) > 1}):
+        raise ValueError(f"{dupes[0]} is listed more than once in to, cc and bcc")

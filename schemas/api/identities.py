@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, Field, TypeAdapter, WithJsonSchema, model_validator
@@ -10,18 +11,19 @@ from schemas import ids
 from schemas.api.common import (
     ApiModel,
     EmailAddress,
+    ErrorBody,
     HeaderText,
     MessageIdText,
+    SmtpSettings,
     Subject,
     TimeZone,
+    TlsMode,
     iso,
 )
 from schemas.commands import Outcome
+from schemas.dialect import ORIGINAL, Dialect
 from schemas.limits import DEFAULT_DAILY_CAP, DEFAULT_HOURLY_LIMIT, MAX_RECIPIENTS
 from schemas.status import MailboxHealth, MessageStatus
-
-TlsMode = Literal["none", "starttls", "tls"]
-
 
 # --- organizations and keys ------------------------------------------------------------------------
 
@@ -86,14 +88,6 @@ class Identity(BaseModel):
 
 class IdentityList(BaseModel):
     data: list[Identity]
-
-
-class SmtpSettings(ApiModel):
-    host: HeaderText = Field(min_length=1, max_length=255)
-    port: int = Field(ge=1, le=65535)
-    tls: TlsMode = "starttls"
-    username: HeaderText | None = None
-    password: str | None = None
 
 
 class SmtpSettingsUpdate(ApiModel):
@@ -174,16 +168,6 @@ class MailboxList(BaseModel):
 
 
 # --- send ------------------------------------------------------------------------------------------
-
-
-def check_recipients(to: list[str], cc: list[str], bcc: list[str]) -> None:
-    """One message's To, Cc and Bcc (inboxes and mailboxes dialects): at most MAX_RECIPIENTS in all,
-    none twice (addresses compared without case)."""
-    every = [a.lower() for a in (*to, *cc, *bcc)]
-    if len(every) > MAX_RECIPIENTS:
-        raise ValueError(f"to, cc and bcc take at most {MAX_RECIPIENTS} recipients in all")
-    if dupes := sorted({a for a in every if every.count(a) > 1}):
-        raise ValueError(f"{dupes[0]} is listed more than once in to, cc and bcc")
 
 
 def _one_or_many(value: Any) -> Any:
@@ -383,3 +367,42 @@ class AuditEvent(BaseModel):
 
 class AuditTrail(BaseModel):
     data: list[AuditEvent]
+
+
+# --- the dialect -------------------------------------------------------------------------------------
+
+# What a webhook's data takes from the messages view (the rest from the event).
+_WEBHOOK_COLUMNS = frozenset(
+    {"identity_id", "conv_id", "direction", "mailbox_id", "mailbox_email", "from_addr", "to_addrs", "subject",
+     "rfc_message_id"}
+)  # fmt: skip
+
+
+def webhook_message(
+    event: Any, stored: dict[str, Any], known: dict[str, Any], handles: Mapping[Any, str]
+) -> dict[str, Any]:
+    """A message webhook's data: `messageId`, `id` (the RFC Message-ID), `convId`, `identity`,
+    `account`, `status`, … and what the event adds (`reason`, `smtp`, a recipient's status)."""
+    m = {**{k: v for k, v in stored.items() if k in _WEBHOOK_COLUMNS}, **known}
+    mailbox, email = m.get("mailbox_id"), m.get("mailbox_email")
+    data: dict[str, Any] = {
+        "messageId": ids.render("message", m["id"]),
+        "id": m.get("rfc_message_id"),
+        "convId": ids.render("conversation", m["conv_id"]) if m.get("conv_id") else None,
+        "identity": handles.get(m.get("identity_id")),
+        "direction": m.get("direction", "outbound"),
+        "status": m["status"],
+        "from": m.get("from_addr"),
+        "to": m.get("to_addrs", []),
+        "subject": m.get("subject"),
+        "account": {"id": ids.render("mailbox", mailbox), "email": email} if mailbox and email else None,
+    }
+    for extra in ("reason", "smtp", "recipient", "statusCode", "diagnostic"):
+        if extra in m:
+            data[extra] = m[extra]
+    return data
+
+
+DIALECT = Dialect(
+    name=ORIGINAL, error_body=ErrorBody, webhook_message=webhook_message, outcome_shows_message=True
+)

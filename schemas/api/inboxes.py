@@ -7,6 +7,7 @@ address (SPEC 2): an identity created in either dialect is visible in both. Erro
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -18,13 +19,18 @@ from schemas.api.common import (
     Base64Content,
     EmailAddress,
     FileName,
+    FlatErrorBody,
     HeaderText,
     MediaType,
+    SmtpSettings,
     Subject,
+    check_recipients,
+    event_row,
     iso,
+    partial_row,
 )
-from schemas.api.identities import SmtpSettings, check_recipients
 from schemas.commands import MessageOutcome
+from schemas.dialect import Dialect, HourlyBudget
 from schemas.events import Attachment, Content
 from schemas.limits import ATTACHMENTS_MAX_COUNT
 from schemas.status import MessageStatus
@@ -177,16 +183,6 @@ def sent_message(m: MessageOutcome, inbox: Any, content: Content, at: datetime) 
     )  # fmt: skip
 
 
-def partial_row(**known: Any) -> dict[str, Any]:
-    """A messages-view row from what is known of a message (just sent, or not in the view yet), the
-    rest empty: `message_out` renders it like any other."""
-    return {
-        "conv_id": None, "direction": "outbound", "from_addr": None, "inbox_address": None, "to_addrs": [],
-        "cc_addrs": [], "bcc_addrs": [], "subject": "", "text_body": None, "html_body": None, "labels": [],
-        "attachments": [], "rfc_message_id": None, "reason": None, **known,
-    }  # fmt: skip
-
-
 class MessageList(RootModel[list[Message]]):
     """`GET …/messages` answers a bare array."""
 
@@ -263,3 +259,22 @@ def thread_out(conv: Any, rows: list[Any]) -> Thread:
         createdAt=iso(conv["created_at"]),
         updatedAt=iso(conv["updated_at"]),
     )
+
+
+# --- the dialect -------------------------------------------------------------------------------------
+
+
+def webhook_message(
+    event: Any, stored: dict[str, Any], known: dict[str, Any], handles: Mapping[Any, str]
+) -> dict[str, Any]:
+    """A message webhook's data: the whole message object (bodies, labels, files)."""
+    return message_out(event_row(event, stored, known)).model_dump(mode="json", by_alias=True)
+
+
+DIALECT = Dialect(
+    name="inboxes",
+    error_body=FlatErrorBody,
+    webhook_message=webhook_message,
+    # An organization's sends and replies to its inboxes share one budget.
+    hourly_budget=HourlyBudget("inboxes.send", "inbox_sends_per_hour", "requests"),
+)

@@ -8,6 +8,7 @@ own client reads them. Message objects render rows of the messages view (service
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, RootModel, model_validator
@@ -20,10 +21,13 @@ from schemas.api.common import (
     HeaderText,
     MediaType,
     MessageIdText,
+    SmtpSettings,
     Subject,
+    check_recipients,
+    event_row,
     iso,
 )
-from schemas.api.identities import SmtpSettings, check_recipients
+from schemas.dialect import Dialect, HourlyBudget
 from schemas.events import Attachment
 from schemas.limits import ATTACHMENTS_MAX_COUNT
 from schemas.status import MessageStatus
@@ -271,3 +275,22 @@ def message_detail(row: Any) -> MessageDetail:
         ses_message_id=found.group(1) if found else None,
         updated_at=iso(row["updated_at"]),
     )
+
+
+# --- the dialect -------------------------------------------------------------------------------------
+
+
+def webhook_message(
+    event: Any, stored: dict[str, Any], known: dict[str, Any], handles: Mapping[Any, str]
+) -> dict[str, Any]:
+    """A message webhook's data: the message as a list item."""
+    return message_item(event_row(event, stored, known)).model_dump(mode="json")
+
+
+DIALECT = Dialect(
+    name="mailboxes",
+    error_body=DetailErrorBody,
+    webhook_message=webhook_message,
+    hourly_budget=HourlyBudget("mailboxes.send:{identity_id}", "mailbox_sends_per_hour", "sends per mailbox"),
+    body_fields={"text": "body_text", "html": "body_html"},
+)

@@ -7,10 +7,12 @@ message is an event on Kafka.
 from __future__ import annotations
 
 import contextlib
+import importlib
 
 import structlog
 from aiohttp import web
 
+from schemas import dialects
 from services.common import db
 from services.common.blobs import blob_store
 from services.common.broker import ensure_topics, make_broker
@@ -28,20 +30,20 @@ from services.ingress.feed import FeedWaiter
 from services.ingress.http import MAX_BODY, add_routes, observe
 from services.ingress.idempotency import sweep_expired
 
-# Importing the route modules registers their routes.
+# Importing the route modules registers their routes: those of every dialect, by its name.
 from services.ingress.routes import (  # noqa: F401
     admin,
     domains,
     events,
-    identities,
-    inboxes,
-    mailboxes,
     messages,
     senders,
     suppressions,
     unsubscribe,
     webhooks,
 )
+
+for _dialect in dialects.REGISTERED:
+    importlib.import_module(f"services.ingress.routes.{_dialect}")
 
 log = structlog.get_logger("sendstream.ingress")
 SETTINGS = web.AppKey("settings", IngressSettings)

@@ -21,14 +21,14 @@ from aiohttp import web
 from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, ValidationError
 
-from schemas.api.common import ErrorBody, FlatErrorBody
-from schemas.api.mailboxes import DetailErrorBody
+from schemas.api.common import ErrorBody
+from schemas.dialect import ErrorShape as Shape
 from services.common.broker import is_transient
 from services.ingress.core.errors import Conflict, Forbidden, Invalid, NotFound, RateLimited, TooLarge
 
 log = structlog.get_logger("sendstream.ingress")
 
-ErrorShape = type[ErrorBody] | type[FlatErrorBody] | type[DetailErrorBody]  # each dialect's error body
+ErrorShape = type[Shape]  # a dialect's error body (the operator routes answer ErrorBody)
 
 HTTP_REQUESTS = Counter("sendstream_http_requests_total", "HTTP requests", ["method", "route", "status"])
 HTTP_LATENCY = Histogram(

@@ -41,7 +41,7 @@ async def test_unreachable_broker_is_503_with_retry_after() -> None:
     http[REQUEST_ID] = "corr"
     call = Call(http, Principal(request.org_id, new_id(), frozenset({"send"}), False), None, b"{}")
     with pytest.raises(ApiError) as info:
-        await submit(c, call, command, identity, IdSource())
+        await submit(c, command, identity, IdSource(), correlation_id=call.request_id)
     assert info.value.status == 503 and info.value.headers == {"Retry-After": "5"}
     assert c.waiter.pending == {}
 

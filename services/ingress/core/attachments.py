@@ -17,6 +17,7 @@ from uuid import UUID
 import puremagic
 
 from mail.compose import UnsendableMessage, compose
+from schemas import dialects
 from schemas.events import Attachment, Content
 from schemas.limits import BLOCKED_EXTENSIONS, BLOCKED_TYPES, CALLER_ATTACHMENTS_MAX, FINAL_MIME_MAX, MB
 from services.common.blobs import BlobStore, ref_of
@@ -156,14 +157,11 @@ def attachments_of(uploads: list[Upload]) -> tuple[list[Attachment], dict[str, b
 def check_bodies(content: Content, limit: int) -> None:
     """Refuse (413) a caller's text or HTML body over `limit` bytes (SENDSTREAM_MAX_BODY_BYTES), in every
     dialect: a route that takes files takes a body far over that limit, for the files alone."""
-    names = _BODY_FIELDS.get(content.dialect or "", {})
+    names = dialects.of(content.dialect).body_fields
     for field in ("text", "html"):
         body = getattr(content, field)
         if body is not None and len(body) > limit // 4 and (size := len(body.encode())) > limit:
             raise TooLarge(f"{names.get(field, field)}: {size} bytes, over the limit of {limit} bytes for a body")
-
-
-_BODY_FIELDS = {"mailboxes": {"text": "body_text", "html": "body_html"}}
 
 
 def check_composed(from_addr: str, to: list[str], content: Content, files: dict[str, bytes]) -> None:

@@ -14,6 +14,7 @@ from uuid import UUID
 import asyncpg
 
 from schemas import ids
+from schemas.dialect import ORIGINAL
 from schemas.envelope import Envelope
 from schemas.events import (
     Dialect,
@@ -225,7 +226,7 @@ async def create_identity(
     correlation_id: str,
     name: str | None = None,
     accounts: Sequence[NewAccount] = (),
-    dialect: Dialect = "identities",
+    dialect: Dialect = ORIGINAL,
 ) -> tuple[asyncpg.Record, list[asyncpg.Record]]:
     """A new identity (every dialect's sender: an identity, an inbox, a mailbox) with its first accounts,
     announced with IdentityCreated and MailboxAdded. Forbidden at a domain the organization does not hold

@@ -13,6 +13,7 @@ from uuid import UUID
 
 import asyncpg
 
+from schemas import dialects
 from services.common import db
 from services.common.settings import IngressSettings
 from services.ingress.core.errors import RateLimited
@@ -53,20 +54,16 @@ class Window:
         }
 
 
-INBOX_SENDS = "inboxes.send"  # an organization's sends and replies to its inboxes share one budget
-
-
 def send_budgets(settings: IngressSettings, identity: Any, route: str) -> list[Budget]:
-    """What a send through `route` (the dialect of the route it came by) to `identity` spends: the budget of
-    the route's dialect and the budget of the identity's own (the dialect it was made in), so every route
-    to one inbox or one mailbox counts against the same limit. The identities dialect has none of its
-    own: its identities are held by daily caps and their mailboxes' limits (decide)."""
+    """What a send through `route` (the dialect of the route it came by) to `identity` spends: the hourly
+    budget of the route's dialect and that of the identity's own (the dialect it was made in), so every
+    route to one inbox or one mailbox counts against the same limit. A dialect without one (identities)
+    holds its sends by daily caps and their mailboxes' limits (decide)."""
     budgets = []
-    if "inboxes" in (route, identity["dialect"]):
-        budgets.append(Budget(INBOX_SENDS, settings.inbox_sends_per_hour, "requests"))
-    if "mailboxes" in (route, identity["dialect"]):
-        bucket = f"mailboxes.send:{identity['id']}"
-        budgets.append(Budget(bucket, settings.mailbox_sends_per_hour, "sends per mailbox"))
+    for dialect in dialects.REGISTERED.values():
+        if (b := dialect.hourly_budget) and dialect.name in (route, identity["dialect"]):
+            bucket = b.bucket.format(identity_id=identity["id"])
+            budgets.append(Budget(bucket, getattr(settings, b.setting), b.unit))
     return budgets
 
 

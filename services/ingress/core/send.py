@@ -28,14 +28,9 @@ from services.common.decided import Answer
 from services.ingress.context import Context, MaybePublished
 from services.ingress.core import attachments, directory
 from services.ingress.core.outcome import Outcome, outcome_of
-from services.ingress.http import Call
-from services.ingress.idempotency import IdSource, fingerprint
+from services.ingress.idempotency import IdSource
 
 log = structlog.get_logger("sendstream.ingress.send")
-
-
-def origin_of(call: Call) -> Origin:
-    return Origin(api_key_id=call.principal.key_id, request_sha256=fingerprint(call.request, call.raw).hex())
 
 
 def request_event(
@@ -73,11 +68,13 @@ def request_event(
 
 async def submit(
     c: Context,
-    call: Call,
     cmd: Command,
     identity: asyncpg.Record,
     new: IdSource,
     files: dict[str, bytes] | None = None,
+    *,
+    correlation_id: str,
+    origin: Origin | None = None,
 ) -> Outcome:
     """Store the command's attached files (`files`: their bytes by hash) and its large bodies, publish
     its request and wait (at most `decision_timeout_s`) for decide's answers.
@@ -94,7 +91,7 @@ async def submit(
         c.blobs, cmd.content, c.settings.body_inline_max_bytes, [identity["org_id"]]
     )
     wanted, request = request_event(
-        cmd.model_copy(update={"content": content}), identity, new, call.request_id, origin_of(call)
+        cmd.model_copy(update={"content": content}), identity, new, correlation_id, origin
     )
     message_ids = [m.message_id for m in wanted]
     with c.admission.waiting():  # how far behind the pipeline is: services/ingress/admission.py

@@ -9,6 +9,7 @@ from aiohttp import web
 from schemas import ids
 from schemas.api.common import iso
 from schemas.api.identities import (
+    DIALECT,
     Conversation,
     CreateIdentity,
     CreateMailbox,
@@ -38,10 +39,10 @@ from schemas.events import (
 )
 from services.common import views
 from services.ingress.context import ctx
-from services.ingress.core import directory, egress, ratelimit
-from services.ingress.core.send import submit
+from services.ingress.core import directory, egress
+from services.ingress.core.outcome import Outcome
 from services.ingress.http import Call, json_model, not_found, route
-from services.ingress.idempotency import IdSource, idempotent
+from services.ingress.sending import send_one
 
 log = structlog.get_logger("sendstream.ingress.identities")
 
@@ -380,12 +381,10 @@ async def send(call: Call) -> web.Response:
         )
         cmd = NewSend(identity_id=identity["id"], messages=[[to] for to in b.recipients()], content=content)
 
-    async def run(new: IdSource) -> web.Response:
-        await ratelimit.admit(c.pool, identity["org_id"], ratelimit.send_budgets(c.settings, identity, "identities"))
-        response, status = send_response(await submit(c, call, cmd, identity, new), identity["handle"])
-        return json_model(response, status)
+    async def answer(_: Command, outcome: Outcome, __: list) -> web.Response:
+        return json_model(*send_response(outcome, identity["handle"]))
 
-    return await idempotent(call, c.pool, c.settings.send_answered_within_s, run)
+    return await send_one(call, identity, DIALECT.name, lambda: cmd, answer, files=None)
 
 
 # --- conversations ---------------------------------------------------------------------------------

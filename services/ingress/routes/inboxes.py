@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from schemas import ids
-from schemas.api.common import FlatErrorBody
+from schemas.api import inboxes
 from schemas.api.inboxes import (
     NOUNS,
     CreateInbox,
@@ -27,19 +27,20 @@ from schemas.api.inboxes import (
     sent_message,
     thread_out,
 )
-from schemas.commands import NewSend, Reply
+from schemas.commands import Command, NewSend, Reply
 from schemas.events import Content
 from schemas.limits import ATTACHMENTS_BODY, DEFAULT_DAILY_CAP
 from schemas.replies import reply_subject
 from services.common import views
 from services.ingress.context import ctx
-from services.ingress.core import attachments, directory, egress, ratelimit
+from services.ingress.core import attachments, directory, egress
 from services.ingress.core.errors import NotFound
-from services.ingress.core.send import submit
+from services.ingress.core.outcome import Outcome
 from services.ingress.http import ApiError, Call, json_model, query_limit, route
-from services.ingress.idempotency import IdSource, idempotent
+from services.ingress.sending import send_one
 
-DIALECT = {"tag": "inboxes", "nouns": NOUNS, "error_body": FlatErrorBody}
+DIALECT_NAME = inboxes.DIALECT.name
+DIALECT = {"tag": DIALECT_NAME, "nouns": NOUNS, "error_body": inboxes.DIALECT.error_body}
 
 
 def generated_address(name: str | None, domain: str) -> str:
@@ -71,7 +72,7 @@ async def create_inbox(call: Call) -> web.Response:
     account = directory.NewAccount.through(email, b.smtp or settings.inbox_default_relay)
     identity, _ = await directory.create_identity(
         ctx(call), call.principal.org_id, email, daily_cap=DEFAULT_DAILY_CAP, timezone="UTC", name=b.name,
-        accounts=[account], correlation_id=call.request_id, dialect="inboxes",
+        accounts=[account], correlation_id=call.request_id, dialect=DIALECT_NAME,
     )  # fmt: skip
     return json_model(inbox_out(identity), 201)
 
@@ -100,20 +101,17 @@ async def delete_inbox(call: Call) -> web.Response:
     return json_model(inbox_out(inbox))
 
 
-async def send_one(
+async def send(
     call: Call, inbox, cmd: NewSend | Reply, shown: Content, files: dict[str, bytes] | None = None
 ) -> web.Response:
-    """Carry out a one-message send or reply under the request's Idempotency-Key, within the
-    organization's hourly budget (counted inside the key: a replay spends none), and answer the message
-    as sent (`shown`: its content as the recipient gets it)."""
-    c = ctx(call)
+    """A one-message send or reply, answered as the message sent (`shown`: its content as the
+    recipient gets it)."""
 
-    async def run(new: IdSource) -> web.Response:
-        await ratelimit.admit(c.pool, inbox["org_id"], ratelimit.send_budgets(c.settings, inbox, "inboxes"))
-        [m] = (await submit(c, call, cmd, inbox, new, files)).messages
+    async def answer(_: Command, outcome: Outcome, __: list) -> web.Response:
+        [m] = outcome.messages
         return json_model(sent_message(m, inbox, shown, datetime.now(UTC)))
 
-    return await idempotent(call, c.pool, c.settings.send_answered_within_s, run)
+    return await send_one(call, inbox, DIALECT_NAME, lambda: cmd, answer, files)
 
 
 @route(
@@ -126,7 +124,7 @@ async def send_message(call: Call) -> web.Response:
     inbox = await find_inbox(call)
     b: SendMessage = call.body
     content = Content(
-        subject=b.subject, text=b.text, html=b.html, cc=b.cc, bcc=b.bcc, labels=b.labels, dialect="inboxes",
+        subject=b.subject, text=b.text, html=b.html, cc=b.cc, bcc=b.bcc, labels=b.labels, dialect=DIALECT_NAME,
         unsubscribe=await directory.wants_unsubscribe(ctx(call), inbox["org_id"], b.unsubscribe),
     )  # fmt: skip
     uploads = [
@@ -135,7 +133,7 @@ async def send_message(call: Call) -> web.Response:
     ]
     content, files = attachments.attach(content, uploads, inbox["handle"], b.to)
     cmd = NewSend(identity_id=inbox["id"], messages=[b.to], content=content)
-    return await send_one(call, inbox, cmd, content, files)
+    return await send(call, inbox, cmd, content, files)
 
 
 @route(
@@ -175,11 +173,9 @@ async def reply_to_message(call: Call) -> web.Response:
     original = await find_message(call, inbox)
     thread = await directory.find_thread(c, inbox, original["conv_id"])
     b: ReplyMessage = call.body
-    content = Content(text=b.text, html=b.html, dialect="inboxes")
+    content = Content(text=b.text, html=b.html, dialect=DIALECT_NAME)
     cmd = Reply(identity_id=inbox["id"], conv_id=thread["conv_id"], to=thread["counterpart"], content=content)
-    return await send_one(
-        call, inbox, cmd, content.model_copy(update={"subject": reply_subject(thread["subject"])})
-    )
+    return await send(call, inbox, cmd, content.model_copy(update={"subject": reply_subject(thread["subject"])}))
 
 
 @route(

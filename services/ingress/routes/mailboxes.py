@@ -8,8 +8,6 @@ Every route answers at the seed's path and under `/api/v1/mail`, where the seed'
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import re
 import time
@@ -21,11 +19,11 @@ from aiohttp import web
 
 from mail import forward
 from schemas import ids
-from schemas.api.inboxes import partial_row
+from schemas.api import mailboxes
+from schemas.api.common import partial_row
 from schemas.api.mailboxes import (
     NOUNS,
     CreateMailbox,
-    DetailErrorBody,
     DownloadLink,
     ForwardMessage,
     Mailbox,
@@ -41,7 +39,7 @@ from schemas.api.mailboxes import (
     message_detail,
     message_item,
 )
-from schemas.commands import NewSend, Reply
+from schemas.commands import Command, NewSend, Reply
 from schemas.envelope import Envelope
 from schemas.events import (
     Content,
@@ -55,14 +53,17 @@ from schemas.ids import new_id
 from schemas.limits import ATTACHMENTS_BODY
 from services.common import signed, views
 from services.common.blobs import BlobMissing, ref_of
+from services.ingress import cursors
 from services.ingress.context import Context, ctx
-from services.ingress.core import attachments, directory, egress, ratelimit
+from services.ingress.core import attachments, directory, egress
 from services.ingress.core.errors import NotFound
-from services.ingress.core.send import submit
+from services.ingress.core.outcome import Outcome
+from services.ingress.core.ratelimit import Window
 from services.ingress.http import ApiError, Call, json_model, query_limit, route
-from services.ingress.idempotency import IdSource, idempotent
+from services.ingress.sending import send_one
 
-DIALECT = {"tag": "mailboxes", "nouns": NOUNS, "error_body": DetailErrorBody}
+DIALECT_NAME = mailboxes.DIALECT.name
+DIALECT = {"tag": DIALECT_NAME, "nouns": NOUNS, "error_body": mailboxes.DIALECT.error_body}
 PREFIXES = ("", "/api/v1/mail")  # the seed's paths, and where its SDK calls them
 DOWNLOAD_TTL_S = 15 * 60
 LISTED = "SELECT true FROM messages WHERE id = $1"
@@ -106,7 +107,7 @@ async def create_mailbox(call: Call) -> web.Response:
     daily_cap = 24 * c.settings.mailbox_sends_per_hour
     mailbox, _ = await directory.create_identity(
         c, call.principal.org_id, b.email_address, daily_cap=daily_cap, timezone="UTC", name=b.display_name,
-        accounts=[account], correlation_id=call.request_id, dialect="mailboxes",
+        accounts=[account], correlation_id=call.request_id, dialect=DIALECT_NAME,
     )  # fmt: skip
     return json_model(mailbox_out(mailbox), 201)
 
@@ -130,22 +131,6 @@ async def get_mailbox(call: Call) -> web.Response:
 # --- reading ----------------------------------------------------------------------------------------
 
 
-def cursor_of(row) -> str:
-    """Opaque to clients: the keyset (created_at, id) of the last message a page showed."""
-    raw = f"{row['created_at'].isoformat()}|{row['id']}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def keyset_of(cursor: str) -> tuple[datetime, UUID]:
-    try:
-        at, _, message_id = (
-            base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode().partition("|")
-        )
-        return datetime.fromisoformat(at), UUID(message_id)
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        raise ApiError(400, "invalid_request", "cursor: is not a cursor this API gave") from None
-
-
 @mailbox_route(
     "GET", "/mailboxes/{email_address}/messages", scope="read", response=MessagePage, errors=(400, 404),
     summary="The mailbox's messages, newest first, a page at a time: `limit` 1-100 (default 50), `cursor` "
@@ -160,12 +145,12 @@ async def list_messages(call: Call) -> web.Response:
     cursor = query.get("cursor") or None
     rows, more = await views.mailbox_page(
         ctx(call).pool, mailbox["org_id"], mailbox["id"], direction=direction,
-        after=keyset_of(cursor) if cursor else None, limit=query_limit(call, 50),
+        after=cursors.decode(cursor, datetime, UUID) if cursor else None, limit=query_limit(call, 50),
     )  # fmt: skip
     return json_model(
         MessagePage(
             items=[message_item(r) for r in rows],
-            next_cursor=cursor_of(rows[-1]) if more else None,
+            next_cursor=cursors.encode(rows[-1]["created_at"], rows[-1]["id"]) if more else None,
             has_more=more,
         )
     )
@@ -209,18 +194,13 @@ def message_id_text(value: str) -> str:
     return value if value.startswith("<") else f"<{value}>"
 
 
-async def send_one(call: Call, mailbox, make_command, files: dict[str, bytes] | None = None) -> web.Response:
-    """Carry out a send or forward under the request's Idempotency-Key, within the mailbox's rolling
-    hour (counted inside the key: a replay spends none; answered in X-RateLimit-*), and answer the new
-    message as a list item."""
+async def send(call: Call, mailbox, command, files: dict[str, bytes] | None = None) -> web.Response:
+    """A send or forward, within the mailbox's rolling hour (answered in X-RateLimit-*), answered as the
+    new message's list item."""
     c = ctx(call)
 
-    async def run(new: IdSource) -> web.Response:
-        *_, window = await ratelimit.admit(
-            c.pool, mailbox["org_id"], ratelimit.send_budgets(c.settings, mailbox, "mailboxes")
-        )  # the mailbox's own budget is the last
-        cmd = make_command()
-        [m] = (await submit(c, call, cmd, mailbox, new, files)).messages
+    async def answer(cmd: Command, outcome: Outcome, windows: list[Window]) -> web.Response:
+        [m] = outcome.messages
         # Read-your-writes: the message this answer names can be read at once.
         await views.shown(c.pool, LISTED, m.message_id)
         content: Content = cmd.content
@@ -233,9 +213,9 @@ async def send_one(call: Call, mailbox, make_command, files: dict[str, bytes] | 
             status={"accepted": "queued", "queued": "queued"}.get(m.state, "rejected"), created_at=at,
             updated_at=at,
         )  # fmt: skip
-        return json_model(message_item(row), 201, window.headers())
+        return json_model(message_item(row), 201, windows[-1].headers())  # the mailbox's own budget is the last
 
-    return await idempotent(call, c.pool, c.settings.send_answered_within_s, run)
+    return await send_one(call, mailbox, DIALECT_NAME, command, answer, files)
 
 
 @mailbox_route(
@@ -250,7 +230,7 @@ async def send_message(call: Call) -> web.Response:
     r = b.recipients
     content = Content(
         subject=b.subject, text=b.body_text, html=b.body_html, cc=r.cc, bcc=r.bcc, reply_to=b.reply_to,
-        dialect="mailboxes", unsubscribe=await directory.wants_unsubscribe(c, mailbox["org_id"], b.unsubscribe),
+        dialect=DIALECT_NAME, unsubscribe=await directory.wants_unsubscribe(c, mailbox["org_id"], b.unsubscribe),
     )  # fmt: skip
     content, files = attachments.attach(
         content, uploads_of("attachments", b.attachments), mailbox["handle"], r.to
@@ -274,7 +254,7 @@ async def send_message(call: Call) -> web.Response:
             )  # fmt: skip
         return NewSend(identity_id=mailbox["id"], messages=[r.to], content=content)
 
-    return await send_one(call, mailbox, command, files)
+    return await send(call, mailbox, command, files)
 
 
 @mailbox_route(
@@ -295,7 +275,7 @@ async def forward_message(call: Call) -> web.Response:
         raise ApiError(
             400, "invalid_request", "recipients.to: a forward to bcc only is not supported; add to or cc"
         )
-    note = Content(text=b.body_text, html=b.body_html, dialect="mailboxes")
+    note = Content(text=b.body_text, html=b.body_html, dialect=DIALECT_NAME)
     attachments.check_bodies(note, c.settings.max_body_bytes)  # the caller's note; the original's, by size
     uploads = uploads_of("additional_attachments", b.additional_attachments)
     attachments.check(uploads)
@@ -332,13 +312,11 @@ async def forward_message(call: Call) -> web.Response:
         ) from None
     content = Content(
         subject=forward.subject(original["subject"], b.subject), text=text, html=html, cc=cc, bcc=r.bcc,
-        reply_to=b.reply_to, attachments=[*callers, *carried], forwarded=kept, dialect="mailboxes",
+        reply_to=b.reply_to, attachments=[*callers, *carried], forwarded=kept, dialect=DIALECT_NAME,
         unsubscribe=await directory.wants_unsubscribe(c, mailbox["org_id"], None),
     )  # fmt: skip
     attachments.check_composed(mailbox["handle"], to, content, files)
-    return await send_one(
-        call, mailbox, lambda: NewSend(identity_id=mailbox["id"], messages=[to], content=content), files
-    )
+    return await send(call, mailbox, lambda: NewSend(identity_id=mailbox["id"], messages=[to], content=content), files)
 
 
 # --- flags and deletes ------------------------------------------------------------------------------
@@ -431,7 +409,7 @@ async def attachment_link(call: Call) -> web.Response:
 
 
 @route(
-    "GET", "/downloads/{token}", scope=None, tag="mailboxes", errors=(403, 404),
+    "GET", "/downloads/{token}", scope=None, tag=DIALECT_NAME, errors=(403, 404),
     summary="A file behind a signed download link (the link is the authority; it expires)",
 )  # fmt: skip
 async def download(call: Call) -> web.StreamResponse:
