@@ -5,8 +5,8 @@
 - A meaning changed: the type's `schema_version` goes up, and an upcaster in `UPCASTERS` turns the
   version before into it. A consumer reads an old event as the current version, so it never handles two.
 - A version newer than a consumer knows is refused (ValidationError: the consumer parks the event,
-  and it can be re-driven after the upgrade). So consumers are upgraded before producers: README,
-  "Upgrading".
+  and it can be re-driven after the upgrade). So consumers are upgraded before producers:
+  docs/operations.md, "Upgrading".
 """
 
 from __future__ import annotations
