@@ -260,6 +260,37 @@ class Relay:
             await asyncio.sleep(0.02)
         return self.received
 
+    async def before_marker(self, send: Callable[[str], Any], timeout: float = 20) -> list[Received]:
+        """What this relay took, other than marker messages, once one sent now by `send(subject)` through the
+        mailbox (or single-mailbox identity, or inbox) under test, once the marker is here. Decide
+        takes an identity's requests in order and dispatch a mailbox's decisions in order, so anything
+        the requests before it would send, wrongly or twice, has come by then: a fact that can fail,
+        where a pause "for anything that should not come" proves nothing."""
+        marker = f"marker {uuid.uuid4().hex}"
+        await send(marker)
+
+        def subject(r: Received) -> str:
+            return str(r.message["Subject"] or "")
+
+        deadline = time.monotonic() + timeout
+        while not any(subject(r) == marker for r in self.received):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the marker message did not reach the relay within {timeout}s")
+            await asyncio.sleep(0.02)
+        return [r for r in self.received if not subject(r).startswith("marker ")]  # any test's marker
+
+
+def through(api: Api, handle: str) -> Callable[[str], Any]:
+    """A marker's send through the identity `handle` (Relay.before_marker)."""
+
+    async def send(subject: str) -> None:
+        status, body, _ = await api.call(
+            "POST", f"/v1/identities/{handle}/send", {"to": "marker@example.test", "subject": subject, "text": "m"}
+        )
+        assert status == 202, body
+
+    return send
+
 
 class _RecordingHandler:
     def __init__(self, relay: Relay):

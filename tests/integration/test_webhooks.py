@@ -46,7 +46,7 @@ async def deliveries(api: Api, webhook: dict) -> list[dict]:
 
 
 async def test_send_produces_one_signed_message_sent(
-    api: Api, operator: Api, relay: Relay, receiver: Receiver
+    api: Api, operator: Api, relay: Relay, receiver: Receiver, db: asyncpg.Pool
 ) -> None:
     """Exactly one signed message.sent at the subscribed endpoint; nothing at the others."""
     sent_hook = await register(api, receiver.url("/sent"), ["message.sent"])
@@ -79,7 +79,18 @@ async def test_send_produces_one_signed_message_sent(
     with pytest.raises(Exception, match="signature"):
         Webhook(alias_hook["secret"]).verify(hook.body, hook.headers)  # each endpoint has its own secret
 
-    await asyncio.sleep(1.5)  # anything wrongly queued would have arrived by now
+    # An event's deliveries to every endpoint are made in the one transaction that fans it out, so
+    # what was made when /sent had its delivery is all there will be.
+    made = {
+        r["url"]: r["n"]
+        for r in await db.fetch(
+            """SELECT e.url, count(d.id) AS n FROM webhook_endpoints e
+                 LEFT JOIN webhook_deliveries d ON d.endpoint_id = e.id WHERE e.url = ANY($1::text[])
+                GROUP BY e.url""",
+            [receiver.url(path) for path in ("/sent", "/failed-only", "/other-org")],
+        )
+    }
+    assert made == {receiver.url("/sent"): 1, receiver.url("/failed-only"): 0, receiver.url("/other-org"): 0}
     assert len(receiver.at("/sent")) == 1
     assert receiver.at("/failed-only") == []
     assert receiver.at("/other-org") == []
