@@ -17,9 +17,8 @@ they were answered, before they are published.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-from collections import Counter, deque
+from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
@@ -33,13 +32,11 @@ from schemas import topics
 from schemas.envelope import Envelope
 from schemas.events import (
     MessageArrived,
-    MessageReceived,
     ReplyRequested,
     SendAccepted,
     SendRejected,
     SendRejectedPayload,
     SendRequested,
-    recipient_count,
 )
 from services.common import db, redrive, sent
 from services.common.broker import is_transient, publish_events, retry_pause, subscribe
@@ -47,10 +44,10 @@ from services.common.decided import CHANNEL, DECIDER, notifications
 from services.common.progress import Progress
 from services.common.service import Background, Periodic, cancel
 from services.common.settings import DecideSettings
-from services.common.timezones import local_day_start
-from services.decide.affinity import IdentityState, MailboxState, advance, decide_send
-from services.decide.received import answers_of, receive, rethreaded, thread_after_received
-from services.decide.replies import Thread, decide_reply
+from services.decide.affinity import IdentityState, MailboxState
+from services.decide.batch import columns, decide_in_order, state_writes
+from services.decide.received import answers_of
+from services.decide.replies import Thread
 
 CONSUMER = DECIDER
 log = structlog.get_logger("sendstream.decide")
@@ -174,22 +171,6 @@ def recipients_of(request: Envelope, threads: dict[UUID, Thread]) -> list[str]:
     return []
 
 
-def thread_after(thread: Thread, decisions: list[Envelope]) -> Thread:
-    """A conversation's threading state after an accepted reply in it."""
-    for d in decisions:
-        if isinstance(d, SendAccepted):
-            rfc = d.payload.rfc_message_id
-            thread = Thread(
-                thread.conv_id,
-                thread.mailbox_id,
-                thread.counterpart,
-                thread.subject,
-                rfc,
-                (*thread.refs, rfc),
-            )
-    return thread
-
-
 STATE = """
 usage AS (
     INSERT INTO identity_usage (identity_id, day, sent)
@@ -278,11 +259,6 @@ SELECT ARRAY(SELECT event_id FROM recorded)
 """
 
 
-def columns(rows: list[tuple], width: int) -> list[list]:
-    """Rows to per-column lists for unnest(): `width` lists, empty when there are no rows."""
-    return [list(c) for c in zip(*rows, strict=True)] or [[] for _ in range(width)]
-
-
 async def write(
     conn: asyncpg.Connection | asyncpg.Pool,
     decided: dict[UUID, list[Envelope]],
@@ -290,55 +266,15 @@ async def write(
     *,
     claimed: bool,
 ) -> None:
-    """Decide's state derived from the decisions themselves (usage, rate window, affinity, thread binding),
-    and the decisions on their requests' tracking rows: one statement, each key written once.
+    """Decide's state derived from the decisions themselves (services/decide/batch.py: state_writes), and
+    the decisions on their requests' tracking rows: one statement, each key written once.
 
     `claimed`: the rows were claimed earlier in this transaction (only the decisions are stored on them);
     otherwise the statement claims them itself and undoes everything if one was taken (SQLSTATE SS001)."""
-    usage: Counter[tuple[UUID, object]] = Counter()
-    minutes: Counter[tuple[UUID, datetime]] = Counter()
-    days: dict[tuple[UUID, object], tuple[int, datetime]] = {}
-    pins: dict[tuple[UUID, str], tuple[UUID, datetime]] = {}
-    threads: dict[UUID, tuple] = {}
-    for e in (d for ds in decided.values() for d in ds):
-        if isinstance(e, MessageReceived) and e.payload.mailbox_id is not None:
-            # A conversation it starts is bound to its mailbox; in any, the next reply answers it.
-            m = e.payload.message
-            refs = json.dumps([*m.content.references, m.rfc_message_id])
-            threads[e.payload.conv_id] = (
-                e.org_id, e.identity_id, e.payload.mailbox_id, m.from_addr, m.content.subject,
-                m.rfc_message_id, refs, e.occurred_at,
-            )  # fmt: skip
-        if not isinstance(e, SendAccepted):
-            continue
-        p, at = e.payload, e.occurred_at
-        n = recipient_count(p.to, p.content)  # caps and limits count every recipient
-        day = local_day_start(at, timezones.get(e.identity_id, "UTC")).date()
-        usage[(e.identity_id, day)] += n
-        minutes[(p.mailbox_id, at.replace(second=0, microsecond=0))] += n
-        sent, last = days.get((p.mailbox_id, day), (0, at))
-        days[(p.mailbox_id, day)] = (sent + n, max(last, at))
-        if p.affinity != "existing":  # a new pin, or a re-pin; replies and reuse leave the pin as it is
-            pins[(e.identity_id, p.to[0].lower())] = (p.mailbox_id, at)
-        refs = json.dumps([*p.content.references, p.rfc_message_id])
-        threads[p.conv_id] = (
-            e.org_id,
-            e.identity_id,
-            p.mailbox_id,
-            p.to[0],
-            p.content.subject,
-            p.rfc_message_id,
-            refs,
-            at,
-        )
     outputs = [(event_id, db.json_array(ds)) for event_id, ds in decided.items()]
     await conn.execute(
         WRITE_CLAIMED if claimed else WRITE_NEW,
-        *columns([(*k, n) for k, n in usage.items()], 3),
-        *columns([(*k, n) for k, n in minutes.items()], 3),
-        *columns([(*k, n, last) for k, (n, last) in days.items()], 4),
-        *columns([(*k, m, at) for k, (m, at) in pins.items()], 4),
-        *columns([(conv, *rest) for conv, rest in threads.items()], 9),
+        *state_writes(decided, timezones).columns(),
         *columns(outputs, 2),
         notifications(decided),
     )
@@ -374,32 +310,7 @@ async def decide_fresh(
         + [*found.values()],
     )
     states = await load_states(conn, fresh, now, threads)
-    decided: dict[UUID, list[Envelope]] = {}
-    # (identity, Message-ID) -> conversation, of the threads this batch moved on: an arrival answering
-    # a message decided just before it in the batch joins that one's conversation
-    moved: dict[tuple[UUID, str], UUID] = {}
-    for e in fresh:
-        state = states.get(e.identity_id) or IdentityState(e.identity_id, "", 0, 0, (), active=False)
-        if isinstance(e, SendRequested):
-            decisions = decide_send(e, state, now)
-        elif isinstance(e, ReplyRequested):
-            thread = threads.get(e.payload.conv_id)
-            decisions = decide_reply(e, state, thread, now)
-            if thread is not None:
-                threads[thread.conv_id] = thread = thread_after(thread, decisions)
-                moved |= {(e.identity_id, ref): thread.conv_id for ref in thread.refs}
-        elif isinstance(e, MessageArrived):
-            in_batch = next((c for a in answers_of(e) if (c := moved.get((e.identity_id, a)))), None)
-            e = rethreaded(e, in_batch or found.get(e.event_id))
-            decisions = receive(e, state, threads.get(e.payload.conv_id), now)
-            if (thread := thread_after_received(threads.get(e.payload.conv_id), decisions)) is not None:
-                threads[thread.conv_id] = thread
-                moved |= {(e.identity_id, ref): thread.conv_id for ref in thread.refs}
-        else:
-            log.warning("request type not handled yet", type=e.type)
-            decisions = []
-        states[e.identity_id] = advance(state, decisions)
-        decided[e.event_id] = decisions
+    decided = decide_in_order(fresh, states, threads, found, now)
     return decided, {i: s.timezone for i, s in states.items()}
 
 

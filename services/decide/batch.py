@@ -1,0 +1,143 @@
+"""A batch of requests decided in order, and the state its decisions change: pure functions of the
+state decide loaded (services/decide/app.py loads it and writes what these return, in one statement).
+
+`decide_in_order` is (state, requests) -> decisions, each request seeing what the ones before it did
+(`advance` folds a decision into the identity's state). `state_writes` derives, from the decisions alone,
+the rows that state is kept in: the day's usage, the rolling hour's minutes, the mailbox's day,
+affinity pins and conversation threads. Both are driven by unit tests without a broker or a database
+(tests/unit/test_decide_batch.py).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from uuid import UUID
+
+import structlog
+
+from schemas.envelope import Envelope
+from schemas.events import (
+    MessageArrived,
+    MessageReceived,
+    ReplyRequested,
+    SendAccepted,
+    SendRequested,
+    recipient_count,
+)
+from services.common.timezones import local_day_start
+from services.decide.affinity import IdentityState, advance, decide_send
+from services.decide.received import answers_of, receive, rethreaded, thread_after_received
+from services.decide.replies import Thread, decide_reply
+
+log = structlog.get_logger("sendstream.decide")
+
+
+def thread_after(thread: Thread, decisions: list[Envelope]) -> Thread:
+    """A conversation's threading state after an accepted reply in it."""
+    for d in decisions:
+        if isinstance(d, SendAccepted):
+            rfc = d.payload.rfc_message_id
+            thread = Thread(
+                thread.conv_id, thread.mailbox_id, thread.counterpart, thread.subject, rfc, (*thread.refs, rfc)
+            )
+    return thread
+
+
+def decide_in_order(
+    fresh: list[Envelope],
+    states: dict[UUID, IdentityState],
+    threads: dict[UUID, Thread],
+    answered: dict[UUID, UUID],
+    now: datetime,
+) -> dict[UUID, list[Envelope]]:
+    """Each request's decisions, by event id, in order: each sees the state (`states`, `threads`,
+    updated in place) the ones before it left. `answered`: the conversation each arrival replies to,
+    by its event id, as the stored threads say."""
+    decided: dict[UUID, list[Envelope]] = {}
+    # (identity, Message-ID) -> conversation, of the threads this batch moved on: an arrival answering
+    # a message decided just before it in the batch joins that one's conversation
+    moved: dict[tuple[UUID, str], UUID] = {}
+    for e in fresh:
+        state = states.get(e.identity_id) or IdentityState(e.identity_id, "", 0, 0, (), active=False)
+        if isinstance(e, SendRequested):
+            decisions = decide_send(e, state, now)
+        elif isinstance(e, ReplyRequested):
+            thread = threads.get(e.payload.conv_id)
+            decisions = decide_reply(e, state, thread, now)
+            if thread is not None:
+                threads[thread.conv_id] = thread = thread_after(thread, decisions)
+                moved |= {(e.identity_id, ref): thread.conv_id for ref in thread.refs}
+        elif isinstance(e, MessageArrived):
+            in_batch = next((c for a in answers_of(e) if (c := moved.get((e.identity_id, a)))), None)
+            e = rethreaded(e, in_batch or answered.get(e.event_id))
+            decisions = receive(e, state, threads.get(e.payload.conv_id), now)
+            if (thread := thread_after_received(threads.get(e.payload.conv_id), decisions)) is not None:
+                threads[thread.conv_id] = thread
+                moved |= {(e.identity_id, ref): thread.conv_id for ref in thread.refs}
+        else:
+            log.warning("request type not handled yet", type=e.type)
+            decisions = []
+        states[e.identity_id] = advance(state, decisions)
+        decided[e.event_id] = decisions
+    return decided
+
+
+@dataclass
+class StateWrites:
+    """The rows the decisions of a batch change, each key once, summed where they add up."""
+
+    usage: Counter[tuple[UUID, object]] = field(default_factory=Counter)  # (identity, local day) -> recipients
+    minutes: Counter[tuple[UUID, datetime]] = field(default_factory=Counter)  # (mailbox, minute) -> recipients
+    days: dict[tuple[UUID, object], tuple[int, datetime]] = field(default_factory=dict)  # -> (recipients, last)
+    pins: dict[tuple[UUID, str], tuple[UUID, datetime]] = field(default_factory=dict)  # (identity, to) -> (mailbox, at)
+    threads: dict[UUID, tuple] = field(default_factory=dict)  # conversation -> its binding and last message
+
+    def columns(self) -> list[list]:
+        """Per-column lists for the statement's unnest() parameters $1 to $23 (services/decide/app.py)."""
+        return [
+            *columns([(*k, n) for k, n in self.usage.items()], 3),
+            *columns([(*k, n) for k, n in self.minutes.items()], 3),
+            *columns([(*k, n, last) for k, (n, last) in self.days.items()], 4),
+            *columns([(*k, m, at) for k, (m, at) in self.pins.items()], 4),
+            *columns([(conv, *rest) for conv, rest in self.threads.items()], 9),
+        ]
+
+
+def columns(rows: list[tuple], width: int) -> list[list]:
+    """Rows to per-column lists for unnest(): `width` lists, empty when there are no rows."""
+    return [list(c) for c in zip(*rows, strict=True)] or [[] for _ in range(width)]
+
+
+def state_writes(decided: dict[UUID, list[Envelope]], timezones: dict[UUID, str]) -> StateWrites:
+    """What these decisions change of decide's state: usage in each identity's local day (`timezones`),
+    the mailboxes' minutes and days, the pins of new and reassigned recipients, and the conversations'
+    threads (bound to their mailbox; the next reply answers their last message)."""
+    w = StateWrites()
+    for e in (d for ds in decided.values() for d in ds):
+        if isinstance(e, MessageReceived) and e.payload.mailbox_id is not None:
+            # A conversation it starts is bound to its mailbox; in any, the next reply answers it.
+            m = e.payload.message
+            refs = json.dumps([*m.content.references, m.rfc_message_id])
+            w.threads[e.payload.conv_id] = (
+                e.org_id, e.identity_id, e.payload.mailbox_id, m.from_addr, m.content.subject,
+                m.rfc_message_id, refs, e.occurred_at,
+            )  # fmt: skip
+        if not isinstance(e, SendAccepted):
+            continue
+        p, at = e.payload, e.occurred_at
+        n = recipient_count(p.to, p.content)  # caps and limits count every recipient
+        day = local_day_start(at, timezones.get(e.identity_id, "UTC")).date()
+        w.usage[(e.identity_id, day)] += n
+        w.minutes[(p.mailbox_id, at.replace(second=0, microsecond=0))] += n
+        sent, last = w.days.get((p.mailbox_id, day), (0, at))
+        w.days[(p.mailbox_id, day)] = (sent + n, max(last, at))
+        if p.affinity != "existing":  # a new pin, or a re-pin; replies and reuse leave the pin as it is
+            w.pins[(e.identity_id, p.to[0].lower())] = (p.mailbox_id, at)
+        refs = json.dumps([*p.content.references, p.rfc_message_id])
+        w.threads[p.conv_id] = (
+            e.org_id, e.identity_id, p.mailbox_id, p.to[0], p.content.subject, p.rfc_message_id, refs, at,
+        )  # fmt: skip
+    return w
