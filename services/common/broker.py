@@ -465,6 +465,148 @@ class Logged:
     offset: int
 
 
+class Consumer:
+    """One consumer's handling of a batch of records (what `subscribe` wires to the broker): parse,
+    hand the events to the handler, and make every failure one of two kinds. Infrastructure trouble
+    raises (after a growing pause) so that the whole batch is rewound and delivered again; anything
+    else is one event's problem: the batch is retried event by event, each failing event up to
+    `consumer_max_attempts` times in place, then settled by `on_poison` or parked, once, on its topic's
+    dead-letter topic (`publish`), and the partition moves on. Driven by unit tests with plain records
+    (tests/unit/test_consumer.py)."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        settings: CommonSettings,
+        topics: Sequence[Topic],
+        group: str,
+        publish: Callable[..., Awaitable[Any]],
+        *,
+        only: Collection[str] | None = None,
+        on_poison: Poisoned | None = None,
+        positions: bool = False,
+    ):
+        self.handler, self.settings, self.topics, self.group = handler, settings, topics, group
+        self.publish, self.only, self.on_poison, self.positions = publish, only, on_poison, positions
+        self.prefix = settings.kafka_topic_prefix
+        self.progress = Progress(f"consumer {group}")
+        self.pauses = 0  # consecutive batches redelivered after infrastructure trouble
+        # Records parked already (topic, partition, offset): a batch redelivered after infrastructure
+        # trouble passes over them instead of parking them again.
+        self.parked: OrderedDict[tuple[str, int, int], None] = OrderedDict()
+
+    async def handle(self, records: list[Any]) -> Awaitable[None] | None:
+        """Handle the batch; returns what it is finished by, if the handler finishes it later. Only
+        infrastructure trouble raises (the batch is then rewound and delivered again)."""
+        parsed: list[tuple[Any, Envelope]] = []
+        for record in records:
+            if (record.topic, record.partition, record.offset) in self.parked:
+                continue
+            if self.only is not None and (kind := _event_type(record)) is not None and kind not in self.only:
+                continue
+            try:
+                parsed.append((record, parse_event(record.value)))
+            except ValidationError as exc:
+                await self.park(record, exc)
+        if not parsed:
+            return None
+        started = time.perf_counter()
+        try:
+            later = await self.call(parsed)
+        except Exception as exc:
+            if is_transient(exc):
+                await self.transient(exc)
+                raise
+            self.progress.failed(exc)
+            log.warning("batch failed; retrying its events one by one", size=len(parsed), exc_info=True)
+            return await self.one_by_one(parsed)
+        self.pauses = 0
+        self.progress.moved()
+        EVENTS.labels(self.group).inc(len(parsed))
+        BATCH_SECONDS.labels(self.group).observe(time.perf_counter() - started)
+        log.debug(
+            "batch handled",
+            group=self.group,
+            size=len(parsed),
+            ms=round((time.perf_counter() - started) * 1000, 2),
+        )
+        return later
+
+    def call(self, parsed: list[tuple[Any, Envelope]]) -> Awaitable[Awaitable[None] | None]:
+        if self.positions:
+            return self.handler([Logged(e, r.topic, r.partition, r.offset) for r, e in parsed])
+        return self.handler([e for _, e in parsed])
+
+    async def one_by_one(self, parsed: list[tuple[Any, Envelope]]) -> Awaitable[None] | None:
+        attempts, laters = self.settings.consumer_max_attempts, []
+        for record, event in parsed:
+            with bound(event):
+                for attempt in range(1, attempts + 1):
+                    try:
+                        if (later := await self.call([(record, event)])) is not None:
+                            laters.append(later)
+                        EVENTS.labels(self.group).inc()
+                        break
+                    except Exception as exc:
+                        if is_transient(exc):
+                            await self.transient(exc)
+                            raise
+                        if attempt < attempts and not is_content_error(exc):
+                            RETRIES.labels(self.group, "event").inc()
+                            log.warning("event failed, trying again", attempt=attempt, exc_info=exc)
+                            await asyncio.sleep(self.settings.consumer_retry_backoff_s)
+                            continue
+                        log.error("event failed on every attempt", attempts=attempt, exc_info=exc)
+                        if (later := await self.poisoned(record, event, exc)) is not None:
+                            laters.append(later)
+        self.progress.moved()  # the partition moves on
+        return asyncio.gather(*laters) if laters else None
+
+    async def poisoned(self, record: Any, event: Envelope, exc: BaseException) -> Awaitable[None] | None:
+        """An event that failed on every attempt: the handler's own terminal outcome for it (a rejected
+        or failed message the client hears of), or else the dead-letter topic."""
+        if self.on_poison is not None:
+            try:
+                return await self.on_poison(event, exc)
+            except Exception as error:
+                if is_transient(error):
+                    raise
+                log.error("no outcome could be recorded for the event; parking it", exc_info=error)
+        await self.park(record, exc)
+        return None
+
+    async def park(self, record: Any, error: BaseException) -> None:
+        source = next(t for t in self.topics if t.name(self.prefix) == record.topic)
+        await self.publish(
+            record.value,
+            source.dlq(self.prefix),
+            key=record.key,
+            headers={
+                "dlq-topic": record.topic,
+                "dlq-partition": str(record.partition),
+                "dlq-offset": str(record.offset),
+                "dlq-group": self.group,
+                "dlq-error": f"{type(error).__name__}: {error}"[:1000],
+            },
+        )
+        PARKED.labels(self.group).inc()
+        self.parked[(record.topic, record.partition, record.offset)] = None
+        while len(self.parked) > 10_000:
+            self.parked.popitem(last=False)
+        log.error("event parked on dead-letter topic", topic=record.topic, offset=record.offset, error=str(error))
+
+    async def transient(self, exc: BaseException) -> None:
+        """Infrastructure trouble: pause, growing, then the batch is delivered again (the caller raises)."""
+        self.pauses += 1
+        self.progress.failed(exc)
+        RETRIES.labels(self.group, "infrastructure").inc()
+        pause = retry_pause(self.settings, self.pauses)
+        log.warning(
+            "infrastructure error, batch will be redelivered", attempt=self.pauses, pause_s=pause, error=repr(exc)
+        )
+        await asyncio.sleep(pause)
+
+
 def subscribe(
     broker: KafkaBroker,
     settings: CommonSettings,
@@ -483,14 +625,14 @@ def subscribe(
     The handler receives the parsed events of one fetch, in partition order; the batch's offsets are
     committed only once it is finished: when the handler returns, or, if it returns an awaitable,
     when that completes. With `only`, records whose `event-type` header names another type
-    are passed over unparsed (a record without the header is parsed). A batch that fails for anything
-    but infrastructure trouble is retried event by event, so a poison event is isolated while the
-    others go through; `on_poison` then records its terminal outcome (the message is rejected or
-    failed, visibly), and an event it cannot settle either is parked. An `owner` hears of every
-    partition assigned to and revoked from this consumer. With `positions`, the handler receives each
-    event as a `Logged`, with its topic, partition and offset. `path` says what waits on this consumer,
-    which sets its fetch wait and how often it takes a batch: an HTTP request ("sync"), a delivery or a
-    read ("background"), or nothing at once ("trailing": the webhooks fan-out).
+    are passed over unparsed (a record without the header is parsed). Failures are handled by
+    `Consumer` (above); `on_poison` records the terminal outcome of an event that failed on every
+    attempt (the message is rejected or failed, visibly), and an event it cannot settle either is
+    parked. An `owner` hears of every partition assigned to and revoked from this consumer. With
+    `positions`, the handler receives each event as a `Logged`, with its topic, partition and offset.
+    `path` says what waits on this consumer, which sets its fetch wait and how often it takes a batch:
+    an HTTP request ("sync"), a delivery or a read ("background"), or nothing at once ("trailing": the
+    webhooks fan-out).
     """
     prefix = settings.kafka_topic_prefix
     fetch_wait = (
@@ -500,52 +642,9 @@ def subscribe(
     )
 
     def decorator(handler: Handler) -> Handler:
-        progress = Progress(f"consumer {group}")
-        pauses = 0  # consecutive batches redelivered after infrastructure trouble
-        # Records parked already (topic, partition, offset): a batch redelivered after infrastructure
-        # trouble passes over them instead of parking them again.
-        parked: OrderedDict[tuple[str, int, int], None] = OrderedDict()
-
-        async def park(record: Any, error: BaseException) -> None:
-            source = next(t for t in topics if t.name(prefix) == record.topic)
-            await broker.publish(
-                record.value,
-                source.dlq(prefix),
-                key=record.key,
-                headers={
-                    "dlq-topic": record.topic,
-                    "dlq-partition": str(record.partition),
-                    "dlq-offset": str(record.offset),
-                    "dlq-group": group,
-                    "dlq-error": f"{type(error).__name__}: {error}"[:1000],
-                },
-            )
-            PARKED.labels(group).inc()
-            parked[(record.topic, record.partition, record.offset)] = None
-            while len(parked) > 10_000:
-                parked.popitem(last=False)
-            log.error(
-                "event parked on dead-letter topic",
-                topic=record.topic,
-                offset=record.offset,
-                error=str(error),
-            )
-
-        async def transient(exc: BaseException) -> None:
-            """Infrastructure trouble: pause, growing, then the batch is delivered again (the caller raises)."""
-            nonlocal pauses
-            pauses += 1
-            progress.failed(exc)
-            RETRIES.labels(group, "infrastructure").inc()
-            pause = retry_pause(settings, pauses)
-            log.warning(
-                "infrastructure error, batch will be redelivered",
-                attempt=pauses,
-                pause_s=pause,
-                error=repr(exc),
-            )
-            await asyncio.sleep(pause)
-
+        consumer = Consumer(
+            handler, settings, topics, group, broker.publish, only=only, on_poison=on_poison, positions=positions
+        )
         offsets = Offsets(group, settings.kafka_commit_interval_ms / 1000)
         if offset_reset == "latest":
             STARTS_AT_END.append((f"{prefix}.{group}", [t.name(prefix) for t in topics]))
@@ -583,102 +682,17 @@ def subscribe(
             raw = msg.raw_message
             records = list(raw) if isinstance(raw, list | tuple) else [raw]
             try:
-                later = await handle(records)
+                later = await consumer.handle(records)
             except Exception:
                 await msg.nack()  # rewind each partition to the batch's first record: all of it comes again
                 raise
-            consumer = getattr(msg, "consumer", None)
+            kafka = getattr(msg, "consumer", None)
             if later is None:
-                await offsets.handled(consumer, records)
-            elif isinstance(consumer, AIOKafkaConsumer):
-                offsets.handled_when(later, consumer, records)
+                await offsets.handled(kafka, records)
+            elif isinstance(kafka, AIOKafkaConsumer):
+                offsets.handled_when(later, kafka, records)
             else:  # FastStream's in-memory test broker: no offsets; the batch is done once finished
                 await later
-
-        def call(parsed: list[tuple[Any, Envelope]]) -> Awaitable[Awaitable[None] | None]:
-            if positions:
-                return handler([Logged(e, r.topic, r.partition, r.offset) for r, e in parsed])
-            return handler([e for _, e in parsed])
-
-        async def handle(records: list[Any]) -> Awaitable[None] | None:
-            """Handle the batch; returns what it is finished by, if the handler finishes it later.
-
-            Only infrastructure trouble raises (the batch is rewound and delivered again). Anything
-            else is one event's problem: the batch is retried event by event, each failing event up
-            to `consumer_max_attempts` times in place, then settled by `on_poison` or parked, once,
-            and the partition moves on."""
-            nonlocal pauses
-            parsed: list[tuple[Any, Envelope]] = []
-            for record in records:
-                if (record.topic, record.partition, record.offset) in parked:
-                    continue
-                if only is not None and (kind := _event_type(record)) is not None and kind not in only:
-                    continue
-                try:
-                    parsed.append((record, parse_event(record.value)))
-                except ValidationError as exc:
-                    await park(record, exc)
-            if not parsed:
-                return None
-            started = time.perf_counter()
-            try:
-                later = await call(parsed)
-            except Exception as exc:
-                if is_transient(exc):
-                    await transient(exc)
-                    raise
-                progress.failed(exc)
-                log.warning("batch failed; retrying its events one by one", size=len(parsed), exc_info=True)
-                return await one_by_one(parsed)
-            pauses = 0
-            progress.moved()
-            EVENTS.labels(group).inc(len(parsed))
-            BATCH_SECONDS.labels(group).observe(time.perf_counter() - started)
-            log.debug(
-                "batch handled",
-                group=group,
-                size=len(parsed),
-                ms=round((time.perf_counter() - started) * 1000, 2),
-            )
-            return later
-
-        async def poisoned(record: Any, event: Envelope, exc: BaseException) -> Awaitable[None] | None:
-            """An event that failed on every attempt: the handler's own terminal outcome for it (a
-            rejected or failed message the client hears of), or else the dead-letter topic."""
-            if on_poison is not None:
-                try:
-                    return await on_poison(event, exc)
-                except Exception as error:
-                    if is_transient(error):
-                        raise
-                    log.error("no outcome could be recorded for the event; parking it", exc_info=error)
-            await park(record, exc)
-            return None
-
-        async def one_by_one(parsed: list[tuple[Any, Envelope]]) -> Awaitable[None] | None:
-            laters = []
-            for record, event in parsed:
-                with bound(event):
-                    for attempt in range(1, settings.consumer_max_attempts + 1):
-                        try:
-                            if (later := await call([(record, event)])) is not None:
-                                laters.append(later)
-                            EVENTS.labels(group).inc()
-                            break
-                        except Exception as exc:
-                            if is_transient(exc):
-                                await transient(exc)
-                                raise
-                            if attempt < settings.consumer_max_attempts and not is_content_error(exc):
-                                RETRIES.labels(group, "event").inc()
-                                log.warning("event failed, trying again", attempt=attempt, exc_info=exc)
-                                await asyncio.sleep(settings.consumer_retry_backoff_s)
-                                continue
-                            log.error("event failed on every attempt", attempts=attempt, exc_info=exc)
-                            if (later := await poisoned(record, event, exc)) is not None:
-                                laters.append(later)
-            progress.moved()  # the partition moves on
-            return asyncio.gather(*laters) if laters else None
 
         return handler
 
