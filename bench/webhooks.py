@@ -27,7 +27,7 @@ from aiohttp import web
 from bench.send_pipeline import Client, ms, pct, running_pipeline, sent_by, setup_identity, tenant_client
 from devstack.infra import free_port
 from services.common.settings import WebhookSettings
-from services.common.webhooks.signing import headers, new_secret
+from services.domain.webhooks.signing import headers, new_secret
 
 
 class Receiver:

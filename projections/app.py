@@ -20,11 +20,12 @@ from projections.messages import CONSUMER, SHAPES, plan, set_based
 from schemas import topics
 from schemas.envelope import Envelope
 from schemas.events import MessageFailed, MessageSent, SendRejected
-from services.common import bodies, db
-from services.common.blobs import BlobStore, blob_store
+from services.common import db
 from services.common.broker import subscribe
 from services.common.service import Background, Periodic
 from services.common.settings import ProjectionsSettings
+from services.domain import bodies
+from services.domain.blobs import BlobStore, blob_store
 
 VIEWS = ("messages", "conversations", "suppressions")
 log = structlog.get_logger("sendstream.projections")

@@ -27,10 +27,10 @@ from schemas.events import (
     SendRequested,
     recipient_count,
 )
-from services.common.timezones import local_day_start
 from services.decide.affinity import IdentityState, advance, decide_send
 from services.decide.received import answers_of, receive, rethreaded, thread_after_received
 from services.decide.replies import Thread, decide_reply
+from services.domain.timezones import local_day_start
 
 log = structlog.get_logger("sendstream.decide")
 

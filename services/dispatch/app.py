@@ -57,16 +57,17 @@ from schemas.events import (
     SmtpReply,
     event_from,
 )
-from services.common import bodies, db, redrive, timers, unsubscribe
-from services.common.blobs import BlobCorrupt, BlobMissing, BlobStore, blob_store
+from services.common import db, timers
 from services.common.broker import bound, is_transient, publish_events, subscribe
 from services.common.egress import Egress
-from services.common.receiving.intake import Intake, Target, screened, targets_from, targets_sql
 from services.common.secrets import Secrets
 from services.common.settings import DispatchSettings
 from services.dispatch.recorder import OutcomeRecorder
 from services.dispatch.retry import next_attempt_at
 from services.dispatch.smtp import Outcome, Relay, SmtpPool
+from services.domain import bodies, redrive, unsubscribe
+from services.domain.blobs import BlobCorrupt, BlobMissing, BlobStore, blob_store
+from services.domain.receiving.intake import Intake, Target, screened, targets_from, targets_sql
 
 CONSUMER = "dispatch"
 RFC822 = "message/rfc822"
@@ -249,7 +250,7 @@ def build(
 
     async def schedule(conn: asyncpg.Connection, event: DispatchRetryDue) -> None:
         """A later attempt (a retry, a lease): a durable timer, and what the message waits for now, should
-        its event be lost once published (services/common/redrive.py)."""
+        its event be lost once published (services/domain/redrive.py)."""
         await timers.schedule(conn, event, event.occurred_at)
         after = timedelta(seconds=settings.redrive_after_s)
         await redrive.watch(conn, event.payload.message_id, event, event.occurred_at + after)

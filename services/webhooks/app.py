@@ -42,14 +42,15 @@ from schemas.events import (
     WebhookFailed,
 )
 from schemas.webhooks import WEBHOOK_TYPES, body, carries_message, message_data, subscribed_name, webhook_type
-from services.common import db, service, timers, views
+from services.common import db, service, timers
 from services.common.batching import GroupCommit
 from services.common.broker import subscribe
 from services.common.egress import Egress, GuardedResolver, UnsafeDestination
 from services.common.notify import Listener
 from services.common.secrets import Secrets
 from services.common.settings import WebhookSettings
-from services.common.webhooks import queue, signing
+from services.domain import views
+from services.domain.webhooks import queue, signing
 from services.webhooks.policy import Step, after_attempt, retry_after
 
 CONSUMER = "webhooks"

@@ -28,8 +28,9 @@ from schemas.events import (
     MailboxSyncPayload,
 )
 from schemas.limits import DEFAULT_HOURLY_LIMIT
-from services.common import timers, views
-from services.common.timezones import local_day_start
+from services.common import timers
+from services.domain import views
+from services.domain.timezones import local_day_start
 from services.ingress.context import Context
 from services.ingress.core import domains
 from services.ingress.core.errors import Conflict, NotFound

@@ -37,7 +37,7 @@ from schemas.events import (
     MailboxRemoved,
     MailboxUpdated,
 )
-from services.common import views
+from services.domain import views
 from services.ingress.context import ctx
 from services.ingress.core import directory, egress
 from services.ingress.core.outcome import Outcome

@@ -23,7 +23,7 @@ from schemas.api.webhooks import (
 )
 from schemas.webhooks import TEST_TYPE, body
 from services.common.egress import Egress, UnsafeDestination
-from services.common.webhooks import queue, signing
+from services.domain.webhooks import queue, signing
 from services.ingress import cursors
 from services.ingress.context import ctx
 from services.ingress.http import ApiError, Call, json_model, not_found, query_limit, route
