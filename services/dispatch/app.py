@@ -229,33 +229,36 @@ class LetThemFinish:
             await asyncio.wait(set(self.running), timeout=self.grace_s)
 
 
-def build(
-    broker: KafkaBroker, settings: DispatchSettings, pool: asyncpg.Pool
-) -> tuple[LetThemFinish, BlobStore]:
-    """Register the dispatch consumer on `broker`."""
-    smtp = SmtpPool(
-        timeout=settings.smtp_timeout_s, transaction_timeout=settings.smtp_transaction_timeout_s,
-        hostname=settings.smtp_hostname, size=settings.smtp_pool_size, idle_s=settings.smtp_idle_s,
-        egress=Egress.of(settings),
-    )  # fmt: skip
-    recorder = OutcomeRecorder(pool, CONSUMER)
-    secrets = Secrets(settings.secret_keys)
-    blobs = blob_store(settings, pool)
-    intake = Intake(settings, pool, broker, blobs)  # delivery to hosted addresses, as inbound mail
-    lanes: dict[UUID, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(settings.smtp_pool_size))
-    unrecorded: dict[UUID, asyncio.Semaphore] = defaultdict(
-        lambda: asyncio.Semaphore(2 * settings.smtp_pool_size)
-    )
-    on_their_own: set[asyncio.Task] = set()  # handed-over sends finishing after their batch
+class Dispatcher:
+    """Dispatch's work on a batch of decisions: render each accepted message, hand it to its mailbox's
+    relay (or to hosted recipients without one), record the relay's answer once, and hand sends still
+    running after the batch's patience over to durable leases."""
 
-    async def schedule(conn: asyncpg.Connection, event: DispatchRetryDue) -> None:
+    def __init__(self, broker: KafkaBroker, settings: DispatchSettings, pool: asyncpg.Pool):
+        self.broker, self.settings, self.pool = broker, settings, pool
+        self.smtp = SmtpPool(
+            timeout=settings.smtp_timeout_s, transaction_timeout=settings.smtp_transaction_timeout_s,
+            hostname=settings.smtp_hostname, size=settings.smtp_pool_size, idle_s=settings.smtp_idle_s,
+            egress=Egress.of(settings),
+        )  # fmt: skip
+        self.recorder = OutcomeRecorder(pool, CONSUMER)
+        self.secrets = Secrets(settings.secret_keys)
+        self.blobs = blob_store(settings, pool)
+        self.intake = Intake(settings, pool, broker, self.blobs)  # delivery to hosted addresses, as inbound mail
+        size = settings.smtp_pool_size
+        self.lanes: dict[UUID, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(size))
+        self.unrecorded: dict[UUID, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(2 * size))
+        self.on_their_own: set[asyncio.Task] = set()  # handed-over sends finishing after their batch
+
+    async def schedule(self, conn: asyncpg.Connection, event: DispatchRetryDue) -> None:
         """A later attempt (a retry, a lease): a durable timer, and what the message waits for now, should
         its event be lost once published (services/domain/redrive.py)."""
         await timers.schedule(conn, event, event.occurred_at)
-        after = timedelta(seconds=settings.redrive_after_s)
+        after = timedelta(seconds=self.settings.redrive_after_s)
         await redrive.watch(conn, event.payload.message_id, event, event.occurred_at + after)
 
     async def send(
+        self,
         relay: Relay,
         event: Envelope,
         accepted: SendAcceptedPayload,
@@ -273,20 +276,20 @@ def build(
         own (a link unsubscribes only the one it was sent to): one SMTP transaction per recipient, as
         bulk senders do (`deliver_each`); the copy kept is the first recipient's."""
         try:
-            files = {sha256: await blobs.get(sha256) for sha256 in blob_hashes(accepted.content)}
+            files = {sha256: await self.blobs.get(sha256) for sha256 in blob_hashes(accepted.content)}
             if accepted.content.offloaded:
                 accepted = accepted.model_copy(
-                    update={"content": await bodies.inline(blobs, accepted.content)}
+                    update={"content": await bodies.inline(self.blobs, accepted.content)}
                 )
             everyone = every_recipient(accepted)
             wires = dict(zip(everyone, envelope_recipients(accepted), strict=True))
             sender = wire_address(accepted.from_addr)
-            personal = bool(accepted.content.unsubscribe and unsubscribe.key_of(settings) is not None)
+            personal = bool(accepted.content.unsubscribe and unsubscribe.key_of(self.settings) is not None)
 
             def copy_for(address: str) -> bytes:
                 """`address`'s own copy (its own unsubscribe link), made when it is sent: a copy differs
                 from the others only in that link, so one that renders means they all do."""
-                link = unsubscribe.headers(settings, accepted.message_id, accepted.mailbox_email, address)
+                link = unsubscribe.headers(self.settings, accepted.message_id, accepted.mailbox_email, address)
                 return render_message(accepted, now, files, link)
 
             data = copy_for(everyone[0]) if personal and everyone else render_message(accepted, now, files)
@@ -300,15 +303,15 @@ def build(
         # Hosted recipients whose organization's sender rules refuse the sender get nothing (it is recorded).
         internal = {
             a: kept for a in everyone if a.lower() in local
-            and (kept := await screened(pool, local[a.lower()], accepted.from_addr, a, "data"))
+            and (kept := await screened(self.pool, local[a.lower()], accepted.from_addr, a, "data"))
         }  # fmt: skip
         if internal and personal and len(internal) > 1:  # each its own copy, under ids of its own
             for a, kept in internal.items():
                 origin = f"{accepted.message_id}:{a.lower()}"
-                await intake.keep(copy_of(a), accepted.from_addr, {a: kept}, origin, event.identity_id)
+                await self.intake.keep(copy_of(a), accepted.from_addr, {a: kept}, origin, event.identity_id)
         elif internal:
             only = copy_of(next(iter(internal)))
-            await intake.keep(only, accepted.from_addr, internal, str(accepted.message_id), event.identity_id)
+            await self.intake.keep(only, accepted.from_addr, internal, str(accepted.message_id), event.identity_id)
         delivered = list(dict.fromkeys(t.identity_id for ts in internal.values() for t in ts))
         if not recipients and not internal:  # every recipient is hosted here and refuses this sender
             reply = SmtpReply(code=550, message=REFUSED)
@@ -320,17 +323,17 @@ def build(
         if not recipients:
             return (
                 Outcome("sent", SmtpReply(code=250, message=INTERNAL), ""),
-                await blobs.put(data, RFC822, [event.org_id]),
+                await self.blobs.put(data, RFC822, [event.org_id]),
                 delivered,
             )
-        keeping = asyncio.create_task(blobs.put(data, RFC822, [event.org_id]))  # beside the SMTP transaction
+        keeping = asyncio.create_task(self.blobs.put(data, RFC822, [event.org_id]))  # beside the SMTP transaction
         try:
             address_of = {wire: a for a, wire in wires.items()}
             if personal and len(recipients) > 1:
-                outcome = await deliver_each(relay, sender, [(w, address_of[w]) for w in recipients], copy_of)
+                outcome = await self.deliver_each(relay, sender, [(w, address_of[w]) for w in recipients], copy_of)
             else:
                 only = copy_of(address_of[recipients[0]])
-                outcome = await smtp.deliver(
+                outcome = await self.smtp.deliver(
                     relay, sender, recipients, only, smtputf8=needs_smtputf8([sender, *recipients])
                 )
         finally:
@@ -341,6 +344,7 @@ def build(
         return outcome, keeping.result(), delivered
 
     async def deliver_each(
+        self,
         relay: Relay, sender: str, recipients: list[tuple[str, str]], copy_for: Callable[[str], bytes]
     ) -> Outcome:
         """One SMTP transaction per recipient (`recipients`: each one's envelope and written address; its
@@ -352,9 +356,9 @@ def build(
         time), else failed."""
         outcomes: dict[str, Outcome] = {}
         try:
-            async with asyncio.timeout(settings.smtp_transaction_timeout_s):
+            async with asyncio.timeout(self.settings.smtp_transaction_timeout_s):
                 for wire, address in recipients:
-                    outcomes[wire] = await smtp.deliver(
+                    outcomes[wire] = await self.smtp.deliver(
                         relay, sender, [wire], copy_for(address), smtputf8=needs_smtputf8([sender, wire])
                     )
         except TimeoutError:
@@ -372,6 +376,7 @@ def build(
         return next(iter(outcomes.values()))
 
     async def dispatch_one(
+        self,
         a: Attempt, relays: dict[UUID, Relay], local: dict[str, list[Target]]
     ) -> list[Envelope]:
         event = a.event
@@ -382,8 +387,8 @@ def build(
             # at most twice smtp_pool_size messages per mailbox are ever between a relay's 250 and their
             # record, which bounds the duplicates a crash of dispatch can cause (a database that fails
             # meanwhile only delays the record: `record_outcome`). `lanes` bounds open transactions.
-            async with unrecorded[mailbox]:
-                async with lanes[mailbox]:
+            async with self.unrecorded[mailbox]:
+                async with self.lanes[mailbox]:
                     if a.start_by is not None and time.monotonic() > a.start_by:
                         log.warning("no connection free in time; the send's lease makes it later")
                         return []
@@ -395,7 +400,7 @@ def build(
                     if relay is None:
                         outcome = Outcome("hard", None, "the mailbox was removed")
                     else:
-                        outcome, raw, delivered = await send(relay, event, accepted, now, local)
+                        outcome, raw, delivered = await self.send(relay, event, accepted, now, local)
                     a.phase = "recording"
                 facts, retry = outcome_events(
                     event,
@@ -405,35 +410,35 @@ def build(
                     outcome,
                     str(relay),
                     datetime.now(UTC),
-                    settings,
+                    self.settings,
                     raw,
                     delivered,
                 )
                 if a.lease is not None:
                     await a.leased.wait()
-                outputs = await record_outcome(a, facts, retry)
+                outputs = await self.record_outcome(a, facts, retry)
             OUTCOMES.labels(outcome.kind).inc()
             log.info("dispatched", outcome=outcome.kind, attempt=attempt, reason=outcome.reason)
             if a.lease is not None:  # its batch is gone: publish here, then the lease has nothing left to do
-                await publish_events(broker, settings, outputs)
-                await timers.done(pool, [a.lease])
+                await publish_events(self.broker, self.settings, outputs)
+                await timers.done(self.pool, [a.lease])
             return outputs
 
-    async def record_outcome(a: Attempt, facts: list[Envelope], retry: Envelope | None) -> list[Envelope]:
+    async def record_outcome(self, a: Attempt, facts: list[Envelope], retry: Envelope | None) -> list[Envelope]:
         """Record what the relay answered. That record is the only account of a transaction that took
         place: dropped, the message would be sent again on redelivery. So while the database cannot
         take it (down, restarting, a connection broken under it) it is tried again, for up to
         record_patience_s; meanwhile no other send of the batch starts (they wait for its redelivery)."""
         record_as = a.lease.event_id if a.lease is not None else a.event.event_id
-        give_up_at, tries = time.monotonic() + settings.record_patience_s, 0
+        give_up_at, tries = time.monotonic() + self.settings.record_patience_s, 0
         while True:
             try:
                 if retry is None:  # group-committed with its neighbours' records
-                    return await recorder.record(record_as, facts)
-                async with pool.acquire() as conn, conn.transaction():
+                    return await self.recorder.record(record_as, facts)
+                async with self.pool.acquire() as conn, conn.transaction():
                     outputs, first = await db.record(conn, CONSUMER, record_as, facts)
                     if first:
-                        await schedule(conn, retry)
+                        await self.schedule(conn, retry)
                     return outputs
             except Exception as exc:
                 if not a.record_failed:
@@ -446,12 +451,12 @@ def build(
                             attempt=tries, pause_s=pause, error=repr(exc))  # fmt: skip
                 await asyncio.sleep(pause)
 
-    def finished_on_its_own(task: asyncio.Task) -> None:
-        on_their_own.discard(task)
+    def finished_on_its_own(self, task: asyncio.Task) -> None:
+        self.on_their_own.discard(task)
         if not task.cancelled() and (exc := task.exception()) is not None:
             log.error("a handed-over send did not finish; its lease completes it when due", error=repr(exc))
 
-    async def hand_over(attempts: list[Attempt], tasks: list[asyncio.Task]) -> None:
+    async def hand_over(self, attempts: list[Attempt], tasks: list[asyncio.Task]) -> None:
         """Sends still running after the batch's patience go on by themselves. One talking to its relay
         has a lease due after the transaction's time limit (plus a margin); one still waiting for a
         connection may start within that limit, and its lease falls due after twice it. So a lease
@@ -459,27 +464,27 @@ def build(
 
         If the leases cannot be stored, the sends go back to recording their outcomes as their batch's,
         and the error is raised: the batch waits for them, then is delivered again."""
-        now, limit = datetime.now(UTC), settings.smtp_transaction_timeout_s
+        now, limit = datetime.now(UTC), self.settings.smtp_transaction_timeout_s
         for a, task in zip(attempts, tasks, strict=True):
             if a.phase == "smtp":
                 a.lease = lease_for(a.event, now + timedelta(seconds=limit + 10))
             else:
                 a.start_by = time.monotonic() + limit
                 a.lease = lease_for(a.event, now + timedelta(seconds=2 * limit + 10))
-            on_their_own.add(task)
-            task.add_done_callback(finished_on_its_own)
+            self.on_their_own.add(task)
+            task.add_done_callback(self.finished_on_its_own)
         try:
-            async with pool.acquire() as conn, conn.transaction():
+            async with self.pool.acquire() as conn, conn.transaction():
                 for a in attempts:
                     _, first = await db.record(conn, CONSUMER, a.event.event_id, [])
                     if first:
-                        await schedule(conn, a.lease)
+                        await self.schedule(conn, a.lease)
         except BaseException:
             for a, task in zip(attempts, tasks, strict=True):
                 a.lease, a.start_by = None, None
                 a.leased.set()
-                on_their_own.discard(task)
-                task.remove_done_callback(finished_on_its_own)
+                self.on_their_own.discard(task)
+                task.remove_done_callback(self.finished_on_its_own)
             raise
         for a in attempts:
             a.leased.set()
@@ -489,7 +494,7 @@ def build(
             waiting=sum(a.phase == "waiting" for a in attempts),
         )
 
-    async def unsendable(event: Envelope, exc: BaseException) -> None:
+    async def unsendable(self, event: Envelope, exc: BaseException) -> None:
         """A send dispatch fails on every time fails for good, the error as its reason, so the message
         ends visibly and the partition moves on (anything else that fails so is parked)."""
         if (attempt := attempt_of(event)) is None:
@@ -499,11 +504,10 @@ def build(
         outcome = Outcome(
             "hard", None, f"dispatch could not process the message: {type(exc).__name__}: {exc}"[:500]
         )
-        facts, _ = outcome_events(event, accepted, number, first_at or now, outcome, "", now, settings)
-        await publish_events(broker, settings, await recorder.record(event.event_id, facts))
+        facts, _ = outcome_events(event, accepted, number, first_at or now, outcome, "", now, self.settings)
+        await publish_events(self.broker, self.settings, await self.recorder.record(event.event_id, facts))
 
-    @subscribe(broker, settings, [topics.DECISIONS], group=CONSUMER, on_poison=unsendable)
-    async def on_decisions(events: list[Envelope]) -> None:
+    async def on_decisions(self, events: list[Envelope]) -> None:
         """Send each accepted message through its mailbox's relay, once; defer and retry on 4xx."""
         # One send per event_id: a decision re-driven while its first copy still waited for dispatch
         # (the log lost, the consumer slow to join) can arrive twice in one batch.
@@ -512,20 +516,20 @@ def build(
             return
         # What was sent already, the relays, and which recipients are hosted here (they get their mail
         # without a relay): one query a batch.
-        done, relays, local = await batch_state(pool, todo, secrets)
+        done, relays, local = await batch_state(self.pool, todo, self.secrets)
         fresh = [e for e in todo if e.event_id not in done]
         record_failed: list[BaseException] = []
         attempts = [Attempt(e, record_failed) for e in fresh]
-        tasks = [asyncio.create_task(dispatch_one(a, relays, local)) for a in attempts]
+        tasks = [asyncio.create_task(self.dispatch_one(a, relays, local)) for a in attempts]
         if tasks:
-            await asyncio.wait(tasks, timeout=settings.smtp_patience_s)
+            await asyncio.wait(tasks, timeout=self.settings.smtp_patience_s)
         # Decided at once, with no await between: a send's phase cannot move while this looks at it.
         slow = [
             (a, t) for a, t in zip(attempts, tasks, strict=True) if not t.done() and a.phase != "recording"
         ]
         if slow:
             try:
-                await hand_over([a for a, _ in slow], [t for _, t in slow])
+                await self.hand_over([a for a, _ in slow], [t for _, t in slow])
             except BaseException:
                 await asyncio.gather(*tasks, return_exceptions=True)
                 raise
@@ -542,6 +546,13 @@ def build(
         done.update({event_id: [] for event_id in handed})  # published by the send itself, or its lease
         if len(done) > len(fresh):
             log.info("re-publishing recorded outcomes", count=len(done) - len(fresh))
-        await publish_events(broker, settings, [o for e in todo for o in done[e.event_id]])
+        await publish_events(self.broker, self.settings, [o for e in todo for o in done[e.event_id]])
 
-    return LetThemFinish(on_their_own, settings.smtp_timeout_s), blobs
+
+def build(
+    broker: KafkaBroker, settings: DispatchSettings, pool: asyncpg.Pool
+) -> tuple[LetThemFinish, BlobStore]:
+    """Register the dispatch consumer on `broker`."""
+    d = Dispatcher(broker, settings, pool)
+    subscribe(broker, settings, [topics.DECISIONS], group=CONSUMER, on_poison=d.unsendable)(d.on_decisions)
+    return LetThemFinish(d.on_their_own, settings.smtp_timeout_s), d.blobs

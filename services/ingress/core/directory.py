@@ -22,10 +22,15 @@ from schemas.events import (
     IdentityCreated,
     IdentityDeleted,
     IdentityPayload,
+    IdentityUpdated,
     MailboxAdded,
+    MailboxHealthChanged,
+    MailboxHealthPayload,
     MailboxPayload,
+    MailboxRemoved,
     MailboxSyncChanged,
     MailboxSyncPayload,
+    MailboxUpdated,
 )
 from schemas.limits import DEFAULT_HOURLY_LIMIT
 from services.common import timers
@@ -302,3 +307,95 @@ async def accounts_of(c: Context, identity_ids: list[UUID]) -> dict[UUID, list[a
     for r in rows:
         out[r["identity_id"]].append(r)
     return out
+
+
+async def find_account(c: Context, identity: asyncpg.Record, mailbox_id: UUID | None) -> asyncpg.Record:
+    """A live account of the identity's pool; NotFound if absent or not this identity's."""
+    row = mailbox_id and await c.pool.fetchrow(
+        "SELECT * FROM mailboxes WHERE id = $1 AND identity_id = $2 AND deleted_at IS NULL",
+        mailbox_id,
+        identity["id"],
+    )
+    if not row:
+        raise NotFound("mailbox")
+    return row
+
+
+async def update_identity(
+    c: Context, identity: asyncpg.Record, correlation_id: str, *, daily_cap: int | None, timezone: str | None
+) -> asyncpg.Record:
+    """The identity's daily cap or time zone changed (None: as it was), announced with IdentityUpdated."""
+    async with change(c) as (conn, facts):
+        row = await conn.fetchrow(
+            """UPDATE identities SET daily_cap = coalesce($2, daily_cap), timezone = coalesce($3, timezone),
+                      updated_at = now() WHERE id = $1 RETURNING *""",
+            identity["id"],
+            daily_cap,
+            timezone,
+        )
+        facts.append(IdentityUpdated(**fact_envelope(row, correlation_id), payload=identity_fact(row)))
+    await forget_identity(c, row)
+    return row
+
+
+@dataclass(frozen=True)
+class AccountChanges:
+    """What a request changes of an account; a field left out of `fields` or `smtp` stays as it is. In
+    `smtp`, a password is the plain secret (sealed here) and None removes it."""
+
+    fields: dict[str, Any]  # health, hourlyLimit, dailyLimit (None: no daily limit)
+    smtp: dict[str, Any]  # host, port, tls, username, password
+    imap: Any = None
+    imap_set: bool = False  # the request names the IMAP account (None: removed)
+
+
+async def update_account(
+    c: Context, identity: asyncpg.Record, before: asyncpg.Record, changes: AccountChanges, correlation_id: str
+) -> asyncpg.Record:
+    """An account of the pool changed, announced with MailboxUpdated (and MailboxHealthChanged when its
+    health did, and the sync fact when its IMAP account did)."""
+    fields, smtp = changes.fields, changes.smtp
+    async with change(c) as (conn, facts):
+        row = await conn.fetchrow(
+            """UPDATE mailboxes SET
+                  health = coalesce($2, health),
+                  hourly_limit = coalesce($3, hourly_limit),
+                  daily_limit = CASE WHEN $4 THEN $5 ELSE daily_limit END,
+                  smtp_host = coalesce($6, smtp_host), smtp_port = coalesce($7, smtp_port),
+                  smtp_tls = coalesce($8, smtp_tls),
+                  smtp_username = CASE WHEN $9 THEN $10 ELSE smtp_username END,
+                  smtp_password = CASE WHEN $11 THEN $12 ELSE smtp_password END,
+                  updated_at = now()
+                WHERE id = $1 RETURNING *""",
+            before["id"],
+            fields.get("health"),
+            fields.get("hourlyLimit"),
+            "dailyLimit" in fields,
+            fields.get("dailyLimit"),
+            smtp.get("host"),
+            smtp.get("port"),
+            smtp.get("tls"),
+            "username" in smtp,
+            smtp.get("username"),
+            "password" in smtp,
+            c.secrets.seal(smtp.get("password")),
+        )
+        if changes.imap_set:
+            row = await set_imap(c, conn, identity, row["id"], changes.imap, correlation_id, facts)
+        envelope = fact_envelope(identity, correlation_id)
+        if row["health"] != before["health"]:
+            health = MailboxHealthPayload(mailbox_id=row["id"], health=row["health"], previous=before["health"])
+            facts.append(MailboxHealthChanged(**envelope, payload=health))
+        facts.append(MailboxUpdated(**envelope, payload=account_fact(row)))
+    return row
+
+
+async def remove_account(c: Context, identity: asyncpg.Record, account: asyncpg.Record, correlation_id: str) -> None:
+    """The account leaves the pool (its messages stay readable), announced with MailboxRemoved."""
+    async with change(c) as (conn, facts):
+        await conn.execute("UPDATE mailboxes SET deleted_at = now() WHERE id = $1", account["id"])
+        facts.append(
+            MailboxRemoved(**fact_envelope(identity, correlation_id), payload=EntityRemovedPayload(id=account["id"]))
+        )
+        if account["imap_host"] is not None:
+            facts.append(sync_fact(identity, correlation_id, account["id"], False))

@@ -30,12 +30,6 @@ from schemas.api.identities import (
 from schemas.commands import Command, NewSend, Reply
 from schemas.events import (
     Content,
-    EntityRemovedPayload,
-    IdentityUpdated,
-    MailboxHealthChanged,
-    MailboxHealthPayload,
-    MailboxRemoved,
-    MailboxUpdated,
 )
 from services.domain import views
 from services.ingress.context import ctx
@@ -87,20 +81,8 @@ async def find_identity(call: Call) -> asyncpg.Record:
     return await directory.find_identity(ctx(call), call.principal.org_id, call.param("handle"))
 
 
-async def forget_identity(call: Call, row: asyncpg.Record) -> None:
-    await directory.forget_identity(ctx(call), row)
-
-
 async def find_mailbox(call: Call, identity: asyncpg.Record) -> asyncpg.Record:
-    mailbox_id = ids.parse("mailbox", call.param("accId"))
-    row = mailbox_id and await ctx(call).pool.fetchrow(
-        "SELECT * FROM mailboxes WHERE id = $1 AND identity_id = $2 AND deleted_at IS NULL",
-        mailbox_id,
-        identity["id"],
-    )
-    if not row:
-        raise not_found("Mailbox")
-    return row
+    return await directory.find_account(ctx(call), identity, ids.parse("mailbox", call.param("accId")))
 
 
 # --- identities ------------------------------------------------------------------------------------
@@ -160,20 +142,9 @@ async def get_identity(call: Call) -> web.Response:
 async def update_identity(call: Call) -> web.Response:
     identity = await find_identity(call)
     b: UpdateIdentity = call.body
-    async with directory.change(ctx(call)) as (conn, facts):
-        row = await conn.fetchrow(
-            """UPDATE identities SET daily_cap = coalesce($2, daily_cap), timezone = coalesce($3, timezone),
-                      updated_at = now() WHERE id = $1 RETURNING *""",
-            identity["id"],
-            b.dailyCap,
-            b.timezone,
-        )
-        facts.append(
-            IdentityUpdated(
-                **directory.fact_envelope(row, call.request_id), payload=directory.identity_fact(row)
-            )
-        )
-    await forget_identity(call, row)
+    row = await directory.update_identity(
+        ctx(call), identity, call.request_id, daily_cap=b.dailyCap, timezone=b.timezone
+    )
     return json_model(render_identity(row))
 
 
@@ -227,10 +198,7 @@ async def add_mailbox(call: Call) -> web.Response:
 )
 async def list_mailboxes(call: Call) -> web.Response:
     identity = await find_identity(call)
-    rows = await ctx(call).pool.fetch(
-        "SELECT * FROM mailboxes WHERE identity_id = $1 AND deleted_at IS NULL ORDER BY created_at, id",
-        identity["id"],
-    )
+    rows = (await directory.accounts_of(ctx(call), [identity["id"]]))[identity["id"]]
     return json_model(MailboxList(data=[render_mailbox(r, identity["handle"]) for r in rows]))
 
 
@@ -278,42 +246,8 @@ async def update_mailbox(call: Call) -> web.Response:
         )
     if b.imap is not None:
         await egress.check_account(ctx(call), imap=b.imap)
-    async with directory.change(ctx(call)) as (conn, facts):
-        row = await conn.fetchrow(
-            """UPDATE mailboxes SET
-                  health = coalesce($2, health),
-                  hourly_limit = coalesce($3, hourly_limit),
-                  daily_limit = CASE WHEN $4 THEN $5 ELSE daily_limit END,
-                  smtp_host = coalesce($6, smtp_host), smtp_port = coalesce($7, smtp_port),
-                  smtp_tls = coalesce($8, smtp_tls),
-                  smtp_username = CASE WHEN $9 THEN $10 ELSE smtp_username END,
-                  smtp_password = CASE WHEN $11 THEN $12 ELSE smtp_password END,
-                  updated_at = now()
-                WHERE id = $1 RETURNING *""",
-            before["id"],
-            fields.get("health"),
-            fields.get("hourlyLimit"),
-            "dailyLimit" in fields,
-            fields.get("dailyLimit"),
-            smtp.get("host"),
-            smtp.get("port"),
-            smtp.get("tls"),
-            "username" in smtp,
-            smtp.get("username"),
-            "password" in smtp,
-            ctx(call).secrets.seal(smtp.get("password")),
-        )
-        if "imap" in b.model_fields_set:
-            row = await directory.set_imap(
-                ctx(call), conn, identity, row["id"], b.imap, call.request_id, facts
-            )
-        envelope = directory.fact_envelope(identity, call.request_id)
-        if row["health"] != before["health"]:
-            health = MailboxHealthPayload(
-                mailbox_id=row["id"], health=row["health"], previous=before["health"]
-            )
-            facts.append(MailboxHealthChanged(**envelope, payload=health))
-        facts.append(MailboxUpdated(**envelope, payload=directory.account_fact(row)))
+    changes = directory.AccountChanges(fields, smtp, b.imap, "imap" in b.model_fields_set)
+    row = await directory.update_account(ctx(call), identity, before, changes, call.request_id)
     return json_model(render_mailbox(row, identity["handle"]))
 
 
@@ -329,16 +263,7 @@ async def update_mailbox(call: Call) -> web.Response:
 async def remove_mailbox(call: Call) -> web.Response:
     identity = await find_identity(call)
     mailbox = await find_mailbox(call, identity)
-    async with directory.change(ctx(call)) as (conn, facts):
-        await conn.execute("UPDATE mailboxes SET deleted_at = now() WHERE id = $1", mailbox["id"])
-        facts.append(
-            MailboxRemoved(
-                **directory.fact_envelope(identity, call.request_id),
-                payload=EntityRemovedPayload(id=mailbox["id"]),
-            )
-        )
-        if mailbox["imap_host"] is not None:
-            facts.append(directory.sync_fact(identity, call.request_id, mailbox["id"], False))
+    await directory.remove_account(ctx(call), identity, mailbox, call.request_id)
     return web.Response(status=204)
 
 
