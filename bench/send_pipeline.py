@@ -269,16 +269,24 @@ async def one_at_a_time(client: Client, handle: str, n: int = 50) -> list[float]
     return latencies
 
 
-async def fixed_rate(client: Client, handle: str, rate: int, seconds: float) -> list[tuple[float, float]]:
-    """Open loop: a request starts every 1/rate s regardless of the others; returns (start, seconds) of each."""
+async def fixed_rate(
+    client: Client, handle: str, rate: int, seconds: float
+) -> tuple[list[tuple[float, float]], int]:
+    """Open loop: a request starts every 1/rate s regardless of the others; returns (start, seconds) of
+    each accepted one, and how many were shed (503 `overloaded`: the pipeline fell behind)."""
     latencies: list[tuple[float, float]] = []
+    shed = 0
     tasks = []
 
     async def one(i: int) -> None:
+        nonlocal shed
         sent_at = time.monotonic()
         status, body, took = await client.post(
             f"/v1/identities/{handle}/send", {"to": f"r{rate}-{i}@example.test", "subject": "s", "text": "t"}
         )
+        if status == 503 and body.get("error", {}).get("type") == "overloaded":
+            shed += 1
+            return
         assert status == 202, body
         latencies.append((sent_at, took))
 
@@ -289,7 +297,7 @@ async def fixed_rate(client: Client, handle: str, rate: int, seconds: float) -> 
             await asyncio.sleep(delay)
         tasks.append(asyncio.create_task(one(i)))
     await asyncio.gather(*tasks)
-    return latencies
+    return latencies, shed
 
 
 @dataclass
@@ -369,11 +377,12 @@ async def main(args: argparse.Namespace) -> None:
                 floor = await one_at_a_time(client, handle)
                 e2e = await sustained(client, pool, handle, mailbox, args.sends, args.concurrency)
                 requests_topic = topics.REQUESTS.name(pipeline.stack.env["SENDSTREAM_KAFKA_TOPIC_PREFIX"])
-                rates, cpu, logged = {}, {}, {}
+                rates, cpu, logged, shed = {}, {}, {}, {}
                 for r in args.rates:
                     logged[r] = await records_in(infra.env["KAFKA_BOOTSTRAP_SERVERS"], requests_topic)
                     with CpuMeter() as cpu[r]:
-                        rates[r] = [t for _, t in await fixed_rate(client, handle, r, args.seconds)]
+                        accepted, shed[r] = await fixed_rate(client, handle, r, args.seconds)
+                        rates[r] = [t for _, t in accepted]
                 await asyncio.sleep(3)  # let the audit view catch up
                 decide_floor = await between(pool, "SendRequested", "SendAccepted", "floor-%")
                 decide_at = {
@@ -419,6 +428,8 @@ async def main(args: argparse.Namespace) -> None:
             print(
                 f"  HTTP latency                                  {ms(lat)}   mean {statistics.mean(lat) * 1000:.1f} ms"
             )
+            if shed[rate]:
+                print(f"  shed (503 overloaded, nothing sent)           {shed[rate]:9d}")
             print(f"  of which request -> decision                  {ms(decide_at[rate])}")
             print(f"  accept -> SMTP 250                            {ms(relay_at[rate])}")
             print(cpu[rate].report(len(lat)))
