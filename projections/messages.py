@@ -38,6 +38,7 @@ from schemas.events import (
     SuppressionRemoved,
 )
 from schemas.status import STATUS_RANK, MessageStatus
+from services.domain import suppressions
 
 Statement = tuple[str, tuple[Any, ...]]
 CONSUMER = "projections"  # the consumer of these views: its group, and its records in processed_events
@@ -195,23 +196,6 @@ def _upsert_conversation_sql(names: tuple[str, ...]) -> str:
     return sql
 
 
-# One statement for adding and removing, so that they commute: only a later change moves a row; an
-# address suppressed already keeps its first cause.
-SUPPRESS = """
-INSERT INTO suppressions (org_id, address, active, reason, message_id, event_id, cause_id, created_at, changed_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)
-ON CONFLICT (org_id, address) DO UPDATE SET
-    active = EXCLUDED.active,
-    reason = CASE WHEN suppressions.active AND EXCLUDED.active THEN suppressions.reason ELSE EXCLUDED.reason END,
-    message_id = CASE WHEN suppressions.active AND EXCLUDED.active THEN suppressions.message_id ELSE EXCLUDED.message_id END,
-    event_id = CASE WHEN suppressions.active AND EXCLUDED.active THEN suppressions.event_id ELSE EXCLUDED.event_id END,
-    cause_id = CASE WHEN suppressions.active AND EXCLUDED.active THEN suppressions.cause_id ELSE EXCLUDED.cause_id END,
-    created_at = CASE WHEN suppressions.active AND EXCLUDED.active THEN suppressions.created_at ELSE EXCLUDED.created_at END,
-    changed_at = EXCLUDED.changed_at
-WHERE suppressions.changed_at < EXCLUDED.changed_at
-"""
-
-
 def relay_reply(reply: SmtpReply | None) -> dict[str, Any]:
     return {"smtp_code": reply.code if reply else None, "smtp_message": reply.message if reply else None}
 
@@ -361,12 +345,8 @@ def statements(event: Envelope, texts: Mapping[str, str] | None = None) -> list[
             out.append(
                 upsert_message(p.message_id, event, status, reason=detail if status != "delivered" else None)
             )
-        case SuppressionAdded(payload=p):
-            out.append((SUPPRESS, (event.org_id, p.address, True, p.reason, p.message_id, event.event_id,
-                                   event.causation_id, event.occurred_at)))  # fmt: skip
-        case SuppressionRemoved(payload=p):
-            out.append((SUPPRESS, (event.org_id, p.address, False, "manual", None, event.event_id, None,
-                                   event.occurred_at)))  # fmt: skip
+        case SuppressionAdded() | SuppressionRemoved():
+            out.append((suppressions.SUPPRESS, suppressions.change(event)))
         case MessageFlagsChanged(payload=p):
             out.append((FLAGS, (p.message_id, p.is_read, p.is_starred, event.occurred_at)))
         case MessageDeleted(payload=p):

@@ -342,6 +342,39 @@ async def _gone(api: Api, address: str) -> bool:
     return (await api.call("GET", f"/v1/suppressions/{address}"))[0] == 404
 
 
+async def test_a_send_asked_for_right_after_an_unsubscribe_or_a_suppression_answered_is_refused(
+    api: Api, relay: Relay
+) -> None:
+    """Once the API said an address is suppressed (the one-click POST's 200, `POST /v1/suppressions`'s
+    201), the very next send to it is refused, 8 times in a row each; before, it was accepted and
+    delivered 8 of 8 times after an unsubscribe (the view was written later, from the log)."""
+    handle, _ = await make_identity(api, relay, daily_cap=1000)
+
+    async def send_to(address: str, **extra) -> dict:
+        status, body, _ = await api.call(
+            "POST", f"/v1/identities/{handle}/send", {"to": address, "subject": "Hi", "text": "t", **extra}
+        )
+        assert status == 202, body
+        return body["messages"][0]
+
+    for i in range(8):
+        lead = f"stop{i}-{uuid.uuid4().hex[:6]}@example.test"
+        await send_to(lead, unsubscribe=True)
+        [received] = await eventually(lambda a=lead: asyncio.sleep(0, [r for r in relay.received if r.rcpt_tos == [a]]))
+        url = received.message["List-Unsubscribe"].split(",")[0].strip(" <>")
+        async with api.session.post(url, data="List-Unsubscribe=One-Click") as answer:
+            assert answer.status == 200
+        after = await send_to(lead)
+        assert (after["status"], after["reason"]) == ("rejected", "suppressed"), after
+
+        manual = f"manual{i}-{uuid.uuid4().hex[:6]}@example.test"
+        assert (await api.call("POST", "/v1/suppressions", {"address": manual}))[0] == 201
+        after = await send_to(manual)
+        assert (after["status"], after["reason"]) == ("rejected", "suppressed"), after
+    assert (await api.call("DELETE", f"/v1/suppressions/{manual}"))[0] == 204
+    assert (await send_to(manual))["status"] == "accepted"  # mailed again at once, too
+
+
 async def test_one_click_unsubscribe_suppresses_once_and_refuses_a_tampered_token(
     api: Api, relay: Relay, inbound: int
 ) -> None:

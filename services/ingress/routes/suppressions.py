@@ -1,8 +1,10 @@
 """The organization's suppression list (SPEC 3.4): addresses decide refuses to mail (`suppressed`).
 
 Entries are facts on the suppressions topic (SuppressionAdded / SuppressionRemoved, keyed by
-organization, so in order); the projections keep the table these routes read and decide checks. A
-bounce, a complaint or a one-click unsubscribe adds one by itself, with its cause.
+organization, so in order); the projections keep the table these routes read and decide checks, and
+these routes write their own facts through to it before answering (services/domain/suppressions.py),
+so a send asked for after the answer is decided with it. A bounce, a complaint or a one-click
+unsubscribe adds one by itself, with its cause.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from schemas.events import (
     SuppressionRemoved,
     SuppressionRemovedPayload,
 )
+from services.domain import suppressions
 from services.ingress import cursors
 from services.ingress.context import ctx
 from services.ingress.http import Call, json_model, not_found, query_limit, route
@@ -93,6 +96,7 @@ async def add_suppression(call: Call) -> web.Response:
         payload=SuppressionAddedPayload(address=b.address.lower(), reason=b.reason),
     )  # fmt: skip
     await ctx(call).publish([event])
+    await suppressions.write_through(ctx(call).pool, [event])  # read-your-writes: decide reads this view
     return json_model(
         Suppression(
             address=event.payload.address, reason=b.reason, messageId=None, eventId=str(event.event_id),
@@ -110,8 +114,8 @@ async def remove_suppression(call: Call) -> web.Response:
     row = await find(call, call.param("address"))
     if row is None:
         raise not_found("Suppression")
-    await ctx(call).publish(
-        [SuppressionRemoved(org_id=call.principal.org_id, correlation_id=call.request_id,
-                            payload=SuppressionRemovedPayload(address=row["address"]))]
-    )  # fmt: skip
+    removed = [SuppressionRemoved(org_id=call.principal.org_id, correlation_id=call.request_id,
+                                  payload=SuppressionRemovedPayload(address=row["address"]))]  # fmt: skip
+    await ctx(call).publish(removed)
+    await suppressions.write_through(ctx(call).pool, removed)
     return web.Response(status=204)

@@ -10,7 +10,7 @@ import html
 from aiohttp import web
 from pydantic import BaseModel
 
-from services.domain import unsubscribe
+from services.domain import suppressions, unsubscribe
 from services.ingress.context import ctx
 from services.ingress.http import Call, json_model, not_found, route
 
@@ -32,7 +32,9 @@ async def suppression(call: Call):
     summary="One-click unsubscribe (RFC 8058): suppresses the recipient the link was sent to, and only them",
 )  # fmt: skip
 async def unsubscribe_now(call: Call) -> web.Response:
-    await ctx(call).publish([await suppression(call)])
+    events = [await suppression(call)]
+    await ctx(call).publish(events)
+    await suppressions.write_through(ctx(call).pool, events)  # read-your-writes: decide reads this view
     return json_model(Unsubscribed(unsubscribed=True))
 
 
