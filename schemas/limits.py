@@ -11,6 +11,7 @@ MAX_RECIPIENTS = 100  # To, Cc and Bcc of one message, in all
 
 DEFAULT_DAILY_CAP = 150  # SPEC 2: an identity's daily cap unless set (every dialect's identities)
 DEFAULT_HOURLY_LIMIT = 600  # a mailbox's sends in an hour unless set (its relay's usual allowance)
+SCHEDULE_AHEAD_MAX_DAYS = 365  # SPEC 3.5: how far ahead a send may be scheduled
 
 # Extensions mail providers refuse to carry (Gmail's list): executables, scripts, installers, disk
 # images and shortcuts. Compared case-insensitively with the name's last extension.

@@ -1,0 +1,65 @@
+"""When a scheduled send fires (SPEC 3.5), from what a request says: an RFC 3339 instant, or a local
+date-time without offset plus an IANA `timezone`. Pure: the routes of every dialect use it to answer
+400 naming the field, and the send carries the UTC instant.
+
+- A local time the clocks skip in that zone (a spring-forward gap) does not exist: refused.
+- A local time the clocks repeat (a fall-back hour) happens twice: the first of the two is taken, so a
+  sequencer's 01:30 is never an hour late.
+- An instant with an offset and a `timezone` as well must agree with that zone's offset then: two
+  answers to "when" are refused rather than one of them dropped.
+- In the past, or more than SCHEDULE_AHEAD_MAX ahead: refused.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from schemas.limits import SCHEDULE_AHEAD_MAX_DAYS
+
+
+class ScheduleError(ValueError):
+    """What is wrong, worded with the request's own field name first (`sendAt: ...`)."""
+
+
+def fire_at(value: str, timezone: str | None, now: datetime, *, field: str = "sendAt",
+            zone_field: str = "timezone") -> datetime:  # fmt: skip
+    """The UTC instant `value` names (see the module docstring); ScheduleError otherwise."""
+    zone = None
+    if timezone is not None:
+        try:
+            zone = ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ScheduleError(f"{zone_field}: is not a known IANA time zone") from None
+    try:
+        written = datetime.fromisoformat(value.replace("z", "Z"))
+    except (TypeError, ValueError):
+        raise ScheduleError(
+            f"{field}: is not a date-time (RFC 3339, e.g. 2026-12-08T15:00:00Z, or a local "
+            f"2026-12-08T09:00:00 with {zone_field})"
+        ) from None
+    if written.tzinfo is not None:
+        at = written.astimezone(UTC)
+        if zone is not None and at.astimezone(zone).utcoffset() != written.utcoffset():
+            raise ScheduleError(
+                f"{field}: its offset {_offset(written)} is not {timezone}'s at that time "
+                f"({_offset(at.astimezone(zone))}); give one or the other"
+            )
+    elif zone is None:
+        raise ScheduleError(f"{field}: a local time without an offset needs {zone_field} (an IANA name)")
+    else:
+        local = written.replace(tzinfo=zone, fold=0)
+        at = local.astimezone(UTC)
+        if at.astimezone(zone).replace(tzinfo=None) != written:
+            raise ScheduleError(f"{field}: {value} does not exist in {timezone} (the clocks skip it)")
+    if at <= now:
+        raise ScheduleError(f"{field}: is in the past ({at.isoformat().replace('+00:00', 'Z')})")
+    if at - now > timedelta(days=SCHEDULE_AHEAD_MAX_DAYS):
+        raise ScheduleError(f"{field}: is more than {SCHEDULE_AHEAD_MAX_DAYS} days ahead")
+    return at
+
+
+def _offset(at: datetime) -> str:
+    minutes = int(at.utcoffset().total_seconds() // 60)  # type: ignore[union-attr]
+    sign, minutes = ("-", -minutes) if minutes < 0 else ("+", minutes)
+    return f"{sign}{minutes // 60:02d}:{minutes % 60:02d}"
