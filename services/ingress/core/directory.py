@@ -85,17 +85,19 @@ async def forget_identity(c: Context, row: asyncpg.Record) -> None:
     await c.cache.invalidate(c.pool, identity_cache_key(row["org_id"], row["handle"]))
 
 
+async def _of_identity(c: Context, query: str, kind: str, thing_id: UUID | None, identity: asyncpg.Record):
+    """The row `query` finds for ($1 = `thing_id`, $2 = the identity's id); none (an id that did not
+    parse), or one of another identity or organization, is NotFound(`kind`)."""
+    row = thing_id and await c.pool.fetchrow(query, thing_id, identity["id"])
+    if not row:
+        raise NotFound(kind)
+    return row
+
+
 async def find_thread(c: Context, identity: asyncpg.Record, conv_id: UUID | None) -> asyncpg.Record:
-    """The conversation a reply continues; none (an id that did not parse), or one of another identity
-    or organization, is NotFound."""
-    thread = conv_id and await c.pool.fetchrow(
-        "SELECT conv_id, counterpart, subject FROM threads WHERE conv_id = $1 AND identity_id = $2",
-        conv_id,
-        identity["id"],
-    )
-    if not thread:
-        raise NotFound("conversation")
-    return thread
+    """The conversation a reply continues."""
+    query = "SELECT conv_id, counterpart, subject FROM threads WHERE conv_id = $1 AND identity_id = $2"
+    return await _of_identity(c, query, "conversation", conv_id, identity)
 
 
 async def find_message(c: Context, identity: asyncpg.Record, message_id: UUID | None) -> asyncpg.Record:
@@ -310,15 +312,9 @@ async def accounts_of(c: Context, identity_ids: list[UUID]) -> dict[UUID, list[a
 
 
 async def find_account(c: Context, identity: asyncpg.Record, mailbox_id: UUID | None) -> asyncpg.Record:
-    """A live account of the identity's pool; NotFound if absent or not this identity's."""
-    row = mailbox_id and await c.pool.fetchrow(
-        "SELECT * FROM mailboxes WHERE id = $1 AND identity_id = $2 AND deleted_at IS NULL",
-        mailbox_id,
-        identity["id"],
-    )
-    if not row:
-        raise NotFound("mailbox")
-    return row
+    """A live account of the identity's pool."""
+    query = "SELECT * FROM mailboxes WHERE id = $1 AND identity_id = $2 AND deleted_at IS NULL"
+    return await _of_identity(c, query, "mailbox", mailbox_id, identity)
 
 
 async def update_identity(
