@@ -126,6 +126,14 @@ class SendRequestedPayload(Payload):
     messages: list[RequestedMessage]
     content: Content
     origin: Origin | None = None
+    # A scheduled send (SPEC 3.5): decided as `scheduled` now, and decided as a send when its timer
+    # publishes it again with `fired` (one message, under uuid5(message_id, "fire")) at `send_at`.
+    send_at: datetime | None = None
+    fired: bool = False
+
+    def firing(self, message: RequestedMessage) -> SendRequestedPayload:
+        """The request of one of its messages as its timer publishes it at `send_at`."""
+        return self.model_copy(update={"messages": [message], "fired": True})
 
 
 class ReplyRequestedPayload(Payload):
@@ -143,6 +151,18 @@ class ReplyRequestedPayload(Payload):
 class SendRequested(Envelope):
     type: Literal["SendRequested"] = "SendRequested"
     payload: SendRequestedPayload
+
+
+class CancelRequestedPayload(Payload):
+    """Cancel a scheduled send before it fires. Decided on the identity's partition, in one order with
+    the send's firing: whichever comes first wins, and the answer says which."""
+
+    message_id: UUID
+
+
+class CancelRequested(Envelope):
+    type: Literal["CancelRequested"] = "CancelRequested"
+    payload: CancelRequestedPayload
 
 
 class ReplyRequested(Envelope):
@@ -202,6 +222,31 @@ class DispatchRetryDue(Envelope):
 class SendRejected(Envelope):
     type: Literal["SendRejected"] = "SendRejected"
     payload: SendRejectedPayload
+
+
+class SendScheduledPayload(Payload):
+    """A message of a scheduled send, waiting for `send_at`; everything else is decided when it fires."""
+
+    message_id: UUID
+    conv_id: UUID
+    to: list[str]
+    send_at: datetime
+
+
+class SendScheduled(Envelope):
+    type: Literal["SendScheduled"] = "SendScheduled"
+    payload: SendScheduledPayload
+
+
+class SendCancelledPayload(Payload):
+    message_id: UUID
+    conv_id: UUID | None = None
+    reason: Literal["requested", "replied"] = "requested"
+
+
+class SendCancelled(Envelope):
+    type: Literal["SendCancelled"] = "SendCancelled"
+    payload: SendCancelledPayload
 
 
 # --- message lifecycle (topic: messages, key: message_id) ------------------------------------------
@@ -517,8 +562,8 @@ class MailboxSyncChanged(Envelope):
 
 
 ALL_EVENTS: tuple[type[Envelope], ...] = (
-    SendRequested, ReplyRequested, MessageArrived,
-    SendAccepted, SendRejected, DispatchRetryDue,
+    SendRequested, ReplyRequested, MessageArrived, CancelRequested,
+    SendAccepted, SendRejected, DispatchRetryDue, SendScheduled, SendCancelled,
     MessageSent, DispatchDeferred, MessageFailed, MessageReceived, MessageDelivered, MessageBounced,
     MessageComplained, MessageFlagsChanged, MessageDeleted,
     SuppressionAdded, SuppressionRemoved, WebhookDelivered, WebhookFailed, WebhookEndpointDisabled,

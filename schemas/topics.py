@@ -28,11 +28,13 @@ class Topic:
         return f"{prefix}.{self.suffix}.dlq"
 
 
-REQUESTS = Topic("requests", "identity_id", (ev.SendRequested, ev.ReplyRequested, ev.MessageArrived))
+REQUESTS = Topic(
+    "requests", "identity_id", (ev.SendRequested, ev.ReplyRequested, ev.MessageArrived, ev.CancelRequested)
+)
 DECISIONS = Topic(
     "decisions",
     "mailbox_id when assigned, else identity_id",
-    (ev.SendAccepted, ev.SendRejected, ev.DispatchRetryDue),
+    (ev.SendAccepted, ev.SendRejected, ev.DispatchRetryDue, ev.SendScheduled, ev.SendCancelled),
 )
 MESSAGES = Topic(
     "messages",

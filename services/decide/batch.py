@@ -12,19 +12,26 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from uuid import UUID
+from uuid import UUID, uuid5
 
 import structlog
 
 from schemas.envelope import Envelope
 from schemas.events import (
+    CancelRequested,
     MessageArrived,
     MessageReceived,
     ReplyRequested,
     SendAccepted,
+    SendCancelled,
+    SendCancelledPayload,
+    SendRejected,
     SendRequested,
+    SendScheduled,
+    SendScheduledPayload,
     recipient_count,
 )
 from services.decide.affinity import IdentityState, advance, decide_send
@@ -46,24 +53,64 @@ def thread_after(thread: Thread, decisions: list[Envelope]) -> Thread:
     return thread
 
 
+# A scheduled message's state, as decide keeps it (scheduled_sends.state).
+SCHEDULED, CANCELLED, FIRED = "scheduled", "cancelled", "fired"
+
+
+def schedule(request: SendRequested, now: datetime) -> list[Envelope]:
+    """Each message of a send to be made at `send_at`: it waits, and is decided when it fires."""
+    p = request.payload
+    return [
+        SendScheduled(
+            **request.caused(occurred_at=now),
+            payload=SendScheduledPayload(message_id=m.message_id, conv_id=m.conv_id, to=m.to, send_at=p.send_at),
+        )
+        for m in p.messages
+    ]
+
+
+def cancel(request: CancelRequested, scheduled: dict[UUID, str], now: datetime) -> list[Envelope]:
+    """A scheduled message still waiting is cancelled; one that fired (or was never scheduled) cannot
+    be, and one cancelled already stays so (nothing new is decided either way)."""
+    message_id = request.payload.message_id
+    if scheduled.get(message_id) != SCHEDULED:
+        return []
+    scheduled[message_id] = CANCELLED
+    return [SendCancelled(**request.caused(occurred_at=now), payload=SendCancelledPayload(message_id=message_id))]
+
+
 def decide_in_order(
     fresh: list[Envelope],
     states: dict[UUID, IdentityState],
     threads: dict[UUID, Thread],
     answered: dict[UUID, UUID],
     now: datetime,
+    scheduled: dict[UUID, str] | None = None,
 ) -> dict[UUID, list[Envelope]]:
     """Each request's decisions, by event id, in order: each sees the state (`states`, `threads`,
-    updated in place) the ones before it left. `answered`: the conversation each arrival replies to,
-    by its event id, as the stored threads say."""
+    `scheduled`: the state of the scheduled messages the batch names, updated in place) the ones
+    before it left. `answered`: the conversation each arrival replies to, by its event id, as the stored
+    threads say. A scheduled message's firing and its cancel come on the identity's partition, in one
+    order: whichever is decided first wins."""
+    scheduled = {} if scheduled is None else scheduled
     decided: dict[UUID, list[Envelope]] = {}
     # (identity, Message-ID) -> conversation, of the threads this batch moved on: an arrival answering
     # a message decided just before it in the batch joins that one's conversation
     moved: dict[tuple[UUID, str], UUID] = {}
     for e in fresh:
         state = states.get(e.identity_id) or IdentityState(e.identity_id, "", 0, 0, (), active=False)
-        if isinstance(e, SendRequested):
+        if isinstance(e, SendRequested) and e.payload.fired:
+            [m] = e.payload.messages
+            decisions = decide_send(e, state, now) if scheduled.get(m.message_id) == SCHEDULED else []
+            if decisions:
+                scheduled[m.message_id] = FIRED
+        elif isinstance(e, SendRequested) and e.payload.send_at is not None and e.payload.send_at > now:
+            decisions = schedule(e, now)
+            scheduled.update({m.message_id: SCHEDULED for m in e.payload.messages})
+        elif isinstance(e, SendRequested):
             decisions = decide_send(e, state, now)
+        elif isinstance(e, CancelRequested):
+            decisions = cancel(e, scheduled, now)
         elif isinstance(e, ReplyRequested):
             thread = threads.get(e.payload.conv_id)
             decisions = decide_reply(e, state, thread, now)
@@ -94,6 +141,9 @@ class StateWrites:
     days: dict[tuple[UUID, object], tuple[int, datetime]] = field(default_factory=dict)  # -> (recipients, last)
     pins: dict[tuple[UUID, str], tuple[UUID, datetime]] = field(default_factory=dict)  # (identity, to) -> (mailbox, at)
     threads: dict[UUID, tuple] = field(default_factory=dict)  # conversation -> its binding and last message
+    # scheduled message -> (org, identity, send_at, its state): SCHEDULED, CANCELLED or FIRED
+    scheduled: dict[UUID, tuple] = field(default_factory=dict)
+    timers: dict[UUID, tuple[datetime, Envelope]] = field(default_factory=dict)  # a scheduled message's firing
 
     def columns(self) -> list[list]:
         """Per-column lists for the statement's unnest() parameters $1 to $23 (services/decide/app.py)."""
@@ -111,11 +161,38 @@ def columns(rows: list[tuple], width: int) -> list[list]:
     return [list(c) for c in zip(*rows, strict=True)] or [[] for _ in range(width)]
 
 
-def state_writes(decided: dict[UUID, list[Envelope]], timezones: dict[UUID, str]) -> StateWrites:
+def firing(request: SendRequested, message_id: UUID) -> SendRequested:
+    """The request of one scheduled message as its timer publishes it at `send_at`: the same request,
+    that message alone, marked `fired`, under an id of its own (so a timer published twice is one)."""
+    [message] = [m for m in request.payload.messages if m.message_id == message_id]
+    return request.model_copy(
+        update={"event_id": uuid5(message_id, "fire"), "payload": request.payload.firing(message)}
+    )
+
+
+def state_writes(
+    decided: dict[UUID, list[Envelope]],
+    timezones: dict[UUID, str],
+    requests: Mapping[UUID, Envelope] | None = None,
+) -> StateWrites:
     """What these decisions change of decide's state: usage in each identity's local day (`timezones`),
-    the mailboxes' minutes and days, the pins of new and reassigned recipients, and the conversations'
-    threads (bound to their mailbox; the next reply answers their last message)."""
+    the mailboxes' minutes and days, the pins of new and reassigned recipients, the conversations'
+    threads (bound to their mailbox; the next reply answers their last message), and the scheduled
+    messages with the timers that fire them (`requests`: the batch's requests by event id)."""
     w = StateWrites()
+    for request_id, decisions in decided.items():
+        request = (requests or {}).get(request_id)
+        fired = isinstance(request, SendRequested) and request.payload.fired
+        for e in decisions:
+            if isinstance(e, SendScheduled) and isinstance(request, SendRequested):
+                p = e.payload
+                w.scheduled[p.message_id] = (e.org_id, e.identity_id, p.send_at, SCHEDULED)
+                fire = firing(request, p.message_id)
+                w.timers[fire.event_id] = (p.send_at, fire)
+            elif isinstance(e, SendCancelled):
+                w.scheduled[e.payload.message_id] = (e.org_id, e.identity_id, None, CANCELLED)
+            elif fired and isinstance(e, SendAccepted | SendRejected):
+                w.scheduled[e.payload.message_id] = (e.org_id, e.identity_id, None, FIRED)
     for e in (d for ds in decided.values() for d in ds):
         if isinstance(e, MessageReceived) and e.payload.mailbox_id is not None:
             # A conversation it starts is bound to its mailbox; in any, the next reply answers it.

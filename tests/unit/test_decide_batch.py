@@ -3,21 +3,26 @@ driven without a broker or a database: (state, requests) -> (decisions, writes).
 
 from __future__ import annotations
 
-from datetime import date
-from uuid import UUID
+from datetime import date, timedelta
+from uuid import UUID, uuid5
 
 from schemas.events import (
     ArrivedMessage,
     BlobRef,
+    CancelRequested,
+    CancelRequestedPayload,
     Content,
     MessageArrived,
     MessageArrivedPayload,
     MessageReceived,
     SendAccepted,
+    SendCancelled,
     SendRejected,
+    SendRequested,
+    SendScheduled,
 )
 from schemas.ids import new_id
-from services.decide.batch import decide_in_order, state_writes
+from services.decide.batch import decide_in_order, firing, state_writes
 from tests.unit.test_decide import IDN, NOW, ORG, mailbox, request, state
 
 
@@ -74,3 +79,57 @@ def test_the_writes_sum_recipients_per_local_day_and_minute_and_pin_only_new_rec
     assert writes.pins == {(IDN, "m@x.test"): (a.id, decided[first.event_id][0].occurred_at)}
     assert set(writes.threads) == {first.payload.messages[0].conv_id, again.payload.messages[0].conv_id}
     assert [len(c) for c in writes.columns()] == [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, *[2] * 9]
+
+
+# --- scheduled sends (SPEC 3.5) ---------------------------------------------------------------------
+
+
+def scheduled_request(*recipients: str, ahead: timedelta = timedelta(hours=1)) -> SendRequested:
+    r = request(*recipients)
+    return r.model_copy(update={"payload": r.payload.model_copy(update={"send_at": NOW + ahead})})
+
+
+def cancel_of(message_id: UUID) -> CancelRequested:
+    return CancelRequested(org_id=ORG, identity_id=IDN, payload=CancelRequestedPayload(message_id=message_id))
+
+
+def test_a_send_for_later_waits_and_its_timer_carries_the_send_as_it_will_fire() -> None:
+    a = mailbox("a@tryacme.test")
+    later = scheduled_request("m@x.test", "n@x.test")
+    states, scheduled = {IDN: state(a)}, {}
+    decided = decide_in_order([later], states, {}, {}, NOW, scheduled)
+    assert [type(d) for d in decided[later.event_id]] == [SendScheduled, SendScheduled]
+    assert states[IDN].used_today == 0  # nothing counted until it fires
+    writes = state_writes(decided, {}, {later.event_id: later})
+    assert not writes.usage and not writes.pins
+    first = later.payload.messages[0]
+    due, fire = writes.timers[uuid5(first.message_id, "fire")]
+    assert due == NOW + timedelta(hours=1) and writes.scheduled[first.message_id][3] == "scheduled"
+    assert isinstance(fire, SendRequested) and fire.payload.fired and fire.payload.messages == [first]
+
+
+def test_whichever_of_the_fire_and_a_cancel_is_decided_first_wins() -> None:
+    a = mailbox("a@tryacme.test")
+    later = scheduled_request("m@x.test")
+    [m] = later.payload.messages
+    fire = firing(later, m.message_id)
+
+    scheduled: dict = {}
+    decide_in_order([later], {IDN: state(a)}, {}, {}, NOW, scheduled)
+    decided = decide_in_order([cancel_of(m.message_id), fire], {IDN: state(a)}, {}, {}, NOW, scheduled)
+    assert [type(d) for ds in decided.values() for d in ds] == [SendCancelled]  # never sent
+    assert scheduled[m.message_id] == "cancelled"
+
+    scheduled = {}
+    decide_in_order([later], {IDN: state(a)}, {}, {}, NOW, scheduled)
+    cancel = cancel_of(m.message_id)
+    decided = decide_in_order([fire, cancel], {IDN: state(a)}, {}, {}, NOW, scheduled)
+    assert [type(d) for d in decided[fire.event_id]] == [SendAccepted] and decided[cancel.event_id] == []
+    writes = state_writes(decided, {IDN: "UTC"}, {fire.event_id: fire, cancel.event_id: cancel})
+    assert writes.scheduled[m.message_id][3] == "fired" and sum(writes.usage.values()) == 1
+
+
+def test_a_send_whose_time_has_come_by_the_time_it_is_decided_is_decided_at_once() -> None:
+    late = scheduled_request("m@x.test", ahead=timedelta(seconds=-1))
+    decided = decide_in_order([late], {IDN: state(mailbox("a@tryacme.test"))}, {}, {}, NOW, {})
+    assert [type(d) for d in decided[late.event_id]] == [SendAccepted]
