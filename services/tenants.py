@@ -80,6 +80,7 @@ ERASED = (
     ("processed_events", EVENTS),  # a consumer's record of an event keeps what it made of it
     ("event_archive", "org_id = $1"),
     ("archive_heads", "org_id = $1"),
+    ("scheduled_sends", "org_id = $1"),
     ("mailboxes", "org_id = $1"),
     ("identities", "org_id = $1"),
     ("organizations", "id = $1"),

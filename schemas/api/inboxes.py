@@ -130,7 +130,7 @@ def attachments_out(attachments: list[Any], files: dict[str, bytes] | None = Non
     return out
 
 
-SeedStatus = Literal["sent", "received", "delivered", "bounced", "complained", "rejected"]
+SeedStatus = Literal["sent", "received", "delivered", "bounced", "complained", "rejected", "scheduled", "cancelled"]
 
 
 class Message(BaseModel):
@@ -208,6 +208,7 @@ class ThreadList(RootModel[list[Thread]]):
 
 # The core's statuses in the seed's set (SPEC 2): it has no `queued` nor `failed`.
 SEED_STATUS: dict[MessageStatus, SeedStatus] = {
+    "scheduled": "scheduled", "cancelled": "cancelled",
     "queued": "sent", "sent": "sent", "delivered": "delivered", "bounced": "bounced",
     "complained": "complained", "failed": "rejected", "rejected": "rejected", "received": "received",
 }  # fmt: skip

@@ -162,9 +162,10 @@ class UpdateFlags(ApiModel):
 
 # --- messages ---------------------------------------------------------------------------------------
 
-SeedStatus = Literal["queued", "sent", "delivered", "bounced", "failed", "received"]
+SeedStatus = Literal["queued", "sent", "delivered", "bounced", "failed", "received", "scheduled", "cancelled"]
 # The core's statuses in the seed's set (SPEC 2).
 SEED_STATUS: dict[MessageStatus, SeedStatus] = {
+    "scheduled": "scheduled", "cancelled": "cancelled",
     "queued": "queued", "sent": "sent", "delivered": "delivered", "bounced": "bounced",
     "complained": "bounced", "failed": "failed", "rejected": "failed", "received": "received",
 }  # fmt: skip
