@@ -5,6 +5,7 @@ to) before it builds one, so the core and decide never see wire ids."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal
 from uuid import UUID
 
@@ -19,6 +20,7 @@ class NewSend(Payload):
     identity_id: UUID
     messages: list[list[str]]
     content: Content
+    send_at: datetime | None = None  # scheduled (SPEC 3.5): the UTC instant it fires at
 
 
 class Reply(Payload):
@@ -44,12 +46,14 @@ class MessageOutcome:
     message_id: UUID
     conv_id: UUID
     to: list[str]
-    state: Literal["accepted", "rejected", "queued"]  # queued: its decision did not come back in time
+    # queued: its decision did not come back in time; scheduled: it waits for `send_at`
+    state: Literal["accepted", "rejected", "queued", "scheduled"]
     reason: RejectReason | None = None
     rfc_message_id: str | None = None
     affinity: Affinity | None = None
     mailbox_id: UUID | None = None
     mailbox_email: str | None = None
+    send_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -61,3 +65,7 @@ class Outcome:
     @property
     def rejected(self) -> int:
         return sum(m.state == "rejected" for m in self.messages)
+
+    @property
+    def scheduled(self) -> int:
+        return sum(m.state == "scheduled" for m in self.messages)

@@ -231,6 +231,8 @@ class SendScheduledPayload(Payload):
     conv_id: UUID
     to: list[str]
     send_at: datetime
+    daily_cap: int  # the identity's cap and what was left of it when it was scheduled (nothing is spent)
+    remaining: int
 
 
 class SendScheduled(Envelope):

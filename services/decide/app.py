@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
@@ -31,6 +31,7 @@ from prometheus_client import Gauge
 from schemas import topics
 from schemas.envelope import Envelope
 from schemas.events import (
+    CancelRequested,
     MessageArrived,
     ReplyRequested,
     SendAccepted,
@@ -38,7 +39,7 @@ from schemas.events import (
     SendRejectedPayload,
     SendRequested,
 )
-from services.common import db
+from services.common import db, timers
 from services.common.broker import is_transient, publish_events, retry_pause, subscribe
 from services.common.progress import Progress
 from services.common.service import Background, Periodic, cancel
@@ -199,12 +200,22 @@ usage AS (
                   $22::text[], $23::timestamptz[]) AS t(c, o, i, m, cp, s, l, r, u)
     ON CONFLICT (conv_id) DO UPDATE SET last_rfc_message_id = EXCLUDED.last_rfc_message_id,
         refs = EXCLUDED.refs, updated_at = EXCLUDED.updated_at
+), scheduled AS (
+    INSERT INTO scheduled_sends (message_id, org_id, identity_id, send_at, state)
+    SELECT m, o, i, coalesce(a, now()), s
+      FROM unnest($27::uuid[], $28::uuid[], $29::uuid[], $30::timestamptz[], $31::text[]) AS w(m, o, i, a, s)
+    ON CONFLICT (message_id) DO UPDATE SET state = EXCLUDED.state, updated_at = now()
+), timed AS (
+    INSERT INTO timers (event_id, due_at, event)
+    SELECT * FROM unnest($32::uuid[], $33::timestamptz[], $34::jsonb[])
+    ON CONFLICT (event_id) DO NOTHING
 )
 """
 
 # Both writes notify the waiting ingress of the answers of the requests decided, at commit
 # (services/domain/decided.py: the payloads are $26).
-NOTIFY = f"(SELECT count(pg_notify('{CHANNEL}', p)) FROM unnest($26::text[]) AS p)"
+NOTIFY = f"""(SELECT count(pg_notify('{CHANNEL}', p)) FROM unnest($26::text[]) AS p),
+       (SELECT count(pg_notify('{timers.CHANNEL}', '')) WHERE cardinality($32::uuid[]) > 0)"""
 
 # Fallback path, inside the transaction that claimed the events: store the decisions on their rows.
 WRITE_CLAIMED = f"""WITH {STATE}, stored AS (
@@ -266,6 +277,7 @@ async def write(
     timezones: dict[UUID, str],
     *,
     claimed: bool,
+    requests: dict[UUID, Envelope] | None = None,
 ) -> None:
     """Decide's state derived from the decisions themselves (services/decide/batch.py: state_writes), and
     the decisions on their requests' tracking rows: one statement, each key written once.
@@ -275,9 +287,10 @@ async def write(
     outputs = [(event_id, db.json_array(ds)) for event_id, ds in decided.items()]
     await conn.execute(
         WRITE_CLAIMED if claimed else WRITE_NEW,
-        *state_writes(decided, timezones).columns(),
+        *(writes := state_writes(decided, timezones, requests)).columns(),
         *columns(outputs, 2),
         notifications(decided),
+        *writes.scheduling_columns(),
     )
 
 
@@ -311,8 +324,20 @@ async def decide_fresh(
         + [*found.values()],
     )
     states = await load_states(conn, fresh, now, threads)
-    decided = decide_in_order(fresh, states, threads, found, now)
+    scheduled = await load_scheduled(conn, fresh)
+    decided = decide_in_order(fresh, states, threads, found, now, scheduled)
     return decided, {i: s.timezone for i, s in states.items()}
+
+
+async def load_scheduled(conn: asyncpg.Connection | asyncpg.Pool, fresh: list[Envelope]) -> dict[UUID, str]:
+    """The state of the scheduled messages the batch fires or cancels."""
+    named = [m.message_id for e in fresh if isinstance(e, SendRequested) and e.payload.fired
+             for m in e.payload.messages]  # fmt: skip
+    named += [e.payload.message_id for e in fresh if isinstance(e, CancelRequested)]
+    if not named:
+        return {}
+    rows = await conn.fetch("SELECT message_id, state FROM scheduled_sends WHERE message_id = ANY($1::uuid[])", named)
+    return {r["message_id"]: r["state"] for r in rows}
 
 
 def rejections(request: Envelope, detail: str) -> list[Envelope]:
@@ -348,6 +373,7 @@ class Decided:
     outputs: dict[UUID, list[Envelope]]
     timezones: dict[UUID, str]
     fresh: frozenset[UUID] = frozenset()
+    requests: dict[UUID, Envelope] = field(default_factory=dict)  # the batch's requests (a scheduled send's timer)
 
     @property
     def decisions(self) -> list[Envelope]:
@@ -361,11 +387,12 @@ async def decide_batch(pool: asyncpg.Pool, events: list[Envelope], now: datetime
     decided before (a redelivery), that statement undoes itself and the batch goes the careful way:
     claim in a transaction, re-use what was recorded, decide the rest.
     """
-    unique = list({e.event_id: e for e in events}.values())
+    requests = {e.event_id: e for e in events}
+    unique = list(requests.values())
     decided, timezones = await decide_fresh(pool, unique, now)
     try:
-        await write(pool, decided, timezones, claimed=False)
-        return Decided(decided, timezones, frozenset(decided))
+        await write(pool, decided, timezones, claimed=False, requests=requests)
+        return Decided(decided, timezones, frozenset(decided), requests)
     except asyncpg.PostgresError as exc:
         if exc.sqlstate != "SS001":  # raised by sendstream_abort(): some request had been decided
             raise
@@ -378,9 +405,10 @@ async def decide_batch(pool: asyncpg.Pool, events: list[Envelope], now: datetime
         fresh = [e for e in unique if e.event_id in fresh_ids]
         if fresh:
             decided, timezones = await decide_fresh(conn, fresh, now)
-            await write(conn, decided, timezones, claimed=True)
+            await write(conn, decided, timezones, claimed=True, requests=requests)
             outputs.update(decided)
-    return Decided({e.event_id: outputs.get(e.event_id, []) for e in unique}, timezones, frozenset(fresh_ids))
+    outputs = {e.event_id: outputs.get(e.event_id, []) for e in unique}
+    return Decided(outputs, timezones, frozenset(fresh_ids), requests)
 
 
 async def record_again(pool: asyncpg.Pool, batch: Decided, lost: list[UUID]) -> None:
@@ -390,7 +418,7 @@ async def record_again(pool: asyncpg.Pool, batch: Decided, lost: list[UUID]) -> 
     async with pool.acquire() as conn, conn.transaction():
         fresh = await db.claim_many(conn, CONSUMER, lost)
         chosen = {i: batch.outputs[i] for i in lost if i in fresh}
-        await write(conn, chosen, batch.timezones, claimed=True)
+        await write(conn, chosen, batch.timezones, claimed=True, requests=batch.requests)
         batch.outputs.update(await db.recorded_many(conn, CONSUMER, [i for i in lost if i not in fresh]))
 
 

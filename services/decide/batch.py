@@ -57,13 +57,16 @@ def thread_after(thread: Thread, decisions: list[Envelope]) -> Thread:
 SCHEDULED, CANCELLED, FIRED = "scheduled", "cancelled", "fired"
 
 
-def schedule(request: SendRequested, now: datetime) -> list[Envelope]:
+def schedule(request: SendRequested, state: IdentityState, now: datetime) -> list[Envelope]:
     """Each message of a send to be made at `send_at`: it waits, and is decided when it fires."""
-    p = request.payload
+    p, left = request.payload, max(state.daily_cap - state.used_today, 0)
     return [
         SendScheduled(
             **request.caused(occurred_at=now),
-            payload=SendScheduledPayload(message_id=m.message_id, conv_id=m.conv_id, to=m.to, send_at=p.send_at),
+            payload=SendScheduledPayload(
+                message_id=m.message_id, conv_id=m.conv_id, to=m.to, send_at=p.send_at,
+                daily_cap=state.daily_cap, remaining=left,
+            ),
         )
         for m in p.messages
     ]
@@ -105,7 +108,7 @@ def decide_in_order(
             if decisions:
                 scheduled[m.message_id] = FIRED
         elif isinstance(e, SendRequested) and e.payload.send_at is not None and e.payload.send_at > now:
-            decisions = schedule(e, now)
+            decisions = schedule(e, state, now)
             scheduled.update({m.message_id: SCHEDULED for m in e.payload.messages})
         elif isinstance(e, SendRequested):
             decisions = decide_send(e, state, now)
@@ -153,6 +156,13 @@ class StateWrites:
             *columns([(*k, n, last) for k, (n, last) in self.days.items()], 4),
             *columns([(*k, m, at) for k, (m, at) in self.pins.items()], 4),
             *columns([(conv, *rest) for conv, rest in self.threads.items()], 9),
+        ]
+
+    def scheduling_columns(self) -> list[list]:
+        """Per-column lists for $27 to $34: the scheduled messages' states, and the timers that fire them."""
+        return [
+            *columns([(m, *rest) for m, rest in self.scheduled.items()], 5),
+            *columns([(i, due, e.model_dump(mode="json")) for i, (due, e) in self.timers.items()], 3),
         ]
 
 

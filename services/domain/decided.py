@@ -10,6 +10,7 @@ its decisions from decide's record, as it does for a notification it missed.
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Literal
 from uuid import UUID
 
@@ -23,7 +24,7 @@ DECIDER = "decide"  # decide's consumer name: its group, and its records in proc
 LIMIT = 7900  # bytes of one payload; PostgreSQL refuses 8000 and more
 
 
-ANSWERED = ("SendAccepted", "SendRejected")
+ANSWERED = ("SendAccepted", "SendRejected", "SendScheduled", "SendCancelled")
 
 
 class Answer(BaseModel):
@@ -31,16 +32,17 @@ class Answer(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    type: Literal["SendAccepted", "SendRejected"]
+    type: Literal["SendAccepted", "SendRejected", "SendScheduled", "SendCancelled"]
     message_id: UUID
-    daily_cap: int
-    remaining: int
+    daily_cap: int = 0  # (a cancel names no cap)
+    remaining: int = 0
     conv_id: UUID | None = None
     mailbox_id: UUID | None = None
     mailbox_email: str | None = None
     affinity: Affinity | None = None
     rfc_message_id: str | None = None
     reason: RejectReason | None = None
+    send_at: datetime | None = None
 
     @classmethod
     def of(cls, decision: Envelope) -> Answer:

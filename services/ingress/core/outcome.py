@@ -26,6 +26,8 @@ def outcome_of(
                     a.affinity, a.mailbox_id, a.mailbox_email,
                 )
             )  # fmt: skip
+        elif a.type == "SendScheduled":
+            messages.append(MessageOutcome(m.message_id, m.conv_id, m.to, "scheduled", send_at=a.send_at))
         else:
             messages.append(MessageOutcome(m.message_id, m.conv_id, m.to, "rejected", a.reason))
     last = max(by_message.values(), key=lambda a: a.daily_cap - a.remaining, default=None)

@@ -49,7 +49,7 @@ def request_event(
             for i, to in enumerate(cmd.messages)
         ]
         payload = SendRequestedPayload(
-            handle=identity["handle"], messages=wanted, content=cmd.content, origin=origin
+            handle=identity["handle"], messages=wanted, content=cmd.content, origin=origin, send_at=cmd.send_at
         )
         return wanted, SendRequested(**common, payload=payload)
     wanted = [
