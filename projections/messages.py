@@ -31,8 +31,10 @@ from schemas.events import (
     MessageSent,
     ReplyRequested,
     SendAccepted,
+    SendCancelled,
     SendRejected,
     SendRequested,
+    SendScheduled,
     SmtpReply,
     SuppressionAdded,
     SuppressionRemoved,
@@ -285,6 +287,10 @@ def statements(event: Envelope, texts: Mapping[str, str] | None = None) -> list[
             )
         case SendRejected(payload=p):
             out.append(upsert_message(p.message_id, event, "rejected", reason=p.reason))
+        case SendScheduled(payload=p):
+            out.append(upsert_message(p.message_id, event, "scheduled"))
+        case SendCancelled(payload=p):
+            out.append(upsert_message(p.message_id, event, "cancelled", reason=p.reason))
         case MessageSent(payload=p):
             out.append(
                 upsert_message(

@@ -14,17 +14,18 @@ MESSAGE_STATUSES: tuple[MessageStatus, ...] = get_args(MessageStatus)
 MailboxHealth = Literal["healthy", "unhealthy", "paused"]
 
 # Statuses only move forward, whatever order their events arrive in (projections/messages.py): a
-# status replaces another of a lower rank. The database checks the column holds one of these
+# status replaces another of a lower rank. Ranks are tens apart so that a status can come between two
+# (migration 033 multiplied the stored ones by ten). The database checks the column holds one of these
 # (migrations 032 and 033).
 STATUS_RANK: dict[MessageStatus, int] = {
-    "scheduled": 0,  # waiting for its time (SPEC 3.5); decided then, as any send
-    "received": 1,
-    "queued": 1,
-    "sent": 2,
-    "delivered": 3,
-    "failed": 4,
-    "rejected": 4,
-    "cancelled": 4,  # cancelled before its time: it never goes out
-    "bounced": 5,
-    "complained": 6,
+    "received": 10,
+    "queued": 10,
+    "scheduled": 15,  # waiting for its time (SPEC 3.5): the request's `queued` row moves on to it
+    "sent": 20,
+    "delivered": 30,
+    "failed": 40,
+    "rejected": 40,
+    "cancelled": 40,  # cancelled before its time: it never goes out
+    "bounced": 50,
+    "complained": 60,
 }

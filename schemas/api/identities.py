@@ -202,6 +202,13 @@ class SendRequest(ApiModel):
         description="Carry one-click List-Unsubscribe (RFC 8058): following it suppresses the recipient. "
         "Unset: the organization's `unsubscribeByDefault`.",
     )
+    sendAt: str | None = Field(
+        None,
+        description="Send later (SPEC 3.5): an RFC 3339 instant, or a local date-time without offset with "
+        "`timezone`. Decided when it fires, as if it were sent then; cancel it with "
+        "`POST /v1/messages/{id}/cancel`.",
+    )
+    timezone: str | None = Field(None, description="The IANA time zone of a local `sendAt`.")
 
     @model_validator(mode="after")
     def _shape(self) -> SendRequest:
@@ -236,7 +243,9 @@ class Account(BaseModel):
 class SendResult(BaseModel):
     to: str
     id: str | None = Field(None, description="The RFC 5322 Message-ID, once a mailbox is assigned.")
-    status: Literal["accepted", "queued", "rejected"]
+    messageId: str | None = Field(None, description="Ours (`msg_…`): what a scheduled send is cancelled by.")
+    status: Literal["accepted", "queued", "rejected", "scheduled"]
+    sendAt: str | None = Field(None, description="When a scheduled send fires (UTC).")
     convId: str | None = None
     affinity: Literal["new", "existing", "reassigned"] | None = None
     account: Account | None = None
@@ -246,6 +255,7 @@ class SendResult(BaseModel):
 class SendResponse(BaseModel):
     accepted: int
     rejected: int
+    scheduled: int = 0
     remaining: int
     dailyCap: int
     identity: str
@@ -267,13 +277,21 @@ def send_response(outcome: Outcome, handle: str) -> tuple[SendResponse, int]:
             )  # fmt: skip
         elif m.state == "rejected":
             results.append(SendResult(to=m.to[0], status="rejected", reason=m.reason))
+        elif m.state == "scheduled":
+            results.append(
+                SendResult(
+                    to=m.to[0], messageId=ids.render("message", m.message_id), status="scheduled",
+                    convId=ids.render("conversation", m.conv_id), sendAt=iso(m.send_at),
+                )
+            )  # fmt: skip
         else:
             results.append(
                 SendResult(to=m.to[0], status="queued", convId=ids.render("conversation", m.conv_id))
             )
     response = SendResponse(
-        accepted=len(results) - outcome.rejected,
+        accepted=len(results) - outcome.rejected - outcome.scheduled,
         rejected=outcome.rejected,
+        scheduled=outcome.scheduled,
         remaining=outcome.remaining,
         dailyCap=outcome.daily_cap,
         identity=handle,
@@ -356,6 +374,13 @@ def conversation_out(conv: Any, rows: list[Any]) -> Conversation:
 
 
 # --- audit -----------------------------------------------------------------------------------------
+
+
+class Cancelled(BaseModel):
+    """A scheduled send that will not go out."""
+
+    id: str
+    status: Literal["cancelled"]
 
 
 class AuditEvent(BaseModel):

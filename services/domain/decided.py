@@ -41,7 +41,7 @@ class Answer(BaseModel):
     mailbox_email: str | None = None
     affinity: Affinity | None = None
     rfc_message_id: str | None = None
-    reason: RejectReason | None = None
+    reason: RejectReason | Literal["requested", "replied"] | None = None  # a rejection's, or a cancel's
     send_at: datetime | None = None
 
     @classmethod

@@ -24,7 +24,15 @@ from pydantic import BaseModel, ValidationError
 from schemas.api.common import ErrorBody
 from schemas.dialect import ErrorShape as Shape
 from services.common.broker import is_transient
-from services.ingress.core.errors import Conflict, Forbidden, Invalid, NotFound, RateLimited, TooLarge
+from services.ingress.core.errors import (
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+    RateLimited,
+    TooLarge,
+    Unavailable,
+)
 
 log = structlog.get_logger("sendstream.ingress")
 
@@ -295,6 +303,8 @@ def add_routes(
                 raise ApiError(
                     429, "rate_limited", str(exc), {"Retry-After": str(exc.retry_after_s), **exc.headers}
                 ) from None
+            except Unavailable as exc:
+                raise ApiError(503, "unavailable", str(exc), {"Retry-After": "1"}) from None
 
         app.router.add_route(spec.method, spec.path, handle)
 

@@ -17,3 +17,7 @@ ALTER TABLE messages ADD CONSTRAINT messages_status_known CHECK (
     status IN ('scheduled', 'queued', 'received', 'sent', 'delivered', 'failed', 'rejected', 'cancelled', 'bounced',
                'complained')
 );
+
+-- Ranks are tens apart from now on (schemas/status.py: STATUS_RANK), so that `scheduled` comes between
+-- `queued` and `sent`.
+UPDATE messages SET status_rank = status_rank * 10;

@@ -36,3 +36,7 @@ class TooLarge(Exception):
 class Invalid(Exception):
     """A request the core refuses as it is (an attachment that must not be sent): 400 with the message,
     which names the offending field."""
+
+
+class Unavailable(Exception):
+    """Not done now, and safe to repeat (a cancel decide did not decide in time): 503 with Retry-After."""

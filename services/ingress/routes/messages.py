@@ -6,8 +6,9 @@ from aiohttp import web
 
 from schemas import ids
 from schemas.api.common import iso
-from schemas.api.identities import AuditEvent, AuditTrail
+from schemas.api.identities import AuditEvent, AuditTrail, Cancelled
 from services.ingress.context import ctx
+from services.ingress.core import scheduling
 from services.ingress.http import Call, json_model, not_found, route
 
 
@@ -40,3 +41,14 @@ async def message_events(call: Call) -> web.Response:
             ]
         )
     )
+
+
+@route(
+    "POST", "/v1/messages/{messageId}/cancel", scope="send", tag="messages", response=Cancelled,
+    errors=(404, 409, 503),
+    summary="Cancel a scheduled send before it fires (repeating it is harmless); 409 once it was sent",
+)  # fmt: skip
+async def cancel_message(call: Call) -> web.Response:
+    message_id = ids.parse("message", call.param("messageId"))
+    await scheduling.cancel(ctx(call), call.principal.org_id, message_id, call.request_id)
+    return json_model(Cancelled(id=call.param("messageId"), status="cancelled"))

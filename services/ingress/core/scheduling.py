@@ -1,0 +1,43 @@
+"""Scheduled sends (SPEC 3.5) for every dialect: cancelling one. The cancel is a request decided on the
+identity's partition, in one order with the send's firing, so the answer says which came first: a
+message cancelled (now or before) stays unsent; one that fired cannot be cancelled."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from schemas.events import CancelRequested, CancelRequestedPayload
+from services.ingress.context import Context
+from services.ingress.core.errors import Conflict, NotFound, Unavailable
+
+STATE = "SELECT identity_id, state FROM scheduled_sends WHERE message_id = $1 AND org_id = $2"
+
+
+async def cancel(c: Context, org_id: UUID, message_id: UUID | None, correlation_id: str) -> None:
+    """Cancel a scheduled message of the organization's. NotFound if it has no such message; Conflict
+    (`already_sent`) once it fired or if it was never scheduled; repeating a cancel is harmless."""
+    row = message_id and await c.pool.fetchrow(STATE, message_id, org_id)
+    if not row:
+        sent = message_id and await c.pool.fetchval(
+            "SELECT true FROM messages WHERE id = $1 AND org_id = $2", message_id, org_id
+        )
+        if sent:
+            raise Conflict("already_sent: the message was not scheduled, or has been sent")
+        raise NotFound("message")
+    if row["state"] == "scheduled":
+        request = CancelRequested(
+            org_id=org_id, identity_id=row["identity_id"], correlation_id=correlation_id,
+            payload=CancelRequestedPayload(message_id=message_id),
+        )  # fmt: skip
+        c.waiter.expect(request.event_id)
+        try:
+            await c.publish([request])
+        except BaseException:
+            c.waiter.forget(request.event_id)
+            raise
+        await c.waiter.wait(request.event_id, c.settings.decision_timeout_s)
+        row = await c.pool.fetchrow(STATE, message_id, org_id)
+        if row["state"] == "scheduled":  # not decided in time: it still will be
+            raise Unavailable("the cancel was not decided in time; repeat it (repeating it is harmless)")
+    if row["state"] == "fired":
+        raise Conflict("already_sent: the message was sent before it could be cancelled")

@@ -1,0 +1,83 @@
+"""Scheduled sends (SPEC 3.5), against the real stack: a send for later reaches the relay at its time,
+not before; a cancel before the fire keeps it from ever going out; a cancel after it is 409."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from schemas import ids
+from tests.conftest import Api, Relay, eventually
+from tests.integration.test_send import make_identity
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
+
+
+async def schedule(api: Api, handle: str, to: str, ahead_s: float) -> tuple[dict, datetime]:
+    at = (datetime.now(UTC) + timedelta(seconds=ahead_s)).replace(microsecond=0) + timedelta(seconds=1)
+    status, body, _ = await api.call(
+        "POST", f"/v1/identities/{handle}/send",
+        {"to": to, "subject": f"Later {uuid.uuid4().hex[:6]}", "text": "t", "sendAt": at.isoformat()},
+    )  # fmt: skip
+    assert status == 202, body
+    assert (body["accepted"], body["rejected"], body["scheduled"]) == (0, 0, 1), body
+    [m] = body["messages"]
+    assert m["status"] == "scheduled" and datetime.fromisoformat(m["sendAt"]) == at, m
+    return m, at
+
+
+async def status_of(api: Api, message: dict) -> str | None:
+    code, conv, _ = await api.call("GET", f"/v1/conversations/{message['convId']}")
+    return conv["messages"][0]["status"] if code == 200 and conv["messages"] else None
+
+
+async def test_a_send_scheduled_three_seconds_ahead_reaches_the_relay_at_its_time(api: Api, relay: Relay) -> None:
+    handle, _ = await make_identity(api, relay)
+    message, at = await schedule(api, handle, "later@example.test", 3)
+    assert await eventually(lambda: _is(status_of(api, message), "scheduled"), timeout=10)
+    [got] = await relay.wait_for(1, timeout=20)
+    arrived = datetime.now(UTC)
+    assert at <= arrived <= at + timedelta(seconds=2), (at, arrived)
+    assert got.rcpt_tos == ["later@example.test"]
+    assert await eventually(lambda: _is(status_of(api, message), "sent"), timeout=10)
+    status, body, _ = await api.call("POST", f"/v1/messages/{message['messageId']}/cancel")
+    assert status == 409 and "already_sent" in body["error"]["message"], body
+
+
+async def test_a_send_cancelled_before_its_time_never_goes_out(api: Api, relay: Relay, db) -> None:
+    handle, _ = await make_identity(api, relay)
+    message, at = await schedule(api, handle, "never@example.test", 2)
+    for _ in range(2):  # repeating it is harmless
+        status, body, _ = await api.call("POST", f"/v1/messages/{message['messageId']}/cancel")
+        assert status == 200 and body["status"] == "cancelled", body
+    assert await eventually(lambda: _is(status_of(api, message), "cancelled"), timeout=10)
+    # Its timer still fires; decide drops it, the cancel having come first on the identity's partition.
+    fire = uuid.uuid5(ids.parse("message", message["messageId"]), "fire")
+    decided = "SELECT true FROM processed_events WHERE consumer = 'decide' AND event_id = $1"
+    await eventually(lambda: db.fetchval(decided, fire), timeout=20)
+    assert relay.received == [] and datetime.now(UTC) > at
+    assert await status_of(api, message) == "cancelled"
+
+
+async def test_a_time_that_cannot_be_is_400_naming_the_field(api: Api, relay: Relay) -> None:
+    handle, _ = await make_identity(api, relay)
+    for send_at, zone, words in [
+        ("2020-01-01T00:00:00Z", None, "sendAt: is in the past"),
+        ("2027-03-14T02:30:00", "America/Chicago", "sendAt: 2027-03-14T02:30:00 does not exist"),
+        ("2027-03-14T09:00:00", "Nowhere/Else", "timezone: "),
+    ]:
+        body = {"to": "x@example.test", "subject": "s", "text": "t", "sendAt": send_at}
+        if zone:
+            body["timezone"] = zone
+        status, answer, _ = await api.call("POST", f"/v1/identities/{handle}/send", body)
+        assert status == 400 and answer["error"]["message"].startswith(words), answer
+    assert relay.received == []
+
+
+async def _is(found, expected: str) -> bool:
+    return await found == expected
+
+
+
