@@ -29,7 +29,7 @@ def fire_at(value: str, timezone: str | None, now: datetime, *, field: str = "se
     if timezone is not None:
         try:
             zone = ZoneInfo(timezone)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):
             raise ScheduleError(f"{zone_field}: is not a known IANA time zone") from None
     try:
         written = datetime.fromisoformat(value.replace("z", "Z"))

@@ -54,7 +54,7 @@ def email_address(value: str) -> str:
 def timezone_name(value: str) -> str:
     try:
         ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a file
         raise ValueError("is not a known IANA time zone") from None
     return value
 

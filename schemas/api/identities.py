@@ -204,11 +204,12 @@ class SendRequest(ApiModel):
     )
     sendAt: str | None = Field(
         None,
+        max_length=64,
         description="Send later (SPEC 3.5): an RFC 3339 instant, or a local date-time without offset with "
         "`timezone`. Decided when it fires, as if it were sent then; cancel it with "
         "`POST /v1/messages/{id}/cancel`.",
     )
-    timezone: str | None = Field(None, description="The IANA time zone of a local `sendAt`.")
+    timezone: TimeZone | None = Field(None, description="The IANA time zone of a local `sendAt`.")
 
     @model_validator(mode="after")
     def _shape(self) -> SendRequest:

@@ -6,10 +6,13 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import aiohttp
 import pytest
 
 from schemas import ids
-from tests.conftest import Api, Relay, eventually
+from tests.conftest import Api, Relay, eventually, new_org, through
+from tests.integration.test_crash import identity_for
+from tests.integration.test_restart import local_stack
 from tests.integration.test_send import make_identity
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
@@ -74,6 +77,26 @@ async def test_a_time_that_cannot_be_is_400_naming_the_field(api: Api, relay: Re
         status, answer, _ = await api.call("POST", f"/v1/identities/{handle}/send", body)
         assert status == 400 and answer["error"]["message"].startswith(words), answer
     assert relay.received == []
+
+
+async def test_a_scheduled_send_fires_once_across_a_whole_stack_restart_before_its_time(
+    service_env: dict, relay: Relay, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Scheduled, then every process stopped and the broker's log lost with them, then all started again
+    as `make run` does: it fires once, not before its time (its timer is in PostgreSQL)."""
+    async with local_stack(service_env, tmp_path_factory) as local, aiohttp.ClientSession() as session:
+        base = f"http://127.0.0.1:{local.env['SENDSTREAM_HTTP_PORT']}"
+        api = await new_org(Api(session, base, local.env["SENDSTREAM_BOOTSTRAP_API_KEY"]))
+        handle = await identity_for(api, relay)
+        _, at = await schedule(api, handle, "restart@example.test", 25)
+        local.stack.stop_all()
+        local.stop_broker()
+        local.start_broker()
+        local.start_services()
+        assert datetime.now(UTC) < at, "the restart took longer than the schedule allows for"
+        [got] = await relay.wait_for(1, timeout=60)
+        assert datetime.now(UTC) >= at and got.rcpt_tos == ["restart@example.test"]
+        assert len(await relay.before_marker(through(api, handle))) == 1  # once
 
 
 async def _is(found, expected: str) -> bool:
