@@ -19,7 +19,7 @@ from projections import archive
 from projections.messages import CONSUMER, SHAPES, plan, set_based
 from schemas import topics
 from schemas.envelope import Envelope
-from schemas.events import MessageFailed, MessageSent, SendRejected
+from schemas.events import MessageFailed, MessageSent, SendCancelled, SendRejected, SendScheduled
 from services.common import db
 from services.common.broker import subscribe
 from services.common.service import Background, Periodic
@@ -28,6 +28,9 @@ from services.domain import bodies
 from services.domain.blobs import BlobStore, blob_store
 
 VIEWS = ("messages", "conversations", "suppressions")
+# What ends a message's need of a re-drive: its outcome, or (a scheduled send) its timer taking over, or
+# its cancel. A firing is watched from when the scheduler publishes it (services/scheduler/app.py).
+ENDS = (MessageSent, MessageFailed, SendRejected, SendScheduled, SendCancelled)
 log = structlog.get_logger("sendstream.projections")
 
 
@@ -50,7 +53,7 @@ async def claim(conn: asyncpg.Connection, events: list[Envelope]) -> list[Envelo
     """Inside a transaction: claim `events` and settle the re-drives of the messages the new ones end;
     returns those new to the views, each once, in their order."""
     ended = [(e.event_id, e.payload.message_id) for e in events
-             if isinstance(e, MessageSent | MessageFailed | SendRejected)]  # fmt: skip
+             if isinstance(e, ENDS)]  # fmt: skip
     rows = await conn.fetch(
         CLAIM,
         list(dict.fromkeys(e.event_id for e in events)),
@@ -103,7 +106,7 @@ async def project(pool: asyncpg.Pool, events: list[Envelope], blobs: BlobStore |
     if len(rounds) == 1 and all(sql in SHAPES for sql in rounds[0]):
         ctes, args = set_based(rounds[0], await column_types(pool), 3)
         ended = [
-            e.payload.message_id for e in unique if isinstance(e, MessageSent | MessageFailed | SendRejected)
+            e.payload.message_id for e in unique if isinstance(e, ENDS)
         ]
         sql = FAST.format(consumer=CONSUMER, upserts=", ".join(f"u{i} AS ({c})" for i, c in enumerate(ctes)))
         try:

@@ -241,12 +241,20 @@ class Account(BaseModel):
     email: str
 
 
+class ScheduledResult(BaseModel):
+    """A recipient's message scheduled for later (SPEC 3.5): nothing is decided until it fires."""
+
+    to: str
+    messageId: str = Field(description="Ours (`msg_…`): what it is cancelled by.")
+    status: Literal["scheduled"]
+    convId: str
+    sendAt: str = Field(description="When it fires (UTC).")
+
+
 class SendResult(BaseModel):
     to: str
     id: str | None = Field(None, description="The RFC 5322 Message-ID, once a mailbox is assigned.")
-    messageId: str | None = Field(None, description="Ours (`msg_…`): what a scheduled send is cancelled by.")
-    status: Literal["accepted", "queued", "rejected", "scheduled"]
-    sendAt: str | None = Field(None, description="When a scheduled send fires (UTC).")
+    status: Literal["accepted", "queued", "rejected"]
     convId: str | None = None
     affinity: Literal["new", "existing", "reassigned"] | None = None
     account: Account | None = None
@@ -260,13 +268,13 @@ class SendResponse(BaseModel):
     remaining: int
     dailyCap: int
     identity: str
-    messages: list[SendResult]
+    messages: list[SendResult | ScheduledResult]
 
 
 def send_response(outcome: Outcome, handle: str) -> tuple[SendResponse, int]:
     """The seed's answer to a send: each recipient's outcome; 202 if anything was accepted (or is still
     queued), 429 if every recipient was rejected."""
-    results = []
+    results: list[SendResult | ScheduledResult] = []
     for m in outcome.messages:
         if m.state == "accepted":
             account = Account(id=ids.render("mailbox", m.mailbox_id), email=m.mailbox_email)
@@ -280,7 +288,7 @@ def send_response(outcome: Outcome, handle: str) -> tuple[SendResponse, int]:
             results.append(SendResult(to=m.to[0], status="rejected", reason=m.reason))
         elif m.state == "scheduled":
             results.append(
-                SendResult(
+                ScheduledResult(
                     to=m.to[0], messageId=ids.render("message", m.message_id), status="scheduled",
                     convId=ids.render("conversation", m.conv_id), sendAt=iso(m.send_at),
                 )

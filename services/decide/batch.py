@@ -159,7 +159,8 @@ class StateWrites:
         ]
 
     def scheduling_columns(self) -> list[list]:
-        """Per-column lists for $27 to $34: the scheduled messages' states, and the timers that fire them."""
+        """Per-column lists for $27 to $34: the scheduled messages' states, and the timers that fire them
+        (the scheduler watches a firing once it published it: services/scheduler/app.py)."""
         return [
             *columns([(m, *rest) for m, rest in self.scheduled.items()], 5),
             *columns([(i, due, e.model_dump(mode="json")) for i, (due, e) in self.timers.items()], 3),

@@ -9,11 +9,12 @@ publishes them again, which consumers drop by `event_id`.
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import structlog
 from aiokafka.admin import AIOKafkaAdminClient
 
+from schemas.events import SendRequested
 from services.common import db, timers
 from services.common.broker import ensure_topics, make_broker, publish_events
 from services.common.logging import configure_logging
@@ -40,6 +41,12 @@ async def publish_due(pool, broker, settings: SchedulerSettings) -> int:
         due = await timers.take_due(conn, settings.scheduler_batch)
         if due:
             await publish_events(broker, settings, due)
+            # A scheduled send's firing, once published, is watched like any send on its way: lost with
+            # the log, it is published again (watched only now, so nothing re-drives it before its time).
+            after = datetime.now(UTC) + timedelta(seconds=settings.redrive_after_s)
+            for e in due:
+                if isinstance(e, SendRequested) and e.payload.fired:
+                    await redrive.watch(conn, e.payload.messages[0].message_id, e, after)
             await timers.done(conn, due)
     return len(due)
 
