@@ -64,6 +64,26 @@ async def test_a_send_cancelled_before_its_time_never_goes_out(api: Api, relay: 
     assert await status_of(api, message) == "cancelled"
 
 
+async def test_what_waits_is_listed_soonest_first_and_a_cancelled_one_leaves_the_list(api: Api, relay: Relay) -> None:
+    handle, _ = await make_identity(api, relay)
+    later, _ = await schedule(api, handle, "second@example.test", 120)
+    sooner, _ = await schedule(api, handle, "first@example.test", 60)
+
+    async def listed(**query: str) -> list[dict]:
+        q = "&".join(f"{k}={v}" for k, v in {"identity": handle, **query}.items())
+        status, body, _ = await api.call("GET", f"/v1/scheduled?{q}")
+        assert status == 200, body
+        return body["data"] if not query else [*body["data"], {"next": body["nextCursor"]}]
+
+    assert [m["messageId"] for m in await listed()] == [sooner["messageId"], later["messageId"]]
+    first_page = await listed(limit="1")
+    assert first_page[0]["to"] == ["first@example.test"] and first_page[1]["next"]
+    assert (await api.call("POST", f"/v1/messages/{sooner['messageId']}/cancel"))[0] == 200
+    assert [m["messageId"] for m in await listed()] == [later["messageId"]]
+    assert (await api.call("GET", "/v1/scheduled?identity=nobody@example.test"))[0] == 404
+    assert (await api.call("POST", f"/v1/messages/{later['messageId']}/cancel"))[0] == 200
+
+
 async def test_a_time_that_cannot_be_is_400_naming_the_field(api: Api, relay: Relay) -> None:
     handle, _ = await make_identity(api, relay)
     for send_at, zone, words in [

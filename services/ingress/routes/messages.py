@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from uuid import UUID
+
 from aiohttp import web
 
 from schemas import ids
 from schemas.api.common import iso
 from schemas.api.identities import AuditEvent, AuditTrail, Cancelled
+from schemas.api.scheduled import ScheduledList, ScheduledSend
+from services.ingress import cursors
 from services.ingress.context import ctx
-from services.ingress.core import scheduling
-from services.ingress.http import Call, json_model, not_found, route
+from services.ingress.core import directory, scheduling
+from services.ingress.http import Call, json_model, not_found, query_limit, route
 
 
 @route(
@@ -52,3 +57,39 @@ async def cancel_message(call: Call) -> web.Response:
     message_id = ids.parse("message", call.param("messageId"))
     await scheduling.cancel(ctx(call), call.principal.org_id, message_id, call.request_id)
     return json_model(Cancelled(id=call.param("messageId"), status="cancelled"))
+
+
+@route(
+    "GET", "/v1/scheduled", scope="read", tag="messages", response=ScheduledList, errors=(400, 404),
+    summary="Scheduled sends still waiting, soonest first (`identity`: a handle; `cursor`, `limit` 1-100)",
+)  # fmt: skip
+async def list_scheduled(call: Call) -> web.Response:
+    c, query = ctx(call), call.request.query
+    limit = query_limit(call, 50)
+    at, after = cursors.decode(query["cursor"], datetime, UUID) if query.get("cursor") else (None, None)
+    identity = await directory.find_identity(c, call.principal.org_id, query["identity"]) if query.get("identity") else None
+    rows = await c.pool.fetch(
+        """SELECT s.message_id, s.send_at, i.handle, m.to_addrs, m.subject, m.conv_id
+             FROM scheduled_sends s JOIN identities i ON i.id = s.identity_id
+             LEFT JOIN messages m ON m.id = s.message_id
+            WHERE s.org_id = $1 AND s.state = 'scheduled' AND ($2::uuid IS NULL OR s.identity_id = $2)
+              AND ($3::timestamptz IS NULL OR (s.send_at, s.message_id) > ($3, $4))
+            ORDER BY s.send_at, s.message_id LIMIT $5""",
+        call.principal.org_id, identity["id"] if identity else None, at, after, limit + 1,
+    )  # fmt: skip
+    more, rows = len(rows) > limit, rows[:limit]
+    return json_model(
+        ScheduledList(
+            data=[scheduled_out(r) for r in rows],
+            nextCursor=cursors.encode(rows[-1]["send_at"], rows[-1]["message_id"]) if more else None,
+            hasMore=more,
+        )
+    )
+
+
+def scheduled_out(r) -> ScheduledSend:
+    conv = ids.render("conversation", r["conv_id"]) if r["conv_id"] else ""
+    return ScheduledSend(
+        messageId=ids.render("message", r["message_id"]), identity=r["handle"], to=r["to_addrs"] or [],
+        subject=r["subject"] or "", convId=conv, sendAt=iso(r["send_at"]),
+    )  # fmt: skip
