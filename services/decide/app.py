@@ -201,13 +201,14 @@ usage AS (
     ON CONFLICT (conv_id) DO UPDATE SET last_rfc_message_id = EXCLUDED.last_rfc_message_id,
         refs = EXCLUDED.refs, updated_at = EXCLUDED.updated_at
 ), scheduled AS (
-    INSERT INTO scheduled_sends (message_id, org_id, identity_id, send_at, state)
-    SELECT m, o, i, coalesce(a, now()), s
-      FROM unnest($27::uuid[], $28::uuid[], $29::uuid[], $30::timestamptz[], $31::text[]) AS w(m, o, i, a, s)
+    INSERT INTO scheduled_sends (message_id, org_id, identity_id, send_at, state, conv_id, to_addrs, subject)
+    SELECT m, o, i, coalesce(a, now()), s, c, ARRAY(SELECT jsonb_array_elements_text(t::jsonb)), j
+      FROM unnest($27::uuid[], $28::uuid[], $29::uuid[], $30::timestamptz[], $31::text[], $32::uuid[],
+                  $33::text[], $34::text[]) AS w(m, o, i, a, s, c, t, j)
     ON CONFLICT (message_id) DO UPDATE SET state = EXCLUDED.state, updated_at = now()
 ), timed AS (
     INSERT INTO timers (event_id, due_at, event)
-    SELECT * FROM unnest($32::uuid[], $33::timestamptz[], $34::jsonb[])
+    SELECT * FROM unnest($35::uuid[], $36::timestamptz[], $37::jsonb[])
     ON CONFLICT (event_id) DO NOTHING
 )
 """
@@ -215,7 +216,7 @@ usage AS (
 # Both writes notify the waiting ingress of the answers of the requests decided, at commit
 # (services/domain/decided.py: the payloads are $26).
 NOTIFY = f"""(SELECT count(pg_notify('{CHANNEL}', p)) FROM unnest($26::text[]) AS p),
-       (SELECT count(pg_notify('{timers.CHANNEL}', '')) WHERE cardinality($32::uuid[]) > 0)"""
+       (SELECT count(pg_notify('{timers.CHANNEL}', '')) WHERE cardinality($35::uuid[]) > 0)"""
 
 # Fallback path, inside the transaction that claimed the events: store the decisions on their rows.
 WRITE_CLAIMED = f"""WITH {STATE}, stored AS (

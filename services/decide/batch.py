@@ -144,7 +144,8 @@ class StateWrites:
     days: dict[tuple[UUID, object], tuple[int, datetime]] = field(default_factory=dict)  # -> (recipients, last)
     pins: dict[tuple[UUID, str], tuple[UUID, datetime]] = field(default_factory=dict)  # (identity, to) -> (mailbox, at)
     threads: dict[UUID, tuple] = field(default_factory=dict)  # conversation -> its binding and last message
-    # scheduled message -> (org, identity, send_at, its state): SCHEDULED, CANCELLED or FIRED
+    # scheduled message -> (org, identity, send_at, its state: SCHEDULED, CANCELLED or FIRED, and when
+    # scheduled its conversation, recipients and subject)
     scheduled: dict[UUID, tuple] = field(default_factory=dict)
     timers: dict[UUID, tuple[datetime, Envelope]] = field(default_factory=dict)  # a scheduled message's firing
 
@@ -159,10 +160,10 @@ class StateWrites:
         ]
 
     def scheduling_columns(self) -> list[list]:
-        """Per-column lists for $27 to $34: the scheduled messages' states, and the timers that fire them
+        """Per-column lists for $27 to $37: the scheduled messages' states, and the timers that fire them
         (the scheduler watches a firing once it published it: services/scheduler/app.py)."""
         return [
-            *columns([(m, *rest) for m, rest in self.scheduled.items()], 5),
+            *columns([(m, *rest[:5], json.dumps(rest[5]), rest[6]) for m, rest in self.scheduled.items()], 8),
             *columns([(i, due, e.model_dump(mode="json")) for i, (due, e) in self.timers.items()], 3),
         ]
 
@@ -197,13 +198,15 @@ def state_writes(
         for e in decisions:
             if isinstance(e, SendScheduled) and isinstance(request, SendRequested):
                 p = e.payload
-                w.scheduled[p.message_id] = (e.org_id, e.identity_id, p.send_at, SCHEDULED)
+                w.scheduled[p.message_id] = (
+                    e.org_id, e.identity_id, p.send_at, SCHEDULED, p.conv_id, p.to, request.payload.content.subject
+                )  # fmt: skip
                 fire = firing(request, p.message_id)
                 w.timers[fire.event_id] = (p.send_at, fire)
             elif isinstance(e, SendCancelled):
-                w.scheduled[e.payload.message_id] = (e.org_id, e.identity_id, None, CANCELLED)
+                w.scheduled[e.payload.message_id] = (e.org_id, e.identity_id, None, CANCELLED, None, [], "")
             elif fired and isinstance(e, SendAccepted | SendRejected):
-                w.scheduled[e.payload.message_id] = (e.org_id, e.identity_id, None, FIRED)
+                w.scheduled[e.payload.message_id] = (e.org_id, e.identity_id, None, FIRED, None, [], "")
     for e in (d for ds in decided.values() for d in ds):
         if isinstance(e, MessageReceived) and e.payload.mailbox_id is not None:
             # A conversation it starts is bound to its mailbox; in any, the next reply answers it.

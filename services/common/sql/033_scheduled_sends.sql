@@ -6,6 +6,9 @@ CREATE TABLE scheduled_sends (
     identity_id uuid NOT NULL,
     send_at     timestamptz NOT NULL,
     state       text NOT NULL CHECK (state IN ('scheduled', 'cancelled', 'fired')),
+    conv_id     uuid,
+    to_addrs    text[] NOT NULL DEFAULT '{}',
+    subject     text NOT NULL DEFAULT '',  -- what GET /v1/scheduled shows, as decide wrote it (not the view's)
     updated_at  timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX scheduled_sends_waiting ON scheduled_sends (identity_id, send_at) WHERE state = 'scheduled';

@@ -69,9 +69,8 @@ async def list_scheduled(call: Call) -> web.Response:
     at, after = cursors.decode(query["cursor"], datetime, UUID) if query.get("cursor") else (None, None)
     identity = await directory.find_identity(c, call.principal.org_id, query["identity"]) if query.get("identity") else None
     rows = await c.pool.fetch(
-        """SELECT s.message_id, s.send_at, i.handle, m.to_addrs, m.subject, m.conv_id
+        """SELECT s.message_id, s.send_at, i.handle, s.to_addrs, s.subject, s.conv_id
              FROM scheduled_sends s JOIN identities i ON i.id = s.identity_id
-             LEFT JOIN messages m ON m.id = s.message_id
             WHERE s.org_id = $1 AND s.state = 'scheduled' AND ($2::uuid IS NULL OR s.identity_id = $2)
               AND ($3::timestamptz IS NULL OR (s.send_at, s.message_id) > ($3, $4))
             ORDER BY s.send_at, s.message_id LIMIT $5""",
