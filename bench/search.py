@@ -1,4 +1,4 @@
-"""Search latency of the inboxes dialect's `?query=` (services/domain/views.py) over 100,000 messages of
+"""Search latency of the inboxes dialect's `?query=` (services/common/domain/views.py) over 100,000 messages of
 one inbox, against the raw limit measured in the same run: a one-row round trip to the same PostgreSQL.
 
 Loads the messages view directly (COPY; the search column and its GIN index are the real ones), then
@@ -27,7 +27,7 @@ import asyncpg
 from devstack.infra import start_postgres
 from schemas.ids import new_id
 from services.common.db import init_connection, migrate
-from services.domain import views
+from services.common.domain import views
 
 
 def pct(values: list[float], p: float) -> float:

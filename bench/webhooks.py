@@ -26,8 +26,8 @@ from aiohttp import web
 
 from bench.send_pipeline import Client, ms, pct, running_pipeline, sent_by, setup_identity, tenant_client
 from devstack.infra import free_port
+from services.common.domain.webhooks.signing import headers, new_secret
 from services.common.settings import WebhookSettings
-from services.domain.webhooks.signing import headers, new_secret
 
 
 class Receiver:

@@ -171,7 +171,7 @@ def start_tansu(port: int = 0, log_path: Path | None = None) -> tuple[str, Calla
     url = f"tcp://127.0.0.1:{port}"
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - the child owns it
     # Its log is in memory: each start is a new log, so it says so with a cluster id of its own, by
-    # which the scheduler knows to re-drive what was in flight (services/domain/redrive.py).
+    # which the scheduler knows to re-drive what was in flight (services/common/domain/redrive.py).
     cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
     listen = ["--listener-url", url, "--advertised-listener-url", url]
     proc = subprocess.Popen(

@@ -22,10 +22,10 @@ from schemas.envelope import Envelope
 from schemas.events import MessageFailed, MessageSent, SendCancelled, SendRejected, SendScheduled
 from services.common import db
 from services.common.broker import subscribe
+from services.common.domain import bodies
+from services.common.domain.blobs import BlobStore, blob_store
 from services.common.service import Background, Periodic
 from services.common.settings import ProjectionsSettings
-from services.domain import bodies
-from services.domain.blobs import BlobStore, blob_store
 
 VIEWS = ("messages", "conversations", "suppressions")
 # What ends a message's need of a re-drive: its outcome, or (a scheduled send) its timer taking over, or

@@ -40,7 +40,7 @@ from schemas.events import (
     SuppressionRemoved,
 )
 from schemas.status import STATUS_RANK, MessageStatus
-from services.domain import suppressions
+from services.common.domain import suppressions
 
 Statement = tuple[str, tuple[Any, ...]]
 CONSUMER = "projections"  # the consumer of these views: its group, and its records in processed_events

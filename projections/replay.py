@@ -42,9 +42,9 @@ import asyncpg
 from projections.messages import CONSUMER, PROJECTED, Groups, plan
 from schemas.events import parse_event
 from services.common import db
+from services.common.domain import bodies
+from services.common.domain.blobs import BlobStore, blob_store
 from services.common.settings import CommonSettings
-from services.domain import bodies
-from services.domain.blobs import BlobStore, blob_store
 
 # The views and their keys.
 VIEWS: dict[str, tuple[str, ...]] = {

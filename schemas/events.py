@@ -2,7 +2,7 @@
 
 Events are serialised as JSON. `parse_event` reads any of them; `EVENT_TYPES` maps `type` to model.
 Bodies travel inline while they are small (the ingress bounds them); attachments and raw MIME are
-stored once in the blob store (services/domain/blobs.py) and referenced by sha256, so events stay well
+stored once in the blob store (services/common/domain/blobs.py) and referenced by sha256, so events stay well
 under Kafka's 1 MB default.
 """
 
@@ -34,7 +34,7 @@ Dialect = str
 
 
 class BlobRef(Payload):
-    """Bytes kept in the blob store (services/domain/blobs.py), as events refer to them: never the bytes."""
+    """Bytes kept in the blob store (services/common/domain/blobs.py), as events refer to them: never the bytes."""
 
     sha256: str = Field(pattern="^[0-9a-f]{64}$")
     size: int = Field(ge=0)
@@ -61,7 +61,7 @@ class Forwarded(Payload):
 class Content(Payload):
     """What the sender wrote; shared by requests and the accepted send. A body too large to travel in
     events is in the blob store (`text_blob`, `html_blob`; then `text`, `html` are None): consumers that
-    need it read it back (services/domain/bodies.py)."""
+    need it read it back (services/common/domain/bodies.py)."""
 
     subject: str = ""
     text: str | None = None

@@ -44,8 +44,8 @@ from projections.chain import verify_chain
 from schemas import ids
 from services import tenants
 from services.common import db
+from services.common.domain.blobs import blob_store
 from services.common.settings import CommonSettings, LocalSettings
-from services.domain.blobs import blob_store
 from services.ingress.core import domains
 
 console = Console()

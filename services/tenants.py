@@ -28,7 +28,7 @@ import asyncpg
 from projections import replay
 from projections.messages import CONSUMER as PROJECTIONS
 from projections.messages import PROJECTED
-from services.domain.blobs import BlobStore
+from services.common.domain.blobs import BlobStore
 from services.ingress.auth import principal_cache_key
 from services.ingress.cache import CHANNEL
 from services.ingress.core.directory import identity_cache_key
@@ -87,7 +87,7 @@ ERASED = (
 )
 
 # The blobs an organization refers to, and those of them another one refers to as well (the same bytes
-# are one blob): `blob_refs`, written by every put before its bytes (services/domain/blobs.py).
+# are one blob): `blob_refs`, written by every put before its bytes (services/common/domain/blobs.py).
 ITS_BLOBS = "SELECT sha256 FROM blob_refs WHERE org_id = $1"
 SHARED = "SELECT DISTINCT sha256 FROM blob_refs WHERE sha256 = ANY($2::bytea[]) AND org_id <> $1"
 

@@ -101,7 +101,7 @@ def service_env(infra: Infra, default_relay: Relay, dns_server: DnsServer) -> di
         # A mailbox's bounce rate judged over few sends, so a test can take one past it.
         "SENDSTREAM_MAILBOX_BOUNCE_MIN_SENDS": "5",
         # No sender checks against the machine's DNS: a CI machine's resolver may not answer at all.
-        # services/domain/receiving/authentication.py is tested with the records it needs (unit tests).
+        # services/common/domain/receiving/authentication.py is tested with the records it needs (unit tests).
         "SENDSTREAM_INBOUND_AUTHENTICATE": "false",
         "SENDSTREAM_MAILBOX_BOUNCE_THRESHOLD": "0.2",
         "SENDSTREAM_DECISION_TIMEOUT_S": "10",

@@ -356,7 +356,7 @@ def account_out(mailbox_id: Any, email: str | None) -> Account | None:
 
 
 def conversation_message_out(r: Any) -> ConversationMessage:
-    """A message of the messages view (services/domain/views.py) as this dialect shows it."""
+    """A message of the messages view (services/common/domain/views.py) as this dialect shows it."""
     return ConversationMessage.model_validate(
         {
             "id": r["rfc_message_id"], "messageId": ids.render("message", r["id"]), "direction": r["direction"],

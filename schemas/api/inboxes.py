@@ -215,7 +215,7 @@ SEED_STATUS: dict[MessageStatus, SeedStatus] = {
 
 
 def message_out(row: Any, files: dict[str, bytes] | None = None) -> Message:
-    """A message of the messages view (services/domain/views.py) as the seed shows it; with `files`
+    """A message of the messages view (services/common/domain/views.py) as the seed shows it; with `files`
     (its attachments' bytes), whole. Between two hosted inboxes both copies name both inboxes."""
     inbox_id = ids.render("inbox", row["identity_id"])
     outbound = row["direction"] == "outbound"

@@ -2,7 +2,7 @@
 
 A mailbox is an identity addressed by its handle, an email address (SPEC 2), with a pool of one account
 of that address; ids are bare UUIDs. Errors are `{"detail": {"error", "message"}}`, where the seed's
-own client reads them. Message objects render rows of the messages view (services/domain/views.py).
+own client reads them. Message objects render rows of the messages view (services/common/domain/views.py).
 """
 
 from __future__ import annotations

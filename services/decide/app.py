@@ -41,6 +41,8 @@ from schemas.events import (
 )
 from services.common import db, timers
 from services.common.broker import is_transient, publish_events, retry_pause, subscribe
+from services.common.domain import redrive, sent
+from services.common.domain.decided import CHANNEL, DECIDER, notifications
 from services.common.progress import Progress
 from services.common.service import Background, Periodic, cancel
 from services.common.settings import DecideSettings
@@ -48,8 +50,6 @@ from services.decide.affinity import IdentityState, MailboxState
 from services.decide.batch import columns, decide_in_order, state_writes
 from services.decide.received import answers_of
 from services.decide.replies import Thread
-from services.domain import redrive, sent
-from services.domain.decided import CHANNEL, DECIDER, notifications
 
 CONSUMER = DECIDER
 log = structlog.get_logger("sendstream.decide")
@@ -214,7 +214,7 @@ usage AS (
 """
 
 # Both writes notify the waiting ingress of the answers of the requests decided, at commit
-# (services/domain/decided.py: the payloads are $26).
+# (services/common/domain/decided.py: the payloads are $26).
 NOTIFY = f"""(SELECT count(pg_notify('{CHANNEL}', p)) FROM unnest($26::text[]) AS p),
        (SELECT count(pg_notify('{timers.CHANNEL}', '')) WHERE cardinality($35::uuid[]) > 0)"""
 
@@ -244,8 +244,8 @@ SELECT CASE WHEN (SELECT count(*) FROM claimed) = cardinality($24::uuid[]) THEN 
 # A commit that waits for the WAL flush (the server's own setting) and so makes every earlier commit
 # durable; it returns which of the given requests ($1) have their decisions recorded. In the same
 # statement, before anything acts on them: each accepted send decided now is watched until it is sent
-# (services/domain/redrive.py: $2 its request, $3 its message, $4 the event, $5 the wait), and what
-# each accepted send goes to is kept (services/domain/sent.py: $6 its request, $7 to $13 its record),
+# (services/common/domain/redrive.py: $2 its request, $3 its message, $4 the event, $5 the wait), and what
+# each accepted send goes to is kept (services/common/domain/sent.py: $6 its request, $7 to $13 its record),
 # for the requests recorded (a request whose decisions the database lost gets them once they are
 # recorded again, `DurablePublisher._publish`).
 BARRIER = """WITH mark AS (

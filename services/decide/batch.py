@@ -34,10 +34,10 @@ from schemas.events import (
     SendScheduledPayload,
     recipient_count,
 )
+from services.common.domain.timezones import local_day_start
 from services.decide.affinity import IdentityState, advance, decide_send
 from services.decide.received import answers_of, receive, rethreaded, thread_after_received
 from services.decide.replies import Thread, decide_reply
-from services.domain.timezones import local_day_start
 
 log = structlog.get_logger("sendstream.decide")
 

@@ -59,15 +59,15 @@ from schemas.events import (
 )
 from services.common import db, timers
 from services.common.broker import bound, is_transient, publish_events, subscribe
+from services.common.domain import bodies, redrive, unsubscribe
+from services.common.domain.blobs import BlobCorrupt, BlobMissing, BlobStore, blob_store
+from services.common.domain.receiving.intake import Intake, Target, screened, targets_from, targets_sql
 from services.common.egress import Egress
 from services.common.secrets import Secrets
 from services.common.settings import DispatchSettings
 from services.dispatch.recorder import OutcomeRecorder
 from services.dispatch.retry import next_attempt_at
 from services.dispatch.smtp import Outcome, Relay, SmtpPool
-from services.domain import bodies, redrive, unsubscribe
-from services.domain.blobs import BlobCorrupt, BlobMissing, BlobStore, blob_store
-from services.domain.receiving.intake import Intake, Target, screened, targets_from, targets_sql
 
 CONSUMER = "dispatch"
 RFC822 = "message/rfc822"
@@ -252,7 +252,7 @@ class Dispatcher:
 
     async def schedule(self, conn: asyncpg.Connection, event: DispatchRetryDue) -> None:
         """A later attempt (a retry, a lease): a durable timer, and what the message waits for now, should
-        its event be lost once published (services/domain/redrive.py)."""
+        its event be lost once published (services/common/domain/redrive.py)."""
         await timers.schedule(conn, event, event.occurred_at)
         after = timedelta(seconds=self.settings.redrive_after_s)
         await redrive.watch(conn, event.payload.message_id, event, event.occurred_at + after)

@@ -25,12 +25,12 @@ from mail.parse import MAX_TOKEN, Unacceptable, one_line
 from schemas.events import Authentication
 from services.common import db
 from services.common.broker import ensure_topics, make_broker
+from services.common.domain.blobs import blob_store
+from services.common.domain.receiving.authentication import authenticate
+from services.common.domain.receiving.intake import RECEIVED, Intake, Refused, Target, screened, targets_of
 from services.common.logging import configure_logging
 from services.common.service import run, stop_event
 from services.common.settings import InboundSettings
-from services.domain.blobs import blob_store
-from services.domain.receiving.authentication import authenticate
-from services.domain.receiving.intake import RECEIVED, Intake, Refused, Target, screened, targets_of
 
 log = structlog.get_logger("sendstream.inbound")
 

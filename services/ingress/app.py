@@ -15,11 +15,11 @@ from aiohttp import web
 from schemas import dialects
 from services.common import db
 from services.common.broker import ensure_topics, make_broker
+from services.common.domain.blobs import blob_store
 from services.common.logging import configure_logging
 from services.common.secrets import Secrets
 from services.common.service import Periodic, run, stop_event
 from services.common.settings import IngressSettings
-from services.domain.blobs import blob_store
 from services.ingress.admission import Admission
 from services.ingress.auth import authenticate, ensure_bootstrap_key
 from services.ingress.cache import Cache

@@ -14,9 +14,9 @@ from faststream.kafka import KafkaBroker
 
 from schemas.envelope import Envelope
 from services.common.broker import PERMANENT_KAFKA_ERRORS, EventTooLarge, hand_over, is_transient
+from services.common.domain.blobs import BlobStore
 from services.common.secrets import Secrets
 from services.common.settings import IngressSettings
-from services.domain.blobs import BlobStore
 from services.ingress.admission import Admission
 from services.ingress.cache import Cache
 from services.ingress.decisions import DecisionWaiter

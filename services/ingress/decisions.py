@@ -2,7 +2,7 @@
 
 The decide service records each request's decisions in PostgreSQL (on the request's row of
 `processed_events`) in the transaction that claims the request, and that transaction notifies channel
-`sendstream_decided` with the answers of the requests it decided (services/domain/decided.py). Every
+`sendstream_decided` with the answers of the requests it decided (services/common/domain/decided.py). Every
 ingress listens; one that is waiting for one of those requests answers from the notification, or, for
 a request named without its answers, reads its recorded decisions: the very record decide republishes
 from when a request is delivered to it again, so the answer is what the decisions topic carries. (That
@@ -28,9 +28,9 @@ import asyncpg
 import structlog
 
 from services.common import db
+from services.common.domain.decided import CHANNEL, DECIDER, Answer, heard
 from services.common.notify import Listener
 from services.common.settings import CommonSettings
-from services.domain.decided import CHANNEL, DECIDER, Answer, heard
 
 log = structlog.get_logger("sendstream.ingress.decisions")
 

@@ -28,11 +28,11 @@ from schemas.envelope import Envelope
 from schemas.events import MailboxSyncChanged
 from services.common import service
 from services.common.broker import subscribe
+from services.common.domain.blobs import blob_store
+from services.common.domain.receiving.intake import Intake
 from services.common.secrets import Secrets
 from services.common.service import cancel
 from services.common.settings import MailsyncSettings
-from services.domain.blobs import blob_store
-from services.domain.receiving.intake import Intake
 from services.mailsync.session import Session, accounts
 
 log = structlog.get_logger("sendstream.mailsync")

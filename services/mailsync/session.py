@@ -34,10 +34,10 @@ import structlog
 from prometheus_client import Counter
 
 from mail.parse import MAX_TOKEN, Unacceptable, header, one_line, policy, token
+from services.common.domain.receiving.intake import Intake, Refused, Target, Turn, screened
 from services.common.egress import Egress, EgressRefused, Unresolvable, printable
 from services.common.secrets import Secrets
 from services.common.settings import MailsyncSettings
-from services.domain.receiving.intake import Intake, Refused, Target, Turn, screened
 
 log = structlog.get_logger("sendstream.mailsync")
 MESSAGES = Counter("sendstream_mailsync_messages_total", "Messages read over IMAP, by outcome", ["outcome"])

@@ -1,5 +1,5 @@
 """Scheduler: publishes due durable timers (services/common/timers.py), re-publishes the next event of
-messages that made no progress (services/domain/redrive.py), and does hourly housekeeping.
+messages that made no progress (services/common/domain/redrive.py), and does hourly housekeeping.
 
 Several schedulers may run: each locks the rows it publishes (FOR UPDATE SKIP LOCKED) and deletes them
 in the same transaction after the broker acknowledged them. A crash between publish and commit
@@ -17,12 +17,12 @@ from aiokafka.admin import AIOKafkaAdminClient
 from schemas.events import SendRequested
 from services.common import db, timers
 from services.common.broker import ensure_topics, make_broker, publish_events
+from services.common.domain import redrive
+from services.common.domain.webhooks import queue
 from services.common.logging import configure_logging
 from services.common.notify import Listener
 from services.common.service import Periodic, run, stop_event
 from services.common.settings import SchedulerSettings
-from services.domain import redrive
-from services.domain.webhooks import queue
 
 log = structlog.get_logger("sendstream.scheduler")
 
@@ -73,7 +73,7 @@ async def watch_log(pool, settings: SchedulerSettings) -> int | None:
 
 
 async def redrive_overdue(pool, broker, settings: SchedulerSettings) -> int:
-    """Publish again the next event of every message that made no progress (services/domain/redrive.py),
+    """Publish again the next event of every message that made no progress (services/common/domain/redrive.py),
     all of them at once if the broker lost its log."""
     await watch_log(pool, settings)
     total = 0

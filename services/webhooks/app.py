@@ -45,12 +45,12 @@ from schemas.webhooks import WEBHOOK_TYPES, body, carries_message, message_data,
 from services.common import db, service, timers
 from services.common.batching import GroupCommit
 from services.common.broker import subscribe
+from services.common.domain import views
+from services.common.domain.webhooks import queue, signing
 from services.common.egress import Egress, GuardedResolver, UnsafeDestination
 from services.common.notify import Listener
 from services.common.secrets import Secrets
 from services.common.settings import WebhookSettings
-from services.domain import views
-from services.domain.webhooks import queue, signing
 from services.webhooks.policy import Step, after_attempt, retry_after
 
 CONSUMER = "webhooks"

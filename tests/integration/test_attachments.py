@@ -12,7 +12,7 @@ import uuid
 import asyncpg
 import pytest
 
-from services.domain.blobs import PostgresBlobs
+from services.common.domain.blobs import PostgresBlobs
 from tests.conftest import Api, Relay, eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]

@@ -19,7 +19,7 @@ import pytest
 from standardwebhooks import Webhook
 
 from schemas.limits import FINAL_MIME_MAX
-from services.domain import signed
+from services.common.domain import signed
 from tests.conftest import Api, Receiver, Relay, deliver, eventually, new_org
 from tests.integration.test_send import make_identity
 

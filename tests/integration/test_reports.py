@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import aiosmtplib
 import pytest
 
-from services.domain import unsubscribe
+from services.common.domain import unsubscribe
 from tests import postfix
 from tests.conftest import Api, Relay, deliver, eventually
 from tests.integration.test_archive import sendstream

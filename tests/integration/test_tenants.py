@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 
 from schemas import ids
-from services.domain.blobs import PostgresBlobs
+from services.common.domain.blobs import PostgresBlobs
 from services.tenants import ERASED
 from tests.conftest import Api, Receiver, Relay, deliver, eventually, new_org
 from tests.integration.test_archive import sendstream

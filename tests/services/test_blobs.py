@@ -19,8 +19,15 @@ import pytest
 import pytest_asyncio
 
 from devstack.infra import free_port, wait_for_port
+from services.common.domain.blobs import (
+    BlobCorrupt,
+    BlobMissing,
+    BlobStore,
+    PostgresBlobs,
+    S3Blobs,
+    blob_store,
+)
 from services.common.settings import CommonSettings
-from services.domain.blobs import BlobCorrupt, BlobMissing, BlobStore, PostgresBlobs, S3Blobs, blob_store
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

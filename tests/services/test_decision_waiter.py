@@ -11,9 +11,9 @@ import pytest
 
 from schemas.events import SendRejected, SendRejectedPayload
 from schemas.ids import new_id
+from services.common.domain.decided import CHANNEL, Answer, notifications
 from services.common.settings import CommonSettings
 from services.decide.app import CONSUMER
-from services.domain.decided import CHANNEL, Answer, notifications
 from services.ingress.decisions import DecisionWaiter
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

@@ -9,7 +9,7 @@ import pytest
 
 from schemas.ids import new_id
 from services.common import db as store
-from services.domain.webhooks import queue
+from services.common.domain.webhooks import queue
 from tests.services.test_webhook_queue import endpoint as new_endpoint
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

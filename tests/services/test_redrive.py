@@ -1,4 +1,4 @@
-"""The re-drive record (services/domain/redrive.py) on real PostgreSQL: what is overdue is handed back,
+"""The re-drive record (services/common/domain/redrive.py) on real PostgreSQL: what is overdue is handed back,
 each time later; the loss of the log makes what was in flight overdue at once; an end settles it."""
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from schemas.events import (
     SmtpReply,
 )
 from schemas.ids import new_id
-from services.domain import redrive
-from services.domain.decided import DECIDER
+from services.common.domain import redrive
+from services.common.domain.decided import DECIDER
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -8,8 +8,8 @@ import pytest
 
 from bench.replay import ORGS, events, load_archive
 from projections import replay
+from services.common.domain.blobs import blob_store
 from services.common.settings import CommonSettings
-from services.domain.blobs import blob_store
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

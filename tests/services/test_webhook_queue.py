@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 
 from schemas.ids import new_id
-from services.domain.webhooks import queue
+from services.common.domain.webhooks import queue
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 HOUR = timedelta(hours=1)

@@ -1,4 +1,4 @@
-"""SPF, DKIM and DMARC of received mail (services/domain/receiving/authentication.py), with the real
+"""SPF, DKIM and DMARC of received mail (services/common/domain/receiving/authentication.py), with the real
 libraries (pyspf, dkimpy) and the DNS records they would find handed to them."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import spf
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from services.common.domain.receiving.authentication import authenticate
 from services.common.settings import InboundSettings
-from services.domain.receiving.authentication import authenticate
 from services.inbound.app import Handler
 
 KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)

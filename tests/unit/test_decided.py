@@ -1,4 +1,4 @@
-"""decide's notifications to the waiting ingress (services/domain/decided.py): pure functions."""
+"""decide's notifications to the waiting ingress (services/common/domain/decided.py): pure functions."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 from schemas.events import SendRejected, SendRejectedPayload
 from schemas.ids import new_id
-from services.domain.decided import Answer, notifications
+from services.common.domain.decided import Answer, notifications
 
 
 def a_decision() -> SendRejected:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from email import message_from_bytes, policy
 
 from mail.reports import read_report
-from services.domain.receiving.intake import unmatched
+from services.common.domain.receiving.intake import unmatched
 
 
 def dsn(original_id: str, blocks: str, original: str = "text/rfc822-headers") -> bytes:

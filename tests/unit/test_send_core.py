@@ -9,7 +9,7 @@ from schemas.api.identities import send_response
 from schemas.commands import NewSend, Reply
 from schemas.events import Content, ReplyRequested, SendRequested
 from schemas.ids import new_id
-from services.domain.decided import Answer
+from services.common.domain.decided import Answer
 from services.ingress.core.outcome import outcome_of
 from services.ingress.core.send import request_event
 from services.ingress.idempotency import IdSource

@@ -1,10 +1,10 @@
-"""One-click unsubscribe tokens name the message and the recipient (services/domain/unsubscribe.py)."""
+"""One-click unsubscribe tokens name the message and the recipient (services/common/domain/unsubscribe.py)."""
 
 from __future__ import annotations
 
 import uuid
 
-from services.domain import unsubscribe
+from services.common.domain import unsubscribe
 
 KEY = b"k" * 32
 

@@ -22,8 +22,8 @@ from schemas.events import (
     SmtpReply,
 )
 from schemas.webhooks import body, carries_message, message_data, subscribed_name, webhook_type
+from services.common.domain.webhooks.signing import headers, new_secret, signature_header
 from services.common.egress import Egress, GuardedResolver, UnsafeDestination
-from services.domain.webhooks.signing import headers, new_secret, signature_header
 from services.webhooks.policy import after_attempt, retry_after
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)

@@ -20,7 +20,7 @@ from mail.compose import UnsendableMessage, compose
 from schemas import dialects
 from schemas.events import Attachment, Content
 from schemas.limits import BLOCKED_EXTENSIONS, BLOCKED_TYPES, CALLER_ATTACHMENTS_MAX, FINAL_MIME_MAX, MB
-from services.domain.blobs import BlobStore, ref_of
+from services.common.domain.blobs import BlobStore, ref_of
 from services.ingress.core.errors import Invalid, TooLarge
 
 # Declared types whose formats have a signature: a file declared as one of these whose bytes read as

@@ -34,8 +34,8 @@ from schemas.events import (
 )
 from schemas.limits import DEFAULT_HOURLY_LIMIT
 from services.common import timers
-from services.domain import views
-from services.domain.timezones import local_day_start
+from services.common.domain import views
+from services.common.domain.timezones import local_day_start
 from services.ingress.context import Context
 from services.ingress.core import domains
 from services.ingress.core.errors import Conflict, NotFound

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from schemas.commands import MessageOutcome, Outcome
 from schemas.events import RequestedMessage
-from services.domain.decided import Answer
+from services.common.domain.decided import Answer
 
 
 def outcome_of(

@@ -23,8 +23,8 @@ from schemas.events import (
     SendRequested,
     SendRequestedPayload,
 )
-from services.domain import bodies, redrive
-from services.domain.decided import Answer
+from services.common.domain import bodies, redrive
+from services.common.domain.decided import Answer
 from services.ingress.context import Context, MaybePublished
 from services.ingress.core import attachments, directory
 from services.ingress.core.outcome import Outcome, outcome_of
@@ -80,7 +80,7 @@ async def submit(
     its request and wait (at most `decision_timeout_s`) for decide's answers.
 
     A request answered before it was decided (`queued`) is watched until it is: should its event be
-    lost with the log, it is published again (services/domain/redrive.py)."""
+    lost with the log, it is published again (services/common/domain/redrive.py)."""
     if cmd.content.forwarded is None:  # a forward's bodies carry the original's: the composed size holds it
         attachments.check_bodies(cmd.content, c.settings.max_body_bytes)
     to = cmd.messages[0] if isinstance(cmd, NewSend) else cmd.recipients or [cmd.to]

@@ -34,7 +34,7 @@ from schemas.events import (
     Content,
 )
 from schemas.schedule import ScheduleError, fire_at
-from services.domain import views
+from services.common.domain import views
 from services.ingress.context import ctx
 from services.ingress.core import directory, egress
 from services.ingress.core.outcome import Outcome

@@ -1,5 +1,5 @@
 """The inboxes dialect (SPEC 3.2): inboxes over the core's identities; send and reply through the core's
-send command; messages, search and threads read from the message views (services/domain/views.py)."""
+send command; messages, search and threads read from the message views (services/common/domain/views.py)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from schemas.commands import Command, NewSend, Reply
 from schemas.events import Content
 from schemas.limits import ATTACHMENTS_BODY, DEFAULT_DAILY_CAP
 from schemas.replies import reply_subject
-from services.domain import views
+from services.common.domain import views
 from services.ingress.context import ctx
 from services.ingress.core import attachments, directory, egress
 from services.ingress.core.errors import NotFound

@@ -51,8 +51,8 @@ from schemas.events import (
 )
 from schemas.ids import new_id
 from schemas.limits import ATTACHMENTS_BODY
-from services.domain import signed, views
-from services.domain.blobs import BlobMissing, ref_of
+from services.common.domain import signed, views
+from services.common.domain.blobs import BlobMissing, ref_of
 from services.ingress import cursors
 from services.ingress.context import Context, ctx
 from services.ingress.core import attachments, directory, egress

@@ -2,7 +2,7 @@
 
 Entries are facts on the suppressions topic (SuppressionAdded / SuppressionRemoved, keyed by
 organization, so in order); the projections keep the table these routes read and decide checks, and
-these routes write their own facts through to it before answering (services/domain/suppressions.py),
+these routes write their own facts through to it before answering (services/common/domain/suppressions.py),
 so a send asked for after the answer is decided with it. A bounce, a complaint or a one-click
 unsubscribe adds one by itself, with its cause.
 """
@@ -23,7 +23,7 @@ from schemas.events import (
     SuppressionRemoved,
     SuppressionRemovedPayload,
 )
-from services.domain import suppressions
+from services.common.domain import suppressions
 from services.ingress import cursors
 from services.ingress.context import ctx
 from services.ingress.http import Call, json_model, not_found, query_limit, route

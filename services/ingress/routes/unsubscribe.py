@@ -1,5 +1,5 @@
 """One-click unsubscribe (RFC 8058): the public end of a send's List-Unsubscribe link. No API key: the
-token is the authority (services/domain/unsubscribe.py): it names the message and the recipient it was
+token is the authority (services/common/domain/unsubscribe.py): it names the message and the recipient it was
 made for. POST suppresses that recipient, and nobody else, at once and is safe to repeat; GET (a person
 following the link) answers a page whose button POSTs."""
 
@@ -10,7 +10,7 @@ import html
 from aiohttp import web
 from pydantic import BaseModel
 
-from services.domain import suppressions, unsubscribe
+from services.common.domain import suppressions, unsubscribe
 from services.ingress.context import ctx
 from services.ingress.http import Call, json_model, not_found, route
 

@@ -22,8 +22,8 @@ from schemas.api.webhooks import (
     WebhookList,
 )
 from schemas.webhooks import TEST_TYPE, body
+from services.common.domain.webhooks import queue, signing
 from services.common.egress import Egress, UnsafeDestination
-from services.domain.webhooks import queue, signing
 from services.ingress import cursors
 from services.ingress.context import ctx
 from services.ingress.http import ApiError, Call, json_model, not_found, query_limit, route

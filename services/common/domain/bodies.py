@@ -14,7 +14,7 @@ from uuid import UUID
 
 from schemas.envelope import Envelope
 from schemas.events import Content
-from services.domain.blobs import BlobStore
+from services.common.domain.blobs import BlobStore
 
 _TYPES = {"text": "text/plain; charset=utf-8", "html": "text/html; charset=utf-8"}
 

@@ -1,5 +1,5 @@
 """What each message we send went to, kept before it goes out (migration 031_reports.sql), so that a
-report about it can be checked against it (services/domain/receiving/intake.py): decide's publisher
+report about it can be checked against it (services/common/domain/receiving/intake.py): decide's publisher
 records its accepted sends before publishing them, off the path a send request waits on."""
 
 from __future__ import annotations

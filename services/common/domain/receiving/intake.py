@@ -45,9 +45,9 @@ from schemas.events import (
     SuppressionAddedPayload,
 )
 from services.common.broker import EventTooLarge, hand_over, is_transient, publish_events
+from services.common.domain import bodies, unsubscribe
+from services.common.domain.blobs import BlobStore
 from services.common.settings import CommonSettings
-from services.domain import bodies, unsubscribe
-from services.domain.blobs import BlobStore
 
 log = structlog.get_logger("sendstream.inbound")
 RECEIVED = Counter("sendstream_inbound_messages_total", "Inbound SMTP transactions by outcome", ["outcome"])

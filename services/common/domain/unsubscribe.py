@@ -22,11 +22,11 @@ from uuid import UUID, uuid5
 import asyncpg
 
 from schemas.events import SuppressionAdded, SuppressionAddedPayload
+from services.common.domain import signed
 from services.common.settings import CommonSettings
-from services.domain import signed
 
 # Every address a message of ours was sent to (To, Cc, Bcc, in that order, lower-cased): recorded before
-# it went out (services/domain/sent.py), or in the views.
+# it went out (services/common/domain/sent.py), or in the views.
 SENT = """
 SELECT org_id, identity_id, recipients FROM (
     SELECT org_id, identity_id, recipients, 0 AS source FROM sent_recipients WHERE message_id = $1

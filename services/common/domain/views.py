@@ -14,7 +14,7 @@ from uuid import UUID
 import asyncpg
 
 from services.common.broker import is_transient
-from services.domain.blobs import BlobStore
+from services.common.domain.blobs import BlobStore
 
 _MESSAGES = (
     """SELECT m.*, i.handle AS inbox_address FROM messages m JOIN identities i ON i.id = m.identity_id"""

@@ -25,7 +25,7 @@ from prometheus_client import Counter
 
 from schemas.envelope import Envelope
 from schemas.events import event_from
-from services.domain.decided import DECIDER
+from services.common.domain.decided import DECIDER
 
 REDRIVEN = Counter(
     "sendstream_redriven_total", "Overdue events re-published for messages that made no progress"
