@@ -100,9 +100,7 @@ class Sync:
         if self.owned is not None:
             self.owned -= lost
         if lost and self.partitions:  # another worker takes these up: their sessions end now
-            for mailbox_id in [m for m in self.sessions if self.partition_of(m) in lost]:
-                self.sessions.pop(mailbox_id).cancel()
-            SESSIONS.set(len(self.sessions))
+            self.end_outside(self.owned or set())
 
     async def changed(self, mailbox_ids: set[UUID]) -> None:
         """These mailboxes' IMAP accounts changed: their sessions start over with what is stored now."""
@@ -148,15 +146,19 @@ class Sync:
             mailbox_id = account.target.mailbox_id
             if mailbox_id not in self.sessions and self.partition_of(mailbox_id) in owned:
                 self.begin(account)
-        for mailbox_id in [m for m in self.sessions if self.partition_of(m) not in owned]:
-            self.sessions.pop(mailbox_id).cancel()
-        SESSIONS.set(len(self.sessions))
+        self.end_outside(owned)
         log.info(
             "mailbox sessions in line",
             worker=self.worker,
             partitions=sorted(owned),
             mailboxes=len(self.sessions),
         )
+
+    def end_outside(self, owned: set[int]) -> None:
+        """Cancel, without waiting, the sessions of mailboxes whose partition is not in `owned`."""
+        for mailbox_id in [m for m in self.sessions if self.partition_of(m) not in owned]:
+            self.sessions.pop(mailbox_id).cancel()
+        SESSIONS.set(len(self.sessions))
 
     def begin(self, account) -> None:
         session = Session(account, self.settings, self.pool, self.intake, self.worker)
