@@ -385,13 +385,6 @@ def conversation_out(conv: Any, rows: list[Any]) -> Conversation:
 # --- audit -----------------------------------------------------------------------------------------
 
 
-class Cancelled(BaseModel):
-    """A scheduled send that will not go out."""
-
-    id: str
-    status: Literal["cancelled"]
-
-
 class AuditEvent(BaseModel):
     id: str = Field(description="The event's event_id.")
     type: str

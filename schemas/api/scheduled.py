@@ -1,6 +1,8 @@
-"""What is waiting to be sent (SPEC 3.5), as every dialect lists it: `GET /v1/scheduled`."""
+"""Scheduled sends (SPEC 3.5) as every dialect sees them: what waits (`GET /v1/scheduled`), and a cancel."""
 
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -20,3 +22,10 @@ class ScheduledList(BaseModel):
     data: list[ScheduledSend]
     nextCursor: str | None
     hasMore: bool
+
+
+class Cancelled(BaseModel):
+    """A scheduled send that will not go out."""
+
+    id: str
+    status: Literal["cancelled"]

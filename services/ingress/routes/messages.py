@@ -9,8 +9,8 @@ from aiohttp import web
 
 from schemas import ids
 from schemas.api.common import iso
-from schemas.api.identities import AuditEvent, AuditTrail, Cancelled
-from schemas.api.scheduled import ScheduledList, ScheduledSend
+from schemas.api.identities import AuditEvent, AuditTrail
+from schemas.api.scheduled import Cancelled, ScheduledList, ScheduledSend
 from services.ingress import cursors
 from services.ingress.context import ctx
 from services.ingress.core import directory, scheduling
