@@ -9,10 +9,18 @@ from datetime import datetime
 from typing import Literal
 from uuid import UUID
 
-from schemas.events import Affinity, Content, Payload, RejectReason
+from schemas.events import Affinity, Content, Payload, RejectReason, StopOnReply
 
 
-class NewSend(Payload):
+class Timed(Payload):
+    """When the command's messages go out (SPEC 3.5): `send_at`, the UTC instant it fires at (None: now);
+    `unless_replied`: cancelled if mail arrives in the conversation first."""
+
+    send_at: datetime | None = None
+    unless_replied: StopOnReply | None = None
+
+
+class NewSend(Timed):
     """New conversations from an identity: each entry of `messages` (its `To` addresses) one message in a
     conversation of its own. The identities dialect sends one message per address; the inboxes dialect
     one message to all of them, with the `content`'s Cc and Bcc."""
@@ -20,10 +28,9 @@ class NewSend(Payload):
     identity_id: UUID
     messages: list[list[str]]
     content: Content
-    send_at: datetime | None = None  # scheduled (SPEC 3.5): the UTC instant it fires at
 
 
-class Reply(Payload):
+class Reply(Timed):
     """A reply in a conversation, from the mailbox it is bound to (decide resolves `In-Reply-To` and
     `References`): to its counterpart under `Re:` and the conversation's subject, or to `recipients`
     (and the content's Cc and Bcc) under the content's subject."""

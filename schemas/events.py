@@ -121,22 +121,39 @@ class Origin(Payload):
     request_sha256: str
 
 
-class SendRequestedPayload(Payload):
+# What stops a scheduled message into a conversation (SPEC 3.5): a reply from its counterpart (not an
+# auto-reply), or any mail arriving in it.
+StopOnReply = Literal["reply", "any"]
+
+
+class TimedPayload(Payload):
+    """When a request is to be decided (SPEC 3.5): at once, or (`send_at`) decided as `scheduled` now and
+    decided as a send when its timer publishes it again, `fired`, at `send_at` (one message, under
+    uuid5(message_id, "fire")); `unless_replied`: cancelled instead if mail arrives in its conversation
+    first."""
+
+    send_at: datetime | None = None
+    fired: bool = False
+    unless_replied: StopOnReply | None = None
+
+
+class SendRequestedPayload(TimedPayload):
     handle: str
     messages: list[RequestedMessage]
     content: Content
     origin: Origin | None = None
-    # A scheduled send (SPEC 3.5): decided as `scheduled` now, and decided as a send when its timer
-    # publishes it again with `fired` (one message, under uuid5(message_id, "fire")) at `send_at`.
-    send_at: datetime | None = None
-    fired: bool = False
 
-    def firing(self, message: RequestedMessage) -> SendRequestedPayload:
+    @property
+    def message_ids(self) -> list[UUID]:
+        return [m.message_id for m in self.messages]
+
+    def firing(self, message_id: UUID) -> SendRequestedPayload:
         """The request of one of its messages as its timer publishes it at `send_at`."""
-        return self.model_copy(update={"messages": [message], "fired": True})
+        return self.model_copy(update={"messages": [m for m in self.messages if m.message_id == message_id],
+                                       "fired": True})  # fmt: skip
 
 
-class ReplyRequestedPayload(Payload):
+class ReplyRequestedPayload(TimedPayload):
     """A reply in a conversation: to its counterpart, under `Re:` and its subject; or, with `to`, to
     those addresses (and the content's Cc and Bcc) under the content's own subject if it has one."""
 
@@ -146,6 +163,14 @@ class ReplyRequestedPayload(Payload):
     content: Content
     to: list[str] | None = None
     origin: Origin | None = None
+
+    def firing(self, message_id: UUID) -> ReplyRequestedPayload:
+        """The request as its timer publishes it at `send_at` (a reply is one message)."""
+        return self.model_copy(update={"fired": True})
+
+    @property
+    def message_ids(self) -> list[UUID]:
+        return [self.message_id]
 
 
 class SendRequested(Envelope):
@@ -168,6 +193,9 @@ class CancelRequested(Envelope):
 class ReplyRequested(Envelope):
     type: Literal["ReplyRequested"] = "ReplyRequested"
     payload: ReplyRequestedPayload
+
+
+Timed = SendRequested | ReplyRequested  # the requests that may wait for their time (SPEC 3.5)
 
 
 # --- decisions (topic: decisions, key: mailbox_id when assigned, else identity_id) -----------------
@@ -233,6 +261,7 @@ class SendScheduledPayload(Payload):
     send_at: datetime
     daily_cap: int  # the identity's cap and what was left of it when it was scheduled (nothing is spent)
     remaining: int
+    unless_replied: StopOnReply | None = None
 
 
 class SendScheduled(Envelope):

@@ -12,9 +12,12 @@ date-time without offset plus an IANA `timezone`. Pure: the routes of every dial
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from schemas.events import StopOnReply
 from schemas.limits import SCHEDULE_AHEAD_MAX_DAYS
 
 
@@ -63,3 +66,37 @@ def _offset(at: datetime) -> str:
     minutes = int(at.utcoffset().total_seconds() // 60)  # type: ignore[union-attr]
     sign, minutes = ("-", -minutes) if minutes < 0 else ("+", minutes)
     return f"{sign}{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+@dataclass(frozen=True)
+class Timing:
+    """When a send goes out: now (`send_at` None) or at `send_at`, unless mail arrives in its conversation
+    first (`unless_replied`)."""
+
+    send_at: datetime | None = None
+    unless_replied: StopOnReply | None = None
+
+
+def timing(
+    send_at: str | None,
+    timezone: str | None,
+    unless_replied: bool | Literal["any"] | None,
+    now: datetime,
+    *,
+    reply: bool,
+    names: tuple[str, str, str] = ("sendAt", "timezone", "unlessReplied"),
+) -> Timing:
+    """A request's timing fields (named `names` in its dialect) as a Timing; ScheduleError naming the field.
+    `reply`: the send goes into an existing conversation (only such a send can be overtaken by a reply)."""
+    at_field, zone_field, unless_field = names
+    at = None
+    if send_at is not None:
+        at = fire_at(send_at, timezone, now, field=at_field, zone_field=zone_field)
+    elif timezone is not None:
+        raise ScheduleError(f"{zone_field}: is only for a local {at_field}")
+    stop: StopOnReply | None = "any" if unless_replied == "any" else "reply" if unless_replied else None
+    if stop and not reply:
+        raise ScheduleError(f"{unless_field}: is only for a send into an existing conversation (a reply)")
+    if stop and at is None:
+        raise ScheduleError(f"{unless_field}: needs {at_field} (a send made now cannot be overtaken by a reply)")
+    return Timing(at, stop)

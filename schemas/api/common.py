@@ -13,6 +13,7 @@ from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from schemas.limits import FILENAME_MAX, MAX_RECIPIENTS
+from schemas.schedule import Timing, timing
 
 # Anything that lands in a mail header: every C0 control (tab included), DEL, NEL and the Unicode line
 # and paragraph separators. With none of them a value cannot start a header line of its own, whatever
@@ -130,6 +131,41 @@ class ApiModel(BaseModel):
     coerced into another (`false` is not a number, `"yes"` is not a boolean)."""
 
     model_config = ConfigDict(extra="forbid", strict=True, str_strip_whitespace=False)
+
+
+_SEND_AT = (
+    "Send later (SPEC 3.5): an RFC 3339 instant, or a local date-time without offset with `timezone`. "
+    "Decided when it fires, as if it were sent then; cancel it with `POST /v1/messages/{id}/cancel`."
+)
+_UNLESS_REPLIED = (
+    "With a send-at, into an existing conversation: cancel it if a reply reaches the conversation first "
+    "(true: not an auto-reply; \"any\": any mail)."
+)
+
+
+class Later(ApiModel):
+    """When a send goes out (SPEC 3.5), as the camelCase dialects name it."""
+
+    sendAt: str | None = Field(None, max_length=64, description=_SEND_AT)
+    timezone: TimeZone | None = Field(None, description="The IANA time zone of a local `sendAt`.")
+    unlessReplied: bool | Literal["any"] | None = Field(None, description=_UNLESS_REPLIED)
+
+    def timing(self, now: datetime, *, reply: bool) -> Timing:
+        """Its timing; ScheduleError naming the field."""
+        return timing(self.sendAt, self.timezone, self.unlessReplied, now, reply=reply)
+
+
+class LaterSnake(ApiModel):
+    """When a send goes out (SPEC 3.5), as the mailboxes dialect names it."""
+
+    send_at: str | None = Field(None, max_length=64, description=_SEND_AT)
+    timezone: TimeZone | None = Field(None, description="The IANA time zone of a local `send_at`.")
+    unless_replied: bool | Literal["any"] | None = Field(None, description=_UNLESS_REPLIED)
+
+    def timing(self, now: datetime, *, reply: bool) -> Timing:
+        """Its timing; ScheduleError naming the field."""
+        names = ("send_at", "timezone", "unless_replied")
+        return timing(self.send_at, self.timezone, self.unless_replied, now, reply=reply, names=names)
 
 
 class ErrorDetail(BaseModel):

@@ -13,6 +13,7 @@ from schemas.api.common import (
     EmailAddress,
     ErrorBody,
     HeaderText,
+    Later,
     MessageIdText,
     SmtpSettings,
     Subject,
@@ -187,7 +188,7 @@ Recipients = Annotated[
 ]
 
 
-class SendRequest(ApiModel):
+class SendRequest(Later):
     """A new conversation (`to`, `subject`, body) or a reply (`convId`, body)."""
 
     to: Recipients | None = None
@@ -202,14 +203,6 @@ class SendRequest(ApiModel):
         description="Carry one-click List-Unsubscribe (RFC 8058): following it suppresses the recipient. "
         "Unset: the organization's `unsubscribeByDefault`.",
     )
-    sendAt: str | None = Field(
-        None,
-        max_length=64,
-        description="Send later (SPEC 3.5): an RFC 3339 instant, or a local date-time without offset with "
-        "`timezone`. Decided when it fires, as if it were sent then; cancel it with "
-        "`POST /v1/messages/{id}/cancel`.",
-    )
-    timezone: TimeZone | None = Field(None, description="The IANA time zone of a local `sendAt`.")
 
     @model_validator(mode="after")
     def _shape(self) -> SendRequest:

@@ -21,6 +21,7 @@ from schemas.api.common import (
     FileName,
     FlatErrorBody,
     HeaderText,
+    Later,
     MediaType,
     SmtpSettings,
     Subject,
@@ -85,7 +86,7 @@ class AttachmentUpload(ApiModel):
     contentType: MediaType = Field("application/octet-stream", description="The file's media type.")
 
 
-class SendMessage(ApiModel):
+class SendMessage(Later):
     """One message to every address of `to`, `cc` and `bcc` (Bcc only in the envelope, never a header)."""
 
     to: list[EmailAddress] = Field(min_length=1)
@@ -163,6 +164,7 @@ class Message(BaseModel):
     authentication: dict[str, str] | None = Field(
         None, description="Ours, received mail: SPF, DKIM and DMARC as our server judged them."
     )
+    sendAt: str | None = Field(None, description="Ours, a `scheduled` message: when it goes out (UTC).")
     createdAt: str
     updatedAt: str
 
@@ -171,23 +173,25 @@ class Message(BaseModel):
 
 def sent_message(m: MessageOutcome, inbox: Any, content: Content, at: datetime) -> Message:
     """A message the inbox just sent, as the send and reply routes answer it. The seed has no `queued`:
-    a message accepted (or still being decided) shows `sent`, one refused `rejected`."""
+    a message accepted (or still being decided) shows `sent`, one refused `rejected`, one for later
+    `scheduled` with its `sendAt`."""
     return message_out(
         partial_row(
             id=m.message_id, org_id=inbox["org_id"], identity_id=inbox["id"], conv_id=m.conv_id,
             from_addr=m.mailbox_email, inbox_address=inbox["handle"], to_addrs=m.to, cc_addrs=content.cc,
             bcc_addrs=content.bcc, subject=content.subject, text_body=content.text, html_body=content.html,
             labels=content.labels, attachments=content.attachments, rfc_message_id=m.rfc_message_id,
-            status="rejected" if m.state == "rejected" else "sent", reason=m.reason, created_at=at, updated_at=at,
+            status={"rejected": "rejected", "scheduled": "scheduled"}.get(m.state, "sent"), reason=m.reason,
+            created_at=at, updated_at=at,
         )
-    )  # fmt: skip
+    ).model_copy(update={"sendAt": iso(m.send_at)})  # fmt: skip
 
 
 class MessageList(RootModel[list[Message]]):
     """`GET …/messages` answers a bare array."""
 
 
-class ReplyMessage(ApiModel):
+class ReplyMessage(Later):
     text: str
     html: str
 

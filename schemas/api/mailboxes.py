@@ -19,6 +19,7 @@ from schemas.api.common import (
     EmailAddress,
     FileName,
     HeaderText,
+    LaterSnake,
     MediaType,
     MessageIdText,
     SmtpSettings,
@@ -114,7 +115,7 @@ class Recipients(ApiModel):
         return bool(self.to or self.cc or self.bcc)
 
 
-class SendMessage(ApiModel):
+class SendMessage(LaterSnake):
     recipients: Recipients
     subject: Subject
     body_text: str | None = None
@@ -136,7 +137,7 @@ class SendMessage(ApiModel):
         return self
 
 
-class ForwardMessage(ApiModel):
+class ForwardMessage(LaterSnake):
     recipients: Recipients = Field(default_factory=Recipients)
     mode: Literal["inline", "wrapped"] = "inline"
     subject: Subject | None = None
@@ -191,6 +192,7 @@ class Message(BaseModel):
     has_attachments: bool
     reply_to: str | None
     created_at: str
+    send_at: str | None = Field(None, description="Ours, a `scheduled` message: when it goes out (UTC).")
 
 
 class AttachmentMetadata(BaseModel):
@@ -256,6 +258,7 @@ def message_item(row: Any) -> Message:
         has_attachments=bool(row["attachments"]),
         reply_to=row.get("reply_to"),
         created_at=iso(row["created_at"]),
+        send_at=iso(row.get("send_at")),
     )
 
 

@@ -38,6 +38,7 @@ from schemas.events import (
     SendRejected,
     SendRejectedPayload,
     SendRequested,
+    Timed,
 )
 from services.common import db, timers
 from services.common.broker import is_transient, publish_events, retry_pause, subscribe
@@ -47,7 +48,7 @@ from services.common.progress import Progress
 from services.common.service import Background, Periodic, cancel
 from services.common.settings import DecideSettings
 from services.decide.affinity import IdentityState, MailboxState
-from services.decide.batch import columns, decide_in_order, state_writes
+from services.decide.batch import Waiting, columns, decide_in_order, state_writes
 from services.decide.received import answers_of
 from services.decide.replies import Thread
 
@@ -201,14 +202,15 @@ usage AS (
     ON CONFLICT (conv_id) DO UPDATE SET last_rfc_message_id = EXCLUDED.last_rfc_message_id,
         refs = EXCLUDED.refs, updated_at = EXCLUDED.updated_at
 ), scheduled AS (
-    INSERT INTO scheduled_sends (message_id, org_id, identity_id, send_at, state, conv_id, to_addrs, subject)
-    SELECT m, o, i, coalesce(a, now()), s, c, ARRAY(SELECT jsonb_array_elements_text(t::jsonb)), j
+    INSERT INTO scheduled_sends (message_id, org_id, identity_id, send_at, state, conv_id, to_addrs, subject,
+                                 unless_replied)
+    SELECT m, o, i, coalesce(a, now()), s, c, ARRAY(SELECT jsonb_array_elements_text(t::jsonb)), j, u
       FROM unnest($27::uuid[], $28::uuid[], $29::uuid[], $30::timestamptz[], $31::text[], $32::uuid[],
-                  $33::text[], $34::text[]) AS w(m, o, i, a, s, c, t, j)
+                  $33::text[], $34::text[], $35::text[]) AS w(m, o, i, a, s, c, t, j, u)
     ON CONFLICT (message_id) DO UPDATE SET state = EXCLUDED.state, updated_at = now()
 ), timed AS (
     INSERT INTO timers (event_id, due_at, event)
-    SELECT * FROM unnest($35::uuid[], $36::timestamptz[], $37::jsonb[])
+    SELECT * FROM unnest($36::uuid[], $37::timestamptz[], $38::jsonb[])
     ON CONFLICT (event_id) DO NOTHING
 )
 """
@@ -216,7 +218,7 @@ usage AS (
 # Both writes notify the waiting ingress of the answers of the requests decided, at commit
 # (services/common/domain/decided.py: the payloads are $26).
 NOTIFY = f"""(SELECT count(pg_notify('{CHANNEL}', p)) FROM unnest($26::text[]) AS p),
-       (SELECT count(pg_notify('{timers.CHANNEL}', '')) WHERE cardinality($35::uuid[]) > 0)"""
+       (SELECT count(pg_notify('{timers.CHANNEL}', '')) WHERE cardinality($36::uuid[]) > 0)"""
 
 # Fallback path, inside the transaction that claimed the events: store the decisions on their rows.
 WRITE_CLAIMED = f"""WITH {STATE}, stored AS (
@@ -325,20 +327,34 @@ async def decide_fresh(
         + [*found.values()],
     )
     states = await load_states(conn, fresh, now, threads)
-    scheduled = await load_scheduled(conn, fresh)
-    decided = decide_in_order(fresh, states, threads, found, now, scheduled)
+    waiting = await load_waiting(conn, fresh, [*threads])
+    decided = decide_in_order(fresh, states, threads, found, now, waiting)
     return decided, {i: s.timezone for i, s in states.items()}
 
 
-async def load_scheduled(conn: asyncpg.Connection | asyncpg.Pool, fresh: list[Envelope]) -> dict[UUID, str]:
-    """The state of the scheduled messages the batch fires or cancels."""
-    named = [m.message_id for e in fresh if isinstance(e, SendRequested) and e.payload.fired
-             for m in e.payload.messages]  # fmt: skip
+WAITING = """
+SELECT message_id, state, conv_id, unless_replied FROM scheduled_sends WHERE message_id = ANY($1::uuid[])
+UNION
+SELECT message_id, state, conv_id, unless_replied FROM scheduled_sends
+ WHERE conv_id = ANY($2::uuid[]) AND state = 'scheduled' AND unless_replied IS NOT NULL
+"""
+
+
+async def load_waiting(
+    conn: asyncpg.Connection | asyncpg.Pool, fresh: list[Envelope], conv_ids: list[UUID]
+) -> Waiting:
+    """The scheduled messages the batch fires or cancels, and those mail arriving in the batch's
+    conversations (`conv_ids`) may stop."""
+    named = [i for e in fresh if isinstance(e, Timed) and e.payload.fired for i in e.payload.message_ids]
     named += [e.payload.message_id for e in fresh if isinstance(e, CancelRequested)]
-    if not named:
-        return {}
-    rows = await conn.fetch("SELECT message_id, state FROM scheduled_sends WHERE message_id = ANY($1::uuid[])", named)
-    return {r["message_id"]: r["state"] for r in rows}
+    if not named and not any(isinstance(e, MessageArrived) for e in fresh):
+        return Waiting()
+    waiting = Waiting()
+    for r in await conn.fetch(WAITING, named, conv_ids):
+        waiting.states[r["message_id"]] = r["state"]
+        if r["unless_replied"] and r["state"] == "scheduled":
+            waiting.stop_on_reply.setdefault(r["conv_id"], {})[r["message_id"]] = r["unless_replied"]
+    return waiting
 
 
 def rejections(request: Envelope, detail: str) -> list[Envelope]:

@@ -30,8 +30,10 @@ from schemas.events import (
     SendCancelledPayload,
     SendRejected,
     SendRequested,
+    SendRequestedPayload,
     SendScheduled,
     SendScheduledPayload,
+    Timed,
     recipient_count,
 )
 from services.common.domain.timezones import local_day_start
@@ -56,30 +58,72 @@ def thread_after(thread: Thread, decisions: list[Envelope]) -> Thread:
 # A scheduled message's state, as decide keeps it (scheduled_sends.state).
 SCHEDULED, CANCELLED, FIRED = "scheduled", "cancelled", "fired"
 
+@dataclass
+class Waiting:
+    """The scheduled messages a batch names, as decide keeps them, changed in place as it decides:
+    each one's state, and (by conversation) those a reply stops (`unless_replied`)."""
 
-def schedule(request: SendRequested, state: IdentityState, now: datetime) -> list[Envelope]:
-    """Each message of a send to be made at `send_at`: it waits, and is decided when it fires."""
+    states: dict[UUID, str] = field(default_factory=dict)
+    stop_on_reply: dict[UUID, dict[UUID, str]] = field(default_factory=dict)  # conv -> message -> mode
+
+    def add(self, request: Timed, conv_ids: list[UUID]) -> None:
+        for message_id, conv_id in zip(request.payload.message_ids, conv_ids, strict=True):
+            self.states[message_id] = SCHEDULED
+            if request.payload.unless_replied:
+                self.stop_on_reply.setdefault(conv_id, {})[message_id] = request.payload.unless_replied
+
+    def stopped_by(self, arrival: MessageReceived, ours: set[str]) -> list[tuple[UUID, UUID]]:
+        """The (message, conversation) of each waiting message the arrival stops, now cancelled: mail from
+        anyone but the identity's own mailboxes (`ours`), an auto-reply only where `any` was asked for."""
+        m, conv_id = arrival.payload.message, arrival.payload.conv_id
+        if m.from_addr.lower() in ours:
+            return []
+        stopped = [
+            i for i, mode in self.stop_on_reply.get(conv_id, {}).items()
+            if self.states.get(i) == SCHEDULED and (mode == "any" or not m.auto_reply)
+        ]  # fmt: skip
+        for i in stopped:
+            self.states[i] = CANCELLED
+        return [(i, conv_id) for i in stopped]
+
+
+def schedule(request: Timed, state: IdentityState, thread: Thread | None, now: datetime) -> list[Envelope]:
+    """Each message of a request to be made at `send_at`: it waits, and is decided when it fires."""
     p, left = request.payload, max(state.daily_cap - state.used_today, 0)
+    if isinstance(p, SendRequestedPayload):
+        wanted = [(m.message_id, m.conv_id, m.to) for m in p.messages]
+    else:
+        wanted = [(p.message_id, p.conv_id, p.to or [thread.counterpart if thread else ""])]
     return [
         SendScheduled(
             **request.caused(occurred_at=now),
             payload=SendScheduledPayload(
-                message_id=m.message_id, conv_id=m.conv_id, to=m.to, send_at=p.send_at,
-                daily_cap=state.daily_cap, remaining=left,
+                message_id=message_id, conv_id=conv_id, to=to, send_at=p.send_at,
+                daily_cap=state.daily_cap, remaining=left, unless_replied=p.unless_replied,
             ),
         )
-        for m in p.messages
-    ]
+        for message_id, conv_id, to in wanted
+    ]  # fmt: skip
 
 
-def cancel(request: CancelRequested, scheduled: dict[UUID, str], now: datetime) -> list[Envelope]:
+def cancel(request: CancelRequested, waiting: Waiting, now: datetime) -> list[Envelope]:
     """A scheduled message still waiting is cancelled; one that fired (or was never scheduled) cannot
     be, and one cancelled already stays so (nothing new is decided either way)."""
     message_id = request.payload.message_id
-    if scheduled.get(message_id) != SCHEDULED:
+    if waiting.states.get(message_id) != SCHEDULED:
         return []
-    scheduled[message_id] = CANCELLED
+    waiting.states[message_id] = CANCELLED
     return [SendCancelled(**request.caused(occurred_at=now), payload=SendCancelledPayload(message_id=message_id))]
+
+
+def waits(request: Envelope, now: datetime) -> bool:
+    """A request whose time has not come: it is scheduled, not decided."""
+    return (
+        isinstance(request, Timed)
+        and not request.payload.fired
+        and request.payload.send_at is not None
+        and request.payload.send_at > now
+    )
 
 
 def decide_in_order(
@@ -88,34 +132,33 @@ def decide_in_order(
     threads: dict[UUID, Thread],
     answered: dict[UUID, UUID],
     now: datetime,
-    scheduled: dict[UUID, str] | None = None,
+    waiting: Waiting | None = None,
 ) -> dict[UUID, list[Envelope]]:
     """Each request's decisions, by event id, in order: each sees the state (`states`, `threads`,
-    `scheduled`: the state of the scheduled messages the batch names, updated in place) the ones
-    before it left. `answered`: the conversation each arrival replies to, by its event id, as the stored
-    threads say. A scheduled message's firing and its cancel come on the identity's partition, in one
-    order: whichever is decided first wins."""
-    scheduled = {} if scheduled is None else scheduled
+    `waiting`: the scheduled messages the batch names, changed in place) the ones before it left.
+    `answered`: the conversation each arrival replies to, by its event id, as the stored threads say.
+
+    A scheduled message's firing, its cancel and mail arriving in its conversation all come on the
+    identity's partition, in one order: whichever is decided first wins. A firing is decided as the
+    request would have been, had it come then."""
+    waiting = Waiting() if waiting is None else waiting
     decided: dict[UUID, list[Envelope]] = {}
     # (identity, Message-ID) -> conversation, of the threads this batch moved on: an arrival answering
     # a message decided just before it in the batch joins that one's conversation
     moved: dict[tuple[UUID, str], UUID] = {}
     for e in fresh:
         state = states.get(e.identity_id) or IdentityState(e.identity_id, "", 0, 0, (), active=False)
-        if isinstance(e, SendRequested) and e.payload.fired:
-            [m] = e.payload.messages
-            decisions = decide_send(e, state, now) if scheduled.get(m.message_id) == SCHEDULED else []
-            if decisions:
-                scheduled[m.message_id] = FIRED
-        elif isinstance(e, SendRequested) and e.payload.send_at is not None and e.payload.send_at > now:
-            decisions = schedule(e, state, now)
-            scheduled.update({m.message_id: SCHEDULED for m in e.payload.messages})
+        thread = threads.get(e.payload.conv_id) if isinstance(e, ReplyRequested) else None
+        if waits(e, now) and (isinstance(e, SendRequested) or thread is not None):
+            decisions = schedule(e, state, thread, now)
+            waiting.add(e, [d.payload.conv_id for d in decisions])
+        elif isinstance(e, Timed) and e.payload.fired and waiting.states.get(e.payload.message_ids[0]) != SCHEDULED:
+            decisions = []  # cancelled (or fired) before
         elif isinstance(e, SendRequested):
             decisions = decide_send(e, state, now)
         elif isinstance(e, CancelRequested):
-            decisions = cancel(e, scheduled, now)
+            decisions = cancel(e, waiting, now)
         elif isinstance(e, ReplyRequested):
-            thread = threads.get(e.payload.conv_id)
             decisions = decide_reply(e, state, thread, now)
             if thread is not None:
                 threads[thread.conv_id] = thread = thread_after(thread, decisions)
@@ -127,9 +170,17 @@ def decide_in_order(
             if (thread := thread_after_received(threads.get(e.payload.conv_id), decisions)) is not None:
                 threads[thread.conv_id] = thread
                 moved |= {(e.identity_id, ref): thread.conv_id for ref in thread.refs}
+            ours = {mb.email.lower() for mb in state.mailboxes}
+            decisions += [
+                SendCancelled(**e.caused(occurred_at=now),
+                              payload=SendCancelledPayload(message_id=i, conv_id=c, reason="replied"))
+                for d in decisions if isinstance(d, MessageReceived) for i, c in waiting.stopped_by(d, ours)
+            ]  # fmt: skip
         else:
             log.warning("request type not handled yet", type=e.type)
             decisions = []
+        if isinstance(e, Timed) and e.payload.fired and decisions:
+            waiting.states[e.payload.message_ids[0]] = FIRED
         states[e.identity_id] = advance(state, decisions)
         decided[e.event_id] = decisions
     return decided
@@ -145,7 +196,7 @@ class StateWrites:
     pins: dict[tuple[UUID, str], tuple[UUID, datetime]] = field(default_factory=dict)  # (identity, to) -> (mailbox, at)
     threads: dict[UUID, tuple] = field(default_factory=dict)  # conversation -> its binding and last message
     # scheduled message -> (org, identity, send_at, its state: SCHEDULED, CANCELLED or FIRED, and when
-    # scheduled its conversation, recipients and subject)
+    # scheduled its conversation, recipients, subject and what stops it)
     scheduled: dict[UUID, tuple] = field(default_factory=dict)
     timers: dict[UUID, tuple[datetime, Envelope]] = field(default_factory=dict)  # a scheduled message's firing
 
@@ -160,10 +211,10 @@ class StateWrites:
         ]
 
     def scheduling_columns(self) -> list[list]:
-        """Per-column lists for $27 to $37: the scheduled messages' states, and the timers that fire them
+        """Per-column lists for $27 to $38: the scheduled messages' states, and the timers that fire them
         (the scheduler watches a firing once it published it: services/scheduler/app.py)."""
         return [
-            *columns([(m, *rest[:5], json.dumps(rest[5]), rest[6]) for m, rest in self.scheduled.items()], 8),
+            *columns([(m, *rest[:5], json.dumps(rest[5]), *rest[6:]) for m, rest in self.scheduled.items()], 9),
             *columns([(i, due, e.model_dump(mode="json")) for i, (due, e) in self.timers.items()], 3),
         ]
 
@@ -173,12 +224,11 @@ def columns(rows: list[tuple], width: int) -> list[list]:
     return [list(c) for c in zip(*rows, strict=True)] or [[] for _ in range(width)]
 
 
-def firing(request: SendRequested, message_id: UUID) -> SendRequested:
+def firing(request: Timed, message_id: UUID) -> Timed:
     """The request of one scheduled message as its timer publishes it at `send_at`: the same request,
     that message alone, marked `fired`, under an id of its own (so a timer published twice is one)."""
-    [message] = [m for m in request.payload.messages if m.message_id == message_id]
     return request.model_copy(
-        update={"event_id": uuid5(message_id, "fire"), "payload": request.payload.firing(message)}
+        update={"event_id": uuid5(message_id, "fire"), "payload": request.payload.firing(message_id)}
     )
 
 
@@ -194,19 +244,20 @@ def state_writes(
     w = StateWrites()
     for request_id, decisions in decided.items():
         request = (requests or {}).get(request_id)
-        fired = isinstance(request, SendRequested) and request.payload.fired
+        fired = isinstance(request, Timed) and request.payload.fired
         for e in decisions:
-            if isinstance(e, SendScheduled) and isinstance(request, SendRequested):
+            if isinstance(e, SendScheduled) and isinstance(request, Timed):
                 p = e.payload
                 w.scheduled[p.message_id] = (
-                    e.org_id, e.identity_id, p.send_at, SCHEDULED, p.conv_id, p.to, request.payload.content.subject
+                    e.org_id, e.identity_id, p.send_at, SCHEDULED, p.conv_id, p.to, request.payload.content.subject,
+                    p.unless_replied,
                 )  # fmt: skip
                 fire = firing(request, p.message_id)
                 w.timers[fire.event_id] = (p.send_at, fire)
             elif isinstance(e, SendCancelled):
-                w.scheduled[e.payload.message_id] = (e.org_id, e.identity_id, None, CANCELLED, None, [], "")
+                w.scheduled[e.payload.message_id] = (e.org_id, e.identity_id, None, CANCELLED, None, [], "", None)
             elif fired and isinstance(e, SendAccepted | SendRejected):
-                w.scheduled[e.payload.message_id] = (e.org_id, e.identity_id, None, FIRED, None, [], "")
+                w.scheduled[e.payload.message_id] = (e.org_id, e.identity_id, None, FIRED, None, [], "", None)
     for e in (d for ds in decided.values() for d in ds):
         if isinstance(e, MessageReceived) and e.payload.mailbox_id is not None:
             # A conversation it starts is bound to its mailbox; in any, the next reply answers it.

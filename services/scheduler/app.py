@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 import structlog
 from aiokafka.admin import AIOKafkaAdminClient
 
-from schemas.events import SendRequested
+from schemas.events import Timed
 from services.common import db, timers
 from services.common.broker import ensure_topics, make_broker, publish_events
 from services.common.domain import redrive
@@ -44,9 +44,8 @@ async def publish_due(pool, broker, settings: SchedulerSettings) -> int:
             # A scheduled send's firing, once published, is watched like any send on its way: lost with
             # the log, it is published again (watched only now, so nothing re-drives it before its time).
             after = datetime.now(UTC) + timedelta(seconds=settings.redrive_after_s)
-            for e in due:
-                if isinstance(e, SendRequested) and e.payload.fired:
-                    await redrive.watch(conn, e.payload.messages[0].message_id, e, after)
+            fired = [(e.payload.message_ids[0], e) for e in due if isinstance(e, Timed) and e.payload.fired]
+            await redrive.watch_each(conn, fired, after)
             await timers.done(conn, due)
     return len(due)
 

@@ -15,6 +15,8 @@ from schemas.events import (
     MessageArrived,
     MessageArrivedPayload,
     MessageReceived,
+    ReplyRequested,
+    ReplyRequestedPayload,
     SendAccepted,
     SendCancelled,
     SendRejected,
@@ -22,17 +24,20 @@ from schemas.events import (
     SendScheduled,
 )
 from schemas.ids import new_id
-from services.decide.batch import decide_in_order, firing, state_writes
+from services.decide.batch import Waiting, decide_in_order, firing, state_writes
+from services.decide.replies import Thread
 from tests.unit.test_decide import IDN, NOW, ORG, mailbox, request, state
 
 
-def arrival(answering: str, conv_id: UUID, mailbox_id: UUID) -> MessageArrived:
+def arrival(
+    answering: str, conv_id: UUID, mailbox_id: UUID, from_addr: str = "m@x.test", auto_reply: bool = False
+) -> MessageArrived:
     """A reply from the correspondent, its In-Reply-To naming `answering`, as the intake hands it on
     (in a new conversation of its own: the intake did not know the message it answers yet)."""
     return MessageArrived(
         org_id=ORG, identity_id=IDN,
         payload=MessageArrivedPayload(conv_id=conv_id, mailbox_id=mailbox_id, message=ArrivedMessage(
-            message_id=new_id(), rfc_message_id=f"<{new_id()}@x.test>", from_addr="m@x.test",
+            message_id=new_id(), rfc_message_id=f"<{new_id()}@x.test>", from_addr=from_addr, auto_reply=auto_reply,
             to=["a@tryacme.test"], recipients=["a@tryacme.test"],
             content=Content(subject="Re: Hi", text="yes", in_reply_to=answering, references=[answering]),
             raw=BlobRef(sha256="0" * 64, size=1, content_type="message/rfc822"),
@@ -96,8 +101,8 @@ def cancel_of(message_id: UUID) -> CancelRequested:
 def test_a_send_for_later_waits_and_its_timer_carries_the_send_as_it_will_fire() -> None:
     a = mailbox("a@tryacme.test")
     later = scheduled_request("m@x.test", "n@x.test")
-    states, scheduled = {IDN: state(a)}, {}
-    decided = decide_in_order([later], states, {}, {}, NOW, scheduled)
+    states = {IDN: state(a)}
+    decided = decide_in_order([later], states, {}, {}, NOW, Waiting())
     assert [type(d) for d in decided[later.event_id]] == [SendScheduled, SendScheduled]
     assert states[IDN].used_today == 0  # nothing counted until it fires
     writes = state_writes(decided, {}, {later.event_id: later})
@@ -114,16 +119,16 @@ def test_whichever_of_the_fire_and_a_cancel_is_decided_first_wins() -> None:
     [m] = later.payload.messages
     fire = firing(later, m.message_id)
 
-    scheduled: dict = {}
-    decide_in_order([later], {IDN: state(a)}, {}, {}, NOW, scheduled)
-    decided = decide_in_order([cancel_of(m.message_id), fire], {IDN: state(a)}, {}, {}, NOW, scheduled)
+    waiting = Waiting()
+    decide_in_order([later], {IDN: state(a)}, {}, {}, NOW, waiting)
+    decided = decide_in_order([cancel_of(m.message_id), fire], {IDN: state(a)}, {}, {}, NOW, waiting)
     assert [type(d) for ds in decided.values() for d in ds] == [SendCancelled]  # never sent
-    assert scheduled[m.message_id] == "cancelled"
+    assert waiting.states[m.message_id] == "cancelled"
 
-    scheduled = {}
-    decide_in_order([later], {IDN: state(a)}, {}, {}, NOW, scheduled)
+    waiting = Waiting()
+    decide_in_order([later], {IDN: state(a)}, {}, {}, NOW, waiting)
     cancel = cancel_of(m.message_id)
-    decided = decide_in_order([fire, cancel], {IDN: state(a)}, {}, {}, NOW, scheduled)
+    decided = decide_in_order([fire, cancel], {IDN: state(a)}, {}, {}, NOW, waiting)
     assert [type(d) for d in decided[fire.event_id]] == [SendAccepted] and decided[cancel.event_id] == []
     writes = state_writes(decided, {IDN: "UTC"}, {fire.event_id: fire, cancel.event_id: cancel})
     assert writes.scheduled[m.message_id][3] == "fired" and sum(writes.usage.values()) == 1
@@ -131,5 +136,83 @@ def test_whichever_of_the_fire_and_a_cancel_is_decided_first_wins() -> None:
 
 def test_a_send_whose_time_has_come_by_the_time_it_is_decided_is_decided_at_once() -> None:
     late = scheduled_request("m@x.test", ahead=timedelta(seconds=-1))
-    decided = decide_in_order([late], {IDN: state(mailbox("a@tryacme.test"))}, {}, {}, NOW, {})
+    decided = decide_in_order([late], {IDN: state(mailbox("a@tryacme.test"))}, {}, {}, NOW, Waiting())
     assert [type(d) for d in decided[late.event_id]] == [SendAccepted]
+
+
+# --- stop on reply (SPEC 3.5) -----------------------------------------------------------------------
+
+
+def follow_up(thread: Thread, unless: str | None = "reply") -> ReplyRequested:
+    """A reply into `thread` for an hour from now, stopped by mail arriving in it first (`unless`)."""
+    return ReplyRequested(
+        org_id=ORG, identity_id=IDN,
+        payload=ReplyRequestedPayload(
+            handle="h", message_id=new_id(), conv_id=thread.conv_id, content=Content(text="Following up"),
+            send_at=NOW + timedelta(hours=1), unless_replied=unless,
+        ),
+    )  # fmt: skip
+
+
+def conversation(a) -> Thread:
+    rfc = f"<{new_id()}@tryacme.test>"
+    return Thread(new_id(), a.id, "m@x.test", "Hi", rfc, (rfc,))
+
+
+def decided_kinds(decided: dict) -> list[str]:
+    return [d.type for ds in decided.values() for d in ds]
+
+
+def test_a_reply_arriving_before_the_fire_cancels_the_follow_up_and_its_firing_finds_nothing_to_do() -> None:
+    a = mailbox("a@tryacme.test")
+    thread = conversation(a)
+    later = follow_up(thread)
+    waiting, threads = Waiting(), {thread.conv_id: thread}
+    decided = decide_in_order([later], {IDN: state(a)}, threads, {}, NOW, waiting)
+    [scheduled] = decided[later.event_id]
+    assert isinstance(scheduled, SendScheduled) and scheduled.payload.to == ["m@x.test"]
+    writes = state_writes(decided, {}, {later.event_id: later})
+    assert writes.scheduled[later.payload.message_id][7] == "reply"
+
+    answer = arrival(thread.last_rfc_message_id, new_id(), a.id)
+    fire = firing(later, later.payload.message_id)
+    decided = decide_in_order(
+        [answer, fire], {IDN: state(a)}, threads, {answer.event_id: thread.conv_id}, NOW, waiting
+    )
+    assert decided_kinds(decided) == ["MessageReceived", "SendCancelled"]  # the firing: nothing
+    cancelled = decided[answer.event_id][1].payload
+    assert (cancelled.message_id, cancelled.conv_id, cancelled.reason) == (
+        later.payload.message_id, thread.conv_id, "replied"
+    )  # fmt: skip
+
+
+def test_the_fire_decided_first_sends_and_the_reply_after_it_cancels_nothing() -> None:
+    a = mailbox("a@tryacme.test")
+    thread = conversation(a)
+    later = follow_up(thread)
+    waiting, threads = Waiting(), {thread.conv_id: thread}
+    decide_in_order([later], {IDN: state(a)}, threads, {}, NOW, waiting)
+    fire = firing(later, later.payload.message_id)
+    answer = arrival(thread.last_rfc_message_id, new_id(), a.id)
+    decided = decide_in_order([fire, answer], {IDN: state(a)}, threads, {answer.event_id: thread.conv_id}, NOW, waiting)
+    assert decided_kinds(decided) == ["SendAccepted", "MessageReceived"]
+    sent = decided[fire.event_id][0].payload
+    assert sent.content.in_reply_to == thread.last_rfc_message_id and sent.conv_id == thread.conv_id
+
+
+def test_an_auto_reply_stops_only_what_asked_for_any_and_our_own_mail_stops_nothing() -> None:
+    a = mailbox("a@tryacme.test")
+    thread = conversation(a)
+    polite, strict = follow_up(thread, "reply"), follow_up(thread, "any")
+    unconditional = follow_up(thread, None)
+    waiting, threads = Waiting(), {thread.conv_id: thread}
+    decide_in_order([polite, strict, unconditional], {IDN: state(a)}, threads, {}, NOW, waiting)
+
+    ours = arrival(thread.last_rfc_message_id, new_id(), a.id, from_addr="A@tryacme.test")  # filed back
+    away = arrival(thread.last_rfc_message_id, new_id(), a.id, auto_reply=True)
+    found = {ours.event_id: thread.conv_id, away.event_id: thread.conv_id}
+    decided = decide_in_order([ours, away], {IDN: state(a)}, threads, found, NOW, waiting)
+    assert decided_kinds(decided) == ["MessageReceived", "MessageReceived", "SendCancelled"]
+    assert decided[away.event_id][1].payload.message_id == strict.payload.message_id
+    assert waiting.states[polite.payload.message_id] == "scheduled"
+    assert waiting.states[unconditional.payload.message_id] == "scheduled"

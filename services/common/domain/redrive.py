@@ -37,11 +37,19 @@ async def watch(
     conn: asyncpg.Connection | asyncpg.Pool, message_id: UUID, event: Envelope, due_at: datetime
 ) -> None:
     """`event` is what moves `message_id` on next; re-publish it if nothing happened by `due_at`."""
+    await watch_each(conn, [(message_id, event)], due_at)
+
+
+async def watch_each(
+    conn: asyncpg.Connection | asyncpg.Pool, watched: list[tuple[UUID, Envelope]], due_at: datetime
+) -> None:
+    """`watch` for each (message, event), in one statement."""
     await conn.execute(
-        """INSERT INTO redrives (message_id, event, due_at) VALUES ($1, $2, $3)
+        """INSERT INTO redrives (message_id, event, due_at)
+           SELECT m, e, $3 FROM unnest($1::uuid[], $2::jsonb[]) AS w(m, e)
            ON CONFLICT (message_id) DO UPDATE SET event = EXCLUDED.event, due_at = EXCLUDED.due_at, attempts = 0""",
-        message_id,
-        event.model_dump(mode="json"),
+        [m for m, _ in watched],
+        [e.model_dump(mode="json") for _, e in watched],
         due_at,
     )
 

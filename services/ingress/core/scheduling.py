@@ -1,14 +1,25 @@
-"""Scheduled sends (SPEC 3.5) for every dialect: cancelling one. The cancel is a request decided on the
+"""Scheduled sends (SPEC 3.5) for every dialect: when a request says it goes out, and cancelling one. The cancel is a request decided on the
 identity's partition, in one order with the send's firing, so the answer says which came first: a
 message cancelled (now or before) stays unsent; one that fired cannot be cancelled."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from uuid import UUID
 
+from schemas.api.common import Later, LaterSnake
 from schemas.events import CancelRequested, CancelRequestedPayload
+from schemas.schedule import ScheduleError, Timing
 from services.ingress.context import Context
-from services.ingress.core.errors import Conflict, NotFound, Unavailable
+from services.ingress.core.errors import Conflict, Invalid, NotFound, Unavailable
+
+
+def when(body: Later | LaterSnake, *, reply: bool) -> Timing:
+    """When the request `body` goes out (`reply`: into an existing conversation); Invalid naming the field."""
+    try:
+        return body.timing(datetime.now(UTC), reply=reply)
+    except ScheduleError as exc:
+        raise Invalid(str(exc)) from None
 
 STATE = "SELECT identity_id, state FROM scheduled_sends WHERE message_id = $1 AND org_id = $2"
 

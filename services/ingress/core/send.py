@@ -49,8 +49,9 @@ def request_event(
             for i, to in enumerate(cmd.messages)
         ]
         payload = SendRequestedPayload(
-            handle=identity["handle"], messages=wanted, content=cmd.content, origin=origin, send_at=cmd.send_at
-        )
+            handle=identity["handle"], messages=wanted, content=cmd.content, origin=origin, send_at=cmd.send_at,
+            unless_replied=cmd.unless_replied,
+        )  # fmt: skip
         return wanted, SendRequested(**common, payload=payload)
     wanted = [
         RequestedMessage(message_id=new("message:0"), conv_id=cmd.conv_id, to=cmd.recipients or [cmd.to])
@@ -62,6 +63,8 @@ def request_event(
         content=cmd.content,
         to=cmd.recipients,
         origin=origin,
+        send_at=cmd.send_at,
+        unless_replied=cmd.unless_replied,
     )
     return wanted, ReplyRequested(**common, payload=payload)
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import asyncpg
 import structlog
 from aiohttp import web
@@ -33,12 +31,11 @@ from schemas.commands import Command, NewSend, Reply
 from schemas.events import (
     Content,
 )
-from schemas.schedule import ScheduleError, fire_at
 from services.common.domain import views
 from services.ingress.context import ctx
-from services.ingress.core import directory, egress
+from services.ingress.core import directory, egress, scheduling
 from services.ingress.core.outcome import Outcome
-from services.ingress.http import ApiError, Call, json_model, not_found, route
+from services.ingress.http import Call, json_model, not_found, route
 from services.ingress.sending import send_one
 
 log = structlog.get_logger("sendstream.ingress.identities")
@@ -290,23 +287,15 @@ async def send(call: Call) -> web.Response:
     c = ctx(call)
     identity = await find_identity(call)
     b: SendRequest = call.body
-    send_at = None
-    if b.sendAt is not None:
-        if b.convId is not None:
-            raise ApiError(400, "invalid_request", "sendAt: a scheduled reply is not supported yet")
-        try:
-            send_at = fire_at(b.sendAt, b.timezone, datetime.now(UTC))
-        except ScheduleError as exc:
-            raise ApiError(400, "invalid_request", str(exc)) from None
-    elif b.timezone is not None:
-        raise ApiError(400, "invalid_request", "timezone: is only for a local sendAt")
+    when = scheduling.when(b, reply=b.convId is not None)
     unsubscribe = await directory.wants_unsubscribe(c, identity["org_id"], b.unsubscribe)
     cmd: Command
     if b.convId is not None:
         thread = await directory.find_thread(c, identity, ids.parse("conversation", b.convId))
         cmd = Reply(
             identity_id=identity["id"], conv_id=thread["conv_id"], to=thread["counterpart"],
-            content=Content(text=b.text, html=b.html, unsubscribe=unsubscribe),
+            content=Content(text=b.text, html=b.html, unsubscribe=unsubscribe), send_at=when.send_at,
+            unless_replied=when.unless_replied,
         )  # fmt: skip
     else:
         content = Content(
@@ -318,8 +307,9 @@ async def send(call: Call) -> web.Response:
             unsubscribe=unsubscribe,
         )
         cmd = NewSend(
-            identity_id=identity["id"], messages=[[to] for to in b.recipients()], content=content, send_at=send_at
-        )
+            identity_id=identity["id"], messages=[[to] for to in b.recipients()], content=content,
+            send_at=when.send_at,
+        )  # fmt: skip
 
     async def answer(_: Command, outcome: Outcome, __: list) -> web.Response:
         return json_model(*send_response(outcome, identity["handle"]))

@@ -33,7 +33,7 @@ from schemas.limits import ATTACHMENTS_BODY, DEFAULT_DAILY_CAP
 from schemas.replies import reply_subject
 from services.common.domain import views
 from services.ingress.context import ctx
-from services.ingress.core import attachments, directory, egress
+from services.ingress.core import attachments, directory, egress, scheduling
 from services.ingress.core.errors import NotFound
 from services.ingress.core.outcome import Outcome
 from services.ingress.http import ApiError, Call, json_model, query_limit, route
@@ -132,7 +132,8 @@ async def send_message(call: Call) -> web.Response:
         for i, a in enumerate(b.attachments)
     ]
     content, files = attachments.attach(content, uploads, inbox["handle"], b.to)
-    cmd = NewSend(identity_id=inbox["id"], messages=[b.to], content=content)
+    when = scheduling.when(b, reply=False)
+    cmd = NewSend(identity_id=inbox["id"], messages=[b.to], content=content, send_at=when.send_at)
     return await send(call, inbox, cmd, content, files)
 
 
@@ -174,7 +175,11 @@ async def reply_to_message(call: Call) -> web.Response:
     thread = await directory.find_thread(c, inbox, original["conv_id"])
     b: ReplyMessage = call.body
     content = Content(text=b.text, html=b.html, dialect=DIALECT_NAME)
-    cmd = Reply(identity_id=inbox["id"], conv_id=thread["conv_id"], to=thread["counterpart"], content=content)
+    when = scheduling.when(b, reply=True)
+    cmd = Reply(
+        identity_id=inbox["id"], conv_id=thread["conv_id"], to=thread["counterpart"], content=content,
+        send_at=when.send_at, unless_replied=when.unless_replied,
+    )  # fmt: skip
     return await send(call, inbox, cmd, content.model_copy(update={"subject": reply_subject(thread["subject"])}))
 
 

@@ -55,7 +55,7 @@ from services.common.domain import signed, views
 from services.common.domain.blobs import BlobMissing, ref_of
 from services.ingress import cursors
 from services.ingress.context import Context, ctx
-from services.ingress.core import attachments, directory, egress
+from services.ingress.core import attachments, directory, egress, scheduling
 from services.ingress.core.errors import NotFound
 from services.ingress.core.outcome import Outcome
 from services.ingress.core.ratelimit import Window
@@ -210,8 +210,8 @@ async def send(call: Call, mailbox, command, files: dict[str, bytes] | None = No
             from_addr=m.mailbox_email or mailbox["handle"], inbox_address=mailbox["handle"], to_addrs=m.to,
             cc_addrs=content.cc, bcc_addrs=content.bcc, subject=content.subject, text_body=content.text,
             attachments=content.attachments, rfc_message_id=m.rfc_message_id, reply_to=content.reply_to,
-            status={"accepted": "queued", "queued": "queued"}.get(m.state, "rejected"), created_at=at,
-            updated_at=at,
+            status={"accepted": "queued", "queued": "queued", "scheduled": "scheduled"}.get(m.state, "rejected"),
+            created_at=at, updated_at=at, send_at=m.send_at,
         )  # fmt: skip
         return json_model(message_item(row), 201, windows[-1].headers())  # the mailbox's own budget is the last
 
@@ -246,13 +246,15 @@ async def send_message(call: Call) -> web.Response:
         if not thread:  # not one of ours: the recipient's client threads it by the headers alone
             content = content.model_copy(update={"in_reply_to": answered, "references": [answered]})
 
+    when = scheduling.when(b, reply=bool(thread))
+
     def command():
         if thread:
             return Reply(
                 identity_id=mailbox["id"], conv_id=thread["conv_id"], to=thread["counterpart"], recipients=r.to,
-                content=content,
+                content=content, send_at=when.send_at, unless_replied=when.unless_replied,
             )  # fmt: skip
-        return NewSend(identity_id=mailbox["id"], messages=[r.to], content=content)
+        return NewSend(identity_id=mailbox["id"], messages=[r.to], content=content, send_at=when.send_at)
 
     return await send(call, mailbox, command, files)
 
@@ -316,7 +318,11 @@ async def forward_message(call: Call) -> web.Response:
         unsubscribe=await directory.wants_unsubscribe(c, mailbox["org_id"], None),
     )  # fmt: skip
     attachments.check_composed(mailbox["handle"], to, content, files)
-    return await send(call, mailbox, lambda: NewSend(identity_id=mailbox["id"], messages=[to], content=content), files)
+    when = scheduling.when(b, reply=False)
+    return await send(
+        call, mailbox, lambda: NewSend(identity_id=mailbox["id"], messages=[to], content=content, send_at=when.send_at),
+        files,
+    )  # fmt: skip
 
 
 # --- flags and deletes ------------------------------------------------------------------------------
