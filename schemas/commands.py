@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Literal
 from uuid import UUID
 
-from schemas.events import Affinity, Content, Payload, RejectReason, StopOnReply
+from schemas.events import Affinity, Content, OnCapExceeded, Payload, RejectReason, StopOnReply
 
 
 class Timed(Payload):
@@ -18,6 +18,7 @@ class Timed(Payload):
 
     send_at: datetime | None = None
     unless_replied: StopOnReply | None = None
+    on_cap_exceeded: OnCapExceeded = "reject"
 
 
 class NewSend(Timed):
@@ -55,7 +56,7 @@ class MessageOutcome:
     to: list[str]
     # queued: its decision did not come back in time; scheduled: it waits for `send_at`
     state: Literal["accepted", "rejected", "queued", "scheduled"]
-    reason: RejectReason | None = None
+    reason: RejectReason | Literal["cap_deferred"] | None = None  # a rejection's, or a deferral's
     rfc_message_id: str | None = None
     affinity: Affinity | None = None
     mailbox_id: UUID | None = None

@@ -8,9 +8,9 @@ under Kafka's 1 MB default.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Union
-from uuid import UUID
+from uuid import UUID, uuid5
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
 
@@ -124,17 +124,28 @@ class Origin(Payload):
 # What stops a scheduled message into a conversation (SPEC 3.5): a reply from its counterpart (not an
 # auto-reply), or any mail arriving in it.
 StopOnReply = Literal["reply", "any"]
+# What a send the daily cap would refuse becomes: refused, or scheduled for the cap's next window.
+OnCapExceeded = Literal["reject", "defer"]
+# Why a message waits: its sender asked for a time, or the daily cap deferred it.
+ScheduledReason = Literal["requested", "cap_deferred"]
 
 
 class TimedPayload(Payload):
     """When a request is to be decided (SPEC 3.5): at once, or (`send_at`) decided as `scheduled` now and
     decided as a send when its timer publishes it again, `fired`, at `send_at` (one message, under
-    uuid5(message_id, "fire")); `unless_replied`: cancelled instead if mail arrives in its conversation
-    first."""
+    uuid5(message_id, "fire <send_at>")); `unless_replied`: cancelled instead if mail arrives in its
+    conversation first; `on_cap_exceeded`: what a recipient the daily cap would refuse becomes."""
 
     send_at: datetime | None = None
     fired: bool = False
     unless_replied: StopOnReply | None = None
+    on_cap_exceeded: OnCapExceeded = "reject"
+
+
+def firing_id(message_id: UUID, send_at: datetime) -> UUID:
+    """The event id of a scheduled message's firing at `send_at`: a timer published twice is one event, and
+    a message deferred again fires anew."""
+    return uuid5(message_id, f"fire {send_at.astimezone(UTC).isoformat()}")
 
 
 class SendRequestedPayload(TimedPayload):
@@ -262,6 +273,7 @@ class SendScheduledPayload(Payload):
     daily_cap: int  # the identity's cap and what was left of it when it was scheduled (nothing is spent)
     remaining: int
     unless_replied: StopOnReply | None = None
+    reason: ScheduledReason = "requested"
 
 
 class SendScheduled(Envelope):

@@ -12,12 +12,12 @@ date-time without offset plus an IANA `timezone`. Pure: the routes of every dial
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from schemas.events import StopOnReply
+from schemas.events import OnCapExceeded, StopOnReply
 from schemas.limits import SCHEDULE_AHEAD_MAX_DAYS
 
 
@@ -71,10 +71,15 @@ def _offset(at: datetime) -> str:
 @dataclass(frozen=True)
 class Timing:
     """When a send goes out: now (`send_at` None) or at `send_at`, unless mail arrives in its conversation
-    first (`unless_replied`)."""
+    first (`unless_replied`); and whether the daily cap refuses it or defers it (`on_cap_exceeded`)."""
 
     send_at: datetime | None = None
     unless_replied: StopOnReply | None = None
+    on_cap_exceeded: OnCapExceeded = "reject"
+
+    def fields(self) -> dict[str, object]:
+        """As a command's fields (schemas/commands.py: Timed)."""
+        return asdict(self)
 
 
 def timing(
@@ -85,6 +90,7 @@ def timing(
     *,
     reply: bool,
     names: tuple[str, str, str] = ("sendAt", "timezone", "unlessReplied"),
+    on_cap_exceeded: OnCapExceeded | None = None,
 ) -> Timing:
     """A request's timing fields (named `names` in its dialect) as a Timing; ScheduleError naming the field.
     `reply`: the send goes into an existing conversation (only such a send can be overtaken by a reply)."""
@@ -99,4 +105,4 @@ def timing(
         raise ScheduleError(f"{unless_field}: is only for a send into an existing conversation (a reply)")
     if stop and at is None:
         raise ScheduleError(f"{unless_field}: needs {at_field} (a send made now cannot be overtaken by a reply)")
-    return Timing(at, stop)
+    return Timing(at, stop, on_cap_exceeded or "reject")

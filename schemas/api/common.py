@@ -141,6 +141,11 @@ _UNLESS_REPLIED = (
     "With a send-at, into an existing conversation: cancel it if a reply reaches the conversation first "
     "(true: not an auto-reply; \"any\": any mail)."
 )
+_ON_CAP_EXCEEDED = (
+    "A recipient the identity's daily cap would refuse: `reject` (the default), or `defer`: scheduled for the "
+    "start of the cap's next window (midnight in the identity's time zone), status `scheduled`, reason "
+    "`cap_deferred`."
+)
 
 
 class Later(ApiModel):
@@ -149,10 +154,13 @@ class Later(ApiModel):
     sendAt: str | None = Field(None, max_length=64, description=_SEND_AT)
     timezone: TimeZone | None = Field(None, description="The IANA time zone of a local `sendAt`.")
     unlessReplied: bool | Literal["any"] | None = Field(None, description=_UNLESS_REPLIED)
+    onCapExceeded: Literal["reject", "defer"] | None = Field(None, description=_ON_CAP_EXCEEDED)
 
     def timing(self, now: datetime, *, reply: bool) -> Timing:
         """Its timing; ScheduleError naming the field."""
-        return timing(self.sendAt, self.timezone, self.unlessReplied, now, reply=reply)
+        return timing(
+            self.sendAt, self.timezone, self.unlessReplied, now, reply=reply, on_cap_exceeded=self.onCapExceeded
+        )
 
 
 class LaterSnake(ApiModel):
@@ -161,11 +169,15 @@ class LaterSnake(ApiModel):
     send_at: str | None = Field(None, max_length=64, description=_SEND_AT)
     timezone: TimeZone | None = Field(None, description="The IANA time zone of a local `send_at`.")
     unless_replied: bool | Literal["any"] | None = Field(None, description=_UNLESS_REPLIED)
+    on_cap_exceeded: Literal["reject", "defer"] | None = Field(None, description=_ON_CAP_EXCEEDED)
 
     def timing(self, now: datetime, *, reply: bool) -> Timing:
         """Its timing; ScheduleError naming the field."""
         names = ("send_at", "timezone", "unless_replied")
-        return timing(self.send_at, self.timezone, self.unless_replied, now, reply=reply, names=names)
+        return timing(
+            self.send_at, self.timezone, self.unless_replied, now, reply=reply, names=names,
+            on_cap_exceeded=self.on_cap_exceeded,
+        )  # fmt: skip
 
 
 class ErrorDetail(BaseModel):

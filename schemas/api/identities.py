@@ -242,6 +242,9 @@ class ScheduledResult(BaseModel):
     status: Literal["scheduled"]
     convId: str
     sendAt: str = Field(description="When it fires (UTC).")
+    reason: Literal["cap_deferred"] | None = Field(
+        None, description="`cap_deferred`: the daily cap had no room (`onCapExceeded: defer`); else asked for."
+    )
 
 
 class SendResult(BaseModel):
@@ -283,7 +286,7 @@ def send_response(outcome: Outcome, handle: str) -> tuple[SendResponse, int]:
             results.append(
                 ScheduledResult(
                     to=m.to[0], messageId=ids.render("message", m.message_id), status="scheduled",
-                    convId=ids.render("conversation", m.conv_id), sendAt=iso(m.send_at),
+                    convId=ids.render("conversation", m.conv_id), sendAt=iso(m.send_at), reason=m.reason,
                 )
             )  # fmt: skip
         else:

@@ -164,7 +164,9 @@ class Message(BaseModel):
     authentication: dict[str, str] | None = Field(
         None, description="Ours, received mail: SPF, DKIM and DMARC as our server judged them."
     )
-    sendAt: str | None = Field(None, description="Ours, a `scheduled` message: when it goes out (UTC).")
+    sendAt: str | None = Field(
+        None, description="Ours, a `scheduled` message: when it goes out (UTC).", exclude_if=lambda v: v is None
+    )
     createdAt: str
     updatedAt: str
 

@@ -192,7 +192,9 @@ class Message(BaseModel):
     has_attachments: bool
     reply_to: str | None
     created_at: str
-    send_at: str | None = Field(None, description="Ours, a `scheduled` message: when it goes out (UTC).")
+    send_at: str | None = Field(
+        None, description="Ours, a `scheduled` message: when it goes out (UTC).", exclude_if=lambda v: v is None
+    )
 
 
 class AttachmentMetadata(BaseModel):

@@ -207,7 +207,8 @@ usage AS (
     SELECT m, o, i, coalesce(a, now()), s, c, ARRAY(SELECT jsonb_array_elements_text(t::jsonb)), j, u
       FROM unnest($27::uuid[], $28::uuid[], $29::uuid[], $30::timestamptz[], $31::text[], $32::uuid[],
                   $33::text[], $34::text[], $35::text[]) AS w(m, o, i, a, s, c, t, j, u)
-    ON CONFLICT (message_id) DO UPDATE SET state = EXCLUDED.state, updated_at = now()
+    ON CONFLICT (message_id) DO UPDATE SET state = EXCLUDED.state, updated_at = now(),
+        send_at = CASE WHEN EXCLUDED.state = 'scheduled' THEN EXCLUDED.send_at ELSE scheduled_sends.send_at END
 ), timed AS (
     INSERT INTO timers (event_id, due_at, event)
     SELECT * FROM unnest($36::uuid[], $37::timestamptz[], $38::jsonb[])

@@ -14,8 +14,9 @@ import json
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
-from uuid import UUID, uuid5
+from datetime import UTC, datetime, time, timedelta
+from uuid import UUID
+from zoneinfo import ZoneInfo
 
 import structlog
 
@@ -34,6 +35,7 @@ from schemas.events import (
     SendScheduled,
     SendScheduledPayload,
     Timed,
+    firing_id,
     recipient_count,
 )
 from services.common.domain.timezones import local_day_start
@@ -66,11 +68,13 @@ class Waiting:
     states: dict[UUID, str] = field(default_factory=dict)
     stop_on_reply: dict[UUID, dict[UUID, str]] = field(default_factory=dict)  # conv -> message -> mode
 
-    def add(self, request: Timed, conv_ids: list[UUID]) -> None:
-        for message_id, conv_id in zip(request.payload.message_ids, conv_ids, strict=True):
-            self.states[message_id] = SCHEDULED
-            if request.payload.unless_replied:
-                self.stop_on_reply.setdefault(conv_id, {})[message_id] = request.payload.unless_replied
+    def add(self, decisions: list[Envelope]) -> None:
+        """The messages these decisions schedule wait from now on."""
+        for d in decisions:
+            if isinstance(d, SendScheduled):
+                self.states[d.payload.message_id] = SCHEDULED
+                if d.payload.unless_replied:
+                    self.stop_on_reply.setdefault(d.payload.conv_id, {})[d.payload.message_id] = d.payload.unless_replied
 
     def stopped_by(self, arrival: MessageReceived, ours: set[str]) -> list[tuple[UUID, UUID]]:
         """The (message, conversation) of each waiting message the arrival stops, now cancelled: mail from
@@ -103,6 +107,35 @@ def schedule(request: Timed, state: IdentityState, thread: Thread | None, now: d
             ),
         )
         for message_id, conv_id, to in wanted
+    ]  # fmt: skip
+
+
+def next_window(now: datetime, timezone: str) -> datetime:
+    """The start of the daily cap's next window: the next midnight in the identity's time zone (UTC)."""
+    zone = ZoneInfo(timezone)
+    tomorrow = now.astimezone(zone).date() + timedelta(days=1)
+    return datetime.combine(tomorrow, time(), tzinfo=zone).astimezone(UTC)
+
+
+def deferred(request: Timed, decisions: list[Envelope], state: IdentityState, now: datetime) -> list[Envelope]:
+    """The decisions, with each recipient the daily cap refused scheduled for the cap's next window instead
+    where the request asked for that (`on_cap_exceeded: defer`)."""
+    p = request.payload
+    if p.on_cap_exceeded != "defer":
+        return decisions
+    at = next_window(now, state.timezone)
+    return [
+        SendScheduled(
+            **request.caused(occurred_at=now),
+            payload=SendScheduledPayload(
+                message_id=d.payload.message_id, conv_id=d.payload.conv_id, to=d.payload.to, send_at=at,
+                daily_cap=d.payload.daily_cap, remaining=d.payload.remaining, unless_replied=p.unless_replied,
+                reason="cap_deferred",
+            ),
+        )
+        if isinstance(d, SendRejected) and d.payload.reason == "cap_exceeded" and d.payload.conv_id is not None
+        else d
+        for d in decisions
     ]  # fmt: skip
 
 
@@ -151,15 +184,14 @@ def decide_in_order(
         thread = threads.get(e.payload.conv_id) if isinstance(e, ReplyRequested) else None
         if waits(e, now) and (isinstance(e, SendRequested) or thread is not None):
             decisions = schedule(e, state, thread, now)
-            waiting.add(e, [d.payload.conv_id for d in decisions])
         elif isinstance(e, Timed) and e.payload.fired and waiting.states.get(e.payload.message_ids[0]) != SCHEDULED:
             decisions = []  # cancelled (or fired) before
         elif isinstance(e, SendRequested):
-            decisions = decide_send(e, state, now)
+            decisions = deferred(e, decide_send(e, state, now), state, now)
         elif isinstance(e, CancelRequested):
             decisions = cancel(e, waiting, now)
         elif isinstance(e, ReplyRequested):
-            decisions = decide_reply(e, state, thread, now)
+            decisions = deferred(e, decide_reply(e, state, thread, now), state, now)
             if thread is not None:
                 threads[thread.conv_id] = thread = thread_after(thread, decisions)
                 moved |= {(e.identity_id, ref): thread.conv_id for ref in thread.refs}
@@ -180,7 +212,8 @@ def decide_in_order(
             log.warning("request type not handled yet", type=e.type)
             decisions = []
         if isinstance(e, Timed) and e.payload.fired and decisions:
-            waiting.states[e.payload.message_ids[0]] = FIRED
+            waiting.states[e.payload.message_ids[0]] = FIRED  # or (deferred again) scheduled, just below
+        waiting.add(decisions)
         states[e.identity_id] = advance(state, decisions)
         decided[e.event_id] = decisions
     return decided
@@ -224,12 +257,12 @@ def columns(rows: list[tuple], width: int) -> list[list]:
     return [list(c) for c in zip(*rows, strict=True)] or [[] for _ in range(width)]
 
 
-def firing(request: Timed, message_id: UUID) -> Timed:
+def firing(request: Timed, message_id: UUID, send_at: datetime) -> Timed:
     """The request of one scheduled message as its timer publishes it at `send_at`: the same request,
-    that message alone, marked `fired`, under an id of its own (so a timer published twice is one)."""
-    return request.model_copy(
-        update={"event_id": uuid5(message_id, "fire"), "payload": request.payload.firing(message_id)}
-    )
+    that message alone, marked `fired`, under an id of its own (so a timer published twice is one, and a
+    message deferred again fires anew)."""
+    update = {"event_id": firing_id(message_id, send_at), "payload": request.payload.firing(message_id)}
+    return request.model_copy(update=update)
 
 
 def state_writes(
@@ -252,7 +285,7 @@ def state_writes(
                     e.org_id, e.identity_id, p.send_at, SCHEDULED, p.conv_id, p.to, request.payload.content.subject,
                     p.unless_replied,
                 )  # fmt: skip
-                fire = firing(request, p.message_id)
+                fire = firing(request, p.message_id, p.send_at)
                 w.timers[fire.event_id] = (p.send_at, fire)
             elif isinstance(e, SendCancelled):
                 w.scheduled[e.payload.message_id] = (e.org_id, e.identity_id, None, CANCELLED, None, [], "", None)

@@ -3,15 +3,20 @@ not before; a cancel before the fire keeps it from ever going out; a cancel afte
 
 from __future__ import annotations
 
+import json
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
 
 from schemas import ids
+from schemas.events import firing_id
+from services.common import timers
 from tests.conftest import Api, Relay, eventually, new_org, through
 from tests.integration.test_crash import identity_for
+from tests.integration.test_mailboxes import new_mailbox
 from tests.integration.test_restart import local_stack
 from tests.integration.test_send import make_identity
 
@@ -57,7 +62,7 @@ async def test_a_send_cancelled_before_its_time_never_goes_out(api: Api, relay: 
         assert status == 200 and body["status"] == "cancelled", body
     assert await eventually(lambda: _is(status_of(api, message), "cancelled"), timeout=10)
     # Its timer still fires; decide drops it, the cancel having come first on the identity's partition.
-    fire = uuid.uuid5(ids.parse("message", message["messageId"]), "fire")
+    fire = firing_id(ids.parse("message", message["messageId"]), at)
     decided = "SELECT true FROM processed_events WHERE consumer = 'decide' AND event_id = $1"
     await eventually(lambda: db.fetchval(decided, fire), timeout=20)
     assert relay.received == [] and datetime.now(UTC) > at
@@ -117,6 +122,67 @@ async def test_a_scheduled_send_fires_once_across_a_whole_stack_restart_before_i
         [got] = await relay.wait_for(1, timeout=60)
         assert datetime.now(UTC) >= at and got.rcpt_tos == ["restart@example.test"]
         assert len(await relay.before_marker(through(api, handle))) == 1  # once
+
+
+async def test_the_inboxes_and_mailboxes_dialects_schedule_too_and_any_dialects_message_is_cancelled_alike(
+    api: Api, relay: Relay
+) -> None:
+    at = (datetime.now(UTC) + timedelta(seconds=3)).replace(microsecond=0)
+    email = f"desk-{uuid.uuid4().hex[:6]}@agents.example.test"
+    _, inbox, _ = await api.call("POST", "/v1/inboxes", {"email": email, "smtp": relay.smtp_settings()})
+    status, sent, _ = await api.call(
+        "POST", f"/v1/inboxes/{inbox['id']}/messages/send",
+        {"to": ["ana@example.test"], "subject": "Later", "text": "t", "html": "<p>t</p>", "sendAt": at.isoformat()},
+    )  # fmt: skip
+    assert status == 200 and (sent["status"], datetime.fromisoformat(sent["sendAt"])) == ("scheduled", at), sent
+
+    address = await new_mailbox(api, relay)
+    status, later, _ = await api.call(
+        "POST", f"/mailboxes/{address}/messages",
+        {"recipients": {"to": ["bo@example.test"]}, "subject": "Never", "body_text": "t",
+         "send_at": "2027-01-07T09:00:00", "timezone": "Europe/Paris"},
+    )  # fmt: skip
+    assert status == 201 and later["status"] == "scheduled", later
+    assert later["send_at"] == "2027-01-07T08:00:00.000Z"  # 09:00 in Paris, winter time
+    status, bad, _ = await api.call(
+        "POST", f"/mailboxes/{address}/messages",
+        {"recipients": {"to": ["bo@example.test"]}, "subject": "s", "body_text": "t", "unless_replied": True},
+    )  # fmt: skip
+    assert status == 400 and "unless_replied" in json.dumps(bad), bad
+    status, cancelled, _ = await api.call("POST", f"/v1/messages/{later['id']}/cancel")
+    assert status == 200 and cancelled["status"] == "cancelled", cancelled
+
+    [got] = await relay.wait_for(1, timeout=20)
+    assert datetime.now(UTC) >= at and got.rcpt_tos == ["ana@example.test"]
+
+
+async def test_a_recipient_over_the_daily_cap_is_deferred_to_midnight_in_the_identitys_zone(
+    api: Api, relay: Relay, db
+) -> None:
+    """`onCapExceeded: defer`: what the cap has no room for today waits for the next local midnight, and is
+    decided when it fires as if it were sent then (here: once the cap was raised, it goes out)."""
+    handle, _ = await make_identity(api, relay, daily_cap=1)
+    assert (await api.call("PATCH", f"/v1/identities/{handle}", {"timezone": "America/Chicago"}))[0] == 200
+    status, body, _ = await api.call(
+        "POST", f"/v1/identities/{handle}/send",
+        {"to": ["now@example.test", "tomorrow@example.test"], "subject": "Cap", "text": "t", "onCapExceeded": "defer"},
+    )  # fmt: skip
+    assert status == 202 and (body["accepted"], body["rejected"], body["scheduled"]) == (1, 0, 1), body
+    deferred = body["messages"][1]
+    chicago = ZoneInfo("America/Chicago")
+    midnight = datetime.combine(datetime.now(chicago).date() + timedelta(days=1), time(), tzinfo=chicago)
+    assert (deferred["status"], deferred["reason"]) == ("scheduled", "cap_deferred"), deferred
+    assert datetime.fromisoformat(deferred["sendAt"]) == midnight, (deferred, midnight)
+    status, listed, _ = await api.call("GET", f"/v1/scheduled?identity={handle}")
+    assert [m["messageId"] for m in listed["data"]] == [deferred["messageId"]], listed
+
+    # The clock moved on to its time (its timer made due now), with room made in the cap meanwhile.
+    assert (await api.call("PATCH", f"/v1/identities/{handle}", {"dailyCap": 5}))[0] == 200
+    fire = firing_id(ids.parse("message", deferred["messageId"]), midnight)
+    assert await db.fetchval("UPDATE timers SET due_at = now() WHERE event_id = $1 RETURNING true", fire)
+    await db.execute(f"SELECT pg_notify('{timers.CHANNEL}', '')")
+    got = await relay.wait_for(2, timeout=20)
+    assert sorted(r.rcpt_tos[0] for r in got) == ["now@example.test", "tomorrow@example.test"]
 
 
 async def _is(found, expected: str) -> bool:

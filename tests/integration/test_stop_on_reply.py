@@ -19,6 +19,7 @@ from email.message import EmailMessage
 import pytest
 
 from schemas import ids
+from schemas.events import firing_id
 from tests.conftest import Api, Relay, deliver, eventually, through
 from tests.dovecot import Dovecot
 from tests.integration.test_inbound import reply_to
@@ -75,7 +76,7 @@ async def race_replies_against_follow_ups(
     assert min(ahead) > 0.3, f"a reply was handed over only {min(ahead):.2f}s before its follow-up's time"
 
     # Every follow-up's timer fired and was decided (cancelled ones decide to nothing) ...
-    fired = [uuid.uuid5(ids.parse("message", m), "fire") for m in follow_ups.values()]
+    fired = [firing_id(ids.parse("message", m), fire_at[p]) for p, m in follow_ups.items()]
     decided = "SELECT count(*) FROM processed_events WHERE consumer = 'decide' AND event_id = ANY($1::uuid[])"
     assert await eventually(lambda: _at_least(db.fetchval(decided, fired), len(fired)), timeout=30)
     # ... and the relay has everything the identity sent before the marker.

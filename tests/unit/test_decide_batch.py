@@ -3,8 +3,9 @@ driven without a broker or a database: (state, requests) -> (decisions, writes).
 
 from __future__ import annotations
 
-from datetime import date, timedelta
-from uuid import UUID, uuid5
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
+from uuid import UUID
 
 from schemas.events import (
     ArrivedMessage,
@@ -22,6 +23,7 @@ from schemas.events import (
     SendRejected,
     SendRequested,
     SendScheduled,
+    firing_id,
 )
 from schemas.ids import new_id
 from services.decide.batch import Waiting, decide_in_order, firing, state_writes
@@ -108,7 +110,7 @@ def test_a_send_for_later_waits_and_its_timer_carries_the_send_as_it_will_fire()
     writes = state_writes(decided, {}, {later.event_id: later})
     assert not writes.usage and not writes.pins
     first = later.payload.messages[0]
-    due, fire = writes.timers[uuid5(first.message_id, "fire")]
+    due, fire = writes.timers[firing_id(first.message_id, NOW + timedelta(hours=1))]
     assert due == NOW + timedelta(hours=1) and writes.scheduled[first.message_id][3] == "scheduled"
     assert isinstance(fire, SendRequested) and fire.payload.fired and fire.payload.messages == [first]
 
@@ -117,7 +119,7 @@ def test_whichever_of_the_fire_and_a_cancel_is_decided_first_wins() -> None:
     a = mailbox("a@tryacme.test")
     later = scheduled_request("m@x.test")
     [m] = later.payload.messages
-    fire = firing(later, m.message_id)
+    fire = firing(later, m.message_id, later.payload.send_at)
 
     waiting = Waiting()
     decide_in_order([later], {IDN: state(a)}, {}, {}, NOW, waiting)
@@ -175,7 +177,7 @@ def test_a_reply_arriving_before_the_fire_cancels_the_follow_up_and_its_firing_f
     assert writes.scheduled[later.payload.message_id][7] == "reply"
 
     answer = arrival(thread.last_rfc_message_id, new_id(), a.id)
-    fire = firing(later, later.payload.message_id)
+    fire = firing(later, later.payload.message_id, later.payload.send_at)
     decided = decide_in_order(
         [answer, fire], {IDN: state(a)}, threads, {answer.event_id: thread.conv_id}, NOW, waiting
     )
@@ -192,7 +194,7 @@ def test_the_fire_decided_first_sends_and_the_reply_after_it_cancels_nothing() -
     later = follow_up(thread)
     waiting, threads = Waiting(), {thread.conv_id: thread}
     decide_in_order([later], {IDN: state(a)}, threads, {}, NOW, waiting)
-    fire = firing(later, later.payload.message_id)
+    fire = firing(later, later.payload.message_id, later.payload.send_at)
     answer = arrival(thread.last_rfc_message_id, new_id(), a.id)
     decided = decide_in_order([fire, answer], {IDN: state(a)}, threads, {answer.event_id: thread.conv_id}, NOW, waiting)
     assert decided_kinds(decided) == ["SendAccepted", "MessageReceived"]
@@ -216,3 +218,59 @@ def test_an_auto_reply_stops_only_what_asked_for_any_and_our_own_mail_stops_noth
     assert decided[away.event_id][1].payload.message_id == strict.payload.message_id
     assert waiting.states[polite.payload.message_id] == "scheduled"
     assert waiting.states[unconditional.payload.message_id] == "scheduled"
+
+
+# --- cap deferral (SPEC 3.5): a clock moved by handing decide another `now` -------------------------
+
+
+def deferring(*recipients: str) -> SendRequested:
+    r = request(*recipients)
+    return r.model_copy(update={"payload": r.payload.model_copy(update={"on_cap_exceeded": "defer"})})
+
+
+def test_a_recipient_over_the_cap_is_deferred_to_midnight_in_the_identitys_zone_and_sent_then() -> None:
+    a = mailbox("a@tryacme.test")
+    auckland = replace(state(a, cap=1), timezone="Pacific/Auckland")
+    two = deferring("m@x.test", "n@x.test")
+    waiting = Waiting()
+    decided = decide_in_order([two], {IDN: auckland}, {}, {}, NOW, waiting)
+    sent, later = decided[two.event_id]
+    assert isinstance(sent, SendAccepted) and isinstance(later, SendScheduled)
+    # noon UTC on 22 November is 01:00 on the 23rd in Auckland (UTC+13): the next window opens at
+    # midnight on the 24th there, 11:00 UTC on the 23rd
+    midnight = datetime(2026, 11, 23, 11, 0, tzinfo=UTC)
+    assert (later.payload.send_at, later.payload.reason, later.payload.to) == (midnight, "cap_deferred", ["n@x.test"])
+    writes = state_writes(decided, {IDN: "Pacific/Auckland"}, {two.event_id: two})
+    fire = writes.timers[firing_id(later.payload.message_id, midnight)][1]
+    assert fire.payload.fired and [m.to for m in fire.payload.messages] == [["n@x.test"]]
+
+    # The clock moved past midnight: a new day with room, and the deferred recipient goes out.
+    [accepted] = decide_in_order([fire], {IDN: auckland}, {}, {}, midnight + timedelta(seconds=1), waiting)[
+        fire.event_id
+    ]
+    assert isinstance(accepted, SendAccepted) and accepted.payload.to == ["n@x.test"]
+    assert waiting.states[later.payload.message_id] == "fired"
+
+
+def test_a_deferred_send_finding_the_new_day_full_too_waits_for_the_next_one_and_fires_anew() -> None:
+    a = mailbox("a@tryacme.test")
+    full = replace(state(a, cap=1, used=1), timezone="UTC")
+    one = deferring("m@x.test")
+    waiting = Waiting()
+    [later] = decide_in_order([one], {IDN: full}, {}, {}, NOW, waiting)[one.event_id]
+    first = datetime(2026, 11, 23, tzinfo=UTC)
+    assert later.payload.send_at == first
+    fire = firing(one, later.payload.message_id, first)
+    [again] = decide_in_order([fire], {IDN: full}, {}, {}, first + timedelta(seconds=1), waiting)[fire.event_id]
+    assert isinstance(again, SendScheduled) and again.payload.send_at == first + timedelta(days=1)
+    assert waiting.states[later.payload.message_id] == "scheduled"
+    writes = state_writes({fire.event_id: [again]}, {IDN: "UTC"}, {fire.event_id: fire})
+    [(event_id, (due, _))] = writes.timers.items()
+    assert event_id != fire.event_id and due == first + timedelta(days=1)  # a new firing, not a repeat
+
+
+def test_without_defer_the_cap_refuses_as_before() -> None:
+    a = mailbox("a@tryacme.test")
+    two = request("m@x.test", "n@x.test")
+    decided = decide_in_order([two], {IDN: state(a, cap=1)}, {}, {}, NOW, Waiting())
+    assert [d.type for d in decided[two.event_id]] == ["SendAccepted", "SendRejected"]

@@ -41,7 +41,8 @@ class Answer(BaseModel):
     mailbox_email: str | None = None
     affinity: Affinity | None = None
     rfc_message_id: str | None = None
-    reason: RejectReason | Literal["requested", "replied"] | None = None  # a rejection's, or a cancel's
+    # a rejection's, a cancel's, or why a message waits
+    reason: RejectReason | Literal["requested", "replied", "cap_deferred"] | None = None
     send_at: datetime | None = None
 
     @classmethod

@@ -27,7 +27,8 @@ def outcome_of(
                 )
             )  # fmt: skip
         elif a.type == "SendScheduled":
-            messages.append(MessageOutcome(m.message_id, m.conv_id, m.to, "scheduled", send_at=a.send_at))
+            reason = a.reason if a.reason == "cap_deferred" else None
+            messages.append(MessageOutcome(m.message_id, m.conv_id, m.to, "scheduled", reason, send_at=a.send_at))
         else:
             messages.append(MessageOutcome(m.message_id, m.conv_id, m.to, "rejected", a.reason))
     last = max(by_message.values(), key=lambda a: a.daily_cap - a.remaining, default=None)

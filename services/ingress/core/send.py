@@ -50,7 +50,7 @@ def request_event(
         ]
         payload = SendRequestedPayload(
             handle=identity["handle"], messages=wanted, content=cmd.content, origin=origin, send_at=cmd.send_at,
-            unless_replied=cmd.unless_replied,
+            unless_replied=cmd.unless_replied, on_cap_exceeded=cmd.on_cap_exceeded,
         )  # fmt: skip
         return wanted, SendRequested(**common, payload=payload)
     wanted = [
@@ -65,6 +65,7 @@ def request_event(
         origin=origin,
         send_at=cmd.send_at,
         unless_replied=cmd.unless_replied,
+        on_cap_exceeded=cmd.on_cap_exceeded,
     )
     return wanted, ReplyRequested(**common, payload=payload)
 

@@ -294,8 +294,7 @@ async def send(call: Call) -> web.Response:
         thread = await directory.find_thread(c, identity, ids.parse("conversation", b.convId))
         cmd = Reply(
             identity_id=identity["id"], conv_id=thread["conv_id"], to=thread["counterpart"],
-            content=Content(text=b.text, html=b.html, unsubscribe=unsubscribe), send_at=when.send_at,
-            unless_replied=when.unless_replied,
+            content=Content(text=b.text, html=b.html, unsubscribe=unsubscribe), **when.fields(),
         )  # fmt: skip
     else:
         content = Content(
@@ -307,9 +306,8 @@ async def send(call: Call) -> web.Response:
             unsubscribe=unsubscribe,
         )
         cmd = NewSend(
-            identity_id=identity["id"], messages=[[to] for to in b.recipients()], content=content,
-            send_at=when.send_at,
-        )  # fmt: skip
+            identity_id=identity["id"], messages=[[to] for to in b.recipients()], content=content, **when.fields()
+        )
 
     async def answer(_: Command, outcome: Outcome, __: list) -> web.Response:
         return json_model(*send_response(outcome, identity["handle"]))

@@ -133,7 +133,7 @@ async def send_message(call: Call) -> web.Response:
     ]
     content, files = attachments.attach(content, uploads, inbox["handle"], b.to)
     when = scheduling.when(b, reply=False)
-    cmd = NewSend(identity_id=inbox["id"], messages=[b.to], content=content, send_at=when.send_at)
+    cmd = NewSend(identity_id=inbox["id"], messages=[b.to], content=content, **when.fields())
     return await send(call, inbox, cmd, content, files)
 
 
@@ -178,7 +178,7 @@ async def reply_to_message(call: Call) -> web.Response:
     when = scheduling.when(b, reply=True)
     cmd = Reply(
         identity_id=inbox["id"], conv_id=thread["conv_id"], to=thread["counterpart"], content=content,
-        send_at=when.send_at, unless_replied=when.unless_replied,
+        **when.fields(),
     )  # fmt: skip
     return await send(call, inbox, cmd, content.model_copy(update={"subject": reply_subject(thread["subject"])}))
 

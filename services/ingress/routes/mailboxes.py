@@ -252,9 +252,9 @@ async def send_message(call: Call) -> web.Response:
         if thread:
             return Reply(
                 identity_id=mailbox["id"], conv_id=thread["conv_id"], to=thread["counterpart"], recipients=r.to,
-                content=content, send_at=when.send_at, unless_replied=when.unless_replied,
+                content=content, **when.fields(),
             )  # fmt: skip
-        return NewSend(identity_id=mailbox["id"], messages=[r.to], content=content, send_at=when.send_at)
+        return NewSend(identity_id=mailbox["id"], messages=[r.to], content=content, **when.fields())
 
     return await send(call, mailbox, command, files)
 
@@ -320,7 +320,7 @@ async def forward_message(call: Call) -> web.Response:
     attachments.check_composed(mailbox["handle"], to, content, files)
     when = scheduling.when(b, reply=False)
     return await send(
-        call, mailbox, lambda: NewSend(identity_id=mailbox["id"], messages=[to], content=content, send_at=when.send_at),
+        call, mailbox, lambda: NewSend(identity_id=mailbox["id"], messages=[to], content=content, **when.fields()),
         files,
     )  # fmt: skip
 
