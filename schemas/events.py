@@ -17,6 +17,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
 from schemas.dialect import ORIGINAL
 from schemas.envelope import Envelope
 from schemas.status import MailboxHealth
+from schemas.warmup import Warmup
 
 Affinity = Literal["new", "existing", "reassigned"]
 RejectReason = Literal[
@@ -541,6 +542,7 @@ class MailboxPayload(Payload):
     hourly_limit: int
     daily_limit: int | None
     health: MailboxHealth
+    warmup: Warmup | None = None
 
 
 class MailboxHealthPayload(Payload):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, Field, TypeAdapter, WithJsonSchema, model_validator
@@ -25,6 +26,7 @@ from schemas.commands import Outcome
 from schemas.dialect import ORIGINAL, Dialect
 from schemas.limits import DEFAULT_DAILY_CAP, DEFAULT_HOURLY_LIMIT, MAX_RECIPIENTS
 from schemas.status import MailboxHealth, MessageStatus
+from schemas.warmup import Warmup
 
 # --- organizations and keys ------------------------------------------------------------------------
 
@@ -134,12 +136,46 @@ class SyncState(BaseModel):
     lastSyncedAt: str | None
 
 
+class WarmupSettings(ApiModel):
+    """A warm-up ramp (SPEC 3.5): the mailbox's effective daily limit is
+    `min(dailyLimit, startPerDay + increasePerDay x whole days since startedAt)`."""
+
+    startPerDay: int = Field(ge=0, le=10_000_000)
+    increasePerDay: int = Field(0, ge=0, le=10_000_000)
+    startedAt: str | None = Field(
+        None, max_length=64,
+        description="When the ramp began (RFC 3339, not in the future; default: now). A mailbox warmed up "
+        "elsewhere for a week starts a week back.",
+    )  # fmt: skip
+
+    def warmup(self, now: datetime) -> Warmup:
+        """The ramp; ValueError naming the field."""
+        started = now
+        if self.startedAt is not None:
+            try:
+                started = datetime.fromisoformat(self.startedAt.replace("z", "Z"))
+            except ValueError:
+                raise ValueError("warmup.startedAt: is not an RFC 3339 date-time") from None
+            if started.tzinfo is None:
+                raise ValueError("warmup.startedAt: needs an offset (e.g. Z)")
+            if started > now:
+                raise ValueError("warmup.startedAt: is in the future")
+        return Warmup(start_per_day=self.startPerDay, increase_per_day=self.increasePerDay, started_at=started)
+
+
+class WarmupOut(BaseModel):
+    startPerDay: int
+    increasePerDay: int
+    startedAt: str
+
+
 class CreateMailbox(ApiModel):
     email: EmailAddress
     smtp: SmtpSettings
     imap: ImapSettings | None = None
     hourlyLimit: int = Field(DEFAULT_HOURLY_LIMIT, ge=0, le=1_000_000)
     dailyLimit: int | None = Field(None, ge=0, le=10_000_000)
+    warmup: WarmupSettings | None = None
 
 
 class UpdateMailbox(ApiModel):
@@ -148,6 +184,7 @@ class UpdateMailbox(ApiModel):
     dailyLimit: int | None = Field(None, ge=0, le=10_000_000)
     smtp: SmtpSettingsUpdate | None = None
     imap: ImapSettings | None = Field(None, description="Replaces the IMAP account; `null` removes it.")
+    warmup: WarmupSettings | None = Field(None, description="Replaces the warm-up ramp; `null` ends it.")
 
 
 class Mailbox(BaseModel):
@@ -157,6 +194,10 @@ class Mailbox(BaseModel):
     smtp: SmtpSettingsOut
     hourlyLimit: int
     dailyLimit: int | None
+    warmup: WarmupOut | None = None
+    effectiveDailyLimit: int | None = Field(
+        description="What it may send today: `dailyLimit`, held down by the warm-up ramp (null: no limit)."
+    )
     health: MailboxHealth
     imap: ImapSettingsOut | None = None
     sync: SyncState | None = Field(None, description="The IMAP sync, when the mailbox has an IMAP account.")

@@ -40,6 +40,7 @@ from schemas.events import (
     SendRequested,
     Timed,
 )
+from schemas.warmup import Warmup, effective_daily_limit
 from services.common import db, timers
 from services.common.broker import is_transient, publish_events, retry_pause, subscribe
 from services.common.domain import redrive, sent
@@ -71,7 +72,8 @@ SELECT ARRAY(
                  coalesce((SELECT sum(h.sent) FROM mailbox_minutes h
                             WHERE h.mailbox_id = m.id AND h.minute > $3), 0),
                  coalesce(d.sent, 0),
-                 (SELECT max(u.last_used_at) FROM mailbox_days u WHERE u.mailbox_id = m.id))
+                 (SELECT max(u.last_used_at) FROM mailbox_days u WHERE u.mailbox_id = m.id),
+                 m.warmup_start_per_day, m.warmup_increase_per_day, m.warmup_started_at)
            FROM mailboxes m JOIN identities i ON i.id = m.identity_id
            LEFT JOIN mailbox_days d ON d.mailbox_id = m.id
                  AND d.day = ($2::timestamptz AT TIME ZONE i.timezone)::date
@@ -125,8 +127,11 @@ async def load_states(
         suppressed.setdefault(org_id, set()).add(address)
     org_of = {r.identity_id: r.org_id for r in requests}
     mailboxes: dict[UUID, list[MailboxState]] = {}
-    for m_id, identity_id, *fields in row["mailboxes"]:
-        mailboxes.setdefault(identity_id, []).append(MailboxState(m_id, *fields))
+    for m_id, identity_id, email, health, hourly, daily, *used, start, increase, began in row["mailboxes"]:
+        # a mailbox warming up is at its limit when at its ramp's (schemas/warmup.py)
+        ramp = began and Warmup(start_per_day=start, increase_per_day=increase, started_at=began)
+        daily = effective_daily_limit(daily, ramp, now)
+        mailboxes.setdefault(identity_id, []).append(MailboxState(m_id, email, health, hourly, daily, *used))
     pins: dict[UUID, dict[str, UUID]] = {}
     for identity_id, recipient, mailbox_id in row["pins"]:
         pins.setdefault(identity_id, {})[recipient] = mailbox_id

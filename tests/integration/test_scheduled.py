@@ -190,3 +190,35 @@ async def _is(found, expected: str) -> bool:
 
 
 
+
+
+async def test_a_mailbox_warming_up_takes_no_more_than_its_ramp_allows_and_more_as_the_days_pass(
+    api: Api, relay: Relay
+) -> None:
+    handle, [mailbox] = await make_identity(api, relay)
+    url = f"/v1/identities/{handle}/mailboxes/{mailbox['id']}"
+    status, warming, _ = await api.call("PATCH", url, {"warmup": {"startPerDay": 2, "increasePerDay": 1}})
+    assert status == 200 and warming["effectiveDailyLimit"] == 2 and warming["warmup"]["startPerDay"] == 2, warming
+
+    async def send_four(tag: str) -> dict:
+        status, body, _ = await api.call(
+            "POST", f"/v1/identities/{handle}/send",
+            {"to": [f"{tag}{i}@example.test" for i in range(4)], "subject": "Ramp", "text": "t"},
+        )  # fmt: skip
+        assert status == 202, body
+        return body
+
+    body = await send_four("day0-")
+    assert (body["accepted"], body["rejected"]) == (2, 2), body
+    assert {m["reason"] for m in body["messages"] if m["status"] == "rejected"} == {"mailbox_unavailable"}
+
+    # Three days on (the ramp's start moved back by as much): 2 + 3 a day, of which 2 are used today.
+    began = (datetime.now(UTC) - timedelta(days=3, minutes=1)).isoformat()
+    status, warmed, _ = await api.call("PATCH", url, {"warmup": {"startPerDay": 2, "increasePerDay": 1, "startedAt": began}})
+    assert status == 200 and warmed["effectiveDailyLimit"] == 5, warmed
+    body = await send_four("day3-")
+    assert (body["accepted"], body["rejected"]) == (3, 1), body
+    status, bad, _ = await api.call("PATCH", url, {"warmup": {"startPerDay": 2, "startedAt": "2099-01-01T00:00:00Z"}})
+    assert status == 400 and "warmup.startedAt" in bad["error"]["message"], bad
+    status, ended, _ = await api.call("PATCH", url, {"warmup": None})
+    assert status == 200 and ended["warmup"] is None and ended["effectiveDailyLimit"] is None, ended

@@ -33,6 +33,7 @@ from schemas.events import (
     MailboxUpdated,
 )
 from schemas.limits import DEFAULT_HOURLY_LIMIT
+from schemas.warmup import Warmup, warmup_of
 from services.common import timers
 from services.common.domain import views
 from services.common.domain.timezones import local_day_start
@@ -133,6 +134,7 @@ class NewAccount:
     hourly_limit: int = DEFAULT_HOURLY_LIMIT
     daily_limit: int | None = None
     imap: Any = None  # the API's ImapSettings: where the mailbox's own mail is read back from
+    warmup: Warmup | None = None
 
     @classmethod
     def through(cls, email: str, relay: Any, **limits: Any) -> NewAccount:
@@ -173,7 +175,15 @@ def account_fact(row: asyncpg.Record) -> MailboxPayload:
         hourly_limit=row["hourly_limit"],
         daily_limit=row["daily_limit"],
         health=row["health"],
+        warmup=warmup_of(row),
     )
+
+
+def _warmup_columns(warmup: Warmup | None) -> tuple:
+    """A ramp as the mailboxes row keeps it (three NULLs: none)."""
+    if warmup is None:
+        return None, None, None
+    return warmup.start_per_day, warmup.increase_per_day, warmup.started_at
 
 
 def sync_fact(
@@ -210,11 +220,12 @@ async def _insert_account(
         async with conn.transaction():  # a savepoint: the conflict is reported, the transaction goes on
             row = await conn.fetchrow(
                 """INSERT INTO mailboxes (id, org_id, identity_id, email, smtp_host, smtp_port, smtp_tls,
-                                          smtp_username, smtp_password, hourly_limit, daily_limit)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING *""",
+                                          smtp_username, smtp_password, hourly_limit, daily_limit,
+                                          warmup_start_per_day, warmup_increase_per_day, warmup_started_at)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING *""",
                 ids.new_id(), identity["org_id"], identity["id"], account.email, account.smtp_host,
                 account.smtp_port, account.smtp_tls, account.smtp_username, c.secrets.seal(account.smtp_password),
-                account.hourly_limit, account.daily_limit,
+                account.hourly_limit, account.daily_limit, *_warmup_columns(account.warmup),
             )  # fmt: skip
     except asyncpg.UniqueViolationError:
         raise Conflict(f"{account.email} is already in this identity's pool") from None
@@ -339,7 +350,7 @@ class AccountChanges:
     """What a request changes of an account; a field left out of `fields` or `smtp` stays as it is. In
     `smtp`, a password is the plain secret (sealed here) and None removes it."""
 
-    fields: dict[str, Any]  # health, hourlyLimit, dailyLimit (None: no daily limit)
+    fields: dict[str, Any]  # health, hourlyLimit, dailyLimit (None: no daily limit), warmup (None: none)
     smtp: dict[str, Any]  # host, port, tls, username, password
     imap: Any = None
     imap_set: bool = False  # the request names the IMAP account (None: removed)
@@ -361,6 +372,9 @@ async def update_account(
                   smtp_tls = coalesce($8, smtp_tls),
                   smtp_username = CASE WHEN $9 THEN $10 ELSE smtp_username END,
                   smtp_password = CASE WHEN $11 THEN $12 ELSE smtp_password END,
+                  warmup_start_per_day = CASE WHEN $13 THEN $14 ELSE warmup_start_per_day END,
+                  warmup_increase_per_day = CASE WHEN $13 THEN $15 ELSE warmup_increase_per_day END,
+                  warmup_started_at = CASE WHEN $13 THEN $16 ELSE warmup_started_at END,
                   updated_at = now()
                 WHERE id = $1 RETURNING *""",
             before["id"],
@@ -375,6 +389,8 @@ async def update_account(
             smtp.get("username"),
             "password" in smtp,
             c.secrets.seal(smtp.get("password")),
+            "warmup" in fields,
+            *_warmup_columns(fields.get("warmup")),
         )
         if changes.imap_set:
             row = await set_imap(c, conn, identity, row["id"], changes.imap, correlation_id, facts)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import asyncpg
 import structlog
 from aiohttp import web
@@ -24,18 +26,19 @@ from schemas.api.identities import (
     SyncState,
     UpdateIdentity,
     UpdateMailbox,
+    WarmupOut,
+    WarmupSettings,
     conversation_out,
     send_response,
 )
 from schemas.commands import Command, NewSend, Reply
-from schemas.events import (
-    Content,
-)
+from schemas.events import Content
+from schemas.warmup import Warmup, effective_daily_limit, warmup_of
 from services.common.domain import views
 from services.ingress.context import ctx
 from services.ingress.core import directory, egress, scheduling
 from services.ingress.core.outcome import Outcome
-from services.ingress.http import Call, json_model, not_found, route
+from services.ingress.http import ApiError, Call, json_model, not_found, route
 from services.ingress.sending import send_one
 
 log = structlog.get_logger("sendstream.ingress.identities")
@@ -53,6 +56,7 @@ def render_identity(row: asyncpg.Record) -> Identity:
 
 
 def render_mailbox(row: asyncpg.Record, handle: str) -> Mailbox:
+    warmup = warmup_of(row)
     return Mailbox(
         id=ids.render("mailbox", row["id"]),
         identity=handle,
@@ -62,6 +66,10 @@ def render_mailbox(row: asyncpg.Record, handle: str) -> Mailbox:
         ),
         hourlyLimit=row["hourly_limit"],
         dailyLimit=row["daily_limit"],
+        warmup=warmup and WarmupOut(
+            startPerDay=warmup.start_per_day, increasePerDay=warmup.increase_per_day, startedAt=iso(warmup.started_at)
+        ),
+        effectiveDailyLimit=effective_daily_limit(row["daily_limit"], warmup, datetime.now(UTC)),
         health=row["health"],
         imap=ImapSettingsOut(
             host=row["imap_host"], port=row["imap_port"], tls=row["imap_tls"], username=row["imap_username"]
@@ -74,6 +82,14 @@ def render_mailbox(row: asyncpg.Record, handle: str) -> Mailbox:
         createdAt=iso(row["created_at"]),
         updatedAt=iso(row["updated_at"]),
     )
+
+
+def ramp(settings: WarmupSettings | None) -> Warmup | None:
+    """A request's warm-up ramp; 400 naming the field."""
+    try:
+        return settings and settings.warmup(datetime.now(UTC))
+    except ValueError as exc:
+        raise ApiError(400, "invalid_request", str(exc)) from None
 
 
 async def find_identity(call: Call) -> asyncpg.Record:
@@ -181,8 +197,9 @@ async def add_mailbox(call: Call) -> web.Response:
     b: CreateMailbox = call.body
     await egress.check_account(ctx(call), b.smtp, b.imap)
     account = directory.NewAccount.through(
-        b.email, b.smtp, hourly_limit=b.hourlyLimit, daily_limit=b.dailyLimit, imap=b.imap
-    )
+        b.email, b.smtp, hourly_limit=b.hourlyLimit, daily_limit=b.dailyLimit, imap=b.imap,
+        warmup=ramp(b.warmup),
+    )  # fmt: skip
     row = await directory.add_account(ctx(call), identity, account, call.request_id)
     return json_model(render_mailbox(row, identity["handle"]), 201)
 
@@ -227,6 +244,8 @@ async def update_mailbox(call: Call) -> web.Response:
     b: UpdateMailbox = call.body
     smtp = b.smtp.model_dump(exclude_unset=True) if b.smtp else {}
     fields = b.model_dump(exclude_unset=True, exclude={"smtp", "imap"})
+    if "warmup" in fields:
+        fields["warmup"] = ramp(b.warmup)
     host, port = smtp.get("host") or before["smtp_host"], smtp.get("port") or before["smtp_port"]
     # Credentials never follow a change of server: a new host or port without a new password clears them.
     moved = (host.lower(), port) != (before["smtp_host"].lower(), before["smtp_port"])
