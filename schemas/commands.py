@@ -19,6 +19,7 @@ class Timed(Payload):
     send_at: datetime | None = None
     unless_replied: StopOnReply | None = None
     on_cap_exceeded: OnCapExceeded = "reject"
+    draft: bool = False  # held for a person's approval (as every send of an identity with requireApproval)
 
 
 class NewSend(Timed):
@@ -54,14 +55,16 @@ class MessageOutcome:
     message_id: UUID
     conv_id: UUID
     to: list[str]
-    # queued: its decision did not come back in time; scheduled: it waits for `send_at`
-    state: Literal["accepted", "rejected", "queued", "scheduled"]
+    # queued: its decision did not come back in time; scheduled: it waits for `send_at`; pending_approval:
+    # held in a draft (`draft_id`) until a person approves it
+    state: Literal["accepted", "rejected", "queued", "scheduled", "pending_approval"]
     reason: RejectReason | Literal["cap_deferred"] | None = None  # a rejection's, or a deferral's
     rfc_message_id: str | None = None
     affinity: Affinity | None = None
     mailbox_id: UUID | None = None
     mailbox_email: str | None = None
     send_at: datetime | None = None
+    draft_id: UUID | None = None
 
 
 @dataclass(frozen=True)
@@ -77,3 +80,8 @@ class Outcome:
     @property
     def scheduled(self) -> int:
         return sum(m.state == "scheduled" for m in self.messages)
+
+    @property
+    def pending(self) -> int:
+        """Held in a draft for approval."""
+        return sum(m.state == "pending_approval" for m in self.messages)

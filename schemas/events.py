@@ -534,6 +534,7 @@ class IdentityPayload(Payload):
     handle: str
     daily_cap: int
     timezone: str
+    require_approval: bool = False
 
 
 class MailboxPayload(Payload):
@@ -606,6 +607,48 @@ class MailboxSyncChanged(Envelope):
     payload: MailboxSyncPayload
 
 
+# --- drafts (topic: admin, key: org_id): sends held for a person's approval (SPEC 3.5) ------------------
+
+
+class DraftPayload(Payload):
+    """A draft as it now is: `request`, the *Requested event its approval publishes (its ids fixed when the
+    draft was made, so approving it twice publishes one event); `by`, the API key that acted."""
+
+    draft_id: UUID
+    status: Literal["pending", "approved", "rejected", "cancelled"]
+    message_ids: list[UUID]
+    request: dict[str, Any] | None = None  # in DraftCreated and DraftUpdated
+    reason: str | None = None  # a rejection's
+    by: UUID | None = None
+
+
+class DraftCreated(Envelope):
+    type: Literal["DraftCreated"] = "DraftCreated"
+    payload: DraftPayload
+
+
+class DraftUpdated(Envelope):
+    type: Literal["DraftUpdated"] = "DraftUpdated"
+    payload: DraftPayload
+
+
+class DraftApproved(Envelope):
+    type: Literal["DraftApproved"] = "DraftApproved"
+    payload: DraftPayload
+
+
+class DraftRejected(Envelope):
+    type: Literal["DraftRejected"] = "DraftRejected"
+    payload: DraftPayload
+
+
+class DraftCancelled(Envelope):
+    """A draft's messages cancelled (`POST /v1/messages/{id}/cancel`) before anyone approved it."""
+
+    type: Literal["DraftCancelled"] = "DraftCancelled"
+    payload: DraftPayload
+
+
 ALL_EVENTS: tuple[type[Envelope], ...] = (
     SendRequested, ReplyRequested, MessageArrived, CancelRequested,
     SendAccepted, SendRejected, DispatchRetryDue, SendScheduled, SendCancelled,
@@ -614,6 +657,7 @@ ALL_EVENTS: tuple[type[Envelope], ...] = (
     SuppressionAdded, SuppressionRemoved, WebhookDelivered, WebhookFailed, WebhookEndpointDisabled,
     IdentityCreated, IdentityUpdated, IdentityDeleted,
     MailboxAdded, MailboxUpdated, MailboxHealthChanged, MailboxRemoved, MailboxSyncChanged,
+    DraftCreated, DraftUpdated, DraftApproved, DraftRejected, DraftCancelled,
 )  # fmt: skip
 EVENT_TYPES: dict[str, type[Envelope]] = {e.model_fields["type"].default: e for e in ALL_EVENTS}
 

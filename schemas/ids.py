@@ -17,6 +17,7 @@ PREFIXES = {
     "message": "msg",
     "webhook": "whk",
     "delivery": "whd",
+    "draft": "drf",
 }
 # Kinds that name the same entity: an id rendered by one dialect is accepted by the others.
 SAME = {

@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Literal, get_args
 
 MessageStatus = Literal[
-    "scheduled", "queued", "received", "sent", "delivered", "failed", "rejected", "cancelled", "bounced", "complained"
+    "pending_approval", "scheduled", "queued", "received", "sent", "delivered", "failed", "rejected", "cancelled",
+    "bounced", "complained",
 ]
 MESSAGE_STATUSES: tuple[MessageStatus, ...] = get_args(MessageStatus)
 
@@ -16,8 +17,9 @@ MailboxHealth = Literal["healthy", "unhealthy", "paused"]
 # Statuses only move forward, whatever order their events arrive in (projections/messages.py): a
 # status replaces another of a lower rank. Ranks are tens apart so that a status can come between two
 # (migration 033 multiplied the stored ones by ten). The database checks the column holds one of these
-# (migrations 032 and 033).
+# (migrations 032, 033 and 036).
 STATUS_RANK: dict[MessageStatus, int] = {
+    "pending_approval": 5,  # held in a draft until a person approves it (SPEC 3.5)
     "received": 10,
     "queued": 10,
     "scheduled": 15,  # waiting for its time (SPEC 3.5): the request's `queued` row moves on to it

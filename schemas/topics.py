@@ -53,7 +53,8 @@ ADMIN = Topic(
     "org_id",
     (
         ev.IdentityCreated, ev.IdentityUpdated, ev.IdentityDeleted, ev.MailboxAdded, ev.MailboxUpdated,
-        ev.MailboxHealthChanged, ev.MailboxRemoved,
+        ev.MailboxHealthChanged, ev.MailboxRemoved, ev.DraftCreated, ev.DraftUpdated, ev.DraftApproved,
+        ev.DraftRejected, ev.DraftCancelled,
     ),
 )  # fmt: skip
 

@@ -53,7 +53,7 @@ class UpdateOrganization(ApiModel):
     unsubscribeByDefault: bool
 
 
-Scope = Literal["send", "read", "admin"]
+Scope = Literal["send", "read", "admin", "approve"]
 
 
 class CreateApiKey(ApiModel):
@@ -75,9 +75,16 @@ class CreateIdentity(ApiModel):
     timezone: TimeZone = "UTC"
 
 
+_REQUIRE_APPROVAL = (
+    "Hold every send of every dialect as a draft until an admin key or one with the `approve` scope "
+    "approves it (SPEC 3.5)."
+)
+
+
 class UpdateIdentity(ApiModel):
     dailyCap: int | None = Field(None, ge=0, le=1_000_000)
     timezone: TimeZone | None = None
+    requireApproval: bool | None = Field(None, description=_REQUIRE_APPROVAL)
 
 
 class Identity(BaseModel):
@@ -85,6 +92,7 @@ class Identity(BaseModel):
     handle: str
     dailyCap: int
     timezone: str
+    requireApproval: bool = Field(description=_REQUIRE_APPROVAL)
     createdAt: str
     updatedAt: str
 
@@ -298,20 +306,31 @@ class SendResult(BaseModel):
     reason: str | None = None
 
 
+class PendingResult(BaseModel):
+    """A recipient's message held in a draft until a person approves it (`requireApproval`, SPEC 3.5)."""
+
+    to: str
+    messageId: str = Field(description="Ours (`msg_…`): what it is cancelled by.")
+    status: Literal["pending_approval"]
+    convId: str
+    draftId: str = Field(description="`drf_…`: what `POST /v1/drafts/{id}/approve` approves.")
+
+
 class SendResponse(BaseModel):
     accepted: int
     rejected: int
     scheduled: int = 0
+    pendingApproval: int = 0
     remaining: int
     dailyCap: int
     identity: str
-    messages: list[SendResult | ScheduledResult]
+    messages: list[SendResult | ScheduledResult | PendingResult]
 
 
 def send_response(outcome: Outcome, handle: str) -> tuple[SendResponse, int]:
     """The seed's answer to a send: each recipient's outcome; 202 if anything was accepted (or is still
     queued), 429 if every recipient was rejected."""
-    results: list[SendResult | ScheduledResult] = []
+    results: list[SendResult | ScheduledResult | PendingResult] = []
     for m in outcome.messages:
         if m.state == "accepted":
             account = Account(id=ids.render("mailbox", m.mailbox_id), email=m.mailbox_email)
@@ -330,14 +349,22 @@ def send_response(outcome: Outcome, handle: str) -> tuple[SendResponse, int]:
                     convId=ids.render("conversation", m.conv_id), sendAt=iso(m.send_at), reason=m.reason,
                 )
             )  # fmt: skip
+        elif m.state == "pending_approval":
+            results.append(
+                PendingResult(
+                    to=m.to[0], messageId=ids.render("message", m.message_id), status="pending_approval",
+                    convId=ids.render("conversation", m.conv_id), draftId=ids.render("draft", m.draft_id),
+                )
+            )  # fmt: skip
         else:
             results.append(
                 SendResult(to=m.to[0], status="queued", convId=ids.render("conversation", m.conv_id))
             )
     response = SendResponse(
-        accepted=len(results) - outcome.rejected - outcome.scheduled,
+        accepted=len(results) - outcome.rejected - outcome.scheduled - outcome.pending,
         rejected=outcome.rejected,
         scheduled=outcome.scheduled,
+        pendingApproval=outcome.pending,
         remaining=outcome.remaining,
         dailyCap=outcome.daily_cap,
         identity=handle,

@@ -131,7 +131,9 @@ def attachments_out(attachments: list[Any], files: dict[str, bytes] | None = Non
     return out
 
 
-SeedStatus = Literal["sent", "received", "delivered", "bounced", "complained", "rejected", "scheduled", "cancelled"]
+SeedStatus = Literal[
+    "sent", "received", "delivered", "bounced", "complained", "rejected", "scheduled", "cancelled", "pending_approval"
+]
 
 
 class Message(BaseModel):
@@ -167,6 +169,10 @@ class Message(BaseModel):
     sendAt: str | None = Field(
         None, description="Ours, a `scheduled` message: when it goes out (UTC).", exclude_if=lambda v: v is None
     )
+    draftId: str | None = Field(
+        None, description="Ours, a `pending_approval` message: the draft that approves it.",
+        exclude_if=lambda v: v is None,
+    )  # fmt: skip
     createdAt: str
     updatedAt: str
 
@@ -183,10 +189,12 @@ def sent_message(m: MessageOutcome, inbox: Any, content: Content, at: datetime) 
             from_addr=m.mailbox_email, inbox_address=inbox["handle"], to_addrs=m.to, cc_addrs=content.cc,
             bcc_addrs=content.bcc, subject=content.subject, text_body=content.text, html_body=content.html,
             labels=content.labels, attachments=content.attachments, rfc_message_id=m.rfc_message_id,
-            status={"rejected": "rejected", "scheduled": "scheduled"}.get(m.state, "sent"), reason=m.reason,
-            created_at=at, updated_at=at,
+            status={"rejected": "rejected", "scheduled": "scheduled", "pending_approval": "pending_approval"}.get(
+                m.state, "sent"
+            ),
+            reason=m.reason, created_at=at, updated_at=at,
         )
-    ).model_copy(update={"sendAt": iso(m.send_at)})  # fmt: skip
+    ).model_copy(update={"sendAt": iso(m.send_at), "draftId": m.draft_id and ids.render("draft", m.draft_id)})  # fmt: skip
 
 
 class MessageList(RootModel[list[Message]]):
@@ -214,7 +222,7 @@ class ThreadList(RootModel[list[Thread]]):
 
 # The core's statuses in the seed's set (SPEC 2): it has no `queued` nor `failed`.
 SEED_STATUS: dict[MessageStatus, SeedStatus] = {
-    "scheduled": "scheduled", "cancelled": "cancelled",
+    "scheduled": "scheduled", "cancelled": "cancelled", "pending_approval": "pending_approval",
     "queued": "sent", "sent": "sent", "delivered": "delivered", "bounced": "bounced",
     "complained": "complained", "failed": "rejected", "rejected": "rejected", "received": "received",
 }  # fmt: skip

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, RootModel, model_validator
 
+from schemas import ids
 from schemas.api.common import (
     ApiModel,
     Base64Content,
@@ -163,10 +164,12 @@ class UpdateFlags(ApiModel):
 
 # --- messages ---------------------------------------------------------------------------------------
 
-SeedStatus = Literal["queued", "sent", "delivered", "bounced", "failed", "received", "scheduled", "cancelled"]
+SeedStatus = Literal[
+    "queued", "sent", "delivered", "bounced", "failed", "received", "scheduled", "cancelled", "pending_approval"
+]
 # The core's statuses in the seed's set (SPEC 2).
 SEED_STATUS: dict[MessageStatus, SeedStatus] = {
-    "scheduled": "scheduled", "cancelled": "cancelled",
+    "scheduled": "scheduled", "cancelled": "cancelled", "pending_approval": "pending_approval",
     "queued": "queued", "sent": "sent", "delivered": "delivered", "bounced": "bounced",
     "complained": "bounced", "failed": "failed", "rejected": "failed", "received": "received",
 }  # fmt: skip
@@ -195,6 +198,10 @@ class Message(BaseModel):
     send_at: str | None = Field(
         None, description="Ours, a `scheduled` message: when it goes out (UTC).", exclude_if=lambda v: v is None
     )
+    draft_id: str | None = Field(
+        None, description="Ours, a `pending_approval` message: the draft that approves it.",
+        exclude_if=lambda v: v is None,
+    )  # fmt: skip
 
 
 class AttachmentMetadata(BaseModel):
@@ -261,6 +268,7 @@ def message_item(row: Any) -> Message:
         reply_to=row.get("reply_to"),
         created_at=iso(row["created_at"]),
         send_at=iso(row.get("send_at")),
+        draft_id=row.get("draft_id") and ids.render("draft", row["draft_id"]),
     )
 
 

@@ -13,7 +13,7 @@ from schemas.ids import new_id
 from services.ingress.cache import Cache
 from services.ingress.http import ApiError, Principal
 
-ALL_SCOPES = ["send", "read", "admin"]
+ALL_SCOPES = ["send", "read", "admin", "approve"]
 OPERATOR_ORG = "default"
 
 

@@ -22,8 +22,10 @@ def test_every_dialect_shows_every_status(dialect) -> None:
 
 def test_every_status_has_a_rank_and_the_database_knows_the_same_ones() -> None:
     assert set(STATUS_RANK) == set(MESSAGE_STATUSES)
-    sql = (ROOT / "services/common/sql/033_scheduled_sends.sql").read_text()  # the latest to set the check
-    assert set(re.findall(r"'(\w+)'", sql.split("status IN", 1)[1])) == set(MESSAGE_STATUSES)
+    setting = [p.read_text() for p in sorted((ROOT / "services/common/sql").glob("*.sql"))]
+    sql = [text for text in setting if "messages_status_known CHECK" in text][-1]  # the latest to set the check
+    checked = sql.split("messages_status_known CHECK", 1)[1].split(";", 1)[0]
+    assert set(re.findall(r"'(\w+)'", checked)) == set(MESSAGE_STATUSES)
 
 
 def test_the_database_knows_the_same_mailbox_healths() -> None:

@@ -164,8 +164,9 @@ def fact_envelope(identity: asyncpg.Record, correlation_id: str) -> dict[str, An
 
 def identity_fact(row: asyncpg.Record) -> IdentityPayload:
     return IdentityPayload(
-        identity_id=row["id"], handle=row["handle"], daily_cap=row["daily_cap"], timezone=row["timezone"]
-    )
+        identity_id=row["id"], handle=row["handle"], daily_cap=row["daily_cap"], timezone=row["timezone"],
+        require_approval=row["require_approval"],
+    )  # fmt: skip
 
 
 def account_fact(row: asyncpg.Record) -> MailboxPayload:
@@ -329,16 +330,19 @@ async def find_account(c: Context, identity: asyncpg.Record, mailbox_id: UUID | 
 
 
 async def update_identity(
-    c: Context, identity: asyncpg.Record, correlation_id: str, *, daily_cap: int | None, timezone: str | None
+    c: Context, identity: asyncpg.Record, correlation_id: str, *, daily_cap: int | None, timezone: str | None,
+    require_approval: bool | None = None,
 ) -> asyncpg.Record:
     """The identity's daily cap or time zone changed (None: as it was), announced with IdentityUpdated."""
     async with change(c) as (conn, facts):
         row = await conn.fetchrow(
             """UPDATE identities SET daily_cap = coalesce($2, daily_cap), timezone = coalesce($3, timezone),
-                      updated_at = now() WHERE id = $1 RETURNING *""",
+                      require_approval = coalesce($4, require_approval), updated_at = now()
+                WHERE id = $1 RETURNING *""",
             identity["id"],
             daily_cap,
             timezone,
+            require_approval,
         )
         facts.append(IdentityUpdated(**fact_envelope(row, correlation_id), payload=identity_fact(row)))
     await forget_identity(c, row)

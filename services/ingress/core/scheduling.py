@@ -11,6 +11,7 @@ from schemas.api.common import Later, LaterSnake
 from schemas.events import CancelRequested, CancelRequestedPayload
 from schemas.schedule import ScheduleError, Timing
 from services.ingress.context import Context
+from services.ingress.core import drafts
 from services.ingress.core.errors import Conflict, Invalid, NotFound, Unavailable
 
 
@@ -24,10 +25,15 @@ def when(body: Later | LaterSnake, *, reply: bool) -> Timing:
 STATE = "SELECT identity_id, state FROM scheduled_sends WHERE message_id = $1 AND org_id = $2"
 
 
-async def cancel(c: Context, org_id: UUID, message_id: UUID | None, correlation_id: str) -> None:
-    """Cancel a scheduled message of the organization's. NotFound if it has no such message; Conflict
-    (`already_sent`) once it fired or if it was never scheduled; repeating a cancel is harmless."""
+async def cancel(
+    c: Context, org_id: UUID, message_id: UUID | None, correlation_id: str, by: UUID | None = None
+) -> None:
+    """Cancel a scheduled message of the organization's, or one held in a draft for approval. NotFound if
+    it has no such message; Conflict (`already_sent`) once it fired or if it was never scheduled;
+    repeating a cancel is harmless."""
     row = message_id and await c.pool.fetchrow(STATE, message_id, org_id)
+    if not row and message_id and await drafts.cancel_message(c, org_id, message_id, by, correlation_id):
+        return
     if not row:
         sent = message_id and await c.pool.fetchval(
             "SELECT true FROM messages WHERE id = $1 AND org_id = $2", message_id, org_id

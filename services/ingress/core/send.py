@@ -13,9 +13,11 @@ from uuid import UUID
 import asyncpg
 import structlog
 
-from schemas.commands import Command, NewSend
+from schemas.commands import Command, MessageOutcome, NewSend, Outcome
 from schemas.envelope import Envelope
 from schemas.events import (
+    DraftCreated,
+    DraftPayload,
     Origin,
     ReplyRequested,
     ReplyRequestedPayload,
@@ -27,7 +29,7 @@ from services.common.domain import bodies, redrive
 from services.common.domain.decided import Answer
 from services.ingress.context import Context, MaybePublished
 from services.ingress.core import attachments, directory
-from services.ingress.core.outcome import Outcome, outcome_of
+from services.ingress.core.outcome import outcome_of
 from services.ingress.idempotency import IdSource
 
 log = structlog.get_logger("sendstream.ingress.send")
@@ -98,8 +100,12 @@ async def submit(
         cmd.model_copy(update={"content": content}), identity, new, correlation_id, origin
     )
     message_ids = [m.message_id for m in wanted]
+    if cmd.draft or identity["require_approval"]:
+        draft_id = await hold(c, identity, request, wanted, new, origin)
+        held = [MessageOutcome(m.message_id, m.conv_id, m.to, "pending_approval", draft_id=draft_id) for m in wanted]
+        return Outcome(held, identity["daily_cap"], await directory.remaining_today(c, identity))
     with c.admission.waiting():  # how far behind the pipeline is: services/ingress/admission.py
-        answers = await _publish_and_wait(c, request, message_ids, new)
+        answers = await publish_and_wait(c, request, message_ids, new)
     if answers is None:
         return outcome_of(wanted, [], identity["daily_cap"], None)
     # From here on the request is on the log: nothing may turn its answer into an error.
@@ -117,7 +123,35 @@ async def submit(
     return outcome_of(wanted, answers, identity["daily_cap"], remaining)
 
 
-async def _publish_and_wait(
+async def hold(
+    c: Context, identity: asyncpg.Record, request: Envelope, wanted: list[RequestedMessage], new: IdSource,
+    origin: Origin | None,
+) -> UUID:
+    """Keep `request` as a draft a person approves (SPEC 3.5) instead of publishing it; its id. A retry
+    under the same Idempotency-Key finds the draft it made."""
+    draft_id = new("draft")
+    async with directory.change(c) as (conn, facts):
+        made = await conn.fetchval(
+            """INSERT INTO drafts (id, org_id, identity_id, status, request, message_ids, wanted, dialect, created_by)
+               VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING RETURNING true""",
+            draft_id, identity["org_id"], identity["id"], request.model_dump(mode="json"),
+            [m.message_id for m in wanted], [m.model_dump(mode="json") for m in wanted],
+            request.payload.content.dialect, origin and origin.api_key_id,
+        )  # fmt: skip
+        if made:
+            facts.append(
+                DraftCreated(
+                    org_id=identity["org_id"], identity_id=identity["id"], correlation_id=request.correlation_id,
+                    payload=DraftPayload(
+                        draft_id=draft_id, status="pending", message_ids=[m.message_id for m in wanted],
+                        request=request.model_dump(mode="json"), by=origin and origin.api_key_id,
+                    ),
+                )
+            )  # fmt: skip
+    return draft_id
+
+
+async def publish_and_wait(
     c: Context, request: Envelope, message_ids: list[UUID], new: IdSource
 ) -> list[Answer] | None:
     """Publish the request and wait (at most `decision_timeout_s`) for decide's answers; None if the log

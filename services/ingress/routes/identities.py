@@ -10,6 +10,7 @@ from aiohttp import web
 
 from schemas import ids
 from schemas.api.common import iso
+from schemas.api.drafts import Draft
 from schemas.api.identities import (
     DIALECT,
     Conversation,
@@ -39,6 +40,7 @@ from services.ingress.context import ctx
 from services.ingress.core import directory, egress, scheduling
 from services.ingress.core.outcome import Outcome
 from services.ingress.http import ApiError, Call, json_model, not_found, route
+from services.ingress.routes import drafts
 from services.ingress.sending import send_one
 
 log = structlog.get_logger("sendstream.ingress.identities")
@@ -50,6 +52,7 @@ def render_identity(row: asyncpg.Record) -> Identity:
         handle=row["handle"],
         dailyCap=row["daily_cap"],
         timezone=row["timezone"],
+        requireApproval=row["require_approval"],
         createdAt=iso(row["created_at"]),
         updatedAt=iso(row["updated_at"]),
     )
@@ -159,8 +162,9 @@ async def update_identity(call: Call) -> web.Response:
     identity = await find_identity(call)
     b: UpdateIdentity = call.body
     row = await directory.update_identity(
-        ctx(call), identity, call.request_id, daily_cap=b.dailyCap, timezone=b.timezone
-    )
+        ctx(call), identity, call.request_id, daily_cap=b.dailyCap, timezone=b.timezone,
+        require_approval=b.requireApproval,
+    )  # fmt: skip
     return json_model(render_identity(row))
 
 
@@ -303,9 +307,33 @@ async def remove_mailbox(call: Call) -> web.Response:
     answers={429: SendResponse},  # every recipient rejected: the same body as 202
 )
 async def send(call: Call) -> web.Response:
-    c = ctx(call)
     identity = await find_identity(call)
-    b: SendRequest = call.body
+    cmd = await command_of(call, identity, call.body)
+
+    async def answer(_: Command, outcome: Outcome, __: list) -> web.Response:
+        return json_model(*send_response(outcome, identity["handle"]))
+
+    return await send_one(call, identity, DIALECT.name, lambda: cmd, answer, files=None)
+
+
+@route(
+    "POST", "/v1/identities/{handle}/drafts", scope="send", tag="drafts",
+    summary="Make a draft of a send (the send's body, sendAt included): nothing goes out until it is approved",
+    body=SendRequest, response=Draft, status=201, errors=(400, 404, 409, 413, 429, 503), idempotent=True,
+)  # fmt: skip
+async def create_draft(call: Call) -> web.Response:
+    identity = await find_identity(call)
+    cmd = (await command_of(call, identity, call.body)).model_copy(update={"draft": True})
+
+    async def answer(_: Command, outcome: Outcome, __: list) -> web.Response:
+        return await drafts.shown(call, outcome.messages[0].draft_id, status=201)
+
+    return await send_one(call, identity, DIALECT.name, lambda: cmd, answer, files=None)
+
+
+async def command_of(call: Call, identity: asyncpg.Record, b: SendRequest) -> Command:
+    """What a send request asks of the core: a new conversation per recipient, or a reply."""
+    c = ctx(call)
     when = scheduling.when(b, reply=b.convId is not None)
     unsubscribe = await directory.wants_unsubscribe(c, identity["org_id"], b.unsubscribe)
     cmd: Command
@@ -327,11 +355,7 @@ async def send(call: Call) -> web.Response:
         cmd = NewSend(
             identity_id=identity["id"], messages=[[to] for to in b.recipients()], content=content, **when.fields()
         )
-
-    async def answer(_: Command, outcome: Outcome, __: list) -> web.Response:
-        return json_model(*send_response(outcome, identity["handle"]))
-
-    return await send_one(call, identity, DIALECT.name, lambda: cmd, answer, files=None)
+    return cmd
 
 
 # --- conversations ---------------------------------------------------------------------------------

@@ -201,8 +201,9 @@ async def send(call: Call, mailbox, command, files: dict[str, bytes] | None = No
 
     async def answer(cmd: Command, outcome: Outcome, windows: list[Window]) -> web.Response:
         [m] = outcome.messages
-        # Read-your-writes: the message this answer names can be read at once.
-        await views.shown(c.pool, LISTED, m.message_id)
+        # Read-your-writes: the message this answer names can be read at once (a draft's, once approved).
+        if m.state != "pending_approval":
+            await views.shown(c.pool, LISTED, m.message_id)
         content: Content = cmd.content
         at = datetime.now(UTC)
         row = partial_row(
@@ -210,8 +211,9 @@ async def send(call: Call, mailbox, command, files: dict[str, bytes] | None = No
             from_addr=m.mailbox_email or mailbox["handle"], inbox_address=mailbox["handle"], to_addrs=m.to,
             cc_addrs=content.cc, bcc_addrs=content.bcc, subject=content.subject, text_body=content.text,
             attachments=content.attachments, rfc_message_id=m.rfc_message_id, reply_to=content.reply_to,
-            status={"accepted": "queued", "queued": "queued", "scheduled": "scheduled"}.get(m.state, "rejected"),
-            created_at=at, updated_at=at, send_at=m.send_at,
+            status={"accepted": "queued", "queued": "queued", "scheduled": "scheduled",
+                    "pending_approval": "pending_approval"}.get(m.state, "rejected"),
+            created_at=at, updated_at=at, send_at=m.send_at, draft_id=m.draft_id,
         )  # fmt: skip
         return json_model(message_item(row), 201, windows[-1].headers())  # the mailbox's own budget is the last
 

@@ -55,7 +55,7 @@ async def message_events(call: Call) -> web.Response:
 )  # fmt: skip
 async def cancel_message(call: Call) -> web.Response:
     message_id = ids.parse("message", call.param("messageId"))
-    await scheduling.cancel(ctx(call), call.principal.org_id, message_id, call.request_id)
+    await scheduling.cancel(ctx(call), call.principal.org_id, message_id, call.request_id, call.principal.key_id)
     return json_model(Cancelled(id=call.param("messageId"), status="cancelled"))
 
 
