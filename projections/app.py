@@ -140,7 +140,7 @@ def build(broker: KafkaBroker, settings: ProjectionsSettings, pool: asyncpg.Pool
     @subscribe(
         broker,
         settings,
-        [topics.REQUESTS, topics.DECISIONS, topics.MESSAGES, topics.SUPPRESSIONS],
+        [topics.REQUESTS, topics.DECISIONS, topics.MESSAGES, topics.SUPPRESSIONS, topics.ADMIN],
         group=CONSUMER,
     )
     async def on_events(events: list[Envelope]) -> None:

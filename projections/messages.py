@@ -21,6 +21,9 @@ from schemas.envelope import Envelope
 from schemas.events import (
     Content,
     DispatchDeferred,
+    DraftCancelled,
+    DraftCreated,
+    DraftRejected,
     MessageBounced,
     MessageComplained,
     MessageDeleted,
@@ -49,7 +52,8 @@ CONSUMER = "projections"  # the consumer of these views: its group, and its reco
 PROJECTED = (
     "SendRequested", "ReplyRequested", "SendAccepted", "SendRejected", "MessageSent", "DispatchDeferred",
     "MessageFailed", "MessageReceived", "MessageBounced", "MessageComplained", "MessageDelivered",
-    "SuppressionAdded", "SuppressionRemoved", "MessageFlagsChanged", "MessageDeleted",
+    "SuppressionAdded", "SuppressionRemoved", "MessageFlagsChanged", "MessageDeleted", "SendScheduled",
+    "SendCancelled", "DraftCreated", "DraftRejected", "DraftCancelled",
 )  # fmt: skip
 
 
@@ -291,6 +295,20 @@ def statements(event: Envelope, texts: Mapping[str, str] | None = None) -> list[
             out.append(upsert_message(p.message_id, event, "scheduled"))
         case SendCancelled(payload=p):
             out.append(upsert_message(p.message_id, event, "cancelled", reason=p.reason))
+        case DraftCreated(payload=p):
+            # Only what no edit changes (statements commute): its content comes with its request, once
+            # approved; until then the drafts table shows it.
+            for m in p.request["payload"].get("messages") or []:
+                out.append(upsert_conversation(UUID(m["conv_id"]), event, counterpart=m["to"][0]))
+                out.append(upsert_message(UUID(m["message_id"]), event, "pending_approval", conv_id=UUID(m["conv_id"]),
+                                          to_addrs=m["to"]))  # fmt: skip
+            if (reply := p.request["payload"]).get("conv_id") and not reply.get("messages"):
+                out.append(upsert_message(UUID(reply["message_id"]), event, "pending_approval",
+                                          conv_id=UUID(reply["conv_id"])))  # fmt: skip
+        case DraftRejected(payload=p):
+            out += [upsert_message(m, event, "rejected", reason="draft_rejected") for m in p.message_ids]
+        case DraftCancelled(payload=p):
+            out += [upsert_message(m, event, "cancelled", reason="requested") for m in p.message_ids]
         case MessageSent(payload=p):
             out.append(
                 upsert_message(

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from schemas import ids
-from tests.conftest import Api, Relay, through
+from tests.conftest import Api, Relay, eventually, through
 from tests.integration.test_send import make_identity
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
@@ -86,6 +86,15 @@ async def test_every_dialect_holds_its_sends_for_approval(api: Api, relay: Relay
     )  # fmt: skip
     assert status == 201 and item["status"] == "pending_approval" and item["draft_id"], item
 
+    # Held, and shown as such in each dialect's lists (its content, once approved).
+    async def listed() -> bool:
+        _, inbox_list, _ = await api.call("GET", f"/v1/inboxes/{inbox['id']}/messages")
+        _, mailbox_list, _ = await api.call("GET", f"/mailboxes/{address}/messages")
+        return [m["status"] for m in inbox_list] == ["pending_approval"] and [
+            m["status"] for m in mailbox_list["items"]
+        ] == ["pending_approval"]
+
+    assert await eventually(listed, timeout=10)
     assert relay.received == []
     for draft in (sent["draftId"], item["draft_id"]):
         status, approved, _ = await api.call("POST", f"/v1/drafts/{draft}/approve")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
@@ -43,6 +43,28 @@ def uuid_of(api_id: str) -> uuid.UUID:
 async def _row(db: asyncpg.Pool, message_id: uuid.UUID, ok) -> asyncpg.Record | None:
     row = await db.fetchrow("SELECT * FROM messages WHERE id = $1", message_id)
     return row if row is not None and ok(row) else None
+
+
+async def waits(api: Api, handle: str) -> dict[uuid.UUID, str]:
+    """Messages that wait, each with the status the views should show: scheduled, cancelled before its
+    time, held in a pending draft, and in a rejected one."""
+    later = (datetime.now(UTC) + timedelta(days=2)).isoformat()
+    shown: dict[uuid.UUID, str] = {}
+    for status in ("scheduled", "cancelled"):
+        code, body, _ = await api.call(
+            "POST", f"/v1/identities/{handle}/send", {"to": f"{status}@example.test", "subject": "Later", "text": "t", "sendAt": later}
+        )  # fmt: skip
+        assert code == 202, body
+        shown[uuid_of(body["messages"][0]["messageId"])] = status
+    assert (await api.call("POST", f"/v1/messages/{body['messages'][0]['messageId']}/cancel"))[0] == 200
+    for status in ("pending_approval", "rejected"):
+        code, draft, _ = await api.call(
+            "POST", f"/v1/identities/{handle}/drafts", {"to": f"{status}@example.test", "subject": "Draft", "text": "t"}
+        )  # fmt: skip
+        assert code == 201, draft
+        shown[uuid_of(draft["messageIds"][0])] = status
+    assert (await api.call("POST", f"/v1/drafts/{draft['id']}/reject", {"reason": "no"}))[0] == 200
+    return shown
 
 
 async def test_replay_reproduces_every_view_and_puts_right_a_view_edited_by_hand(
@@ -88,9 +110,14 @@ async def test_replay_reproduces_every_view_and_puts_right_a_view_edited_by_hand
         )
     )
 
+    # what waits (SPEC 3.5): a send for later, one cancelled, a draft pending and one rejected
+    waiting = await waits(api, email)
+    for message_id, status in waiting.items():
+        await eventually(lambda m=message_id, s=status: _row(db, m, lambda r: r["status"] == s))
+
     code, out = await sendstream(service_env, "replay", "--org", org, "--check", "--wait", "20")
     assert code == 0 and "equal the live ones, row for row" in out, out
-    assert await db.fetchval("SELECT count(*) FROM messages WHERE org_id = $1", uuid.UUID(org)) == 3
+    assert await db.fetchval("SELECT count(*) FROM messages WHERE org_id = $1", uuid.UUID(org)) == 3 + len(waiting)
     assert received is not None
 
     # the views edited behind the projections' back: a subject changed, a conversation gone, a row
