@@ -22,6 +22,7 @@ from schemas.events import (
     MessageReceived,
     MessageSent,
     RecipientStatus,
+    SendCancelled,
     SendRejected,
 )
 from schemas.status import MessageStatus
@@ -35,6 +36,7 @@ WEBHOOK_TYPES: dict[type[Envelope], tuple[str, MessageStatus]] = {
     MessageDelivered: ("message.delivered", "delivered"),
     MessageBounced: ("message.bounced", "bounced"),
     MessageComplained: ("message.complained", "complained"),
+    SendCancelled: ("message.cancelled", "cancelled"),  # a scheduled send, cancelled or stopped by a reply
 }
 # Other names an endpoint may subscribe by; it then receives the event under that name.
 ALIASES = {"email.sent": "message.sent"}
@@ -83,6 +85,8 @@ def _known(event: Envelope) -> dict[str, Any]:
                 facts["reason"] = p.reason
         case SendRejected():
             facts |= {"conv_id": p.conv_id, "to_addrs": p.to, "reason": p.reason}
+        case SendCancelled():
+            facts |= {"conv_id": p.conv_id, "reason": p.reason}
         case MessageReceived():
             m = p.message
             facts |= {

@@ -17,10 +17,11 @@ from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 
 import pytest
+from standardwebhooks import Webhook
 
 from schemas import ids
 from schemas.events import firing_id
-from tests.conftest import Api, Relay, deliver, eventually, through
+from tests.conftest import Api, Receiver, Relay, deliver, eventually, through
 from tests.dovecot import Dovecot
 from tests.integration.test_inbound import reply_to
 from tests.integration.test_mailsync import PASSWORD, dovecot, synced_identity  # noqa: F401 (a fixture)
@@ -93,14 +94,23 @@ async def race_replies_against_follow_ups(
 
 
 async def test_a_reply_through_our_smtp_server_a_second_before_the_fire_stops_the_follow_up_20_times(
-    api: Api, relay: Relay, inbound: int, db
+    api: Api, relay: Relay, inbound: int, db, receiver: Receiver
 ) -> None:
+    status, hook, _ = await api.call(
+        "POST", "/v1/webhooks", {"url": receiver.url("/cancelled"), "events": ["message.cancelled"]}
+    )
+    assert status == 201, hook
     handle, [mailbox] = await make_identity(api, relay)
 
     async def hand_over(reply: EmailMessage) -> None:
         await deliver(inbound, reply, str(reply["From"].addresses[0].addr_spec), [mailbox["email"]])
 
     await race_replies_against_follow_ups(api, relay, db, handle, mailbox["email"], hand_over)
+    # Each stopped follow-up is told of as `message.cancelled`, reason `replied`.
+    told = [Webhook(hook["secret"]).verify(r.body, r.headers) for r in await receiver.wait_for("/cancelled", REPLIES)]
+    assert {(t["type"], t["data"]["status"], t["data"]["reason"]) for t in told} == {
+        ("message.cancelled", "cancelled", "replied")
+    }, told[0]
 
 
 async def test_a_reply_fetched_by_mail_sync_a_second_before_the_fire_stops_the_follow_up_20_times(
