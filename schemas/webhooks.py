@@ -11,10 +11,13 @@ import json
 from datetime import datetime
 from typing import Any
 
-from schemas import dialects
+from schemas import dialects, ids
 from schemas.api.common import iso
 from schemas.envelope import Envelope
 from schemas.events import (
+    DraftApproved,
+    DraftCreated,
+    DraftRejected,
     MessageBounced,
     MessageComplained,
     MessageDelivered,
@@ -38,12 +41,19 @@ WEBHOOK_TYPES: dict[type[Envelope], tuple[str, MessageStatus]] = {
     MessageComplained: ("message.complained", "complained"),
     SendCancelled: ("message.cancelled", "cancelled"),  # a scheduled send, cancelled or stopped by a reply
 }
+# Drafts a person approves (SPEC 3.5): `data` is the draft (`draft_data`), not a message.
+DRAFT_TYPES: dict[type[Envelope], str] = {
+    DraftCreated: "draft.created",
+    DraftApproved: "draft.approved",
+    DraftRejected: "draft.rejected",
+}
 # Other names an endpoint may subscribe by; it then receives the event under that name.
 ALIASES = {"email.sent": "message.sent"}
 TEST_TYPE = "webhook.test"
 EVENT_NAMES: tuple[str, ...] = (
     *(name for name, _ in WEBHOOK_TYPES.values()),
     "message.forwarded",  # a forward's MessageSent
+    *DRAFT_TYPES.values(),
     *ALIASES,
 )
 
@@ -52,7 +62,7 @@ def webhook_type(event: Envelope) -> str | None:
     if isinstance(event, MessageSent) and event.payload.summary and event.payload.summary.forwarded:
         return "message.forwarded"  # a forward's outcome, not message.sent
     known = WEBHOOK_TYPES.get(type(event))
-    return known[0] if known else None
+    return known[0] if known else DRAFT_TYPES.get(type(event))
 
 
 def subscribed_name(subscribed: list[str], webhook: str) -> str | None:
@@ -103,7 +113,7 @@ def _known(event: Envelope) -> dict[str, Any]:
 
 def carries_message(event: Envelope) -> bool:
     """Whether the event itself carries everything `message_data` shows (no lookup needed)."""
-    return (
+    return type(event) in DRAFT_TYPES or (
         isinstance(event, MessageSent | MessageFailed)
         and event.payload.summary is not None
         and dialects.of(event.payload.summary.dialect).outcome_shows_message
@@ -111,10 +121,28 @@ def carries_message(event: Envelope) -> bool:
 
 
 def message_data(event: Envelope, stored: dict[str, Any] | None, handles: dict[Any, str]) -> dict[str, Any]:
-    """The `data` of a message webhook: the message as the dialect it was sent through shows it."""
+    """The `data` of a message webhook: the message as the dialect it was sent through shows it (a
+    draft's: the draft)."""
+    if type(event) in DRAFT_TYPES:
+        return draft_data(event, handles)
     known, stored = _known(event), stored or {}
     dialect = dialects.of(stored.get("dialect", known.get("dialect")))
     return dialect.webhook_message(event, stored, known, handles)
+
+
+def draft_data(event: Envelope, handles: dict[Any, str]) -> dict[str, Any]:
+    """A draft webhook's `data`: the draft's id, status and messages (and, when made, what it sends)."""
+    p = event.payload
+    data: dict[str, Any] = {
+        "id": ids.render("draft", p.draft_id), "identity": handles.get(event.identity_id), "status": p.status,
+        "messageIds": [ids.render("message", m) for m in p.message_ids], "reason": p.reason,
+    }  # fmt: skip
+    if p.request is not None:
+        request = p.request["payload"]
+        data["to"] = [a for m in request.get("messages") or [] for a in m["to"]] or request.get("to") or []
+        data["subject"] = request["content"].get("subject", "")
+        data["sendAt"] = request.get("send_at")
+    return data
 
 
 def body(webhook: str, occurred_at: datetime, data: dict[str, Any]) -> str:

@@ -41,7 +41,15 @@ from schemas.events import (
     WebhookEndpointDisabledPayload,
     WebhookFailed,
 )
-from schemas.webhooks import WEBHOOK_TYPES, body, carries_message, message_data, subscribed_name, webhook_type
+from schemas.webhooks import (
+    DRAFT_TYPES,
+    WEBHOOK_TYPES,
+    body,
+    carries_message,
+    message_data,
+    subscribed_name,
+    webhook_type,
+)
 from services.common import db, service, timers
 from services.common.batching import GroupCommit
 from services.common.broker import subscribe
@@ -113,11 +121,12 @@ async def fan_out(pool: asyncpg.Pool, events: list[Envelope]) -> int:
                 name = subscribed_name(endpoint["events"], webhook_type(event))
                 if name is None:
                     continue
-                data = data or message_data(event, stored.get(event.payload.message_id), handles)
+                message_id = getattr(event.payload, "message_id", None)  # a draft's names none
+                data = data or message_data(event, stored.get(message_id), handles)
                 rows.append(
                     (
                         queue.delivery_id(endpoint["id"], event.event_id), endpoint["id"], event.org_id,
-                        event.event_id, name, event.payload.message_id, body(name, event.occurred_at, data),
+                        event.event_id, name, message_id, body(name, event.occurred_at, data),
                     )
                 )  # fmt: skip
         if rows:
@@ -396,11 +405,12 @@ def build(broker: KafkaBroker, settings: WebhookSettings, pool: asyncpg.Pool) ->
     @subscribe(
         broker,
         settings,
-        [topics.DECISIONS, topics.MESSAGES],
+        [topics.DECISIONS, topics.MESSAGES, topics.ADMIN],
         group=CONSUMER,
         path="trailing",
         offset_reset="latest",
-        only={kind.__name__ for kind in WEBHOOK_TYPES},  # the rest (accepted, deferred, ...) are not parsed
+        # the rest (accepted, deferred, ...) are not parsed
+        only={kind.__name__ for kind in (*WEBHOOK_TYPES, *DRAFT_TYPES)},
     )
     async def on_events(events: list[Envelope]) -> None:
         """Queue a signed delivery of each message event for every endpoint subscribed to it."""

@@ -10,9 +10,10 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from standardwebhooks import Webhook
 
 from schemas import ids
-from tests.conftest import Api, Relay, eventually, through
+from tests.conftest import Api, Receiver, Relay, eventually, through
 from tests.integration.test_send import make_identity
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
@@ -104,8 +105,13 @@ async def test_every_dialect_holds_its_sends_for_approval(api: Api, relay: Relay
 
 
 async def test_a_draft_is_edited_while_pending_and_one_rejected_or_cancelled_is_never_sent(
-    api: Api, relay: Relay
+    api: Api, relay: Relay, receiver: Receiver
 ) -> None:
+    status, hook, _ = await api.call(
+        "POST", "/v1/webhooks",
+        {"url": receiver.url("/drafts"), "events": ["draft.created", "draft.approved", "draft.rejected"]},
+    )  # fmt: skip
+    assert status == 201, hook
     handle, _ = await make_identity(api, relay)
     drafts = []
     for to in ("edited@example.test", "rejected@example.test", "cancelled@example.test"):
@@ -141,3 +147,14 @@ async def test_a_draft_is_edited_while_pending_and_one_rejected_or_cancelled_is_
     assert got.message["Subject"] == "Second" and got.message.get_body(("plain",)).get_content().strip() == "better"
     assert len(await relay.before_marker(through(api, handle))) == 1
     assert (await api.call("GET", "/v1/drafts/drf_00000000000000000000000000000000"))[0] == 404
+
+    # Told of by signed webhooks: three made, one rejected (with its reason), one approved.
+    told = [Webhook(hook["secret"]).verify(r.body, r.headers) for r in await receiver.wait_for("/drafts", 5)]
+    seen = sorted((t["type"], t["data"]["id"], t["data"]["status"]) for t in told)
+    assert seen == sorted(
+        [("draft.created", d["id"], "pending") for d in drafts]
+        + [("draft.rejected", rejected["id"], "rejected"), ("draft.approved", edited["id"], "approved")]
+    ), seen
+    made = next(t["data"] for t in told if t["type"] == "draft.created" and t["data"]["id"] == edited["id"])
+    assert made["to"] == ["edited@example.test"] and made["identity"] == handle and made["subject"] == "First"
+    assert next(t["data"]["reason"] for t in told if t["type"] == "draft.rejected") == "off-brand"
