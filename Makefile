@@ -36,12 +36,13 @@ lint: install
 docs: install  # regenerate the README's configuration table and deploy/env.example from the settings
 	$(PY) -m services.common.settings
 
-bench: install  # issue 24's black-box figures against a fresh `make run` stack; sustained sends and HTTP latency, with the raw Kafka and SMTP limits measured in the same run; then search; replay; feed latency; IMAP intake
+bench: install  # issue 24's black-box figures against a fresh `make run` stack; sustained sends and HTTP latency, with the raw Kafka and SMTP limits measured in the same run; then search; replay; feed latency; scheduler fire precision; IMAP intake
 	$(PY) -m bench.blackbox
 	$(PY) -m bench.send_pipeline
 	$(PY) -m bench.search
 	$(PY) -m bench.replay
 	$(PY) -m bench.feed
+	$(PY) -m bench.scheduler
 	$(PY) -m tests.dovecot
 	$(PY) -m bench.mailsync
 
