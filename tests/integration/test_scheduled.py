@@ -3,6 +3,7 @@ not before; a cancel before the fire keeps it from ever going out; a cancel afte
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from datetime import UTC, datetime, time, timedelta
@@ -11,6 +12,8 @@ from zoneinfo import ZoneInfo
 import aiohttp
 import pytest
 
+from devstack.infra import free_port
+from devstack.local import Stack, wait_ready
 from schemas import ids
 from schemas.events import firing_id
 from services.common import timers
@@ -222,3 +225,24 @@ async def test_a_mailbox_warming_up_takes_no_more_than_its_ramp_allows_and_more_
     assert status == 400 and "warmup.startedAt" in bad["error"]["message"], bad
     status, ended, _ = await api.call("PATCH", url, {"warmup": None})
     assert status == 200 and ended["warmup"] is None and ended["effectiveDailyLimit"] is None, ended
+
+
+async def test_with_two_scheduler_processes_each_scheduled_send_fires_once(
+    api: Api, relay: Relay, stack: Stack
+) -> None:
+    port = free_port()
+    stack.start("scheduler-2", ["-m", "services.scheduler"], env={"SENDSTREAM_METRICS_PORT": str(port)})
+    try:
+        await asyncio.to_thread(wait_ready, f"http://127.0.0.1:{port}/readyz", 60, stack)
+        handle, _ = await make_identity(api, relay)
+        at = (datetime.now(UTC) + timedelta(seconds=3)).replace(microsecond=0)
+        to = [f"twice{i}@example.test" for i in range(40)]
+        status, body, _ = await api.call(
+            "POST", f"/v1/identities/{handle}/send", {"to": to, "subject": "Once", "text": "t", "sendAt": at.isoformat()}
+        )  # fmt: skip
+        assert status == 202 and body["scheduled"] == 40, body
+        await relay.wait_for(40, timeout=30)
+        got = await relay.before_marker(through(api, handle))
+        assert sorted(r.rcpt_tos[0] for r in got) == sorted(to)  # each once
+    finally:
+        stack.stop("scheduler-2")

@@ -126,3 +126,20 @@ async def test_a_request_answered_queued_is_watched_only_while_undecided(db: asy
         await redrive.watch_undecided(db, r, [m.message_id for m in r.payload.messages], 30)
     assert await due_of(db, undecided.payload.messages[0].message_id) is not None
     assert await due_of(db, decided.payload.messages[0].message_id) is None
+
+
+async def test_the_watch_of_a_scheduled_message_cancelled_before_its_firing_was_decided_is_dropped(
+    db: asyncpg.Pool,
+) -> None:
+    """Its firing decides nothing, so nothing would ever settle the watch: due, it is dropped, not
+    published again and again."""
+    event = accepted()
+    mid, org, identity = event.payload.message_id, event.org_id, event.identity_id
+    await redrive.watch(db, mid, event, datetime.now(UTC) - timedelta(seconds=1))
+    await db.execute(
+        """INSERT INTO scheduled_sends (message_id, org_id, identity_id, send_at, state)
+           VALUES ($1, $2, $3, now(), 'cancelled')""",
+        mid, org, identity,
+    )  # fmt: skip
+    assert mid not in [e.payload.message_id for e in await take(db, 60)]
+    assert await due_of(db, mid) is None

@@ -88,7 +88,14 @@ async def watch_undecided(
 
 async def redrive_due(conn: asyncpg.Connection, after_s: float, limit: int) -> list[Envelope]:
     """Inside a transaction: take up to `limit` overdue events no other scheduler holds, move each one's
-    next due time further out (twice as far each attempt, at most an hour), and return them to publish."""
+    next due time further out (twice as far each attempt, at most an hour), and return them to publish.
+
+    A scheduled message cancelled before its firing was decided never moves on (its firing decides
+    nothing): its watch, due, is dropped instead."""
+    await conn.execute(
+        """DELETE FROM redrives r USING scheduled_sends s
+            WHERE r.due_at <= now() AND s.message_id = r.message_id AND s.state = 'cancelled'"""
+    )
     rows = await conn.fetch(
         """UPDATE redrives r SET attempts = r.attempts + 1,
                   due_at = now() + make_interval(secs => least($1 * 2 ^ r.attempts, $3))
