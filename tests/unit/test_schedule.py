@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from schemas.schedule import ScheduleError, fire_at
+from schemas.schedule import ScheduleError, fire_at, timing
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 CHICAGO = "America/Chicago"  # CST (-06:00) until 2026-03-08 02:00, then CDT (-05:00); back 2026-11-01
@@ -53,3 +53,20 @@ def test_what_cannot_be_a_fire_time_is_refused_naming_the_field(value: str, zone
 def test_the_mailboxes_dialect_names_its_own_fields() -> None:
     with pytest.raises(ScheduleError, match=r"^send_at: "):
         fire_at("2026-03-02T09:00:00", None, NOW, field="send_at")
+
+
+def test_stop_on_reply_is_only_for_a_scheduled_reply_and_a_zone_only_for_a_local_time() -> None:
+    now = datetime(2026, 12, 6, 12, tzinfo=UTC)
+    later = "2026-12-07T09:00:00Z"
+    assert timing(later, None, True, now, reply=True).unless_replied == "reply"
+    assert timing(later, None, "any", now, reply=True).unless_replied == "any"
+    assert timing(None, None, None, now, reply=False, on_cap_exceeded="defer").fields()["on_cap_exceeded"] == "defer"
+    for args, reply, words in [
+        ((None, None, True), True, "unlessReplied: needs sendAt"),
+        ((later, None, True), False, "unlessReplied: is only for a send into an existing conversation"),
+        ((None, "Europe/Paris", None), False, "timezone: is only for a local sendAt"),
+    ]:
+        with pytest.raises(ScheduleError, match=words):
+            timing(*args, now, reply=reply)
+    with pytest.raises(ScheduleError, match="unless_replied: needs send_at"):
+        timing(None, None, True, now, reply=True, names=("send_at", "timezone", "unless_replied"))
