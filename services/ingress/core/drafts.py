@@ -55,6 +55,25 @@ def fact(row: asyncpg.Record, kind: type[Envelope], correlation_id: str, by: UUI
     )  # fmt: skip
 
 
+async def locked(conn: asyncpg.Connection, org_id: UUID, draft_id: UUID | None) -> asyncpg.Record:
+    """The organization's draft, locked until the transaction ends; NotFound if it has none such."""
+    row = draft_id and await conn.fetchrow(LOCKED, draft_id, org_id)
+    if not row:
+        raise NotFound("draft")
+    return row
+
+
+async def decided(
+    conn: asyncpg.Connection, row: asyncpg.Record, status: str, by: UUID | None, reason: str | None = None
+) -> asyncpg.Record:
+    """The draft approved, rejected (with `reason`) or cancelled, by the key `by`."""
+    return await conn.fetchrow(
+        """UPDATE drafts SET status = $2, reason = coalesce($4, reason), decided_by = $3, updated_at = now()
+            WHERE id = $1 RETURNING *""",
+        row["id"], status, by, reason,
+    )  # fmt: skip
+
+
 async def find(c: Context, org_id: UUID, draft_id: UUID | None) -> asyncpg.Record:
     row = draft_id and await c.pool.fetchrow("SELECT * FROM drafts WHERE id = $1 AND org_id = $2", draft_id, org_id)
     if not row:
@@ -68,9 +87,7 @@ async def approve(
     """Send (or schedule) the draft's request, once however often it is approved; the draft, and the
     outcome as the send would have answered it. Conflict if it was rejected or cancelled."""
     async with directory.change(c) as (conn, facts):
-        row = draft_id and await conn.fetchrow(LOCKED, draft_id, org_id)
-        if not row:
-            raise NotFound("draft")
+        row = await locked(conn, org_id, draft_id)
         if row["status"] in ("rejected", "cancelled"):
             raise Conflict(f"draft_{row['status']}: the draft was {row['status']}; it cannot be approved")
         # Published under the row's lock: a concurrent approval waits, then finds the decision recorded.
@@ -78,10 +95,7 @@ async def approve(
         # publishes the same event (decide takes it once).
         answers = await publish_and_wait(c, request_of(row), row["message_ids"], IdSource(row["id"], repeated=True))
         if row["status"] == "pending":
-            row = await conn.fetchrow(
-                "UPDATE drafts SET status = 'approved', decided_by = $2, updated_at = now() WHERE id = $1 RETURNING *",
-                row["id"], by,
-            )  # fmt: skip
+            row = await decided(conn, row, "approved", by)
             facts.append(fact(row, DraftApproved, correlation_id, by))
     identity = await c.pool.fetchrow("SELECT * FROM identities WHERE id = $1", row["identity_id"])
     remaining = None if answers else await directory.remaining_today(c, identity)
@@ -93,17 +107,11 @@ async def reject(
 ) -> asyncpg.Record:
     """The draft will never be sent (repeating a rejection is harmless); Conflict once approved."""
     async with directory.change(c) as (conn, facts):
-        row = draft_id and await conn.fetchrow(LOCKED, draft_id, org_id)
-        if not row:
-            raise NotFound("draft")
+        row = await locked(conn, org_id, draft_id)
         if row["status"] in ("approved", "cancelled"):
             raise Conflict(f"draft_{row['status']}: the draft was {row['status']}; it cannot be rejected")
         if row["status"] == "pending":
-            row = await conn.fetchrow(
-                """UPDATE drafts SET status = 'rejected', reason = $2, decided_by = $3, updated_at = now()
-                    WHERE id = $1 RETURNING *""",
-                row["id"], reason, by,
-            )  # fmt: skip
+            row = await decided(conn, row, "rejected", by, reason)
             facts.append(fact(row, DraftRejected, correlation_id, by, reason=reason))
     return row
 
@@ -119,10 +127,7 @@ async def cancel_message(c: Context, org_id: UUID, message_id: UUID, by: UUID | 
         if not row or row["status"] == "approved":
             return False
         if row["status"] == "pending":
-            row = await conn.fetchrow(
-                "UPDATE drafts SET status = 'cancelled', decided_by = $2, updated_at = now() WHERE id = $1 RETURNING *",
-                row["id"], by,
-            )  # fmt: skip
+            row = await decided(conn, row, "cancelled", by)
             facts.append(fact(row, DraftCancelled, correlation_id, by))
     return True
 
@@ -133,9 +138,7 @@ async def update(
     """Edit a pending draft: `changes` of subject, text, html (the content) and sendAt with timezone (None:
     at once). Conflict once it is no longer pending; ValueError (ScheduleError) naming a bad field."""
     async with directory.change(c) as (conn, facts):
-        row = draft_id and await conn.fetchrow(LOCKED, draft_id, org_id)
-        if not row:
-            raise NotFound("draft")
+        row = await locked(conn, org_id, draft_id)
         if row["status"] != "pending":
             raise Conflict(f"draft_{row['status']}: only a pending draft can be edited")
         request = request_of(row)
