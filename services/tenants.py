@@ -81,6 +81,7 @@ ERASED = (
     ("event_archive", "org_id = $1"),
     ("archive_heads", "org_id = $1"),
     ("scheduled_sends", "org_id = $1"),
+    ("drafts", "org_id = $1"),
     ("mailboxes", "org_id = $1"),
     ("identities", "org_id = $1"),
     ("organizations", "id = $1"),

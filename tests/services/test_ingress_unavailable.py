@@ -33,7 +33,10 @@ async def test_unreachable_broker_is_503_with_retry_after() -> None:
     request = SendRequested(org_id=new_id(), identity_id=new_id(), payload=SendRequestedPayload(
         handle="h@x.test", messages=[RequestedMessage(message_id=new_id(), conv_id=new_id(), to="a@x.test")],
         content=Content(subject="s", text="t")))  # fmt: skip
-    identity = {"id": request.identity_id, "org_id": request.org_id, "handle": "h@x.test", "daily_cap": 10}
+    identity = {
+        "id": request.identity_id, "org_id": request.org_id, "handle": "h@x.test", "daily_cap": 10,
+        "require_approval": False,
+    }  # fmt: skip
     command = NewSend(
         identity_id=request.identity_id, messages=[["a@x.test"]], content=request.payload.content
     )
