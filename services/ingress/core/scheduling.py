@@ -1,6 +1,8 @@
-"""Scheduled sends (SPEC 3.5) for every dialect: when a request says it goes out, and cancelling one. The cancel is a request decided on the
-identity's partition, in one order with the send's firing, so the answer says which came first: a
-message cancelled (now or before) stays unsent; one that fired cannot be cancelled."""
+"""Scheduled sends (SPEC 3.5) for every dialect: when a request says it goes out, and cancelling one.
+
+The cancel is a request decided on the identity's partition, in one order with the send's firing, so the
+answer says which came first: a message cancelled (now or before) stays unsent; one that fired cannot
+be cancelled. A message held in a draft is cancelled with its draft (services/ingress/core/drafts.py)."""
 
 from __future__ import annotations
 
