@@ -5,7 +5,7 @@ sendstream asks of it."""
 
 from __future__ import annotations
 
-from schemas.api import identities, inboxes, mailboxes
+from schemas.api import agentmail, identities, inboxes, mailboxes
 from schemas.dialect import ORIGINAL, Dialect
 
 REGISTERED: dict[str, Dialect] = {
@@ -14,6 +14,7 @@ REGISTERED: dict[str, Dialect] = {
         identities.DIALECT,
         inboxes.DIALECT,
         mailboxes.DIALECT,
+        agentmail.DIALECT,
     )
 }
 

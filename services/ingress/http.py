@@ -143,6 +143,7 @@ class RouteSpec:
     error_body: ErrorShape  # the dialect's error shape
     extra_body: int  # bytes this route's body may have beyond the configured limit (attached files)
     operation_suffix: str  # set on a second path of the same operation, to keep its operationId unique
+    body_optional: bool = False  # no body at all reads as `{}` (a client that sends none when it sets nothing)
 
 
 ROUTES: list[RouteSpec] = []
@@ -165,12 +166,14 @@ def route(
     error_body: ErrorShape = ErrorBody,
     extra_body: int = 0,
     operation_suffix: str = "",
+    body_optional: bool = False,
 ) -> Callable[[Handler], Handler]:
     def decorator(fn: Handler) -> Handler:
         spec = RouteSpec(
             method=method, path=path, handler=fn, scope=scope, body=body, response=response, status=status,
             summary=summary, tag=tag, errors=errors, idempotent=idempotent, answers=answers or {},
             nouns=nouns or {}, error_body=error_body, extra_body=extra_body, operation_suffix=operation_suffix,
+            body_optional=body_optional,
         )  # fmt: skip
         ROUTES.append(spec)
         return fn
@@ -285,7 +288,7 @@ def add_routes(
             raw, body = b"", None
             if spec.body is not None:
                 raw = await read_body(request, request.app[MAX_BODY] + spec.extra_body)
-                body = parse_body(raw, spec.body)
+                body = parse_body(raw or (b"{}" if spec.body_optional else raw), spec.body)
             try:
                 return await spec.handler(Call(request, principal, body, raw))
             except NotFound as exc:  # the dialect words it: "Identity not found", "Inbox not found"

@@ -63,7 +63,7 @@ def openapi_document() -> dict[str, Any]:
             op["security"] = [{"bearer": []}]
             op["description"] = f"Requires an API key with the `{spec.scope}` scope (`admin` implies all)."
         if spec.body is not None:
-            op["requestBody"] = {"required": True, "content": _json(spec.body)}
+            op["requestBody"] = {"required": not spec.body_optional, "content": _json(spec.body)}
         body_errors = (400, 413) if spec.body is not None or spec.idempotent else ()
         for code in sorted({*spec.errors, *spec.answers, *body_errors, *((401, 403) if spec.scope else ())}):
             op["responses"][str(code)] = {

@@ -247,6 +247,7 @@ async def create_identity(
     name: str | None = None,
     accounts: Sequence[NewAccount] = (),
     dialect: Dialect = ORIGINAL,
+    client_id: str | None = None,
 ) -> tuple[asyncpg.Record, list[asyncpg.Record]]:
     """A new identity (every dialect's sender: an identity, an inbox, a mailbox) with its first accounts,
     announced with IdentityCreated and MailboxAdded. Forbidden at a domain the organization does not hold
@@ -255,9 +256,9 @@ async def create_identity(
         async with change(c) as (conn, facts):
             await domains.claim(conn, c.settings, org_id, handle)
             identity = await conn.fetchrow(
-                """INSERT INTO identities (id, org_id, handle, daily_cap, timezone, name, dialect)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *""",
-                ids.new_id(), org_id, handle, daily_cap, timezone, name, dialect,
+                """INSERT INTO identities (id, org_id, handle, daily_cap, timezone, name, dialect, client_id)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *""",
+                ids.new_id(), org_id, handle, daily_cap, timezone, name, dialect, client_id,
             )  # fmt: skip
             facts.append(
                 IdentityCreated(**fact_envelope(identity, correlation_id), payload=identity_fact(identity))
@@ -331,18 +332,20 @@ async def find_account(c: Context, identity: asyncpg.Record, mailbox_id: UUID | 
 
 async def update_identity(
     c: Context, identity: asyncpg.Record, correlation_id: str, *, daily_cap: int | None, timezone: str | None,
-    require_approval: bool | None = None,
+    require_approval: bool | None = None, name: str | None = None,
 ) -> asyncpg.Record:
     """The identity's daily cap or time zone changed (None: as it was), announced with IdentityUpdated."""
     async with change(c) as (conn, facts):
         row = await conn.fetchrow(
             """UPDATE identities SET daily_cap = coalesce($2, daily_cap), timezone = coalesce($3, timezone),
-                      require_approval = coalesce($4, require_approval), updated_at = now()
+                      require_approval = coalesce($4, require_approval), name = coalesce($5, name),
+                      updated_at = now()
                 WHERE id = $1 RETURNING *""",
             identity["id"],
             daily_cap,
             timezone,
             require_approval,
+            name,
         )
         facts.append(IdentityUpdated(**fact_envelope(row, correlation_id), payload=identity_fact(row)))
     await forget_identity(c, row)

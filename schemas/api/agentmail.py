@@ -1,0 +1,257 @@
+"""The AgentMail dialect (issue 27): AgentMail's `/v0` API, as its official Python SDK (`agentmail` 2.x)
+calls it. An inbox is an identity whose handle is its address (its id), with a pool of one mailbox of
+that address; messages and threads are the views every dialect reads.
+
+Wire rules (the SDK is the judge): snake_case JSON; errors `{"name", "message"}`; pages
+`{count, limit, next_page_token, <items>}`; times ISO-8601 with `Z`. The SDK parses answers without
+validating them, so every field it calls required is always sent.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, Field
+
+from schemas import ids
+from schemas.api.common import ApiModel, EmailAddress, Subject, iso
+from schemas.dialect import Dialect, HourlyBudget
+
+NAME = "agentmail"
+
+# Our error kinds as AgentMail names them (the SDK picks its exception class by status, and shows these).
+ERROR_NAMES = {
+    "invalid_request": "ValidationError",
+    "not_found": "NotFoundError",
+    "conflict": "AlreadyExistsError",
+    "forbidden": "MessageRejectedError",
+    "rate_limited": "RateLimitError",
+    "payload_too_large": "ValidationError",
+}
+
+
+class ErrorBody(BaseModel):
+    """`{"name", "message"}` (a 400 also lists `errors`, each with its path and message)."""
+
+    name: str
+    message: str
+    errors: list[dict[str, Any]] | None = None
+
+    @classmethod
+    def of(cls, type_: str, message: str) -> ErrorBody:
+        name = ERROR_NAMES.get(type_, "".join(w.capitalize() for w in type_.split("_")) + "Error")
+        errors = None
+        if name == "ValidationError":
+            field, _, said = message.partition(": ")
+            errors = [{"path": field.split(".") if said else [], "message": said or message}]
+        return cls(name=name, message=message, errors=errors)
+
+
+def _listed(value: Any) -> Any:
+    """A string where the SDK allows one address or label, or a list of them."""
+    return [value] if isinstance(value, str) else value
+
+
+Addresses = Annotated[list[EmailAddress], BeforeValidator(_listed)]
+Labels = Annotated[list[Annotated[str, Field(min_length=1, max_length=100)]], BeforeValidator(_listed)]
+
+
+# --- inboxes -----------------------------------------------------------------------------------------
+
+
+class CreateInbox(ApiModel):
+    username: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9._+-]+$")
+    domain: str | None = Field(None, max_length=253)
+    display_name: str | None = Field(None, max_length=200)
+    client_id: str | None = Field(
+        None, min_length=1, max_length=200, description="Creating twice with one `client_id` makes one inbox."
+    )
+
+
+class UpdateInbox(ApiModel):
+    display_name: str | None = Field(None, max_length=200)
+
+
+class Inbox(BaseModel):
+    pod_id: str
+    inbox_id: str = Field(description="Its address.")
+    email: str
+    display_name: str | None = None
+    client_id: str | None = None
+    updated_at: str
+    created_at: str
+
+
+class InboxList(BaseModel):
+    count: int
+    limit: int | None = None
+    next_page_token: str | None = None
+    inboxes: list[Inbox]
+
+
+def inbox_out(identity: Any) -> Inbox:  # an identities row
+    return Inbox(
+        pod_id=ids.render("org", identity["org_id"]), inbox_id=identity["handle"], email=identity["handle"],
+        display_name=identity["name"], client_id=identity["client_id"], updated_at=iso(identity["updated_at"]),
+        created_at=iso(identity["created_at"]),
+    )  # fmt: skip
+
+
+# --- messages ----------------------------------------------------------------------------------------
+
+
+class SendMessage(ApiModel):
+    """One message to every address of `to`, `cc` and `bcc`."""
+
+    to: Addresses = Field(min_length=1)
+    cc: Addresses = Field(default_factory=list)
+    bcc: Addresses = Field(default_factory=list)
+    subject: Subject = ""
+    text: str | None = None
+    html: str | None = None
+    labels: Labels = Field(default_factory=list, max_length=50)
+
+
+class SendMessageResponse(BaseModel):
+    message_id: str
+    thread_id: str
+
+
+class MessageItem(BaseModel):
+    inbox_id: str
+    thread_id: str
+    message_id: str
+    labels: list[str]
+    timestamp: str
+    from_: str = Field(alias="from")
+    to: list[str]
+    cc: list[str] | None = None
+    bcc: list[str] | None = None
+    subject: str | None = None
+    preview: str | None = None
+    in_reply_to: str | None = None
+    references: list[str] | None = None
+    size: int
+    updated_at: str
+    created_at: str
+
+    model_config = {"populate_by_name": True}
+
+
+class Message(MessageItem):
+    text: str | None = None
+    html: str | None = None
+
+
+class MessageList(BaseModel):
+    count: int
+    limit: int | None = None
+    next_page_token: str | None = None
+    messages: list[MessageItem]
+
+
+def labels_of(row: Any) -> list[str]:
+    """The system labels AgentMail shows (`sent`, or `received` and `unread`), then the message's own."""
+    if row["direction"] == "outbound":
+        system = ["sent"]
+    else:
+        system = ["received"] if row.get("is_read") else ["received", "unread"]
+    return [*system, *(label for label in row["labels"] or [] if label not in system)]
+
+
+def message_item(row: Any, whole: type[MessageItem] = MessageItem, **extra: Any) -> MessageItem:
+    """A messages-view row as AgentMail shows it (`whole`: Message, with its bodies)."""
+    outbound = row["direction"] == "outbound"
+    text = row["text_body"] or ""
+    return whole(
+        inbox_id=row["inbox_address"], thread_id=ids.render("thread", row["conv_id"]),
+        message_id=ids.render("message", row["id"]), labels=labels_of(row), timestamp=iso(row["created_at"]),
+        from_=row["from_addr"] or (row["inbox_address"] if outbound else "") or "", to=row["to_addrs"] or [],
+        cc=row["cc_addrs"] or None, bcc=row["bcc_addrs"] or None, subject=row["subject"],
+        preview=" ".join(text.split())[:200] or None, in_reply_to=row.get("in_reply_to"),
+        references=row.get("refs") or None, size=len(text.encode()) + len((row["html_body"] or "").encode()),
+        updated_at=iso(row["updated_at"]), created_at=iso(row["created_at"]), **extra,
+    )  # fmt: skip
+
+
+def message_out(row: Any) -> Message:
+    return message_item(row, Message, text=row["text_body"], html=row["html_body"])  # type: ignore[return-value]
+
+
+# --- threads -----------------------------------------------------------------------------------------
+
+
+class ThreadItem(BaseModel):
+    inbox_id: str
+    thread_id: str
+    labels: list[str]
+    timestamp: str
+    senders: list[str]
+    recipients: list[str]
+    subject: str | None = None
+    preview: str | None = None
+    last_message_id: str
+    message_count: int
+    size: int
+    updated_at: str
+    created_at: str
+
+
+class Thread(ThreadItem):
+    count: int
+    next_page_token: str | None = None
+    messages: list[Message]
+
+
+class ThreadList(BaseModel):
+    count: int
+    limit: int | None = None
+    next_page_token: str | None = None
+    threads: list[ThreadItem]
+
+
+def thread_item(conv: Any, rows: list[Any], whole: type[ThreadItem] = ThreadItem, **extra: Any) -> ThreadItem:
+    """A conversation with its messages in order, as AgentMail shows a thread."""
+    shown = [message_item(r) for r in rows]
+    last = shown[-1] if shown else None
+    return whole(
+        inbox_id=conv["handle"], thread_id=ids.render("thread", conv["id"]),
+        labels=sorted({label for m in shown for label in m.labels}), timestamp=last.timestamp if last else iso(conv["updated_at"]),
+        senders=list(dict.fromkeys(m.from_ for m in shown if m.from_)),
+        recipients=list(dict.fromkeys(a for m in shown for a in m.to)), subject=conv["subject"],
+        preview=last.preview if last else None, last_message_id=last.message_id if last else "",
+        message_count=len(shown), size=sum(m.size for m in shown), updated_at=iso(conv["updated_at"]),
+        created_at=iso(conv["created_at"]), **extra,
+    )  # fmt: skip
+
+
+def thread_out(conv: Any, rows: list[Any]) -> Thread:
+    messages = [message_out(r) for r in rows]
+    return thread_item(conv, rows, Thread, count=len(messages), messages=messages)  # type: ignore[return-value]
+
+
+# --- the dialect -------------------------------------------------------------------------------------
+
+
+def webhook_message(event: Any, stored: dict[str, Any], known: dict[str, Any], handles: Any) -> dict[str, Any]:
+    """A message webhook's `data`: the message as this dialect shows it (from the view, the event's facts
+    winning)."""
+    row = {**stored, **known}
+    row.setdefault("inbox_address", handles.get(row.get("identity_id"), ""))
+    for key in ("text_body", "html_body", "from_addr", "subject", "in_reply_to"):
+        row.setdefault(key, None)
+    for key in ("labels", "to_addrs", "cc_addrs", "bcc_addrs", "refs"):
+        row.setdefault(key, [])
+    row.setdefault("direction", "outbound")
+    row.setdefault("created_at", getattr(event, "occurred_at", None))
+    row.setdefault("updated_at", row["created_at"])
+    return message_out(row).model_dump(mode="json", by_alias=True) | {"event_type": known.get("status")}
+
+
+DIALECT = Dialect(
+    name=NAME,
+    error_body=ErrorBody,
+    webhook_message=webhook_message,
+    # An organization's sends, replies and forwards through its AgentMail inboxes share one budget.
+    hourly_budget=HourlyBudget("agentmail.send", "inbox_sends_per_hour", "requests"),
+)

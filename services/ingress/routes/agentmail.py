@@ -1,0 +1,223 @@
+"""The AgentMail dialect (issue 27): AgentMail's `/v0` routes over the core, as its official SDK calls them.
+An inbox's id is its address; sends go through the core's send command (once per Idempotency-Key);
+messages and threads are read from the message views every dialect reads."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime
+from uuid import UUID
+
+import asyncpg
+from aiohttp import web
+
+from schemas import ids
+from schemas.api import agentmail
+from schemas.api.agentmail import (
+    CreateInbox,
+    Inbox,
+    InboxList,
+    Message,
+    MessageList,
+    SendMessage,
+    SendMessageResponse,
+    Thread,
+    ThreadList,
+    UpdateInbox,
+    inbox_out,
+    message_item,
+    message_out,
+    thread_item,
+    thread_out,
+)
+from schemas.commands import Command, NewSend
+from schemas.events import Content
+from schemas.limits import DEFAULT_DAILY_CAP
+from services.common.domain import views
+from services.ingress import cursors
+from services.ingress.context import ctx
+from services.ingress.core import directory
+from services.ingress.core.errors import Conflict
+from services.ingress.core.outcome import Outcome
+from services.ingress.http import ApiError, Call, json_model, query_limit, route
+from services.ingress.sending import send_one
+
+NAME = agentmail.DIALECT.name
+NOUNS = {"identity": "Inbox", "message": "Message", "conversation": "Thread"}
+DIALECT = {"tag": NAME, "nouns": NOUNS, "error_body": agentmail.DIALECT.error_body}
+
+
+async def find_inbox(call: Call) -> asyncpg.Record:
+    return await directory.find_identity(ctx(call), call.principal.org_id, call.param("inbox_id"))
+
+
+def page_token(call: Call) -> tuple[datetime, UUID] | None:
+    token = call.request.query.get("page_token")
+    return cursors.decode(token, datetime, UUID, name="page_token") if token else None
+
+
+# --- inboxes -----------------------------------------------------------------------------------------
+
+
+async def by_client_id(call: Call, client_id: str) -> asyncpg.Record | None:
+    return await ctx(call).pool.fetchrow(
+        "SELECT * FROM identities WHERE org_id = $1 AND client_id = $2 AND deleted_at IS NULL",
+        call.principal.org_id, client_id,
+    )  # fmt: skip
+
+
+@route(
+    "POST", "/v0/inboxes", scope="admin", body=CreateInbox, body_optional=True, response=Inbox, errors=(400, 409),
+    summary="Create an inbox (`username`, `domain`, `display_name`, `client_id`: all optional; the same "
+    "`client_id` again answers the inbox it made)", **DIALECT,
+)  # fmt: skip
+async def create_inbox(call: Call) -> web.Response:
+    b: CreateInbox = call.body
+    c = ctx(call)
+    if b.client_id and (made := await by_client_id(call, b.client_id)):
+        return json_model(inbox_out(made))
+    domain = b.domain or c.settings.inbox_default_domain
+    if domain is None:
+        raise ApiError(400, "invalid_request", "domain: is required (this server has no default inbox domain)")
+    if c.settings.inbox_default_relay is None:
+        raise ApiError(400, "invalid_request", "this server has no default relay for new inboxes")
+    email = f"{b.username or 'inbox-' + secrets.token_hex(4)}@{domain}"
+    account = directory.NewAccount.through(email, c.settings.inbox_default_relay)
+    try:
+        identity, _ = await directory.create_identity(
+            c, call.principal.org_id, email, daily_cap=DEFAULT_DAILY_CAP, timezone="UTC", name=b.display_name,
+            accounts=[account], correlation_id=call.request_id, dialect=NAME, client_id=b.client_id,
+        )  # fmt: skip
+    except Conflict:
+        if b.client_id and (made := await by_client_id(call, b.client_id)):  # made at the same moment
+            return json_model(inbox_out(made))
+        raise
+    return json_model(inbox_out(identity))
+
+
+@route(
+    "GET", "/v0/inboxes", scope="read", response=InboxList, errors=(400,),
+    summary="The organization's inboxes, newest first (`limit` 1-100, `page_token`)", **DIALECT,
+)  # fmt: skip
+async def list_inboxes(call: Call) -> web.Response:
+    limit, after = query_limit(call, 50), page_token(call)
+    rows = await ctx(call).pool.fetch(
+        """SELECT * FROM identities WHERE org_id = $1 AND deleted_at IS NULL
+              AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3::uuid))
+            ORDER BY created_at DESC, id DESC LIMIT $4""",
+        call.principal.org_id, after and after[0], after and after[1], limit + 1,
+    )  # fmt: skip
+    more, rows = len(rows) > limit, rows[:limit]
+    token = cursors.encode(rows[-1]["created_at"], rows[-1]["id"]) if more else None
+    return json_model(InboxList(count=len(rows), limit=limit, next_page_token=token, inboxes=[inbox_out(r) for r in rows]))
+
+
+@route("GET", "/v0/inboxes/{inbox_id}", scope="read", response=Inbox, errors=(404,), summary="An inbox", **DIALECT)
+async def get_inbox(call: Call) -> web.Response:
+    return json_model(inbox_out(await find_inbox(call)))
+
+
+@route(
+    "PATCH", "/v0/inboxes/{inbox_id}", scope="admin", body=UpdateInbox, response=Inbox, errors=(400, 404),
+    summary="Change an inbox's display name", **DIALECT,
+)  # fmt: skip
+async def update_inbox(call: Call) -> web.Response:
+    inbox = await find_inbox(call)
+    b: UpdateInbox = call.body
+    row = await directory.update_identity(
+        ctx(call), inbox, call.request_id, daily_cap=None, timezone=None, name=b.display_name
+    )
+    return json_model(inbox_out(row))
+
+
+@route(
+    "DELETE", "/v0/inboxes/{inbox_id}", scope="admin", status=204, errors=(404,), summary="Delete an inbox",
+    **DIALECT,
+)  # fmt: skip
+async def delete_inbox(call: Call) -> web.Response:
+    await directory.delete_identity(ctx(call), await find_inbox(call), call.request_id)
+    return web.Response(status=204)
+
+
+# --- messages ----------------------------------------------------------------------------------------
+
+
+@route(
+    "POST", "/v0/inboxes/{inbox_id}/messages/send", scope="send", body=SendMessage, response=SendMessageResponse,
+    errors=(400, 403, 404, 409, 413, 429, 503), idempotent=True,
+    summary="Send one message to every address of to, cc and bcc (a new thread)", **DIALECT,
+)  # fmt: skip
+async def send_message(call: Call) -> web.Response:
+    inbox = await find_inbox(call)
+    b: SendMessage = call.body
+    if b.text is None and b.html is None:
+        raise ApiError(400, "invalid_request", "text: text or html is required")
+    content = Content(
+        subject=b.subject, text=b.text, html=b.html, cc=b.cc, bcc=b.bcc, labels=b.labels, dialect=NAME,
+        unsubscribe=await directory.wants_unsubscribe(ctx(call), inbox["org_id"], None),
+    )  # fmt: skip
+    cmd = NewSend(identity_id=inbox["id"], messages=[b.to], content=content)
+
+    async def answer(_: Command, outcome: Outcome, __: list) -> web.Response:
+        [m] = outcome.messages
+        if m.state == "rejected":
+            raise ApiError(403, "forbidden", f"the message was rejected: {m.reason}")
+        sent = SendMessageResponse(message_id=ids.render("message", m.message_id), thread_id=ids.render("thread", m.conv_id))
+        return json_model(sent)
+
+    return await send_one(call, inbox, NAME, lambda: cmd, answer)
+
+
+@route(
+    "GET", "/v0/inboxes/{inbox_id}/messages", scope="read", response=MessageList, errors=(400, 404),
+    summary="The inbox's messages, newest first (`limit` 1-100, `page_token`)", **DIALECT,
+)  # fmt: skip
+async def list_messages(call: Call) -> web.Response:
+    inbox = await find_inbox(call)
+    limit = query_limit(call, 50)
+    rows, more = await views.mailbox_page(ctx(call).pool, inbox["org_id"], inbox["id"], after=page_token(call), limit=limit)
+    token = cursors.encode(rows[-1]["created_at"], rows[-1]["id"]) if more else None
+    return json_model(MessageList(count=len(rows), limit=limit, next_page_token=token, messages=[message_item(r) for r in rows]))
+
+
+@route(
+    "GET", "/v0/inboxes/{inbox_id}/messages/{message_id}", scope="read", response=Message, errors=(404,),
+    summary="A message, whole", **DIALECT,
+)  # fmt: skip
+async def get_message(call: Call) -> web.Response:
+    inbox = await find_inbox(call)
+    message_id = ids.parse("message", call.param("message_id"))
+    row = await views.inbox_message(ctx(call).pool, inbox["org_id"], inbox["id"], message_id)
+    if row is None:
+        raise ApiError(404, "not_found", "Message not found")
+    return json_model(message_out(row))
+
+
+# --- threads -----------------------------------------------------------------------------------------
+
+
+@route(
+    "GET", "/v0/inboxes/{inbox_id}/threads", scope="read", response=ThreadList, errors=(400, 404),
+    summary="The inbox's threads, most recently active first (`limit` 1-100)", **DIALECT,
+)  # fmt: skip
+async def list_threads(call: Call) -> web.Response:
+    inbox = await find_inbox(call)
+    limit = query_limit(call, 50)
+    found = await views.inbox_threads(ctx(call).pool, inbox["org_id"], inbox["id"], limit=limit)
+    threads = [thread_item({**conv, "handle": inbox["handle"]}, rows) for conv, rows in found]
+    return json_model(ThreadList(count=len(threads), limit=limit, threads=threads))
+
+
+@route(
+    "GET", "/v0/inboxes/{inbox_id}/threads/{thread_id}", scope="read", response=Thread, errors=(404,),
+    summary="A thread with its messages in order", **DIALECT,
+)  # fmt: skip
+async def get_thread(call: Call) -> web.Response:
+    inbox = await find_inbox(call)
+    conv_id = ids.parse("thread", call.param("thread_id"))
+    found = conv_id and await views.inbox_threads(ctx(call).pool, inbox["org_id"], inbox["id"], conv_id)
+    if not found:
+        raise ApiError(404, "not_found", "Thread not found")
+    [(conv, rows)] = found
+    return json_model(thread_out({**conv, "handle": inbox["handle"]}, rows))
+

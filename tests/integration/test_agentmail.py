@@ -1,0 +1,76 @@
+"""The AgentMail dialect (issue 27), judged by AgentMail's own Python SDK (`agentmail` 2.0.18 from the
+registry, unchanged) pointed at the test stack: inboxes, a send between two hosted inboxes under an
+Idempotency-Key, the message and its thread read back on both sides, pages, and the SDK's own errors."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from agentmail import AgentMailEnvironment, AsyncAgentMail
+from agentmail.core.api_error import ApiError
+from agentmail.errors import NotFoundError, ValidationError
+from agentmail.inboxes import CreateInboxRequest
+
+from tests.conftest import Api, eventually
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
+
+
+def sdk(api: Api) -> AsyncAgentMail:
+    """The SDK as an agent points it at a server of its own: one URL (and no retries to wait through)."""
+    ws = api.base.replace("http://", "ws://")
+    return AsyncAgentMail(api_key=api.key, environment=AgentMailEnvironment(http=api.base, websockets=ws))
+
+
+async def test_the_sdk_creates_inboxes_sends_once_per_key_and_reads_the_message_and_thread_back(api: Api) -> None:
+    client = sdk(api)
+    tag = uuid.uuid4().hex[:6]
+    sender = await client.inboxes.create(request=CreateInboxRequest(username=f"agent-{tag}", client_id=f"a-{tag}"))
+    again = await client.inboxes.create(request=CreateInboxRequest(username=f"agent-{tag}", client_id=f"a-{tag}"))
+    assert again.inbox_id == sender.inbox_id and sender.email == f"agent-{tag}@inboxes.example.test"
+    receiver = await client.inboxes.create(request=CreateInboxRequest(display_name="Desk"))
+    assert receiver.display_name == "Desk" and receiver.inbox_id != sender.inbox_id
+    listed = await client.inboxes.list(limit=100)
+    assert {sender.inbox_id, receiver.inbox_id} <= {i.inbox_id for i in listed.inboxes}
+
+    sent = [
+        await client.inboxes.messages.send(
+            sender.inbox_id, to=receiver.email, subject=f"Hello {tag}", text="Are you there?", idempotency_key=f"k-{tag}"
+        )
+        for _ in range(2)
+    ]
+    assert sent[0].message_id == sent[1].message_id and sent[0].thread_id  # one message
+
+    async def arrived():
+        page = await client.inboxes.messages.list(receiver.inbox_id)
+        return page if page.count else None
+
+    page = await eventually(arrived, timeout=20)
+    [item] = page.messages
+    assert item.subject == f"Hello {tag}" and item.from_ == sender.email and "received" in item.labels
+    message = await client.inboxes.messages.get(receiver.inbox_id, item.message_id)
+    assert message.text == "Are you there?" and message.to == [receiver.email]
+    thread = await client.inboxes.threads.get(receiver.inbox_id, item.thread_id)
+    assert [m.message_id for m in thread.messages] == [item.message_id] and thread.message_count == 1
+    threads = await client.inboxes.threads.list(receiver.inbox_id)
+    assert [t.thread_id for t in threads.threads] == [item.thread_id]
+    ours = await client.inboxes.messages.list(sender.inbox_id)
+    assert [m.message_id for m in ours.messages] == [sent[0].message_id] and ours.messages[0].labels == ["sent"]
+
+    renamed = await client.inboxes.update(receiver.inbox_id, display_name="Front desk")
+    assert renamed.display_name == "Front desk"
+
+
+async def test_the_sdk_raises_its_own_errors_for_404_and_400(api: Api) -> None:
+    client = sdk(api)
+    with pytest.raises(NotFoundError) as missing:
+        await client.inboxes.get("nobody@inboxes.example.test")
+    assert missing.value.body.name == "NotFoundError" and "Inbox not found" in missing.value.body.message
+    inbox = await client.inboxes.create()
+    with pytest.raises(ValidationError) as invalid:
+        await client.inboxes.messages.send(inbox.inbox_id, to="not an address", subject="s", text="t")
+    assert invalid.value.status_code == 400 and "to" in invalid.value.body.message
+    with pytest.raises(ApiError) as unauthorised:
+        await AsyncAgentMail(api_key="sk_wrong", environment=AgentMailEnvironment(http=api.base, websockets="")).inboxes.list()
+    assert unauthorised.value.status_code == 401
