@@ -159,13 +159,14 @@ def _upsert_message_sql(names: tuple[str, ...], moves_status: bool) -> str:
     def bound_to(c: str) -> str:
         return _REPLY_RANK if c in RELAY_REPLY else "messages.status_rank"
 
-    sets = [
-        f"{c} = CASE WHEN EXCLUDED.status_rank >= {bound_to(c)} THEN EXCLUDED.{c} ELSE messages.{c} END"
-        if c in STATUS_BOUND
-        else f"{c} = EXCLUDED.{c}"
-        for c in names
-        if c != "direction"
-    ]
+    def kept(c: str) -> str:
+        if c in STATUS_BOUND:
+            return f"{c} = CASE WHEN EXCLUDED.status_rank >= {bound_to(c)} THEN EXCLUDED.{c} ELSE messages.{c} END"
+        if c == "labels":  # labels a user changed (MessageFlagsChanged) are theirs from then on
+            return "labels = CASE WHEN messages.labels_changed_at IS NULL THEN EXCLUDED.labels ELSE messages.labels END"
+        return f"{c} = EXCLUDED.{c}"
+
+    sets = [kept(c) for c in names if c != "direction"]
     status_set = (
         [
             "status = CASE WHEN EXCLUDED.status_rank > messages.status_rank THEN EXCLUDED.status ELSE messages.status END",
@@ -230,6 +231,9 @@ UPDATE messages SET
                       THEN $3 ELSE is_starred END,
     starred_changed_at = CASE WHEN $3::boolean IS NOT NULL THEN greatest(starred_changed_at, $4)
                               ELSE starred_changed_at END,
+    labels = CASE WHEN $5::text[] IS NOT NULL AND (labels_changed_at IS NULL OR labels_changed_at <= $4)
+                  THEN $5 ELSE labels END,
+    labels_changed_at = CASE WHEN $5::text[] IS NOT NULL THEN greatest(labels_changed_at, $4) ELSE labels_changed_at END,
     updated_at = greatest(updated_at, $4)
 WHERE id = $1
 """
@@ -372,7 +376,7 @@ def statements(event: Envelope, texts: Mapping[str, str] | None = None) -> list[
         case SuppressionAdded() | SuppressionRemoved():
             out.append((suppressions.SUPPRESS, suppressions.change(event)))
         case MessageFlagsChanged(payload=p):
-            out.append((FLAGS, (p.message_id, p.is_read, p.is_starred, event.occurred_at)))
+            out.append((FLAGS, (p.message_id, p.is_read, p.is_starred, event.occurred_at, p.labels)))
         case MessageDeleted(payload=p):
             out.append((DELETE, (p.message_id, event.occurred_at)))
     return out

@@ -42,6 +42,7 @@ class Reply(Timed):
     to: str  # the conversation's counterpart
     content: Content
     recipients: list[str] | None = None
+    answering: str | None = None  # the Message-ID it answers (None: the conversation's latest message)
 
 
 Command = NewSend | Reply

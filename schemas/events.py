@@ -175,6 +175,7 @@ class ReplyRequestedPayload(TimedPayload):
     content: Content
     to: list[str] | None = None
     origin: Origin | None = None
+    answering: str | None = None  # the Message-ID it answers (None: the conversation's latest message)
 
     def firing(self, message_id: UUID) -> ReplyRequestedPayload:
         """The request as its timer publishes it at `send_at` (a reply is one message)."""
@@ -411,6 +412,7 @@ class MessageFlagsChangedPayload(Payload):
     message_id: UUID
     is_read: bool | None = None
     is_starred: bool | None = None
+    labels: list[str] | None = None  # the message's own labels, as they now are
 
 
 class MessageDeletedPayload(Payload):

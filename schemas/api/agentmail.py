@@ -15,7 +15,7 @@ from pydantic import BaseModel, BeforeValidator, Field
 
 from schemas import ids
 from schemas.api.common import ApiModel, EmailAddress, Subject, iso
-from schemas.dialect import Dialect, HourlyBudget
+from schemas.dialect import Dialect
 
 NAME = "agentmail"
 
@@ -110,6 +110,50 @@ class SendMessage(ApiModel):
     text: str | None = None
     html: str | None = None
     labels: Labels = Field(default_factory=list, max_length=50)
+
+
+class ReplyMessage(ApiModel):
+    """A reply in the message's thread: to its sender, or (`reply_all`) to everyone on it but this inbox,
+    or to `to` (with `cc`, `bcc`) where given."""
+
+    to: Addresses | None = None
+    cc: Addresses = Field(default_factory=list)
+    bcc: Addresses = Field(default_factory=list)
+    reply_all: bool = False
+    text: str | None = None
+    html: str | None = None
+    labels: Labels = Field(default_factory=list, max_length=50)
+
+
+class ReplyAll(ApiModel):
+    text: str | None = None
+    html: str | None = None
+    labels: Labels = Field(default_factory=list, max_length=50)
+
+
+class ForwardMessage(ApiModel):
+    """The message forwarded inline below the note (`text`, `html`), its files carried along."""
+
+    to: Addresses = Field(min_length=1)
+    cc: Addresses = Field(default_factory=list)
+    bcc: Addresses = Field(default_factory=list)
+    subject: Subject | None = None
+    text: str | None = None
+    html: str | None = None
+    labels: Labels = Field(default_factory=list, max_length=50)
+
+
+class UpdateMessage(ApiModel):
+    add_labels: Labels = Field(default_factory=list, max_length=50)
+    remove_labels: Labels = Field(default_factory=list, max_length=50)
+
+
+class UpdateMessageResponse(BaseModel):
+    message_id: str
+    labels: list[str]
+
+
+SYSTEM_LABELS = frozenset({"sent", "received", "unread"})  # shown from the message's state, not stored
 
 
 class SendMessageResponse(BaseModel):
@@ -252,6 +296,5 @@ DIALECT = Dialect(
     name=NAME,
     error_body=ErrorBody,
     webhook_message=webhook_message,
-    # An organization's sends, replies and forwards through its AgentMail inboxes share one budget.
-    hourly_budget=HourlyBudget("agentmail.send", "inbox_sends_per_hour", "requests"),
+    # No hourly budget of its own: an inbox's daily cap (an identity's) holds its sends.
 )

@@ -72,7 +72,7 @@ def decide_reply(
     content = p.content.model_copy(
         update={
             "subject": (p.to and p.content.subject) or reply_subject(thread.subject),
-            "in_reply_to": thread.last_rfc_message_id,
+            "in_reply_to": p.answering or thread.last_rfc_message_id,
             "references": trimmed_references(thread.refs),
         }
     )

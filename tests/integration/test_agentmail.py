@@ -4,15 +4,17 @@ Idempotency-Key, the message and its thread read back on both sides, pages, and 
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
 from agentmail import AgentMailEnvironment, AsyncAgentMail
 from agentmail.core.api_error import ApiError
-from agentmail.errors import NotFoundError, ValidationError
+from agentmail.errors import ConflictError, NotFoundError, ValidationError
 from agentmail.inboxes import CreateInboxRequest
 
-from tests.conftest import Api, eventually
+from tests.conftest import Api, Relay, deliver, eventually
+from tests.integration.test_inbound import reply_to
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
@@ -74,3 +76,73 @@ async def test_the_sdk_raises_its_own_errors_for_404_and_400(api: Api) -> None:
     with pytest.raises(ApiError) as unauthorised:
         await AsyncAgentMail(api_key="sk_wrong", environment=AgentMailEnvironment(http=api.base, websockets="")).inboxes.list()
     assert unauthorised.value.status_code == 401
+
+
+async def test_the_sdk_replies_replies_to_all_forwards_and_labels_in_the_thread(
+    api: Api, default_relay: Relay, inbound: int
+) -> None:
+    """An inbox made without a relay of its own sends through the operator's default relay."""
+    relay, client = default_relay, sdk(api)
+    before = len(relay.received)
+    tag = uuid.uuid4().hex[:6]
+    desk = await client.inboxes.create(request=CreateInboxRequest(username=f"desk-{tag}"))
+    first = await client.inboxes.messages.send(
+        desk.inbox_id, to=["ana@example.test"], cc=["bo@example.test"], subject=f"Plan {tag}", text="Monday?"
+    )
+    [sent] = (await relay.wait_for(before + 1))[before:]
+    answer = reply_to(sent.message, "ana@example.test", desk.email, "Monday works.")
+    answer["Cc"] = "bo@example.test"
+    await deliver(inbound, answer, "ana@example.test", [desk.email])
+
+    async def received():
+        page = await client.inboxes.messages.list(desk.inbox_id)
+        return next((m for m in page.messages if "received" in m.labels), None)
+
+    theirs = await eventually(received, timeout=20)
+    assert theirs.thread_id == first.thread_id and "unread" in theirs.labels
+
+    mine = await client.inboxes.messages.reply(desk.inbox_id, theirs.message_id, text="Great, see you then.")
+    everyone = await client.inboxes.messages.reply_all(desk.inbox_id, theirs.message_id, text="Adding everyone.")
+    onward = await client.inboxes.messages.forward(
+        desk.inbox_id, theirs.message_id, to=["cy@example.test"], text="FYI"
+    )
+    assert mine.thread_id == everyone.thread_id == first.thread_id and onward.thread_id != first.thread_id
+    got = [r for r in (await relay.wait_for(before + 4))[before + 1 :] if tag in str(r.message["Subject"])]
+    by_subject = {str(r.message["Subject"]): r for r in got}
+    assert sorted(by_subject) == [f"Fwd: Re: Plan {tag}", f"Re: Plan {tag}"]
+    replies = [r for r in got if str(r.message["Subject"]) == f"Re: Plan {tag}"]
+    assert sorted(sorted(r.rcpt_tos) for r in replies) == [["ana@example.test"], ["ana@example.test", "bo@example.test"]]
+    assert all(r.message["In-Reply-To"] == answer["Message-ID"] for r in replies)
+    forwarded = by_subject[f"Fwd: Re: Plan {tag}"]
+    assert forwarded.rcpt_tos == ["cy@example.test"] and "Monday works." in forwarded.message.get_body(("plain",)).get_content()
+
+    labelled = await client.inboxes.messages.update(
+        desk.inbox_id, theirs.message_id, add_labels=["lead", "hot"], remove_labels="unread"
+    )
+    assert labelled.labels == ["received", "lead", "hot"]
+    again = await client.inboxes.messages.update(desk.inbox_id, theirs.message_id, remove_labels=["hot"])
+    assert again.labels == ["received", "lead"]
+    assert (await client.inboxes.messages.get(desk.inbox_id, theirs.message_id)).labels == ["received", "lead"]
+
+
+async def test_120_messages_page_by_page_token_without_repeats_and_a_reused_key_is_a_conflict(api: Api) -> None:
+    client = sdk(api)
+    inbox = await client.inboxes.create()
+    sent = await asyncio.gather(
+        *(client.inboxes.messages.send(inbox.inbox_id, to=f"p{i}@example.test", subject=f"#{i}", text="t") for i in range(120))
+    )
+    seen, token = [], None
+    while True:
+        page = await client.inboxes.messages.list(inbox.inbox_id, limit=50, page_token=token)
+        seen += [m.message_id for m in page.messages]
+        if not (token := page.next_page_token):
+            break
+    assert len(seen) == len(set(seen)) == 120 and set(seen) == {s.message_id for s in sent}
+
+    key = f"k-{uuid.uuid4().hex[:6]}"
+    await client.inboxes.messages.send(inbox.inbox_id, to="a@example.test", subject="s", text="t", idempotency_key=key)
+    with pytest.raises(ConflictError):
+        await client.inboxes.messages.send(
+            inbox.inbox_id, to="b@example.test", subject="s", text="t", idempotency_key=key,
+            request_options={"max_retries": 0},
+        )  # fmt: skip

@@ -68,6 +68,7 @@ def request_event(
         send_at=cmd.send_at,
         unless_replied=cmd.unless_replied,
         on_cap_exceeded=cmd.on_cap_exceeded,
+        answering=cmd.answering,
     )
     return wanted, ReplyRequested(**common, payload=payload)
 

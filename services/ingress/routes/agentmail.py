@@ -11,32 +11,40 @@ from uuid import UUID
 import asyncpg
 from aiohttp import web
 
+from mail import forward
 from schemas import ids
 from schemas.api import agentmail
 from schemas.api.agentmail import (
+    SYSTEM_LABELS,
     CreateInbox,
+    ForwardMessage,
     Inbox,
     InboxList,
     Message,
     MessageList,
+    ReplyAll,
+    ReplyMessage,
     SendMessage,
     SendMessageResponse,
     Thread,
     ThreadList,
     UpdateInbox,
+    UpdateMessage,
+    UpdateMessageResponse,
     inbox_out,
+    labels_of,
     message_item,
     message_out,
     thread_item,
     thread_out,
 )
-from schemas.commands import Command, NewSend
-from schemas.events import Content
+from schemas.commands import Command, NewSend, Reply
+from schemas.events import Content, Forwarded
 from schemas.limits import DEFAULT_DAILY_CAP
 from services.common.domain import views
 from services.ingress import cursors
 from services.ingress.context import ctx
-from services.ingress.core import directory
+from services.ingress.core import directory, flags
 from services.ingress.core.errors import Conflict
 from services.ingress.core.outcome import Outcome
 from services.ingress.http import ApiError, Call, json_model, query_limit, route
@@ -156,16 +164,7 @@ async def send_message(call: Call) -> web.Response:
         subject=b.subject, text=b.text, html=b.html, cc=b.cc, bcc=b.bcc, labels=b.labels, dialect=NAME,
         unsubscribe=await directory.wants_unsubscribe(ctx(call), inbox["org_id"], None),
     )  # fmt: skip
-    cmd = NewSend(identity_id=inbox["id"], messages=[b.to], content=content)
-
-    async def answer(_: Command, outcome: Outcome, __: list) -> web.Response:
-        [m] = outcome.messages
-        if m.state == "rejected":
-            raise ApiError(403, "forbidden", f"the message was rejected: {m.reason}")
-        sent = SendMessageResponse(message_id=ids.render("message", m.message_id), thread_id=ids.render("thread", m.conv_id))
-        return json_model(sent)
-
-    return await send_one(call, inbox, NAME, lambda: cmd, answer)
+    return await send(call, inbox, NewSend(identity_id=inbox["id"], messages=[b.to], content=content))
 
 
 @route(
@@ -185,12 +184,110 @@ async def list_messages(call: Call) -> web.Response:
     summary="A message, whole", **DIALECT,
 )  # fmt: skip
 async def get_message(call: Call) -> web.Response:
-    inbox = await find_inbox(call)
+    return json_model(message_out(await find_message(call, await find_inbox(call))))
+
+
+async def find_message(call: Call, inbox: asyncpg.Record) -> asyncpg.Record:
     message_id = ids.parse("message", call.param("message_id"))
     row = await views.inbox_message(ctx(call).pool, inbox["org_id"], inbox["id"], message_id)
     if row is None:
         raise ApiError(404, "not_found", "Message not found")
-    return json_model(message_out(row))
+    return row
+
+
+@route(
+    "PATCH", "/v0/inboxes/{inbox_id}/messages/{message_id}", scope="send", body=UpdateMessage,
+    response=UpdateMessageResponse, errors=(400, 404),
+    summary="Add and remove a message's labels (removing `unread` marks it read; adding it, unread)", **DIALECT,
+)  # fmt: skip
+async def update_message(call: Call) -> web.Response:
+    inbox = await find_inbox(call)
+    row = await find_message(call, inbox)
+    b: UpdateMessage = call.body
+    if clash := set(b.add_labels) & set(b.remove_labels):
+        raise ApiError(400, "invalid_request", f"add_labels: {sorted(clash)[0]} is also in remove_labels")
+    own = [label for label in row["labels"] or [] if label not in b.remove_labels]
+    own += [label for label in b.add_labels if label not in own and label not in SYSTEM_LABELS]
+    own = [label for label in own if label not in SYSTEM_LABELS]
+    is_read = False if "unread" in b.add_labels else True if "unread" in b.remove_labels else None
+    changed = own != list(row["labels"] or [])
+    if changed or is_read is not None:
+        await flags.change(
+            ctx(call), inbox, row["id"], call.request_id, is_read=is_read, labels=own if changed else None
+        )
+    shown = {**dict(row), "labels": own, **({"is_read": is_read} if is_read is not None else {})}
+    return json_model(UpdateMessageResponse(message_id=ids.render("message", row["id"]), labels=labels_of(shown)))
+
+
+async def send(call: Call, inbox: asyncpg.Record, cmd: Command) -> web.Response:
+    """A send, reply or forward, once per Idempotency-Key, answered with its message's and thread's ids
+    (403 when it was refused: a suppressed recipient, the daily cap)."""
+
+    async def answer(_: Command, outcome: Outcome, __: list) -> web.Response:
+        [m] = outcome.messages
+        if m.state == "rejected":
+            raise ApiError(403, "forbidden", f"the message was rejected: {m.reason}")
+        return json_model(
+            SendMessageResponse(message_id=ids.render("message", m.message_id), thread_id=ids.render("thread", m.conv_id))
+        )
+
+    return await send_one(call, inbox, NAME, lambda: cmd, answer)
+
+
+@route(
+    "POST", "/v0/inboxes/{inbox_id}/messages/{message_id}/reply", scope="send", body=ReplyMessage,
+    response=SendMessageResponse, errors=(400, 403, 404, 409, 413, 429, 503), idempotent=True,
+    summary="Reply in the message's thread: to its sender, everyone on it (`reply_all`), or `to`", **DIALECT,
+)  # fmt: skip
+async def reply(call: Call) -> web.Response:
+    b: ReplyMessage = call.body
+    return await replying(call, b.to, b.reply_all, Content(text=b.text, html=b.html, cc=b.cc, bcc=b.bcc, labels=b.labels))
+
+
+@route(
+    "POST", "/v0/inboxes/{inbox_id}/messages/{message_id}/reply-all", scope="send", body=ReplyAll,
+    response=SendMessageResponse, errors=(400, 403, 404, 409, 413, 429, 503), idempotent=True,
+    summary="Reply to everyone on the message but this inbox, in its thread", **DIALECT,
+)  # fmt: skip
+async def reply_all(call: Call) -> web.Response:
+    b: ReplyAll = call.body
+    return await replying(call, None, True, Content(text=b.text, html=b.html, labels=b.labels))
+
+
+async def replying(call: Call, to: list[str] | None, everyone: bool, content: Content) -> web.Response:
+    c = ctx(call)
+    inbox = await find_inbox(call)
+    original = await find_message(call, inbox)
+    if content.text is None and content.html is None:
+        raise ApiError(400, "invalid_request", "text: text or html is required")
+    thread = await directory.find_thread(c, inbox, original["conv_id"])
+    if everyone and to is None:
+        ours = inbox["handle"].lower()
+        on_it = [original["from_addr"], *(original["to_addrs"] or []), *(original["cc_addrs"] or [])]
+        to = list(dict.fromkeys(a for a in on_it if a and a.lower() != ours)) or None
+    cmd = Reply(
+        identity_id=inbox["id"], conv_id=thread["conv_id"], to=thread["counterpart"], recipients=to,
+        content=content.model_copy(update={"dialect": NAME}), answering=original["rfc_message_id"],
+    )  # fmt: skip
+    return await send(call, inbox, cmd)
+
+
+@route(
+    "POST", "/v0/inboxes/{inbox_id}/messages/{message_id}/forward", scope="send", body=ForwardMessage,
+    response=SendMessageResponse, errors=(400, 403, 404, 409, 413, 429, 503), idempotent=True,
+    summary="Forward the message inline below a note (a new thread)", **DIALECT,
+)  # fmt: skip
+async def forward_message(call: Call) -> web.Response:
+    inbox = await find_inbox(call)
+    original = await find_message(call, inbox)
+    b: ForwardMessage = call.body
+    text, html = forward.inline_bodies(original, b.text, b.html)
+    content = Content(
+        subject=forward.subject(original["subject"], b.subject), text=text, html=html, cc=b.cc, bcc=b.bcc,
+        labels=b.labels, dialect=NAME,
+        forwarded=Forwarded(message_id=original["id"], rfc_message_id=original["rfc_message_id"]),
+    )  # fmt: skip
+    return await send(call, inbox, NewSend(identity_id=inbox["id"], messages=[b.to], content=content))
 
 
 # --- threads -----------------------------------------------------------------------------------------

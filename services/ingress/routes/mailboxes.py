@@ -40,22 +40,18 @@ from schemas.api.mailboxes import (
     message_item,
 )
 from schemas.commands import Command, NewSend, Reply
-from schemas.envelope import Envelope
 from schemas.events import (
     Content,
     Forwarded,
     MessageDeleted,
     MessageDeletedPayload,
-    MessageFlagsChanged,
-    MessageFlagsChangedPayload,
 )
-from schemas.ids import new_id
 from schemas.limits import ATTACHMENTS_BODY
 from services.common.domain import signed, views
 from services.common.domain.blobs import BlobMissing, ref_of
 from services.ingress import cursors
 from services.ingress.context import Context, ctx
-from services.ingress.core import attachments, directory, egress, scheduling
+from services.ingress.core import attachments, directory, egress, flags, scheduling
 from services.ingress.core.errors import NotFound
 from services.ingress.core.outcome import Outcome
 from services.ingress.core.ratelimit import Window
@@ -330,14 +326,6 @@ async def forward_message(call: Call) -> web.Response:
 # --- flags and deletes ------------------------------------------------------------------------------
 
 
-async def settle(c: Context, event: Envelope, shown: str) -> None:
-    """Publish a change of a message and wait (briefly) until the views show it (`shown`: SQL true of
-    the row once they do, `$2` the event's time), so the caller's next read sees it."""
-    await c.publish([event])
-    probe = f"SELECT {shown} FROM messages WHERE id = $1"
-    await views.shown(c.pool, probe, event.payload.message_id, event.occurred_at)
-
-
 @mailbox_route(
     "PATCH", "/mailboxes/{email_address}/messages/{message_id}", scope="send", body=UpdateFlags,
     response=Message, errors=(400, 404), summary="Mark a message read or unread, starred or not",
@@ -349,18 +337,9 @@ async def update_flags(call: Call) -> web.Response:
     b: UpdateFlags = call.body
     if b.is_read is None and b.is_starred is None:
         return json_model(message_item(row))
-    event = MessageFlagsChanged(
-        event_id=new_id(), org_id=mailbox["org_id"], identity_id=mailbox["id"], correlation_id=call.request_id,
-        payload=MessageFlagsChangedPayload(message_id=row["id"], is_read=b.is_read, is_starred=b.is_starred),
-    )  # fmt: skip
-    shown = " AND ".join(
-        f"{column}_changed_at >= $2"
-        for column, v in (("read", b.is_read), ("starred", b.is_starred))
-        if v is not None
-    )
-    await settle(c, event, shown)
-    flags = {k: v for k, v in (("is_read", b.is_read), ("is_starred", b.is_starred)) if v is not None}
-    return json_model(message_item({**dict(row), **flags}))
+    await flags.change(c, mailbox, row["id"], call.request_id, is_read=b.is_read, is_starred=b.is_starred)
+    changed = {k: v for k, v in (("is_read", b.is_read), ("is_starred", b.is_starred)) if v is not None}
+    return json_model(message_item({**dict(row), **changed}))
 
 
 @mailbox_route(
@@ -375,7 +354,7 @@ async def delete_message(call: Call) -> web.Response:
         event_id=uuid5(row["id"], "deleted"), org_id=mailbox["org_id"], identity_id=mailbox["id"],
         correlation_id=call.request_id, payload=MessageDeletedPayload(message_id=row["id"]),
     )  # fmt: skip
-    await settle(c, event, "deleted_at <= $2")
+    await flags.settle(c, event, "deleted_at <= $2")
     return web.Response(status=204)
 
 

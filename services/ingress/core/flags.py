@@ -1,0 +1,34 @@
+"""A message's flags and labels changed by its owner (read, starred, its own labels), for every dialect:
+the change is an event (MessageFlagsChanged) the views apply, latest change winning; the answer waits
+(briefly) until the views show it, so the caller's next read sees it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from schemas.envelope import Envelope
+from schemas.events import MessageFlagsChanged, MessageFlagsChangedPayload
+from schemas.ids import new_id
+from services.common.domain import views
+from services.ingress.context import Context
+
+
+async def settle(c: Context, event: Envelope, shown: str) -> None:
+    """Publish a change of a message and wait (briefly) until the views show it (`shown`: SQL true of
+    the row once they do, `$2` the event's time), so the caller's next read sees it."""
+    await c.publish([event])
+    probe = f"SELECT {shown} FROM messages WHERE id = $1"
+    await views.shown(c.pool, probe, event.payload.message_id, event.occurred_at)
+
+
+async def change(
+    c: Context, identity: Any, message_id: Any, correlation_id: str, *, is_read: bool | None = None,
+    is_starred: bool | None = None, labels: list[str] | None = None,
+) -> None:
+    """Set what is given of a message's flags and labels (None: as it is)."""
+    event = MessageFlagsChanged(
+        event_id=new_id(), org_id=identity["org_id"], identity_id=identity["id"], correlation_id=correlation_id,
+        payload=MessageFlagsChangedPayload(message_id=message_id, is_read=is_read, is_starred=is_starred, labels=labels),
+    )  # fmt: skip
+    changed = (("read", is_read), ("starred", is_starred), ("labels", labels))
+    await settle(c, event, " AND ".join(f"{column}_changed_at >= $2" for column, v in changed if v is not None))
