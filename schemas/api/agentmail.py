@@ -15,6 +15,7 @@ from pydantic import BaseModel, BeforeValidator, Field
 
 from schemas import ids
 from schemas.api.common import ApiModel, EmailAddress, Subject, iso
+from schemas.api.senders import SenderPattern
 from schemas.dialect import Dialect
 
 NAME = "agentmail"
@@ -220,6 +221,39 @@ def message_item(row: Any, whole: type[MessageItem] = MessageItem, **extra: Any)
 
 def message_out(row: Any) -> Message:
     return message_item(row, Message, text=row["text_body"], html=row["html_body"])  # type: ignore[return-value]
+
+
+# --- lists -------------------------------------------------------------------------------------------
+
+
+class AddListEntry(ApiModel):
+    entry: SenderPattern
+    reason: str | None = Field(None, max_length=500)
+
+
+class ListEntry(BaseModel):
+    entry: str
+    organization_id: str
+    direction: str
+    list_type: str
+    entry_type: str = Field(description="`email` or `domain`.")
+    reason: str | None = None
+    created_at: str
+
+
+class ListEntries(BaseModel):
+    count: int
+    limit: int | None = None
+    next_page_token: str | None = None
+    entries: list[ListEntry]
+
+
+def entry_out(row: Any, direction: str) -> ListEntry:  # a sender_rules row
+    return ListEntry(
+        entry=row["pattern"], organization_id=ids.render("org", row["org_id"]), direction=direction,
+        list_type=row["action"], entry_type="email" if "@" in row["pattern"] else "domain",
+        created_at=iso(row["created_at"]),
+    )  # fmt: skip
 
 
 # --- threads -----------------------------------------------------------------------------------------

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from email.message import EmailMessage
 
+import aiosmtplib
 import pytest
 from agentmail import AgentMailEnvironment, AsyncAgentMail
 from agentmail.core.api_error import ApiError
@@ -131,12 +133,16 @@ async def test_120_messages_page_by_page_token_without_repeats_and_a_reused_key_
     sent = await asyncio.gather(
         *(client.inboxes.messages.send(inbox.inbox_id, to=f"p{i}@example.test", subject=f"#{i}", text="t") for i in range(120))
     )
-    seen, token = [], None
-    while True:
-        page = await client.inboxes.messages.list(inbox.inbox_id, limit=50, page_token=token)
-        seen += [m.message_id for m in page.messages]
-        if not (token := page.next_page_token):
-            break
+
+    async def all_pages() -> list[str] | None:  # the lists are a projection: a send shows in it shortly after
+        seen, token = [], None
+        while True:
+            page = await client.inboxes.messages.list(inbox.inbox_id, limit=50, page_token=token)
+            seen += [m.message_id for m in page.messages]
+            if not (token := page.next_page_token):
+                return seen if len(set(seen)) == 120 else None
+
+    seen = await eventually(all_pages, timeout=20, interval=0.5)
     assert len(seen) == len(set(seen)) == 120 and set(seen) == {s.message_id for s in sent}
 
     key = f"k-{uuid.uuid4().hex[:6]}"
@@ -146,3 +152,34 @@ async def test_120_messages_page_by_page_token_without_repeats_and_a_reused_key_
             inbox.inbox_id, to="b@example.test", subject="s", text="t", idempotency_key=key,
             request_options={"max_retries": 0},
         )  # fmt: skip
+
+
+async def test_a_sender_on_the_block_list_is_refused_and_taken_off_it_is_received(api: Api, inbound: int) -> None:
+    client = sdk(api)
+    inbox = await client.inboxes.create()
+    spammer = f"spam-{uuid.uuid4().hex[:6]}@example.test"
+    entry = await client.lists.create("receive", "block", entry=spammer, reason="spam")
+    assert (entry.entry, entry.list_type, entry.entry_type) == (spammer, "block", "email")
+    assert spammer in [e.entry for e in (await client.lists.list("receive", "block")).entries]
+    assert (await client.lists.get("receive", "block", spammer)).entry == spammer
+
+    letter = EmailMessage()
+    letter["From"], letter["To"], letter["Subject"] = spammer, inbox.email, "Buy now"
+    letter.set_content("cheap")
+    with pytest.raises(aiosmtplib.SMTPRecipientsRefused) as refused:
+        await deliver(inbound, letter, spammer, [inbox.email])
+    assert [r.code for r in refused.value.recipients] == [550]
+
+    await client.lists.delete("receive", "block", spammer)
+    with pytest.raises(NotFoundError):
+        await client.lists.get("receive", "block", spammer)
+    await deliver(inbound, letter, spammer, [inbox.email])
+    page = await eventually(lambda: _received(client, inbox.inbox_id), timeout=20)
+    assert page.messages[0].from_ == spammer
+    with pytest.raises(ValidationError):
+        await client.lists.create("reply", "allow", entry=spammer)
+
+
+async def _received(client: AsyncAgentMail, inbox_id: str):
+    page = await client.inboxes.messages.list(inbox_id)
+    return page if page.count else None

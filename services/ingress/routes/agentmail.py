@@ -16,10 +16,13 @@ from schemas import ids
 from schemas.api import agentmail
 from schemas.api.agentmail import (
     SYSTEM_LABELS,
+    AddListEntry,
     CreateInbox,
     ForwardMessage,
     Inbox,
     InboxList,
+    ListEntries,
+    ListEntry,
     Message,
     MessageList,
     ReplyAll,
@@ -31,6 +34,7 @@ from schemas.api.agentmail import (
     UpdateInbox,
     UpdateMessage,
     UpdateMessageResponse,
+    entry_out,
     inbox_out,
     labels_of,
     message_item,
@@ -318,3 +322,74 @@ async def get_thread(call: Call) -> web.Response:
     [(conv, rows)] = found
     return json_model(thread_out({**conv, "handle": inbox["handle"]}, rows))
 
+
+# --- lists: who may mail the organization's inboxes (its sender rules) ------------------------------
+
+LISTS = "receive"  # the direction kept: the sender rules of inbound mail (SPEC 2)
+
+
+def list_of(call: Call) -> str:
+    """The list's type (`allow` or `block`) of the path; 400 naming the part this server keeps none of."""
+    direction, kind = call.param("direction"), call.param("type")
+    if direction != LISTS:
+        raise ApiError(400, "invalid_request", f"direction: only the {LISTS} lists are kept here, not {direction}")
+    if kind not in ("allow", "block"):
+        raise ApiError(400, "invalid_request", "type: must be allow or block")
+    return kind
+
+
+@route(
+    "GET", "/v0/lists/{direction}/{type}", scope="read", response=ListEntries, errors=(400,),
+    summary="A list's entries (`receive`: the organization's sender rules), by entry", **DIALECT,
+)  # fmt: skip
+async def list_entries(call: Call) -> web.Response:
+    kind = list_of(call)
+    rows = await ctx(call).pool.fetch(
+        "SELECT * FROM sender_rules WHERE org_id = $1 AND action = $2 ORDER BY pattern", call.principal.org_id, kind
+    )
+    return json_model(ListEntries(count=len(rows), entries=[entry_out(r, LISTS) for r in rows]))
+
+
+@route(
+    "POST", "/v0/lists/{direction}/{type}", scope="admin", body=AddListEntry, response=ListEntry, errors=(400,),
+    summary="Allow or block a sender (an address, or a domain with its subdomains); an entry moves from one "
+    "list to the other", **DIALECT,
+)  # fmt: skip
+async def add_entry(call: Call) -> web.Response:
+    kind = list_of(call)
+    b: AddListEntry = call.body
+    row = await ctx(call).pool.fetchrow(
+        """INSERT INTO sender_rules (org_id, pattern, action) VALUES ($1, $2, $3)
+           ON CONFLICT (org_id, pattern) DO UPDATE SET action = EXCLUDED.action RETURNING *""",
+        call.principal.org_id, b.entry, kind,
+    )  # fmt: skip
+    return json_model(entry_out(row, LISTS).model_copy(update={"reason": b.reason}))
+
+
+async def find_entry(call: Call) -> asyncpg.Record:
+    kind = list_of(call)
+    row = await ctx(call).pool.fetchrow(
+        "SELECT * FROM sender_rules WHERE org_id = $1 AND pattern = lower($2) AND action = $3",
+        call.principal.org_id, call.param("entry"), kind,
+    )  # fmt: skip
+    if row is None:
+        raise ApiError(404, "not_found", "Entry not found")
+    return row
+
+
+@route(
+    "GET", "/v0/lists/{direction}/{type}/{entry}", scope="read", response=ListEntry, errors=(400, 404),
+    summary="A list's entry", **DIALECT,
+)  # fmt: skip
+async def get_entry(call: Call) -> web.Response:
+    return json_model(entry_out(await find_entry(call), LISTS))
+
+
+@route(
+    "DELETE", "/v0/lists/{direction}/{type}/{entry}", scope="admin", status=204, errors=(400, 404),
+    summary="Remove a list's entry", **DIALECT,
+)  # fmt: skip
+async def remove_entry(call: Call) -> web.Response:
+    row = await find_entry(call)
+    await ctx(call).pool.execute("DELETE FROM sender_rules WHERE org_id = $1 AND pattern = $2", row["org_id"], row["pattern"])
+    return web.Response(status=204)
