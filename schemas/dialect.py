@@ -42,6 +42,21 @@ WebhookMessage = Callable[[Any, dict[str, Any], dict[str, Any], Mapping[Any, str
 
 
 @dataclass(frozen=True)
+class WebhookFormat:
+    """A dialect's own webhooks, for the endpoints made through its routes (and its live event stream):
+    what each event's body is, and the names of the signature headers (`webhook`: Standard Webhooks'
+    `webhook-id`, `-timestamp`, `-signature`; `svix`: the same signature under `svix-id`, ...)."""
+
+    header_prefix: str
+    # (the webhook's name, the event, the message as a messages-view row: stored and known facts merged,
+    # identity handles by id, its conversation and messages or None) -> the body, or None: not one of
+    # this dialect's events.
+    body: Callable[[str, Any, dict[str, Any], Mapping[Any, str], Any], dict[str, Any] | None]
+    # The webhooks whose body shows the message's conversation (read for them only).
+    with_thread: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
 class Dialect:
     name: str
     error_body: type[ErrorShape]
@@ -53,3 +68,5 @@ class Dialect:
     hourly_budget: HourlyBudget | None = None
     # How its requests name a message's bodies, where not `text` and `html` (error messages name them).
     body_fields: Mapping[str, str] = field(default_factory=dict)
+    # Webhooks of its own shape (None: its endpoints are /v1/webhooks', and get SPEC 3.4's bodies).
+    webhook_format: WebhookFormat | None = None

@@ -13,6 +13,7 @@ from typing import Any
 
 from schemas import dialects, ids
 from schemas.api.common import iso
+from schemas.dialect import WebhookFormat
 from schemas.envelope import Envelope
 from schemas.events import (
     DraftApproved,
@@ -143,6 +144,19 @@ def draft_data(event: Envelope, handles: dict[Any, str]) -> dict[str, Any]:
         data["subject"] = request["content"].get("subject", "")
         data["sendAt"] = request.get("send_at")
     return data
+
+
+def dialect_body(
+    fmt: WebhookFormat, webhook: str, event: Envelope, stored: dict[str, Any] | None, handles: dict[Any, str],
+    thread: Any = None,
+) -> str | None:
+    """The exact JSON text for an endpoint made through a dialect with webhooks of its own (`fmt`), or
+    None when that dialect has no such webhook (`thread`: the message's conversation and its messages,
+    read when `fmt.with_thread` names the webhook)."""
+    if type(event) in DRAFT_TYPES:
+        return None
+    shown = fmt.body(webhook, event, {**(stored or {}), **_known(event)}, handles, thread)
+    return None if shown is None else json.dumps(shown, separators=(",", ":"), ensure_ascii=False)
 
 
 def body(webhook: str, occurred_at: datetime, data: dict[str, Any]) -> str:

@@ -9,14 +9,14 @@ validating them, so every field it calls required is always sent.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, Field
 
 from schemas import ids
-from schemas.api.common import ApiModel, EmailAddress, Subject, iso
+from schemas.api.common import ApiModel, EmailAddress, HeaderText, Subject, iso
 from schemas.api.senders import SenderPattern
-from schemas.dialect import Dialect
+from schemas.dialect import Dialect, WebhookFormat
 
 NAME = "agentmail"
 
@@ -223,6 +223,72 @@ def message_out(row: Any) -> Message:
     return message_item(row, Message, text=row["text_body"], html=row["html_body"])  # type: ignore[return-value]
 
 
+# --- drafts ------------------------------------------------------------------------------------------
+
+SEND_AT = (
+    "When it goes out by itself (RFC 3339, with its offset or `Z`): a draft with one is scheduled at once, "
+    "unless its inbox's sends wait for a person's approval (`requireApproval`)."
+)
+
+
+class CreateDraft(ApiModel):
+    """A message kept to be sent later: a new one to `to`, or a reply to the message `in_reply_to`."""
+
+    to: Addresses = Field(default_factory=list)
+    cc: Addresses = Field(default_factory=list)
+    bcc: Addresses = Field(default_factory=list)
+    subject: Subject | None = None
+    text: str | None = None
+    html: str | None = None
+    labels: Labels = Field(default_factory=list, max_length=50)
+    in_reply_to: str | None = Field(None, max_length=100, description="A message's id: the draft replies to it.")
+    reply_all: bool = False
+    send_at: str | None = Field(None, max_length=64, description=SEND_AT)
+    client_id: str | None = Field(None, min_length=1, max_length=200, description="Creating twice makes one draft.")
+
+
+class UpdateDraft(ApiModel):
+    """A pending draft's edit (a field left out stays as it is; `send_at: null` unschedules)."""
+
+    subject: Subject | None = None
+    text: str | None = None
+    html: str | None = None
+    labels: Labels | None = Field(None, max_length=50)
+    send_at: str | None = Field(None, max_length=64, description=SEND_AT)
+
+
+class SendDraft(ApiModel):
+    add_labels: Labels = Field(default_factory=list, max_length=50)
+    remove_labels: Labels = Field(default_factory=list, max_length=50)
+
+
+class DraftItem(BaseModel):
+    inbox_id: str
+    draft_id: str
+    labels: list[str]
+    to: list[str] | None = None
+    cc: list[str] | None = None
+    bcc: list[str] | None = None
+    subject: str | None = None
+    preview: str | None = None
+    send_status: Literal["scheduled"] | None = Field(None, description="`scheduled`: it goes out at `send_at`.")
+    send_at: str | None = None
+    updated_at: str
+
+
+class Draft(DraftItem):
+    text: str | None = None
+    html: str | None = None
+    created_at: str
+
+
+class DraftList(BaseModel):
+    count: int
+    limit: int | None = None
+    next_page_token: str | None = None
+    drafts: list[DraftItem]
+
+
 # --- lists -------------------------------------------------------------------------------------------
 
 
@@ -252,6 +318,64 @@ def entry_out(row: Any, direction: str) -> ListEntry:  # a sender_rules row
     return ListEntry(
         entry=row["pattern"], organization_id=ids.render("org", row["org_id"]), direction=direction,
         list_type=row["action"], entry_type="email" if "@" in row["pattern"] else "domain",
+        created_at=iso(row["created_at"]),
+    )  # fmt: skip
+
+
+# --- webhooks ----------------------------------------------------------------------------------------
+
+# Every event type AgentMail's SDK names; those this server has no such event for are accepted and never sent.
+KNOWN_EVENT_TYPES = (
+    "message.received", "message.received.spam", "message.received.blocked", "message.received.unauthenticated",
+    "message.security.completed", "message.security.review", "message.security.override", "message.sent",
+    "message.delivered", "message.bounced", "message.complained", "message.rejected", "message.opened",
+    "domain.verified", "calendar.event.created", "calendar.event.updated", "calendar.event.deleted",
+    "calendar.event.responded", "calendar.event.starting", "calendar.event.ending",
+)  # fmt: skip
+EventType = Literal[KNOWN_EVENT_TYPES]  # type: ignore[valid-type]
+NO_PODS = "pods are not kept here (an organization's inboxes are named by inbox_ids)"
+
+
+class CreateWebhook(ApiModel):
+    url: HeaderText = Field(max_length=2048, description="http(s) URL; its host must resolve to public addresses.")
+    event_types: list[EventType] = Field(min_length=1)
+    inbox_ids: Addresses | None = Field(None, max_length=100, description="Only these inboxes' events.")
+    pod_ids: list[str] | None = Field(None, max_length=0, description=NO_PODS)
+    client_id: str | None = Field(None, min_length=1, max_length=200)
+
+
+class UpdateWebhook(ApiModel):
+    event_types: list[EventType] | None = Field(None, min_length=1, description="Replaces the event types.")
+    add_inbox_ids: Addresses = Field(default_factory=list, max_length=100)
+    remove_inbox_ids: Addresses = Field(default_factory=list, max_length=100)
+    add_pod_ids: list[str] = Field(default_factory=list, max_length=0, description=NO_PODS)
+    remove_pod_ids: list[str] = Field(default_factory=list, max_length=0, description=NO_PODS)
+    enabled: bool | None = None
+
+
+class Webhook(BaseModel):
+    webhook_id: str
+    url: str
+    event_types: list[str]
+    inbox_ids: list[str] | None = None
+    secret: str = Field(description="Verifies the svix-signature of every delivery (the Svix scheme).")
+    enabled: bool
+    client_id: str | None = None
+    updated_at: str
+    created_at: str
+
+
+class WebhookList(BaseModel):
+    count: int
+    limit: int | None = None
+    next_page_token: str | None = None
+    webhooks: list[Webhook]
+
+
+def webhook_out(row: Any, secret: str, inboxes: list[str] | None) -> Webhook:  # a webhook_endpoints row
+    return Webhook(
+        webhook_id=ids.render("webhook", row["id"]), url=row["url"], event_types=row["events"], inbox_ids=inboxes,
+        secret=secret, enabled=row["enabled"], client_id=row["client_id"], updated_at=iso(row["updated_at"]),
         created_at=iso(row["created_at"]),
     )  # fmt: skip
 
@@ -311,24 +435,83 @@ def thread_out(conv: Any, rows: list[Any]) -> Thread:
 # --- the dialect -------------------------------------------------------------------------------------
 
 
-def webhook_message(event: Any, stored: dict[str, Any], known: dict[str, Any], handles: Any) -> dict[str, Any]:
-    """A message webhook's `data`: the message as this dialect shows it (from the view, the event's facts
-    winning)."""
-    row = {**stored, **known}
+def shown_row(event: Any, row: dict[str, Any], handles: Any) -> dict[str, Any]:
+    """A messages-view row from what an event's webhook knows of its message (the view's row, if it had
+    it, with the event's facts winning), with what the view would hold filled in."""
+    row = dict(row)
     row.setdefault("inbox_address", handles.get(row.get("identity_id"), ""))
-    for key in ("text_body", "html_body", "from_addr", "subject", "in_reply_to"):
+    for key in ("text_body", "html_body", "from_addr", "subject", "in_reply_to", "conv_id"):
         row.setdefault(key, None)
     for key in ("labels", "to_addrs", "cc_addrs", "bcc_addrs", "refs"):
         row.setdefault(key, [])
     row.setdefault("direction", "outbound")
     row.setdefault("created_at", getattr(event, "occurred_at", None))
     row.setdefault("updated_at", row["created_at"])
+    return row
+
+
+def webhook_message(event: Any, stored: dict[str, Any], known: dict[str, Any], handles: Any) -> dict[str, Any]:
+    """A message webhook's `data` for /v1/webhooks: the message as this dialect shows it (from the view,
+    the event's facts winning)."""
+    row = shown_row(event, {**stored, **known}, handles)
     return message_out(row).model_dump(mode="json", by_alias=True) | {"event_type": known.get("status")}
+
+
+# AgentMail's own events (its SDK's `events` models), for its webhooks and its WebSocket: each names the
+# message (`send`, `delivery`, ...) but message.received, which carries the message and its thread.
+EVENT_KEYS = {
+    "message.sent": "send",
+    "message.delivered": "delivery",
+    "message.bounced": "bounce",
+    "message.complained": "complaint",
+    "message.rejected": "reject",
+}
+EVENT_TYPES = ("message.received", *EVENT_KEYS)
+
+
+def event_body(webhook: str, event: Any, row: dict[str, Any], handles: Any, thread: Any) -> dict[str, Any] | None:
+    """An event as AgentMail sends it (None: one it has no event for). `thread`: the message's
+    conversation and its messages, for message.received (else the thread of this message alone)."""
+    if webhook not in EVENT_TYPES:
+        return None
+    row = shown_row(event, row, handles)
+    head = {"type": "event", "event_type": webhook, "event_id": str(event.event_id)}
+    if webhook == "message.received":
+        conv, rows = thread or (
+            {"id": row["conv_id"], "handle": row["inbox_address"], "subject": row["subject"],
+             "created_at": row["created_at"], "updated_at": row["updated_at"]},
+            [row],
+        )  # fmt: skip
+        return head | {
+            "message": message_out(row).model_dump(mode="json", by_alias=True),
+            "thread": thread_item(conv, rows).model_dump(mode="json"),
+        }
+    at = {
+        "inbox_id": row["inbox_address"], "thread_id": ids.render("thread", row["conv_id"]) if row["conv_id"] else "",
+        "message_id": ids.render("message", row["id"]), "timestamp": iso(event.occurred_at),
+    }  # fmt: skip
+    recipient = row.get("recipient")
+    recipients = [recipient] if recipient else list(row["to_addrs"])
+    match webhook:
+        case "message.sent" | "message.delivered":
+            at["recipients"] = recipients
+        case "message.bounced":
+            permanent = str(row.get("statusCode") or "5").startswith("5")
+            at |= {
+                "type": "Permanent" if permanent else "Transient", "sub_type": "General",
+                "recipients": [{"address": a, "status": row.get("statusCode") or ""} for a in recipients],
+            }  # fmt: skip
+        case "message.complained":
+            at |= {"type": "abuse", "sub_type": "", "recipients": recipients}
+        case "message.rejected":
+            at["reason"] = row.get("reason") or ""
+    return head | {EVENT_KEYS[webhook]: at}
 
 
 DIALECT = Dialect(
     name=NAME,
     error_body=ErrorBody,
     webhook_message=webhook_message,
+    webhook_format=WebhookFormat(header_prefix="svix", body=event_body, with_thread=frozenset({"message.received"})),
     # No hourly budget of its own: an inbox's daily cap (an identity's) holds its sends.
 )

@@ -80,10 +80,13 @@ def principal_cache_key(hashed: bytes) -> str:
 
 def presented_key(request: web.Request) -> str | None:
     """The key a request carries: `Authorization: Bearer <key>`, or `X-API-Key: <key>` (the mailboxes
-    dialect's clients send that one)."""
+    dialect's clients send that one); a WebSocket's handshake may carry it as `?api_key=` (browsers'
+    WebSockets cannot set headers)."""
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token
+    if request.headers.get("Upgrade", "").lower() == "websocket" and request.query.get("api_key", "").strip():
+        return request.query["api_key"].strip()
     return request.headers.get("X-API-Key", "").strip() or None
 
 

@@ -32,7 +32,7 @@ from faststream.kafka import KafkaBroker
 from prometheus_client import Counter as Metric
 from prometheus_client import Histogram
 
-from schemas import ids, topics
+from schemas import dialects, ids, topics
 from schemas.envelope import Envelope
 from schemas.events import (
     WebhookAttemptPayload,
@@ -55,6 +55,7 @@ from services.common.batching import GroupCommit
 from services.common.broker import subscribe
 from services.common.domain import views
 from services.common.domain.webhooks import queue, signing
+from services.common.domain.webhooks.shown import own_body
 from services.common.egress import Egress, GuardedResolver, UnsafeDestination
 from services.common.notify import Listener
 from services.common.secrets import Secrets
@@ -83,7 +84,7 @@ async def fan_out(pool: asyncpg.Pool, events: list[Envelope]) -> int:
     # all the same): a batch no endpoint subscribes to costs one statement, and no transaction.
     endpoints: dict[UUID, list[asyncpg.Record]] = {}
     for row in await pool.fetch(
-        "SELECT id, org_id, events FROM webhook_endpoints WHERE org_id = ANY($1::uuid[]) AND enabled",
+        "SELECT id, org_id, events, dialect, inbox_ids FROM webhook_endpoints WHERE org_id = ANY($1::uuid[]) AND enabled",
         list({e.org_id for e in relevant}),
     ):
         endpoints.setdefault(row["org_id"], []).append(row)
@@ -119,19 +120,31 @@ async def fan_out(pool: asyncpg.Pool, events: list[Envelope]) -> int:
             data = None
             for endpoint in endpoints[event.org_id]:
                 name = subscribed_name(endpoint["events"], webhook_type(event))
-                if name is None:
+                if name is None or (endpoint["inbox_ids"] and event.identity_id not in endpoint["inbox_ids"]):
                     continue
                 message_id = getattr(event.payload, "message_id", None)  # a draft's names none
-                data = data or message_data(event, stored.get(message_id), handles)
+                if endpoint["dialect"]:  # made through a dialect with webhooks of its own
+                    text = await own_body(conn, endpoint["dialect"], name, event, stored.get(message_id), handles)
+                    if text is None:
+                        continue
+                else:
+                    data = data or message_data(event, stored.get(message_id), handles)
+                    text = body(name, event.occurred_at, data)
                 rows.append(
                     (
                         queue.delivery_id(endpoint["id"], event.event_id), endpoint["id"], event.org_id,
-                        event.event_id, name, message_id, body(name, event.occurred_at, data),
+                        event.event_id, name, message_id, text,
                     )
                 )  # fmt: skip
         if rows:
             await queue.insert(conn, rows)
     return len(rows)
+
+
+def prefix_of(dialect: str | None) -> str:
+    """The signature headers' prefix for an endpoint made through `dialect` (None: /v1/webhooks')."""
+    fmt = dialect and dialects.of(dialect).webhook_format
+    return fmt.header_prefix if fmt else signing.STANDARD
 
 
 # --- delivery --------------------------------------------------------------------------------------
@@ -281,7 +294,7 @@ class Deliverer:
             try:
                 await self.egress.check_url(row["url"])  # IP literals never reach the resolver
                 headers = signing.headers(
-                    webhook_id, int(time.time()), row["body"], self.signing_secrets(row)
+                    webhook_id, int(time.time()), row["body"], self.signing_secrets(row), prefix_of(row["dialect"])
                 )
                 async with self.session.post(
                     row["url"], data=row["body"].encode(), headers=headers, allow_redirects=False

@@ -5,17 +5,22 @@ Idempotency-Key, the message and its thread read back on both sides, pages, and 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 
 import aiosmtplib
 import pytest
-from agentmail import AgentMailEnvironment, AsyncAgentMail
+import svix.webhooks
+from agentmail import AgentMailEnvironment, AsyncAgentMail, Error, MessageReceivedEvent, Subscribe, Subscribed
 from agentmail.core.api_error import ApiError
 from agentmail.errors import ConflictError, NotFoundError, ValidationError
 from agentmail.inboxes import CreateInboxRequest
+from agentmail.messages.errors.message_rejected_error import MessageRejectedError
 
-from tests.conftest import Api, Relay, deliver, eventually
+from services.common.domain.webhooks.signing import new_secret as signing_secret
+from tests.conftest import Api, Receiver, Relay, deliver, eventually
 from tests.integration.test_inbound import reply_to
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
@@ -183,3 +188,135 @@ async def test_a_sender_on_the_block_list_is_refused_and_taken_off_it_is_receive
 async def _received(client: AsyncAgentMail, inbox_id: str):
     page = await client.inboxes.messages.list(inbox_id)
     return page if page.count else None
+
+
+async def test_a_webhook_made_by_the_sdk_delivers_agentmail_events_that_verify_with_svix(
+    api: Api, default_relay: Relay, inbound: int, receiver: Receiver
+) -> None:
+    client = sdk(api)
+    inbox, other = await client.inboxes.create(), await client.inboxes.create()
+    tag = uuid.uuid4().hex[:6]
+    events = ["message.received", "message.sent"]
+    made = [
+        await client.webhooks.create(url=receiver.url(f"/am-{tag}"), event_types=events, inbox_ids=[inbox.inbox_id], client_id=f"hook-{tag}")
+        for _ in range(2)
+    ]
+    hook = made[0]
+    assert made[1].webhook_id == hook.webhook_id and hook.secret.startswith("whsec_")
+    assert hook.inbox_ids == [inbox.inbox_id] and (await client.webhooks.get(hook.webhook_id)).secret == hook.secret
+    assert hook.webhook_id in [w.webhook_id for w in (await client.webhooks.list()).webhooks]
+
+    letter = EmailMessage()
+    letter["From"], letter["To"], letter["Subject"] = "lee@example.test", inbox.email, f"Quote {tag}"
+    letter.set_content("How much for 40 units?")
+    await deliver(inbound, letter, "lee@example.test", [inbox.email, other.email])  # `other`'s is not subscribed
+    [received] = await receiver.wait_for(f"/am-{tag}", 1)
+    svix.webhooks.Webhook(hook.secret).verify(received.body, received.headers)  # raises unless it verifies
+    assert received.headers["svix-id"] and "webhook-signature" not in received.headers
+    event = received.json
+    assert (event["type"], event["event_type"]) == ("event", "message.received")
+    assert event["message"]["from"] == "lee@example.test" and event["message"]["text"].strip() == "How much for 40 units?"
+    assert event["message"]["inbox_id"] == inbox.inbox_id
+    assert event["thread"]["thread_id"] == event["message"]["thread_id"] and event["thread"]["message_count"] == 1
+
+    sent = await client.inboxes.messages.send(inbox.inbox_id, to="lee@example.test", subject="Re", text="$40 each")
+    [_, confirmed] = await receiver.wait_for(f"/am-{tag}", 2)
+    svix.webhooks.Webhook(hook.secret).verify(confirmed.body, confirmed.headers)
+    assert confirmed.json["event_type"] == "message.sent"
+    assert confirmed.json["send"]["message_id"] == sent.message_id and confirmed.json["send"]["recipients"] == ["lee@example.test"]
+    with pytest.raises(svix.webhooks.WebhookVerificationError):
+        svix.webhooks.Webhook(signing_secret()).verify(confirmed.body, confirmed.headers)
+
+    await client.webhooks.update(hook.webhook_id, enabled=False)
+    assert (await client.webhooks.get(hook.webhook_id)).enabled is False
+    await client.webhooks.delete(hook.webhook_id)
+    with pytest.raises(NotFoundError):
+        await client.webhooks.get(hook.webhook_id)
+    with pytest.raises(ValidationError):
+        await client.webhooks.create(url=receiver.url("/x"), event_types=["message.teleported"])
+
+
+async def test_drafts_edited_and_sent_once_and_one_with_send_at_goes_out_when_due(api: Api, default_relay: Relay) -> None:
+    client, relay = sdk(api), default_relay
+    tag = uuid.uuid4().hex[:6]
+    desk = await client.inboxes.create()
+    draft = await client.inboxes.drafts.create(desk.inbox_id, to=[f"kim-{tag}@example.test"], subject=f"Offer {tag}", text="Draft one")
+    assert draft.send_status is None and draft.to == [f"kim-{tag}@example.test"]
+    again = await client.inboxes.drafts.create(desk.inbox_id, to=["x@example.test"], text="t", client_id=f"c-{tag}")
+    assert (await client.inboxes.drafts.create(desk.inbox_id, to=["x@example.test"], text="t", client_id=f"c-{tag}")).draft_id == again.draft_id
+    edited = await client.inboxes.drafts.update(desk.inbox_id, draft.draft_id, text="The final offer")
+    assert edited.text == "The final offer" and edited.subject == f"Offer {tag}"
+    listed = await client.inboxes.drafts.list(desk.inbox_id)
+    assert {d.draft_id for d in listed.drafts} == {draft.draft_id, again.draft_id}
+    assert draft.draft_id in {d.draft_id for d in (await client.drafts.list()).drafts}
+
+    before = len(relay.received)
+    sent = [await client.inboxes.drafts.send(desk.inbox_id, draft.draft_id, idempotency_key=f"s-{tag}") for _ in range(2)]
+    assert sent[0].message_id == sent[1].message_id
+    [out] = (await relay.wait_for(before + 1))[before:]
+    assert out.message["Subject"] == f"Offer {tag}" and out.message.get_content().strip() == "The final offer"
+    with pytest.raises(NotFoundError):
+        await client.inboxes.drafts.get(desk.inbox_id, draft.draft_id)  # sent: no longer a draft
+    await client.inboxes.drafts.delete(desk.inbox_id, again.draft_id)
+    assert [d.draft_id for d in (await client.inboxes.drafts.list(desk.inbox_id)).drafts] == []
+
+    due = datetime.now(UTC) + timedelta(seconds=3)
+    later = await client.inboxes.drafts.create(desk.inbox_id, to=[f"lou-{tag}@example.test"], subject=f"Later {tag}", text="t", send_at=due)
+    assert later.send_status == "scheduled" and later.send_at
+    with pytest.raises(ConflictError):
+        await client.inboxes.drafts.update(desk.inbox_id, later.draft_id, text="too late", request_options={"max_retries": 0})
+    [fired] = (await relay.wait_for(before + 2, timeout=15))[before + 1:]
+    assert fired.message["Subject"] == f"Later {tag}" and time.time() >= due.timestamp()  # not before it was due
+    with pytest.raises(NotFoundError):
+        await client.inboxes.drafts.get(desk.inbox_id, later.draft_id)
+    with pytest.raises(ValidationError):
+        await client.inboxes.drafts.create(desk.inbox_id, to=["a@example.test"], text="t", send_at=datetime.now(UTC) - timedelta(minutes=1))
+
+
+async def test_a_websocket_subscription_receives_message_received_for_mail_arriving_by_smtp(api: Api, inbound: int) -> None:
+    client = sdk(api)
+    inbox, other = await client.inboxes.create(), await client.inboxes.create()
+    tag = uuid.uuid4().hex[:6]
+    async with client.websockets.connect() as socket:
+        await socket.send_subscribe(Subscribe(event_types=["message.received"], inbox_ids=[inbox.inbox_id]))
+        subscribed = await asyncio.wait_for(socket.recv(), 10)
+        assert isinstance(subscribed, Subscribed) and subscribed.inbox_ids == [inbox.inbox_id]
+        for to in (other, inbox):  # `other`'s mail is not subscribed to: the first event is `inbox`'s
+            letter = EmailMessage()
+            letter["From"], letter["To"], letter["Subject"] = "rae@example.test", to.email, f"For {to.inbox_id} {tag}"
+            letter.set_content("Live?")
+            await deliver(inbound, letter, "rae@example.test", [to.email])
+        event = await asyncio.wait_for(socket.recv(), 20)
+        assert isinstance(event, MessageReceivedEvent) and event.event_type == "message.received"
+        assert event.message.subject == f"For {inbox.inbox_id} {tag}" and event.message.from_ == "rae@example.test"
+        assert event.thread.thread_id == event.message.thread_id and event.thread.message_count == 1
+
+        await socket.send_subscribe(Subscribe(event_types=["message.teleported"]))
+        refused = await asyncio.wait_for(socket.recv(), 10)
+        assert isinstance(refused, Error) and "event_types" in refused.message
+
+
+async def test_an_inbox_whose_sends_wait_for_a_person_holds_them_as_drafts_a_send_key_cannot_send(
+    api: Api, default_relay: Relay
+) -> None:
+    client, relay = sdk(api), default_relay
+    inbox = await client.inboxes.create()
+    status, _, _ = await api.call("PATCH", f"/v1/identities/{inbox.inbox_id}", {"requireApproval": True})
+    assert status == 200
+    before = len(relay.received)
+    held = await client.inboxes.messages.send(inbox.inbox_id, to="pat@example.test", subject="Held", text="t")
+    [draft] = (await client.inboxes.drafts.list(inbox.inbox_id)).drafts
+    assert draft.subject == "Held" and draft.send_status is None and held.message_id
+
+    _, agent_key, _ = await api.call("POST", "/v1/api-keys", {"scopes": ["send", "read"]})
+    agent = sdk(api.as_key(agent_key["apiKey"]))
+    with pytest.raises(MessageRejectedError) as refused:
+        await agent.inboxes.drafts.send(inbox.inbox_id, draft.draft_id)
+    assert "approve" in refused.value.body.message
+    await asyncio.sleep(0.5)
+    assert len(relay.received) == before  # nothing went out
+
+    sent = await client.inboxes.drafts.send(inbox.inbox_id, draft.draft_id)  # the admin key: a person
+    assert sent.message_id == held.message_id
+    [out] = (await relay.wait_for(before + 1))[before:]
+    assert out.message["Subject"] == "Held"

@@ -135,7 +135,7 @@ async def cancel_message(c: Context, org_id: UUID, message_id: UUID, by: UUID | 
 async def update(
     c: Context, org_id: UUID, draft_id: UUID | None, changes: dict[str, Any], by: UUID, correlation_id: str
 ) -> asyncpg.Record:
-    """Edit a pending draft: `changes` of subject, text, html (the content) and sendAt with timezone (None:
+    """Edit a pending draft: `changes` of subject, text, html, labels (the content) and sendAt with timezone (None:
     at once). Conflict once it is no longer pending; ValueError (ScheduleError) naming a bad field."""
     async with directory.change(c) as (conn, facts):
         row = await locked(conn, org_id, draft_id)
@@ -145,7 +145,7 @@ async def update(
         p = request.payload
         content = await bodies.inline(c.blobs, p.content)
         content = Content.model_validate(
-            content.model_dump() | {k: changes[k] for k in ("subject", "text", "html") if k in changes}
+            content.model_dump() | {k: changes[k] for k in ("subject", "text", "html", "labels") if k in changes}
         )
         content = await bodies.offload(c.blobs, content, c.settings.body_inline_max_bytes, [org_id])
         timing: dict[str, Any] = {}

@@ -4,12 +4,16 @@ messages and threads are read from the message views every dialect reads."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import secrets
-from datetime import datetime
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from uuid import UUID
 
 import asyncpg
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 from mail import forward
 from schemas import ids
@@ -17,7 +21,11 @@ from schemas.api import agentmail
 from schemas.api.agentmail import (
     SYSTEM_LABELS,
     AddListEntry,
+    CreateDraft,
     CreateInbox,
+    CreateWebhook,
+    Draft,
+    DraftList,
     ForwardMessage,
     Inbox,
     InboxList,
@@ -27,13 +35,18 @@ from schemas.api.agentmail import (
     MessageList,
     ReplyAll,
     ReplyMessage,
+    SendDraft,
     SendMessage,
     SendMessageResponse,
     Thread,
     ThreadList,
+    UpdateDraft,
     UpdateInbox,
     UpdateMessage,
     UpdateMessageResponse,
+    UpdateWebhook,
+    Webhook,
+    WebhookList,
     entry_out,
     inbox_out,
     labels_of,
@@ -41,18 +54,28 @@ from schemas.api.agentmail import (
     message_out,
     thread_item,
     thread_out,
+    webhook_out,
 )
+from schemas.api.common import iso
 from schemas.commands import Command, NewSend, Reply
-from schemas.events import Content, Forwarded
+from schemas.events import Content, Forwarded, SendRequested, event_from
 from schemas.limits import DEFAULT_DAILY_CAP
-from services.common.domain import views
+from schemas.schedule import ScheduleError, fire_at
+from schemas.webhooks import webhook_type
+from services.common.domain import bodies, views
+from services.common.domain.webhooks import signing
+from services.common.domain.webhooks.shown import shown_alone
 from services.ingress import cursors
 from services.ingress.context import ctx
-from services.ingress.core import directory, flags
-from services.ingress.core.errors import Conflict
+from services.ingress.core import directory, drafts, flags, scheduling
+from services.ingress.core.errors import Conflict, NotFound
 from services.ingress.core.outcome import Outcome
+from services.ingress.core.send import submit
+from services.ingress.feed import head, page
 from services.ingress.http import ApiError, Call, json_model, query_limit, route
-from services.ingress.sending import send_one
+from services.ingress.idempotency import IdSource, idempotent
+from services.ingress.routes.webhooks import check_destination
+from services.ingress.sending import origin_of, send_one
 
 NAME = agentmail.DIALECT.name
 NOUNS = {"identity": "Inbox", "message": "Message", "conversation": "Thread"}
@@ -191,8 +214,9 @@ async def get_message(call: Call) -> web.Response:
     return json_model(message_out(await find_message(call, await find_inbox(call))))
 
 
-async def find_message(call: Call, inbox: asyncpg.Record) -> asyncpg.Record:
-    message_id = ids.parse("message", call.param("message_id"))
+async def find_message(call: Call, inbox: asyncpg.Record, message_id: str | None = None) -> asyncpg.Record:
+    """The inbox's message the path names (or `message_id`); 404 if it has none such."""
+    message_id = ids.parse("message", message_id or call.param("message_id"))
     row = await views.inbox_message(ctx(call).pool, inbox["org_id"], inbox["id"], message_id)
     if row is None:
         raise ApiError(404, "not_found", "Message not found")
@@ -259,21 +283,27 @@ async def reply_all(call: Call) -> web.Response:
 
 
 async def replying(call: Call, to: list[str] | None, everyone: bool, content: Content) -> web.Response:
-    c = ctx(call)
     inbox = await find_inbox(call)
     original = await find_message(call, inbox)
+    return await send(call, inbox, await reply_command(call, inbox, original, to, everyone, content))
+
+
+async def reply_command(
+    call: Call, inbox: asyncpg.Record, original: asyncpg.Record, to: list[str] | None, everyone: bool,
+    content: Content,
+) -> Reply:
+    """A reply to `original` in its thread: to its sender, everyone on it but this inbox (`everyone`), or `to`."""
     if content.text is None and content.html is None:
         raise ApiError(400, "invalid_request", "text: text or html is required")
-    thread = await directory.find_thread(c, inbox, original["conv_id"])
+    thread = await directory.find_thread(ctx(call), inbox, original["conv_id"])
     if everyone and to is None:
         ours = inbox["handle"].lower()
         on_it = [original["from_addr"], *(original["to_addrs"] or []), *(original["cc_addrs"] or [])]
         to = list(dict.fromkeys(a for a in on_it if a and a.lower() != ours)) or None
-    cmd = Reply(
+    return Reply(
         identity_id=inbox["id"], conv_id=thread["conv_id"], to=thread["counterpart"], recipients=to,
         content=content.model_copy(update={"dialect": NAME}), answering=original["rfc_message_id"],
     )  # fmt: skip
-    return await send(call, inbox, cmd)
 
 
 @route(
@@ -393,3 +423,396 @@ async def remove_entry(call: Call) -> web.Response:
     row = await find_entry(call)
     await ctx(call).pool.execute("DELETE FROM sender_rules WHERE org_id = $1 AND pattern = $2", row["org_id"], row["pattern"])
     return web.Response(status=204)
+
+
+# --- webhooks: AgentMail's bodies, signed by the Svix scheme (svix-id, svix-timestamp, svix-signature) ----
+
+
+async def inbox_uuids(call: Call, inbox_ids: list[str]) -> list[UUID]:
+    """The identities the inboxes named are; 400 naming one the organization has none of."""
+    found = []
+    for address in inbox_ids:
+        try:
+            found.append((await directory.find_identity(ctx(call), call.principal.org_id, address))["id"])
+        except NotFound:
+            raise ApiError(400, "invalid_request", f"inbox_ids: there is no inbox {address}") from None
+    return list(dict.fromkeys(found))
+
+
+async def webhook_shown(call: Call, row: asyncpg.Record) -> Webhook:
+    handles = None
+    if row["inbox_ids"]:
+        named = await ctx(call).pool.fetch("SELECT handle FROM identities WHERE id = ANY($1::uuid[])", row["inbox_ids"])
+        handles = sorted(r["handle"] for r in named)
+    return webhook_out(row, ctx(call).secrets.open(row["secret"]), handles)
+
+
+async def find_webhook(call: Call) -> asyncpg.Record:
+    webhook_id = ids.parse("webhook", call.param("webhook_id"))
+    row = webhook_id and await ctx(call).pool.fetchrow(
+        "SELECT * FROM webhook_endpoints WHERE id = $1 AND org_id = $2", webhook_id, call.principal.org_id
+    )
+    if not row:
+        raise ApiError(404, "not_found", "Webhook not found")
+    return row
+
+
+@route(
+    "POST", "/v0/webhooks", scope="admin", body=CreateWebhook, response=Webhook, errors=(400,),
+    summary="Register a webhook endpoint for AgentMail's events (of `inbox_ids` only, if given); `client_id` "
+    "makes one endpoint however often it is created", **DIALECT,
+)  # fmt: skip
+async def create_webhook(call: Call) -> web.Response:
+    c = ctx(call)
+    b: CreateWebhook = call.body
+    await check_destination(call, b.url)
+    inboxes = await inbox_uuids(call, b.inbox_ids) if b.inbox_ids else None
+    row = await c.pool.fetchrow(
+        """INSERT INTO webhook_endpoints (id, org_id, url, events, secret, dialect, inbox_ids, client_id)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+           ON CONFLICT (org_id, client_id) WHERE client_id IS NOT NULL DO NOTHING RETURNING *""",
+        ids.new_id(), call.principal.org_id, b.url, list(dict.fromkeys(b.event_types)),
+        c.secrets.seal(signing.new_secret()), NAME, inboxes, b.client_id,
+    )  # fmt: skip
+    if row is None:  # made before under this client_id
+        row = await c.pool.fetchrow(
+            "SELECT * FROM webhook_endpoints WHERE org_id = $1 AND client_id = $2", call.principal.org_id, b.client_id
+        )
+    return json_model(await webhook_shown(call, row))
+
+
+@route(
+    "GET", "/v0/webhooks", scope="read", response=WebhookList, errors=(400,),
+    summary="The organization's webhook endpoints, newest first (`limit` 1-100, `page_token`)", **DIALECT,
+)  # fmt: skip
+async def list_webhooks(call: Call) -> web.Response:
+    limit, after = query_limit(call, 50), page_token(call)
+    rows = await ctx(call).pool.fetch(
+        """SELECT * FROM webhook_endpoints WHERE org_id = $1 AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3))
+            ORDER BY created_at DESC, id DESC LIMIT $4""",
+        call.principal.org_id, after and after[0], after and after[1], limit + 1,
+    )  # fmt: skip
+    more, rows = len(rows) > limit, rows[:limit]
+    token = cursors.encode(rows[-1]["created_at"], rows[-1]["id"]) if more else None
+    shown = [await webhook_shown(call, r) for r in rows]
+    return json_model(WebhookList(count=len(shown), limit=limit, next_page_token=token, webhooks=shown))
+
+
+@route(
+    "GET", "/v0/webhooks/{webhook_id}", scope="read", response=Webhook, errors=(404,), summary="A webhook endpoint",
+    **DIALECT,
+)  # fmt: skip
+async def get_webhook(call: Call) -> web.Response:
+    return json_model(await webhook_shown(call, await find_webhook(call)))
+
+
+@route(
+    "PATCH", "/v0/webhooks/{webhook_id}", scope="admin", body=UpdateWebhook, response=Webhook, errors=(400, 404),
+    summary="Replace its event types, add and remove inboxes, enable or disable it", **DIALECT,
+)  # fmt: skip
+async def update_webhook(call: Call) -> web.Response:
+    row = await find_webhook(call)
+    b: UpdateWebhook = call.body
+    removed = set(await inbox_uuids(call, b.remove_inbox_ids))
+    inboxes = [i for i in row["inbox_ids"] or [] if i not in removed]
+    inboxes += [i for i in await inbox_uuids(call, b.add_inbox_ids) if i not in inboxes]
+    row = await ctx(call).pool.fetchrow(
+        """UPDATE webhook_endpoints
+              SET events = coalesce($2, events), inbox_ids = $3, enabled = coalesce($4, enabled),
+                  disabled_reason = CASE WHEN $4 THEN NULL WHEN $4 = false THEN 'disabled by the API'
+                                         ELSE disabled_reason END,
+                  failing_since = CASE WHEN $4 THEN NULL ELSE failing_since END, updated_at = now()
+            WHERE id = $1 RETURNING *""",
+        row["id"], b.event_types and list(dict.fromkeys(b.event_types)), inboxes or None, b.enabled,
+    )  # fmt: skip
+    return json_model(await webhook_shown(call, row))
+
+
+@route(
+    "DELETE", "/v0/webhooks/{webhook_id}", scope="admin", status=204, errors=(404,),
+    summary="Remove a webhook endpoint and its pending deliveries", **DIALECT,
+)  # fmt: skip
+async def delete_webhook(call: Call) -> web.Response:
+    row = await find_webhook(call)
+    await ctx(call).pool.execute("DELETE FROM webhook_endpoints WHERE id = $1", row["id"])
+    return web.Response(status=204)
+
+
+# --- drafts: the core's drafts (services/ingress/core/drafts.py), shown as AgentMail shows them ----------
+#
+# A draft is pending until sent; one with `send_at` is approved at once (unless its inbox's sends wait for
+# a person) and shown as `scheduled` until it fires. A sent, deleted or rejected draft is no longer one.
+
+DRAFTS = """SELECT d.*, i.handle, s.state AS timer FROM drafts d JOIN identities i ON i.id = d.identity_id
+             LEFT JOIN scheduled_sends s ON s.message_id = d.message_ids[1]
+            WHERE d.org_id = $1 AND ($2::uuid IS NULL OR d.identity_id = $2)
+              AND (d.status = 'pending' OR (d.status = 'approved' AND s.state = 'scheduled'))"""
+
+
+def draft_out(row: asyncpg.Record, content: Content) -> Draft:
+    request = drafts.request_of(row)
+    p = request.payload
+    to = [a for m in drafts.wanted_of(row) for a in m.to] if isinstance(request, SendRequested) else list(p.to or [])
+    text = content.text or ""
+    return Draft(
+        inbox_id=row["handle"], draft_id=ids.render("draft", row["id"]), labels=list(content.labels), to=to,
+        cc=list(content.cc) or None, bcc=list(content.bcc) or None, subject=content.subject or None,
+        preview=" ".join(text.split())[:200] or None, send_status="scheduled" if row["timer"] == "scheduled" else None,
+        send_at=iso(p.send_at), updated_at=iso(row["updated_at"]), text=content.text, html=content.html,
+        created_at=iso(row["created_at"]),
+    )  # fmt: skip
+
+
+async def draft_row(call: Call, inbox: asyncpg.Record | None, draft_id: UUID | None) -> asyncpg.Record:
+    """The organization's draft (of `inbox`, if given) while it is one; 404 once sent, deleted or rejected."""
+    row = draft_id and await ctx(call).pool.fetchrow(
+        f"{DRAFTS} AND d.id = $3", call.principal.org_id, inbox and inbox["id"], draft_id
+    )
+    if not row:
+        raise ApiError(404, "not_found", "Draft not found")
+    return row
+
+
+async def find_draft(call: Call, inbox: asyncpg.Record | None) -> asyncpg.Record:
+    """The draft the path names."""
+    return await draft_row(call, inbox, ids.parse("draft", call.param("draft_id")))
+
+
+async def draft_shown(call: Call, row: asyncpg.Record) -> web.Response:
+    content = await bodies.inline(ctx(call).blobs, drafts.request_of(row).payload.content)
+    return json_model(draft_out(row, content))
+
+
+def draft_time(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return fire_at(value, None, datetime.now(UTC), field="send_at")
+    except ScheduleError as exc:
+        raise ApiError(400, "invalid_request", str(exc)) from None
+
+
+async def scheduled_unless_held(call: Call, inbox: asyncpg.Record, row: asyncpg.Record) -> asyncpg.Record:
+    """A pending draft with a `send_at` is scheduled at once, unless its inbox's sends wait for a person."""
+    if row["status"] != "pending" or inbox["require_approval"] or drafts.request_of(row).payload.send_at is None:
+        return row
+    await drafts.approve(ctx(call), inbox["org_id"], row["id"], call.principal.key_id, call.request_id)
+    return await draft_row(call, inbox, row["id"])
+
+
+@route(
+    "POST", "/v0/inboxes/{inbox_id}/drafts", scope="send", body=CreateDraft, response=Draft,
+    errors=(400, 403, 404, 409, 413, 503),
+    summary="Keep a message (or, `in_reply_to`, a reply) to send later; with `send_at` it goes out by itself",
+    **DIALECT,
+)  # fmt: skip
+async def create_draft(call: Call) -> web.Response:
+    c, inbox = ctx(call), await find_inbox(call)
+    b: CreateDraft = call.body
+    send_at = draft_time(b.send_at)
+    content = Content(
+        subject=b.subject or "", text=b.text, html=b.html, cc=b.cc, bcc=b.bcc, labels=b.labels, dialect=NAME
+    )
+    if b.in_reply_to is not None:
+        original = await find_message(call, inbox, b.in_reply_to)
+        cmd: Command = await reply_command(call, inbox, original, b.to or None, b.reply_all, content)
+    elif not b.to:
+        raise ApiError(400, "invalid_request", "to: a draft needs a recipient (or in_reply_to, a message it answers)")
+    else:
+        content = content.model_copy(update={"unsubscribe": await directory.wants_unsubscribe(c, inbox["org_id"], None)})
+        cmd = NewSend(identity_id=inbox["id"], messages=[b.to], content=content)
+    cmd = cmd.model_copy(update={"draft": True, "send_at": send_at})
+    seed = b.client_id and uuid.uuid5(inbox["id"], f"draft:{b.client_id}")  # the same client_id, the same draft
+    outcome = await submit(c, cmd, inbox, IdSource(seed), correlation_id=call.request_id, origin=origin_of(call))
+    try:
+        row = await draft_row(call, inbox, outcome.messages[0].draft_id)
+    except ApiError:  # made before under this client_id, and since sent or deleted
+        raise ApiError(409, "conflict", "client_id: its draft was already sent or deleted") from None
+    return await draft_shown(call, await scheduled_unless_held(call, inbox, row))
+
+
+async def list_of_drafts(call: Call, inbox: asyncpg.Record | None) -> web.Response:
+    limit, after = query_limit(call, 50), page_token(call)
+    rows = await ctx(call).pool.fetch(
+        f"""{DRAFTS} AND ($3::timestamptz IS NULL OR (d.updated_at, d.id) < ($3, $4))
+            ORDER BY d.updated_at DESC, d.id DESC LIMIT $5""",
+        call.principal.org_id, inbox and inbox["id"], after and after[0], after and after[1], limit + 1,
+    )  # fmt: skip
+    more, rows = len(rows) > limit, rows[:limit]
+    token = cursors.encode(rows[-1]["updated_at"], rows[-1]["id"]) if more else None
+    items = [draft_out(r, drafts.request_of(r).payload.content) for r in rows]
+    return json_model(DraftList(count=len(items), limit=limit, next_page_token=token, drafts=items))
+
+
+@route(
+    "GET", "/v0/inboxes/{inbox_id}/drafts", scope="read", response=DraftList, errors=(400, 404),
+    summary="The inbox's drafts, last edited first (`limit` 1-100, `page_token`)", **DIALECT,
+)  # fmt: skip
+async def list_drafts(call: Call) -> web.Response:
+    return await list_of_drafts(call, await find_inbox(call))
+
+
+@route(
+    "GET", "/v0/drafts", scope="read", response=DraftList, errors=(400,),
+    summary="Every inbox's drafts, last edited first (`limit` 1-100, `page_token`)", **DIALECT,
+)  # fmt: skip
+async def list_all_drafts(call: Call) -> web.Response:
+    return await list_of_drafts(call, None)
+
+
+@route(
+    "GET", "/v0/inboxes/{inbox_id}/drafts/{draft_id}", scope="read", response=Draft, errors=(404,),
+    summary="A draft, whole", **DIALECT,
+)  # fmt: skip
+async def get_draft(call: Call) -> web.Response:
+    return await draft_shown(call, await find_draft(call, await find_inbox(call)))
+
+
+@route("GET", "/v0/drafts/{draft_id}", scope="read", response=Draft, errors=(404,), summary="A draft, whole", **DIALECT)
+async def get_any_draft(call: Call) -> web.Response:
+    return await draft_shown(call, await find_draft(call, None))
+
+
+def still_pending(row: asyncpg.Record) -> None:
+    if row["status"] != "pending":
+        raise ApiError(409, "conflict", "the draft is scheduled: delete it (which cancels it) and make another")
+
+
+@route(
+    "PATCH", "/v0/inboxes/{inbox_id}/drafts/{draft_id}", scope="send", body=UpdateDraft, response=Draft,
+    errors=(400, 404, 409),
+    summary="Edit a draft not yet scheduled: subject, text, html, labels, send_at (null: unscheduled)", **DIALECT,
+)  # fmt: skip
+async def update_draft(call: Call) -> web.Response:
+    inbox = await find_inbox(call)
+    row = await find_draft(call, inbox)
+    still_pending(row)
+    b: UpdateDraft = call.body
+    changes = b.model_dump(exclude_unset=True)
+    if "send_at" in changes:
+        draft_time(changes["send_at"])  # a bad time is a 400 naming send_at
+        changes["sendAt"] = changes.pop("send_at")
+    if "labels" in changes and changes["labels"] is None:
+        changes["labels"] = []
+    try:
+        await drafts.update(ctx(call), inbox["org_id"], row["id"], changes, call.principal.key_id, call.request_id)
+    except Conflict:  # scheduled or sent meanwhile
+        raise ApiError(409, "conflict", "the draft is no longer pending") from None
+    return await draft_shown(call, await scheduled_unless_held(call, inbox, await draft_row(call, inbox, row["id"])))
+
+
+@route(
+    "DELETE", "/v0/inboxes/{inbox_id}/drafts/{draft_id}", scope="send", status=204, errors=(404, 409),
+    summary="Delete a draft: it is never sent (a scheduled one is cancelled; 409 if it fired meanwhile)", **DIALECT,
+)  # fmt: skip
+async def delete_draft(call: Call) -> web.Response:
+    row = await find_draft(call, await find_inbox(call))
+    await scheduling.cancel(ctx(call), row["org_id"], row["message_ids"][0], call.request_id, call.principal.key_id)
+    return web.Response(status=204)
+
+
+@route(
+    "POST", "/v0/inboxes/{inbox_id}/drafts/{draft_id}/send", scope="send", body=SendDraft, body_optional=True,
+    response=SendMessageResponse, errors=(400, 403, 404, 409, 503), idempotent=True,
+    summary="Send a draft now (at its send_at, if it has one), once however often it is sent; a draft of an "
+    "inbox whose sends wait for a person needs the `approve` scope", **DIALECT,
+)  # fmt: skip
+async def send_draft(call: Call) -> web.Response:
+    c, inbox = ctx(call), await find_inbox(call)
+    b: SendDraft = call.body or SendDraft()
+
+    async def run(_: IdSource) -> web.Response:  # a repeat under the same Idempotency-Key answers the same
+        row = await find_draft(call, inbox)
+        still_pending(row)
+        if inbox["require_approval"] and not call.principal.allows("approve"):
+            raise ApiError(403, "forbidden", "this inbox's sends wait for a person: approving needs the `approve` scope")
+        if b.add_labels or b.remove_labels:
+            labels = [x for x in drafts.request_of(row).payload.content.labels if x not in b.remove_labels]
+            labels += [x for x in b.add_labels if x not in labels]
+            await drafts.update(c, inbox["org_id"], row["id"], {"labels": labels}, call.principal.key_id, call.request_id)
+        _, outcome = await drafts.approve(c, inbox["org_id"], row["id"], call.principal.key_id, call.request_id)
+        [m] = outcome.messages
+        if m.state == "rejected":
+            raise ApiError(403, "forbidden", f"the message was rejected: {m.reason}")
+        return json_model(
+            SendMessageResponse(message_id=ids.render("message", m.message_id), thread_id=ids.render("thread", m.conv_id))
+        )
+
+    return await idempotent(call, c.pool, c.settings.send_answered_within_s, run)
+
+
+# --- the WebSocket: `subscribe`, then AgentMail's events as they are archived ---------------------------
+
+LIVE = ["MessageReceived", "MessageSent", "MessageDelivered", "MessageBounced", "MessageComplained", "SendRejected"]
+LIVE_WAIT_S = 30.0
+
+
+@dataclass
+class Subscription:
+    event_types: set[str] | None = None  # None: every event
+    identities: set[UUID] | None = None  # None: every inbox's
+
+
+def frame_error(message: str) -> str:
+    return json.dumps({"type": "error", "name": "ValidationError", "message": message})
+
+
+@route(
+    "GET", "/v0", scope="read", errors=(400, 401),
+    summary="AgentMail's WebSocket: send `{\"type\": \"subscribe\", \"event_types\", \"inbox_ids\"}`, answered "
+    "`subscribed`; then each event (`message.received` with its message and thread, ...) as it happens",
+    **DIALECT,
+)  # fmt: skip
+async def live_events(call: Call) -> web.StreamResponse:
+    c, org_id = ctx(call), call.principal.org_id
+    ws = web.WebSocketResponse(heartbeat=20)
+    if not ws.can_prepare(call.request).ok:
+        raise ApiError(400, "invalid_request", "Upgrade: this is a WebSocket; connect with a WebSocket client")
+    await ws.prepare(call.request)
+    sub, pusher = Subscription(), None
+
+    async def push(after: int) -> None:
+        while True:
+            rows = await c.feed.until(org_id, lambda after=after: page(c.pool, org_id, after, LIVE, 100), LIVE_WAIT_S)
+            for r in rows:
+                after = r["seq"]
+                event = event_from(r["event"])
+                if sub.identities is not None and event.identity_id not in sub.identities:
+                    continue
+                if sub.event_types is not None and webhook_type(event) not in sub.event_types:
+                    continue
+                if (text := await shown_alone(c.pool, NAME, event)) is not None:
+                    await ws.send_str(text)
+
+    try:
+        async for frame in ws:
+            if frame.type != WSMsgType.TEXT:
+                continue
+            try:
+                asked = json.loads(frame.data)
+            except ValueError:
+                await ws.send_str(frame_error("the frame is not JSON"))
+                continue
+            if not isinstance(asked, dict) or asked.get("type") != "subscribe":
+                await ws.send_str(frame_error("type: the only frame taken is subscribe"))
+                continue
+            try:
+                types, inboxes = asked.get("event_types"), asked.get("inbox_ids")
+                if asked.get("pod_ids"):
+                    raise ApiError(400, "invalid_request", f"pod_ids: {agentmail.NO_PODS}")
+                if types is not None and (not isinstance(types, list) or not set(types) <= set(agentmail.KNOWN_EVENT_TYPES)):
+                    raise ApiError(400, "invalid_request", "event_types: a list of AgentMail's event types")
+                if inboxes is not None and (not isinstance(inboxes, list) or not all(isinstance(i, str) for i in inboxes)):
+                    raise ApiError(400, "invalid_request", "inbox_ids: a list of inbox ids")
+                identities = set(await inbox_uuids(call, inboxes)) if inboxes else None
+            except ApiError as exc:
+                await ws.send_str(frame_error(exc.message))
+                continue
+            sub.event_types, sub.identities = set(types) if types else None, identities
+            if pusher is None:  # events from now on
+                pusher = asyncio.create_task(push(await head(c.pool, org_id)))
+            await ws.send_str(json.dumps({"type": "subscribed", "event_types": types, "inbox_ids": inboxes}))
+    finally:
+        if pusher is not None:
+            pusher.cancel()
+    return ws

@@ -75,7 +75,7 @@ UPDATE webhook_deliveries d
   FROM picked, webhook_endpoints e
  WHERE d.id = picked.id AND e.id = d.endpoint_id
 RETURNING d.id, d.endpoint_id, d.org_id, d.event_id, d.event_type, d.message_id, d.body, d.attempts,
-          e.url, e.secret, e.previous_secret, e.previous_expires_at
+          e.url, e.secret, e.previous_secret, e.previous_expires_at, e.dialect
 """
 
 

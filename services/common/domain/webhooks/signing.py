@@ -24,11 +24,18 @@ def signature_header(webhook_id: str, timestamp: int, body: str, signing_secrets
     return " ".join(Webhook(s).sign(webhook_id, at, body) for s in signing_secrets)
 
 
-def headers(webhook_id: str, timestamp: int, body: str, signing_secrets: list[str]) -> dict[str, str]:
+STANDARD = "webhook"  # webhook-id, webhook-timestamp, webhook-signature
+
+
+def headers(
+    webhook_id: str, timestamp: int, body: str, signing_secrets: list[str], prefix: str = STANDARD
+) -> dict[str, str]:
+    """The headers of one attempt. `prefix`: `webhook`, or `svix` for receivers that verify with Svix's
+    library (its scheme is the same signature under `svix-` names)."""
     return {
-        "webhook-id": webhook_id,
-        "webhook-timestamp": str(timestamp),
-        "webhook-signature": signature_header(webhook_id, timestamp, body, signing_secrets),
+        f"{prefix}-id": webhook_id,
+        f"{prefix}-timestamp": str(timestamp),
+        f"{prefix}-signature": signature_header(webhook_id, timestamp, body, signing_secrets),
         "content-type": "application/json",
         "user-agent": "sendstream-webhooks/1",
     }
