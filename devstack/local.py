@@ -166,7 +166,7 @@ async def _run(settings: LocalSettings) -> None:
             {"host": "127.0.0.1", "port": settings.sink_port, "tls": "none"}
         )
     if "SENDSTREAM_INBOX_DEFAULT_DOMAIN" not in os.environ:
-        env["SENDSTREAM_INBOX_DEFAULT_DOMAIN"] = "sendstream.localhost"
+        env["SENDSTREAM_INBOX_DEFAULT_DOMAIN"] = "inboxes.sendstream.test"
     stack = Stack(env, log_dir=None)
     stop = stop_event()
     try:

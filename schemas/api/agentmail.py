@@ -55,6 +55,7 @@ def _listed(value: Any) -> Any:
 
 Addresses = Annotated[list[EmailAddress], BeforeValidator(_listed)]
 Labels = Annotated[list[Annotated[str, Field(min_length=1, max_length=100)]], BeforeValidator(_listed)]
+InboxIds = Annotated[list[Annotated[str, Field(min_length=1, max_length=320)]], BeforeValidator(_listed)]  # addresses
 
 
 # --- inboxes -----------------------------------------------------------------------------------------
@@ -339,15 +340,15 @@ NO_PODS = "pods are not kept here (an organization's inboxes are named by inbox_
 class CreateWebhook(ApiModel):
     url: HeaderText = Field(max_length=2048, description="http(s) URL; its host must resolve to public addresses.")
     event_types: list[EventType] = Field(min_length=1)
-    inbox_ids: Addresses | None = Field(None, max_length=100, description="Only these inboxes' events.")
+    inbox_ids: InboxIds | None = Field(None, max_length=100, description="Only these inboxes' events.")
     pod_ids: list[str] | None = Field(None, max_length=0, description=NO_PODS)
     client_id: str | None = Field(None, min_length=1, max_length=200)
 
 
 class UpdateWebhook(ApiModel):
     event_types: list[EventType] | None = Field(None, min_length=1, description="Replaces the event types.")
-    add_inbox_ids: Addresses = Field(default_factory=list, max_length=100)
-    remove_inbox_ids: Addresses = Field(default_factory=list, max_length=100)
+    add_inbox_ids: InboxIds = Field(default_factory=list, max_length=100)
+    remove_inbox_ids: InboxIds = Field(default_factory=list, max_length=100)
     add_pod_ids: list[str] = Field(default_factory=list, max_length=0, description=NO_PODS)
     remove_pod_ids: list[str] = Field(default_factory=list, max_length=0, description=NO_PODS)
     enabled: bool | None = None

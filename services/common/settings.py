@@ -331,7 +331,7 @@ class IngressSettings(WebhookSettings):
     inbox_default_domain: str | None = Field(
         None,
         description="Domain of the address an inbox created without `email` gets. Unset: `email` is required. "
-        "`make run` sets `sendstream.localhost`.",
+        "`make run` sets `inboxes.sendstream.test`.",
     )
     shared_domains: list[str] = Field(
         default_factory=list,

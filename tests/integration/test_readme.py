@@ -56,7 +56,7 @@ def test_env_example_values_load_as_the_defaults(monkeypatch: pytest.MonkeyPatch
 
 def test_make_run_is_ready_within_60s_and_the_walkthrough_works_as_written(tmp_path: Path) -> None:
     """`python -m devstack.local` (what `make run` runs) starts from nothing; the README's commands (the
-    walk-through, then examples/inkbox_sdk.py) then work."""
+    walk-through, then examples/inkbox_sdk.py and examples/agentmail_sdk.py) then work."""
     block = re.search(r"<!-- walkthrough -->\s*```bash\n(.*?)```", README, re.S).group(1)
     env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL")}
     env.update(
@@ -101,6 +101,12 @@ def test_make_run_is_ready_within_60s_and_the_walkthrough_works_as_written(tmp_p
             cwd=tmp_path, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert sdk.returncode == 0 and "download and delete all work" in sdk.stdout, sdk.stderr[-3000:]
+        # And AgentMail's SDK, as docs/agentmail.md tells a user to run it.
+        sdk = subprocess.run(
+            [sys.executable, str(ROOT / "examples" / "agentmail_sdk.py")],
+            cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert sdk.returncode == 0 and "all work" in sdk.stdout, sdk.stderr[-3000:]
 
         # Ctrl-C and `make run` again at once: the new one waits for the old one's PostgreSQL and broker
         # to let go instead of failing, and finds the data the first one wrote.
