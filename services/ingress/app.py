@@ -34,6 +34,7 @@ from services.ingress.idempotency import sweep_expired
 from services.ingress.routes import (  # noqa: F401
     admin,
     domains,
+    downloads,
     drafts,
     events,
     messages,

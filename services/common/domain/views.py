@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
@@ -86,6 +87,106 @@ async def mailbox_page(
         org_id, identity_id, direction, after and after[0], after and after[1], limit + 1,
     )  # fmt: skip
     return rows[:limit], len(rows) > limit
+
+
+@dataclass(frozen=True)
+class Filter:
+    """Which messages a filtered list keeps: each condition given must hold (every value of a tuple)."""
+
+    direction: str | None = None  # inbound or outbound
+    unread: bool | None = None
+    labels: tuple[str, ...] = ()  # the message's own labels: all of these
+    since: datetime | None = None  # created at or after
+    until: datetime | None = None  # created before
+    senders: tuple[str, ...] = ()  # each a part of its From address (any case)
+    recipients: tuple[str, ...] = ()  # each a part of one of its To, Cc or Bcc addresses
+    subjects: tuple[str, ...] = ()  # each a part of its subject
+
+
+def _where(f: Filter, args: list[object], alias: str = "m") -> str:
+    """`f` as SQL conditions on messages `alias`, its values appended to `args` ($n numbered after them)."""
+
+    def arg(value: object) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    parts = []
+    if f.direction is not None:
+        parts.append(f"{alias}.direction = {arg(f.direction)}")
+    if f.unread is not None:
+        parts.append(f"{alias}.is_read = {arg(not f.unread)}")
+    if f.labels:
+        parts.append(f"{alias}.labels @> {arg(list(f.labels))}::text[]")
+    if f.since is not None:
+        parts.append(f"{alias}.created_at >= {arg(f.since)}")
+    if f.until is not None:
+        parts.append(f"{alias}.created_at < {arg(f.until)}")
+    parts += [f"strpos(lower({alias}.from_addr), lower({arg(s)})) > 0" for s in f.senders]
+    parts += [
+        f"""EXISTS (SELECT 1 FROM unnest({alias}.to_addrs || {alias}.cc_addrs || {alias}.bcc_addrs) a
+                    WHERE strpos(lower(a), lower({arg(r)})) > 0)"""
+        for r in f.recipients
+    ]
+    parts += [f"strpos(lower({alias}.subject), lower({arg(s)})) > 0" for s in f.subjects]
+    return " AND ".join(parts) or "true"
+
+
+async def filtered_page(
+    pool: asyncpg.Pool,
+    org_id: UUID,
+    identity_id: UUID | None,
+    f: Filter,
+    *,
+    after: tuple[datetime, UUID] | None = None,
+    ascending: bool = False,
+    limit: int = 50,
+) -> tuple[list[asyncpg.Record], bool]:
+    """As `mailbox_page`, for the identity (None: every one of the organization's) and only the messages
+    `f` keeps, newest first or (`ascending`) oldest first. Also whether more follow."""
+    args: list[object] = [org_id, identity_id, after and after[0], after and after[1], limit + 1]
+    order, beyond = ("ASC", ">") if ascending else ("DESC", "<")
+    rows = await pool.fetch(
+        f"""{_MESSAGES} WHERE m.org_id = $1 AND ($2::uuid IS NULL OR m.identity_id = $2) AND {_LIVE}
+              AND m.status <> 'rejected' AND ($3::timestamptz IS NULL OR (m.created_at, m.id) {beyond} ($3, $4::uuid))
+              AND {_where(f, args)}
+            ORDER BY m.created_at {order}, m.id {order} LIMIT $5""",
+        *args,
+    )
+    return rows[:limit], len(rows) > limit
+
+
+async def thread_page(
+    pool: asyncpg.Pool,
+    org_id: UUID,
+    identity_id: UUID | None,
+    f: Filter,
+    *,
+    after: tuple[datetime, UUID] | None = None,
+    ascending: bool = False,
+    limit: int = 50,
+) -> tuple[list[tuple[asyncpg.Record, list[asyncpg.Record]]], bool]:
+    """Conversations of the identity (None: every one of the organization's) most recently active first
+    (or, `ascending`, least), those with a message `f` keeps, each with its messages in order (and its
+    identity's `handle`); whether more follow."""
+    args: list[object] = [org_id, identity_id, after and after[0], after and after[1], limit + 1]
+    order, beyond = ("ASC", ">") if ascending else ("DESC", "<")
+    convs = await pool.fetch(
+        f"""SELECT c.*, i.handle FROM conversations c JOIN identities i ON i.id = c.identity_id
+             WHERE c.org_id = $1 AND ($2::uuid IS NULL OR c.identity_id = $2)
+               AND ($3::timestamptz IS NULL OR (c.updated_at, c.id) {beyond} ($3, $4::uuid))
+               AND EXISTS (SELECT 1 FROM messages m WHERE m.conv_id = c.id AND {_LIVE} AND {_where(f, args)})
+             ORDER BY c.updated_at {order}, c.id {order} LIMIT $5""",
+        *args,
+    )
+    more, convs = len(convs) > limit, convs[:limit]
+    rows = await pool.fetch(
+        f"{_MESSAGES} WHERE m.conv_id = ANY($1::uuid[]) AND {_LIVE} ORDER BY m.created_at, m.id",
+        [c["id"] for c in convs],
+    )
+    by_conv: dict[UUID, list[asyncpg.Record]] = {c["id"]: [] for c in convs}
+    for r in rows:
+        by_conv[r["conv_id"]].append(r)
+    return [(c, by_conv[c["id"]]) for c in convs], more
 
 
 async def answered_message(

@@ -16,6 +16,7 @@ from uuid import UUID
 
 import puremagic
 
+from mail import forward
 from mail.compose import UnsendableMessage, compose
 from schemas import dialects
 from schemas.events import Attachment, Content
@@ -116,6 +117,19 @@ def check_carried(field: str, originals: list[Attachment], files: dict[str, byte
     """Refuse a forward that would carry a received file that must not be sent (`field`: what carries it)."""
     for a in originals:
         check_file(Upload(field, a.filename, a.content_type, files[a.sha256]))
+
+
+async def carry(
+    blobs: BlobStore, originals: list[Attachment], callers: list[Attachment], files: dict[str, bytes], field: str
+) -> list[Attachment]:
+    """The original's files an inline forward carries, named clear of the caller's files (`callers`), their
+    bytes added to `files`; refused (`Invalid`, naming `field`) if one must not be sent. BlobMissing if the
+    store lost one."""
+    carried = forward.renamed(originals, callers)
+    for a in carried:
+        files[a.sha256] = await blobs.get(a.sha256)
+    check_carried(field, carried, files)
+    return carried
 
 
 def check_wrapped(field: str, raw: bytes) -> None:

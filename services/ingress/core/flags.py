@@ -1,13 +1,19 @@
-"""A message's flags and labels changed by its owner (read, starred, its own labels), for every dialect:
-the change is an event (MessageFlagsChanged) the views apply, latest change winning; the answer waits
-(briefly) until the views show it, so the caller's next read sees it."""
+"""A message's flags and labels changed by its owner (read, starred, its own labels), and messages deleted,
+for every dialect: the change is an event (MessageFlagsChanged, MessageDeleted) the views apply, latest
+change winning; the answer waits (briefly) until the views show it, so the caller's next read sees it."""
 
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID, uuid5
 
 from schemas.envelope import Envelope
-from schemas.events import MessageFlagsChanged, MessageFlagsChangedPayload
+from schemas.events import (
+    MessageDeleted,
+    MessageDeletedPayload,
+    MessageFlagsChanged,
+    MessageFlagsChangedPayload,
+)
 from schemas.ids import new_id
 from services.common.domain import views
 from services.ingress.context import Context
@@ -32,3 +38,21 @@ async def change(
     )  # fmt: skip
     changed = (("read", is_read), ("starred", is_starred), ("labels", labels))
     await settle(c, event, " AND ".join(f"{column}_changed_at >= $2" for column, v in changed if v is not None))
+
+
+async def delete(c: Context, identity: Any, message_ids: list[UUID], correlation_id: str) -> None:
+    """Delete the identity's messages: gone from every dialect's reads (their audit trail stays); asking
+    again changes nothing (each deletion's event id is the message's)."""
+    events = [
+        MessageDeleted(
+            event_id=uuid5(m, "deleted"),
+            org_id=identity["org_id"],
+            identity_id=identity["id"],
+            correlation_id=correlation_id,
+            payload=MessageDeletedPayload(message_id=m),
+        )
+        for m in message_ids
+    ]
+    await c.publish(events)
+    for event in events:
+        await views.shown(c.pool, "SELECT deleted_at <= $2 FROM messages WHERE id = $1", event.payload.message_id, event.occurred_at)

@@ -8,12 +8,8 @@ Every route answers at the seed's path and under `/api/v1/mail`, where the seed'
 
 from __future__ import annotations
 
-import json
-import re
-import time
 from datetime import UTC, datetime
-from urllib.parse import quote
-from uuid import UUID, uuid5
+from uuid import UUID
 
 from aiohttp import web
 
@@ -43,25 +39,23 @@ from schemas.commands import Command, NewSend, Reply
 from schemas.events import (
     Content,
     Forwarded,
-    MessageDeleted,
-    MessageDeletedPayload,
 )
 from schemas.limits import ATTACHMENTS_BODY
-from services.common.domain import signed, views
+from services.common.domain import views
 from services.common.domain.blobs import BlobMissing, ref_of
 from services.ingress import cursors
-from services.ingress.context import Context, ctx
+from services.ingress.context import ctx
 from services.ingress.core import attachments, directory, egress, flags, scheduling
 from services.ingress.core.errors import NotFound
 from services.ingress.core.outcome import Outcome
 from services.ingress.core.ratelimit import Window
 from services.ingress.http import ApiError, Call, json_model, query_limit, route
+from services.ingress.routes import downloads
 from services.ingress.sending import send_one
 
 DIALECT_NAME = mailboxes.DIALECT.name
 DIALECT = {"tag": DIALECT_NAME, "nouns": NOUNS, "error_body": mailboxes.DIALECT.error_body}
 PREFIXES = ("", "/api/v1/mail")  # the seed's paths, and where its SDK calls them
-DOWNLOAD_TTL_S = 15 * 60
 LISTED = "SELECT true FROM messages WHERE id = $1"
 
 
@@ -301,11 +295,12 @@ async def forward_message(call: Call) -> web.Response:
             kept = Forwarded(message_id=original["id"], rfc_message_id=original["rfc_message_id"])
             text, html = forward.inline_bodies(original, b.body_text, b.body_html)
             carried = (
-                forward.renamed(attachments_of(original), callers) if b.include_original_attachments else []
+                await attachments.carry(
+                    c.blobs, attachments_of(original), callers, files, "include_original_attachments: the original's file"
+                )
+                if b.include_original_attachments
+                else []
             )
-            for a in carried:
-                files[a.sha256] = await c.blobs.get(a.sha256)
-            attachments.check_carried("include_original_attachments: the original's file", carried, files)
     except BlobMissing:
         raise ApiError(
             502, "storage_unavailable", "the original's body or attachments could not be loaded"
@@ -350,24 +345,11 @@ async def delete_message(call: Call) -> web.Response:
     c = ctx(call)
     mailbox = await find_mailbox(call)
     row = await find_message(call, mailbox)
-    event = MessageDeleted(
-        event_id=uuid5(row["id"], "deleted"), org_id=mailbox["org_id"], identity_id=mailbox["id"],
-        correlation_id=call.request_id, payload=MessageDeletedPayload(message_id=row["id"]),
-    )  # fmt: skip
-    await flags.settle(c, event, "deleted_at <= $2")
+    await flags.delete(c, mailbox, [row["id"]], call.request_id)
     return web.Response(status=204)
 
 
 # --- attachments --------------------------------------------------------------------------------------
-
-
-def download_key(c: Context) -> bytes:
-    key = signed.key_for(c.settings, "download")
-    if key is None:
-        raise ApiError(
-            503, "unavailable", "downloads need SENDSTREAM_SECRET_KEYS or SENDSTREAM_UNSUBSCRIBE_SECRET"
-        )
-    return key
 
 
 @mailbox_route(
@@ -383,10 +365,8 @@ async def attachment_link(call: Call) -> web.Response:
     found = next((a for a in attachments_of(row) if a.filename == name), None)
     if found is None:
         raise NotFound("attachment")
-    expires = int(time.time()) + DOWNLOAD_TTL_S
-    claims = json.dumps([str(row["id"]), found.sha256, name, expires], separators=(",", ":")).encode()
-    url = f"{c.settings.public_base_url.rstrip('/')}/downloads/{signed.sign(download_key(c), claims)}"
-    link = DownloadLink(url=url, filename=name, expires_in=DOWNLOAD_TTL_S)
+    url, _ = downloads.link(c, row["id"], found.sha256, name)
+    link = DownloadLink(url=url, filename=name, expires_in=downloads.TTL_S)
     redirect = call.request.query.get("redirect", "true").lower()
     if redirect not in ("true", "false"):
         raise ApiError(400, "invalid_request", "redirect: must be true or false")
@@ -395,50 +375,3 @@ async def attachment_link(call: Call) -> web.Response:
     return json_model(link, 302, {"Location": url})
 
 
-@route(
-    "GET", "/downloads/{token}", scope=None, tag=DIALECT_NAME, errors=(403, 404),
-    summary="A file behind a signed download link (the link is the authority; it expires)",
-)  # fmt: skip
-async def download(call: Call) -> web.StreamResponse:
-    c = ctx(call)
-    claims = signed.opened(download_key(c), call.param("token"))
-    if claims is None:
-        raise ApiError(403, "forbidden", "this download link is not valid")
-    message_id, sha256, name, expires = json.loads(claims)
-    if time.time() > expires:
-        raise ApiError(403, "forbidden", "this download link has expired")
-    row = await c.pool.fetchrow(
-        "SELECT attachments FROM messages WHERE id = $1 AND deleted_at IS NULL", UUID(message_id)
-    )
-    found = row and next((a for a in attachments_of(row) if a.sha256 == sha256 and a.filename == name), None)
-    if not found:
-        raise ApiError(404, "not_found", "Attachment not found")
-    try:
-        data = await c.blobs.get(sha256)
-    except BlobMissing:
-        raise ApiError(404, "not_found", "Attachment not found") from None
-    return web.Response(body=data, headers=download_headers(name, found.content_type))
-
-
-# Types a browser would run or render as a page of our origin: served as bytes to save, never shown.
-_ACTIVE = re.compile(r"^(text/(html|xml|javascript|ecmascript|xsl)|image/svg|application/(xhtml|xml|javascript|"
-                     r"ecmascript|x-javascript|rdf|mathml|vnd\.wap)|multipart/x-mixed-replace)|\+xml$")  # fmt: skip
-_MEDIA_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}$")
-
-
-def download_headers(name: str, content_type: str) -> dict[str, str]:
-    """A received file's response headers: always a download (`attachment`, a name with no control
-    character in it, the whole name in RFC 6266's `filename*`), never sniffed, never run: an active type
-    (HTML, SVG, XML, script) or one that is no plain media type goes as application/octet-stream, and
-    any page is sandboxed (CSP) should a browser show it anyway."""
-    kind = content_type.strip().lower()
-    if not _MEDIA_TYPE.match(kind) or _ACTIVE.search(kind):
-        kind = "application/octet-stream"
-    fallback = "".join(c if " " <= c < "\x7f" and c not in '"\\;' else "_" for c in name) or "download"
-    return {
-        "Content-Type": kind,
-        "Content-Disposition": f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}",
-        "X-Content-Type-Options": "nosniff",
-        "Content-Security-Policy": "sandbox; default-src 'none'",
-        "Cache-Control": "private, no-store",
-    }

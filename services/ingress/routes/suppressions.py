@@ -2,7 +2,7 @@
 
 Entries are facts on the suppressions topic (SuppressionAdded / SuppressionRemoved, keyed by
 organization, so in order); the projections keep the table these routes read and decide checks, and
-these routes write their own facts through to it before answering (services/common/domain/suppressions.py),
+these routes write their own facts through to it before answering (services/ingress/core/suppressions.py),
 so a send asked for after the answer is decided with it. A bounce, a complaint or a one-click
 unsubscribe adds one by itself, with its cause.
 """
@@ -17,15 +17,9 @@ from aiohttp import web
 from schemas import ids
 from schemas.api.common import iso
 from schemas.api.suppressions import AddSuppression, Suppression, SuppressionList
-from schemas.events import (
-    SuppressionAdded,
-    SuppressionAddedPayload,
-    SuppressionRemoved,
-    SuppressionRemovedPayload,
-)
-from services.common.domain import suppressions
 from services.ingress import cursors
 from services.ingress.context import ctx
+from services.ingress.core import suppressions as suppressing
 from services.ingress.http import Call, json_model, not_found, query_limit, route
 
 
@@ -39,11 +33,7 @@ def suppression_out(row: asyncpg.Record) -> Suppression:
 
 
 async def find(call: Call, address: str) -> asyncpg.Record | None:
-    return await ctx(call).pool.fetchrow(
-        "SELECT * FROM suppressions WHERE org_id = $1 AND address = $2 AND active",
-        call.principal.org_id,
-        address.lower(),
-    )
+    return await suppressing.find(ctx(call), call.principal.org_id, address)
 
 
 @route(
@@ -91,12 +81,7 @@ async def add_suppression(call: Call) -> web.Response:
     b: AddSuppression = call.body
     if (row := await find(call, b.address)) is not None:
         return json_model(suppression_out(row))
-    event = SuppressionAdded(
-        org_id=call.principal.org_id, correlation_id=call.request_id,
-        payload=SuppressionAddedPayload(address=b.address.lower(), reason=b.reason),
-    )  # fmt: skip
-    await ctx(call).publish([event])
-    await suppressions.write_through(ctx(call).pool, [event])  # read-your-writes: decide reads this view
+    event = await suppressing.add(ctx(call), call.principal.org_id, b.address, b.reason, call.request_id)
     return json_model(
         Suppression(
             address=event.payload.address, reason=b.reason, messageId=None, eventId=str(event.event_id),
@@ -114,8 +99,5 @@ async def remove_suppression(call: Call) -> web.Response:
     row = await find(call, call.param("address"))
     if row is None:
         raise not_found("Suppression")
-    removed = [SuppressionRemoved(org_id=call.principal.org_id, correlation_id=call.request_id,
-                                  payload=SuppressionRemovedPayload(address=row["address"]))]  # fmt: skip
-    await ctx(call).publish(removed)
-    await suppressions.write_through(ctx(call).pool, removed)
+    await suppressing.remove(ctx(call), call.principal.org_id, row["address"], call.request_id)
     return web.Response(status=204)
