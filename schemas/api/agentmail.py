@@ -9,14 +9,25 @@ validating them, so every field it calls required is always sent.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, Field
 
 from schemas import ids
-from schemas.api.common import ApiModel, EmailAddress, HeaderText, Subject, iso
+from schemas.api.common import (
+    ApiModel,
+    Base64Content,
+    EmailAddress,
+    FileName,
+    HeaderText,
+    MediaType,
+    Subject,
+    iso,
+)
 from schemas.api.senders import SenderPattern
 from schemas.dialect import Dialect, WebhookFormat
+from schemas.limits import ATTACHMENTS_MAX_COUNT
 
 NAME = "agentmail"
 
@@ -56,6 +67,57 @@ def _listed(value: Any) -> Any:
 Addresses = Annotated[list[EmailAddress], BeforeValidator(_listed)]
 Labels = Annotated[list[Annotated[str, Field(min_length=1, max_length=100)]], BeforeValidator(_listed)]
 InboxIds = Annotated[list[Annotated[str, Field(min_length=1, max_length=320)]], BeforeValidator(_listed)]  # addresses
+
+
+class SendAttachment(ApiModel):
+    """A file to send: its bytes in `content` (base64); `url` (a file for the server to fetch) is refused."""
+
+    filename: FileName
+    content_type: MediaType = "application/octet-stream"
+    content_disposition: Literal["inline", "attachment"] | None = None
+    content_id: str | None = Field(None, max_length=255)
+    content: Base64Content
+    url: str | None = Field(None, max_length=0, description="Not taken here: send the file's `content`.")
+
+
+Files = Annotated[list[SendAttachment], Field(max_length=ATTACHMENTS_MAX_COUNT)]
+
+
+class Attachment(BaseModel):
+    attachment_id: str
+    filename: str | None = None
+    size: int
+    content_type: str | None = None
+
+
+def attachment_id(sha256: str, filename: str) -> str:
+    """A file's id within its message: its bytes and its name (two files may share either)."""
+    return "att_" + hashlib.sha256(f"{sha256}\0{filename}".encode()).hexdigest()[:32]
+
+
+def attachments_out(row: Any) -> list[Attachment] | None:
+    shown = [
+        Attachment(attachment_id=attachment_id(a["sha256"], a["filename"]), filename=a["filename"], size=a["size"],
+                   content_type=a["content_type"])
+        for a in row.get("attachments") or []
+    ]  # fmt: skip
+    return shown or None
+
+
+class AttachmentLink(BaseModel):
+    attachment_id: str
+    filename: str | None = None
+    size: int
+    content_type: str | None = None
+    download_url: str = Field(description="A signed link to the bytes, valid until `expires_at`.")
+    expires_at: str
+
+
+class RawMessage(BaseModel):
+    message_id: str
+    size: int
+    download_url: str = Field(description="A signed link to the message as it was sent or received (RFC 5322).")
+    expires_at: str
 
 
 # --- inboxes -----------------------------------------------------------------------------------------
@@ -111,6 +173,7 @@ class SendMessage(ApiModel):
     subject: Subject = ""
     text: str | None = None
     html: str | None = None
+    attachments: Files = Field(default_factory=list)
     labels: Labels = Field(default_factory=list, max_length=50)
 
 
@@ -124,12 +187,14 @@ class ReplyMessage(ApiModel):
     reply_all: bool = False
     text: str | None = None
     html: str | None = None
+    attachments: Files = Field(default_factory=list)
     labels: Labels = Field(default_factory=list, max_length=50)
 
 
 class ReplyAll(ApiModel):
     text: str | None = None
     html: str | None = None
+    attachments: Files = Field(default_factory=list)
     labels: Labels = Field(default_factory=list, max_length=50)
 
 
@@ -142,6 +207,7 @@ class ForwardMessage(ApiModel):
     subject: Subject | None = None
     text: str | None = None
     html: str | None = None
+    attachments: Files = Field(default_factory=list)
     labels: Labels = Field(default_factory=list, max_length=50)
 
 
@@ -177,6 +243,7 @@ class MessageItem(BaseModel):
     preview: str | None = None
     in_reply_to: str | None = None
     references: list[str] | None = None
+    attachments: list[Attachment] | None = None
     size: int
     updated_at: str
     created_at: str
@@ -215,7 +282,8 @@ def message_item(row: Any, whole: type[MessageItem] = MessageItem, **extra: Any)
         from_=row["from_addr"] or (row["inbox_address"] if outbound else "") or "", to=row["to_addrs"] or [],
         cc=row["cc_addrs"] or None, bcc=row["bcc_addrs"] or None, subject=row["subject"],
         preview=" ".join(text.split())[:200] or None, in_reply_to=row.get("in_reply_to"),
-        references=row.get("refs") or None, size=len(text.encode()) + len((row["html_body"] or "").encode()),
+        references=row.get("refs") or None, attachments=attachments_out(row),
+        size=len(text.encode()) + len((row["html_body"] or "").encode()) + sum(a["size"] for a in row.get("attachments") or []),
         updated_at=iso(row["updated_at"]), created_at=iso(row["created_at"]), **extra,
     )  # fmt: skip
 
@@ -241,6 +309,7 @@ class CreateDraft(ApiModel):
     subject: Subject | None = None
     text: str | None = None
     html: str | None = None
+    attachments: Files = Field(default_factory=list)
     labels: Labels = Field(default_factory=list, max_length=50)
     in_reply_to: str | None = Field(None, max_length=100, description="A message's id: the draft replies to it.")
     reply_all: bool = False
@@ -272,6 +341,7 @@ class DraftItem(BaseModel):
     bcc: list[str] | None = None
     subject: str | None = None
     preview: str | None = None
+    attachments: list[Attachment] | None = None
     send_status: Literal["scheduled"] | None = Field(None, description="`scheduled`: it goes out at `send_at`.")
     send_at: str | None = None
     updated_at: str
@@ -315,11 +385,11 @@ class ListEntries(BaseModel):
     entries: list[ListEntry]
 
 
-def entry_out(row: Any, direction: str) -> ListEntry:  # a sender_rules row
+def entry_out(row: Any, direction: str) -> ListEntry:  # a sender_rules row, or a suppression as one
     return ListEntry(
         entry=row["pattern"], organization_id=ids.render("org", row["org_id"]), direction=direction,
         list_type=row["action"], entry_type="email" if "@" in row["pattern"] else "domain",
-        created_at=iso(row["created_at"]),
+        reason=row.get("reason"), created_at=iso(row["created_at"]),
     )  # fmt: skip
 
 
@@ -428,9 +498,12 @@ def thread_item(conv: Any, rows: list[Any], whole: type[ThreadItem] = ThreadItem
     )  # fmt: skip
 
 
-def thread_out(conv: Any, rows: list[Any]) -> Thread:
-    messages = [message_out(r) for r in rows]
-    return thread_item(conv, rows, Thread, count=len(messages), messages=messages)  # type: ignore[return-value]
+def thread_out(conv: Any, rows: list[Any], page: list[Any] | None = None, next_page_token: str | None = None) -> Thread:
+    """The thread of all its messages `rows`, showing the messages of `page` (all, if not given)."""
+    messages = [message_out(r) for r in (rows if page is None else page)]
+    return thread_item(
+        conv, rows, Thread, count=len(messages), messages=messages, next_page_token=next_page_token
+    )  # type: ignore[return-value]
 
 
 # --- the dialect -------------------------------------------------------------------------------------

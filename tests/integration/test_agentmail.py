@@ -5,15 +5,25 @@ Idempotency-Key, the message and its thread read back on both sides, pages, and 
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from email import message_from_bytes, policy
 from email.message import EmailMessage
 
 import aiosmtplib
 import pytest
 import svix.webhooks
-from agentmail import AgentMailEnvironment, AsyncAgentMail, Error, MessageReceivedEvent, Subscribe, Subscribed
+from agentmail import (
+    AgentMailEnvironment,
+    AsyncAgentMail,
+    Error,
+    MessageReceivedEvent,
+    SendAttachment,
+    Subscribe,
+    Subscribed,
+)
 from agentmail.core.api_error import ApiError
 from agentmail.errors import ConflictError, NotFoundError, ValidationError
 from agentmail.inboxes import CreateInboxRequest
@@ -184,6 +194,17 @@ async def test_a_sender_on_the_block_list_is_refused_and_taken_off_it_is_receive
     with pytest.raises(ValidationError):
         await client.lists.create("reply", "allow", entry=spammer)
 
+    # The send block list: the organization's suppressions (read-your-writes: the next send is decided with it).
+    await client.lists.create("send", "block", entry=spammer, reason="asked us to stop")
+    assert (await client.lists.get("send", "block", spammer)).list_type == "block"
+    with pytest.raises(MessageRejectedError) as refused_send:
+        await client.inboxes.messages.send(inbox.inbox_id, to=spammer, subject="s", text="t")
+    assert "suppressed" in refused_send.value.body.message
+    status, suppression, _ = await api.call("GET", f"/v1/suppressions/{spammer}")
+    assert status == 200 and suppression["reason"] == "manual"
+    await client.lists.delete("send", "block", spammer)
+    assert (await client.inboxes.messages.send(inbox.inbox_id, to=spammer, subject="s", text="t")).message_id
+
 
 async def _received(client: AsyncAgentMail, inbox_id: str):
     page = await client.inboxes.messages.list(inbox_id)
@@ -320,3 +341,86 @@ async def test_an_inbox_whose_sends_wait_for_a_person_holds_them_as_drafts_a_sen
     assert sent.message_id == held.message_id
     [out] = (await relay.wait_for(before + 1))[before:]
     assert out.message["Subject"] == "Held"
+
+
+async def test_lists_filter_by_labels_time_sender_and_subject_and_threads_page_and_delete_org_wide(api: Api) -> None:
+    client = sdk(api)
+    desk = await client.inboxes.create()
+    tag = uuid.uuid4().hex[:6]
+    first = await client.inboxes.messages.send(desk.inbox_id, to="ana@example.test", subject=f"alpha {tag}", text="1", labels=["lead"])
+    middle = datetime.now(UTC)
+    await asyncio.sleep(0.05)
+    for n in (2, 3):  # the thread of `first` grows to three messages
+        await client.inboxes.messages.reply(desk.inbox_id, first.message_id, text=f"{n}")
+    other = await client.inboxes.messages.send(desk.inbox_id, to="bo@example.test", subject=f"beta {tag}", text="4")
+
+    async def listed(**query) -> list[str]:
+        return [m.message_id for m in (await client.inboxes.messages.list(desk.inbox_id, **query)).messages]
+
+    every = await eventually(lambda: _at_least(listed(), 4))
+    assert every[0] == other.message_id and every[-1] == first.message_id  # newest first
+    assert await listed(ascending=True) == every[::-1]
+    assert await listed(labels=["lead"]) == [first.message_id]
+    assert await listed(labels=["sent", "lead"]) == [first.message_id] and await listed(labels=["received"]) == []
+    assert await listed(to=["bo@"]) == [other.message_id]
+    assert set(await listed(subject=[f"ALPHA {tag}"])) == set(every) - {other.message_id}  # and its replies' "Re: alpha"
+    assert first.message_id not in await listed(after=middle) and await listed(before=middle) == [first.message_id]
+
+    threads = (await client.threads.list(limit=100)).threads
+    assert {first.thread_id, other.thread_id} <= {t.thread_id for t in threads}
+    assert [t.thread_id for t in (await client.inboxes.threads.list(desk.inbox_id, recipients=["bo@"])).threads] == [other.thread_id]
+    newest = await client.threads.get(first.thread_id, limit=2)
+    assert newest.message_count == 3 and [m.text.strip() for m in newest.messages] == ["2", "3"] and newest.next_page_token
+    oldest = await client.inboxes.threads.get(desk.inbox_id, first.thread_id, limit=2, page_token=newest.next_page_token)
+    assert [m.message_id for m in oldest.messages] == [first.message_id] and oldest.next_page_token is None
+
+    await client.threads.delete(first.thread_id)
+    with pytest.raises(NotFoundError):
+        await client.threads.get(first.thread_id)
+    assert await listed() == [other.message_id]  # its messages are gone from the lists too
+    with pytest.raises(ApiError) as bad:  # the SDK's list names no error type for a 400
+        await client.inboxes.messages.list(desk.inbox_id, request_options={"additional_query_parameters": {"ascending": "maybe"}})
+    assert bad.value.status_code == 400 and "ascending" in bad.value.body["message"]
+
+
+async def _at_least(listing, n: int):
+    found = await listing
+    return found if len(found) >= n else None
+
+
+async def test_files_sent_are_listed_downloaded_carried_by_a_forward_and_the_raw_message_is_downloadable(
+    api: Api, default_relay: Relay
+) -> None:
+    client, relay = sdk(api), default_relay
+    sender, desk = await client.inboxes.create(), await client.inboxes.create()
+    pdf = b"%PDF-1.4\n1 0 obj <<>> endobj\ntrailer <<>>\n%%EOF\n"
+    quote = SendAttachment(filename="quote.pdf", content_type="application/pdf", content=base64.b64encode(pdf).decode())
+    await client.inboxes.messages.send(sender.inbox_id, to=desk.email, subject="Quote", text="Attached.", attachments=[quote])
+
+    async def arrived():
+        page = await client.inboxes.messages.list(desk.inbox_id)
+        return page.messages[0] if page.count else None
+
+    item = await eventually(arrived)
+    [meta] = item.attachments
+    assert (meta.filename, meta.size, meta.content_type) == ("quote.pdf", len(pdf), "application/pdf")
+    link = await client.inboxes.messages.get_attachment(desk.inbox_id, item.message_id, meta.attachment_id)
+    async with api.session.get(link.download_url) as r:
+        assert r.status == 200 and await r.read() == pdf
+    raw = await client.inboxes.messages.get_raw(desk.inbox_id, item.message_id)
+    async with api.session.get(raw.download_url) as r:
+        whole = message_from_bytes(await r.read(), policy=policy.default)
+    assert whole["Subject"] == "Quote" and raw.size > len(pdf)
+    assert [p.get_filename() for p in whole.iter_attachments()] == ["quote.pdf"]
+
+    before = len(relay.received)
+    await client.inboxes.messages.forward(desk.inbox_id, item.message_id, to="boss@example.test", text="FYI")
+    [out] = (await relay.wait_for(before + 1))[before:]
+    [carried] = list(out.message.iter_attachments())
+    assert carried.get_filename() == "quote.pdf" and carried.get_content() == pdf
+    with pytest.raises(NotFoundError):
+        await client.inboxes.messages.get_attachment(desk.inbox_id, item.message_id, "att_nothing")
+    with pytest.raises(ValidationError):
+        await client.inboxes.messages.send(
+            desk.inbox_id, to="a@example.test", text="t", attachments=[SendAttachment(filename="x.pdf", url="https://example.test/x.pdf")]
+        )

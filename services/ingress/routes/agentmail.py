@@ -21,6 +21,7 @@ from schemas.api import agentmail
 from schemas.api.agentmail import (
     SYSTEM_LABELS,
     AddListEntry,
+    AttachmentLink,
     CreateDraft,
     CreateInbox,
     CreateWebhook,
@@ -33,8 +34,10 @@ from schemas.api.agentmail import (
     ListEntry,
     Message,
     MessageList,
+    RawMessage,
     ReplyAll,
     ReplyMessage,
+    SendAttachment,
     SendDraft,
     SendMessage,
     SendMessageResponse,
@@ -47,6 +50,8 @@ from schemas.api.agentmail import (
     UpdateWebhook,
     Webhook,
     WebhookList,
+    attachment_id,
+    attachments_out,
     entry_out,
     inbox_out,
     labels_of,
@@ -58,22 +63,26 @@ from schemas.api.agentmail import (
 )
 from schemas.api.common import iso
 from schemas.commands import Command, NewSend, Reply
+from schemas.events import Attachment as EventAttachment
 from schemas.events import Content, Forwarded, SendRequested, event_from
 from schemas.limits import DEFAULT_DAILY_CAP
 from schemas.schedule import ScheduleError, fire_at
 from schemas.webhooks import webhook_type
 from services.common.domain import bodies, views
+from services.common.domain.blobs import BlobMissing
 from services.common.domain.webhooks import signing
 from services.common.domain.webhooks.shown import shown_alone
 from services.ingress import cursors
 from services.ingress.context import ctx
-from services.ingress.core import directory, drafts, flags, scheduling
+from services.ingress.core import attachments, directory, drafts, flags, scheduling
+from services.ingress.core import suppressions as suppressing
 from services.ingress.core.errors import Conflict, NotFound
 from services.ingress.core.outcome import Outcome
 from services.ingress.core.send import submit
 from services.ingress.feed import head, page
 from services.ingress.http import ApiError, Call, json_model, query_limit, route
 from services.ingress.idempotency import IdSource, idempotent
+from services.ingress.routes import downloads
 from services.ingress.routes.webhooks import check_destination
 from services.ingress.sending import origin_of, send_one
 
@@ -187,21 +196,91 @@ async def send_message(call: Call) -> web.Response:
     b: SendMessage = call.body
     if b.text is None and b.html is None:
         raise ApiError(400, "invalid_request", "text: text or html is required")
+    attached, files = incoming(b.attachments)
     content = Content(
-        subject=b.subject, text=b.text, html=b.html, cc=b.cc, bcc=b.bcc, labels=b.labels, dialect=NAME,
+        subject=b.subject, text=b.text, html=b.html, cc=b.cc, bcc=b.bcc, labels=b.labels, dialect=NAME, attachments=attached,
         unsubscribe=await directory.wants_unsubscribe(ctx(call), inbox["org_id"], None),
     )  # fmt: skip
-    return await send(call, inbox, NewSend(identity_id=inbox["id"], messages=[b.to], content=content))
+    return await send(call, inbox, NewSend(identity_id=inbox["id"], messages=[b.to], content=content), files)
+
+
+MESSAGE_FILTERS = ("from", "to", "subject")
+THREAD_FILTERS = ("senders", "recipients", "subject")
+IGNORED = ("include_spam", "include_blocked", "include_unauthenticated", "include_trash")  # none such kept here
+
+
+def values_of(call: Call, name: str) -> tuple[str, ...]:
+    """A list query value as the SDK sends it (one JSON array: `labels=["a","b"]`), or a plain value."""
+    text = call.request.query.get(name)
+    if text is None or text == "":
+        return ()
+    found: object = text
+    if text.startswith("["):
+        try:
+            found = json.loads(text)
+        except ValueError:
+            raise ApiError(400, "invalid_request", f"{name}: is not a JSON array of strings") from None
+    found = [found] if isinstance(found, str) else found
+    if not isinstance(found, list) or not all(isinstance(v, str) and 0 < len(v) <= 320 for v in found) or len(found) > 20:
+        raise ApiError(400, "invalid_request", f"{name}: at most 20 strings of 1 to 320 characters")
+    return tuple(found)
+
+
+def instant(call: Call, name: str) -> datetime | None:
+    text = call.request.query.get(name)
+    if not text:
+        return None
+    try:
+        at = datetime.fromisoformat(text.replace("z", "Z"))
+    except ValueError:
+        raise ApiError(400, "invalid_request", f"{name}: is not an ISO-8601 date-time") from None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def flag(call: Call, name: str) -> bool:
+    text = call.request.query.get(name, "false")
+    if text not in ("true", "false"):
+        raise ApiError(400, "invalid_request", f"{name}: must be true or false")
+    return text == "true"
+
+
+def list_filter(call: Call, names: tuple[str, str, str]) -> views.Filter:
+    """The filters of a list of messages or threads: `labels` (all of them; `sent`, `received` and `unread`
+    are the message's state), `before`, `after`, and each of `names` (sender, recipient, subject: a part
+    of it, any case, every value given)."""
+    direction, unread, own = None, None, []
+    for label in values_of(call, "labels"):
+        match label:
+            case "sent" | "received":
+                wanted = "outbound" if label == "sent" else "inbound"
+                direction = wanted if direction in (None, wanted) else "neither"  # both: nothing has both
+            case "unread":
+                direction = "inbound" if direction in (None, "inbound") else "neither"
+                unread = True
+            case _:
+                own.append(label)
+    for name in IGNORED:
+        flag(call, name)
+    since, until = instant(call, "after"), instant(call, "before")
+    senders, recipients, subjects = (values_of(call, n) for n in names)
+    return views.Filter(
+        direction=direction, unread=unread, labels=tuple(own), since=since, until=until, senders=senders,
+        recipients=recipients, subjects=subjects,
+    )  # fmt: skip
 
 
 @route(
     "GET", "/v0/inboxes/{inbox_id}/messages", scope="read", response=MessageList, errors=(400, 404),
-    summary="The inbox's messages, newest first (`limit` 1-100, `page_token`)", **DIALECT,
+    summary="The inbox's messages, newest first (`ascending`: oldest), `limit` 1-100, `page_token`; filtered by "
+    "`labels`, `before`, `after`, `from`, `to`, `subject` (JSON arrays: every value must match)", **DIALECT,
 )  # fmt: skip
 async def list_messages(call: Call) -> web.Response:
     inbox = await find_inbox(call)
-    limit = query_limit(call, 50)
-    rows, more = await views.mailbox_page(ctx(call).pool, inbox["org_id"], inbox["id"], after=page_token(call), limit=limit)
+    limit, ascending = query_limit(call, 50), flag(call, "ascending")
+    rows, more = await views.filtered_page(
+        ctx(call).pool, inbox["org_id"], inbox["id"], list_filter(call, MESSAGE_FILTERS), after=page_token(call),
+        ascending=ascending, limit=limit,
+    )  # fmt: skip
     token = cursors.encode(rows[-1]["created_at"], rows[-1]["id"]) if more else None
     return json_model(MessageList(count=len(rows), limit=limit, next_page_token=token, messages=[message_item(r) for r in rows]))
 
@@ -212,6 +291,48 @@ async def list_messages(call: Call) -> web.Response:
 )  # fmt: skip
 async def get_message(call: Call) -> web.Response:
     return json_model(message_out(await find_message(call, await find_inbox(call))))
+
+
+@route(
+    "GET", "/v0/inboxes/{inbox_id}/messages/{message_id}/attachments/{attachment_id}", scope="read",
+    response=AttachmentLink, errors=(404, 503), summary="One of the message's files: a link to its bytes, valid 15 minutes",
+    **DIALECT,
+)  # fmt: skip
+async def get_attachment(call: Call) -> web.Response:
+    row = await find_message(call, await find_inbox(call))
+    wanted = call.param("attachment_id")
+    found = next((a for a in row["attachments"] if attachment_id(a["sha256"], a["filename"]) == wanted), None)
+    if found is None:
+        raise ApiError(404, "not_found", "Attachment not found")
+    url, expires = downloads.link(ctx(call), row["id"], found["sha256"], found["filename"])
+    return json_model(
+        AttachmentLink(
+            attachment_id=wanted, filename=found["filename"], size=found["size"], content_type=found["content_type"],
+            download_url=url, expires_at=iso(datetime.fromtimestamp(expires, UTC)),
+        )
+    )  # fmt: skip
+
+
+@route(
+    "GET", "/v0/inboxes/{inbox_id}/messages/{message_id}/raw", scope="read", response=RawMessage, errors=(404, 503),
+    summary="A link to the message as it was sent or received (RFC 5322), valid 15 minutes", **DIALECT,
+)  # fmt: skip
+async def get_raw(call: Call) -> web.Response:
+    c = ctx(call)
+    row = await find_message(call, await find_inbox(call))
+    if not row["raw_sha256"]:
+        raise ApiError(404, "not_found", "the message's raw form is not kept (it has not been sent yet)")
+    try:
+        size = len(await c.blobs.get(row["raw_sha256"]))
+    except BlobMissing:
+        raise ApiError(404, "not_found", "the message's raw form is no longer kept") from None
+    url, expires = downloads.link(c, row["id"], row["raw_sha256"], "message.eml")
+    return json_model(
+        RawMessage(
+            message_id=ids.render("message", row["id"]), size=size, download_url=url,
+            expires_at=iso(datetime.fromtimestamp(expires, UTC)),
+        )
+    )  # fmt: skip
 
 
 async def find_message(call: Call, inbox: asyncpg.Record, message_id: str | None = None) -> asyncpg.Record:
@@ -247,9 +368,17 @@ async def update_message(call: Call) -> web.Response:
     return json_model(UpdateMessageResponse(message_id=ids.render("message", row["id"]), labels=labels_of(shown)))
 
 
-async def send(call: Call, inbox: asyncpg.Record, cmd: Command) -> web.Response:
-    """A send, reply or forward, once per Idempotency-Key, answered with its message's and thread's ids
-    (403 when it was refused: a suppressed recipient, the daily cap)."""
+def incoming(files: list[SendAttachment]) -> tuple[list[EventAttachment], dict[str, bytes]]:
+    """The files a request attaches, and their bytes by hash; 400 naming one that must not be sent."""
+    uploads = [attachments.Upload(f"attachments[{i}]", f.filename, f.content_type, f.content) for i, f in enumerate(files)]
+    attachments.check(uploads)
+    return attachments.attachments_of(uploads)
+
+
+async def send(call: Call, inbox: asyncpg.Record, cmd: Command, files: dict[str, bytes] | None = None) -> web.Response:
+    """A send, reply or forward (`files`: the bytes of the files it attaches, by hash), once per
+    Idempotency-Key, answered with its message's and thread's ids (403 when it was refused: a suppressed
+    recipient, the daily cap)."""
 
     async def answer(_: Command, outcome: Outcome, __: list) -> web.Response:
         [m] = outcome.messages
@@ -259,7 +388,7 @@ async def send(call: Call, inbox: asyncpg.Record, cmd: Command) -> web.Response:
             SendMessageResponse(message_id=ids.render("message", m.message_id), thread_id=ids.render("thread", m.conv_id))
         )
 
-    return await send_one(call, inbox, NAME, lambda: cmd, answer)
+    return await send_one(call, inbox, NAME, lambda: cmd, answer, files=files)
 
 
 @route(
@@ -269,7 +398,9 @@ async def send(call: Call, inbox: asyncpg.Record, cmd: Command) -> web.Response:
 )  # fmt: skip
 async def reply(call: Call) -> web.Response:
     b: ReplyMessage = call.body
-    return await replying(call, b.to, b.reply_all, Content(text=b.text, html=b.html, cc=b.cc, bcc=b.bcc, labels=b.labels))
+    attached, files = incoming(b.attachments)
+    content = Content(text=b.text, html=b.html, cc=b.cc, bcc=b.bcc, labels=b.labels, attachments=attached)
+    return await replying(call, b.to, b.reply_all, content, files)
 
 
 @route(
@@ -279,13 +410,16 @@ async def reply(call: Call) -> web.Response:
 )  # fmt: skip
 async def reply_all(call: Call) -> web.Response:
     b: ReplyAll = call.body
-    return await replying(call, None, True, Content(text=b.text, html=b.html, labels=b.labels))
+    attached, files = incoming(b.attachments)
+    return await replying(call, None, True, Content(text=b.text, html=b.html, labels=b.labels, attachments=attached), files)
 
 
-async def replying(call: Call, to: list[str] | None, everyone: bool, content: Content) -> web.Response:
+async def replying(
+    call: Call, to: list[str] | None, everyone: bool, content: Content, files: dict[str, bytes]
+) -> web.Response:
     inbox = await find_inbox(call)
     original = await find_message(call, inbox)
-    return await send(call, inbox, await reply_command(call, inbox, original, to, everyone, content))
+    return await send(call, inbox, await reply_command(call, inbox, original, to, everyone, content), files)
 
 
 async def reply_command(
@@ -316,95 +450,185 @@ async def forward_message(call: Call) -> web.Response:
     original = await find_message(call, inbox)
     b: ForwardMessage = call.body
     text, html = forward.inline_bodies(original, b.text, b.html)
+    theirs, files = incoming(b.attachments)
+    try:  # the original's files go along, named clear of the caller's
+        carried = await attachments.carry(
+            ctx(call).blobs, [EventAttachment.model_validate(a) for a in original["attachments"]], theirs, files,
+            "the original's file",
+        )  # fmt: skip
+    except BlobMissing:
+        raise ApiError(502, "storage_unavailable", "the original's attachments could not be loaded") from None
     content = Content(
         subject=forward.subject(original["subject"], b.subject), text=text, html=html, cc=b.cc, bcc=b.bcc,
-        labels=b.labels, dialect=NAME,
+        labels=b.labels, dialect=NAME, attachments=[*theirs, *carried],
         forwarded=Forwarded(message_id=original["id"], rfc_message_id=original["rfc_message_id"]),
     )  # fmt: skip
-    return await send(call, inbox, NewSend(identity_id=inbox["id"], messages=[b.to], content=content))
+    return await send(call, inbox, NewSend(identity_id=inbox["id"], messages=[b.to], content=content), files)
 
 
 # --- threads -----------------------------------------------------------------------------------------
 
 
+async def threads_of(call: Call, inbox: asyncpg.Record | None) -> web.Response:
+    limit, ascending = query_limit(call, 50), flag(call, "ascending")
+    found, more = await views.thread_page(
+        ctx(call).pool, call.principal.org_id, inbox and inbox["id"], list_filter(call, THREAD_FILTERS),
+        after=page_token(call), ascending=ascending, limit=limit,
+    )  # fmt: skip
+    token = cursors.encode(found[-1][0]["updated_at"], found[-1][0]["id"]) if more else None
+    threads = [thread_item(conv, rows) for conv, rows in found]
+    return json_model(ThreadList(count=len(threads), limit=limit, next_page_token=token, threads=threads))
+
+
 @route(
     "GET", "/v0/inboxes/{inbox_id}/threads", scope="read", response=ThreadList, errors=(400, 404),
-    summary="The inbox's threads, most recently active first (`limit` 1-100)", **DIALECT,
+    summary="The inbox's threads, most recently active first (`ascending`: least), `limit` 1-100, `page_token`; "
+    "filtered by `labels`, `before`, `after`, `senders`, `recipients`, `subject`", **DIALECT,
 )  # fmt: skip
 async def list_threads(call: Call) -> web.Response:
-    inbox = await find_inbox(call)
-    limit = query_limit(call, 50)
-    found = await views.inbox_threads(ctx(call).pool, inbox["org_id"], inbox["id"], limit=limit)
-    threads = [thread_item({**conv, "handle": inbox["handle"]}, rows) for conv, rows in found]
-    return json_model(ThreadList(count=len(threads), limit=limit, threads=threads))
+    return await threads_of(call, await find_inbox(call))
 
 
 @route(
-    "GET", "/v0/inboxes/{inbox_id}/threads/{thread_id}", scope="read", response=Thread, errors=(404,),
-    summary="A thread with its messages in order", **DIALECT,
+    "GET", "/v0/threads", scope="read", response=ThreadList, errors=(400,),
+    summary="Every inbox's threads, as an inbox's are listed", **DIALECT,
+)  # fmt: skip
+async def list_all_threads(call: Call) -> web.Response:
+    return await threads_of(call, None)
+
+
+async def find_thread(call: Call, inbox: asyncpg.Record | None) -> tuple[asyncpg.Record, list[asyncpg.Record]]:
+    """The thread the path names (of `inbox`, if given) and its messages in order; 404 if it has none."""
+    conv_id = ids.parse("thread", call.param("thread_id"))
+    found = conv_id and await views.conversation(ctx(call).pool, call.principal.org_id, conv_id)
+    if not found or not found[1] or (inbox is not None and found[0]["identity_id"] != inbox["id"]):
+        raise ApiError(404, "not_found", "Thread not found")
+    return found
+
+
+async def thread_shown(call: Call, inbox: asyncpg.Record | None) -> web.Response:
+    """A thread and a page of its messages: the newest `limit` (in order), then older ones by `page_token`."""
+    conv, rows = await find_thread(call, inbox)
+    limit, before = query_limit(call, 100), page_token(call)
+    older = [r for r in rows if before is None or (r["created_at"], r["id"]) < before]
+    page = older[-limit:]
+    token = cursors.encode(page[0]["created_at"], page[0]["id"]) if page and len(older) > len(page) else None
+    return json_model(thread_out(conv, rows, page, token))
+
+
+@route(
+    "GET", "/v0/inboxes/{inbox_id}/threads/{thread_id}", scope="read", response=Thread, errors=(400, 404),
+    summary="A thread with its newest messages in order (`limit` 1-100; `page_token`: older ones)", **DIALECT,
 )  # fmt: skip
 async def get_thread(call: Call) -> web.Response:
-    inbox = await find_inbox(call)
-    conv_id = ids.parse("thread", call.param("thread_id"))
-    found = conv_id and await views.inbox_threads(ctx(call).pool, inbox["org_id"], inbox["id"], conv_id)
-    if not found:
-        raise ApiError(404, "not_found", "Thread not found")
-    [(conv, rows)] = found
-    return json_model(thread_out({**conv, "handle": inbox["handle"]}, rows))
+    return await thread_shown(call, await find_inbox(call))
 
 
-# --- lists: who may mail the organization's inboxes (its sender rules) ------------------------------
+@route(
+    "GET", "/v0/threads/{thread_id}", scope="read", response=Thread, errors=(400, 404),
+    summary="A thread of any inbox, as an inbox's is shown", **DIALECT,
+)  # fmt: skip
+async def get_any_thread(call: Call) -> web.Response:
+    return await thread_shown(call, None)
 
-LISTS = "receive"  # the direction kept: the sender rules of inbound mail (SPEC 2)
+
+async def thread_deleted(call: Call, inbox: asyncpg.Record | None) -> web.Response:
+    conv, rows = await find_thread(call, inbox)
+    owner = {"org_id": conv["org_id"], "id": conv["identity_id"]}
+    await flags.delete(ctx(call), owner, [r["id"] for r in rows], call.request_id)
+    return web.Response(status=204)
 
 
-def list_of(call: Call) -> str:
-    """The list's type (`allow` or `block`) of the path; 400 naming the part this server keeps none of."""
+@route(
+    "DELETE", "/v0/inboxes/{inbox_id}/threads/{thread_id}", scope="send", status=204, errors=(404,),
+    summary="Delete a thread's messages: gone from every dialect's reads (their audit trail stays)", **DIALECT,
+)  # fmt: skip
+async def delete_thread(call: Call) -> web.Response:
+    return await thread_deleted(call, await find_inbox(call))
+
+
+@route(
+    "DELETE", "/v0/threads/{thread_id}", scope="send", status=204, errors=(404,),
+    summary="Delete a thread of any inbox, as an inbox's is deleted", **DIALECT,
+)  # fmt: skip
+async def delete_any_thread(call: Call) -> web.Response:
+    return await thread_deleted(call, None)
+
+
+# --- lists: `receive` lists are the organization's sender rules (who may mail its inboxes); the `send`
+# block list is its suppressions (who it never mails: bounces, complaints and unsubscribes are on it too).
+
+KEPT = {("receive", "allow"), ("receive", "block"), ("send", "block")}
+
+
+def list_of(call: Call) -> tuple[str, str]:
+    """The list of the path (direction, type); 400 naming the part this server keeps no list of."""
     direction, kind = call.param("direction"), call.param("type")
-    if direction != LISTS:
-        raise ApiError(400, "invalid_request", f"direction: only the {LISTS} lists are kept here, not {direction}")
     if kind not in ("allow", "block"):
         raise ApiError(400, "invalid_request", "type: must be allow or block")
-    return kind
+    if (direction, kind) not in KEPT:
+        raise ApiError(
+            400, "invalid_request",
+            f"direction: no {direction} {kind} list is kept here (the receive lists, and the send block list are)",
+        )  # fmt: skip
+    return direction, kind
+
+
+def suppressed(row: asyncpg.Record) -> dict:
+    """A suppression as a `send` block list's entry."""
+    return {"pattern": row["address"], "action": "block", **{k: row[k] for k in ("org_id", "created_at", "reason")}}
 
 
 @route(
     "GET", "/v0/lists/{direction}/{type}", scope="read", response=ListEntries, errors=(400,),
-    summary="A list's entries (`receive`: the organization's sender rules), by entry", **DIALECT,
+    summary="A list's entries, by entry (`receive`: the sender rules; `send` block: the suppressions)", **DIALECT,
 )  # fmt: skip
 async def list_entries(call: Call) -> web.Response:
-    kind = list_of(call)
-    rows = await ctx(call).pool.fetch(
-        "SELECT * FROM sender_rules WHERE org_id = $1 AND action = $2 ORDER BY pattern", call.principal.org_id, kind
-    )
-    return json_model(ListEntries(count=len(rows), entries=[entry_out(r, LISTS) for r in rows]))
+    direction, kind = list_of(call)
+    pool, org_id = ctx(call).pool, call.principal.org_id
+    if direction == "send":
+        rows = [suppressed(r) for r in await pool.fetch("SELECT * FROM suppressions WHERE org_id = $1 AND active ORDER BY address", org_id)]
+    else:
+        rows = await pool.fetch("SELECT * FROM sender_rules WHERE org_id = $1 AND action = $2 ORDER BY pattern", org_id, kind)
+    return json_model(ListEntries(count=len(rows), entries=[entry_out(r, direction) for r in rows]))
 
 
 @route(
     "POST", "/v0/lists/{direction}/{type}", scope="admin", body=AddListEntry, response=ListEntry, errors=(400,),
-    summary="Allow or block a sender (an address, or a domain with its subdomains); an entry moves from one "
-    "list to the other", **DIALECT,
+    summary="Allow or block a sender (an address, or a domain with its subdomains; an entry moves from one "
+    "receive list to the other), or never mail an address again (`send` block)", **DIALECT,
 )  # fmt: skip
 async def add_entry(call: Call) -> web.Response:
-    kind = list_of(call)
+    direction, kind = list_of(call)
     b: AddListEntry = call.body
-    row = await ctx(call).pool.fetchrow(
+    c, org_id = ctx(call), call.principal.org_id
+    if direction == "send":
+        if "@" not in b.entry:
+            raise ApiError(400, "invalid_request", "entry: the send block list takes addresses, not domains")
+        if await suppressing.find(c, org_id, b.entry) is None:
+            await suppressing.add(c, org_id, b.entry, "manual", call.request_id)
+        return json_model(entry_out(suppressed(await suppressing.find(c, org_id, b.entry)), direction))
+    row = await c.pool.fetchrow(
         """INSERT INTO sender_rules (org_id, pattern, action) VALUES ($1, $2, $3)
            ON CONFLICT (org_id, pattern) DO UPDATE SET action = EXCLUDED.action RETURNING *""",
-        call.principal.org_id, b.entry, kind,
+        org_id, b.entry, kind,
     )  # fmt: skip
-    return json_model(entry_out(row, LISTS).model_copy(update={"reason": b.reason}))
+    return json_model(entry_out(row, direction).model_copy(update={"reason": b.reason}))
 
 
-async def find_entry(call: Call) -> asyncpg.Record:
-    kind = list_of(call)
-    row = await ctx(call).pool.fetchrow(
-        "SELECT * FROM sender_rules WHERE org_id = $1 AND pattern = lower($2) AND action = $3",
-        call.principal.org_id, call.param("entry"), kind,
-    )  # fmt: skip
-    if row is None:
+async def find_entry(call: Call) -> tuple[str, dict | asyncpg.Record]:
+    direction, kind = list_of(call)
+    c, org_id, entry = ctx(call), call.principal.org_id, call.param("entry")
+    if direction == "send":
+        row = await suppressing.find(c, org_id, entry)
+        found = row and suppressed(row)
+    else:
+        found = await c.pool.fetchrow(
+            "SELECT * FROM sender_rules WHERE org_id = $1 AND pattern = lower($2) AND action = $3", org_id, entry, kind
+        )
+    if not found:
         raise ApiError(404, "not_found", "Entry not found")
-    return row
+    return direction, found
 
 
 @route(
@@ -412,16 +636,20 @@ async def find_entry(call: Call) -> asyncpg.Record:
     summary="A list's entry", **DIALECT,
 )  # fmt: skip
 async def get_entry(call: Call) -> web.Response:
-    return json_model(entry_out(await find_entry(call), LISTS))
+    direction, row = await find_entry(call)
+    return json_model(entry_out(row, direction))
 
 
 @route(
     "DELETE", "/v0/lists/{direction}/{type}/{entry}", scope="admin", status=204, errors=(400, 404),
-    summary="Remove a list's entry", **DIALECT,
+    summary="Remove a list's entry (`send` block: mail the address again)", **DIALECT,
 )  # fmt: skip
 async def remove_entry(call: Call) -> web.Response:
-    row = await find_entry(call)
-    await ctx(call).pool.execute("DELETE FROM sender_rules WHERE org_id = $1 AND pattern = $2", row["org_id"], row["pattern"])
+    direction, row = await find_entry(call)
+    if direction == "send":
+        await suppressing.remove(ctx(call), row["org_id"], row["pattern"], call.request_id)
+    else:
+        await ctx(call).pool.execute("DELETE FROM sender_rules WHERE org_id = $1 AND pattern = $2", row["org_id"], row["pattern"])
     return web.Response(status=204)
 
 
@@ -558,6 +786,7 @@ def draft_out(row: asyncpg.Record, content: Content) -> Draft:
         inbox_id=row["handle"], draft_id=ids.render("draft", row["id"]), labels=list(content.labels), to=to,
         cc=list(content.cc) or None, bcc=list(content.bcc) or None, subject=content.subject or None,
         preview=" ".join(text.split())[:200] or None, send_status="scheduled" if row["timer"] == "scheduled" else None,
+        attachments=attachments_out({"attachments": [a.model_dump() for a in content.attachments]}),
         send_at=iso(p.send_at), updated_at=iso(row["updated_at"]), text=content.text, html=content.html,
         created_at=iso(row["created_at"]),
     )  # fmt: skip
@@ -610,9 +839,11 @@ async def create_draft(call: Call) -> web.Response:
     c, inbox = ctx(call), await find_inbox(call)
     b: CreateDraft = call.body
     send_at = draft_time(b.send_at)
+    attached, files = incoming(b.attachments)
     content = Content(
-        subject=b.subject or "", text=b.text, html=b.html, cc=b.cc, bcc=b.bcc, labels=b.labels, dialect=NAME
-    )
+        subject=b.subject or "", text=b.text, html=b.html, cc=b.cc, bcc=b.bcc, labels=b.labels, dialect=NAME,
+        attachments=attached,
+    )  # fmt: skip
     if b.in_reply_to is not None:
         original = await find_message(call, inbox, b.in_reply_to)
         cmd: Command = await reply_command(call, inbox, original, b.to or None, b.reply_all, content)
@@ -623,7 +854,7 @@ async def create_draft(call: Call) -> web.Response:
         cmd = NewSend(identity_id=inbox["id"], messages=[b.to], content=content)
     cmd = cmd.model_copy(update={"draft": True, "send_at": send_at})
     seed = b.client_id and uuid.uuid5(inbox["id"], f"draft:{b.client_id}")  # the same client_id, the same draft
-    outcome = await submit(c, cmd, inbox, IdSource(seed), correlation_id=call.request_id, origin=origin_of(call))
+    outcome = await submit(c, cmd, inbox, IdSource(seed), files, correlation_id=call.request_id, origin=origin_of(call))
     try:
         row = await draft_row(call, inbox, outcome.messages[0].draft_id)
     except ApiError:  # made before under this client_id, and since sent or deleted
