@@ -54,6 +54,11 @@ class WebhookFormat:
     body: Callable[[str, Any, dict[str, Any], Mapping[Any, str], Any], dict[str, Any] | None]
     # The webhooks whose body shows the message's conversation (read for them only).
     with_thread: frozenset[str] = frozenset()
+    # Webhooks it knows under another name (subscribed to, and shown, by that name).
+    renames: Mapping[str, str] = field(default_factory=dict)
+
+    def name_of(self, webhook: str | None) -> str | None:
+        return self.renames.get(webhook, webhook) if webhook else None
 
 
 @dataclass(frozen=True)

@@ -586,6 +586,9 @@ DIALECT = Dialect(
     name=NAME,
     error_body=ErrorBody,
     webhook_message=webhook_message,
-    webhook_format=WebhookFormat(header_prefix="svix", body=event_body, with_thread=frozenset({"message.received"})),
+    webhook_format=WebhookFormat(
+        header_prefix="svix", body=event_body, with_thread=frozenset({"message.received"}),
+        renames={"message.forwarded": "message.sent"},  # AgentMail has no event of its own for a forward
+    ),
     # No hourly budget of its own: an inbox's daily cap (an identity's) holds its sends.
 )

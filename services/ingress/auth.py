@@ -85,7 +85,8 @@ def presented_key(request: web.Request) -> str | None:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token
-    if request.headers.get("Upgrade", "").lower() == "websocket" and request.query.get("api_key", "").strip():
+    handshake = request.method == "GET" and request.headers.get("Upgrade", "").lower() == "websocket"
+    if handshake and request.query.get("api_key", "").strip():
         return request.query["api_key"].strip()
     return request.headers.get("X-API-Key", "").strip() or None
 

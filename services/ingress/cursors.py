@@ -34,7 +34,10 @@ def decode(cursor: str, *kinds: type, name: str = "cursor") -> tuple:
 
 def _part(kind: type, text: str) -> Part:
     if kind is datetime:
-        return datetime.fromisoformat(text)
+        at = datetime.fromisoformat(text)
+        if at.tzinfo is None:  # every cursor this API makes has its offset
+            raise ValueError(text)
+        return at
     if kind is UUID:
         return UUID(text)
     if kind is int:

@@ -92,7 +92,7 @@ async def fan_out(pool: asyncpg.Pool, events: list[Envelope]) -> int:
     relevant = [
         e
         for e in relevant
-        if any(subscribed_name(ep["events"], webhook_type(e)) for ep in endpoints.get(e.org_id, ()))
+        if any(subscribed_name(ep["events"], type_for(ep["dialect"], e)) for ep in endpoints.get(e.org_id, ()))
     ]
     if not relevant:
         return 0
@@ -119,7 +119,7 @@ async def fan_out(pool: asyncpg.Pool, events: list[Envelope]) -> int:
         for event in todo:
             data = None
             for endpoint in endpoints[event.org_id]:
-                name = subscribed_name(endpoint["events"], webhook_type(event))
+                name = subscribed_name(endpoint["events"], type_for(endpoint["dialect"], event))
                 if name is None or (endpoint["inbox_ids"] and event.identity_id not in endpoint["inbox_ids"]):
                     continue
                 message_id = getattr(event.payload, "message_id", None)  # a draft's names none
@@ -139,6 +139,12 @@ async def fan_out(pool: asyncpg.Pool, events: list[Envelope]) -> int:
         if rows:
             await queue.insert(conn, rows)
     return len(rows)
+
+
+def type_for(dialect: str | None, event: Envelope) -> str | None:
+    """The webhook `event` is, as an endpoint made through `dialect` (None: /v1/webhooks') names it."""
+    fmt = dialect and dialects.of(dialect).webhook_format
+    return fmt.name_of(webhook_type(event)) if fmt else webhook_type(event)
 
 
 def prefix_of(dialect: str | None) -> str:

@@ -111,3 +111,12 @@ def test_a_received_message_carries_the_message_and_its_thread() -> None:
 
 def test_drafts_and_other_dialects_events_have_no_agentmail_body() -> None:
     assert FMT.body("message.failed", SENT, {}, HANDLES, None) is None
+
+
+def test_a_forward_is_agentmails_message_sent() -> None:
+    """AgentMail has no event for a forward: its MessageSent is `message.sent` to AgentMail's endpoints."""
+    summary = SENT.payload.summary.model_copy(update={"forwarded": True})
+    forward = SENT.model_copy(update={"payload": SENT.payload.model_copy(update={"summary": summary})})
+    assert webhook_type(forward) == "message.forwarded" and FMT.name_of(webhook_type(forward)) == "message.sent"
+    body = json.loads(dialect_body(FMT, FMT.name_of(webhook_type(forward)), forward, None, HANDLES))
+    assert MessageSentEvent.model_validate(body).send.message_id == f"msg_{MESSAGE.hex}"

@@ -174,7 +174,8 @@ async def thread_page(
         f"""SELECT c.*, i.handle FROM conversations c JOIN identities i ON i.id = c.identity_id
              WHERE c.org_id = $1 AND ($2::uuid IS NULL OR c.identity_id = $2)
                AND ($3::timestamptz IS NULL OR (c.updated_at, c.id) {beyond} ($3, $4::uuid))
-               AND EXISTS (SELECT 1 FROM messages m WHERE m.conv_id = c.id AND {_LIVE} AND {_where(f, args)})
+               AND EXISTS (SELECT 1 FROM messages m WHERE m.conv_id = c.id AND {_LIVE} AND m.status <> 'rejected'
+                             AND {_where(f, args)})
              ORDER BY c.updated_at {order}, c.id {order} LIMIT $5""",
         *args,
     )

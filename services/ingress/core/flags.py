@@ -53,6 +53,8 @@ async def delete(c: Context, identity: Any, message_ids: list[UUID], correlation
         )
         for m in message_ids
     ]
+    if not events:
+        return
     await c.publish(events)
-    for event in events:
-        await views.shown(c.pool, "SELECT deleted_at <= $2 FROM messages WHERE id = $1", event.payload.message_id, event.occurred_at)
+    probe = "SELECT bool_and(deleted_at IS NOT NULL AND deleted_at <= $2) FROM messages WHERE id = ANY($1::uuid[])"
+    await views.shown(c.pool, probe, list(message_ids), events[-1].occurred_at)

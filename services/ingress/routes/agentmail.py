@@ -5,6 +5,7 @@ messages and threads are read from the message views every dialect reads."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import secrets
 import uuid
@@ -13,7 +14,8 @@ from datetime import UTC, datetime
 from uuid import UUID
 
 import asyncpg
-from aiohttp import WSMsgType, web
+import structlog
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from mail import forward
 from schemas import ids
@@ -87,6 +89,9 @@ from services.ingress.routes.webhooks import check_destination
 from services.ingress.sending import origin_of, send_one
 
 NAME = agentmail.DIALECT.name
+OWN = agentmail.DIALECT.webhook_format  # its webhooks' and WebSocket's events
+assert OWN is not None
+log = structlog.get_logger("sendstream.ingress.agentmail")
 NOUNS = {"identity": "Inbox", "message": "Message", "conversation": "Thread"}
 DIALECT = {"tag": NAME, "nouns": NOUNS, "error_body": agentmail.DIALECT.error_body}
 
@@ -216,10 +221,8 @@ def values_of(call: Call, name: str) -> tuple[str, ...]:
         return ()
     found: object = text
     if text.startswith("["):
-        try:
+        with contextlib.suppress(ValueError):  # not JSON: the value itself (a subject like "[JIRA] ...")
             found = json.loads(text)
-        except ValueError:
-            raise ApiError(400, "invalid_request", f"{name}: is not a JSON array of strings") from None
     found = [found] if isinstance(found, str) else found
     if not isinstance(found, list) or not all(isinstance(v, str) and 0 < len(v) <= 320 for v in found) or len(found) > 20:
         raise ApiError(400, "invalid_request", f"{name}: at most 20 strings of 1 to 320 characters")
@@ -381,9 +384,8 @@ async def send(call: Call, inbox: asyncpg.Record, cmd: Command, files: dict[str,
     recipient, the daily cap)."""
 
     async def answer(_: Command, outcome: Outcome, __: list) -> web.Response:
+        rejected(outcome)
         [m] = outcome.messages
-        if m.state == "rejected":
-            raise ApiError(403, "forbidden", f"the message was rejected: {m.reason}")
         return json_model(
             SendMessageResponse(message_id=ids.render("message", m.message_id), thread_id=ids.render("thread", m.conv_id))
         )
@@ -607,7 +609,8 @@ async def add_entry(call: Call) -> web.Response:
             raise ApiError(400, "invalid_request", "entry: the send block list takes addresses, not domains")
         if await suppressing.find(c, org_id, b.entry) is None:
             await suppressing.add(c, org_id, b.entry, "manual", call.request_id)
-        return json_model(entry_out(suppressed(await suppressing.find(c, org_id, b.entry)), direction))
+        entry = entry_out(suppressed(await suppressing.find(c, org_id, b.entry)), direction)
+        return json_model(entry.model_copy(update={"reason": b.reason or entry.reason}))
     row = await c.pool.fetchrow(
         """INSERT INTO sender_rules (org_id, pattern, action) VALUES ($1, $2, $3)
            ON CONFLICT (org_id, pattern) DO UPDATE SET action = EXCLUDED.action RETURNING *""",
@@ -678,9 +681,10 @@ async def webhook_shown(call: Call, row: asyncpg.Record) -> Webhook:
 async def find_webhook(call: Call) -> asyncpg.Record:
     webhook_id = ids.parse("webhook", call.param("webhook_id"))
     row = webhook_id and await ctx(call).pool.fetchrow(
-        "SELECT * FROM webhook_endpoints WHERE id = $1 AND org_id = $2", webhook_id, call.principal.org_id
-    )
-    if not row:
+        "SELECT * FROM webhook_endpoints WHERE id = $1 AND org_id = $2 AND dialect = $3", webhook_id,
+        call.principal.org_id, NAME,
+    )  # fmt: skip
+    if not row:  # /v1/webhooks' endpoints are theirs
         raise ApiError(404, "not_found", "Webhook not found")
     return row
 
@@ -694,6 +698,8 @@ async def create_webhook(call: Call) -> web.Response:
     c = ctx(call)
     b: CreateWebhook = call.body
     await check_destination(call, b.url)
+    if b.inbox_ids == []:
+        raise ApiError(400, "invalid_request", "inbox_ids: name at least one inbox, or leave it out for every inbox")
     inboxes = await inbox_uuids(call, b.inbox_ids) if b.inbox_ids else None
     row = await c.pool.fetchrow(
         """INSERT INTO webhook_endpoints (id, org_id, url, events, secret, dialect, inbox_ids, client_id)
@@ -710,15 +716,16 @@ async def create_webhook(call: Call) -> web.Response:
 
 
 @route(
-    "GET", "/v0/webhooks", scope="read", response=WebhookList, errors=(400,),
+    "GET", "/v0/webhooks", scope="admin", response=WebhookList, errors=(400,),
     summary="The organization's webhook endpoints, newest first (`limit` 1-100, `page_token`)", **DIALECT,
 )  # fmt: skip
 async def list_webhooks(call: Call) -> web.Response:
     limit, after = query_limit(call, 50), page_token(call)
     rows = await ctx(call).pool.fetch(
-        """SELECT * FROM webhook_endpoints WHERE org_id = $1 AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3))
+        """SELECT * FROM webhook_endpoints WHERE org_id = $1 AND dialect = $5
+              AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3))
             ORDER BY created_at DESC, id DESC LIMIT $4""",
-        call.principal.org_id, after and after[0], after and after[1], limit + 1,
+        call.principal.org_id, after and after[0], after and after[1], limit + 1, NAME,
     )  # fmt: skip
     more, rows = len(rows) > limit, rows[:limit]
     token = cursors.encode(rows[-1]["created_at"], rows[-1]["id"]) if more else None
@@ -727,7 +734,8 @@ async def list_webhooks(call: Call) -> web.Response:
 
 
 @route(
-    "GET", "/v0/webhooks/{webhook_id}", scope="read", response=Webhook, errors=(404,), summary="A webhook endpoint",
+    "GET", "/v0/webhooks/{webhook_id}", scope="admin", response=Webhook, errors=(404,),
+    summary="A webhook endpoint, with its secret (an admin key's read, as every read of a secret is)",
     **DIALECT,
 )  # fmt: skip
 async def get_webhook(call: Call) -> web.Response:
@@ -744,6 +752,8 @@ async def update_webhook(call: Call) -> web.Response:
     removed = set(await inbox_uuids(call, b.remove_inbox_ids))
     inboxes = [i for i in row["inbox_ids"] or [] if i not in removed]
     inboxes += [i for i in await inbox_uuids(call, b.add_inbox_ids) if i not in inboxes]
+    if row["inbox_ids"] and not inboxes:
+        raise ApiError(400, "invalid_request", "remove_inbox_ids: would leave no inbox (delete the webhook instead)")
     row = await ctx(call).pool.fetchrow(
         """UPDATE webhook_endpoints
               SET events = coalesce($2, events), inbox_ids = $3, enabled = coalesce($4, enabled),
@@ -771,10 +781,19 @@ async def delete_webhook(call: Call) -> web.Response:
 # A draft is pending until sent; one with `send_at` is approved at once (unless its inbox's sends wait for
 # a person) and shown as `scheduled` until it fires. A sent, deleted or rejected draft is no longer one.
 
-DRAFTS = """SELECT d.*, i.handle, s.state AS timer FROM drafts d JOIN identities i ON i.id = d.identity_id
-             LEFT JOIN scheduled_sends s ON s.message_id = d.message_ids[1]
+SHOWN_DRAFT = """SELECT d.*, i.handle, coalesce(s.state, CASE WHEN d.status = 'approved' THEN 'scheduled' END) AS timer
+                   FROM drafts d JOIN identities i ON i.id = d.identity_id
+                   LEFT JOIN scheduled_sends s ON s.message_id = d.message_ids[1]"""
+DRAFTS = f"""{SHOWN_DRAFT}
             WHERE d.org_id = $1 AND ($2::uuid IS NULL OR d.identity_id = $2)
               AND (d.status = 'pending' OR (d.status = 'approved' AND s.state = 'scheduled'))"""
+
+
+def rejected(outcome: Outcome) -> None:
+    """403 with the reason if the send was refused (a suppressed recipient, the daily cap)."""
+    m = outcome.messages[0]
+    if m.state == "rejected":
+        raise ApiError(403, "forbidden", f"the message was rejected: {m.reason}")
 
 
 def draft_out(row: asyncpg.Record, content: Content) -> Draft:
@@ -825,8 +844,11 @@ async def scheduled_unless_held(call: Call, inbox: asyncpg.Record, row: asyncpg.
     """A pending draft with a `send_at` is scheduled at once, unless its inbox's sends wait for a person."""
     if row["status"] != "pending" or inbox["require_approval"] or drafts.request_of(row).payload.send_at is None:
         return row
-    await drafts.approve(ctx(call), inbox["org_id"], row["id"], call.principal.key_id, call.request_id)
-    return await draft_row(call, inbox, row["id"])
+    _, outcome = await drafts.approve(ctx(call), inbox["org_id"], row["id"], call.principal.key_id, call.request_id)
+    rejected(outcome)
+    # Scheduled (or, not decided in time, `queued`: it will be): shown as it is, whatever the view says yet.
+    shown = await ctx(call).pool.fetchrow(f"{SHOWN_DRAFT} WHERE d.id = $1", row["id"])
+    return shown
 
 
 @route(
@@ -845,6 +867,8 @@ async def create_draft(call: Call) -> web.Response:
         attachments=attached,
     )  # fmt: skip
     if b.in_reply_to is not None:
+        if ids.parse("message", b.in_reply_to) is None:
+            raise ApiError(400, "invalid_request", "in_reply_to: is not a message id (msg_...)")
         original = await find_message(call, inbox, b.in_reply_to)
         cmd: Command = await reply_command(call, inbox, original, b.to or None, b.reply_all, content)
     elif not b.to:
@@ -871,7 +895,8 @@ async def list_of_drafts(call: Call, inbox: asyncpg.Record | None) -> web.Respon
     )  # fmt: skip
     more, rows = len(rows) > limit, rows[:limit]
     token = cursors.encode(rows[-1]["updated_at"], rows[-1]["id"]) if more else None
-    items = [draft_out(r, drafts.request_of(r).payload.content) for r in rows]
+    blobs = ctx(call).blobs
+    items = [draft_out(r, await bodies.inline(blobs, drafts.request_of(r).payload.content)) for r in rows]
     return json_model(DraftList(count=len(items), limit=limit, next_page_token=token, drafts=items))
 
 
@@ -923,8 +948,9 @@ async def update_draft(call: Call) -> web.Response:
     if "send_at" in changes:
         draft_time(changes["send_at"])  # a bad time is a 400 naming send_at
         changes["sendAt"] = changes.pop("send_at")
-    if "labels" in changes and changes["labels"] is None:
-        changes["labels"] = []
+    for key, empty in (("labels", []), ("subject", "")):
+        if key in changes and changes[key] is None:  # null: cleared
+            changes[key] = empty
     try:
         await drafts.update(ctx(call), inbox["org_id"], row["id"], changes, call.principal.key_id, call.request_id)
     except Conflict:  # scheduled or sent meanwhile
@@ -962,9 +988,8 @@ async def send_draft(call: Call) -> web.Response:
             labels += [x for x in b.add_labels if x not in labels]
             await drafts.update(c, inbox["org_id"], row["id"], {"labels": labels}, call.principal.key_id, call.request_id)
         _, outcome = await drafts.approve(c, inbox["org_id"], row["id"], call.principal.key_id, call.request_id)
+        rejected(outcome)
         [m] = outcome.messages
-        if m.state == "rejected":
-            raise ApiError(403, "forbidden", f"the message was rejected: {m.reason}")
         return json_model(
             SendMessageResponse(message_id=ids.render("message", m.message_id), thread_id=ids.render("thread", m.conv_id))
         )
@@ -1003,17 +1028,21 @@ async def live_events(call: Call) -> web.StreamResponse:
     sub, pusher = Subscription(), None
 
     async def push(after: int) -> None:
-        while True:
-            rows = await c.feed.until(org_id, lambda after=after: page(c.pool, org_id, after, LIVE, 100), LIVE_WAIT_S)
-            for r in rows:
-                after = r["seq"]
-                event = event_from(r["event"])
-                if sub.identities is not None and event.identity_id not in sub.identities:
-                    continue
-                if sub.event_types is not None and webhook_type(event) not in sub.event_types:
-                    continue
-                if (text := await shown_alone(c.pool, NAME, event)) is not None:
-                    await ws.send_str(text)
+        try:
+            while True:
+                rows = await c.feed.until(org_id, lambda after=after: page(c.pool, org_id, after, LIVE, 100), LIVE_WAIT_S)
+                for r in rows:
+                    after = r["seq"]
+                    event = event_from(r["event"])
+                    if sub.identities is not None and event.identity_id not in sub.identities:
+                        continue
+                    if sub.event_types is not None and OWN.name_of(webhook_type(event)) not in sub.event_types:
+                        continue
+                    if (text := await shown_alone(c.pool, NAME, event)) is not None:
+                        await ws.send_str(text)
+        except Exception as exc:  # the database away, the socket gone: the client reconnects and subscribes again
+            log.warning("websocket events stopped", error=repr(exc))
+            await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"events stopped: reconnect")
 
     try:
         async for frame in ws:
@@ -1031,10 +1060,14 @@ async def live_events(call: Call) -> web.StreamResponse:
                 types, inboxes = asked.get("event_types"), asked.get("inbox_ids")
                 if asked.get("pod_ids"):
                     raise ApiError(400, "invalid_request", f"pod_ids: {agentmail.NO_PODS}")
-                if types is not None and (not isinstance(types, list) or not set(types) <= set(agentmail.KNOWN_EVENT_TYPES)):
+                known = agentmail.KNOWN_EVENT_TYPES
+                if types is not None and not (isinstance(types, list) and all(isinstance(t, str) and t in known for t in types)):
                     raise ApiError(400, "invalid_request", "event_types: a list of AgentMail's event types")
-                if inboxes is not None and (not isinstance(inboxes, list) or not all(isinstance(i, str) for i in inboxes)):
-                    raise ApiError(400, "invalid_request", "inbox_ids: a list of inbox ids")
+                if inboxes is not None and not (
+                    isinstance(inboxes, list) and len(inboxes) <= 100
+                    and all(isinstance(i, str) and 0 < len(i) <= 320 and i.isprintable() for i in inboxes)
+                ):
+                    raise ApiError(400, "invalid_request", "inbox_ids: at most 100 inbox ids")
                 identities = set(await inbox_uuids(call, inboxes)) if inboxes else None
             except ApiError as exc:
                 await ws.send_str(frame_error(exc.message))

@@ -36,7 +36,8 @@ async def own_body(
 async def shown_alone(pool: asyncpg.Pool, dialect: str, event: Envelope) -> str | None:
     """One event as `dialect` shows it, reading what it needs: its message's row (waited for briefly: the
     views are written by another consumer) and its identity's handle."""
-    name = webhook_type(event)
+    fmt = dialects.of(dialect).webhook_format
+    name = fmt.name_of(webhook_type(event)) if fmt else None
     if name is None:
         return None
     message_id: UUID | None = getattr(event.payload, "message_id", None)
