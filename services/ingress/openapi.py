@@ -7,7 +7,8 @@ from functools import cache
 from typing import Any
 
 from openapi_pydantic import OpenAPI
-from openapi_pydantic.util import PydanticSchema, construct_open_api_with_schema_class
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
 
 from services.ingress.http import ROUTES
 
@@ -33,12 +34,32 @@ IDEMPOTENCY_KEY = {
 }
 
 
-def _json(schema_class: type) -> dict[str, Any]:
-    return {"application/json": {"schema": PydanticSchema(schema_class=schema_class)}}
+REF = "#/components/schemas/{model}"
+
+
+def _schemas(classes: set[type[BaseModel]]) -> tuple[dict[type, dict[str, Any]], dict[str, Any]]:
+    """Each model's `$ref` and the components they point to, made together: models of one name in two
+    dialects (`Message`, `Webhook`, ...) get distinct components, and each reference names its own."""
+    refs, top = models_json_schema(
+        [(c, "validation") for c in sorted(classes, key=lambda c: (c.__module__, c.__qualname__))],
+        by_alias=True, ref_template=REF,
+    )  # fmt: skip
+    return {c: ref for (c, _), ref in refs.items()}, top.get("$defs", {})
 
 
 @cache
 def openapi_document() -> dict[str, Any]:
+    used = {
+        c
+        for spec in ROUTES
+        for c in (spec.response, spec.body, spec.error_body, *spec.answers.values())
+        if isinstance(c, type) and issubclass(c, BaseModel)
+    }
+    refs, components = _schemas(used)
+
+    def _json(schema_class: type) -> dict[str, Any]:
+        return {"application/json": {"schema": refs[schema_class]}}
+
     paths: dict[str, dict[str, Any]] = {}
     for spec in ROUTES:
         op: dict[str, Any] = {
@@ -80,7 +101,10 @@ def openapi_document() -> dict[str, Any]:
                 "description": "Email API for agents and sequencers.",
             },
             "paths": paths,
-            "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+            "components": {
+                "schemas": components,
+                "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            },
         }
     )
-    return construct_open_api_with_schema_class(doc).model_dump(mode="json", by_alias=True, exclude_none=True)
+    return doc.model_dump(mode="json", by_alias=True, exclude_none=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import uuid
 
 import pytest
@@ -45,6 +47,12 @@ async def test_openapi_covers_every_route(api: Api) -> None:
         "$ref": "#/components/schemas/SendRequest"
     }
     assert "SendResponse" in doc["components"]["schemas"]
+    # Every reference resolves: models of one name in two dialects (Message, Webhook) are two components.
+    refs = set(re.findall(r'"#/components/schemas/([^"]+)"', json.dumps(doc)))
+    assert refs and refs <= set(doc["components"]["schemas"]), sorted(refs - set(doc["components"]["schemas"]))
+    hooks = doc["paths"]["/v1/webhooks/{id}"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    agentmail_hooks = doc["paths"]["/v0/webhooks/{webhook_id}"]["get"]["responses"]["200"]["content"]["application/json"]
+    assert hooks != agentmail_hooks["schema"]
 
 
 async def test_identity_and_mailbox_admin(api: Api, relay: Relay) -> None:
@@ -153,3 +161,13 @@ async def test_admin_facts_reach_the_log_through_the_outbox(
         )
     ]
     assert seen == ["IdentityCreated", "MailboxAdded", "MailboxHealthChanged", "MailboxUpdated"]
+
+
+async def test_llms_txt_describes_every_route_and_how_to_send_once(api: Api) -> None:
+    async with api.session.get(f"{api.base}/llms.txt") as r:
+        assert r.status == 200 and r.content_type == "text/markdown"
+        text = await r.text()
+    assert text.startswith("# sendstream\n") and "Idempotency-Key" in text and "/v1/messages/wait" in text
+    _, doc, _ = await api.call("GET", "/openapi.json", key=None)
+    missing = [f"{m.upper()} {p}" for p, ops in doc["paths"].items() for m in ops if f"`{m.upper()} {p}`" not in text]
+    assert not missing, missing

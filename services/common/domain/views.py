@@ -79,14 +79,7 @@ async def mailbox_page(
     """One page of the identity's messages, newest first: those after the keyset `after` (created_at,
     id) of the last one a previous page showed, so messages added meanwhile shift nothing. Messages a
     send was refused for (`rejected`: nothing went out) are not listed. Also whether more follow."""
-    rows = await pool.fetch(
-        f"""{_MESSAGES} WHERE m.org_id = $1 AND m.identity_id = $2 AND {_LIVE} AND m.status <> 'rejected'
-              AND ($3::text IS NULL OR m.direction = $3)
-              AND ($4::timestamptz IS NULL OR (m.created_at, m.id) < ($4, $5::uuid))
-            ORDER BY m.created_at DESC, m.id DESC LIMIT $6""",
-        org_id, identity_id, direction, after and after[0], after and after[1], limit + 1,
-    )  # fmt: skip
-    return rows[:limit], len(rows) > limit
+    return await filtered_page(pool, org_id, identity_id, Filter(direction=direction), after=after, limit=limit)
 
 
 @dataclass(frozen=True)
@@ -141,8 +134,10 @@ async def filtered_page(
     ascending: bool = False,
     limit: int = 50,
 ) -> tuple[list[asyncpg.Record], bool]:
-    """As `mailbox_page`, for the identity (None: every one of the organization's) and only the messages
-    `f` keeps, newest first or (`ascending`) oldest first. Also whether more follow."""
+    """One page of the identity's messages (None: every one of the organization's) that `f` keeps, newest
+    first or (`ascending`) oldest first: those beyond the keyset `after` (created_at, id) of the last one a
+    previous page showed, so messages added meanwhile shift nothing. Messages a send was refused for
+    (`rejected`: nothing went out) are not listed. Also whether more follow."""
     args: list[object] = [org_id, identity_id, after and after[0], after and after[1], limit + 1]
     order, beyond = ("ASC", ">") if ascending else ("DESC", "<")
     rows = await pool.fetch(
