@@ -21,6 +21,7 @@ from services.ingress.auth import create_organization, new_key, principal_cache_
 from services.ingress.context import ctx
 from services.ingress.core import directory
 from services.ingress.http import ApiError, Call, json_model, not_found, route
+from services.ingress.llms import llms_txt
 from services.ingress.openapi import openapi_document
 
 
@@ -154,3 +155,8 @@ async def asyncapi(call: Call) -> web.Response:
 @route("GET", "/openapi.json", scope=None, tag="operations", summary="This API as an OpenAPI 3.1 document")
 async def openapi(call: Call) -> web.Response:
     return web.json_response(openapi_document())
+
+
+@route("GET", "/llms.txt", scope=None, tag="operations", summary="This API described for language models")
+async def llms(call: Call) -> web.Response:
+    return web.Response(text=llms_txt(), content_type="text/markdown")
