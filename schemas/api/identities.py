@@ -415,6 +415,24 @@ class Conversation(BaseModel):
     messages: list[ConversationMessage]
 
 
+class ConversationList(BaseModel):
+    """Most recently active first."""
+
+    data: list[Conversation]
+    nextCursor: str | None
+    hasMore: bool
+
+
+class FoundMessage(ConversationMessage):
+    convId: str | None
+
+
+class MessageSearch(BaseModel):
+    """Best match first."""
+
+    data: list[FoundMessage]
+
+
 def account_out(mailbox_id: Any, email: str | None) -> Account | None:
     return Account(id=ids.render("mailbox", mailbox_id), email=email) if mailbox_id and email else None
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from sendstream_client import AsyncSendstream, Conflict, NotFound, Sendstream, models, verify_webhook
 from sendstream_client.client import Call, _Operations
 
-from tests.conftest import Api, Receiver, Relay, deliver
+from tests.conftest import Api, Receiver, Relay, deliver, eventually
 from tests.integration.test_inbound import reply_to
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
@@ -95,6 +95,14 @@ async def test_every_method_against_the_server(
     await deliver(inbound, reply_to(out.message, "ana@example.test", mailbox.email, "Sounds good"), "ana@example.test", [mailbox.email])
     heard = await waiting
     assert heard is not None and heard.type == "MessageReceived"
+    async def all_three():  # the views show the reply and the answer shortly after
+        listed = await do(client.list_conversations, handle, limit=1)
+        return listed if len(listed.data[0].messages) == 3 else None
+
+    listed = await eventually(all_three)
+    assert [c.id for c in listed.data] == [result.conv_id]
+    found = await do(client.search_messages, handle, "sounds")
+    assert [f.conv_id for f in found.data] == [result.conv_id] and found.data[0].direction == "inbound"
     page = await do(client.list_events, types=["MessageReceived"])
     assert page.data and all(e.type == "MessageReceived" for e in page.data)
 
@@ -164,7 +172,9 @@ ANSWERS: list[tuple[str, str, type[BaseModel]]] = [
     ("get", "/v1/identities/{handle}/mailboxes/{accId}", models.Mailbox),
     ("get", "/v1/identities/{handle}/mailboxes", models.MailboxList),
     ("post", "/v1/identities/{handle}/send", models.SendResponse), ("get", "/v1/conversations/{convId}", models.Conversation),
-    ("get", "/v1/messages/{messageId}/events", models.AuditTrail), ("post", "/v1/messages/{messageId}/cancel", models.Cancelled),
+    ("get", "/v1/messages/{messageId}/events", models.AuditTrail),
+    ("get", "/v1/identities/{handle}/conversations", models.ConversationList),
+    ("get", "/v1/identities/{handle}/messages", models.MessageSearch), ("post", "/v1/messages/{messageId}/cancel", models.Cancelled),
     ("get", "/v1/scheduled", models.ScheduledList), ("get", "/v1/drafts", models.DraftList),
     ("get", "/v1/drafts/{draftId}", models.Draft), ("post", "/v1/drafts/{draftId}/approve", models.ApprovedDraft),
     ("get", "/v1/events", models.EventPage), ("get", "/v1/messages/wait", models.WaitResult),

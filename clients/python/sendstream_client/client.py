@@ -162,6 +162,18 @@ class _Operations:
     def get_conversation(self, conv_id: str) -> m.Conversation:
         return self._run(Call("GET", f"/v1/conversations/{conv_id}", m.Conversation))
 
+    def list_conversations(
+        self, identity: str, *, cursor: str | None = None, limit: int | None = None
+    ) -> m.ConversationList:
+        """The identity's conversations with their messages, most recently active first."""
+        params = _drop_none({"cursor": cursor, "limit": limit})
+        return self._run(Call("GET", f"/v1/identities/{identity}/conversations", m.ConversationList, params=params))
+
+    def search_messages(self, identity: str, q: str, *, limit: int | None = None) -> m.MessageSearch:
+        """The identity's messages matching every word of `q` (the last one as a prefix), best first."""
+        params = _drop_none({"q": q, "limit": limit})
+        return self._run(Call("GET", f"/v1/identities/{identity}/messages", m.MessageSearch, params=params))
+
     def message_events(self, message_id: str) -> m.AuditTrail:
         """A message's audit trail: every event of its life, in order."""
         return self._run(Call("GET", f"/v1/messages/{message_id}/events", m.AuditTrail))
@@ -387,13 +399,7 @@ class Sendstream(_Operations):
 
 def _in(message: m.FeedEvent, conversation: str | None) -> bool:
     """Whether a received message's event is in the conversation (an API id, `conv_<hex>`; None: any)."""
-    if conversation is None:
-        return True
-    raw = message.event.get("payload", {}).get("conv_id")
-    try:
-        return raw is not None and uuid.UUID(raw).hex == conversation.rpartition("_")[2]
-    except ValueError:
-        return False
+    return conversation is None or message.conv_id == conversation
 
 
 def _whom(conversation: str | None, identity: str | None, lookup: Any) -> tuple[str, str | None]:

@@ -5,6 +5,7 @@ so the two cannot drift apart."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any, Literal
 
 from pydantic import AliasGenerator, BaseModel, ConfigDict, Field
@@ -169,6 +170,20 @@ class Conversation(Model):
     messages: list[ConversationMessage]
 
 
+class ConversationList(Model):
+    data: list[Conversation]
+    next_cursor: str | None
+    has_more: bool
+
+
+class FoundMessage(ConversationMessage):
+    conv_id: str | None
+
+
+class MessageSearch(Model):
+    data: list[FoundMessage]
+
+
 class Cancelled(Model):
     id: str
     status: str
@@ -238,6 +253,24 @@ class FeedEvent(Model):
     type: str
     occurred_at: str
     event: dict[str, Any]
+
+    @property
+    def conv_id(self) -> str | None:
+        """The conversation the event is about, as the API names it (`conv_...`), if it names one."""
+        return _api_id("conv", self.event.get("payload", {}).get("conv_id"))
+
+    @property
+    def message_id(self) -> str | None:
+        """The message the event is about, as the API names it (`msg_...`), if it names one."""
+        return _api_id("msg", self.event.get("payload", {}).get("message_id"))
+
+
+def _api_id(prefix: str, raw: Any) -> str | None:
+    """An event's UUID as the API shows it: `<prefix>_<hex>`."""
+    try:
+        return f"{prefix}_{uuid.UUID(str(raw)).hex}" if raw else None
+    except ValueError:
+        return None
 
 
 class EventPage(Model):

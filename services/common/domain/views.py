@@ -166,7 +166,8 @@ async def thread_page(
     args: list[object] = [org_id, identity_id, after and after[0], after and after[1], limit + 1]
     order, beyond = ("ASC", ">") if ascending else ("DESC", "<")
     convs = await pool.fetch(
-        f"""SELECT c.*, i.handle FROM conversations c JOIN identities i ON i.id = c.identity_id
+        f"""SELECT c.*, i.handle, mb.email AS mailbox_email FROM conversations c
+              JOIN identities i ON i.id = c.identity_id LEFT JOIN mailboxes mb ON mb.id = c.mailbox_id
              WHERE c.org_id = $1 AND ($2::uuid IS NULL OR c.identity_id = $2)
                AND ($3::timestamptz IS NULL OR (c.updated_at, c.id) {beyond} ($3, $4::uuid))
                AND EXISTS (SELECT 1 FROM messages m WHERE m.conv_id = c.id AND {_LIVE} AND m.status <> 'rejected'

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from uuid import UUID
 
 import asyncpg
 import structlog
@@ -14,13 +15,16 @@ from schemas.api.drafts import Draft
 from schemas.api.identities import (
     DIALECT,
     Conversation,
+    ConversationList,
     CreateIdentity,
     CreateMailbox,
+    FoundMessage,
     Identity,
     IdentityList,
     ImapSettingsOut,
     Mailbox,
     MailboxList,
+    MessageSearch,
     SendRequest,
     SendResponse,
     SmtpSettingsOut,
@@ -29,6 +33,7 @@ from schemas.api.identities import (
     UpdateMailbox,
     WarmupOut,
     WarmupSettings,
+    conversation_message_out,
     conversation_out,
     send_response,
 )
@@ -36,10 +41,11 @@ from schemas.commands import Command, NewSend, Reply
 from schemas.events import Content
 from schemas.warmup import Warmup, effective_daily_limit, warmup_of
 from services.common.domain import views
+from services.ingress import cursors
 from services.ingress.context import ctx
 from services.ingress.core import directory, egress, scheduling
 from services.ingress.core.outcome import Outcome
-from services.ingress.http import ApiError, Call, json_model, not_found, route
+from services.ingress.http import ApiError, Call, json_model, not_found, query_limit, route
 from services.ingress.routes import drafts
 from services.ingress.sending import send_one
 
@@ -314,6 +320,46 @@ async def send(call: Call) -> web.Response:
         return json_model(*send_response(outcome, identity["handle"]))
 
     return await send_one(call, identity, DIALECT.name, lambda: cmd, answer, files=None)
+
+
+@route(
+    "GET", "/v1/identities/{handle}/conversations", scope="read", tag="identities", response=ConversationList,
+    errors=(400, 404),
+    summary="The identity's conversations with their messages, most recently active first (`cursor`, `limit` 1-100, "
+    "default 20)",
+)  # fmt: skip
+async def list_conversations(call: Call) -> web.Response:
+    identity = await find_identity(call)
+    cursor = call.request.query.get("cursor")
+    after = cursors.decode(cursor, datetime, UUID) if cursor else None
+    found, more = await views.thread_page(
+        ctx(call).pool, identity["org_id"], identity["id"], views.Filter(), after=after, limit=query_limit(call, 20)
+    )
+    last = found[-1][0] if found else None
+    return json_model(
+        ConversationList(
+            data=[conversation_out(conv, rows) for conv, rows in found],
+            nextCursor=cursors.encode(last["updated_at"], last["id"]) if more and last else None, hasMore=more,
+        )
+    )  # fmt: skip
+
+
+@route(
+    "GET", "/v1/identities/{handle}/messages", scope="read", tag="identities", response=MessageSearch,
+    errors=(400, 404),
+    summary="The identity's messages matching `q` (every word; the last one as a prefix), best first (`limit` 1-100)",
+)  # fmt: skip
+async def search_messages(call: Call) -> web.Response:
+    identity = await find_identity(call)
+    q = call.request.query.get("q", "").strip()
+    if not q:
+        raise ApiError(400, "invalid_request", "q: is required (the words to find)")
+    rows = await views.inbox_messages(ctx(call).pool, identity["org_id"], identity["id"], q, query_limit(call, 20))
+    found = [
+        FoundMessage(**conversation_message_out(r).model_dump(by_alias=True), convId=ids.render("conversation", r["conv_id"]) if r["conv_id"] else None)
+        for r in rows
+    ]
+    return json_model(MessageSearch(data=found))
 
 
 @route(
