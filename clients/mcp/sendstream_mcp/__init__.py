@@ -1,0 +1,1 @@
+"""sendstream's MCP server: `sendstream-mcp` (stdio; `--http PORT` for streamable HTTP)."""
