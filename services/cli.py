@@ -1,4 +1,5 @@
-"""`sendstream`: the operator's commands (installed with the project as a console script).
+"""`sendstream`: the operator's commands (installed with the project as a console script), and the
+user's (send, reply, list, show, tail, wait: services/mailcli.py).
 
     sendstream audit show <messageId>     a message's trail, from the archive
     sendstream audit verify [--org ID]    check every organization's hash chain; exit 1 at a break
@@ -42,7 +43,7 @@ from rich.text import Text
 from projections import replay as replaying
 from projections.chain import verify_chain
 from schemas import ids
-from services import tenants
+from services import mailcli, tenants
 from services.common import db
 from services.common.domain.blobs import blob_store
 from services.common.settings import CommonSettings, LocalSettings
@@ -481,6 +482,8 @@ def address_conflicts(as_json: bool, database_url: str) -> None:
 
     sys.exit(asyncio.run(run()))
 
+
+mailcli.register(cli)  # the user's commands: send, reply, list, show, tail, wait (over the HTTP API)
 
 if __name__ == "__main__":
     cli()
