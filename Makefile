@@ -13,17 +13,17 @@ export SENDSTREAM_BOOTSTRAP_API_KEY
 
 UV     := $(VENV)/bin/uv
 
-# What `make run` needs and nothing more: the services and the embedded infrastructure, installed by uv
-# (from PyPI, as pip would, many times faster).
-$(VENV)/.run-installed: pyproject.toml
+# What `make run` needs and nothing more: the services, the embedded infrastructure and the Python client
+# (the `sendstream send ...` commands use it), installed by uv (from PyPI, as pip would, many times faster).
+$(VENV)/.run-installed: pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet uv
-	$(UV) pip install --quiet --python $(PY) -e '.[local]'
+	$(UV) pip install --quiet --python $(PY) -e '.[local]' -e clients/python
 	touch $@
 
-# Everything else the tests, lint and benchmarks use, and the Python client (clients/python).
-$(VENV)/.installed: $(VENV)/.run-installed clients/python/pyproject.toml
-	$(UV) pip install --quiet --python $(PY) -e '.[dev]' -e clients/python
+# Everything else the tests, lint and benchmarks use, and sendstream's own clients (clients/).
+$(VENV)/.installed: $(VENV)/.run-installed clients/python/pyproject.toml clients/mcp/pyproject.toml
+	$(UV) pip install --quiet --python $(PY) -e '.[dev]' -e clients/mcp
 	touch $@
 
 install: $(VENV)/.installed
