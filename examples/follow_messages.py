@@ -4,7 +4,8 @@ project's schemas (documented in the AsyncAPI document, `GET /asyncapi.json`).
 
     python examples/follow_messages.py [--group crm-sync] [--count N]
 
-It reads `KAFKA_BOOTSTRAP_SERVERS` and `SENDSTREAM_KAFKA_TOPIC_PREFIX` (defaults: `make run`'s), starts
+It reads `KAFKA_BOOTSTRAP_SERVERS`, `SENDSTREAM_KAFKA_TOPIC_PREFIX` (defaults: `make run`'s) and the group
+timeouts the services use (`SENDSTREAM_KAFKA_SESSION_TIMEOUT_MS`, `..._HEARTBEAT_INTERVAL_MS`), starts
 at the beginning of the log the first time and where its group left off after that, prints one line
 per event and commits after each batch it printed. With `--count`, it exits after that many events.
 """
@@ -29,6 +30,10 @@ async def follow(bootstrap: str, prefix: str, group: str, count: int | None) -> 
         group_id=group,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
+        # As the services are set up (make run sets them short for its embedded broker, where a member that
+        # left is only forgotten when its session times out, and the next run's join waits for that).
+        session_timeout_ms=int(os.environ.get("SENDSTREAM_KAFKA_SESSION_TIMEOUT_MS", "10000")),
+        heartbeat_interval_ms=int(os.environ.get("SENDSTREAM_KAFKA_HEARTBEAT_INTERVAL_MS", "3000")),
     )
     await consumer.start()
     seen = 0

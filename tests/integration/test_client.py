@@ -119,6 +119,12 @@ async def test_every_method_against_the_server(
     assert (await do(client.update_draft, draft.id, text="v2")).text == "v2"
     assert (await do(client.get_draft, draft.id)).status == "pending"
     assert draft.id in [d.id for d in (await do(client.list_drafts, status="pending", identity=handle)).data]
+    others = [await do(client.create_draft, handle, f"p{i}@example.test", "Paged", text="t") for i in range(3)]
+    if which == "sync":
+        paged = await asyncio.to_thread(lambda: [d.id for d in client.each(client.list_drafts, identity=handle, limit=2)])
+    else:
+        paged = [d.id async for d in client.each(client.list_drafts, identity=handle, limit=2)]
+    assert paged == [draft.id, *(o.id for o in others)]  # oldest first, across pages of two
     approved = await do(client.approve_draft, draft.id)
     assert approved.draft.status == "approved" and approved.accepted == 1
     other = await do(client.create_draft, handle, "dee@example.test", "No", text="t")

@@ -20,7 +20,8 @@ import pytest
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
-from tests.conftest import Api, Relay, deliver
+from devstack.infra import free_port
+from tests.conftest import Api, Relay, deliver, eventually
 from tests.integration.test_inbound import reply_to
 from tests.integration.test_send import make_identity
 
@@ -125,3 +126,32 @@ async def test_the_example_agent_answers_the_mail_that_comes_and_stops(via: str,
     assert said["status"] == "accepted" and said["conversation"].startswith("conv_")
     [answer] = await relay.wait_for(1)
     assert answer.message["In-Reply-To"] == question["Message-ID"] and answer.message["To"] == "lee@example.test"
+
+
+async def test_the_server_also_speaks_streamable_http(api: Api) -> None:
+    from mcp.client.streamable_http import streamable_http_client  # noqa: PLC0415 - this test's transport only
+
+    port = free_port()
+    script = shutil.which("sendstream-mcp", path=os.path.dirname(sys.executable))
+    server = await asyncio.create_subprocess_exec(
+        script, "--http", str(port), env={**os.environ, "SENDSTREAM_API_URL": api.base, "SENDSTREAM_API_KEY": api.key},
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        await eventually(lambda: _listening(port), timeout=20)
+        async with streamable_http_client(f"http://127.0.0.1:{port}/mcp") as (read, write, _), ClientSession(read, write) as mcp:
+            await mcp.initialize()
+            assert {t.name for t in (await mcp.list_tools()).tools} == TOOLS
+            assert isinstance(answer(await mcp.call_tool("list_identities", {}))["data"], list)
+    finally:
+        server.terminate()
+        await server.wait()
+
+
+async def _listening(port: int) -> bool:
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return False
+    writer.close()
+    return True

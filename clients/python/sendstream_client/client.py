@@ -363,6 +363,18 @@ class Sendstream(_Operations):
                 time.sleep(wait)
         raise AssertionError("unreachable")
 
+    def each(self, list_method: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        """Every item of a list method that pages by cursor (`list_drafts`, `list_suppressions`,
+        `list_scheduled`, `list_conversations`, `list_deliveries`), page after page:
+        `for draft in mail.each(mail.list_drafts, status="pending"): ...`"""
+        cursor = None
+        while True:
+            page = list_method(*args, **kwargs, cursor=cursor)
+            yield from page.data
+            if not page.has_more:
+                return
+            cursor = page.next_cursor
+
     def iter_events(self, *, after: str | None = None, types: list[str] | None = None) -> Iterator[m.FeedEvent]:
         """Every event after `after`, page by page, until the feed has no more (for now)."""
         while True:
@@ -445,6 +457,18 @@ class AsyncSendstream(_Operations):
                     raise
                 await asyncio.sleep(wait)
         raise AssertionError("unreachable")
+
+    async def each(self, list_method: Any, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        """Every item of a list method that pages by cursor, page after page (as `Sendstream.each`):
+        `async for draft in mail.each(mail.list_drafts, status="pending"): ...`"""
+        cursor = None
+        while True:
+            page = await list_method(*args, **kwargs, cursor=cursor)
+            for item in page.data:
+                yield item
+            if not page.has_more:
+                return
+            cursor = page.next_cursor
 
     async def iter_events(self, *, after: str | None = None, types: list[str] | None = None) -> AsyncIterator[m.FeedEvent]:
         while True:
