@@ -25,7 +25,7 @@ ANSWER = "Thanks for your message: a person will follow up within a day."
 
 async def with_client(identity: str, timeout: float) -> int:
     async with AsyncSendstream() as mail:
-        got = await mail.wait_for_reply(identity=identity, timeout=timeout)
+        got = (await mail.wait_for_reply(identity=identity, timeout=timeout)).message
         if got is None:
             print("no mail came", file=sys.stderr)
             return 1
@@ -42,10 +42,15 @@ async def with_mcp(identity: str, timeout: float) -> int:
     async with stdio_client(server) as (read, write), ClientSession(read, write) as tools:
         await tools.initialize()
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline, cursor = loop.time() + timeout, None
         while (left := deadline - loop.time()) > 0:
-            waited = await tools.call_tool("wait_for_reply", {"identity": identity, "timeout": max(1, min(30, int(left)))})
-            got = json.loads(waited.content[0].text)
+            asked = {"identity": identity, "timeout": max(1, min(30, int(left))), "after": cursor}
+            waited = await tools.call_tool("wait_for_reply", {k: v for k, v in asked.items() if v is not None})
+            if waited.isError:
+                print(waited.content[0].text, file=sys.stderr)
+                return 2
+            answer = json.loads(waited.content[0].text)
+            got, cursor = answer["reply"], answer["cursor"]
             if got is None:
                 continue
             conv = got["conversationId"]

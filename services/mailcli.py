@@ -30,18 +30,23 @@ console = Console()
 def client() -> Iterator[Any]:
     """The API client, or a clear exit: not installed, not configured, or a refusal (its message)."""
     try:
+        import httpx  # noqa: PLC0415 - the client's, installed with it
         from sendstream_client import Sendstream, SendstreamError  # noqa: PLC0415 - a client-side extra
     except ImportError:
         raise click.ClickException(
             "these commands need the Python client: pip install -e clients/python (make run installs it)"
         ) from None
     try:
-        with Sendstream() as mail:
-            yield mail
+        mail = Sendstream()
     except ValueError as e:  # no key
-        raise click.ClickException(f"{e} (and SENDSTREAM_API_URL, if not {'http://127.0.0.1:8080'})") from None
+        raise click.ClickException(f"{e} (and SENDSTREAM_API_URL, if not http://127.0.0.1:8080)") from None
+    try:
+        with mail:
+            yield mail
     except SendstreamError as e:
         raise click.ClickException(f"{e.status} {e.type}: {e.message}") from None
+    except httpx.HTTPError as e:
+        raise click.ClickException(f"cannot reach sendstream at {mail.base_url} (SENDSTREAM_API_URL): {e!r}") from None
 
 
 def emit(value: Any, as_json: bool, human: Any = None) -> None:
@@ -162,7 +167,7 @@ def register(cli: click.Group) -> None:
         if (conversation is None) == (identity is None):
             raise click.UsageError("give --conversation or --identity")
         with client() as mail:
-            got = mail.wait_for_reply(conversation=conversation, identity=identity, timeout=timeout)
+            got = mail.wait_for_reply(conversation=conversation, identity=identity, timeout=timeout).message
         if got is None:
             if as_json:
                 print("null")

@@ -78,8 +78,10 @@ async def test_the_tools_send_once_per_key_wait_for_the_reply_and_carry_the_apis
         waiting = asyncio.ensure_future(mcp.call_tool("wait_for_reply", {"conversation_id": conv, "timeout": 20}))
         await asyncio.sleep(1)
         await deliver(inbound, reply_to(out.message, "ana@example.test", mailbox["email"], "Yes, Monday."), "ana@example.test", [mailbox["email"]])
-        reply = answer(await waiting)
+        reply = answer(await waiting)["reply"]
         assert reply["from"] == "ana@example.test" and "Yes, Monday." in reply["text"]
+        # Waiting again in the conversation: its latest message is theirs, answered at once.
+        assert answer(await mcp.call_tool("wait_for_reply", {"conversation_id": conv, "timeout": 1}))["reply"]["messageId"] == reply["messageId"]
 
         thread = answer(await mcp.call_tool("get_thread", {"conversation_id": conv}))
         assert [m["direction"] for m in thread["messages"]] == ["outbound", "inbound"] and "html" not in thread["messages"][0]

@@ -16,6 +16,7 @@ import argparse
 import json
 from typing import Annotated, Any
 
+import httpx
 from mcp.server.fastmcp import FastMCP
 from mcp.server.fastmcp.exceptions import ToolError
 from pydantic import BaseModel, Field
@@ -63,6 +64,8 @@ def build(client: AsyncSendstream) -> FastMCP:
             return await coro
         except SendstreamError as e:  # the API's own words, for the model to act on
             raise ToolError(f"{e.status} {e.type}: {e.message}") from None
+        except httpx.HTTPError as e:
+            raise ToolError(f"cannot reach sendstream at {client.base_url} (SENDSTREAM_API_URL): {e!r}") from None
 
     @server.tool()
     async def list_identities() -> str:
@@ -127,23 +130,38 @@ def build(client: AsyncSendstream) -> FastMCP:
         conversation_id: Annotated[str | None, Field(description="Wait for a reply in this conversation...")] = None,
         identity: Annotated[str | None, Field(description="...or for any mail to this identity.")] = None,
         timeout: Annotated[int, Field(ge=1, le=30, description="Seconds to wait at most.")] = 30,
+        after: Annotated[str | None, Field(description="The cursor a previous wait answered: wait from there, missing nothing.")] = None,
         full: bool = False,
     ) -> str:
         """Wait (up to `timeout` s) for the next message received in a conversation, or by an identity.
-        Answers it, or null if none came: call again to keep waiting."""
+        Answers {"reply": the message or null, "cursor"}: to keep waiting, call again with `after` = cursor.
+        A conversation whose latest message is already theirs answers that message at once."""
         if (conversation_id is None) == (identity is None):
             raise ToolError("conversation_id: give conversation_id or identity (one of them)")
-        got = await call(client.wait_for_reply(conversation=conversation_id, identity=identity, timeout=timeout))
-        if got is None:
-            return "null"
-        message = got.event.get("payload", {}).get("message", {})
+        if conversation_id is not None and after is None:
+            conversation = await call(client.get_conversation(conversation_id))
+            latest = conversation.messages[-1] if conversation.messages else None
+            if latest is not None and latest.direction == "inbound":  # came before this wait began
+                reply = {
+                    "messageId": latest.message_id, "conversationId": conversation.id, "from": latest.from_,
+                    "subject": latest.subject, "text": latest.reply_text or latest.text, "autoReply": latest.auto_reply,
+                    "occurredAt": latest.created_at,
+                }  # fmt: skip
+                return json.dumps({"reply": _trim(reply, full), "cursor": None}, ensure_ascii=False)
+        got = await call(client.wait_for_reply(conversation=conversation_id, identity=identity, timeout=timeout, after=after))
+        if got.message is None:
+            return json.dumps({"reply": None, "cursor": got.cursor})
+        event = got.message
+        message = event.event.get("payload", {}).get("message", {})
         content = message.get("content", {})
         reply = {
-            "messageId": got.message_id, "conversationId": got.conv_id, "from": message.get("from_addr"),
+            "messageId": event.message_id, "conversationId": event.conv_id, "from": message.get("from_addr"),
             "subject": content.get("subject"), "text": message.get("reply_text") or content.get("text"),
-            "autoReply": message.get("auto_reply", False), "occurredAt": got.occurred_at,
+            "autoReply": message.get("auto_reply", False), "occurredAt": event.occurred_at,
         }  # fmt: skip
-        return json.dumps(_trim(reply, full), ensure_ascii=False)
+        if reply["text"] is None:
+            reply["text"] = "[the body is large: get_thread with full=true shows it]"
+        return json.dumps({"reply": _trim(reply, full), "cursor": got.cursor}, ensure_ascii=False)
 
     @server.tool()
     async def create_draft(
@@ -174,7 +192,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="sendstream-mcp", description=__doc__.split("\n\n")[0])
     parser.add_argument("--http", type=int, metavar="PORT", help="serve streamable HTTP on 127.0.0.1:PORT/mcp")
     args = parser.parse_args()
-    server = build(AsyncSendstream())
+    try:
+        client = AsyncSendstream()
+    except ValueError as e:  # no key
+        parser.error(str(e))
+    server = build(client)
     if args.http:
         server.settings.port = args.http
         server.run(transport="streamable-http")

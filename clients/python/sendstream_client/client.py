@@ -20,14 +20,20 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel
 
 from sendstream_client import models as m
-from sendstream_client.errors import OutcomeUnknown, SendstreamError, error_for
+from sendstream_client.errors import Conflict, OutcomeUnknown, SendstreamError, error_for
 
 DEFAULT_URL = "http://127.0.0.1:8080"
+
+
+def _p(part: str) -> str:
+    """A path segment: an address or id as it is, anything that would end the segment escaped."""
+    return quote(part, safe="@+")
 
 
 def _drop_none(values: dict[str, Any]) -> dict[str, Any]:
@@ -95,7 +101,7 @@ class _Operations:
         return self._run(Call("GET", "/v1/identities", m.IdentityList))
 
     def get_identity(self, handle: str) -> m.Identity:
-        return self._run(Call("GET", f"/v1/identities/{handle}", m.Identity))
+        return self._run(Call("GET", f"/v1/identities/{_p(handle)}", m.Identity))
 
     def create_identity(self, handle: str, *, daily_cap: int | None = None, timezone: str | None = None) -> m.Identity:
         body = _drop_none({"handle": handle, "dailyCap": daily_cap, "timezone": timezone})
@@ -106,10 +112,10 @@ class _Operations:
         require_approval: bool | None = None,
     ) -> m.Identity:  # fmt: skip
         body = _drop_none({"dailyCap": daily_cap, "timezone": timezone, "requireApproval": require_approval})
-        return self._run(Call("PATCH", f"/v1/identities/{handle}", m.Identity, body=body))
+        return self._run(Call("PATCH", f"/v1/identities/{_p(handle)}", m.Identity, body=body))
 
     def delete_identity(self, handle: str) -> None:
-        return self._run(Call("DELETE", f"/v1/identities/{handle}"))
+        return self._run(Call("DELETE", f"/v1/identities/{_p(handle)}"))
 
     def add_mailbox(
         self, handle: str, email: str, smtp: dict[str, Any], *, imap: dict[str, Any] | None = None,
@@ -121,20 +127,20 @@ class _Operations:
             {"email": email, "smtp": smtp, "imap": imap, "hourlyLimit": hourly_limit, "dailyLimit": daily_limit,
              "warmup": warmup}
         )  # fmt: skip
-        return self._run(Call("POST", f"/v1/identities/{handle}/mailboxes", m.Mailbox, body=body))
+        return self._run(Call("POST", f"/v1/identities/{_p(handle)}/mailboxes", m.Mailbox, body=body))
 
     def list_mailboxes(self, handle: str) -> m.MailboxList:
-        return self._run(Call("GET", f"/v1/identities/{handle}/mailboxes", m.MailboxList))
+        return self._run(Call("GET", f"/v1/identities/{_p(handle)}/mailboxes", m.MailboxList))
 
     def get_mailbox(self, handle: str, mailbox_id: str) -> m.Mailbox:
-        return self._run(Call("GET", f"/v1/identities/{handle}/mailboxes/{mailbox_id}", m.Mailbox))
+        return self._run(Call("GET", f"/v1/identities/{_p(handle)}/mailboxes/{_p(mailbox_id)}", m.Mailbox))
 
     def update_mailbox(self, handle: str, mailbox_id: str, **changes: Any) -> m.Mailbox:
         """Change what is given, in the API's names (`health`, `hourlyLimit`, `dailyLimit`, `smtp`, ...)."""
-        return self._run(Call("PATCH", f"/v1/identities/{handle}/mailboxes/{mailbox_id}", m.Mailbox, body=changes))
+        return self._run(Call("PATCH", f"/v1/identities/{_p(handle)}/mailboxes/{_p(mailbox_id)}", m.Mailbox, body=changes))
 
     def remove_mailbox(self, handle: str, mailbox_id: str) -> None:
-        return self._run(Call("DELETE", f"/v1/identities/{handle}/mailboxes/{mailbox_id}"))
+        return self._run(Call("DELETE", f"/v1/identities/{_p(handle)}/mailboxes/{_p(mailbox_id)}"))
 
     # --- sending ---------------------------------------------------------------------------------------
 
@@ -147,7 +153,7 @@ class _Operations:
         (RFC 3339, or local with `timezone`); `unless_replied`: a later send cancelled by a reply first."""
         body = _send_body(to, subject, text, html, None, send_at, timezone, unless_replied, on_cap_exceeded, unsubscribe)
         key = idempotency_key or str(uuid.uuid4())
-        return self._run(Call("POST", f"/v1/identities/{identity}/send", m.SendResponse, body=body, idempotency_key=key))
+        return self._run(Call("POST", f"/v1/identities/{_p(identity)}/send", m.SendResponse, body=body, idempotency_key=key))
 
     def reply(
         self, identity: str, conv_id: str, *, text: str | None = None, html: str | None = None,
@@ -157,30 +163,30 @@ class _Operations:
         """A reply in the conversation, from the mailbox it has used (threaded by In-Reply-To)."""
         body = _send_body(None, None, text, html, conv_id, send_at, timezone, unless_replied, on_cap_exceeded, None)
         key = idempotency_key or str(uuid.uuid4())
-        return self._run(Call("POST", f"/v1/identities/{identity}/send", m.SendResponse, body=body, idempotency_key=key))
+        return self._run(Call("POST", f"/v1/identities/{_p(identity)}/send", m.SendResponse, body=body, idempotency_key=key))
 
     def get_conversation(self, conv_id: str) -> m.Conversation:
-        return self._run(Call("GET", f"/v1/conversations/{conv_id}", m.Conversation))
+        return self._run(Call("GET", f"/v1/conversations/{_p(conv_id)}", m.Conversation))
 
     def list_conversations(
         self, identity: str, *, cursor: str | None = None, limit: int | None = None
     ) -> m.ConversationList:
         """The identity's conversations with their messages, most recently active first."""
         params = _drop_none({"cursor": cursor, "limit": limit})
-        return self._run(Call("GET", f"/v1/identities/{identity}/conversations", m.ConversationList, params=params))
+        return self._run(Call("GET", f"/v1/identities/{_p(identity)}/conversations", m.ConversationList, params=params))
 
     def search_messages(self, identity: str, q: str, *, limit: int | None = None) -> m.MessageSearch:
         """The identity's messages matching every word of `q` (the last one as a prefix), best first."""
         params = _drop_none({"q": q, "limit": limit})
-        return self._run(Call("GET", f"/v1/identities/{identity}/messages", m.MessageSearch, params=params))
+        return self._run(Call("GET", f"/v1/identities/{_p(identity)}/messages", m.MessageSearch, params=params))
 
     def message_events(self, message_id: str) -> m.AuditTrail:
         """A message's audit trail: every event of its life, in order."""
-        return self._run(Call("GET", f"/v1/messages/{message_id}/events", m.AuditTrail))
+        return self._run(Call("GET", f"/v1/messages/{_p(message_id)}/events", m.AuditTrail))
 
     def cancel(self, message_id: str) -> m.Cancelled:
         """Cancel a scheduled send (or one held in a draft); Conflict once it went out."""
-        return self._run(Call("POST", f"/v1/messages/{message_id}/cancel", m.Cancelled))
+        return self._run(Call("POST", f"/v1/messages/{_p(message_id)}/cancel", m.Cancelled))
 
     def list_scheduled(
         self, *, identity: str | None = None, cursor: str | None = None, limit: int | None = None
@@ -198,7 +204,7 @@ class _Operations:
         """A send (or, with `conv_id`, a reply) kept for a person to approve: nothing goes out until then."""
         body = _send_body(to, subject, text, html, conv_id, send_at, timezone, None, None, None)
         key = idempotency_key or str(uuid.uuid4())
-        return self._run(Call("POST", f"/v1/identities/{identity}/drafts", m.Draft, body=body, idempotency_key=key))
+        return self._run(Call("POST", f"/v1/identities/{_p(identity)}/drafts", m.Draft, body=body, idempotency_key=key))
 
     def list_drafts(
         self, *, status: str | None = None, identity: str | None = None, cursor: str | None = None,
@@ -208,21 +214,21 @@ class _Operations:
         return self._run(Call("GET", "/v1/drafts", m.DraftList, params=params))
 
     def get_draft(self, draft_id: str) -> m.Draft:
-        return self._run(Call("GET", f"/v1/drafts/{draft_id}", m.Draft))
+        return self._run(Call("GET", f"/v1/drafts/{_p(draft_id)}", m.Draft))
 
     def update_draft(
         self, draft_id: str, *, subject: str | None = None, text: str | None = None, html: str | None = None,
         send_at: str | None = None, timezone: str | None = None,
     ) -> m.Draft:  # fmt: skip
         body = _drop_none({"subject": subject, "text": text, "html": html, "sendAt": send_at, "timezone": timezone})
-        return self._run(Call("PATCH", f"/v1/drafts/{draft_id}", m.Draft, body=body))
+        return self._run(Call("PATCH", f"/v1/drafts/{_p(draft_id)}", m.Draft, body=body))
 
     def approve_draft(self, draft_id: str) -> m.ApprovedDraft:
         """Send it (once, however often approved); needs an admin key or the `approve` scope."""
-        return self._run(Call("POST", f"/v1/drafts/{draft_id}/approve", m.ApprovedDraft))
+        return self._run(Call("POST", f"/v1/drafts/{_p(draft_id)}/approve", m.ApprovedDraft))
 
     def reject_draft(self, draft_id: str, reason: str) -> m.Draft:
-        return self._run(Call("POST", f"/v1/drafts/{draft_id}/reject", m.Draft, body={"reason": reason}))
+        return self._run(Call("POST", f"/v1/drafts/{_p(draft_id)}/reject", m.Draft, body={"reason": reason}))
 
     # --- the event feed --------------------------------------------------------------------------------
 
@@ -246,7 +252,7 @@ class _Operations:
         return self._run(Call("GET", "/v1/suppressions", m.SuppressionList, params=_drop_none({"cursor": cursor, "limit": limit})))
 
     def get_suppression(self, address: str) -> m.Suppression:
-        return self._run(Call("GET", f"/v1/suppressions/{address}", m.Suppression))
+        return self._run(Call("GET", f"/v1/suppressions/{_p(address)}", m.Suppression))
 
     def suppress(self, address: str, reason: str | None = None) -> m.Suppression:
         """Never mail the address again (from the moment this answers)."""
@@ -254,7 +260,7 @@ class _Operations:
         return self._run(Call("POST", "/v1/suppressions", m.Suppression, body=body))
 
     def unsuppress(self, address: str) -> None:
-        return self._run(Call("DELETE", f"/v1/suppressions/{address}"))
+        return self._run(Call("DELETE", f"/v1/suppressions/{_p(address)}"))
 
     # --- webhooks --------------------------------------------------------------------------------------
 
@@ -267,30 +273,30 @@ class _Operations:
         return self._run(Call("GET", "/v1/webhooks", m.WebhookList))
 
     def get_webhook(self, webhook_id: str) -> m.Webhook:
-        return self._run(Call("GET", f"/v1/webhooks/{webhook_id}", m.Webhook))
+        return self._run(Call("GET", f"/v1/webhooks/{_p(webhook_id)}", m.Webhook))
 
     def update_webhook(
         self, webhook_id: str, *, url: str | None = None, events: list[str] | None = None,
         description: str | None = None, enabled: bool | None = None,
     ) -> m.Webhook:  # fmt: skip
         body = _drop_none({"url": url, "events": events, "description": description, "enabled": enabled})
-        return self._run(Call("PATCH", f"/v1/webhooks/{webhook_id}", m.Webhook, body=body))
+        return self._run(Call("PATCH", f"/v1/webhooks/{_p(webhook_id)}", m.Webhook, body=body))
 
     def delete_webhook(self, webhook_id: str) -> None:
-        return self._run(Call("DELETE", f"/v1/webhooks/{webhook_id}"))
+        return self._run(Call("DELETE", f"/v1/webhooks/{_p(webhook_id)}"))
 
     def list_deliveries(self, webhook_id: str, *, cursor: str | None = None, limit: int | None = None) -> m.DeliveryList:
         params = _drop_none({"cursor": cursor, "limit": limit})
-        return self._run(Call("GET", f"/v1/webhooks/{webhook_id}/deliveries", m.DeliveryList, params=params))
+        return self._run(Call("GET", f"/v1/webhooks/{_p(webhook_id)}/deliveries", m.DeliveryList, params=params))
 
     def retry_delivery(self, webhook_id: str, delivery_id: str) -> m.Delivery:
-        return self._run(Call("POST", f"/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/retry", m.Delivery))
+        return self._run(Call("POST", f"/v1/webhooks/{_p(webhook_id)}/deliveries/{_p(delivery_id)}/retry", m.Delivery))
 
     def rotate_webhook_secret(self, webhook_id: str) -> m.SecretRotated:
-        return self._run(Call("POST", f"/v1/webhooks/{webhook_id}/rotate-secret", m.SecretRotated))
+        return self._run(Call("POST", f"/v1/webhooks/{_p(webhook_id)}/rotate-secret", m.SecretRotated))
 
     def test_webhook(self, webhook_id: str) -> m.Delivery:
-        return self._run(Call("POST", f"/v1/webhooks/{webhook_id}/test", m.Delivery))
+        return self._run(Call("POST", f"/v1/webhooks/{_p(webhook_id)}/test", m.Delivery))
 
 
 def _settings(base_url: str | None, api_key: str | None) -> tuple[str, str]:
@@ -305,8 +311,8 @@ def _retryable(call: Call, error: Exception) -> float | None:
     """How long to wait before trying `call` again after `error` (None: do not)."""
     if isinstance(error, httpx.TransportError):
         return 0.5 if call.method == "GET" or call.idempotency_key else None
-    if isinstance(error, OutcomeUnknown):
-        return 0.5 if call.idempotency_key else None
+    if isinstance(error, OutcomeUnknown) or (isinstance(error, Conflict) and error.type == "idempotency_in_progress"):
+        return 0.5 if call.idempotency_key else None  # the first attempt is still being carried out
     if isinstance(error, SendstreamError) and error.status in (429, 503):
         return error.retry_after
     return None
@@ -396,31 +402,29 @@ class Sendstream(_Operations):
 
     def wait_for_reply(
         self, *, conversation: str | None = None, identity: str | None = None, timeout: float = 30, after: str | None = None,
-    ) -> m.FeedEvent | None:  # fmt: skip
-        """The next message received in the conversation (or by the identity), waiting at most `timeout`
-        seconds from now (or from the cursor `after`); None if none came."""
-        inbox, conv = _whom(conversation, identity, self.get_conversation)
+    ) -> m.WaitResult:  # fmt: skip
+        """The next message received in the conversation (or by the identity) after the cursor `after` (by
+        default: from now), waiting at most `timeout` seconds. `message` is None if none came; wait again
+        from the answer's `cursor` to miss nothing in between."""
+        _one_of(conversation, identity)
+        conv = self.get_conversation(conversation) if conversation is not None else None
+        inbox = conv.identity if conv else identity
         deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            got = self.wait_for_message(inbox, after=after, timeout=max(1, min(30, int(left))))
+        while True:
+            got = self.wait_for_message(inbox, after=after, timeout=max(1, min(30, int(deadline - time.monotonic()))))
             after = got.cursor
-            if got.message and _in(got.message, conv):
-                return got.message
-        return None
+            if (got.message and _in(got.message, conv)) or deadline - time.monotonic() < 1:
+                return m.WaitResult(message=got.message if got.message and _in(got.message, conv) else None, cursor=after)
 
 
-def _in(message: m.FeedEvent, conversation: str | None) -> bool:
-    """Whether a received message's event is in the conversation (an API id, `conv_<hex>`; None: any)."""
-    return conversation is None or message.conv_id == conversation
+def _in(message: m.FeedEvent, conversation: m.Conversation | None) -> bool:
+    """Whether a received message's event is in the conversation (None: any)."""
+    return conversation is None or message.conv_id == conversation.id
 
 
-def _whom(conversation: str | None, identity: str | None, lookup: Any) -> tuple[str, str | None]:
+def _one_of(conversation: str | None, identity: str | None) -> None:
     if (conversation is None) == (identity is None):
         raise ValueError("wait_for_reply: give conversation or identity (one of them)")
-    if identity is not None:
-        return identity, None
-    conv = lookup(conversation)
-    return conv.identity, conversation
 
 
 class AsyncSendstream(_Operations):
@@ -494,16 +498,14 @@ class AsyncSendstream(_Operations):
 
     async def wait_for_reply(
         self, *, conversation: str | None = None, identity: str | None = None, timeout: float = 30, after: str | None = None,
-    ) -> m.FeedEvent | None:  # fmt: skip
-        if (conversation is None) == (identity is None):
-            raise ValueError("wait_for_reply: give conversation or identity (one of them)")
-        inbox, conv = identity, None
-        if conversation is not None:
-            inbox, conv = (await self.get_conversation(conversation)).identity, conversation
+    ) -> m.WaitResult:  # fmt: skip
+        """As `Sendstream.wait_for_reply`."""
+        _one_of(conversation, identity)
+        conv = await self.get_conversation(conversation) if conversation is not None else None
+        inbox = conv.identity if conv else identity
         deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            got = await self.wait_for_message(inbox, after=after, timeout=max(1, min(30, int(left))))
+        while True:
+            got = await self.wait_for_message(inbox, after=after, timeout=max(1, min(30, int(deadline - time.monotonic()))))
             after = got.cursor
-            if got.message and _in(got.message, conv):
-                return got.message
-        return None
+            if (got.message and _in(got.message, conv)) or deadline - time.monotonic() < 1:
+                return m.WaitResult(message=got.message if got.message and _in(got.message, conv) else None, cursor=after)
