@@ -22,7 +22,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import asyncpg
@@ -40,14 +40,15 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from projections import replay as replaying
 from projections.chain import verify_chain
 from schemas import ids
-from services import mailcli, tenants
+from services import mailcli
 from services.common import db
 from services.common.domain.blobs import blob_store
 from services.common.settings import CommonSettings, LocalSettings
-from services.ingress.core import domains
+
+if TYPE_CHECKING:
+    from projections import replay as replaying
 
 console = Console()
 
@@ -258,17 +259,20 @@ def report(differences: list[replaying.Difference], samples: int = 10) -> None:
 @click.option("--check", is_flag=True, help="Compare only: swap nothing; exit 1 if the views differ.")
 @click.option("--wait", "wait_s", default=10.0, show_default=True,
               help="Seconds to wait for the archive and the projections to catch up with each other.")  # fmt: skip
-@click.option("--workers", default=replaying.default_workers(), show_default=True, type=click.IntRange(1),
+@click.option("--workers", type=click.IntRange(1), show_default="one per core",
               help="Processes that rebuild, organizations shared out among them (a large archive only; "
                    "each holds 2-3 database connections).")  # fmt: skip
 @database
 def replay(
     org_id: UUID | None, as_of: datetime | None, schema: str | None, check: bool, wait_s: float,
-    workers: int, database_url: str,
+    workers: int | None, database_url: str,
 ) -> None:  # fmt: skip
     """Rebuild the views (messages, conversations, suppressions) from the archive into fresh tables,
     catch up, compare them with the live ones row for row (printing every difference) and swap them in,
     in one transaction."""
+    from projections import replay as replaying  # noqa: PLC0415 - only this command needs it (and it is slow to load)
+
+    workers = workers or replaying.default_workers()
     if as_of is not None:
         schema = schema or f"asof_{as_of.astimezone(UTC):%Y%m%dt%H%M%Sz}"
     orgs = [org_id] if org_id is not None else None
@@ -396,6 +400,8 @@ def delete(org_id: UUID, yes: bool, quiet_s: float, wait_s: float, database_url:
     every other row of it, its archived events and their hash chain, and the blobs (attachments, raw
     messages) no other organization refers to. Kafka's topics keep its events until their retention
     expires."""
+    from services import tenants  # noqa: PLC0415 - only this command needs it (and it is slow to load)
+
 
     async def run() -> int:
         conn = await connect(database_url)
@@ -449,6 +455,8 @@ def address_conflicts(as_json: bool, database_url: str) -> None:
     """Addresses held against the ownership rule (SPEC 5a), left from before it: by several organizations
     (mail to it reaches only the first), or by one that does not hold its domain while another verified
     it. Resolve each by deleting the identity or mailbox that should not have it. Exit status 1 if any."""
+    from services.ingress.core import domains  # noqa: PLC0415 - only this command needs it (slow to load)
+
 
     async def run() -> int:
         conn = await connect(database_url)
