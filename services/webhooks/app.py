@@ -102,12 +102,7 @@ async def fan_out(pool: asyncpg.Pool, events: list[Envelope]) -> int:
             return 0
         # The messages view fills in what an event does not carry itself. The view is written by another
         # consumer: a message it does not have yet is waited for, briefly (then the event's facts alone).
-        message_ids = list({e.payload.message_id for e in todo if not carries_message(e)})
-        stored = await views.messages_by_id(conn, message_ids) if message_ids else {}
-        deadline = time.monotonic() + views.FILL_WAIT_S
-        while (missing := [m for m in message_ids if m not in stored]) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-            stored |= await views.messages_by_id(conn, missing)
+        stored = await views.messages_filled(conn, list({e.payload.message_id for e in todo if not carries_message(e)}))
         identities = {e.identity_id for e in todo} | {s["identity_id"] for s in stored.values()}
         handles = {
             r["id"]: r["handle"]

@@ -257,6 +257,19 @@ async def messages_by_id(
     return {r["id"]: dict(r) for r in rows}
 
 
+async def messages_filled(
+    conn: asyncpg.Connection | asyncpg.Pool, message_ids: list[UUID], wait_s: float = FILL_WAIT_S
+) -> dict[UUID, dict]:
+    """As `messages_by_id`, waiting (at most `wait_s`) for those the view does not have yet: it is written
+    by another consumer, which may not have come to an event's message (then it is left out)."""
+    stored = await messages_by_id(conn, message_ids) if message_ids else {}
+    deadline = time.monotonic() + wait_s
+    while (missing := [m for m in message_ids if m not in stored]) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        stored |= await messages_by_id(conn, missing)
+    return stored
+
+
 async def inbox_threads(
     pool: asyncpg.Pool, org_id: UUID, identity_id: UUID, conv_id: UUID | None = None, limit: int = 50
 ) -> list[tuple[asyncpg.Record, list[asyncpg.Record]]]:

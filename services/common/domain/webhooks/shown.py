@@ -4,8 +4,6 @@ dialect's WebSocket, which takes events one by one from the archive)."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Any
 from uuid import UUID
 
@@ -41,13 +39,7 @@ async def shown_alone(pool: asyncpg.Pool, dialect: str, event: Envelope) -> str 
     if name is None:
         return None
     message_id: UUID | None = getattr(event.payload, "message_id", None)
-    stored = None
-    if message_id is not None:
-        deadline = time.monotonic() + views.FILL_WAIT_S
-        while (stored := (await views.messages_by_id(pool, [message_id])).get(message_id)) is None:
-            if time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.05)
+    stored = (await views.messages_filled(pool, [message_id])).get(message_id) if message_id else None
     handles = {}
     if event.identity_id is not None:
         handle = await pool.fetchval("SELECT handle FROM identities WHERE id = $1", event.identity_id)
