@@ -26,6 +26,7 @@ from schemas.events import (
     DraftRejected,
     DraftUpdated,
     RequestedMessage,
+    SendRequested,
     event_from,
 )
 from schemas.schedule import fire_at
@@ -46,6 +47,14 @@ def request_of(row: asyncpg.Record) -> Envelope:
 
 def wanted_of(row: asyncpg.Record) -> list[RequestedMessage]:
     return [RequestedMessage.model_validate(m) for m in row["wanted"]]
+
+
+def recipients(row: asyncpg.Record) -> list[str]:
+    """Whom the draft sends to: every message's recipients (a reply's: those it names)."""
+    request = request_of(row)
+    if isinstance(request, SendRequested):
+        return [a for m in wanted_of(row) for a in m.to]
+    return list(request.payload.to or [])
 
 
 def fact(row: asyncpg.Record, kind: type[Envelope], correlation_id: str, by: UUID | None, **extra: Any) -> Envelope:

@@ -66,7 +66,7 @@ from schemas.api.agentmail import (
 from schemas.api.common import iso
 from schemas.commands import Command, NewSend, Reply
 from schemas.events import Attachment as EventAttachment
-from schemas.events import Content, Forwarded, SendRequested, event_from
+from schemas.events import Content, Forwarded, event_from
 from schemas.limits import DEFAULT_DAILY_CAP
 from schemas.schedule import ScheduleError, fire_at
 from schemas.webhooks import webhook_type
@@ -797,12 +797,11 @@ def rejected(outcome: Outcome) -> None:
 
 
 def draft_out(row: asyncpg.Record, content: Content) -> Draft:
-    request = drafts.request_of(row)
-    p = request.payload
-    to = [a for m in drafts.wanted_of(row) for a in m.to] if isinstance(request, SendRequested) else list(p.to or [])
+    p = drafts.request_of(row).payload
     text = content.text or ""
     return Draft(
-        inbox_id=row["handle"], draft_id=ids.render("draft", row["id"]), labels=list(content.labels), to=to,
+        inbox_id=row["handle"], draft_id=ids.render("draft", row["id"]), labels=list(content.labels),
+        to=drafts.recipients(row),
         cc=list(content.cc) or None, bcc=list(content.bcc) or None, subject=content.subject or None,
         preview=" ".join(text.split())[:200] or None, send_status="scheduled" if row["timer"] == "scheduled" else None,
         attachments=attachments_out({"attachments": [a.model_dump() for a in content.attachments]}),

@@ -14,7 +14,7 @@ from schemas import ids
 from schemas.api.common import iso
 from schemas.api.drafts import ApprovedDraft, Draft, DraftList, RejectDraft, UpdateDraft
 from schemas.api.identities import send_response
-from schemas.events import Content, SendRequested
+from schemas.events import Content
 from schemas.schedule import ScheduleError
 from services.common.domain import bodies
 from services.ingress import cursors
@@ -29,13 +29,12 @@ SHOWN = "SELECT d.*, i.handle FROM drafts d JOIN identities i ON i.id = d.identi
 
 def draft_out(row: asyncpg.Record, content: Content | None = None) -> Draft:
     """A draft as the API shows it (`content`: its bodies brought back from the blob store, if they were put there)."""
-    request = drafts.request_of(row)
-    p = request.payload
+    p = drafts.request_of(row).payload
     content = content or p.content
     wanted = drafts.wanted_of(row)
     return Draft(
         id=ids.render("draft", row["id"]), identity=row["handle"], status=row["status"],
-        to=[a for m in wanted for a in m.to] if isinstance(request, SendRequested) else list(p.to or []),
+        to=drafts.recipients(row),
         subject=content.subject, text=content.text, html=content.html, sendAt=iso(p.send_at),
         messageIds=[ids.render("message", m.message_id) for m in wanted],
         convIds=[ids.render("conversation", m.conv_id) for m in wanted], reason=row["reason"],
