@@ -57,6 +57,7 @@ ERASED = (
     ("webhook_attempts", "delivery_id IN (SELECT id FROM webhook_deliveries WHERE org_id = $1)"),
     ("webhook_deliveries", "org_id = $1"),
     ("webhook_endpoints", "org_id = $1"),
+    ("ui_sessions", "org_id = $1"),
     ("api_keys", "org_id = $1"),
     ("domains", "org_id = $1"),
     ("idempotency_keys", "org_id = $1"),

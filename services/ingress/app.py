@@ -43,6 +43,8 @@ from services.ingress.routes import (  # noqa: F401
     unsubscribe,
     webhooks,
 )
+from services.ingress.ui import app as dashboard
+from services.ingress.ui import sessions as dashboard_sessions
 
 for _dialect in dialects.REGISTERED:
     importlib.import_module(f"services.ingress.routes.{_dialect}")
@@ -89,6 +91,7 @@ async def _sweep_expired(pool) -> None:
     if removed := await sweep_expired(pool):
         log.info("expired idempotency keys removed", count=removed)
     await ratelimit.sweep(pool)
+    await dashboard_sessions.sweep(pool)
 
 
 def create_app(settings: IngressSettings) -> web.Application:
@@ -103,6 +106,8 @@ def create_app(settings: IngressSettings) -> web.Application:
 
     admission = app[ADMISSION] = Admission(settings.sends_in_flight_max, settings.shed_after_s)
     add_routes(app, auth, admission.admit)
+    app.router.add_get("/ui", lambda _: web.Response(status=308, headers={"Location": "/ui/"}))
+    app.add_subapp("/ui", dashboard())
     return app
 
 

@@ -33,13 +33,13 @@ def search_query(text: str) -> str | None:
 
 
 async def inbox_messages(
-    pool: asyncpg.Pool, org_id: UUID, identity_id: UUID, query: str | None = None, limit: int = 100
+    pool: asyncpg.Pool, org_id: UUID, identity_id: UUID | None, query: str | None = None, limit: int = 100
 ) -> list[asyncpg.Record]:
-    """The identity's messages, newest first; with `query`, those matching it, best first (subject over
-    sender over text), then newest. A query without a word matches nothing."""
+    """The identity's (None: the organization's) messages, newest first; with `query`, those matching it,
+    best first (subject over sender over text), then newest. A query without a word matches nothing."""
     if query is None or not query.strip():
         return await pool.fetch(
-            f"""{_MESSAGES} WHERE m.org_id = $1 AND m.identity_id = $2 AND {_LIVE}
+            f"""{_MESSAGES} WHERE m.org_id = $1 AND ($2::uuid IS NULL OR m.identity_id = $2) AND {_LIVE}
                 ORDER BY m.created_at DESC, m.id DESC LIMIT $3""",
             org_id, identity_id, limit,
         )  # fmt: skip
@@ -48,7 +48,7 @@ async def inbox_messages(
         return []
     return await pool.fetch(
         f"""{_MESSAGES}, to_tsquery('simple', $3) AS q
-             WHERE m.org_id = $1 AND m.identity_id = $2 AND m.search @@ q AND {_LIVE}
+             WHERE m.org_id = $1 AND ($2::uuid IS NULL OR m.identity_id = $2) AND m.search @@ q AND {_LIVE}
              ORDER BY ts_rank(m.search, q) DESC, m.created_at DESC, m.id DESC LIMIT $4""",
         org_id, identity_id, tsquery, limit,
     )  # fmt: skip
@@ -65,6 +65,13 @@ async def inbox_message(
         org_id,
         identity_id,
     )
+
+
+async def message(pool: asyncpg.Pool, org_id: UUID, message_id: UUID | None) -> asyncpg.Record | None:
+    """The organization's message of this id, whichever identity's."""
+    if message_id is None:
+        return None
+    return await pool.fetchrow(f"{_MESSAGES} WHERE m.id = $1 AND m.org_id = $2 AND {_LIVE}", message_id, org_id)
 
 
 async def mailbox_page(

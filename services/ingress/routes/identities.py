@@ -18,7 +18,6 @@ from schemas.api.identities import (
     ConversationList,
     CreateIdentity,
     CreateMailbox,
-    FoundMessage,
     Identity,
     IdentityList,
     ImapSettingsOut,
@@ -33,8 +32,8 @@ from schemas.api.identities import (
     UpdateMailbox,
     WarmupOut,
     WarmupSettings,
-    conversation_message_out,
     conversation_out,
+    found_message_out,
     send_response,
 )
 from schemas.commands import Command, NewSend, Reply
@@ -329,12 +328,31 @@ async def send(call: Call) -> web.Response:
     "default 20)",
 )  # fmt: skip
 async def list_conversations(call: Call) -> web.Response:
-    identity = await find_identity(call)
+    return await conversations_page(call, await find_identity(call))
+
+
+@route(
+    "GET", "/v1/conversations", scope="read", tag="identities", response=ConversationList, errors=(400, 404),
+    summary="The organization's conversations with their messages (`identity`: one identity's, by handle), most "
+    "recently active first (`cursor`, `limit` 1-100, default 20)",
+)  # fmt: skip
+async def list_all_conversations(call: Call) -> web.Response:
+    return await conversations_page(call, await identity_asked(call))
+
+
+async def identity_asked(call: Call) -> asyncpg.Record | None:
+    """The identity named by the `identity` query parameter (a handle), if one is."""
+    handle = call.request.query.get("identity")
+    return await directory.find_identity(ctx(call), call.principal.org_id, handle) if handle else None
+
+
+async def conversations_page(call: Call, identity: asyncpg.Record | None) -> web.Response:
     cursor = call.request.query.get("cursor")
     after = cursors.decode(cursor, datetime, UUID) if cursor else None
     found, more = await views.thread_page(
-        ctx(call).pool, identity["org_id"], identity["id"], views.Filter(), after=after, limit=query_limit(call, 20)
-    )
+        ctx(call).pool, call.principal.org_id, identity and identity["id"], views.Filter(), after=after,
+        limit=query_limit(call, 20),
+    )  # fmt: skip
     last = found[-1][0] if found else None
     return json_model(
         ConversationList(
@@ -350,16 +368,26 @@ async def list_conversations(call: Call) -> web.Response:
     summary="The identity's messages matching `q` (every word; the last one as a prefix), best first (`limit` 1-100)",
 )  # fmt: skip
 async def search_messages(call: Call) -> web.Response:
-    identity = await find_identity(call)
+    return await found_messages(call, await find_identity(call))
+
+
+@route(
+    "GET", "/v1/messages", scope="read", tag="identities", response=MessageSearch, errors=(400, 404),
+    summary="The organization's messages (`identity`: one identity's, by handle) matching `q` (every word; the "
+    "last one as a prefix), best first (`limit` 1-100)",
+)  # fmt: skip
+async def search_all_messages(call: Call) -> web.Response:
+    return await found_messages(call, await identity_asked(call))
+
+
+async def found_messages(call: Call, identity: asyncpg.Record | None) -> web.Response:
     q = call.request.query.get("q", "").strip()
     if not q:
         raise ApiError(400, "invalid_request", "q: is required (the words to find)")
-    rows = await views.inbox_messages(ctx(call).pool, identity["org_id"], identity["id"], q, query_limit(call, 20))
-    found = [
-        FoundMessage(**conversation_message_out(r).model_dump(by_alias=True), convId=ids.render("conversation", r["conv_id"]) if r["conv_id"] else None)
-        for r in rows
-    ]
-    return json_model(MessageSearch(data=found))
+    rows = await views.inbox_messages(
+        ctx(call).pool, call.principal.org_id, identity and identity["id"], q, query_limit(call, 20)
+    )
+    return json_model(MessageSearch(data=[found_message_out(r) for r in rows]))
 
 
 @route(

@@ -9,12 +9,39 @@ from aiohttp import web
 
 from schemas import ids
 from schemas.api.common import iso
-from schemas.api.identities import AuditEvent, AuditTrail
+from schemas.api.identities import AuditEvent, AuditTrail, MessageDetail, MessageFile, found_message_out
 from schemas.api.scheduled import Cancelled, ScheduledList, ScheduledSend
+from services.common.domain import views
 from services.ingress import cursors
 from services.ingress.context import ctx
 from services.ingress.core import directory, scheduling
 from services.ingress.http import Call, json_model, not_found, query_limit, route
+from services.ingress.routes import downloads
+
+
+@route(
+    "GET", "/v1/messages/{messageId}", scope="read", tag="messages", response=MessageDetail, errors=(404, 503),
+    summary="A message of any identity of the organization, with signed links to its files and raw form",
+)  # fmt: skip
+async def get_message(call: Call) -> web.Response:
+    c = ctx(call)
+    row = await views.message(c.pool, call.principal.org_id, ids.parse("message", call.param("messageId")))
+    if not row:
+        raise not_found("Message")
+    files = [
+        MessageFile(
+            filename=a["filename"], contentType=a["content_type"], size=a["size"],
+            downloadUrl=downloads.link(c, row["id"], a["sha256"], a["filename"])[0],
+        )
+        for a in row["attachments"]
+    ]  # fmt: skip
+    raw = downloads.link(c, row["id"], row["raw_sha256"], "message.eml")[0] if row["raw_sha256"] else None
+    return json_model(
+        MessageDetail(
+            **found_message_out(row).model_dump(by_alias=True), identity=row["inbox_address"], attachments=files,
+            rawUrl=raw,
+        )
+    )  # fmt: skip
 
 
 @route(

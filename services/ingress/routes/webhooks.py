@@ -235,7 +235,8 @@ async def attempts_of(pool: asyncpg.Pool, delivery_ids: list) -> dict:
     "/v1/webhooks/{id}/deliveries",
     scope="read",
     tag="webhooks",
-    summary="Deliveries to an endpoint, newest first, each with its attempts (`cursor`, `limit` 1-100)",
+    summary="Deliveries to an endpoint, newest first, each with its attempts (`messageId`: those of one message; "
+    "`cursor`, `limit` 1-100)",
     response=DeliveryList,
     errors=(400, 404),
 )
@@ -244,12 +245,17 @@ async def list_deliveries(call: Call) -> web.Response:
     q = call.request.query
     limit = query_limit(call, 50)
     before = cursors.decode(q["cursor"], int)[0] if q.get("cursor") else None
+    message_id = ids.parse("message", q["messageId"]) if q.get("messageId") else None
+    if q.get("messageId") and message_id is None:
+        raise ApiError(400, "invalid_request", "messageId: is not a message id")
     pool = ctx(call).pool
     rows = await pool.fetch(
         """SELECT * FROM webhook_deliveries WHERE endpoint_id = $1 AND ($2::bigint IS NULL OR seq < $2)
-            ORDER BY seq DESC LIMIT $3""",
+              AND ($3::uuid IS NULL OR message_id = $3)
+            ORDER BY seq DESC LIMIT $4""",
         row["id"],
         before,
+        message_id,
         limit + 1,
     )
     more = len(rows) > limit

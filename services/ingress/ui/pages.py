@@ -1,0 +1,351 @@
+"""The dashboard's pages: each asks the API with the session's key (services/ingress/ui/api.py) and
+renders what it answered. Forms post here, are checked (CSRF first), and become the API's requests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import jinja2
+from aiohttp import web
+
+from mail.html import clean
+from services.ingress.context import CONTEXT
+from services.ingress.ui import forms, sessions
+from services.ingress.ui.api import Api, ApiFailure
+from services.ingress.ui.sessions import Session
+
+HERE = Path(__file__).parent
+routes = web.RouteTableDef()
+TEMPLATES = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True, trim_blocks=True, lstrip_blocks=True
+)
+TEMPLATES.filters["when"] = lambda iso: iso.replace("T", " ").split(".")[0].removesuffix("Z") + " UTC" if iso else ""
+TEMPLATES.filters["q"] = lambda value: quote(str(value), safe="")
+TEMPLATES.filters["pretty"] = lambda value: json.dumps(value, indent=2, sort_keys=True)
+
+# What a page says after a form did its work (a code in the redirect, never text from the request).
+NOTICES = {
+    "approved": "Draft approved: it is on its way.",
+    "rejected": "Draft rejected: it will never be sent.",
+    "edited": "Draft saved.",
+    "cancelled": "Scheduled send cancelled.",
+    "suppressed": "Address added to the suppression list.",
+    "unsuppressed": "Address removed from the suppression list.",
+    "retried": "Delivery queued again.",
+    "out": "You are logged out.",
+}
+
+
+class SignedOut(Exception):
+    """The request has no live session: it goes to the login page."""
+
+
+def render(request: web.Request, template: str, status: int = 200, **values: Any) -> web.Response:
+    session: Session | None = values.get("session")
+    csrf = forms.bind(forms.Protected, request["ui_csrf_secret"], session.csrf).csrf_token.current_token if session else ""
+    html = TEMPLATES.get_template(template).render(
+        csrf=csrf, path=request.path, notice=NOTICES.get(request.query.get("notice", "")), **values
+    )
+    return web.Response(text=html, status=status, content_type="text/html")
+
+
+async def signed_in(request: web.Request) -> tuple[Session, Api]:
+    session = await sessions.current(request.config_dict[CONTEXT], request)
+    if session is None:
+        raise SignedOut
+    request["ui_session"] = session
+    return session, Api(request, session.key)
+
+
+async def posted(request: web.Request, form: type[forms.Protected]) -> tuple[Session, Api, forms.Protected]:
+    """The session, its API and the posted form, validated; a form without its CSRF token is refused (403)."""
+    session, api = await signed_in(request)
+    bound = forms.bind(form, request["ui_csrf_secret"], session.csrf, await request.post())
+    if not bound.validate():
+        if forms.csrf_refused(bound):
+            raise web.HTTPForbidden(text="this form was not sent from this dashboard's page (CSRF token missing or wrong)")
+        raise ApiFailure(400, "invalid_request", "; ".join(e for errors in bound.errors.values() for e in errors))
+    return session, api, bound
+
+
+def see_other(to: str) -> web.Response:
+    return web.Response(status=303, headers={"Location": to})
+
+
+def done(to: str, notice: str) -> web.Response:
+    return see_other(f"{to}{'&' if '?' in to else '?'}notice={notice}")
+
+
+def back(request: web.Request, default: str) -> str:
+    """Where a form asked to go next: a dashboard path only (never another site)."""
+    wanted = request.query.get("next", "")
+    return wanted if wanted.startswith("/ui/") and not wanted.startswith("//") and "\\" not in wanted else default
+
+
+# --- login ------------------------------------------------------------------------------------------
+
+
+@routes.get("/login")
+async def login_page(request: web.Request) -> web.Response:
+    new: dict[str, str] = {}
+    form = forms.bind(forms.Login, request["ui_csrf_secret"], sessions.login_context(request, new))
+    response = render(request, "login.html", form=form)
+    for name, value in new.items():
+        sessions.set_cookie(response, request, name, value, sessions.LOGIN_TTL)
+    return response
+
+
+@routes.post("/login")
+async def login(request: web.Request) -> web.Response:
+    c, new = request.config_dict[CONTEXT], {}
+    form = forms.bind(forms.Login, request["ui_csrf_secret"], sessions.login_context(request, new), await request.post())
+    if not form.validate():
+        if forms.csrf_refused(form):
+            raise web.HTTPForbidden(text="this form was not sent from this dashboard's page (CSRF token missing or wrong)")
+        return render(request, "login.html", 400, form=form, error="api_key: is required")
+    token = await sessions.start(c, form.api_key.data.strip())
+    if token is None:
+        return render(request, "login.html", 401, form=form, error="api_key: this is no valid API key (or it was revoked)")
+    response = see_other("/ui/conversations")
+    sessions.set_cookie(response, request, sessions.COOKIE, token, sessions.TTL)
+    sessions.drop_cookie(response, sessions.LOGIN_COOKIE)
+    return response
+
+
+@routes.post("/logout")
+async def logout(request: web.Request) -> web.Response:
+    session, _, _ = await posted(request, forms.Protected)
+    await sessions.end(request.config_dict[CONTEXT].pool, session)
+    response = done("/ui/login", "out")
+    sessions.drop_cookie(response, sessions.COOKIE)
+    return response
+
+
+@routes.get("/")
+async def home(request: web.Request) -> web.Response:
+    await signed_in(request)
+    return see_other("/ui/conversations")
+
+
+# --- identities ---------------------------------------------------------------------------------------
+
+
+@routes.get("/identities")
+async def identities(request: web.Request) -> web.Response:
+    session, api = await signed_in(request)
+    found = (await api.get("/v1/identities"))["data"]
+    pools = await asyncio.gather(*(api.get(f"/v1/identities/{quote(i['handle'], safe='')}/mailboxes") for i in found))
+    return render(request, "identities.html", session=session, identities=list(zip(found, [p["data"] for p in pools], strict=True)))
+
+
+# --- conversations and messages ---------------------------------------------------------------------------
+
+
+@routes.get("/conversations")
+async def conversations(request: web.Request) -> web.Response:
+    session, api = await signed_in(request)
+    q, identity, cursor = (request.query.get(k, "").strip() for k in ("q", "identity", "cursor"))
+    handles = [i["handle"] for i in (await api.get("/v1/identities"))["data"]]
+    if q:
+        found, page = (await api.get("/v1/messages", q=q, identity=identity))["data"], None
+    else:
+        found, page = None, await api.get("/v1/conversations", identity=identity, cursor=cursor)
+    return render(
+        request, "conversations.html", session=session, q=q, identity=identity, handles=handles, found=found, page=page
+    )
+
+
+@routes.get("/conversations/{convId}")
+async def conversation(request: web.Request) -> web.Response:
+    session, api = await signed_in(request)
+    conv = await api.get(f"/v1/conversations/{quote(request.match_info['convId'], safe='')}")
+    return render(request, "conversation.html", session=session, conv=conv)
+
+
+@routes.get("/messages/{messageId}")
+async def message(request: web.Request) -> web.Response:
+    session, api = await signed_in(request)
+    mid = quote(request.match_info["messageId"], safe="")
+    msg, trail, hooks = await asyncio.gather(
+        api.get(f"/v1/messages/{mid}"), api.get(f"/v1/messages/{mid}/events"), api.get("/v1/webhooks")
+    )
+    pages = await asyncio.gather(
+        *(api.get(f"/v1/webhooks/{quote(h['id'], safe='')}/deliveries", messageId=msg["messageId"]) for h in hooks["data"])
+    )
+    deliveries = [(h, d) for h, p in zip(hooks["data"], pages, strict=True) for d in p["data"]]
+    blocked = clean(msg["html"]).remote_images if msg["html"] else 0
+    return render(
+        request, "message.html", session=session, msg=msg, trail=trail["data"], deliveries=deliveries,
+        blocked=blocked, images=request.query.get("images") == "1",
+    )  # fmt: skip
+
+
+FRAME_POLICY = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src data:{remote}; frame-ancestors 'self'; "
+    "form-action 'none'; base-uri 'none'; sandbox allow-popups allow-popups-to-escape-sandbox"
+)
+
+
+FRAME_STYLE = "<style>body { font: 15px/1.45 system-ui, sans-serif; margin: .6rem; } pre { white-space: pre-wrap; }</style>"
+
+
+@routes.get("/messages/{messageId}/body")
+async def message_body(request: web.Request) -> web.Response:
+    """The message's body as the frame of its page shows it: the HTML cleaned (mail/html.py), served
+    under a policy that runs nothing and loads nothing (remote images only when asked, `images=1`)."""
+    _, api = await signed_in(request)
+    msg = await api.get(f"/v1/messages/{quote(request.match_info['messageId'], safe='')}")
+    images = request.query.get("images") == "1"
+    if msg["html"]:
+        body = clean(msg["html"], remote_images=images).html
+    else:
+        body = f"<pre>{jinja2.utils.markupsafe.escape(msg['text'] or '')}</pre>"
+    document = f'<!doctype html><html><head><meta charset="utf-8">{FRAME_STYLE}</head><body>{body}</body></html>'
+    return web.Response(
+        text=document, content_type="text/html",
+        headers={
+            "Content-Security-Policy": FRAME_POLICY.format(remote=" https: http:" if images else ""),
+            "X-Frame-Options": "SAMEORIGIN", "Referrer-Policy": "no-referrer",
+        },
+    )  # fmt: skip
+
+
+# --- drafts -------------------------------------------------------------------------------------------------
+
+
+@routes.get("/drafts")
+async def drafts(request: web.Request) -> web.Response:
+    session, api = await signed_in(request)
+    status = request.query.get("status", "pending")
+    found = (await api.get("/v1/drafts", status=status, cursor=request.query.get("cursor", ""), limit="100"))
+    return render(request, "drafts.html", session=session, drafts=found, shown=status)
+
+
+@routes.get("/drafts/{draftId}")
+async def draft(request: web.Request) -> web.Response:
+    session, api = await signed_in(request)
+    found = await api.get(f"/v1/drafts/{quote(request.match_info['draftId'], safe='')}")
+    form = forms.bind(
+        forms.EditDraft, request["ui_csrf_secret"], session.csrf, subject=found["subject"], text=found["text"],
+        html=found["html"],
+    )  # fmt: skip
+    return render(request, "draft.html", session=session, draft=found, form=form)
+
+
+@routes.post("/drafts/{draftId}")
+async def edit_draft(request: web.Request) -> web.Response:
+    _, api, form = await posted(request, forms.EditDraft)
+    draft_id = quote(request.match_info["draftId"], safe="")
+    changes = {name: getattr(form, name).data for name in ("subject", "text", "html") if getattr(form, name).data}
+    await api.call("PATCH", f"/v1/drafts/{draft_id}", body=changes)
+    return done(f"/ui/drafts/{draft_id}", "edited")
+
+
+@routes.post("/drafts/{draftId}/approve")
+async def approve_draft(request: web.Request) -> web.Response:
+    _, api, _ = await posted(request, forms.Protected)
+    await api.call("POST", f"/v1/drafts/{quote(request.match_info['draftId'], safe='')}/approve")
+    return done("/ui/drafts", "approved")
+
+
+@routes.post("/drafts/{draftId}/reject")
+async def reject_draft(request: web.Request) -> web.Response:
+    _, api, form = await posted(request, forms.Reject)
+    await api.call("POST", f"/v1/drafts/{quote(request.match_info['draftId'], safe='')}/reject", body={"reason": form.reason.data})
+    return done("/ui/drafts", "rejected")
+
+
+# --- scheduled sends ------------------------------------------------------------------------------------------
+
+
+@routes.get("/scheduled")
+async def scheduled(request: web.Request) -> web.Response:
+    session, api = await signed_in(request)
+    found = await api.get("/v1/scheduled", cursor=request.query.get("cursor", ""), limit="100")
+    return render(request, "scheduled.html", session=session, scheduled=found)
+
+
+@routes.post("/scheduled/{messageId}/cancel")
+async def cancel_scheduled(request: web.Request) -> web.Response:
+    _, api, _ = await posted(request, forms.Protected)
+    await api.call("POST", f"/v1/messages/{quote(request.match_info['messageId'], safe='')}/cancel")
+    return done("/ui/scheduled", "cancelled")
+
+
+# --- suppressions ---------------------------------------------------------------------------------------------
+
+
+@routes.get("/suppressions")
+async def suppressions(request: web.Request) -> web.Response:
+    session, api = await signed_in(request)
+    found = await api.get("/v1/suppressions", cursor=request.query.get("cursor", ""), limit="100")
+    form = forms.bind(forms.AddSuppression, request["ui_csrf_secret"], session.csrf)
+    return render(request, "suppressions.html", session=session, suppressions=found, form=form)
+
+
+@routes.post("/suppressions")
+async def add_suppression(request: web.Request) -> web.Response:
+    _, api, form = await posted(request, forms.AddSuppression)
+    await api.call("POST", "/v1/suppressions", body={"address": form.address.data.strip()})
+    return done("/ui/suppressions", "suppressed")
+
+
+@routes.post("/suppressions/{address}/remove")
+async def remove_suppression(request: web.Request) -> web.Response:
+    _, api, _ = await posted(request, forms.Protected)
+    await api.call("DELETE", f"/v1/suppressions/{quote(request.match_info['address'], safe='')}")
+    return done("/ui/suppressions", "unsuppressed")
+
+
+# --- webhooks ----------------------------------------------------------------------------------------------------
+
+
+@routes.get("/webhooks")
+async def webhooks(request: web.Request) -> web.Response:
+    session, api = await signed_in(request)
+    return render(request, "webhooks.html", session=session, webhooks=(await api.get("/v1/webhooks"))["data"])
+
+
+@routes.get("/webhooks/{id}")
+async def webhook(request: web.Request) -> web.Response:
+    session, api = await signed_in(request)
+    hook_id = quote(request.match_info["id"], safe="")
+    hook, deliveries = await asyncio.gather(
+        api.get(f"/v1/webhooks/{hook_id}"),
+        api.get(f"/v1/webhooks/{hook_id}/deliveries", cursor=request.query.get("cursor", "")),
+    )
+    return render(request, "webhook.html", session=session, hook=hook, deliveries=deliveries)
+
+
+@routes.post("/webhooks/{id}/deliveries/{deliveryId}/retry")
+async def retry_delivery(request: web.Request) -> web.Response:
+    _, api, _ = await posted(request, forms.Protected)
+    hook_id, delivery_id = (quote(request.match_info[k], safe="") for k in ("id", "deliveryId"))
+    await api.call("POST", f"/v1/webhooks/{hook_id}/deliveries/{delivery_id}/retry")
+    return done(back(request, f"/ui/webhooks/{hook_id}"), "retried")
+
+
+# --- live ---------------------------------------------------------------------------------------------------------
+
+
+@routes.get("/live")
+async def live(request: web.Request) -> web.StreamResponse:
+    """The organization's events as they happen, for the pages' script to refresh what they show
+    (Server-Sent Events: each `data` is an event's type)."""
+    _, api = await signed_in(request)
+    events = api.events()
+    await anext(events)  # the API's stream is open (a refusal is raised here, before this answers)
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    await response.prepare(request)
+    try:
+        await response.write(b"retry: 3000\n\n")
+        async for kind in events:
+            await response.write(f"data: {kind}\n\n".encode() if kind else b": keep-alive\n\n")
+    except ConnectionResetError:
+        pass
+    return response
+

@@ -1,0 +1,31 @@
+// sendstream's dashboard: the one script of every page (the Content-Security-Policy allows no other).
+// Live: an element marked `data-live` is refreshed in place when the organization's events say
+// something changed (the server's /ui/live stream), without a reload. Nothing else depends on it:
+// every page works without script.
+(function () {
+  "use strict";
+  var region = document.querySelector("[data-live]");
+  if (!region || !window.EventSource) return;
+  var timer = null;
+
+  function refresh() {
+    timer = null;
+    fetch(window.location.href, { credentials: "same-origin", headers: { Accept: "text/html" } })
+      .then(function (response) { return response.ok ? response.text() : null; })
+      .then(function (html) {
+        if (!html) return;
+        var fresh = new DOMParser().parseFromString(html, "text/html").querySelector("[data-live]");
+        if (fresh && fresh.innerHTML !== region.innerHTML) {
+          region.innerHTML = fresh.innerHTML;
+          region.dispatchEvent(new CustomEvent("sendstream:refreshed", { bubbles: true }));
+        }
+      })
+      .catch(function () { /* the next event tries again */ });
+  }
+
+  var stream = new EventSource("/ui/live");
+  stream.onmessage = function () {
+    if (timer === null) timer = window.setTimeout(refresh, 300);
+  };
+  document.documentElement.dataset.live = "on";
+})();
