@@ -433,6 +433,22 @@ class MessageSearch(BaseModel):
     data: list[FoundMessage]
 
 
+class MessageFile(BaseModel):
+    filename: str
+    contentType: str
+    size: int
+    downloadUrl: str = Field(description="A signed link to the file (no API key), valid 15 minutes.")
+
+
+class MessageDetail(FoundMessage):
+    identity: str
+    attachments: list[MessageFile]
+    rawUrl: str | None = Field(
+        description="A signed link to the message as sent or received (RFC 5322), valid 15 minutes; null "
+        "while it has not been sent."
+    )
+
+
 def account_out(mailbox_id: Any, email: str | None) -> Account | None:
     return Account(id=ids.render("mailbox", mailbox_id), email=email) if mailbox_id and email else None
 
@@ -449,6 +465,13 @@ def conversation_message_out(r: Any) -> ConversationMessage:
             "replyText": r["reply_text"], "autoReply": r["auto_reply"], "authentication": r["authentication"],
         }
     )  # fmt: skip
+
+
+def found_message_out(r: Any) -> FoundMessage:
+    return FoundMessage(
+        **conversation_message_out(r).model_dump(by_alias=True),
+        convId=ids.render("conversation", r["conv_id"]) if r["conv_id"] else None,
+    )
 
 
 def conversation_out(conv: Any, rows: list[Any]) -> Conversation:
