@@ -34,6 +34,7 @@ run: $(VENV)/.run-installed
 test: install
 	$(PY) -m tests.dovecot  # the IMAP server of the mail sync tests: installed where it can be
 	$(PY) -m tests.postfix  # the MTA of the delivery report test: installed where it can be, never started as the system's
+	$(PY) -m tests.chromium  # the browser of the dashboard's tests (Debian's, driven by Playwright): installed where it can be
 	$(PY) -m pytest --durations=15
 
 unit: install
