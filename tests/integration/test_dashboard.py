@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from playwright.async_api import async_playwright
 
 from tests import chromium
-from tests.conftest import Api, Receiver, Relay, deliver, eventually
+from tests.conftest import Api, Receiver, Relay, deliver, eventually, new_org
 from tests.integration.test_send import make_identity
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
@@ -29,8 +30,6 @@ SCREENSHOTS = Path(__file__).resolve().parents[1] / "screenshots"
 async def browser() -> AsyncIterator:
     if not chromium.binary():
         pytest.skip(chromium.MISSING)  # only where it cannot be installed: `make test` installs it
-    from playwright.async_api import async_playwright
-
     async with async_playwright() as p:
         b = await p.chromium.launch(executable_path=chromium.binary(), args=chromium.ARGS)
         yield b
@@ -200,14 +199,12 @@ async def test_hostile_mail_runs_nothing_and_loads_nothing_until_images_are_aske
 async def test_another_organizations_pages_are_404_and_a_form_without_its_token_is_refused(
     api: Api, operator: Api, relay: Relay, page
 ) -> None:
-    from tests.conftest import new_org
-
     other = await new_org(operator)
     other_handle, _ = await make_identity(other, relay)
     theirs = await send(other, other_handle, to="x@example.test", subject="Not yours", text="secret")
     _, conv, _ = await other.call("GET", f"/v1/conversations/{theirs['convId']}")
     handle, _ = await make_identity(api, relay)
-    status, _, _ = await api.call("PATCH", f"/v1/identities/{handle}", {"requireApproval": True})
+    await api.call("PATCH", f"/v1/identities/{handle}", {"requireApproval": True})
     held = await send(api, handle, to="y@example.test", subject="Pending", text="t")
 
     await log_in(page, api.key)
@@ -224,7 +221,7 @@ async def test_another_organizations_pages_are_404_and_a_form_without_its_token_
         f"/ui/drafts/{held['draftId']}/approve", form={"csrf_token": "20991231235959##" + "0" * 40}, max_redirects=0
     )
     assert forged.status == 403
-    status, shown, _ = await api.call("GET", f"/v1/drafts/{held['draftId']}")
+    _, shown, _ = await api.call("GET", f"/v1/drafts/{held['draftId']}")
     assert shown["status"] == "pending", shown
 
     # The policy: no inline script, nothing from elsewhere; the page is never framed.
