@@ -106,9 +106,13 @@ def create_app(settings: IngressSettings) -> web.Application:
 
     admission = app[ADMISSION] = Admission(settings.sends_in_flight_max, settings.shed_after_s)
     add_routes(app, auth, admission.admit)
-    app.router.add_get("/ui", lambda _: web.Response(status=308, headers={"Location": "/ui/"}))
+    app.router.add_get("/ui", _to_dashboard)
     app.add_subapp("/ui", dashboard())
     return app
+
+
+async def _to_dashboard(_: web.Request) -> web.Response:
+    return web.Response(status=308, headers={"Location": "/ui/"})
 
 
 async def serve(settings: IngressSettings) -> None:
