@@ -75,6 +75,8 @@ async def test_every_method_against_the_server(
     await do(client.update_webhook, hook.id, enabled=True)
     deliveries = await do(client.list_deliveries, hook.id)
     assert deliveries.data and deliveries.data[0].state in ("pending", "delivered")
+    mine = await do(client.list_deliveries, hook.id, message_id=deliveries.data[0].message_id)
+    assert [d.id for d in mine.data] == [deliveries.data[0].id]
     assert (await do(client.test_webhook, hook.id)).type == "webhook.test"
     assert (await do(client.retry_delivery, hook.id, deliveries.data[0].id)).id == deliveries.data[0].id
     assert (await do(client.rotate_webhook_secret, hook.id)).secret != hook.secret
@@ -87,6 +89,8 @@ async def test_every_method_against_the_server(
     assert conversation.messages[0].id == result.id and conversation.identity == handle
     trail = [e.type for e in (await do(client.message_events, conversation.messages[0].message_id)).data]
     assert trail.index("SendRequested") < trail.index("SendAccepted") < trail.index("MessageSent")
+    detail = await do(client.get_message, conversation.messages[0].message_id)
+    assert detail.identity == handle and detail.conv_id == result.conv_id and detail.raw_url and detail.attachments == []
     answered = await do(client.reply, handle, result.conv_id, text="Following up")
     assert answered.messages[0].conv_id == result.conv_id
     waiting = asyncio.ensure_future(do(client.wait_for_reply, conversation=result.conv_id, timeout=20))
@@ -102,6 +106,9 @@ async def test_every_method_against_the_server(
     assert [c.id for c in listed.data] == [result.conv_id]
     found = await do(client.search_messages, handle, "sounds")
     assert [f.conv_id for f in found.data] == [result.conv_id] and found.data[0].direction == "inbound"
+    # The organization's (this one has this identity only): the same.
+    assert [c.id for c in (await do(client.list_conversations, None, limit=1)).data] == [result.conv_id]
+    assert [f.conv_id for f in (await do(client.search_messages, None, "sounds")).data] == [result.conv_id]
     page = await do(client.list_events, types=["MessageReceived"])
     assert page.data and all(e.type == "MessageReceived" for e in page.data)
 

@@ -169,16 +169,21 @@ class _Operations:
         return self._run(Call("GET", f"/v1/conversations/{_p(conv_id)}", m.Conversation))
 
     def list_conversations(
-        self, identity: str, *, cursor: str | None = None, limit: int | None = None
+        self, identity: str | None = None, *, cursor: str | None = None, limit: int | None = None
     ) -> m.ConversationList:
-        """The identity's conversations with their messages, most recently active first."""
-        params = _drop_none({"cursor": cursor, "limit": limit})
-        return self._run(Call("GET", f"/v1/identities/{_p(identity)}/conversations", m.ConversationList, params=params))
+        """The identity's (None: every identity's) conversations with their messages, most recently active first."""
+        params = _drop_none({"identity": identity, "cursor": cursor, "limit": limit})
+        return self._run(Call("GET", "/v1/conversations", m.ConversationList, params=params))
 
-    def search_messages(self, identity: str, q: str, *, limit: int | None = None) -> m.MessageSearch:
-        """The identity's messages matching every word of `q` (the last one as a prefix), best first."""
-        params = _drop_none({"q": q, "limit": limit})
-        return self._run(Call("GET", f"/v1/identities/{_p(identity)}/messages", m.MessageSearch, params=params))
+    def search_messages(self, identity: str | None, q: str, *, limit: int | None = None) -> m.MessageSearch:
+        """The identity's (None: every identity's) messages matching every word of `q` (the last one as a
+        prefix), best first."""
+        params = _drop_none({"identity": identity, "q": q, "limit": limit})
+        return self._run(Call("GET", "/v1/messages", m.MessageSearch, params=params))
+
+    def get_message(self, message_id: str) -> m.MessageDetail:
+        """A message of any identity, with signed links to its files and raw source (valid 15 minutes)."""
+        return self._run(Call("GET", f"/v1/messages/{_p(message_id)}", m.MessageDetail))
 
     def message_events(self, message_id: str) -> m.AuditTrail:
         """A message's audit trail: every event of its life, in order."""
@@ -285,8 +290,10 @@ class _Operations:
     def delete_webhook(self, webhook_id: str) -> None:
         return self._run(Call("DELETE", f"/v1/webhooks/{_p(webhook_id)}"))
 
-    def list_deliveries(self, webhook_id: str, *, cursor: str | None = None, limit: int | None = None) -> m.DeliveryList:
-        params = _drop_none({"cursor": cursor, "limit": limit})
+    def list_deliveries(
+        self, webhook_id: str, *, message_id: str | None = None, cursor: str | None = None, limit: int | None = None
+    ) -> m.DeliveryList:
+        params = _drop_none({"messageId": message_id, "cursor": cursor, "limit": limit})
         return self._run(Call("GET", f"/v1/webhooks/{_p(webhook_id)}/deliveries", m.DeliveryList, params=params))
 
     def retry_delivery(self, webhook_id: str, delivery_id: str) -> m.Delivery:

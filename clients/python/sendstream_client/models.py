@@ -184,6 +184,19 @@ class MessageSearch(Model):
     data: list[FoundMessage]
 
 
+class MessageFile(Model):
+    filename: str
+    content_type: str
+    size: int
+    download_url: str  # signed, no key needed, valid 15 minutes
+
+
+class MessageDetail(FoundMessage):
+    identity: str
+    attachments: list[MessageFile]
+    raw_url: str | None  # signed, valid 15 minutes; None until it was sent
+
+
 class Cancelled(Model):
     id: str
     status: str
