@@ -21,7 +21,7 @@ from aiohttp import web
 
 from services.common.domain import signed
 from services.ingress.auth import key_hash
-from services.ingress.context import Context
+from services.ingress.context import CONTEXT, Context
 from services.ingress.core.errors import Unavailable
 
 COOKIE = "sendstream_session"
@@ -92,9 +92,12 @@ async def sweep(pool: asyncpg.Pool) -> None:
 
 
 def set_cookie(response: web.StreamResponse, request: web.Request, name: str, value: str, ttl: timedelta) -> None:
+    """`Secure` when the dashboard is reached over HTTPS, directly or through a proxy that terminates TLS
+    (SENDSTREAM_PUBLIC_BASE_URL says https)."""
+    public = request.config_dict[CONTEXT].settings.public_base_url
     response.set_cookie(
         name, value, path=PATH, max_age=int(ttl.total_seconds()), httponly=True, samesite="Strict",
-        secure=request.secure,
+        secure=request.secure or public.startswith("https:"),
     )  # fmt: skip
 
 
