@@ -66,9 +66,11 @@ async def send(api: Api, handle: str, **body) -> dict:
 
 
 async def test_a_person_reads_a_conversation_approves_a_draft_and_cancels_a_scheduled_send(
-    api: Api, relay: Relay, page
+    api: Api, relay: Relay, receiver: Receiver, page
 ) -> None:
     handle, [mailbox] = await make_identity(api, relay)
+    status, _, _ = await api.call("POST", "/v1/webhooks", {"url": receiver.url("/hooks"), "events": ["message.sent"]})
+    assert status == 201
     sent = await send(api, handle, to="morgan@example.test", subject="Quick intro", text="Hi Morgan", html="<p>Hi <b>Morgan</b></p>")
     await relay.wait_for(1)
 
@@ -85,13 +87,20 @@ async def test_a_person_reads_a_conversation_approves_a_draft_and_cancels_a_sche
     await shot(page, "conversation")
 
     await page.click("text=Timeline, files and raw source")
+    sent_id = page.url.rsplit("/", 1)[1]
     for event in ("SendRequested", "SendAccepted", "MessageSent"):
         await page.locator("ol.timeline summary", has_text=event).first.wait_for()
     raw = await page.get_attribute("a:has-text('message.eml')", "href")
     async with page.expect_download() as download:
         await page.click("a:has-text('message.eml')")
     assert b"Subject: Quick intro" in Path(await (await download.value).path()).read_bytes(), raw
+    await receiver.wait_for("/hooks", 1)
+    await page.reload()
     await shot(page, "message")
+    await page.click("table >> button:has-text('Retry')")  # its message.sent delivery, sent again
+    await page.wait_for_selector("text=Delivery queued again")
+    assert page.url.split("?")[0].endswith(f"/ui/messages/{sent_id}")
+    await receiver.wait_for("/hooks", 2)
 
     # A draft, approved by clicking: the mail reaches the relay.
     status, _, _ = await api.call("PATCH", f"/v1/identities/{handle}", {"requireApproval": True})
@@ -124,6 +133,38 @@ async def test_a_person_reads_a_conversation_approves_a_draft_and_cancels_a_sche
     assert listed["data"] == [], listed
     status, trail, _ = await api.call("GET", f"/v1/messages/{waiting['messageId']}/events")
     assert "SendCancelled" in [e["type"] for e in trail["data"]], trail
+
+    # A draft edited, another rejected: only what was approved ever went out.
+    status, _, _ = await api.call("PATCH", f"/v1/identities/{handle}", {"requireApproval": True})
+    edited = await send(api, handle, to="kim@example.test", subject="First try", text="v1")
+    rejected = await send(api, handle, to="max@example.test", subject="Not this one", text="no")
+    await page.click("nav >> text=Drafts")
+    await page.locator(f"article#{edited['draftId']} >> text=Edit").click()
+    await page.fill("input[name=subject]", "Second try")
+    await page.click("button:has-text('Save')")
+    await page.wait_for_selector("text=Draft saved")
+    status, shown, _ = await api.call("GET", f"/v1/drafts/{edited['draftId']}")
+    assert shown["subject"] == "Second try" and shown["status"] == "pending", shown
+    await page.click("nav >> text=Drafts")
+    card = page.locator(f"article#{rejected['draftId']}")
+    await card.locator("input[name=reason]").fill("Wrong person")
+    await card.locator("button:has-text('Reject')").click()
+    await page.wait_for_selector("text=Draft rejected")
+    status, shown, _ = await api.call("GET", f"/v1/drafts/{rejected['draftId']}")
+    assert (shown["status"], shown["reason"]) == ("rejected", "Wrong person"), shown
+
+    # An address suppressed, then removed again.
+    await page.click("nav >> text=Suppressions")
+    await page.fill("input[name=address]", "Nobody@Example.test")
+    await page.click("button:has-text('Suppress')")
+    await page.wait_for_selector("text=Address added to the suppression list")
+    status, _, _ = await api.call("GET", "/v1/suppressions/nobody@example.test")
+    assert status == 200
+    await page.locator("tr", has_text="nobody@example.test").locator("button:has-text('Remove')").click()
+    await page.wait_for_selector("text=Address removed from the suppression list")
+    status, _, _ = await api.call("GET", "/v1/suppressions/nobody@example.test")
+    assert status == 404
+    assert len(relay.received) == 2  # the first send and the approved draft
 
     for name in ("identities", "suppressions", "webhooks"):
         await page.click(f"nav >> text={name.capitalize()}")

@@ -80,6 +80,18 @@ def done(to: str, notice: str) -> web.Response:
     return see_other(f"{to}{'&' if '?' in to else '?'}notice={notice}")
 
 
+def segment(request: web.Request, name: str) -> str:
+    """A path parameter of this page, as a path segment of the API's URL."""
+    return quote(request.match_info[name], safe="")
+
+
+async def act(request: web.Request, method: str, api_path: str, to: str, notice: str) -> web.Response:
+    """A button's form: checked, done by the API, then back to `to` saying `notice`."""
+    _, api, _ = await posted(request, forms.Protected)
+    await api.call(method, api_path)
+    return done(to, notice)
+
+
 def back(request: web.Request, default: str) -> str:
     """Where a form asked to go next: a dashboard path only (never another site)."""
     wanted = request.query.get("next", "")
@@ -162,14 +174,14 @@ async def conversations(request: web.Request) -> web.Response:
 @routes.get("/conversations/{convId}")
 async def conversation(request: web.Request) -> web.Response:
     session, api = await signed_in(request)
-    conv = await api.get(f"/v1/conversations/{quote(request.match_info['convId'], safe='')}")
+    conv = await api.get(f"/v1/conversations/{segment(request, 'convId')}")
     return render(request, "conversation.html", session=session, conv=conv)
 
 
 @routes.get("/messages/{messageId}")
 async def message(request: web.Request) -> web.Response:
     session, api = await signed_in(request)
-    mid = quote(request.match_info["messageId"], safe="")
+    mid = segment(request, "messageId")
     msg, trail, hooks = await asyncio.gather(
         api.get(f"/v1/messages/{mid}"), api.get(f"/v1/messages/{mid}/events"), api.get("/v1/webhooks")
     )
@@ -198,7 +210,7 @@ async def message_body(request: web.Request) -> web.Response:
     """The message's body as the frame of its page shows it: the HTML cleaned (mail/html.py), served
     under a policy that runs nothing and loads nothing (remote images only when asked, `images=1`)."""
     _, api = await signed_in(request)
-    msg = await api.get(f"/v1/messages/{quote(request.match_info['messageId'], safe='')}")
+    msg = await api.get(f"/v1/messages/{segment(request, 'messageId')}")
     images = request.query.get("images") == "1"
     if msg["html"]:
         body = clean(msg["html"], remote_images=images).html
@@ -228,7 +240,7 @@ async def drafts(request: web.Request) -> web.Response:
 @routes.get("/drafts/{draftId}")
 async def draft(request: web.Request) -> web.Response:
     session, api = await signed_in(request)
-    found = await api.get(f"/v1/drafts/{quote(request.match_info['draftId'], safe='')}")
+    found = await api.get(f"/v1/drafts/{segment(request, 'draftId')}")
     form = forms.bind(
         forms.EditDraft, request["ui_csrf_secret"], session.csrf, subject=found["subject"], text=found["text"],
         html=found["html"],
@@ -239,7 +251,7 @@ async def draft(request: web.Request) -> web.Response:
 @routes.post("/drafts/{draftId}")
 async def edit_draft(request: web.Request) -> web.Response:
     _, api, form = await posted(request, forms.EditDraft)
-    draft_id = quote(request.match_info["draftId"], safe="")
+    draft_id = segment(request, "draftId")
     changes = {name: getattr(form, name).data for name in ("subject", "text", "html") if getattr(form, name).data}
     await api.call("PATCH", f"/v1/drafts/{draft_id}", body=changes)
     return done(f"/ui/drafts/{draft_id}", "edited")
@@ -247,15 +259,13 @@ async def edit_draft(request: web.Request) -> web.Response:
 
 @routes.post("/drafts/{draftId}/approve")
 async def approve_draft(request: web.Request) -> web.Response:
-    _, api, _ = await posted(request, forms.Protected)
-    await api.call("POST", f"/v1/drafts/{quote(request.match_info['draftId'], safe='')}/approve")
-    return done("/ui/drafts", "approved")
+    return await act(request, "POST", f"/v1/drafts/{segment(request, 'draftId')}/approve", "/ui/drafts", "approved")
 
 
 @routes.post("/drafts/{draftId}/reject")
 async def reject_draft(request: web.Request) -> web.Response:
     _, api, form = await posted(request, forms.Reject)
-    await api.call("POST", f"/v1/drafts/{quote(request.match_info['draftId'], safe='')}/reject", body={"reason": form.reason.data})
+    await api.call("POST", f"/v1/drafts/{segment(request, 'draftId')}/reject", body={"reason": form.reason.data})
     return done("/ui/drafts", "rejected")
 
 
@@ -271,9 +281,9 @@ async def scheduled(request: web.Request) -> web.Response:
 
 @routes.post("/scheduled/{messageId}/cancel")
 async def cancel_scheduled(request: web.Request) -> web.Response:
-    _, api, _ = await posted(request, forms.Protected)
-    await api.call("POST", f"/v1/messages/{quote(request.match_info['messageId'], safe='')}/cancel")
-    return done("/ui/scheduled", "cancelled")
+    return await act(
+        request, "POST", f"/v1/messages/{segment(request, 'messageId')}/cancel", "/ui/scheduled", "cancelled"
+    )
 
 
 # --- suppressions ---------------------------------------------------------------------------------------------
@@ -296,9 +306,9 @@ async def add_suppression(request: web.Request) -> web.Response:
 
 @routes.post("/suppressions/{address}/remove")
 async def remove_suppression(request: web.Request) -> web.Response:
-    _, api, _ = await posted(request, forms.Protected)
-    await api.call("DELETE", f"/v1/suppressions/{quote(request.match_info['address'], safe='')}")
-    return done("/ui/suppressions", "unsuppressed")
+    return await act(
+        request, "DELETE", f"/v1/suppressions/{segment(request, 'address')}", "/ui/suppressions", "unsuppressed"
+    )
 
 
 # --- webhooks ----------------------------------------------------------------------------------------------------
@@ -313,7 +323,7 @@ async def webhooks(request: web.Request) -> web.Response:
 @routes.get("/webhooks/{id}")
 async def webhook(request: web.Request) -> web.Response:
     session, api = await signed_in(request)
-    hook_id = quote(request.match_info["id"], safe="")
+    hook_id = segment(request, "id")
     hook, deliveries = await asyncio.gather(
         api.get(f"/v1/webhooks/{hook_id}"),
         api.get(f"/v1/webhooks/{hook_id}/deliveries", cursor=request.query.get("cursor", "")),
@@ -323,10 +333,9 @@ async def webhook(request: web.Request) -> web.Response:
 
 @routes.post("/webhooks/{id}/deliveries/{deliveryId}/retry")
 async def retry_delivery(request: web.Request) -> web.Response:
-    _, api, _ = await posted(request, forms.Protected)
-    hook_id, delivery_id = (quote(request.match_info[k], safe="") for k in ("id", "deliveryId"))
-    await api.call("POST", f"/v1/webhooks/{hook_id}/deliveries/{delivery_id}/retry")
-    return done(back(request, f"/ui/webhooks/{hook_id}"), "retried")
+    hook_id, delivery_id = segment(request, "id"), segment(request, "deliveryId")
+    api_path = f"/v1/webhooks/{hook_id}/deliveries/{delivery_id}/retry"
+    return await act(request, "POST", api_path, back(request, f"/ui/webhooks/{hook_id}"), "retried")
 
 
 # --- live ---------------------------------------------------------------------------------------------------------
