@@ -140,6 +140,7 @@ async def test_a_person_reads_a_conversation_approves_a_draft_and_cancels_a_sche
     rejected = await send(api, handle, to="max@example.test", subject="Not this one", text="no")
     await page.click("nav >> text=Drafts")
     await page.locator(f"article#{edited['draftId']} >> text=Edit").click()
+    await shot(page, "draft")
     await page.fill("input[name=subject]", "Second try")
     await page.click("button:has-text('Save')")
     await page.wait_for_selector("text=Draft saved")
@@ -173,6 +174,9 @@ async def test_a_person_reads_a_conversation_approves_a_draft_and_cancels_a_sche
         if name == "identities":  # its mailbox, with its health and limits
             row = page.locator("tr", has_text=mailbox["email"])
             assert "healthy" in await row.inner_text()
+    await page.click(f"text={receiver.url('/hooks')}")  # an endpoint's deliveries
+    await page.locator("td", has_text="message.sent").first.wait_for()
+    await shot(page, "webhook")
 
 
 HOSTILE = """<html><head>

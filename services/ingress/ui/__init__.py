@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+import aiohttp
 import structlog
 from aiohttp import web
 
@@ -52,6 +53,11 @@ async def guard(request: web.Request, handler: Callable[[web.Request], Awaitable
             )
     except Unavailable as exc:
         response = pages.render(request, "error.html", 503, error=str(exc))
+    except (TimeoutError, aiohttp.ClientError) as exc:  # the API did not answer
+        log.warning("the API did not answer the dashboard", path=request.path, error=repr(exc))
+        response = pages.render(
+            request, "error.html", 502, session=request.get("ui_session"), error="the API did not answer; try again"
+        )
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

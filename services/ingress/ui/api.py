@@ -7,51 +7,55 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from typing import Any
-from uuid import uuid4
 
 import aiohttp
 from aiohttp import web
 
+from services.common.settings import IngressSettings
+from services.ingress.context import CONTEXT
 from services.ingress.http import REQUEST_ID
 
-CLIENT = web.AppKey("ui_http", aiohttp.ClientSession)
+CLIENT = web.AppKey("ui_http", aiohttp.ClientSession)  # the pages' requests: short, pooled
+STREAMS = web.AppKey("ui_streams", aiohttp.ClientSession)  # the live pages' event streams: long, unpooled
+TIMEOUT = aiohttp.ClientTimeout(total=30)
 
 
 class ApiFailure(Exception):
-    """The API's refusal: its status, error type and message (which names the field at fault)."""
+    """The API's refusal: its status, error type and message (which names the field at fault), and its
+    whole answer (`data`: some refusals answer with a body of their own)."""
 
-    def __init__(self, status: int, type_: str, message: str):
+    def __init__(self, status: int, type_: str, message: str, data: Any = None):
         super().__init__(message)
-        self.status, self.type, self.message = status, type_, message
+        self.status, self.type, self.message, self.data = status, type_, message, data
 
 
-def own_origin(request: web.Request) -> str:
-    """This server as the request reached it (the address it was accepted on): loopback, never a proxy."""
-    host, port = request.transport.get_extra_info("sockname")[:2]  # type: ignore[union-attr]
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+def own_origin(settings: IngressSettings) -> str:
+    """This ingress on the address it listens on (loopback when it listens on every address)."""
+    host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(settings.http_host, settings.http_host)
+    return f"http://[{host}]:{settings.http_port}" if ":" in host else f"http://{host}:{settings.http_port}"
 
 
 class Api:
     def __init__(self, request: web.Request, key: str):
-        self.http = request.config_dict[CLIENT]
-        self.origin = own_origin(request)
+        self.request = request
+        self.origin = own_origin(request.config_dict[CONTEXT].settings)
         self.headers = {"Authorization": f"Bearer {key}", "X-Request-Id": request[REQUEST_ID]}
 
-    async def call(
-        self, method: str, path: str, *, query: dict[str, str] | None = None, body: Any = None,
-        idempotent: bool = False,
-    ) -> Any:  # fmt: skip
-        headers = dict(self.headers)
-        if idempotent:  # one click, one send: a retry of this very request would carry the same key
-            headers["Idempotency-Key"] = str(uuid4())
-        async with self.http.request(
-            method, self.origin + path, params={k: v for k, v in (query or {}).items() if v}, headers=headers,
-            json=body,
+    async def call(self, method: str, path: str, *, query: dict[str, str] | None = None, body: Any = None) -> Any:
+        async with self.request.config_dict[CLIENT].request(
+            method, self.origin + path, params={k: v for k, v in (query or {}).items() if v}, headers=self.headers,
+            json=body, timeout=TIMEOUT,
         ) as response:  # fmt: skip
-            data = await response.json(content_type=None) if response.status != 204 else None
+            text = await response.text()
+            try:
+                data = json.loads(text) if text else None
+            except ValueError:
+                data = None
             if response.status >= 400:
-                error = (data or {}).get("error") or {}
-                raise ApiFailure(response.status, error.get("type", "error"), error.get("message", response.reason))
+                error = data.get("error") if isinstance(data, dict) else None
+                error = error if isinstance(error, dict) else {}
+                message = error.get("message") or response.reason or "the API refused"
+                raise ApiFailure(response.status, error.get("type", "error"), message, data)
             return data
 
     async def get(self, path: str, **query: str) -> Any:
@@ -60,7 +64,7 @@ class Api:
     async def events(self) -> AsyncIterator[str]:
         """The organization's event types as they happen (the API's Server-Sent Events, from now on); an
         empty string once the stream is open and for each keep-alive."""
-        async with self.http.get(
+        async with self.request.config_dict[STREAMS].get(
             self.origin + "/v1/events/stream", headers=self.headers, timeout=aiohttp.ClientTimeout(total=None)
         ) as response:
             if response.status >= 400:
@@ -74,6 +78,9 @@ class Api:
 
 
 async def client_context(app: web.Application):
-    async with aiohttp.ClientSession(json_serialize=json.dumps) as http:
-        app[CLIENT] = http
+    async with (
+        aiohttp.ClientSession(json_serialize=json.dumps) as pages,
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as streams,
+    ):
+        app[CLIENT], app[STREAMS] = pages, streams
         yield

@@ -27,7 +27,9 @@ class Login(Protected):
 
 
 class Reject(Protected):
-    reason = StringField("Reason", [Optional(), Length(max=500, message="reason: at most 500 characters")])
+    reason = StringField(
+        "Reason", [DataRequired("reason: is required"), Length(max=1000, message="reason: at most 1000 characters")]
+    )
 
 
 class EditDraft(Protected):

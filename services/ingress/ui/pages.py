@@ -4,12 +4,14 @@ renders what it answered. Forms post here, are checked (CSRF first), and become 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import jinja2
+import markupsafe
 from aiohttp import web
 
 from mail.html import clean
@@ -36,6 +38,7 @@ NOTICES = {
     "suppressed": "Address added to the suppression list.",
     "unsuppressed": "Address removed from the suppression list.",
     "retried": "Delivery queued again.",
+    "refused": "Draft approved, but every recipient was refused (suppressed, or over a cap): see its conversation.",
     "out": "You are logged out.",
 }
 
@@ -48,7 +51,7 @@ def render(request: web.Request, template: str, status: int = 200, **values: Any
     session: Session | None = values.get("session")
     csrf = forms.bind(forms.Protected, request["ui_csrf_secret"], session.csrf).csrf_token.current_token if session else ""
     html = TEMPLATES.get_template(template).render(
-        csrf=csrf, path=request.path, notice=NOTICES.get(request.query.get("notice", "")), **values
+        csrf=csrf, path=request.path, status=status, notice=NOTICES.get(request.query.get("notice", "")), **values
     )
     return web.Response(text=html, status=status, content_type="text/html")
 
@@ -65,11 +68,18 @@ async def posted(request: web.Request, form: type[forms.Protected]) -> tuple[Ses
     """The session, its API and the posted form, validated; a form without its CSRF token is refused (403)."""
     session, api = await signed_in(request)
     bound = forms.bind(form, request["ui_csrf_secret"], session.csrf, await request.post())
-    if not bound.validate():
-        if forms.csrf_refused(bound):
-            raise web.HTTPForbidden(text="this form was not sent from this dashboard's page (CSRF token missing or wrong)")
+    if not valid(bound):
         raise ApiFailure(400, "invalid_request", "; ".join(e for errors in bound.errors.values() for e in errors))
     return session, api, bound
+
+
+def valid(form: forms.Protected) -> bool:
+    """Whether the posted form is valid; one without its CSRF token (or with another's) is refused (403)."""
+    if form.validate():
+        return True
+    if forms.csrf_refused(form):
+        raise web.HTTPForbidden(text="this form was not sent from this dashboard's page (CSRF token missing or wrong)")
+    return False
 
 
 def see_other(to: str) -> web.Response:
@@ -95,7 +105,8 @@ async def act(request: web.Request, method: str, api_path: str, to: str, notice:
 def back(request: web.Request, default: str) -> str:
     """Where a form asked to go next: a dashboard path only (never another site)."""
     wanted = request.query.get("next", "")
-    return wanted if wanted.startswith("/ui/") and not wanted.startswith("//") and "\\" not in wanted else default
+    safe = wanted.startswith("/ui/") and "\\" not in wanted and wanted.isprintable()
+    return wanted if safe else default
 
 
 # --- login ------------------------------------------------------------------------------------------
@@ -115,10 +126,10 @@ async def login_page(request: web.Request) -> web.Response:
 async def login(request: web.Request) -> web.Response:
     c, new = request.config_dict[CONTEXT], {}
     form = forms.bind(forms.Login, request["ui_csrf_secret"], sessions.login_context(request, new), await request.post())
-    if not form.validate():
-        if forms.csrf_refused(form):
-            raise web.HTTPForbidden(text="this form was not sent from this dashboard's page (CSRF token missing or wrong)")
+    if not valid(form):
         return render(request, "login.html", 400, form=form, error="api_key: is required")
+    if previous := await sessions.current(c, request):  # a new login ends the session this browser had
+        await sessions.end(c.pool, previous)
     token = await sessions.start(c, form.api_key.data.strip())
     if token is None:
         return render(request, "login.html", 401, form=form, error="api_key: this is no valid API key (or it was revoked)")
@@ -215,7 +226,7 @@ async def message_body(request: web.Request) -> web.Response:
     if msg["html"]:
         body = clean(msg["html"], remote_images=images).html
     else:
-        body = f"<pre>{jinja2.utils.markupsafe.escape(msg['text'] or '')}</pre>"
+        body = f"<pre>{markupsafe.escape(msg['text'] or '')}</pre>"
     document = f'<!doctype html><html><head><meta charset="utf-8">{FRAME_STYLE}</head><body>{body}</body></html>'
     return web.Response(
         text=document, content_type="text/html",
@@ -252,14 +263,18 @@ async def draft(request: web.Request) -> web.Response:
 async def edit_draft(request: web.Request) -> web.Response:
     _, api, form = await posted(request, forms.EditDraft)
     draft_id = segment(request, "draftId")
-    changes = {name: getattr(form, name).data for name in ("subject", "text", "html") if getattr(form, name).data}
-    await api.call("PATCH", f"/v1/drafts/{draft_id}", body=changes)
+    await api.call("PATCH", f"/v1/drafts/{draft_id}", body={k: getattr(form, k).data for k in ("subject", "text", "html")})
     return done(f"/ui/drafts/{draft_id}", "edited")
 
 
 @routes.post("/drafts/{draftId}/approve")
 async def approve_draft(request: web.Request) -> web.Response:
-    return await act(request, "POST", f"/v1/drafts/{segment(request, 'draftId')}/approve", "/ui/drafts", "approved")
+    try:
+        return await act(request, "POST", f"/v1/drafts/{segment(request, 'draftId')}/approve", "/ui/drafts", "approved")
+    except ApiFailure as exc:  # approved, and answered as the send was: every recipient refused
+        if exc.status == 429 and isinstance(exc.data, dict) and "draft" in exc.data:
+            return done("/ui/drafts", "refused")
+        raise
 
 
 @routes.post("/drafts/{draftId}/reject")
@@ -344,17 +359,21 @@ async def retry_delivery(request: web.Request) -> web.Response:
 @routes.get("/live")
 async def live(request: web.Request) -> web.StreamResponse:
     """The organization's events as they happen, for the pages' script to refresh what they show
-    (Server-Sent Events: each `data` is an event's type)."""
+    (Server-Sent Events: each `data` is an event's type). It ends with the session (checked at each
+    keep-alive) or when the browser leaves."""
     _, api = await signed_in(request)
-    events = api.events()
-    await anext(events)  # the API's stream is open (a refusal is raised here, before this answers)
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
-    await response.prepare(request)
-    try:
-        await response.write(b"retry: 3000\n\n")
-        async for kind in events:
-            await response.write(f"data: {kind}\n\n".encode() if kind else b": keep-alive\n\n")
-    except ConnectionResetError:
-        pass
+    c = request.config_dict[CONTEXT]
+    async with contextlib.aclosing(api.events()) as events:
+        await anext(events)  # the API's stream is open (a refusal is raised here, before this answers)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await response.prepare(request)
+        with contextlib.suppress(ConnectionResetError):
+            await response.write(b"retry: 3000\n\n")
+            async for kind in events:
+                if kind:
+                    await response.write(f"data: {kind}\n\n".encode())
+                elif await sessions.current(c, request) is None:  # logged out, expired or revoked
+                    break
+                else:
+                    await response.write(b": keep-alive\n\n")
     return response
-

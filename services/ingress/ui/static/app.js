@@ -8,7 +8,17 @@
   if (!region || !window.EventSource) return;
   var timer = null;
 
+  function typing() {
+    if (region.contains(document.activeElement) && document.activeElement.form) return true;
+    var fields = region.querySelectorAll("input:not([type=hidden]), textarea");
+    return Array.prototype.some.call(fields, function (f) { return f.value !== ""; });
+  }
+
   function refresh() {
+    if (typing()) {  // never throw away what the person is writing: try again once they are done
+      timer = window.setTimeout(refresh, 2000);
+      return;
+    }
     timer = null;
     fetch(window.location.href, { credentials: "same-origin", headers: { Accept: "text/html" } })
       .then(function (response) { return response.ok ? response.text() : null; })
