@@ -86,6 +86,20 @@ async def test_a_person_reads_a_conversation_approves_a_draft_and_cancels_a_sche
     await frame.locator("b:has-text('Morgan')").wait_for()  # the HTML body, in its frame
     await shot(page, "conversation")
 
+    # A person replies in the thread; the same form sent twice (a double click) sends once.
+    await page.fill("textarea[name=text]", "Following up by hand.")
+    posted = {n: await page.input_value(f"input[name={n}]") for n in ("csrf_token", "idempotency_key")}
+    await page.click("button:has-text('Send reply')")
+    await page.wait_for_selector("text=Reply sent.")
+    again = await page.request.post(
+        f"/ui/conversations/{sent['convId']}/reply", form={**posted, "text": "Following up by hand."}, max_redirects=0
+    )
+    assert again.status == 303
+    [_, by_hand] = await relay.wait_for(2)
+    assert by_hand.message["In-Reply-To"] == sent["id"] and by_hand.rcpt_tos == ["morgan@example.test"]
+    assert "Following up by hand." in by_hand.message.get_body(("plain",)).get_content()
+    await page.locator("article.message.outbound pre.body", has_text="Following up by hand.").wait_for()
+
     await page.click("text=Timeline, files and raw source")
     sent_id = page.url.rsplit("/", 1)[1]
     for event in ("SendRequested", "SendAccepted", "MessageSent"):
@@ -113,8 +127,8 @@ async def test_a_person_reads_a_conversation_approves_a_draft_and_cancels_a_sche
     await shot(page, "drafts")
     await draft.locator("button:has-text('Approve and send')").click()
     await page.wait_for_selector("text=Draft approved")
-    got = await relay.wait_for(2)
-    assert got[1].message["Subject"] == "Needs a look" and got[1].rcpt_tos == ["lee@example.test"]
+    got = await relay.wait_for(3)
+    assert got[2].message["Subject"] == "Needs a look" and got[2].rcpt_tos == ["lee@example.test"]
     status, shown, _ = await api.call("GET", f"/v1/drafts/{held['draftId']}")
     assert shown["status"] == "approved", shown
 
@@ -165,7 +179,7 @@ async def test_a_person_reads_a_conversation_approves_a_draft_and_cancels_a_sche
     await page.wait_for_selector("text=Address removed from the suppression list")
     status, _, _ = await api.call("GET", "/v1/suppressions/nobody@example.test")
     assert status == 404
-    assert len(relay.received) == 2  # the first send and the approved draft
+    assert len(relay.received) == 3  # the first send, the reply by hand and the approved draft
 
     for name in ("identities", "suppressions", "webhooks"):
         await page.click(f"nav >> text={name.capitalize()}")

@@ -35,15 +35,27 @@ def own_origin(settings: IngressSettings) -> str:
     return f"http://[{host}]:{settings.http_port}" if ":" in host else f"http://{host}:{settings.http_port}"
 
 
+def refusals(data: Any) -> str | None:
+    """Why a send's every recipient was refused (its 429 answers with the send's body, not an error)."""
+    sent = data.get("messages") if isinstance(data, dict) else None
+    if not isinstance(sent, list) or not sent:
+        return None
+    return "refused: " + "; ".join(f"{m.get('to', '')}: {m.get('reason') or m.get('status')}" for m in sent if isinstance(m, dict))
+
+
 class Api:
     def __init__(self, request: web.Request, key: str):
         self.request = request
         self.origin = own_origin(request.config_dict[CONTEXT].settings)
         self.headers = {"Authorization": f"Bearer {key}", "X-Request-Id": request[REQUEST_ID]}
 
-    async def call(self, method: str, path: str, *, query: dict[str, str] | None = None, body: Any = None) -> Any:
+    async def call(
+        self, method: str, path: str, *, query: dict[str, str] | None = None, body: Any = None,
+        idempotency_key: str | None = None,
+    ) -> Any:  # fmt: skip
+        headers = {**self.headers, "Idempotency-Key": idempotency_key} if idempotency_key else self.headers
         async with self.request.config_dict[CLIENT].request(
-            method, self.origin + path, params={k: v for k, v in (query or {}).items() if v}, headers=self.headers,
+            method, self.origin + path, params={k: v for k, v in (query or {}).items() if v}, headers=headers,
             json=body, timeout=TIMEOUT,
         ) as response:  # fmt: skip
             text = await response.text()
@@ -54,7 +66,7 @@ class Api:
             if response.status >= 400:
                 error = data.get("error") if isinstance(data, dict) else None
                 error = error if isinstance(error, dict) else {}
-                message = error.get("message") or response.reason or "the API refused"
+                message = error.get("message") or refusals(data) or response.reason or "the API refused"
                 raise ApiFailure(response.status, error.get("type", "error"), message, data)
             return data
 

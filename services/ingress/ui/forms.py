@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from wtforms import Form, PasswordField, StringField, TextAreaField
+from wtforms import Form, HiddenField, PasswordField, StringField, TextAreaField
 from wtforms.csrf.session import SessionCSRF
 from wtforms.validators import DataRequired, Length, Optional
 
@@ -36,6 +36,14 @@ class EditDraft(Protected):
     subject = StringField("Subject", [Optional(), Length(max=998, message="subject: at most 998 characters")])
     text = TextAreaField("Text", [Optional()])
     html = TextAreaField("HTML", [Optional()])
+
+
+class Reply(Protected):
+    """A person's reply in a conversation. Its Idempotency-Key is made when the form is shown, so a form
+    sent twice (a double click, a resubmission) sends once."""
+
+    text = TextAreaField("Reply", [DataRequired("text: is required")])
+    idempotency_key = HiddenField("", [DataRequired("idempotency_key: is required"), Length(max=255)])
 
 
 class AddSuppression(Protected):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -40,6 +41,8 @@ NOTICES = {
     "retried": "Delivery queued again.",
     "refused": "Draft approved, but every recipient was refused (suppressed, or over a cap): see its conversation.",
     "out": "You are logged out.",
+    "replied": "Reply sent.",
+    "held": "Reply kept as a draft: it is sent once approved.",
 }
 
 
@@ -186,7 +189,23 @@ async def conversations(request: web.Request) -> web.Response:
 async def conversation(request: web.Request) -> web.Response:
     session, api = await signed_in(request)
     conv = await api.get(f"/v1/conversations/{segment(request, 'convId')}")
-    return render(request, "conversation.html", session=session, conv=conv)
+    form = forms.bind(forms.Reply, request["ui_csrf_secret"], session.csrf, idempotency_key=str(uuid.uuid4()))
+    return render(request, "conversation.html", session=session, conv=conv, form=form)
+
+
+@routes.post("/conversations/{convId}/reply")
+async def reply(request: web.Request) -> web.Response:
+    """A person answers in the conversation, through the identity's send, as an agent would: from the
+    mailbox the conversation uses, threaded; held as a draft if the identity needs approval."""
+    _, api, form = await posted(request, forms.Reply)
+    conv_id = segment(request, "convId")
+    conv = await api.get(f"/v1/conversations/{conv_id}")
+    answer = await api.call(
+        "POST", f"/v1/identities/{quote(conv['identity'], safe='')}/send", body={"convId": conv["id"], "text": form.text.data},
+        idempotency_key=form.idempotency_key.data,
+    )  # fmt: skip
+    held = answer.get("pendingApproval") if isinstance(answer, dict) else 0
+    return done(f"/ui/conversations/{conv_id}", "held" if held else "replied")
 
 
 @routes.get("/messages/{messageId}")
