@@ -297,12 +297,18 @@ async def test_another_organizations_pages_are_404_and_a_form_without_its_token_
     assert page.url.endswith("/ui/login")
 
 
-async def test_new_mail_appears_without_a_reload(api: Api, relay: Relay, inbound: int, page) -> None:
+async def test_new_mail_appears_without_a_reload_in_every_tab_through_one_stream(
+    api: Api, relay: Relay, inbound: int, page
+) -> None:
     handle, [mailbox] = await make_identity(api, relay)
     await log_in(page, api.key)
-    await page.goto(f"/ui/conversations?identity={handle}")
-    await page.wait_for_function("document.documentElement.dataset.live === 'on'")
-    await page.evaluate("window.stayed = true")  # gone if the page reloads
+    tabs = [page, await page.context.new_page()]
+    streams = []
+    for tab in tabs:
+        tab.on("request", lambda r: streams.append(r.url) if r.url.endswith("/ui/live") else None)
+        await tab.goto(f"/ui/conversations?identity={handle}")
+        await tab.wait_for_function("() => document.documentElement.dataset.live === 'on'")  # the stream is open
+        await tab.evaluate("window.stayed = true")  # gone if the page reloads
 
     subject = f"Arrived live {uuid.uuid4().hex[:6]}"
     mail = EmailMessage()
@@ -310,8 +316,10 @@ async def test_new_mail_appears_without_a_reload(api: Api, relay: Relay, inbound
     mail.set_content("Hello there")
     await deliver(inbound, mail, "ana@example.test", [mailbox["email"]])
 
-    await page.locator("table.list a", has_text=subject).wait_for(timeout=15_000)
-    assert await page.evaluate("window.stayed") is True
+    for tab in tabs:
+        await tab.locator("table.list a", has_text=subject).wait_for(timeout=15_000)
+        assert await tab.evaluate("window.stayed") is True
+    assert len(streams) == 1, streams  # the second tab heard it from the first
 
 
 async def test_a_revoked_key_ends_its_sessions(api: Api, page) -> None:

@@ -33,9 +33,33 @@
       .catch(function () { /* the next event tries again */ });
   }
 
-  var stream = new EventSource("/ui/live");
-  stream.onmessage = function () {
+  function changed() {
     if (timer === null) timer = window.setTimeout(refresh, 300);
-  };
-  document.documentElement.dataset.live = "on";
+  }
+
+  // One stream for all of this browser's dashboard tabs (each would hold one of the six connections a
+  // browser keeps per site): the tab holding the lock listens and tells the others.
+  var channel = window.BroadcastChannel ? new BroadcastChannel("sendstream-live") : null;
+  function listen() {
+    var stream = new EventSource("/ui/live");
+    stream.onopen = function () { document.documentElement.dataset.live = "on"; };
+    stream.onmessage = function (event) {
+      changed();
+      if (channel) channel.postMessage(event.data);
+    };
+  }
+  function lead() {
+    listen();
+    return new Promise(function () {});  // the lock is held while this tab lives
+  }
+  if (channel && navigator.locks) {
+    navigator.locks.request("sendstream-live", { ifAvailable: true }, function (lock) {
+      if (lock) return lead();
+      channel.onmessage = changed;  // another tab listens; this one takes over when that one closes
+      document.documentElement.dataset.live = "on";
+      navigator.locks.request("sendstream-live", lead);
+    });
+  } else {
+    listen();
+  }
 })();
