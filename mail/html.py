@@ -42,6 +42,10 @@ STYLE_PROPERTIES = {
     "min-width", "padding", "padding-bottom", "padding-left", "padding-right", "padding-top", "text-align",
     "text-decoration", "text-transform", "vertical-align", "white-space", "width", "word-break",
 }  # fmt: skip
+# The cleaner's time grows with the square of how deep tags nest (20,000 levels: about a second), and
+# depth is at most the number of tags: past this many, a message's HTML is not shown (its text is).
+MAX_TAGS = 20_000
+OPENING_TAG = re.compile(r"<[A-Za-z]")
 LINK_SCHEMES = ("http:", "https:", "mailto:")
 REMOTE = re.compile(r"^\s*(https?:)?//", re.IGNORECASE)
 INLINE_IMAGE = re.compile(r"^data:image/(png|gif|jpeg|webp);base64,[a-z0-9+/=\s]*$", re.IGNORECASE)
@@ -51,10 +55,14 @@ INLINE_IMAGE = re.compile(r"^data:image/(png|gif|jpeg|webp);base64,[a-z0-9+/=\s]
 class Cleaned:
     html: str
     remote_images: int  # remote images found (dropped unless they were asked for)
+    too_complex: bool = False  # more than MAX_TAGS tags: nothing is shown of it
 
 
 def clean(html: str, *, remote_images: bool = False) -> Cleaned:
-    """`html` with nothing that runs, navigates by itself or submits; remote images kept only if asked."""
+    """`html` with nothing that runs, navigates by itself or submits; remote images kept only if asked.
+    It takes up to about a second of CPU (with Python's GIL released): call it off an event loop."""
+    if len(OPENING_TAG.findall(html)) > MAX_TAGS:
+        return Cleaned("", 0, too_complex=True)
     found = 0
 
     def keep(tag: str, attribute: str, value: str) -> str | None:

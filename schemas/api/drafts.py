@@ -46,6 +46,14 @@ class UpdateDraft(ApiModel):
     timezone: TimeZone | None = Field(None, description="The IANA time zone of a local `sendAt`.")
 
 
+class ApproveDraft(ApiModel):
+    ifUpdatedAt: str | None = Field(
+        None, max_length=64,
+        description="Approve only the draft as it was at this `updatedAt` (the version a person reviewed): "
+        "409 `draft_changed` if it was edited since.",
+    )
+
+
 class RejectDraft(ApiModel):
     reason: str = Field(min_length=1, max_length=1000)
 

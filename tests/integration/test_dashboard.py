@@ -13,10 +13,13 @@ from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
 
+import aiohttp.web
 import pytest
 import pytest_asyncio
 from playwright.async_api import async_playwright
+from yarl import URL
 
+from devstack.infra import free_port
 from tests import chromium
 from tests.conftest import Api, Receiver, Relay, deliver, eventually, new_org
 from tests.integration.test_send import make_identity
@@ -331,7 +334,7 @@ async def test_a_revoked_key_ends_its_sessions(api: Api, page) -> None:
     assert page.url.endswith("/ui/login")
     await page.fill("input[name=api_key]", made["apiKey"])
     await page.click("button:has-text('Log in')")
-    assert await page.locator("text=no valid API key").count() == 1
+    await page.locator("text=no valid API key").wait_for()
 
 
 async def test_the_login_form_needs_its_token_and_a_key(api: Api, page) -> None:
@@ -340,6 +343,112 @@ async def test_the_login_form_needs_its_token_and_a_key(api: Api, page) -> None:
     assert refused.status == 403
     await page.fill("input[name=api_key]", "sk_live_" + "x" * 43)
     await page.click("button:has-text('Log in')")
-    assert await page.locator("text=api_key: this is no valid API key").count() == 1
+    await page.locator("text=api_key: this is no valid API key").wait_for()
     assert re.search(r"/ui/login$", page.url)
     await shot(page, "login")
+
+
+async def test_an_approval_is_of_the_version_the_person_saw(api: Api, relay: Relay, page) -> None:
+    handle, _ = await make_identity(api, relay)
+    await api.call("PATCH", f"/v1/identities/{handle}", {"requireApproval": True})
+    held = await send(api, handle, to="lee@example.test", subject="Pricing", text="Our price is 100.", html="<p>Our price is <b>100</b>.</p>")
+    await log_in(page, api.key)
+    await page.goto("/ui/drafts")
+    card = page.locator(f"article#{held['draftId']}")
+    await card.locator("summary:has-text('Its HTML')").click()  # the HTML as it will be seen, framed
+    await page.frame_locator(f"article#{held['draftId']} iframe").locator("b:has-text('100')").wait_for()
+
+    # The agent changes the draft after the person opened the page: that version is not approved unseen.
+    status, _, _ = await api.call("PATCH", f"/v1/drafts/{held['draftId']}", {"text": "Our price is 900."})
+    assert status == 200
+    await card.locator("button:has-text('Approve and send')").click()
+    await page.wait_for_selector("text=Not approved: the draft was edited after you opened it")
+    _, shown, _ = await api.call("GET", f"/v1/drafts/{held['draftId']}")
+    assert shown["status"] == "pending" and relay.received == [], shown
+    await page.locator(f"article#{held['draftId']} >> text=Our price is 900.").wait_for()
+    await page.locator(f"article#{held['draftId']} button:has-text('Approve and send')").click()
+    await page.wait_for_selector("text=Draft approved")
+    [got] = await relay.wait_for(1)
+    assert "Our price is 900." in got.message.get_body(("plain",)).get_content()
+
+    # A message a draft holds has a page too (its timeline is empty until it is approved).
+    held = await send(api, handle, to="kim@example.test", subject="Held", text="t")
+    await eventually(lambda: shown_by_api(api, held["messageId"]))
+    response = await page.goto(f"/ui/messages/{held['messageId']}")
+    assert response.status == 200 and await page.locator("code", has_text=held["messageId"]).count() == 1
+    # Never another API route by a dot segment (a browser resolves them; a script need not).
+    cookie = next(c["value"] for c in await page.context.cookies() if c["name"] == "sendstream_session")
+    async with aiohttp.ClientSession(cookies={"sendstream_session": cookie}) as raw:
+        for odd in ("%2E", "%2E%2E"):
+            async with raw.get(URL(f"{api.base}/ui/drafts/{odd}", encoded=True), allow_redirects=False) as r:
+                assert r.status == 404 and "Not found" in await r.text()
+
+
+async def test_another_port_of_the_same_host_cannot_log_a_person_in_or_post_their_forms(
+    api: Api, operator: Api, page
+) -> None:
+    """SameSite lets a page on another port of this host send the cookies (it is the same site) and
+    set them: the login seed planted, the form posted with its matching token, is still refused."""
+    other = await new_org(operator)
+    mine, theirs = f"mine-{uuid.uuid4().hex[:6]}@example.test", f"theirs-{uuid.uuid4().hex[:6]}@example.test"
+    for who, handle in ((api, mine), (other, theirs)):
+        status, _, _ = await who.call("POST", "/v1/identities", {"handle": handle, "dailyCap": 10})
+        assert status == 201
+    await log_in(page, api.key)
+    seed_page = await page.context.new_page()
+    await seed_page.goto("/ui/login")  # the attacker gets a seed and its token, as anyone can
+    token = await seed_page.input_value("input[name=csrf_token]")
+    seed = next(c["value"] for c in await page.context.cookies() if c["name"] == "sendstream_login")
+    await seed_page.close()
+
+    async def attacker(_: aiohttp.web.Request) -> aiohttp.web.Response:
+        page_text = ATTACK.format(base=api.base, seed=seed, token=token, key=other.key)
+        return aiohttp.web.Response(content_type="text/html", text=page_text)
+
+    attack = aiohttp.web.Application()
+    attack.router.add_get("/", attacker)
+    runner = aiohttp.web.AppRunner(attack)
+    await runner.setup()
+    port = free_port()
+    await aiohttp.web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        await page.goto(f"http://127.0.0.1:{port}/")
+        await page.wait_for_load_state()
+        await page.wait_for_timeout(500)
+    finally:
+        await runner.cleanup()
+    await page.goto("/ui/identities")  # still logged in, to the person's own organization
+    assert page.url.endswith("/ui/identities")
+    await page.locator("h2", has_text=mine).wait_for()
+    assert await page.locator("h2", has_text=theirs).count() == 0
+
+
+async def shown_by_api(api: Api, message_id: str) -> bool:
+    status, _, _ = await api.call("GET", f"/v1/messages/{message_id}")
+    return status == 200
+
+
+ATTACK = """<!doctype html><form method="post" action="{base}/ui/login">
+<input name="api_key" value="{key}"><input name="csrf_token" value="{token}"></form>
+<script>document.cookie = "sendstream_login={seed}; path=/ui"; document.forms[0].submit();</script>"""
+
+
+async def test_mail_nested_too_deep_to_clean_quickly_is_shown_as_its_text(
+    api: Api, relay: Relay, inbound: int, page
+) -> None:
+    handle, [mailbox] = await make_identity(api, relay)
+    mail = EmailMessage()
+    mail["From"], mail["To"], mail["Subject"] = "deep@example.test", mailbox["email"], "Deep"
+    mail.set_content("The plain words.")
+    mail.add_alternative("<div>" * 100_000 + "deep" + "</div>" * 100_000, subtype="html")
+    await deliver(inbound, mail, "deep@example.test", [mailbox["email"]])
+
+    async def arrived():
+        _, found, _ = await api.call("GET", f"/v1/identities/{handle}/conversations")
+        return found["data"] and found["data"][0]["messages"][0]
+
+    msg = await eventually(arrived)
+    await log_in(page, api.key)
+    await page.goto(f"/ui/messages/{msg['messageId']}")
+    await page.locator("text=too complex to show safely").first.wait_for()
+    await page.frame_locator("iframe.body").locator("text=The plain words.").wait_for()

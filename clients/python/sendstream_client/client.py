@@ -228,9 +228,11 @@ class _Operations:
         body = _drop_none({"subject": subject, "text": text, "html": html, "sendAt": send_at, "timezone": timezone})
         return self._run(Call("PATCH", f"/v1/drafts/{_p(draft_id)}", m.Draft, body=body))
 
-    def approve_draft(self, draft_id: str) -> m.ApprovedDraft:
-        """Send it (once, however often approved); needs an admin key or the `approve` scope."""
-        return self._run(Call("POST", f"/v1/drafts/{_p(draft_id)}/approve", m.ApprovedDraft))
+    def approve_draft(self, draft_id: str, *, if_updated_at: str | None = None) -> m.ApprovedDraft:
+        """Send it (once, however often approved); needs an admin key or the `approve` scope. With
+        `if_updated_at` (the draft's `updated_at` as reviewed), Conflict if it was edited since."""
+        body = _drop_none({"ifUpdatedAt": if_updated_at})
+        return self._run(Call("POST", f"/v1/drafts/{_p(draft_id)}/approve", m.ApprovedDraft, body=body))
 
     def reject_draft(self, draft_id: str, reason: str) -> m.Draft:
         return self._run(Call("POST", f"/v1/drafts/{_p(draft_id)}/reject", m.Draft, body={"reason": reason}))

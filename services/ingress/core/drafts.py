@@ -16,6 +16,7 @@ from uuid import UUID
 
 import asyncpg
 
+from schemas.api.common import iso
 from schemas.commands import Outcome
 from schemas.envelope import Envelope
 from schemas.events import (
@@ -91,14 +92,18 @@ async def find(c: Context, org_id: UUID, draft_id: UUID | None) -> asyncpg.Recor
 
 
 async def approve(
-    c: Context, org_id: UUID, draft_id: UUID | None, by: UUID, correlation_id: str
-) -> tuple[asyncpg.Record, Outcome]:
+    c: Context, org_id: UUID, draft_id: UUID | None, by: UUID, correlation_id: str,
+    if_updated_at: str | None = None,
+) -> tuple[asyncpg.Record, Outcome]:  # fmt: skip
     """Send (or schedule) the draft's request, once however often it is approved; the draft, and the
-    outcome as the send would have answered it. Conflict if it was rejected or cancelled."""
+    outcome as the send would have answered it. Conflict if it was rejected or cancelled, or (with
+    `if_updated_at`, its `updatedAt` as the approver saw it) edited since."""
     async with directory.change(c) as (conn, facts):
         row = await locked(conn, org_id, draft_id)
         if row["status"] in ("rejected", "cancelled"):
             raise Conflict(f"draft_{row['status']}: the draft was {row['status']}; it cannot be approved")
+        if row["status"] == "pending" and if_updated_at is not None and iso(row["updated_at"]) != if_updated_at:
+            raise Conflict("draft_changed: the draft was edited after the version you reviewed; review it again")
         # Published under the row's lock: a concurrent approval waits, then finds the decision recorded.
         # Should this transaction not commit, the draft is still pending, and approving it again
         # publishes the same event (decide takes it once).

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from schemas import ids
 from schemas.api.common import iso
-from schemas.api.drafts import ApprovedDraft, Draft, DraftList, RejectDraft, UpdateDraft
+from schemas.api.drafts import ApprovedDraft, ApproveDraft, Draft, DraftList, RejectDraft, UpdateDraft
 from schemas.api.identities import send_response
 from schemas.events import Content
 from schemas.schedule import ScheduleError
@@ -113,14 +113,17 @@ async def update_draft(call: Call) -> web.Response:
 
 
 @route(
-    "POST", "/v1/drafts/{draftId}/approve", scope="approve", tag="drafts", response=ApprovedDraft, status=202,
-    errors=(404, 409, 503), answers={429: ApprovedDraft},
+    "POST", "/v1/drafts/{draftId}/approve", scope="approve", tag="drafts", body=ApproveDraft, body_optional=True,
+    response=ApprovedDraft, status=202, errors=(400, 404, 409, 503), answers={429: ApprovedDraft},
     summary="Send (or schedule) a draft, exactly once however often it is approved, answered as the send "
     "would be; needs an admin key or the `approve` scope",
 )  # fmt: skip
 async def approve_draft(call: Call) -> web.Response:
     c = ctx(call)
-    row, outcome = await drafts.approve(c, call.principal.org_id, draft_id(call), call.principal.key_id, call.request_id)
+    b: ApproveDraft = call.body
+    row, outcome = await drafts.approve(
+        c, call.principal.org_id, draft_id(call), call.principal.key_id, call.request_id, b.ifUpdatedAt
+    )
     shown_row = await c.pool.fetchrow(f"{SHOWN} WHERE d.id = $1", row["id"])
     sent, status = send_response(outcome, shown_row["handle"])
     return json_model(ApprovedDraft(**sent.model_dump(), draft=draft_out(shown_row)), status)

@@ -9,6 +9,7 @@ elsewhere; received mail is shown only inside a sandboxed frame of its own, stri
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
 
 import aiohttp
 import structlog
@@ -39,6 +40,8 @@ async def guard(request: web.Request, handler: Callable[[web.Request], Awaitable
     """Sessions, errors as pages (never JSON, never a stack), and the security headers of every answer."""
     try:
         request["ui_csrf_secret"] = sessions.csrf_secret(request.config_dict[CONTEXT])
+        if request.method == "POST" and not same_origin(request):
+            raise web.HTTPForbidden(text="this form was sent from another site, or another port of this one")
         response = await handler(request)
     except pages.SignedOut:
         response = pages.see_other("/ui/login")
@@ -69,6 +72,16 @@ async def guard(request: web.Request, handler: Callable[[web.Request], Awaitable
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
     return response
+
+
+def same_origin(request: web.Request) -> bool:
+    """A post from this dashboard's own pages, as the browser says (Fetch Metadata, else Origin); the CSRF
+    token is checked besides. This also refuses what SameSite lets through: another port of this host."""
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None:
+        return site in ("same-origin", "none")
+    origin = request.headers.get("Origin")
+    return origin is None or urlsplit(origin).netloc == request.host
 
 
 def app() -> web.Application:

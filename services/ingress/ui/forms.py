@@ -26,6 +26,10 @@ class Login(Protected):
     api_key = PasswordField("API key", [DataRequired("api_key: is required")])
 
 
+class Approve(Protected):
+    if_updated_at = HiddenField("", [DataRequired("if_updated_at: is required"), Length(max=64)])
+
+
 class Reject(Protected):
     reason = StringField(
         "Reason", [DataRequired("reason: is required"), Length(max=1000, message="reason: at most 1000 characters")]

@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 import uuid
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import jinja2
 import markupsafe
@@ -30,6 +31,20 @@ TEMPLATES.filters["when"] = lambda iso: iso.replace("T", " ").split(".")[0].remo
 TEMPLATES.filters["q"] = lambda value: quote(str(value), safe="")
 TEMPLATES.filters["pretty"] = lambda value: json.dumps(value, indent=2, sort_keys=True)
 
+
+def frame_size(bodies: tuple[str | None, str | None]) -> str:
+    """A frame's height class for a body (a sandboxed frame cannot size itself: it runs no script),
+    guessed from its text, else its HTML's length."""
+    text, html = bodies
+    lines = (text or "").count("\n") + len(text or "") // 100 if text else len(html or "") // 400
+    return "short" if lines < 8 else "tall" if lines > 30 else ""
+
+
+TEMPLATES.filters["frame_size"] = frame_size
+# A signed download link as this page's own path: the API makes it under SENDSTREAM_PUBLIC_BASE_URL, and
+# the dashboard is served by that same ingress, however it was reached.
+TEMPLATES.filters["here"] = lambda url: urlsplit(url)._replace(scheme="", netloc="").geturl() if url else url
+
 # What a page says after a form did its work (a code in the redirect, never text from the request).
 NOTICES = {
     "approved": "Draft approved: it is on its way.",
@@ -41,6 +56,7 @@ NOTICES = {
     "retried": "Delivery queued again.",
     "refused": "Draft approved, but every recipient was refused (suppressed, or over a cap): see its conversation.",
     "out": "You are logged out.",
+    "changed": "Not approved: the draft was edited after you opened it. Review it again.",
     "replied": "Reply sent.",
     "held": "Reply kept as a draft: it is sent once approved.",
 }
@@ -94,8 +110,12 @@ def done(to: str, notice: str) -> web.Response:
 
 
 def segment(request: web.Request, name: str) -> str:
-    """A path parameter of this page, as a path segment of the API's URL."""
-    return quote(request.match_info[name], safe="")
+    """A path parameter of this page, as a path segment of the API's URL (never `.` or `..`, which would
+    name another of its routes)."""
+    value = request.match_info[name]
+    if value.strip(".") == "":
+        raise web.HTTPNotFound
+    return quote(value, safe="")
 
 
 async def act(request: web.Request, method: str, api_path: str, to: str, notice: str) -> web.Response:
@@ -138,7 +158,7 @@ async def login(request: web.Request) -> web.Response:
         return render(request, "login.html", 401, form=form, error="api_key: this is no valid API key (or it was revoked)")
     response = see_other("/ui/conversations")
     sessions.set_cookie(response, request, sessions.COOKIE, token, sessions.TTL)
-    sessions.drop_cookie(response, sessions.LOGIN_COOKIE)
+    sessions.drop_cookie(response, request, sessions.LOGIN_COOKIE)
     return response
 
 
@@ -147,7 +167,7 @@ async def logout(request: web.Request) -> web.Response:
     session, _, _ = await posted(request, forms.Protected)
     await sessions.end(request.config_dict[CONTEXT].pool, session)
     response = done("/ui/login", "out")
-    sessions.drop_cookie(response, sessions.COOKIE)
+    sessions.drop_cookie(response, request, sessions.COOKIE)
     return response
 
 
@@ -213,19 +233,30 @@ async def message(request: web.Request) -> web.Response:
     session, api = await signed_in(request)
     mid = segment(request, "messageId")
     msg, trail, hooks = await asyncio.gather(
-        api.get(f"/v1/messages/{mid}"), api.get(f"/v1/messages/{mid}/events"), api.get("/v1/webhooks")
+        api.get(f"/v1/messages/{mid}"), timeline(api, mid), api.get("/v1/webhooks")
     )
     pages = await asyncio.gather(
         *(api.get(f"/v1/webhooks/{quote(h['id'], safe='')}/deliveries", messageId=msg["messageId"]) for h in hooks["data"])
     )
     deliveries = [(h, d) for h, p in zip(hooks["data"], pages, strict=True) for d in p["data"]]
-    blocked = clean(msg["html"]).remote_images if msg["html"] else 0
+    shown = await asyncio.to_thread(clean, msg["html"]) if msg["html"] else None
     return render(
-        request, "message.html", session=session, msg=msg, trail=trail["data"], deliveries=deliveries,
-        blocked=blocked, images=request.query.get("images") == "1",
+        request, "message.html", session=session, msg=msg, trail=trail, deliveries=deliveries, shown=shown,
+        images=request.query.get("images") == "1",
     )  # fmt: skip
 
 
+async def timeline(api: Api, message_id: str) -> list[dict]:
+    """The message's events; none yet for a message a draft still holds (its draft's events are the draft's)."""
+    try:
+        return (await api.get(f"/v1/messages/{message_id}/events"))["data"]
+    except ApiFailure as exc:
+        if exc.status == 404:
+            return []
+        raise
+
+
+LIVE_CHECK_S = 2  # how soon a live stream ends after its session does (at its next event or keep-alive)
 FRAME_POLICY = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src data:{remote}; frame-ancestors 'self'; "
     "form-action 'none'; base-uri 'none'; sandbox allow-popups allow-popups-to-escape-sandbox"
@@ -237,15 +268,21 @@ FRAME_STYLE = "<style>body { font: 15px/1.45 system-ui, sans-serif; margin: .6re
 
 @routes.get("/messages/{messageId}/body")
 async def message_body(request: web.Request) -> web.Response:
-    """The message's body as the frame of its page shows it: the HTML cleaned (mail/html.py), served
-    under a policy that runs nothing and loads nothing (remote images only when asked, `images=1`)."""
+    """The message's body as the frame of its page shows it."""
     _, api = await signed_in(request)
     msg = await api.get(f"/v1/messages/{segment(request, 'messageId')}")
-    images = request.query.get("images") == "1"
-    if msg["html"]:
-        body = clean(msg["html"], remote_images=images).html
+    return await framed(msg["html"], msg["text"], images=request.query.get("images") == "1")
+
+
+async def framed(html: str | None, text: str | None, *, images: bool) -> web.Response:
+    """A body as a frame shows it: the HTML cleaned (mail/html.py, off the event loop), served under a
+    policy that runs nothing and loads nothing (remote images only when asked); else the text."""
+    shown = await asyncio.to_thread(clean, html, remote_images=images) if html else None
+    if shown and not shown.too_complex:
+        body = shown.html
     else:
-        body = f"<pre>{markupsafe.escape(msg['text'] or '')}</pre>"
+        note = "<p><em>This HTML is too complex to show safely; its text follows.</em></p>" if shown else ""
+        body = f"{note}<pre>{markupsafe.escape(text or '')}</pre>"
     document = f'<!doctype html><html><head><meta charset="utf-8">{FRAME_STYLE}</head><body>{body}</body></html>'
     return web.Response(
         text=document, content_type="text/html",
@@ -265,6 +302,14 @@ async def drafts(request: web.Request) -> web.Response:
     status = request.query.get("status", "pending")
     found = (await api.get("/v1/drafts", status=status, cursor=request.query.get("cursor", ""), limit="100"))
     return render(request, "drafts.html", session=session, drafts=found, shown=status)
+
+
+@routes.get("/drafts/{draftId}/body")
+async def draft_body(request: web.Request) -> web.Response:
+    """A draft's HTML as a person reviews it, cleaned and framed as received mail is."""
+    _, api = await signed_in(request)
+    found = await api.get(f"/v1/drafts/{segment(request, 'draftId')}")
+    return await framed(found["html"], found["text"], images=request.query.get("images") == "1")
 
 
 @routes.get("/drafts/{draftId}")
@@ -288,12 +333,17 @@ async def edit_draft(request: web.Request) -> web.Response:
 
 @routes.post("/drafts/{draftId}/approve")
 async def approve_draft(request: web.Request) -> web.Response:
-    try:
-        return await act(request, "POST", f"/v1/drafts/{segment(request, 'draftId')}/approve", "/ui/drafts", "approved")
-    except ApiFailure as exc:  # approved, and answered as the send was: every recipient refused
+    _, api, form = await posted(request, forms.Approve)
+    try:  # only the version the person saw: an edit since (by the agent, say) is not approved unseen
+        body = {"ifUpdatedAt": form.if_updated_at.data}
+        await api.call("POST", f"/v1/drafts/{segment(request, 'draftId')}/approve", body=body)
+    except ApiFailure as exc:
         if exc.status == 429 and isinstance(exc.data, dict) and "draft" in exc.data:
-            return done("/ui/drafts", "refused")
+            return done("/ui/drafts", "refused")  # approved, answered as the send was: every recipient refused
+        if exc.status == 409 and exc.message.startswith("draft_changed"):
+            return done("/ui/drafts", "changed")
         raise
+    return done("/ui/drafts", "approved")
 
 
 @routes.post("/drafts/{draftId}/reject")
@@ -386,13 +436,13 @@ async def live(request: web.Request) -> web.StreamResponse:
         await anext(events)  # the API's stream is open (a refusal is raised here, before this answers)
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await response.prepare(request)
+        checked = time.monotonic()
         with contextlib.suppress(ConnectionResetError):
             await response.write(b"retry: 3000\n\n")
             async for kind in events:
-                if kind:
-                    await response.write(f"data: {kind}\n\n".encode())
-                elif await sessions.current(c, request) is None:  # logged out, expired or revoked
-                    break
-                else:
-                    await response.write(b": keep-alive\n\n")
+                if time.monotonic() - checked > LIVE_CHECK_S:  # logged out, expired or revoked: over
+                    if await sessions.current(c, request) is None:
+                        break
+                    checked = time.monotonic()
+                await response.write(f"data: {kind}\n\n".encode() if kind else b": keep-alive\n\n")
     return response

@@ -69,7 +69,7 @@ async def start(c: Context, key: str) -> str | None:
 
 async def current(c: Context, request: web.Request) -> Session | None:
     """The request's live session (its cookie's, unexpired, its key not revoked), if it has one."""
-    token = request.cookies.get(COOKIE)
+    token = read_cookie(request, COOKIE)
     if not token:
         return None
     row = await c.pool.fetchrow(
@@ -91,23 +91,39 @@ async def sweep(pool: asyncpg.Pool) -> None:
     await pool.execute("DELETE FROM ui_sessions WHERE expires_at < now()")
 
 
+def over_https(request: web.Request) -> bool:
+    """Reached over HTTPS, directly or through a proxy that ends TLS (SENDSTREAM_PUBLIC_BASE_URL says https)."""
+    return request.secure or request.config_dict[CONTEXT].settings.public_base_url.startswith("https:")
+
+
+def cookie(request: web.Request, name: str) -> tuple[str, str]:
+    """A cookie's name and path. Over HTTPS a `__Host-` name (Secure, Path=/, no Domain): no other host,
+    port or path of the site can set it, so nobody plants a session or a login seed in this browser.
+    Over plain HTTP (make run) the bare name, scoped to /ui."""
+    return (f"__Host-{name}", "/") if over_https(request) else (name, PATH)
+
+
+def read_cookie(request: web.Request, name: str) -> str | None:
+    return request.cookies.get(cookie(request, name)[0])
+
+
 def set_cookie(response: web.StreamResponse, request: web.Request, name: str, value: str, ttl: timedelta) -> None:
-    """`Secure` when the dashboard is reached over HTTPS, directly or through a proxy that terminates TLS
-    (SENDSTREAM_PUBLIC_BASE_URL says https)."""
-    public = request.config_dict[CONTEXT].settings.public_base_url
+    """HttpOnly, SameSite=Strict, and Secure over HTTPS."""
+    full, path = cookie(request, name)
     response.set_cookie(
-        name, value, path=PATH, max_age=int(ttl.total_seconds()), httponly=True, samesite="Strict",
-        secure=request.secure or public.startswith("https:"),
+        full, value, path=path, max_age=int(ttl.total_seconds()), httponly=True, samesite="Strict",
+        secure=over_https(request),
     )  # fmt: skip
 
 
-def drop_cookie(response: web.StreamResponse, name: str) -> None:
-    response.del_cookie(name, path=PATH)
+def drop_cookie(response: web.StreamResponse, request: web.Request, name: str) -> None:
+    full, path = cookie(request, name)
+    response.del_cookie(full, path=path)
 
 
 def login_context(request: web.Request, response_cookies: dict[str, str]) -> dict[str, str]:
     """The login form's CSRF context: the seed of its cookie, or a new one (to be set, in `response_cookies`)."""
-    seed = request.cookies.get(LOGIN_COOKIE)
+    seed = read_cookie(request, LOGIN_COOKIE)
     if not seed or len(seed) != 64:
         seed = response_cookies[LOGIN_COOKIE] = secrets.token_hex(32)
     return {"csrf": seed}
