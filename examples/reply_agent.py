@@ -6,7 +6,8 @@ that crashes and runs again answers each message once.
 
 With `--via mcp` it does the same through sendstream's MCP server (sendstream-mcp, over stdio), as an
 LLM agent's tools would. Configured by SENDSTREAM_API_URL and SENDSTREAM_API_KEY (`make run`'s key is
-sk_live_localdev). Exits 0 once it answered, 1 if no mail came in time.
+sk_live_localdev). Exits 0 once it answered, 1 if no mail came in time. It says "listening" (on stderr)
+once it has a place in the feed: mail that comes after that is never missed.
 """
 
 from __future__ import annotations
@@ -23,9 +24,15 @@ from sendstream_client import AsyncSendstream
 ANSWER = "Thanks for your message: a person will follow up within a day."
 
 
+def listening(identity: str) -> None:
+    print(f"listening for mail to {identity}", file=sys.stderr, flush=True)
+
+
 async def with_client(identity: str, timeout: float) -> int:
     async with AsyncSendstream() as mail:
-        got = (await mail.wait_for_reply(identity=identity, timeout=timeout)).message
+        first = await mail.wait_for_reply(identity=identity, timeout=1)  # a cursor: where "now" is in the feed
+        listening(identity)
+        got = first.message or (await mail.wait_for_reply(identity=identity, timeout=timeout, after=first.cursor)).message
         if got is None:
             print("no mail came", file=sys.stderr)
             return 1
@@ -44,12 +51,15 @@ async def with_mcp(identity: str, timeout: float) -> int:
         loop = asyncio.get_running_loop()
         deadline, cursor = loop.time() + timeout, None
         while (left := deadline - loop.time()) > 0:
-            asked = {"identity": identity, "timeout": max(1, min(30, int(left))), "after": cursor}
+            wait = 1 if cursor is None else max(1, min(30, int(left)))  # the first: a cursor, soon
+            asked = {"identity": identity, "timeout": wait, "after": cursor}
             waited = await tools.call_tool("wait_for_reply", {k: v for k, v in asked.items() if v is not None})
             if waited.isError:
                 print(waited.content[0].text, file=sys.stderr)
                 return 2
             answer = json.loads(waited.content[0].text)
+            if cursor is None:
+                listening(identity)
             got, cursor = answer["reply"], answer["cursor"]
             if got is None:
                 continue

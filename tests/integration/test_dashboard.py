@@ -305,6 +305,7 @@ async def test_new_mail_appears_without_a_reload_in_every_tab_through_one_stream
 ) -> None:
     handle, [mailbox] = await make_identity(api, relay)
     await log_in(page, api.key)
+    await page.goto("/ui/identities")  # a page without live updates: the landing page's stream is closed
     tabs = [page, await page.context.new_page()]
     streams = []
     for tab in tabs:

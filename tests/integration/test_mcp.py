@@ -116,7 +116,9 @@ async def test_the_example_agent_answers_the_mail_that_comes_and_stops(via: str,
         sys.executable, str(ROOT / "examples" / "reply_agent.py"), handle, "--timeout", "30", "--via", via,
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    await asyncio.sleep(2)
+    while line := await asyncio.wait_for(agent.stderr.readline(), 60):  # until its place in the feed is fixed
+        if b"listening" in line:
+            break
     question = EmailMessage()
     question["From"], question["To"], question["Subject"] = "lee@example.test", mailbox["email"], "Pricing?"
     question["Message-ID"] = f"<q-{uuid.uuid4().hex[:8]}@example.test>"
