@@ -43,8 +43,11 @@ async def guard(request: web.Request, handler: Callable[[web.Request], Awaitable
         if request.method == "POST" and not same_origin(request):
             raise web.HTTPForbidden(text="this form was sent from another site, or another port of this one")
         response = await handler(request)
-    except pages.SignedOut:
-        response = pages.see_other("/ui/login")
+    except pages.SignedOut:  # a page goes to the login form; a frame, a script's fetch or a stream is told 401
+        if request.headers.get("Sec-Fetch-Dest", "document") == "document":
+            response = pages.see_other("/ui/login")
+        else:
+            response = web.Response(status=401, text="not logged in", headers={"Cache-Control": "no-store"})
     except ApiFailure as exc:
         if exc.status == 401:  # the key was revoked meanwhile: the session is over
             if session := request.get("ui_session"):

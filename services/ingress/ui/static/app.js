@@ -21,7 +21,10 @@
     }
     timer = null;
     fetch(window.location.href, { credentials: "same-origin", headers: { Accept: "text/html" } })
-      .then(function (response) { return response.ok ? response.text() : null; })
+      .then(function (response) {
+        if (response.status === 401) window.location.reload();  // the session ended: to the login form
+        return response.ok ? response.text() : null;
+      })
       .then(function (html) {
         if (!html) return;
         var fresh = new DOMParser().parseFromString(html, "text/html").querySelector("[data-live]");
