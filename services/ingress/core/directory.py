@@ -62,6 +62,12 @@ async def find_identity(c: Context, org_id: UUID, handle: str) -> asyncpg.Record
     return row
 
 
+async def identity_named(c: Context, org_id: UUID, handle: str | None) -> asyncpg.Record | None:
+    """The identity a listing is narrowed to by its `identity` query parameter (a handle), None when it
+    names none; NotFound as `find_identity`."""
+    return await find_identity(c, org_id, handle) if handle else None
+
+
 async def wants_unsubscribe(c: Context, org_id: UUID, asked: bool | None) -> bool:
     """Whether a send carries one-click unsubscribe: as asked, else the organization's default."""
     if asked is not None:

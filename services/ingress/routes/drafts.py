@@ -67,7 +67,7 @@ async def list_drafts(call: Call) -> web.Response:
     if status is not None and status not in STATUSES:
         raise ApiError(400, "invalid_request", f"status: must be one of {', '.join(STATUSES)}")
     at, after = cursors.decode(query["cursor"], datetime, UUID) if query.get("cursor") else (None, None)
-    identity = await directory.find_identity(c, call.principal.org_id, query["identity"]) if query.get("identity") else None
+    identity = await directory.identity_named(c, call.principal.org_id, query.get("identity"))
     rows = await c.pool.fetch(
         f"""{SHOWN} WHERE d.org_id = $1 AND ($2::text IS NULL OR d.status = $2)
               AND ($3::uuid IS NULL OR d.identity_id = $3)

@@ -337,13 +337,8 @@ async def list_conversations(call: Call) -> web.Response:
     "recently active first (`cursor`, `limit` 1-100, default 20)",
 )  # fmt: skip
 async def list_all_conversations(call: Call) -> web.Response:
-    return await conversations_page(call, await identity_asked(call))
-
-
-async def identity_asked(call: Call) -> asyncpg.Record | None:
-    """The identity named by the `identity` query parameter (a handle), if one is."""
-    handle = call.request.query.get("identity")
-    return await directory.find_identity(ctx(call), call.principal.org_id, handle) if handle else None
+    identity = await directory.identity_named(ctx(call), call.principal.org_id, call.request.query.get("identity"))
+    return await conversations_page(call, identity)
 
 
 async def conversations_page(call: Call, identity: asyncpg.Record | None) -> web.Response:
@@ -377,7 +372,8 @@ async def search_messages(call: Call) -> web.Response:
     "last one as a prefix), best first (`limit` 1-100)",
 )  # fmt: skip
 async def search_all_messages(call: Call) -> web.Response:
-    return await found_messages(call, await identity_asked(call))
+    identity = await directory.identity_named(ctx(call), call.principal.org_id, call.request.query.get("identity"))
+    return await found_messages(call, identity)
 
 
 async def found_messages(call: Call, identity: asyncpg.Record | None) -> web.Response:

@@ -94,7 +94,7 @@ async def list_scheduled(call: Call) -> web.Response:
     c, query = ctx(call), call.request.query
     limit = query_limit(call, 50)
     at, after = cursors.decode(query["cursor"], datetime, UUID) if query.get("cursor") else (None, None)
-    identity = await directory.find_identity(c, call.principal.org_id, query["identity"]) if query.get("identity") else None
+    identity = await directory.identity_named(c, call.principal.org_id, query.get("identity"))
     rows = await c.pool.fetch(
         """SELECT s.message_id, s.send_at, i.handle, s.to_addrs, s.subject, s.conv_id
              FROM scheduled_sends s JOIN identities i ON i.id = s.identity_id
