@@ -14,7 +14,6 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
-from uuid import UUID
 
 import asyncpg
 from aiohttp import web
@@ -34,7 +33,6 @@ PATH = "/ui"
 @dataclass(frozen=True)
 class Session:
     token_hash: bytes
-    org_id: UUID
     key: str  # the API key the session acts with
     csrf: dict[str, str]  # WTForms' CSRF context: {"csrf": the session's seed}
 
@@ -73,14 +71,14 @@ async def current(c: Context, request: web.Request) -> Session | None:
     if not token:
         return None
     row = await c.pool.fetchrow(
-        """SELECT s.token_hash, s.org_id, s.sealed_key, s.csrf_seed FROM ui_sessions s
+        """SELECT s.token_hash, s.sealed_key, s.csrf_seed FROM ui_sessions s
              JOIN api_keys k ON k.id = s.key_id
             WHERE s.token_hash = $1 AND s.expires_at > now() AND k.revoked_at IS NULL""",
         _hashed(token),
     )
     if row is None:
         return None
-    return Session(row["token_hash"], row["org_id"], c.secrets.open(row["sealed_key"]), {"csrf": row["csrf_seed"]})
+    return Session(row["token_hash"], c.secrets.open(row["sealed_key"]), {"csrf": row["csrf_seed"]})
 
 
 async def end(pool: asyncpg.Pool, session: Session) -> None:
